@@ -1,0 +1,57 @@
+/**
+ * Sealed datagram layout, shared by every data path (direct UDP and relay).
+ *
+ *   offset  size  field
+ *   0       1     type      (DatagramType)
+ *   1       4     receiver  session index chosen by the receiving peer (big-endian)
+ *   5       8     counter   per-direction packet counter, also the AEAD nonce (big-endian)
+ *   13      n     ciphertext, then a 16-byte Poly1305 tag
+ *
+ * The 13-byte header is the AEAD's additional data, so a forged type, index or
+ * counter fails authentication. Type bytes start at 0xA1 so that a datagram is
+ * never mistaken for STUN, whose first two bits are always zero (RFC 5389 §6).
+ */
+export const DATAGRAM_HEADER_LEN = 13;
+export const AEAD_TAG_LEN = 16;
+export const DATAGRAM_OVERHEAD = DATAGRAM_HEADER_LEN + AEAD_TAG_LEN;
+/** Largest sealed datagram we send or accept; fits a 1500-byte MTU path with IPv6+UDP headers. */
+export const MAX_DATAGRAM_LEN = 1452;
+
+export const enum DatagramType {
+  /** KCP segment(s) for the session. */
+  Data = 0xa1,
+  /** Path probe: payload is a ProbeBody. */
+  Probe = 0xa2,
+  /** Reply to a probe, sent back to the source address of the probe. */
+  ProbeAck = 0xa3,
+  /** Keepalive on the direct path. */
+  Heartbeat = 0xa4,
+  /** Reply to a heartbeat. */
+  HeartbeatAck = 0xa5,
+}
+
+export function isDatagramType(b: number): b is DatagramType {
+  return b >= 0xa1 && b <= 0xa5;
+}
+
+export interface DatagramHeader {
+  type: DatagramType;
+  receiver: number;
+  counter: bigint;
+}
+
+/** Reads the header without authenticating it; null when the bytes cannot be one of ours. */
+export function peekDatagramHeader(buf: Uint8Array): DatagramHeader | null {
+  if (buf.length < DATAGRAM_OVERHEAD || buf.length > MAX_DATAGRAM_LEN) return null;
+  const type = buf[0];
+  if (!isDatagramType(type)) return null;
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  return { type, receiver: view.getUint32(1), counter: view.getBigUint64(5) };
+}
+
+export function writeDatagramHeader(out: Uint8Array, h: DatagramHeader): void {
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  out[0] = h.type;
+  view.setUint32(1, h.receiver >>> 0);
+  view.setBigUint64(5, h.counter);
+}

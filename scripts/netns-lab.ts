@@ -1,0 +1,1012 @@
+#!/usr/bin/env node
+// Linux network-namespace NAT lab: builds small "internet + NAT routers + hosts"
+// topologies out of namespaces, veth pairs, bridges and nftables, so the project
+// can prove hole punching against real kernel NATs. Library (imported by
+// test-netns/) and CLI (`node dist/scripts/netns-lab.js up cone-symmetric`).
+//
+// Everything the lab creates lives inside namespaces named `<prefix>-<node>`;
+// nothing is created in the root namespace, so deleting the namespaces removes
+// every interface, rule and route, and parallel labs never collide.
+
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+// ---------------------------------------------------------------------------
+// Topology description
+
+export type RouterType = 'cone' | 'symmetric' | 'fullcone' | 'public';
+export const ROUTER_TYPES: readonly RouterType[] = ['public', 'fullcone', 'cone', 'symmetric'];
+
+/** Impairments of one edge device's WAN link. */
+export interface LinkOptions {
+  /** percent of datagrams dropped on the WAN side, each direction independently */
+  loss?: number;
+  /** token-bucket rate limit of the WAN link in Mbit/s, both directions */
+  rateMbit?: number;
+  /** nf_conntrack_udp_timeout (s): mapping lifetime of a one-way/unreplied UDP flow */
+  udpTimeout?: number;
+  /** nf_conntrack_udp_timeout_stream (s): lifetime of a UDP flow that saw replies */
+  udpStreamTimeout?: number;
+}
+
+export interface RouterSpec extends LinkOptions {
+  type: RouterType;
+}
+
+export interface Topology {
+  /** site A: router "ra" with host "a" behind it (or "a" directly on the internet if public) */
+  a: RouterType | RouterSpec;
+  /** site B: router "rb" with host "b" */
+  b: RouterType | RouterSpec;
+  /** a second host "a2" on site A's LAN (same router as "a") */
+  sameLan?: boolean;
+  /** an "attacker" host on the internet (203.0.113.66) */
+  attacker?: boolean;
+  /**
+   * Carrier-grade NAT in front of a site: site A's router "ra" then sits on the
+   * carrier's inside network (100.64.1.0/24) behind carrier router "ca" (or "cb").
+   */
+  cgnat?: { a?: RouterType | RouterSpec; b?: RouterType | RouterSpec };
+  /** both LANs use 10.0.1.0/24, as two home networks often do (host candidates collide) */
+  overlappingLans?: boolean;
+}
+
+/** Fixed addresses: documentation ranges for the internet, private ones inside sites. */
+export const ADDR = {
+  internet: '203.0.113.0/24',
+  edgeA: '203.0.113.1',
+  edgeB: '203.0.113.2',
+  publicA2: '203.0.113.3',
+  rdv: '203.0.113.10',
+  rdv2: '203.0.113.11',
+  attacker: '203.0.113.66',
+} as const;
+
+type Role = 'internet' | 'router' | 'host';
+
+/** One namespace of the lab, as planned from the topology (pure data). */
+export interface NodePlan {
+  name: string;
+  role: Role;
+  /** router type for routers; 'public' for hosts on the internet */
+  type?: RouterType;
+  /** addresses with prefix length, first one is the primary */
+  addrs: string[];
+  /** default gateway, for hosts and inner routers */
+  gateway?: string;
+  /** for routers: name of the upstream node and the LAN subnet/hosts */
+  upstream?: string;
+  lanHosts?: string[];
+  lanCidr?: string;
+  /** for routers: initial link options */
+  link?: LinkOptions;
+}
+
+export interface LabPlan {
+  prefix: string;
+  topology: Topology;
+  nodes: NodePlan[];
+}
+
+function spec(r: RouterType | RouterSpec): RouterSpec {
+  return typeof r === 'string' ? { type: r } : r;
+}
+
+function checkType(t: string): RouterType {
+  if (!(ROUTER_TYPES as readonly string[]).includes(t)) {
+    throw new Error(`unknown router type "${t}" (expected one of ${ROUTER_TYPES.join(', ')})`);
+  }
+  return t as RouterType;
+}
+
+/**
+ * Pure: turn a topology into the list of namespaces with their addresses.
+ * Site X (a or b) gets edge address edgeX on the internet. Behind a public
+ * "router" the host itself holds that address; behind a NAT the router does.
+ */
+export function planTopology(prefix: string, topology: Topology): LabPlan {
+  const nodes: NodePlan[] = [
+    { name: 'inet', role: 'internet', addrs: [] },
+    { name: 'rdv', role: 'host', type: 'public', addrs: [`${ADDR.rdv}/24`, `${ADDR.rdv2}/24`] },
+  ];
+  if (topology.attacker) nodes.push({ name: 'attacker', role: 'host', type: 'public', addrs: [`${ADDR.attacker}/24`] });
+
+  for (const site of ['a', 'b'] as const) {
+    const r = spec(topology[site]);
+    checkType(r.type);
+    const edge = site === 'a' ? ADDR.edgeA : ADDR.edgeB;
+    const hosts = site === 'a' && topology.sameLan ? ['a', 'a2'] : [site];
+    const carrier = topology.cgnat?.[site] ? spec(topology.cgnat[site]!) : undefined;
+    if (carrier) checkType(carrier.type);
+
+    if (r.type === 'public') {
+      if (carrier) throw new Error(`site ${site}: a public host cannot sit behind a carrier NAT`);
+      // No router: the host is on the internet. a2 (sameLan) gets its own public address.
+      nodes.push({ name: site, role: 'host', type: 'public', addrs: [`${edge}/24`], link: linkOf(r) });
+      if (hosts.length > 1) nodes.push({ name: 'a2', role: 'host', type: 'public', addrs: [`${ADDR.publicA2}/24`] });
+      continue;
+    }
+    if (carrier?.type === 'public') throw new Error(`site ${site}: carrier NAT type must be a NAT type`);
+
+    const router = `r${site}`;
+    const net = site === 'a' || topology.overlappingLans ? 1 : 2;
+    let routerWan = `${edge}/24`;
+    let routerGw: string | undefined;
+    let upstream = 'inet';
+    if (carrier) {
+      const cname = `c${site}`;
+      const cnet = site === 'a' ? 1 : 2;
+      nodes.push({
+        name: cname, role: 'router', type: carrier.type, addrs: [`${edge}/24`, `100.64.${cnet}.1/24`],
+        upstream: 'inet', lanHosts: [router], lanCidr: `100.64.${cnet}.0/24`, link: linkOf(carrier),
+      });
+      routerWan = `100.64.${cnet}.2/24`;
+      routerGw = `100.64.${cnet}.1`;
+      upstream = cname;
+    }
+    nodes.push({
+      name: router, role: 'router', type: r.type, addrs: [routerWan, `10.0.${net}.1/24`], gateway: routerGw,
+      upstream, lanHosts: hosts, lanCidr: `10.0.${net}.0/24`, link: linkOf(r),
+    });
+    hosts.forEach((h, i) => {
+      nodes.push({ name: h, role: 'host', addrs: [`10.0.${net}.${10 + i}/24`], gateway: `10.0.${net}.1`, upstream: router });
+    });
+  }
+  return { prefix, topology, nodes };
+}
+
+function linkOf(r: RouterSpec): LinkOptions {
+  const { type: _t, ...rest } = r;
+  return rest;
+}
+
+// ---------------------------------------------------------------------------
+// Names
+
+// Longest interface suffix is 5 chars ("-eth0", "-l-a2"): 10 + 5 = 15 = IFNAMSIZ-1.
+const PREFIX_RE = /^[a-z][a-z0-9]{0,9}$/;
+
+export function checkPrefix(prefix: string): string {
+  if (!PREFIX_RE.test(prefix)) {
+    throw new Error(`bad prefix "${prefix}": lowercase letter then up to 9 letters/digits, no "-"`);
+  }
+  return prefix;
+}
+
+export function randomPrefix(): string {
+  return 'hp' + randomBytes(2).toString('hex');
+}
+
+const IF = {
+  bridge: (p: string) => `${p}-br`,
+  // Port on the internet bridge (or on a carrier's LAN bridge) towards a node.
+  port: (p: string, node: string) => `${p}-${node === 'attacker' ? 'atk' : node}`,
+  wan: (p: string) => `${p}-wan`,
+  lan: (p: string) => `${p}-lan`,
+  lanPort: (p: string, host: string) => `${p}-l-${host}`,
+  eth: (p: string) => `${p}-eth0`,
+};
+
+/** Where a node's uplink ends: the interface in the node and its peer port upstream. */
+function uplink(prefix: string, node: NodePlan): { inner: string; upstreamNs: string; port: string } {
+  const inner = node.role === 'router' ? IF.wan(prefix) : IF.eth(prefix);
+  const up = node.upstream ?? 'inet';
+  const port = up === 'inet' ? IF.port(prefix, node.name) : IF.lanPort(prefix, node.name);
+  return { inner, upstreamNs: up, port };
+}
+
+// ---------------------------------------------------------------------------
+// Running commands
+
+export interface ExecResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface ExecOptions {
+  /** kill the command after this long (default 30 s); code is then 124 */
+  timeoutMs?: number;
+  input?: string | Buffer;
+  env?: NodeJS.ProcessEnv;
+  /** throw on a non-zero exit code (default false) */
+  check?: boolean;
+}
+
+/** Run a command to completion, bounded in time; never rejects unless opts.check. */
+export function run(cmd: string, args: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  return new Promise((resolveP, rejectP) => {
+    let child: ChildProcess;
+    try {
+      child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env, detached: true });
+    } catch (e) {
+      resolveP({ code: 127, stdout: '', stderr: String(e) });
+      return;
+    }
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    child.stdin!.on('error', () => { /* the command may exit without reading its input */ });
+    const timer = setTimeout(() => {
+      timedOut = true;
+      killGroup(child, 'SIGKILL');
+    }, timeoutMs);
+    child.on('error', (e) => { stderr += String(e); });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      const res = { code: timedOut ? 124 : code ?? (signal ? 128 : 1), stdout, stderr };
+      if (opts.check && res.code !== 0) {
+        rejectP(new Error(`${cmd} ${args.join(' ')} -> exit ${res.code}: ${stderr.trim() || stdout.trim()}`));
+      } else resolveP(res);
+    });
+    child.stdin!.end(opts.input ?? '');
+  });
+}
+
+function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+  if (child.pid === undefined) return;
+  try { process.kill(-child.pid, signal); } catch { try { child.kill(signal); } catch { /* gone */ } }
+}
+
+const ip = (args: string[]) => run('ip', args, { check: true });
+const nsExec = (ns: string, args: string[], opts: ExecOptions = {}) =>
+  run('ip', ['netns', 'exec', ns, ...args], opts);
+const sysctl = (ns: string, key: string, value: string | number) =>
+  nsExec(ns, ['sysctl', '-q', '-w', `${key}=${value}`], { check: true });
+
+/** Why the lab cannot run here, or null when it can (root, ip netns, nft, conntrack). */
+export async function missingPrerequisites(): Promise<string | null> {
+  if (process.platform !== 'linux') return 'network namespaces need Linux';
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) return 'the netns lab needs root (run the suite with sudo)';
+  const ipr = await run('ip', ['netns', 'list'], { timeoutMs: 5000 });
+  if (ipr.code !== 0) return `"ip netns" is unavailable (install iproute2): ${ipr.stderr.trim()}`;
+  const nft = await run('nft', ['--version'], { timeoutMs: 5000 });
+  if (nft.code !== 0) return 'nft is missing (apt-get install nftables)';
+  const ct = await run('conntrack', ['--version'], { timeoutMs: 5000 });
+  if (ct.code !== 0) return 'conntrack is missing (apt-get install conntrack)';
+  return null;
+}
+
+// ---------------------------------------------------------------------------
+// Router rules (pure: return nft scripts)
+
+/** The NAT and home-router firewall of a router namespace. */
+export function routerRuleset(prefix: string, type: RouterType, lanHost: string | undefined): string {
+  const wan = IF.wan(prefix);
+  const lan = IF.lan(prefix);
+  // Why the drop policy: without it, a peer's early punch packet that reaches the
+  // router creates a conntrack entry which later clashes with our own outbound
+  // mapping, and the NAT silently turns symmetric (see DESIGN.md).
+  const filter = `
+table inet labfw {
+  chain input {
+    type filter hook input priority filter; policy drop;
+    ct state established,related accept
+    iifname "lo" accept
+    iifname "${lan}" accept
+  }
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    iifname "${lan}" accept
+${type === 'fullcone' ? '    ct status dnat accept\n' : ''}  }
+}`;
+  const masq = type === 'symmetric' ? 'masquerade random,fully-random' : 'masquerade';
+  const dnat = type === 'fullcone' && lanHost
+    ? `  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname "${wan}" meta l4proto udp dnat ip to ${lanHost}
+  }\n`
+    : '';
+  const nat = `
+table ip labnat {
+${dnat}  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "${wan}" ${masq}
+  }
+}`;
+  return filter + '\n' + nat + '\n';
+}
+
+/** Loss on an interface, both directions, with nft numgen (no netem on this kernel). */
+export function lossRuleset(iface: string, pct: number): string {
+  const n = Math.round(pct);
+  // Before conntrack on the way in, after NAT on the way out: a dropped datagram
+  // behaves like one lost on the wire.
+  return `
+table inet labloss {
+  chain ingress {
+    type filter hook prerouting priority -400; policy accept;
+    iifname "${iface}" numgen random mod 100 < ${n} drop
+  }
+  chain egress {
+    type filter hook postrouting priority 400; policy accept;
+    oifname "${iface}" numgen random mod 100 < ${n} drop
+  }
+}
+`;
+}
+
+/** Drop UDP on the WAN in both directions (e.g. "UDP blocked" scenarios). */
+export function blockUdpRuleset(iface: string): string {
+  return `
+table inet labblock {
+  chain ingress {
+    type filter hook prerouting priority -390; policy accept;
+    iifname "${iface}" meta l4proto udp drop
+  }
+  chain egress {
+    type filter hook postrouting priority 390; policy accept;
+    oifname "${iface}" meta l4proto udp drop
+  }
+}
+`;
+}
+
+// ---------------------------------------------------------------------------
+// JSON log lines of child processes
+
+interface LineLog {
+  lines: { stream: 'stdout' | 'stderr'; text: string }[];
+  stdout: string;
+  stderr: string;
+  waiters: Set<() => void>;
+}
+
+const logs = new WeakMap<ChildProcess, LineLog>();
+const MAX_KEPT_LINES = 20_000;
+
+/**
+ * Start collecting a child's output lines (done automatically by lab.spawn).
+ * Idempotent; call it right after spawning so no early line is missed.
+ */
+export function captureOutput(child: ChildProcess): void {
+  if (logs.has(child)) return;
+  const log: LineLog = { lines: [], stdout: '', stderr: '', waiters: new Set() };
+  logs.set(child, log);
+  const wake = () => { for (const w of [...log.waiters]) w(); };
+  for (const stream of ['stdout', 'stderr'] as const) {
+    const s = child[stream];
+    if (!s) continue;
+    let partial = '';
+    s.setEncoding('utf8');
+    s.on('data', (d: string) => {
+      if (log[stream].length < 4_000_000) log[stream] += d;
+      partial += d;
+      const parts = partial.split('\n');
+      partial = parts.pop() ?? '';
+      for (const text of parts) {
+        if (log.lines.length < MAX_KEPT_LINES) log.lines.push({ stream, text });
+      }
+      wake();
+    });
+    s.on('end', () => {
+      if (partial) log.lines.push({ stream, text: partial });
+      partial = '';
+      wake();
+    });
+  }
+  child.on('exit', wake);
+}
+
+/** Collected output of a child started with lab.spawn (or passed to captureOutput). */
+export function outputOf(child: ChildProcess): { stdout: string; stderr: string } {
+  const log = logs.get(child);
+  return { stdout: log?.stdout ?? '', stderr: log?.stderr ?? '' };
+}
+
+function parseJsonLine(text: string): Record<string, unknown> | null {
+  const t = text.trim();
+  if (!t.startsWith('{')) return null;
+  try {
+    const v: unknown = JSON.parse(t);
+    return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}
+
+export type EventMatch = string | ((obj: Record<string, unknown>) => boolean);
+
+/** Every JSON log line (stdout or stderr) seen so far that matches. */
+export function eventsOf(child: ChildProcess, match: EventMatch): Record<string, unknown>[] {
+  const log = logs.get(child);
+  if (!log) return [];
+  const pred = typeof match === 'string' ? (o: Record<string, unknown>) => o.event === match : match;
+  const out: Record<string, unknown>[] = [];
+  for (const l of log.lines) {
+    const o = parseJsonLine(l.text);
+    if (o && pred(o)) out.push(o);
+  }
+  return out;
+}
+
+/**
+ * Resolve with the first JSON log line (on stdout or stderr) whose `event` field
+ * equals `match` (or for which the predicate is true), including lines printed
+ * before the call. Rejects on timeout or when the process exits first, with the
+ * tail of its stderr in the message.
+ */
+export function waitForEvent(
+  child: ChildProcess, match: EventMatch, timeoutMs = 10_000, opts: { after?: number } = {},
+): Promise<Record<string, unknown>> {
+  captureOutput(child);
+  const log = logs.get(child)!;
+  const pred = typeof match === 'string' ? (o: Record<string, unknown>) => o.event === match : match;
+  const label = typeof match === 'string' ? `event "${match}"` : 'matching event';
+  let scanned = opts.after ?? 0;
+  return new Promise((resolveP, rejectP) => {
+    const finish = (err: Error | null, v?: Record<string, unknown>) => {
+      clearTimeout(timer);
+      log.waiters.delete(check);
+      if (err) rejectP(err); else resolveP(v!);
+    };
+    const check = () => {
+      for (; scanned < log.lines.length; scanned++) {
+        const o = parseJsonLine(log.lines[scanned]!.text);
+        if (o && pred(o)) { scanned++; finish(null, o); return; }
+      }
+      if (child.exitCode !== null || child.signalCode !== null) {
+        finish(new Error(`process ${child.pid} exited (${child.exitCode ?? child.signalCode}) before ${label}; stderr tail:\n${tail(log.stderr)}`));
+      }
+    };
+    const timer = setTimeout(() => {
+      finish(new Error(`timeout after ${timeoutMs} ms waiting for ${label} from pid ${child.pid}; stderr tail:\n${tail(log.stderr)}\nstdout tail:\n${tail(log.stdout)}`));
+    }, timeoutMs);
+    log.waiters.add(check);
+    check();
+  });
+}
+
+/** Number of output lines seen so far: pass as `after` to wait for a *new* event. */
+export function lineCount(child: ChildProcess): number {
+  return logs.get(child)?.lines.length ?? 0;
+}
+
+function tail(s: string, n = 2000): string {
+  return s.length > n ? '…' + s.slice(-n) : s;
+}
+
+/** Wait for a child to exit, bounded; resolves with its code (or null on timeout). */
+export function waitExit(child: ChildProcess, timeoutMs = 10_000): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((resolveP) => {
+    const timer = setTimeout(() => { child.off('exit', onExit); resolveP(null); }, timeoutMs);
+    const onExit = (code: number | null) => { clearTimeout(timer); resolveP(code); };
+    child.once('exit', onExit);
+  });
+}
+
+/** SIGTERM the child's process group, SIGKILL after graceMs; resolves when it is gone. */
+export async function stopProcess(child: ChildProcess, graceMs = 2000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  killGroup(child, 'SIGTERM');
+  if ((await waitExit(child, graceMs)) === null && child.exitCode === null && child.signalCode === null) {
+    killGroup(child, 'SIGKILL');
+    await waitExit(child, 5000);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Paths of the project's own programs (relative to this module, not hard-coded)
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+/** dist/ (this file is dist/scripts/netns-lab.js once built) */
+export const DIST_DIR = resolve(HERE, '..');
+
+/** Absolute path of a built program, e.g. distPath('peer/cli.js'). */
+export function distPath(rel: string): string {
+  return join(DIST_DIR, rel);
+}
+
+/** The project's CLIs, by name. */
+export const CLI = {
+  peer: distPath('peer/cli.js'),
+  rendezvous: distPath('rendezvous/cli.js'),
+  relay: distPath('relay/cli.js'),
+  probe: distPath('scripts/lab-probe.js'),
+} as const;
+
+// ---------------------------------------------------------------------------
+// The lab
+
+export interface SpawnOpts {
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  /** 'pipe' (default: output captured, see waitForEvent/outputOf) or 'inherit' */
+  stdio?: 'pipe' | 'inherit';
+}
+
+export interface UpOptions {
+  /** namespace/interface prefix; default 'hp' + 4 random hex digits */
+  prefix?: string;
+  topology: Topology;
+}
+
+const STATE_DIR = '/run/netns-lab';
+
+export class Lab {
+  readonly prefix: string;
+  readonly plan: LabPlan;
+  private readonly children = new Set<ChildProcess>();
+  private downPromise: Promise<void> | null = null;
+
+  private constructor(plan: LabPlan) {
+    this.prefix = plan.prefix;
+    this.plan = plan;
+  }
+
+  /** Build the topology. An existing lab with the same prefix is torn down first. */
+  static async up(opts: UpOptions): Promise<Lab> {
+    const prefix = checkPrefix(opts.prefix ?? randomPrefix());
+    const plan = planTopology(prefix, opts.topology);
+    await Lab.cleanupStale(prefix);
+    const lab = new Lab(plan);
+    try {
+      await lab.build();
+    } catch (e) {
+      await Lab.cleanupStale(prefix);
+      throw e;
+    }
+    return lab;
+  }
+
+  /** A handle on a lab already built (by the CLI or another process). */
+  static async attach(prefix: string): Promise<Lab> {
+    checkPrefix(prefix);
+    const state = await readState(prefix);
+    if (!state) throw new Error(`no lab with prefix "${prefix}" (state file ${STATE_DIR}/${prefix}.json missing)`);
+    return new Lab(planTopology(prefix, state.topology));
+  }
+
+  /**
+   * Kill every process inside, and delete every namespace named `<prefix>-*`.
+   * Works after a half-failed `up` and when nothing exists.
+   */
+  static async cleanupStale(prefix: string): Promise<void> {
+    checkPrefix(prefix);
+    const names = (await listNamespaces()).filter((n) => n.startsWith(prefix + '-'));
+    // Kill first: a namespace with live processes lingers after `ip netns del`.
+    for (const ns of names) await killNamespacePids(ns);
+    for (const ns of names) await run('ip', ['netns', 'del', ns], { timeoutMs: 10_000 });
+    await rm(join(STATE_DIR, `${prefix}.json`), { force: true });
+  }
+
+  /** Prefixes of labs that exist on this machine (from namespace names). */
+  static async list(): Promise<Map<string, string[]>> {
+    const by = new Map<string, string[]>();
+    for (const n of await listNamespaces()) {
+      const i = n.indexOf('-');
+      if (i <= 0) continue;
+      const p = n.slice(0, i);
+      if (!PREFIX_RE.test(p)) continue;
+      by.set(p, [...(by.get(p) ?? []), n.slice(i + 1)]);
+    }
+    return by;
+  }
+
+  get topology(): Topology {
+    return this.plan.topology;
+  }
+
+  /** Names of every node (namespaces without the prefix): inet, rdv, ra, a, ... */
+  get nodes(): string[] {
+    return this.plan.nodes.map((n) => n.name);
+  }
+
+  /** Namespace name of a node. */
+  ns(node: string): string {
+    this.node(node);
+    return `${this.prefix}-${node}`;
+  }
+
+  /** Primary IPv4 address of a node (a router's WAN address). */
+  addr(node: string): string {
+    const a = this.addrs(node)[0];
+    if (!a) throw new Error(`node "${node}" has no address`);
+    return a;
+  }
+
+  /** All IPv4 addresses of a node (rdv has two; routers: WAN then LAN). */
+  addrs(node: string): string[] {
+    return this.node(node).addrs.map((c) => c.split('/')[0]!);
+  }
+
+  /** The public (internet) address through which a host's traffic leaves its site. */
+  publicAddr(host: string): string {
+    let n = this.node(host);
+    while (n.upstream && n.upstream !== 'inet') n = this.node(n.upstream);
+    return n.addrs[0]!.split('/')[0]!;
+  }
+
+  /** Router type of a router node, or 'public' for a host on the internet. */
+  typeOf(node: string): RouterType | undefined {
+    return this.node(node).type;
+  }
+
+  private node(name: string): NodePlan {
+    const n = this.plan.nodes.find((x) => x.name === name);
+    if (!n) throw new Error(`no node "${name}" in lab ${this.prefix} (nodes: ${this.nodes.join(', ')})`);
+    return n;
+  }
+
+  /**
+   * The node whose WAN link carries impairments for `node`: a router itself;
+   * for a public site's "ra"/"rb" (which does not exist), the host.
+   */
+  private edge(node: string): NodePlan {
+    const direct = this.plan.nodes.find((x) => x.name === node);
+    if (direct && (direct.role === 'router' || (direct.role === 'host' && direct.type === 'public' && direct.name !== 'rdv'))) return direct;
+    if (!direct && /^r[ab]$/.test(node)) return this.node(node.slice(1));
+    if (direct) throw new Error(`"${node}" is not a router or public host`);
+    return this.node(node);
+  }
+
+  /** Run a command inside a node's namespace, to completion (bounded, default 30 s). */
+  exec(node: string, cmd: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    return nsExec(this.ns(node), cmd, opts);
+  }
+
+  /**
+   * Start a long-running command inside a node's namespace, in its own process
+   * group; tracked, and killed by down(). Output is captured (waitForEvent, outputOf).
+   */
+  spawn(node: string, cmd: string[], opts: SpawnOpts = {}): ChildProcess {
+    if (this.downPromise) throw new Error(`lab ${this.prefix} is down`);
+    const so: SpawnOptions = {
+      detached: true,
+      env: opts.env ?? process.env,
+      cwd: opts.cwd,
+      stdio: opts.stdio === 'inherit' ? ['ignore', 'inherit', 'inherit'] : ['pipe', 'pipe', 'pipe'],
+    };
+    // `ip netns exec` execs the command in place (no fork), so the pid is the command's.
+    const child = spawn('ip', ['netns', 'exec', this.ns(node), ...cmd], so);
+    captureOutput(child);
+    child.on('error', () => { /* reported through exit/waitForEvent */ });
+    child.stdin?.on('error', () => { /* the child may not read its input */ });
+    this.children.add(child);
+    child.on('exit', () => this.children.delete(child));
+    return child;
+  }
+
+  /** Start a Node program inside a namespace with the node binary running this process. */
+  spawnNode(node: string, script: string, args: string[], opts: SpawnOpts = {}): ChildProcess {
+    return this.spawn(node, [process.execPath, script, ...args], opts);
+  }
+
+  /** Start one of the project's built CLIs: lab.spawnCli('a', 'peer', ['serve', ...]). */
+  spawnCli(node: string, cli: keyof typeof CLI, args: string[], opts: SpawnOpts = {}): ChildProcess {
+    return this.spawnNode(node, CLI[cli], args, opts);
+  }
+
+  /** Run one of the project's built CLIs to completion: lab.execCli('a', 'peer', ['nat', ...]). */
+  execCli(node: string, cli: keyof typeof CLI, args: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    return this.exec(node, [process.execPath, CLI[cli], ...args], opts);
+  }
+
+  /** Processes started with spawn() that are still running. */
+  get running(): ChildProcess[] {
+    return [...this.children];
+  }
+
+  /** Drop `pct` percent of datagrams on a router's WAN link, each direction (0 = none). */
+  async setLoss(router: string, pct: number): Promise<void> {
+    if (!(pct >= 0 && pct <= 100)) throw new Error(`loss must be 0..100, got ${pct}`);
+    const e = this.edge(router);
+    const ns = this.ns(e.name);
+    await nsExec(ns, ['nft', 'delete', 'table', 'inet', 'labloss']);
+    if (pct > 0) await nsExec(ns, ['nft', '-f', '-'], { input: lossRuleset(uplink(this.prefix, e).inner, pct), check: true });
+  }
+
+  /** Rate-limit a router's WAN link to `mbit` Mbit/s in both directions (0 = unlimited). */
+  async setRate(router: string, mbit: number): Promise<void> {
+    if (!(mbit >= 0)) throw new Error(`rate must be >= 0, got ${mbit}`);
+    const e = this.edge(router);
+    const up = uplink(this.prefix, e);
+    // Shaping the egress of both ends of the WAN veth limits both directions
+    // without an ifb device.
+    const ends: [string, string][] = [[this.ns(e.name), up.inner], [this.ns(up.upstreamNs), up.port]];
+    for (const [ns, dev] of ends) {
+      if (mbit === 0) {
+        await nsExec(ns, ['tc', 'qdisc', 'del', 'dev', dev, 'root']);
+      } else {
+        const bytesPerSec = (mbit * 1e6) / 8;
+        // At least 10 ms of traffic (and a few full packets) per burst, queue up to 100 ms.
+        const burst = Math.max(16_000, Math.round(bytesPerSec / 100));
+        await nsExec(ns, ['tc', 'qdisc', 'replace', 'dev', dev, 'root', 'tbf', 'rate', `${mbit}mbit`,
+          'burst', String(burst), 'latency', '100ms'], { check: true });
+      }
+    }
+  }
+
+  /**
+   * UDP mapping lifetime of a NAT router: `seconds` for unreplied flows, and for
+   * flows that saw replies too unless `streamSeconds` is given.
+   */
+  async setUdpTimeout(router: string, seconds: number, streamSeconds = seconds): Promise<void> {
+    const ns = this.ns(this.natRouter(router).name);
+    await sysctl(ns, 'net.netfilter.nf_conntrack_udp_timeout', Math.round(seconds));
+    await sysctl(ns, 'net.netfilter.nf_conntrack_udp_timeout_stream', Math.round(streamSeconds));
+  }
+
+  /** Forget every NAT mapping of a router (conntrack -F): the next packet gets a fresh one. */
+  async flushConntrack(router: string): Promise<void> {
+    await this.exec(this.natRouter(router).name, ['conntrack', '-F'], { check: true });
+  }
+
+  /** The router's conntrack table as text (conntrack -L), for assertions and debugging. */
+  async conntrack(router: string, proto: 'udp' | 'tcp' | 'all' = 'udp'): Promise<string> {
+    const args = ['conntrack', '-L', ...(proto === 'all' ? [] : ['-p', proto])];
+    return (await this.exec(this.natRouter(router).name, args, { check: true })).stdout;
+  }
+
+  /** Drop (or stop dropping) all UDP on a router's WAN link. */
+  async blockUdp(router: string, blocked: boolean): Promise<void> {
+    const e = this.edge(router);
+    const ns = this.ns(e.name);
+    await nsExec(ns, ['nft', 'delete', 'table', 'inet', 'labblock']);
+    if (blocked) await nsExec(ns, ['nft', '-f', '-'], { input: blockUdpRuleset(uplink(this.prefix, e).inner), check: true });
+  }
+
+  /** Load an nft script into a node's namespace (escape hatch for special scenarios). */
+  async nft(node: string, script: string): Promise<void> {
+    await this.exec(node, ['nft', '-f', '-'], { input: script, check: true });
+  }
+
+  private natRouter(router: string): NodePlan {
+    const n = this.node(router);
+    if (n.role !== 'router') throw new Error(`"${router}" is not a NAT router (public sites have none)`);
+    return n;
+  }
+
+  /** Kill spawned processes and everything else inside, delete the namespaces. Idempotent. */
+  down(): Promise<void> {
+    this.downPromise ??= (async () => {
+      await Promise.all([...this.children].map((c) => stopProcess(c, 1500)));
+      await Lab.cleanupStale(this.prefix);
+    })();
+    return this.downPromise;
+  }
+
+  // -- building ------------------------------------------------------------
+
+  private async build(): Promise<void> {
+    const p = this.prefix;
+    for (const n of this.plan.nodes) {
+      const ns = this.ns(n.name);
+      await ip(['netns', 'add', ns]);
+      // IPv4 only: link-local IPv6 addresses would only add noise to host candidates.
+      await nsExec(ns, ['sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+      await ip(['-n', ns, 'link', 'set', 'lo', 'up']);
+    }
+    // The internet: one bridge, no addresses, no routing; it only switches frames.
+    const inet = this.ns('inet');
+    await ip(['-n', inet, 'link', 'add', IF.bridge(p), 'type', 'bridge']);
+    await ip(['-n', inet, 'link', 'set', IF.bridge(p), 'up']);
+
+    for (const n of this.plan.nodes) {
+      if (n.role === 'router') {
+        // The router's LAN is a bridge so that several hosts can share it.
+        const ns = this.ns(n.name);
+        await ip(['-n', ns, 'link', 'add', IF.lan(p), 'type', 'bridge']);
+        await ip(['-n', ns, 'link', 'set', IF.lan(p), 'up']);
+        await sysctl(ns, 'net.ipv4.ip_forward', 1);
+      }
+    }
+    // Uplinks: a veth from each node (but the internet) to its upstream bridge.
+    for (const n of this.plan.nodes) {
+      if (n.role === 'internet') continue;
+      const up = uplink(p, n);
+      const upNs = this.ns(up.upstreamNs);
+      const bridge = up.upstreamNs === 'inet' ? IF.bridge(p) : IF.lan(p);
+      await ip(['-n', upNs, 'link', 'add', up.port, 'type', 'veth', 'peer', 'name', up.inner, 'netns', this.ns(n.name)]);
+      await ip(['-n', upNs, 'link', 'set', up.port, 'master', bridge, 'up']);
+      await ip(['-n', this.ns(n.name), 'link', 'set', up.inner, 'up']);
+    }
+    for (const n of this.plan.nodes) {
+      if (n.role === 'internet') continue;
+      const ns = this.ns(n.name);
+      const up = uplink(p, n);
+      if (n.role === 'router') {
+        await ip(['-n', ns, 'addr', 'add', n.addrs[0]!, 'dev', up.inner]);
+        await ip(['-n', ns, 'addr', 'add', n.addrs[1]!, 'dev', IF.lan(p)]);
+      } else {
+        for (const a of n.addrs) await ip(['-n', ns, 'addr', 'add', a, 'dev', up.inner]);
+      }
+      if (n.gateway) await ip(['-n', ns, 'route', 'add', 'default', 'via', n.gateway]);
+    }
+    for (const n of this.plan.nodes) {
+      if (n.role !== 'router') continue;
+      const lanHost = n.lanHosts && n.lanHosts.length > 0 ? this.addr(n.lanHosts[0]!) : undefined;
+      await this.nft(n.name, routerRuleset(p, n.type!, lanHost));
+    }
+    for (const n of this.plan.nodes) {
+      const l = n.link;
+      if (!l) continue;
+      if (l.loss) await this.setLoss(n.name, l.loss);
+      if (l.rateMbit) await this.setRate(n.name, l.rateMbit);
+      if (n.role === 'router' && (l.udpTimeout !== undefined || l.udpStreamTimeout !== undefined)) {
+        await this.setUdpTimeout(n.name, l.udpTimeout ?? 30, l.udpStreamTimeout ?? l.udpTimeout ?? 120);
+      }
+    }
+    await writeState(p, this.plan.topology);
+  }
+}
+
+async function listNamespaces(): Promise<string[]> {
+  const r = await run('ip', ['netns', 'list'], { timeoutMs: 10_000 });
+  if (r.code !== 0) return [];
+  // Lines look like "name" or "name (id: 3)".
+  return r.stdout.split('\n').map((l) => l.trim().split(/\s+/)[0] ?? '').filter(Boolean);
+}
+
+async function killNamespacePids(ns: string): Promise<void> {
+  for (let round = 0; round < 5; round++) {
+    const r = await run('ip', ['netns', 'pids', ns], { timeoutMs: 5000 });
+    const pids = r.stdout.split(/\s+/).map(Number).filter((n) => Number.isInteger(n) && n > 1 && n !== process.pid);
+    if (pids.length === 0) return;
+    for (const pid of pids) {
+      try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
+    }
+    await new Promise((r2) => setTimeout(r2, 50));
+  }
+}
+
+async function writeState(prefix: string, topology: Topology): Promise<void> {
+  try {
+    await mkdir(STATE_DIR, { recursive: true });
+    await writeFile(join(STATE_DIR, `${prefix}.json`), JSON.stringify({ prefix, topology, createdAt: new Date().toISOString() }, null, 2));
+  } catch { /* informational only: the lab works without it */ }
+}
+
+async function readState(prefix: string): Promise<{ topology: Topology } | null> {
+  try {
+    return JSON.parse(await readFile(join(STATE_DIR, `${prefix}.json`), 'utf8')) as { topology: Topology };
+  } catch {
+    return null;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// CLI
+
+/**
+ * Pure: parse "cone-symmetric" (site A type, site B type) plus flags into a
+ * topology. Flags: --same-lan, --attacker, --overlapping-lans,
+ * --cgnat a=TYPE, --loss ra=PCT, --rate ra=MBIT, --udp-timeout ra=SECONDS.
+ */
+export function parseTopologyArgs(spec0: string, flags: string[]): Topology {
+  const [ta, tb, ...rest] = spec0.split('-');
+  if (!ta || !tb || rest.length) throw new Error(`topology must look like A-B, e.g. cone-symmetric (got "${spec0}")`);
+  const topo: Topology = { a: { type: checkType(ta) }, b: { type: checkType(tb) } };
+  const site = (k: string): 'a' | 'b' => {
+    const s = k.replace(/^r/, '');
+    if (s !== 'a' && s !== 'b') throw new Error(`expected ra/rb (or a/b), got "${k}"`);
+    return s;
+  };
+  for (let i = 0; i < flags.length; i++) {
+    const f = flags[i]!;
+    const kv = () => {
+      const v = flags[++i];
+      const m = v?.match(/^([a-z]+)=([a-z0-9.]+)$/);
+      if (!m) throw new Error(`${f} expects KEY=VALUE, got "${v ?? ''}"`);
+      return [m[1]!, m[2]!] as const;
+    };
+    if (f === '--same-lan') topo.sameLan = true;
+    else if (f === '--attacker') topo.attacker = true;
+    else if (f === '--overlapping-lans') topo.overlappingLans = true;
+    else if (f === '--cgnat') {
+      const [k, v] = kv();
+      topo.cgnat = { ...topo.cgnat, [site(k)]: checkType(v) };
+    } else if (f === '--loss' || f === '--rate' || f === '--udp-timeout') {
+      const [k, v] = kv();
+      const n = Number(v);
+      if (!Number.isFinite(n) || n < 0) throw new Error(`${f}: bad number "${v}"`);
+      const s = topo[site(k)] as RouterSpec;
+      if (f === '--loss') s.loss = n;
+      else if (f === '--rate') s.rateMbit = n;
+      else s.udpTimeout = n;
+    } else throw new Error(`unknown flag ${f}`);
+  }
+  return topo;
+}
+
+const USAGE = `usage: netns-lab <command> [--prefix P]
+  up TOPOLOGY [flags]   build a lab (tears down an existing one with the same prefix)
+                        TOPOLOGY = A-B with types public|fullcone|cone|symmetric, e.g. cone-symmetric
+                        flags: --same-lan --attacker --overlapping-lans --cgnat a=cone
+                               --loss ra=10 --rate rb=50 --udp-timeout ra=5
+  down                  delete the lab (all namespaces <prefix>-*), kill its processes
+  exec HOST CMD...      run CMD inside HOST's namespace (HOST: inet rdv ra rb a a2 b attacker ca cb)
+  status                list labs, their nodes and addresses
+  check                 say whether this machine can run the lab
+default prefix: "hplab" (or $NETNS_LAB_PREFIX)`;
+
+async function cli(argv: string[]): Promise<number> {
+  let prefix = process.env.NETNS_LAB_PREFIX || 'hplab';
+  const args: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    // Options after `exec HOST` belong to the command, not to us.
+    if (args[0] === 'exec' && args.length >= 2) { args.push(...argv.slice(i)); break; }
+    if (argv[i] === '--prefix') prefix = argv[++i] ?? '';
+    else if (argv[i]!.startsWith('--prefix=')) prefix = argv[i]!.slice(9);
+    else args.push(argv[i]!);
+  }
+  const [cmd, ...rest] = args;
+  switch (cmd) {
+    case 'up': {
+      const [topoSpec, ...flags] = rest;
+      if (!topoSpec) { console.error(USAGE); return 2; }
+      const why = await missingPrerequisites();
+      if (why) { console.error(`netns-lab: ${why}`); return 1; }
+      const lab = await Lab.up({ prefix: checkPrefix(prefix), topology: parseTopologyArgs(topoSpec, flags) });
+      printLab(lab);
+      return 0;
+    }
+    case 'down':
+      await Lab.cleanupStale(checkPrefix(prefix));
+      console.log(`lab ${prefix}: down`);
+      return 0;
+    case 'exec': {
+      const [host, ...command] = rest;
+      const cmdArgs = command[0] === '--' ? command.slice(1) : command;
+      if (!host || cmdArgs.length === 0) { console.error(USAGE); return 2; }
+      const ns = `${checkPrefix(prefix)}-${host}`;
+      if (!(await listNamespaces()).includes(ns)) { console.error(`netns-lab: no namespace ${ns} (is the lab up?)`); return 1; }
+      const child = spawn('ip', ['netns', 'exec', ns, ...cmdArgs], { stdio: 'inherit' });
+      return await new Promise<number>((r) => {
+        child.on('error', (e) => { console.error(String(e)); r(127); });
+        child.on('exit', (code, sig) => r(code ?? (sig ? 128 : 1)));
+      });
+    }
+    case 'status': {
+      const labs = await Lab.list();
+      if (labs.size === 0) console.log('no labs');
+      for (const [p, nodes] of labs) {
+        try {
+          printLab(await Lab.attach(p));
+        } catch {
+          console.log(`lab ${p}: namespaces ${nodes.join(', ')} (no state file; remove with: down --prefix ${p})`);
+        }
+      }
+      const stateFiles = await readdir(STATE_DIR).catch(() => [] as string[]);
+      for (const f of stateFiles) {
+        const p = f.replace(/\.json$/, '');
+        if (!labs.has(p)) console.log(`stale state file for lab ${p} (no namespaces)`);
+      }
+      return 0;
+    }
+    case 'check': {
+      const why = await missingPrerequisites();
+      console.log(why ?? 'ok: root, ip netns, nft and conntrack are available');
+      return why ? 1 : 0;
+    }
+    default:
+      console.error(USAGE);
+      return cmd ? 2 : 0;
+  }
+}
+
+function printLab(lab: Lab): void {
+  const t = lab.topology;
+  const ty = (r: RouterType | RouterSpec) => JSON.stringify(r);
+  console.log(`lab ${lab.prefix}: a=${ty(t.a)} b=${ty(t.b)}${t.sameLan ? ' sameLan' : ''}${t.attacker ? ' attacker' : ''}${t.cgnat ? ' cgnat=' + JSON.stringify(t.cgnat) : ''}`);
+  for (const n of lab.plan.nodes) {
+    const kind = n.role === 'router' ? `router ${n.type}` : n.role === 'internet' ? 'internet bridge' : n.type === 'public' ? 'public host' : 'host';
+    console.log(`  ${lab.ns(n.name).padEnd(16)} ${kind.padEnd(18)} ${n.addrs.join(' ')}${n.gateway ? ` via ${n.gateway}` : ''}`);
+  }
+}
+
+const isMain = process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url);
+if (isMain) {
+  cli(process.argv.slice(2)).then(
+    (code) => { process.exitCode = code; },
+    (e: unknown) => { console.error(`netns-lab: ${e instanceof Error ? e.message : String(e)}`); process.exitCode = 1; },
+  );
+}

@@ -55,3 +55,26 @@ export function writeDatagramHeader(out: Uint8Array, h: DatagramHeader): void {
   view.setUint32(1, h.receiver >>> 0);
   view.setBigUint64(5, h.counter);
 }
+
+/** Largest payload (plaintext) that fits in one sealed datagram. */
+export const MAX_DATAGRAM_PAYLOAD = MAX_DATAGRAM_LEN - DATAGRAM_OVERHEAD;
+
+/** Size on the wire of a datagram carrying `payloadLen` plaintext bytes. */
+export function sealedLength(payloadLen: number): number {
+  return payloadLen + DATAGRAM_OVERHEAD;
+}
+
+/** Plaintext size carried by a sealed datagram of `datagramLen` bytes; negative when too short. */
+export function payloadLength(datagramLen: number): number {
+  return datagramLen - DATAGRAM_OVERHEAD;
+}
+
+/**
+ * Receiver index of a datagram without authenticating it, for routing an
+ * incoming datagram to its session; -1 when the bytes cannot be one of ours.
+ * Allocation-free, unlike peekDatagramHeader.
+ */
+export function readReceiverIndex(buf: Uint8Array): number {
+  if (buf.length < DATAGRAM_OVERHEAD || buf.length > MAX_DATAGRAM_LEN || !isDatagramType(buf[0])) return -1;
+  return ((buf[1] << 24) | (buf[2] << 16) | (buf[3] << 8) | buf[4]) >>> 0;
+}

@@ -1,0 +1,135 @@
+/**
+ * ChaCha20-Poly1305 (IETF, RFC 8439) for sealed datagrams, via libsodium.
+ *
+ * The datagram layout fixes everything but the key: the 13-byte header is the
+ * additional data and the 96-bit nonce is four zero bytes followed by the
+ * header's 8-byte counter (bytes 5..13). Two interchangeable backends:
+ *  - raw:     calls the WASM exports with scratch buffers allocated once, so
+ *             a packet costs two copies in and one copy out, no malloc/free;
+ *  - wrapper: the documented libsodium-wrappers API (fallback, and the
+ *             reference the raw backend is tested against).
+ */
+import {
+  AEAD_TAG_LEN,
+  DATAGRAM_HEADER_LEN,
+  DATAGRAM_OVERHEAD,
+  MAX_DATAGRAM_LEN,
+} from '../wire/datagram.js';
+import { rawSodium, sodium, type RawSodium } from './sodium.js';
+
+export const AEAD_KEY_LEN = 32;
+const NONCE_LEN = 12;
+/** Where the counter sits in the header, and therefore in the nonce's last 8 bytes. */
+const COUNTER_OFFSET = 5;
+
+export interface DatagramAead {
+  readonly name: 'raw' | 'wrapper';
+  /**
+   * Encrypts `payload` under `key`, authenticating `out[0..13)` (the already
+   * written header) and writes ciphertext||tag to `out[13..)`.
+   * `out.length` must be exactly sealedLength(payload.length).
+   */
+  seal(key: Uint8Array, payload: Uint8Array, out: Uint8Array): void;
+  /** Verifies and decrypts a whole datagram; a fresh plaintext array, or null if the tag fails. */
+  open(key: Uint8Array, datagram: Uint8Array): Uint8Array | null;
+}
+
+class RawAead implements DatagramAead {
+  readonly name = 'raw' as const;
+  private readonly keyP: number;
+  private readonly nonceP: number;
+  private readonly adP: number;
+  private readonly inP: number;
+  private readonly outP: number;
+
+  constructor(private readonly lib: RawSodium) {
+    // One block for the life of the process: keys are copied in per call (32
+    // bytes, negligible) so instances never own WASM memory that needs freeing.
+    const size = AEAD_KEY_LEN + 16 + 16 + MAX_DATAGRAM_LEN + MAX_DATAGRAM_LEN;
+    const base = lib._malloc(size);
+    if (!base) throw new Error('libsodium: cannot allocate scratch buffers');
+    this.keyP = base;
+    this.nonceP = base + AEAD_KEY_LEN;
+    this.adP = this.nonceP + 16;
+    this.inP = this.adP + 16;
+    this.outP = this.inP + MAX_DATAGRAM_LEN;
+  }
+
+  seal(key: Uint8Array, payload: Uint8Array, out: Uint8Array): void {
+    // HEAPU8 is replaced when WASM memory grows, so read it fresh every call.
+    const heap = this.lib.HEAPU8;
+    const n = payload.length;
+    heap.set(key, this.keyP);
+    this.loadNonceAndAd(heap, out);
+    heap.set(payload, this.inP);
+    const rc = this.lib._crypto_aead_chacha20poly1305_ietf_encrypt_detached(
+      this.outP, this.outP + n, 0, this.inP, n, 0, this.adP, DATAGRAM_HEADER_LEN, 0, 0, this.nonceP, this.keyP,
+    );
+    if (rc !== 0) throw new Error('libsodium: encryption failed');
+    out.set(heap.subarray(this.outP, this.outP + n + AEAD_TAG_LEN), DATAGRAM_HEADER_LEN);
+  }
+
+  open(key: Uint8Array, datagram: Uint8Array): Uint8Array | null {
+    const heap = this.lib.HEAPU8;
+    const n = datagram.length - DATAGRAM_OVERHEAD;
+    heap.set(key, this.keyP);
+    this.loadNonceAndAd(heap, datagram);
+    heap.set(datagram.subarray(DATAGRAM_HEADER_LEN), this.inP);
+    const rc = this.lib._crypto_aead_chacha20poly1305_ietf_decrypt_detached(
+      this.outP, 0, this.inP, n, 0, this.inP + n, this.adP, DATAGRAM_HEADER_LEN, 0, this.nonceP, this.keyP,
+    );
+    if (rc !== 0) return null;
+    return heap.slice(this.outP, this.outP + n);
+  }
+
+  private loadNonceAndAd(heap: Uint8Array, header: Uint8Array): void {
+    const np = this.nonceP;
+    heap[np] = 0;
+    heap[np + 1] = 0;
+    heap[np + 2] = 0;
+    heap[np + 3] = 0;
+    for (let i = 0; i < 8; i++) heap[np + 4 + i] = header[COUNTER_OFFSET + i];
+    for (let i = 0; i < DATAGRAM_HEADER_LEN; i++) heap[this.adP + i] = header[i];
+  }
+}
+
+class WrapperAead implements DatagramAead {
+  readonly name = 'wrapper' as const;
+  private readonly nonce = new Uint8Array(NONCE_LEN);
+
+  seal(key: Uint8Array, payload: Uint8Array, out: Uint8Array): void {
+    const ad = out.subarray(0, DATAGRAM_HEADER_LEN);
+    this.nonce.set(ad.subarray(COUNTER_OFFSET), 4);
+    const ct = sodium().crypto_aead_chacha20poly1305_ietf_encrypt(payload, ad, null, this.nonce, key);
+    out.set(ct, DATAGRAM_HEADER_LEN);
+  }
+
+  open(key: Uint8Array, datagram: Uint8Array): Uint8Array | null {
+    const ad = datagram.subarray(0, DATAGRAM_HEADER_LEN);
+    this.nonce.set(ad.subarray(COUNTER_OFFSET), 4);
+    try {
+      return sodium().crypto_aead_chacha20poly1305_ietf_decrypt(null, datagram.subarray(DATAGRAM_HEADER_LEN), ad, this.nonce, key);
+    } catch {
+      return null;
+    }
+  }
+}
+
+let selected: DatagramAead | null = null;
+
+/** The backend datagram sealing uses: raw when libsodium exposes it, else the wrappers. */
+export function datagramAead(): DatagramAead {
+  if (!selected) {
+    const raw = rawSodium();
+    selected = raw ? new RawAead(raw) : new WrapperAead();
+  }
+  return selected;
+}
+
+/** Both backends, for tests that check they agree byte for byte. */
+export function allDatagramAeads(): DatagramAead[] {
+  const list: DatagramAead[] = [new WrapperAead()];
+  const current = datagramAead();
+  if (current.name === 'raw') list.push(current);
+  return list;
+}

@@ -1,0 +1,178 @@
+/**
+ * Sealing and opening of session datagrams (layout: src/wire/datagram.ts).
+ * One sealer and one opener per session, each holding one direction's key.
+ * This is the per-packet hot path: a seal costs one output allocation, an open
+ * one plaintext allocation plus the small result object.
+ */
+import {
+  DATAGRAM_OVERHEAD,
+  MAX_DATAGRAM_LEN,
+  MAX_DATAGRAM_PAYLOAD,
+  isDatagramType,
+  type DatagramType,
+} from '../wire/datagram.js';
+import { AEAD_KEY_LEN, datagramAead, type DatagramAead } from './aead.js';
+import type { SessionKeys } from './handshake.js';
+import { MAX_COUNTER, ReplayWindow } from './replay.js';
+
+const TWO_POW_32 = 0x1_0000_0000;
+/** Counter high words above this exceed MAX_COUNTER (2^53 - 1). */
+const MAX_COUNTER_HI = Math.floor(MAX_COUNTER / TWO_POW_32);
+
+/** Thrown by seal() when the counter space is used up; the session must handshake again. */
+export class RekeyNeededError extends Error {
+  override readonly name = 'RekeyNeededError';
+  readonly code = 'rekey_needed';
+  constructor() {
+    super('datagram counter exhausted: a new handshake is needed');
+  }
+}
+
+function checkKey(name: string, key: Uint8Array): Uint8Array {
+  if (!(key instanceof Uint8Array) || key.length !== AEAD_KEY_LEN) throw new TypeError(`${name} must be ${AEAD_KEY_LEN} bytes`);
+  return key.slice();
+}
+
+function readU32(b: Uint8Array, off: number): number {
+  return ((b[off] << 24) | (b[off + 1] << 16) | (b[off + 2] << 8) | b[off + 3]) >>> 0;
+}
+
+function writeU32(b: Uint8Array, off: number, v: number): void {
+  b[off] = v >>> 24;
+  b[off + 1] = v >>> 16;
+  b[off + 2] = v >>> 8;
+  b[off + 3] = v;
+}
+
+export interface SealerOptions {
+  /**
+   * First counter to use (default 0). Only for tests of the counter limit:
+   * a counter must never be used twice under one key.
+   */
+  initialCounter?: number;
+}
+
+export class DatagramSealer {
+  private readonly key: Uint8Array;
+  private readonly receiver: number;
+  private readonly aead: DatagramAead;
+  private counter: number;
+
+  constructor(keys: SessionKeys, opts: SealerOptions = {}) {
+    this.key = checkKey('sendKey', keys.sendKey);
+    this.receiver = keys.remoteIndex >>> 0;
+    this.aead = datagramAead();
+    const start = opts.initialCounter ?? 0;
+    if (!Number.isSafeInteger(start) || start < 0) throw new TypeError('initialCounter must be a non-negative safe integer');
+    this.counter = start;
+  }
+
+  /** Counter the next seal() will use. */
+  get nextCounter(): number {
+    return this.counter;
+  }
+
+  /**
+   * Returns a new buffer holding the sealed datagram. Throws on local misuse
+   * (unknown type, oversized payload) and RekeyNeededError after 2^53 seals.
+   */
+  seal(type: DatagramType, payload: Uint8Array): Uint8Array {
+    if (!isDatagramType(type)) throw new TypeError(`not a datagram type: ${type}`);
+    const n = payload.length;
+    if (n > MAX_DATAGRAM_PAYLOAD) throw new RangeError(`payload ${n} bytes exceeds ${MAX_DATAGRAM_PAYLOAD}`);
+    const c = this.counter;
+    if (c > MAX_COUNTER) throw new RekeyNeededError();
+    const out = new Uint8Array(DATAGRAM_OVERHEAD + n);
+    out[0] = type;
+    writeU32(out, 1, this.receiver);
+    writeU32(out, 5, Math.floor(c / TWO_POW_32));
+    writeU32(out, 9, c >>> 0);
+    this.aead.seal(this.key, payload, out);
+    // Only advance once the packet exists: a throw above must not burn a
+    // counter, and nothing here can hand out the same counter twice.
+    this.counter = c + 1;
+    return out;
+  }
+
+  /** Wipes the key; the sealer is unusable afterwards. */
+  destroy(): void {
+    this.key.fill(0);
+    this.counter = MAX_COUNTER + 1;
+  }
+}
+
+export interface OpenedDatagram {
+  type: DatagramType;
+  payload: Uint8Array;
+  counter: bigint;
+}
+
+/** Why datagrams were dropped; cheap counters for metrics and debugging. */
+export interface OpenerStats {
+  accepted: number;
+  malformed: number;
+  wrongReceiver: number;
+  replayed: number;
+  badTag: number;
+}
+
+export class DatagramOpener {
+  private readonly key: Uint8Array;
+  private readonly local: number;
+  private readonly aead: DatagramAead;
+  private readonly window = new ReplayWindow();
+  readonly stats: OpenerStats = { accepted: 0, malformed: 0, wrongReceiver: 0, replayed: 0, badTag: 0 };
+
+  constructor(keys: SessionKeys) {
+    this.key = checkKey('recvKey', keys.recvKey);
+    this.local = keys.localIndex >>> 0;
+    this.aead = datagramAead();
+  }
+
+  /**
+   * Authenticates and decrypts one datagram from the network. Returns null,
+   * never throws, for anything that is not a fresh datagram sealed for us; the
+   * replay window only moves after the tag verifies, so forgeries change nothing.
+   */
+  open(datagram: Uint8Array): OpenedDatagram | null {
+    if (!(datagram instanceof Uint8Array)) {
+      this.stats.malformed++;
+      return null;
+    }
+    const len = datagram.length;
+    const type = datagram[0];
+    if (len < DATAGRAM_OVERHEAD || len > MAX_DATAGRAM_LEN || !isDatagramType(type)) {
+      this.stats.malformed++;
+      return null;
+    }
+    if (readU32(datagram, 1) !== this.local) {
+      this.stats.wrongReceiver++;
+      return null;
+    }
+    const hi = readU32(datagram, 5);
+    const counter = hi * TWO_POW_32 + readU32(datagram, 9);
+    // Beyond MAX_COUNTER no honest sender goes; rejecting here keeps every
+    // counter exact as a number.
+    if (hi > MAX_COUNTER_HI || !this.window.check(counter)) {
+      this.stats.replayed++;
+      return null;
+    }
+    const payload = this.aead.open(this.key, datagram);
+    if (!payload) {
+      this.stats.badTag++;
+      return null;
+    }
+    this.window.update(counter);
+    this.stats.accepted++;
+    return { type, payload, counter: BigInt(counter) };
+  }
+
+  /** Highest counter accepted so far, -1 before any: lets a session notice a stalled peer. */
+  get highestCounter(): number {
+    return this.window.highest;
+  }
+
+  destroy(): void {
+    this.key.fill(0);
+  }
+}

@@ -1,0 +1,141 @@
+import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import { FramedSocket } from '../src/transport/framed-socket.js';
+import { PROTOCOL_VERSION } from '../src/wire/frame.js';
+import type { ControlMessage, MessageOf } from '../src/wire/control.js';
+import type { HostPort } from '../src/util/addr.js';
+
+export const SOFTWARE = 'holepunch/0.1';
+
+/** A failure the user must fix (wrong token, unknown name...): retrying will not help. */
+export class FatalError extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface ControlClientOptions {
+  server: HostPort;
+  token?: string;
+  connectTimeoutMs?: number;
+  pingIntervalMs?: number;
+}
+
+/**
+ * The peer's control connection to the rendezvous. `connect()` resolves with
+ * the welcome; afterwards 'message' carries every control message and 'close'
+ * fires once with a reason.
+ */
+export class ControlClient extends EventEmitter {
+  private fs: FramedSocket | null = null;
+  private pinger: NodeJS.Timeout | null = null;
+  welcome: MessageOf<'welcome'> | null = null;
+  rttMs = 0;
+  isClosed = false;
+
+  constructor(readonly opts: ControlClientOptions) {
+    super();
+  }
+
+  connect(): Promise<MessageOf<'welcome'>> {
+    const { host, port } = this.opts.server;
+    const where = `${host}:${port}`;
+    return new Promise((resolve, reject) => {
+      const started = Date.now();
+      const socket = net.connect({ host, port });
+      const fs = new FramedSocket(socket, { idleTimeoutMs: this.opts.connectTimeoutMs ?? 10_000 });
+      this.fs = fs;
+      let settled = false;
+      const fail = (err: Error) => {
+        if (settled) return;
+        settled = true;
+        fs.destroy();
+        reject(err);
+      };
+      socket.once('error', (e: NodeJS.ErrnoException) =>
+        fail(new Error(`cannot reach the rendezvous at ${where}: ${e.code === 'ECONNREFUSED' ? 'connection refused' : (e.code ?? e.message)}`)),
+      );
+      socket.once('connect', () => fs.send({ type: 'hello', version: PROTOCOL_VERSION, software: SOFTWARE, token: this.opts.token }));
+      fs.on('message', (m: ControlMessage) => {
+        if (!settled) {
+          if (m.type === 'welcome') {
+            settled = true;
+            this.welcome = m;
+            this.rttMs = Date.now() - started;
+            socket.setTimeout(90_000);
+            this.startPing();
+            resolve(m);
+          } else if (m.type === 'error') {
+            fail(m.code === 'bad_token' || m.code === 'bad_version' ? new FatalError(`rendezvous refused us: ${m.message}`, m.code) : new Error(`rendezvous error: ${m.message}`));
+          }
+          return;
+        }
+        if (m.type === 'pong') {
+          this.rttMs = Date.now() - m.t;
+          return;
+        }
+        this.emit('message', m);
+      });
+      fs.on('protocolError', (_c: string, msg: string) => fail(new Error(`rendezvous protocol error: ${msg}`)));
+      fs.on('close', () => {
+        this.isClosed = true;
+        fail(new Error(`the rendezvous at ${where} closed the connection`));
+        if (this.pinger) clearInterval(this.pinger);
+        this.emit('close');
+      });
+    });
+  }
+
+  send(msg: ControlMessage): boolean {
+    return this.fs?.send(msg) ?? false;
+  }
+
+  /** Sends a request and waits for the first message `match` accepts (or an error for the same reqId). */
+  request<T extends ControlMessage>(msg: ControlMessage, match: (m: ControlMessage) => m is T, timeoutMs = 15_000): Promise<T> {
+    return new Promise((resolve, reject) => {
+      const reqId = 'reqId' in msg ? msg.reqId : undefined;
+      const done = () => {
+        clearTimeout(timer);
+        this.off('message', onMsg);
+        this.off('close', onClose);
+      };
+      const onMsg = (m: ControlMessage) => {
+        if (match(m)) {
+          done();
+          resolve(m);
+        } else if (m.type === 'error' && (m.reqId === undefined || m.reqId === reqId)) {
+          done();
+          reject(new FatalError(m.message, m.code));
+        }
+      };
+      const onClose = () => {
+        done();
+        reject(new Error('the rendezvous closed the connection'));
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new Error(`no answer from the rendezvous within ${timeoutMs / 1000} s`));
+      }, timeoutMs);
+      this.on('message', onMsg);
+      this.on('close', onClose);
+      this.send(msg);
+    });
+  }
+
+  get remoteAddress(): string | undefined {
+    return this.fs?.socket.remoteAddress;
+  }
+
+  close(): void {
+    if (this.pinger) clearInterval(this.pinger);
+    this.fs?.close();
+  }
+
+  private startPing(): void {
+    this.pinger = setInterval(() => this.send({ type: 'ping', t: Date.now() }), this.opts.pingIntervalMs ?? 20_000);
+    this.pinger.unref();
+  }
+}

@@ -1,0 +1,172 @@
+import crypto from 'node:crypto';
+import net from 'node:net';
+import { ControlClient, FatalError } from './control-client.js';
+import { Session } from '../src/session/session.js';
+import { RelayPath } from '../src/session/relay-path.js';
+import { bridge, socketEnd } from '../src/session/bridge.js';
+import { cryptoReady, deriveSecretKey, respond, HandshakeError } from '../src/crypto/index.js';
+import { generateIdentity, identityReady, signRegistration, type Identity } from '../src/crypto/identity.js';
+import type { ControlMessage, MessageOf, Mode } from '../src/wire/control.js';
+import type { HostPort } from '../src/util/addr.js';
+import type { Logger } from '../src/util/log.js';
+import type { Duplex } from 'node:stream';
+
+export interface ServeOptions {
+  name: string;
+  local: HostPort;
+  server: HostPort;
+  secret: string;
+  token?: string;
+  mode: Mode;
+  log: Logger;
+  identity?: Identity;
+  /** Reconnect backoff bounds. */
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+/**
+ * `peer serve`: keeps a registration on the rendezvous, accepts sessions from
+ * visitors who know the secret, and connects each of their streams to the
+ * local service. Reconnects with capped exponential backoff; live sessions
+ * are independent of the control connection and keep running meanwhile.
+ */
+export class ServePeer {
+  private control: ControlClient | null = null;
+  private psk!: Uint8Array;
+  private identity!: Identity;
+  readonly sessions = new Map<string, Session>();
+  private stopped = false;
+  private registeredOnce = false;
+
+  constructor(readonly opts: ServeOptions) {}
+
+  /** Resolves after the first registration; rejects on errors that retrying cannot fix. */
+  async start(): Promise<void> {
+    await Promise.all([cryptoReady(), identityReady()]);
+    this.psk = await deriveSecretKey(this.opts.secret);
+    this.identity = this.opts.identity ?? generateIdentity();
+    await this.connectOnce();
+    this.registeredOnce = true;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.control?.close();
+    for (const s of this.sessions.values()) s.close('serve is shutting down');
+  }
+
+  private async connectOnce(): Promise<void> {
+    const { log } = this.opts;
+    const control = new ControlClient({ server: this.opts.server, token: this.opts.token });
+    const welcome = await control.connect();
+    this.control = control;
+    const sig = signRegistration(this.identity, Buffer.from(welcome.nonce, 'base64'), this.opts.name);
+    const isRegistered = (m: ControlMessage): m is MessageOf<'registered'> => m.type === 'registered';
+    control.on('message', (m: ControlMessage) => this.onControl(control, m));
+    try {
+      await control.request(
+        { type: 'register', name: this.opts.name, key: Buffer.from(this.identity.publicKey).toString('base64'), sig: Buffer.from(sig).toString('base64') },
+        isRegistered,
+      );
+    } catch (e) {
+      control.close();
+      throw e;
+    }
+    log.info('ready', `serving "${this.opts.name}" -> ${this.opts.local.host}:${this.opts.local.port} via ${this.opts.server.host}:${this.opts.server.port}`, {
+      name: this.opts.name,
+      local: `${this.opts.local.host}:${this.opts.local.port}`,
+      server: `${this.opts.server.host}:${this.opts.server.port}`,
+      reconnect: this.registeredOnce,
+    });
+    control.once('close', () => {
+      if (this.stopped) return;
+      log.warn('disconnected', 'lost the rendezvous; reconnecting', { server: `${this.opts.server.host}:${this.opts.server.port}` });
+      void this.reconnectLoop();
+    });
+  }
+
+  private async reconnectLoop(): Promise<void> {
+    let delay = this.opts.minBackoffMs ?? 500;
+    const max = this.opts.maxBackoffMs ?? 30_000;
+    for (let attempt = 1; !this.stopped; attempt++) {
+      await sleep(delay * (0.8 + Math.random() * 0.4));
+      if (this.stopped) return;
+      try {
+        await this.connectOnce();
+        return;
+      } catch (e) {
+        const err = e as Error;
+        if (err instanceof FatalError && err.code !== 'name_taken') {
+          this.opts.log.error('error', `reconnect refused: ${err.message}`);
+        } else {
+          this.opts.log.warn('reconnect_failed', err.message, { attempt, retryInMs: Math.min(delay * 2, max) });
+        }
+        delay = Math.min(delay * 2, max);
+      }
+    }
+  }
+
+  private onControl(control: ControlClient, m: ControlMessage): void {
+    if (m.type === 'incoming') void this.onIncoming(control, m);
+  }
+
+  private async onIncoming(control: ControlClient, m: MessageOf<'incoming'>): Promise<void> {
+    const { log } = this.opts;
+    if (this.opts.mode === 'direct' && m.mode === 'relay') {
+      control.send({ type: 'reject', sid: m.sid, code: 'mode_mismatch', message: 'the server runs with --mode direct and the visitor asked for --mode relay' });
+      return;
+    }
+    let result;
+    try {
+      result = respond(this.psk, Buffer.from(m.hs, 'base64'), { responderIndex: crypto.randomInt(1, 2 ** 32 - 1), context: Buffer.from(this.opts.name.toLowerCase()) });
+    } catch (e) {
+      const code = e instanceof HandshakeError ? e.code : 'internal';
+      log.error('error', `a visitor failed the handshake (${code}): wrong --secret on the visitor?`, { sid: m.sid });
+      control.send({ type: 'reject', sid: m.sid, code: 'auth_failed', message: 'handshake failed: the visitor and the server do not share the same --secret' });
+      return;
+    }
+    control.send({ type: 'accept', sid: m.sid, hs: Buffer.from(result.response).toString('base64'), candidates: [] });
+    const session = new Session({ keys: result.keys, role: 'server', log, sid: m.sid });
+    this.sessions.set(m.sid, session);
+    session.on('close', (reason: string) => {
+      this.sessions.delete(m.sid);
+      log.info('session_closed', `session ${m.sid} closed: ${reason}`, { sid: m.sid });
+    });
+    session.on('path', (p) => log.info('path', `session ${m.sid} now on the ${p.kind} path (${p.remote})`, { sid: m.sid, path: p.kind, remote: p.remote }));
+    session.mux.on('stream', (stream: Duplex & { reset(reason?: string): void }) => this.onStream(stream));
+    const relayHost = control.welcome?.relay?.host ?? this.opts.server.host;
+    const relayPort = control.welcome?.relay?.port ?? this.opts.server.port;
+    try {
+      const relay = await RelayPath.open(relayHost, relayPort, m.ticket);
+      relay.on('datagram', (d: Buffer) => session.receive(d, relay));
+      relay.on('close', () => {
+        if (session.path === relay) session.close('relay connection lost');
+      });
+      session.once('close', () => relay.close());
+      session.usePath(relay);
+    } catch (e) {
+      log.warn('relay_failed', (e as Error).message, { sid: m.sid });
+      session.close('relay path failed');
+    }
+  }
+
+  private onStream(stream: Duplex & { reset(reason?: string): void }): void {
+    const { log } = this.opts;
+    const sock = net.connect({ host: this.opts.local.host, port: this.opts.local.port, allowHalfOpen: true });
+    let connected = false;
+    sock.once('connect', () => {
+      connected = true;
+      void bridge(socketEnd(sock), stream);
+    });
+    sock.once('error', (e: NodeJS.ErrnoException) => {
+      if (connected) return;
+      log.warn('service_unreachable', `cannot connect to the local service ${this.opts.local.host}:${this.opts.local.port}: ${e.code ?? e.message}`);
+      stream.reset('refused');
+    });
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

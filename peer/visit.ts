@@ -1,0 +1,152 @@
+import crypto from 'node:crypto';
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import { ControlClient, FatalError } from './control-client.js';
+import { Session } from '../src/session/session.js';
+import { RelayPath } from '../src/session/relay-path.js';
+import { bridge, socketEnd } from '../src/session/bridge.js';
+import { cryptoReady, deriveSecretKey, createInitiator, HandshakeError } from '../src/crypto/index.js';
+import type { ControlMessage, MessageOf, Mode } from '../src/wire/control.js';
+import type { HostPort } from '../src/util/addr.js';
+import type { Logger } from '../src/util/log.js';
+
+export interface VisitOptions {
+  name: string;
+  server: HostPort;
+  secret: string;
+  token?: string;
+  mode: Mode;
+  log: Logger;
+}
+
+type MuxStream = Duplex & { reset(reason?: string): void };
+
+/**
+ * `peer visit`: opens one tunnel session to the named server and carries every
+ * local connection as a stream inside it. The session is opened eagerly, so a
+ * wrong secret or unknown name fails at start, and is re-opened on demand if it dies.
+ */
+export class VisitPeer {
+  private control: ControlClient | null = null;
+  private psk!: Uint8Array;
+  private session: Session | null = null;
+  private opening: Promise<Session> | null = null;
+  private server: net.Server | null = null;
+  private stopped = false;
+
+  constructor(readonly opts: VisitOptions) {}
+
+  async init(): Promise<void> {
+    await cryptoReady();
+    this.psk = await deriveSecretKey(this.opts.secret);
+    await this.getSession();
+  }
+
+  /** Listens on `bind`; resolves with the bound address. Port-in-use is a clear error. */
+  async listen(bind: HostPort): Promise<net.AddressInfo> {
+    const server = net.createServer({ allowHalfOpen: true }, (sock) => void this.onLocalConnection(sock));
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (e: NodeJS.ErrnoException) =>
+        reject(new FatalError(e.code === 'EADDRINUSE' ? `cannot listen on ${bind.host}:${bind.port}: the port is already in use` : `cannot listen on ${bind.host}:${bind.port}: ${e.code ?? e.message}`, e.code ?? 'listen')),
+      );
+      server.listen({ host: bind.host, port: bind.port }, () => resolve());
+    });
+    server.on('error', (e) => this.opts.log.error('error', `listener failed: ${e.message}`));
+    return server.address() as net.AddressInfo;
+  }
+
+  /** Carries stdin/stdout as one stream (ssh ProxyCommand); resolves when both directions end. */
+  async stdio(): Promise<void> {
+    const session = await this.getSession();
+    const stream = session.mux.openStream() as MuxStream;
+    await bridge({ readable: process.stdin, writable: process.stdout, destroy: () => process.stdin.destroy() }, stream);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.server?.close();
+    this.session?.close('visit is shutting down');
+    this.control?.close();
+  }
+
+  private async onLocalConnection(sock: net.Socket): Promise<void> {
+    let session: Session;
+    try {
+      session = await this.getSession();
+    } catch (e) {
+      this.opts.log.error('error', `cannot open a tunnel to "${this.opts.name}": ${(e as Error).message}`);
+      sock.destroy();
+      return;
+    }
+    const stream = session.mux.openStream() as MuxStream;
+    await bridge(socketEnd(sock), stream);
+  }
+
+  private getSession(): Promise<Session> {
+    if (this.session && !this.session.closed) return Promise.resolve(this.session);
+    if (!this.opening) {
+      this.opening = this.openSession().finally(() => {
+        this.opening = null;
+      });
+    }
+    return this.opening;
+  }
+
+  private async ensureControl(): Promise<ControlClient> {
+    if (this.control && !this.control.isClosed) return this.control;
+    const control = new ControlClient({ server: this.opts.server, token: this.opts.token });
+    await control.connect();
+    control.once('close', () => {
+      if (this.control === control) this.control = null;
+    });
+    this.control = control;
+    return control;
+  }
+
+  private async openSession(): Promise<Session> {
+    const { log, name } = this.opts;
+    const control = await this.ensureControl();
+    const hs = createInitiator(this.psk, {
+      initiatorIndex: crypto.randomInt(1, 2 ** 32 - 1),
+      conv: crypto.randomInt(1, 2 ** 32 - 1),
+      context: Buffer.from(name.toLowerCase()),
+    });
+    const reqId = crypto.randomBytes(6).toString('hex');
+    const isConnected = (m: ControlMessage): m is MessageOf<'connected'> => m.type === 'connected' && m.reqId === reqId;
+    let reply: MessageOf<'connected'>;
+    try {
+      reply = await control.request({ type: 'connect', reqId, name, hs: Buffer.from(hs.message).toString('base64'), mode: this.opts.mode, candidates: [] }, isConnected);
+    } catch (e) {
+      if (e instanceof FatalError && e.code === 'auth_failed') {
+        throw new FatalError(`handshake failed: "${name}" rejected our secret (check --secret / PEER_SECRET)`, 'auth_failed');
+      }
+      throw e;
+    }
+    let keys;
+    try {
+      keys = hs.finish(Buffer.from(reply.hs, 'base64'));
+    } catch (e) {
+      const code = e instanceof HandshakeError ? e.code : 'internal';
+      throw new FatalError(`handshake failed (${code}): the server did not prove it knows our secret; wrong --secret, or someone is impersonating "${name}"`, 'auth_failed');
+    }
+    const session = new Session({ keys, role: 'visitor', log, sid: reply.sid });
+    session.on('path', (p) => log.info('path', `session ${reply.sid} now on the ${p.kind} path (${p.remote})`, { sid: reply.sid, path: p.kind, remote: p.remote }));
+    session.on('close', (reason: string) => {
+      log.info('session_closed', `session ${reply.sid} closed: ${reason}`, { sid: reply.sid });
+      if (this.session === session) this.session = null;
+    });
+    const relayHost = control.welcome?.relay?.host ?? this.opts.server.host;
+    const relayPort = control.welcome?.relay?.port ?? this.opts.server.port;
+    const relay = await RelayPath.open(relayHost, relayPort, reply.ticket);
+    relay.on('datagram', (d: Buffer) => session.receive(d, relay));
+    relay.on('close', () => {
+      if (session.path === relay) session.close('relay connection lost');
+    });
+    session.once('close', () => relay.close());
+    session.usePath(relay);
+    this.session = session;
+    return session;
+  }
+}
+

@@ -1,0 +1,55 @@
+#!/usr/bin/env node
+import net from 'node:net';
+import { Command, Option } from 'commander';
+import { addLogOptions, die, ExitSignal, loggerFrom, onShutdown } from '../src/util/cli-common.js';
+import { parseHostPort } from '../src/util/addr.js';
+import { FramedSocket } from '../src/transport/framed-socket.js';
+import { relayKeyFrom } from '../src/wire/ticket.js';
+import type { ControlMessage } from '../src/wire/control.js';
+import { Relay } from './relay.js';
+
+const program = new Command('relay')
+  .description('A standalone relay, for operators who run it apart from the rendezvous.\n' +
+    'Start the rendezvous with --relay HOST:PORT --relay-key KEY pointing here. It forwards sealed\n' +
+    'datagrams between the two sides of a session and cannot read them.')
+  .option('--listen <host:port>', 'where peers connect', '0.0.0.0:7001')
+  .addOption(new Option('--key <key>', 'key shared with the rendezvous (--relay-key there)').env('RELAY_KEY').makeOptionMandatory())
+  .showHelpAfterError('(run with --help for usage)');
+addLogOptions(program);
+
+program.action(async (o: { listen: string; key: string; logFormat: string; logLevel: string; quiet?: boolean }) => {
+  const log = loggerFrom(o);
+  let listen;
+  try {
+    listen = parseHostPort(o.listen, '0.0.0.0', '--listen');
+  } catch (e) {
+    return die(log, (e as Error).message);
+  }
+  const relay = new Relay({ key: relayKeyFrom(o.key), log });
+  const server = net.createServer((socket) => {
+    const fs = new FramedSocket(socket, { idleTimeoutMs: 10_000 });
+    fs.once('message', (m: ControlMessage) => {
+      if (m.type !== 'relay_bind') return fs.fail('bad_message', 'expected relay_bind first');
+      relay.adopt(fs, m.ticket);
+    });
+  });
+  onShutdown(log, () => {
+    relay.close();
+    server.close();
+  });
+  server.once('error', (e: NodeJS.ErrnoException) => {
+    try {
+      die(log, e.code === 'EADDRINUSE' ? `cannot listen on ${o.listen}: the port is already in use` : `cannot start: ${e.message}`);
+    } catch (x) {
+      if (!(x instanceof ExitSignal)) throw x;
+    }
+  });
+  server.listen({ host: listen.host, port: listen.port }, () => {
+    const a = server.address() as net.AddressInfo;
+    log.info('ready', `relay listening on ${a.address}:${a.port}`, { address: a.address, port: a.port, listen: `${a.address}:${a.port}` });
+  });
+});
+
+program.parseAsync(process.argv).catch((e) => {
+  if (!(e instanceof ExitSignal)) die(null, (e as Error).message);
+});

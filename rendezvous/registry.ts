@@ -1,0 +1,50 @@
+/**
+ * The name registry: which control connection serves which name. A name
+ * belongs to the key that registered it while that registration is alive; the
+ * same key may take it over (a serve that reconnects before we noticed its old
+ * connection died), any other key is refused.
+ */
+export interface Registration<C> {
+  name: string;
+  key: string;
+  conn: C;
+  since: number;
+}
+
+export type ClaimResult<C> = { ok: true; replaced?: Registration<C> } | { ok: false; holderSince: number };
+
+export class Registry<C> {
+  private byName = new Map<string, Registration<C>>();
+
+  get size(): number {
+    return this.byName.size;
+  }
+
+  lookup(name: string): Registration<C> | undefined {
+    return this.byName.get(name.toLowerCase());
+  }
+
+  claim(name: string, key: string, conn: C, now = Date.now()): ClaimResult<C> {
+    const k = name.toLowerCase();
+    const cur = this.byName.get(k);
+    if (cur && cur.key !== key) return { ok: false, holderSince: cur.since };
+    this.byName.set(k, { name, key, conn, since: now });
+    return cur && cur.conn !== conn ? { ok: true, replaced: cur } : { ok: true };
+  }
+
+  /** Drops every name held by `conn`; returns the names released. */
+  releaseConn(conn: C): string[] {
+    const out: string[] = [];
+    for (const [k, r] of this.byName) {
+      if (r.conn === conn) {
+        this.byName.delete(k);
+        out.push(r.name);
+      }
+    }
+    return out;
+  }
+
+  names(): Registration<C>[] {
+    return [...this.byName.values()];
+  }
+}

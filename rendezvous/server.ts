@@ -1,0 +1,268 @@
+import crypto from 'node:crypto';
+import net from 'node:net';
+import { FramedSocket } from '../src/transport/framed-socket.js';
+import { identityReady, verifyRegistration } from '../src/crypto/identity.js';
+import type { Logger } from '../src/util/log.js';
+import { PROTOCOL_VERSION } from '../src/wire/frame.js';
+import type { Candidate, ControlMessage, MessageOf, NatInfo } from '../src/wire/control.js';
+import { issueTicket, newSessionId, relayKeyFrom } from '../src/wire/ticket.js';
+import { Relay } from '../relay/relay.js';
+import { Registry } from './registry.js';
+
+export interface RendezvousOptions {
+  host: string;
+  port: number;
+  /** UDP port announced to peers for STUN and punching (defaults to `port`). */
+  udpPort?: number;
+  token?: string;
+  log: Logger;
+  /** External relay; when unset the relay runs inside this process on the same port. */
+  relay?: { host: string; port: number; key: string };
+  handshakeTimeoutMs?: number;
+  idleTimeoutMs?: number;
+  acceptTimeoutMs?: number;
+  maxConnsPerIp?: number;
+  maxConnections?: number;
+}
+
+/** Per-connection state on the rendezvous. */
+interface Conn {
+  fs: FramedSocket;
+  ip: string;
+  nonce: Buffer;
+  hello: boolean;
+  names: Set<string>;
+}
+
+interface Brokered {
+  sid: string;
+  visitor: Conn;
+  server: Conn;
+  reqId: string;
+  mode: MessageOf<'connect'>['mode'];
+  visitorCandidates: Candidate[];
+  visitorNat?: NatInfo;
+  timer?: NodeJS.Timeout;
+}
+
+/**
+ * The rendezvous: control channel, name registry and session brokering, with
+ * the relay embedded unless an external one is configured. It never sees
+ * session keys: handshakes pass through it sealed by the peers' shared secret.
+ */
+export class RendezvousServer {
+  readonly registry = new Registry<Conn>();
+  readonly relay: Relay | null;
+  private readonly relayKey: Uint8Array;
+  private server: net.Server | null = null;
+  private conns = new Set<Conn>();
+  private perIp = new Map<string, number>();
+  private sessions = new Map<string, Brokered>();
+  stats = { connects: 0, rejected: 0 };
+
+  constructor(readonly opts: RendezvousOptions) {
+    this.relayKey = opts.relay ? relayKeyFrom(opts.relay.key) : crypto.randomBytes(32);
+    this.relay = opts.relay ? null : new Relay({ key: this.relayKey, log: opts.log });
+  }
+
+  async listen(): Promise<net.AddressInfo> {
+    await identityReady();
+    const server = net.createServer((s) => this.onConnection(s));
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: this.opts.host, port: this.opts.port }, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    return server.address() as net.AddressInfo;
+  }
+
+  async close(): Promise<void> {
+    this.relay?.close();
+    for (const c of this.conns) c.fs.destroy();
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+  }
+
+  get connectionCount(): number {
+    return this.conns.size;
+  }
+
+  private onConnection(socket: net.Socket): void {
+    const { log } = this.opts;
+    const ip = normaliseIp(socket.remoteAddress ?? '');
+    const fs = new FramedSocket(socket, { idleTimeoutMs: this.opts.handshakeTimeoutMs ?? 10_000 });
+    const perIp = this.perIp.get(ip) ?? 0;
+    if (perIp >= (this.opts.maxConnsPerIp ?? 256) || this.conns.size >= (this.opts.maxConnections ?? 20_000)) {
+      log.warn('limit', 'connection refused: too many connections', { ip, perIp });
+      return fs.fail('limit', 'too many connections from your address');
+    }
+    this.perIp.set(ip, perIp + 1);
+    const conn: Conn = { fs, ip, nonce: crypto.randomBytes(24), hello: false, names: new Set() };
+    this.conns.add(conn);
+    fs.on('protocolError', (code, message) => log.warn('protocol_error', message, { remote: fs.remote, code }));
+    fs.on('message', (m: ControlMessage) => this.onMessage(conn, m));
+    fs.on('close', () => this.onClose(conn));
+  }
+
+  private onClose(conn: Conn): void {
+    this.conns.delete(conn);
+    const n = (this.perIp.get(conn.ip) ?? 1) - 1;
+    if (n <= 0) this.perIp.delete(conn.ip);
+    else this.perIp.set(conn.ip, n);
+    for (const name of this.registry.releaseConn(conn)) {
+      this.opts.log.info('unregistered', `"${name}" went away`, { name });
+    }
+    for (const s of this.sessions.values()) {
+      if (s.visitor === conn || s.server === conn) this.endSession(s.sid);
+    }
+  }
+
+  private onMessage(conn: Conn, m: ControlMessage): void {
+    const { fs } = conn;
+    if (!conn.hello) {
+      if (m.type === 'relay_bind' && this.relay) {
+        this.conns.delete(conn); // now the relay's to account for
+        this.onClose(conn);
+        return this.relay.adopt(fs, m.ticket);
+      }
+      if (m.type !== 'hello') return fs.fail('bad_message', 'expected hello first');
+      if (m.version !== PROTOCOL_VERSION) return fs.fail('bad_version', `unsupported protocol version ${m.version}; this rendezvous speaks ${PROTOCOL_VERSION}`);
+      if (this.opts.token && !tokenMatches(this.opts.token, m.token)) {
+        this.opts.log.warn('auth', 'rejected a peer with a missing or wrong token', { remote: fs.remote });
+        return fs.fail('bad_token', 'missing or wrong --token for this rendezvous');
+      }
+      conn.hello = true;
+      fs.socket.setTimeout(this.opts.idleTimeoutMs ?? 90_000);
+      fs.send({
+        type: 'welcome',
+        version: PROTOCOL_VERSION,
+        nonce: conn.nonce.toString('base64'),
+        observed: { address: conn.ip, port: fs.socket.remotePort ?? 0, family: conn.ip.includes(':') ? 'IPv6' : 'IPv4' },
+        udpPort: this.opts.udpPort ?? this.opts.port,
+        relay: this.opts.relay ? { host: this.opts.relay.host, port: this.opts.relay.port } : null,
+      });
+      return;
+    }
+    switch (m.type) {
+      case 'ping':
+        fs.send({ type: 'pong', t: m.t });
+        return;
+      case 'register':
+        return this.onRegister(conn, m);
+      case 'connect':
+        return this.onConnect(conn, m);
+      case 'accept':
+      case 'reject':
+        return this.onAnswer(conn, m);
+      case 'candidates':
+        return this.onCandidates(conn, m);
+      case 'pong':
+        return;
+      default:
+        return fs.fail('bad_message', `unexpected message "${m.type}"`);
+    }
+  }
+
+  private onRegister(conn: Conn, m: MessageOf<'register'>): void {
+    const { log } = this.opts;
+    const key = Buffer.from(m.key, 'base64');
+    if (!verifyRegistration(key, Buffer.from(m.sig, 'base64'), conn.nonce, m.name)) {
+      return conn.fs.fail('bad_message', 'registration signature does not verify');
+    }
+    const r = this.registry.claim(m.name, m.key, conn);
+    if (!r.ok) {
+      log.warn('name_taken', `refused "${m.name}": held by another key`, { name: m.name, remote: conn.fs.remote });
+      conn.fs.send({ type: 'error', code: 'name_taken', message: `the name "${m.name}" is already served by someone else` });
+      return;
+    }
+    if (r.replaced) {
+      r.replaced.conn.names.delete(m.name.toLowerCase());
+      log.info('registered', `"${m.name}" moved to a new connection of the same key`, { name: m.name });
+    }
+    conn.names.add(m.name.toLowerCase());
+    log.info('registered', `"${m.name}" registered`, { name: m.name, remote: conn.fs.remote });
+    conn.fs.send({ type: 'registered', name: m.name });
+  }
+
+  private onConnect(conn: Conn, m: MessageOf<'connect'>): void {
+    const reg = this.registry.lookup(m.name);
+    if (!reg) {
+      this.stats.rejected++;
+      conn.fs.send({ type: 'error', code: 'unknown_name', message: `no peer is serving "${m.name}"`, reqId: m.reqId });
+      return;
+    }
+    const sid = newSessionId();
+    const s: Brokered = { sid, visitor: conn, server: reg.conn, reqId: m.reqId, mode: m.mode, visitorCandidates: m.candidates, visitorNat: m.nat };
+    this.sessions.set(sid, s);
+    this.stats.connects++;
+    s.timer = setTimeout(() => {
+      conn.fs.send({ type: 'error', code: 'timeout', message: `"${m.name}" did not answer in time`, reqId: m.reqId });
+      this.endSession(sid);
+    }, this.opts.acceptTimeoutMs ?? 10_000);
+    s.timer.unref();
+    reg.conn.fs.send({
+      type: 'incoming',
+      sid,
+      hs: m.hs,
+      mode: m.mode,
+      candidates: m.candidates,
+      nat: m.nat,
+      ticket: issueTicket(this.relayKey, sid, 'server'),
+    });
+  }
+
+  private onAnswer(conn: Conn, m: MessageOf<'accept'> | MessageOf<'reject'>): void {
+    const s = this.sessions.get(m.sid);
+    if (!s || s.server !== conn) return; // late or forged answer: nothing to do
+    clearTimeout(s.timer);
+    if (m.type === 'reject') {
+      s.visitor.fs.send({ type: 'error', code: m.code, message: m.message, reqId: s.reqId, sid: s.sid });
+      this.endSession(s.sid);
+      return;
+    }
+    s.visitor.fs.send({
+      type: 'connected',
+      reqId: s.reqId,
+      sid: s.sid,
+      hs: m.hs,
+      candidates: m.candidates,
+      nat: m.nat,
+      ticket: issueTicket(this.relayKey, s.sid, 'visitor'),
+    });
+    // Once both sides know each other the rendezvous's job for this session is
+    // punching coordination only; keep it for that, bounded in time.
+    s.timer = setTimeout(() => this.endSession(s.sid), 120_000);
+    s.timer.unref();
+    this.onSessionEstablished?.(s.sid, s.visitor.fs, s.server.fs, s.visitorCandidates, m.candidates);
+  }
+
+  private onCandidates(conn: Conn, m: MessageOf<'candidates'>): void {
+    const s = this.sessions.get(m.sid);
+    if (!s || (s.visitor !== conn && s.server !== conn)) return;
+    const other = s.visitor === conn ? s.server : s.visitor;
+    other.fs.send({ type: 'punch', sid: s.sid, delayMs: 0, candidates: m.candidates, peerNat: m.nat });
+  }
+
+  /** Hook for punch coordination (set by the hole-punching layer). */
+  onSessionEstablished?: (sid: string, visitor: FramedSocket, server: FramedSocket, vc: Candidate[], sc: Candidate[]) => void;
+
+  private endSession(sid: string): void {
+    const s = this.sessions.get(sid);
+    if (!s) return;
+    clearTimeout(s.timer);
+    this.sessions.delete(sid);
+  }
+}
+
+function normaliseIp(ip: string): string {
+  return ip.startsWith('::ffff:') ? ip.slice(7) : ip;
+}
+
+function tokenMatches(expected: string, given: string | undefined): boolean {
+  if (given === undefined) return false;
+  const a = crypto.createHash('sha256').update(expected).digest();
+  const b = crypto.createHash('sha256').update(given).digest();
+  return crypto.timingSafeEqual(a, b);
+}

@@ -1,0 +1,85 @@
+import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import { FramedSocket } from '../transport/framed-socket.js';
+import type { Path } from './path.js';
+import type { ControlMessage } from '../wire/control.js';
+
+/** How much we let pile up in the relay socket before dropping like a full UDP queue would. */
+const MAX_QUEUED_BYTES = 4 * 1024 * 1024;
+
+/**
+ * The relay path: a TCP connection to the relay that carries this session's
+ * sealed datagrams, one per frame. Emits 'datagram' (Buffer) and 'close' (reason).
+ */
+export class RelayPath extends EventEmitter implements Path {
+  readonly kind = 'relay' as const;
+  readonly remote: string;
+  private fs: FramedSocket | null = null;
+  private isClosed = false;
+  dropped = 0;
+
+  private constructor(remote: string) {
+    super();
+    this.remote = remote;
+  }
+
+  /** Connects, presents the ticket and resolves once the relay has paired both sides. */
+  static open(host: string, port: number, ticket: string, timeoutMs = 15_000): Promise<RelayPath> {
+    const path = new RelayPath(`${host}:${port}`);
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host, port });
+      const fs = new FramedSocket(socket, { idleTimeoutMs: timeoutMs });
+      path.fs = fs;
+      let settled = false;
+      const fail = (msg: string) => {
+        if (settled) return;
+        settled = true;
+        fs.destroy();
+        reject(new Error(msg));
+      };
+      socket.once('error', (e: NodeJS.ErrnoException) => fail(`cannot reach the relay at ${host}:${port}: ${e.code ?? e.message}`));
+      socket.once('connect', () => fs.send({ type: 'relay_bind', ticket }));
+      fs.on('message', (m: ControlMessage) => {
+        if (m.type === 'relay_ready' && !settled) {
+          settled = true;
+          socket.setTimeout(0);
+          resolve(path);
+        } else if (m.type === 'error') {
+          fail(`relay refused the session: ${m.message}`);
+          path.shutdown(`relay error: ${m.message}`);
+        }
+      });
+      fs.on('datagram', (d: Buffer) => path.emit('datagram', d));
+      fs.on('protocolError', (_c: string, msg: string) => fail(`relay protocol error: ${msg}`));
+      fs.on('close', () => {
+        fail(`the relay at ${host}:${port} closed the connection before the session was paired`);
+        path.shutdown('relay connection closed');
+      });
+    });
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  send(datagram: Uint8Array): void {
+    const fs = this.fs;
+    if (!fs || this.isClosed) return;
+    if (fs.socket.writableLength > MAX_QUEUED_BYTES) {
+      this.dropped++;
+      return;
+    }
+    fs.sendDatagram(datagram);
+  }
+
+  close(): void {
+    this.fs?.close();
+    this.shutdown('closed locally');
+  }
+
+  private shutdown(reason: string): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    this.emit('close', reason);
+  }
+}

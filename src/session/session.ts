@@ -1,0 +1,186 @@
+import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
+import { Kcp } from '../kcp/index.js';
+import { Mux } from '../mux/index.js';
+import { DatagramOpener, DatagramSealer, type SessionKeys } from '../crypto/index.js';
+import { DatagramType, DATAGRAM_OVERHEAD, MAX_DATAGRAM_LEN } from '../wire/datagram.js';
+import type { Logger } from '../util/log.js';
+import type { Path } from './path.js';
+
+export interface SessionOptions {
+  keys: SessionKeys;
+  role: 'visitor' | 'server';
+  log: Logger;
+  sid: string;
+  /** Declare the session dead when nothing authenticated arrives for this long. */
+  deadAfterMs?: number;
+  keepaliveMs?: number;
+}
+
+/** KCP payload per datagram: the largest sealed datagram minus seal overhead. */
+export const KCP_MTU = MAX_DATAGRAM_LEN - DATAGRAM_OVERHEAD;
+/** Keep KCP's send queue this short so the mux decides what goes next (fairness). */
+const MAX_WAITSND = 1024;
+
+/**
+ * One tunnel session: KCP carrying a stream mux, sealed end to end, over
+ * whichever path is active. Paths come and go (relay first, direct when a hole
+ * opens); KCP state and streams are untouched by a move.
+ *
+ * Emits 'path' (path, previous), 'close' (reason), and 'control' (type, payload, path)
+ * for probe/heartbeat datagrams, which the path manager handles.
+ */
+export class Session extends EventEmitter {
+  readonly kcp: Kcp;
+  readonly mux: Mux;
+  readonly sealer: DatagramSealer;
+  readonly opener: DatagramOpener;
+  private active: Path | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private timerAt = 0;
+  private kicked = false;
+  private closedReason: string | null = null;
+  private lastRecv = performance.now();
+  private keepalive: NodeJS.Timeout;
+  readonly startedAt = Date.now();
+  bytesIn = 0;
+  bytesOut = 0;
+  rejected = 0;
+
+  constructor(readonly opts: SessionOptions) {
+    super();
+    this.sealer = new DatagramSealer(opts.keys);
+    this.opener = new DatagramOpener(opts.keys);
+    this.kcp = new Kcp(opts.keys.conv, (buf) => this.sendSealed(DatagramType.Data, buf));
+    this.kcp.setNodelay(1, 10, 2, 1);
+    this.kcp.setWndSize(1024, 1024);
+    this.kcp.setMtu(KCP_MTU);
+    this.mux = new Mux({
+      role: opts.role === 'visitor' ? 'client' : 'server',
+      sendMessage: (frame) => {
+        this.kcp.send(frame);
+        this.kick();
+      },
+      canSend: () => this.closedReason === null && this.kcp.waitSnd() < MAX_WAITSND,
+    });
+    this.mux.on('error', (e: Error) => opts.log.warn('mux_error', e.message, { sid: opts.sid }));
+    const deadAfter = opts.deadAfterMs ?? 30_000;
+    this.keepalive = setInterval(() => {
+      if (performance.now() - this.lastRecv > deadAfter) return this.close(`no traffic from the peer for ${Math.round(deadAfter / 1000)} s`);
+      this.sendSealed(DatagramType.Heartbeat, new Uint8Array(0));
+    }, opts.keepaliveMs ?? 5_000);
+    this.keepalive.unref();
+    this.kick();
+  }
+
+  get path(): Path | null {
+    return this.active;
+  }
+  get closed(): boolean {
+    return this.closedReason !== null;
+  }
+  get sid(): string {
+    return this.opts.sid;
+  }
+
+  /** Makes `path` the one that carries data from now on. */
+  usePath(path: Path): void {
+    if (this.active === path) return;
+    const prev = this.active;
+    this.active = path;
+    this.emit('path', path, prev);
+    this.kick();
+  }
+
+  /** Seals and sends on a given path (probes) or the active one. */
+  sendSealed(type: DatagramType, payload: Uint8Array, via: Path | null = this.active): void {
+    if (!via || via.closed || this.closedReason !== null) return;
+    const dg = this.sealer.seal(type, payload);
+    this.bytesOut += dg.length;
+    via.send(dg);
+  }
+
+  /** Entry for every datagram that arrives on any path for this session. */
+  receive(datagram: Uint8Array, from: Path): boolean {
+    if (this.closedReason !== null) return false;
+    const opened = this.opener.open(datagram);
+    if (!opened) {
+      this.rejected++;
+      return false;
+    }
+    this.lastRecv = performance.now();
+    this.bytesIn += datagram.length;
+    switch (opened.type) {
+      case DatagramType.Data: {
+        if (this.kcp.input(opened.payload) < 0) return true;
+        this.drain();
+        this.kick();
+        return true;
+      }
+      case DatagramType.Heartbeat:
+        if (from === this.active) this.sendSealed(DatagramType.HeartbeatAck, new Uint8Array(0), from);
+        else this.emit('control', opened.type, opened.payload, from);
+        return true;
+      default:
+        this.emit('control', opened.type, opened.payload, from);
+        return true;
+    }
+  }
+
+  close(reason = 'closed'): void {
+    if (this.closedReason !== null) return;
+    this.closedReason = reason;
+    clearInterval(this.keepalive);
+    if (this.timer) clearTimeout(this.timer);
+    this.mux.destroy(new Error(`tunnel session closed: ${reason}`));
+    this.emit('close', reason);
+  }
+
+  get closeReason(): string | null {
+    return this.closedReason;
+  }
+
+  private drain(): void {
+    for (let i = 0; i < 4096; i++) {
+      const msg = this.kcp.recv();
+      if (!msg) break;
+      this.mux.receive(msg);
+    }
+  }
+
+  /** Batches work from one event-loop turn into a single flush. */
+  private kick(): void {
+    if (this.kicked || this.closedReason !== null) return;
+    this.kicked = true;
+    setImmediate(() => this.tick());
+  }
+
+  private tick(): void {
+    this.kicked = false;
+    if (this.closedReason !== null) return;
+    const now = nowMs();
+    this.kcp.update(now);
+    this.kcp.flush();
+    if (this.kcp.isDeadLink()) return this.close('too many retransmissions: the peer stopped acknowledging');
+    this.mux.pump();
+    this.schedule(now);
+  }
+
+  private schedule(now: number): void {
+    const due = this.kcp.check(now);
+    const delay = Math.min(5_000, Math.max(1, (due - now) | 0));
+    const at = performance.now() + delay;
+    if (this.timer && this.timerAt <= at) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.tick();
+    }, delay);
+  }
+}
+
+/** KCP time: milliseconds from a monotonic clock, as uint32. */
+export function nowMs(): number {
+  return Math.floor(performance.now()) >>> 0;
+}

@@ -1,0 +1,115 @@
+import { EventEmitter } from 'node:events';
+import type net from 'node:net';
+import { FrameDecoder, FrameKind, describeFrameError, encodeFrameHeader, MAX_CONTROL_FRAME, MAX_DATAGRAM_FRAME } from '../wire/frame.js';
+import { ControlMessage, ErrorCode, encodeControl, parseControl } from '../wire/control.js';
+
+export interface FramedSocketOptions {
+  /** Close the connection when nothing arrives for this long (slowloris / half-open guard). */
+  idleTimeoutMs?: number;
+  maxControlFrame?: number;
+  maxDatagramFrame?: number;
+}
+
+/**
+ * A TCP socket speaking our framing. Emits:
+ *  - 'message' (ControlMessage): a validated control message;
+ *  - 'datagram' (Buffer): a relay datagram frame body;
+ *  - 'protocolError' (code, message): the peer broke the protocol; an error frame
+ *    has been sent and the socket is closing;
+ *  - 'close' (hadError: boolean).
+ * Writing never throws; after close it is a no-op.
+ */
+export class FramedSocket extends EventEmitter {
+  readonly decoder: FrameDecoder;
+  private closed = false;
+
+  constructor(
+    readonly socket: net.Socket,
+    opts: FramedSocketOptions = {},
+  ) {
+    super();
+    const maxCtl = opts.maxControlFrame ?? MAX_CONTROL_FRAME;
+    const maxDg = opts.maxDatagramFrame ?? MAX_DATAGRAM_FRAME;
+    this.decoder = new FrameDecoder((kind) => (kind === FrameKind.Control ? maxCtl : maxDg));
+    socket.setNoDelay(true);
+    if (opts.idleTimeoutMs) {
+      socket.setTimeout(opts.idleTimeoutMs, () => this.fail('timeout', `no traffic for ${Math.round(opts.idleTimeoutMs! / 1000)} s`));
+    }
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', () => {
+      /* 'close' follows; the reason is reported by whoever owns the socket */
+    });
+    socket.on('close', (hadError) => {
+      this.closed = true;
+      this.emit('close', hadError);
+    });
+  }
+
+  get isClosed(): boolean {
+    return this.closed || this.socket.destroyed;
+  }
+
+  get remote(): string {
+    return `${this.socket.remoteAddress}:${this.socket.remotePort}`;
+  }
+
+  send(msg: ControlMessage): boolean {
+    if (this.isClosed) return false;
+    return this.socket.write(encodeControl(msg));
+  }
+
+  sendDatagram(body: Uint8Array): boolean {
+    if (this.isClosed) return false;
+    // Two writes with cork: avoids copying the datagram into a new buffer.
+    this.socket.cork();
+    this.socket.write(encodeFrameHeader(FrameKind.Datagram, body.length));
+    const ok = this.socket.write(body);
+    this.socket.uncork();
+    return ok;
+  }
+
+  /** Sends an error message, then closes once it is flushed. */
+  fail(code: ErrorCode, message: string, extra: { reqId?: string; sid?: string } = {}): void {
+    if (this.isClosed) return;
+    this.emit('protocolError', code, message);
+    this.socket.end(encodeControl({ type: 'error', code, message, ...extra }));
+    // A peer that never reads must not keep the socket alive.
+    setTimeout(() => this.socket.destroy(), 2000).unref();
+    this.closed = true;
+  }
+
+  close(): void {
+    if (this.closed && this.socket.destroyed) return;
+    this.closed = true;
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), 2000).unref();
+  }
+
+  destroy(): void {
+    this.closed = true;
+    this.socket.destroy();
+  }
+
+  /** Stops parsing frames; the caller takes over the raw socket (relay piping). */
+  detach(): Buffer {
+    this.socket.removeAllListeners('data');
+    this.socket.setTimeout(0);
+    return this.decoder.drainRemainder();
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.closed) return;
+    const { frames, error } = this.decoder.push(chunk);
+    for (const f of frames) {
+      if (this.closed) return;
+      if (f.kind === FrameKind.Datagram) {
+        this.emit('datagram', f.body);
+        continue;
+      }
+      const r = parseControl(f.body);
+      if (!r.ok) return this.fail('bad_message', r.error);
+      this.emit('message', r.msg);
+    }
+    if (error) this.fail(error.code === 'frame_too_large' ? 'frame_too_large' : error.code === 'bad_version' ? 'bad_version' : 'bad_message', describeFrameError(error));
+  }
+}

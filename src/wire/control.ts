@@ -1,0 +1,145 @@
+import { z } from 'zod';
+import { FrameKind, encodeFrame } from './frame.js';
+
+/**
+ * Control messages: JSON bodies of FrameKind.Control frames, on the TCP
+ * connection between a peer and the rendezvous (and the first frame on a relay
+ * connection). Every message that crosses the boundary is parsed by `parseControl`,
+ * never trusted as-is. Unknown fields are stripped, so a newer minor version can
+ * add fields; a change that old peers cannot ignore bumps PROTOCOL_VERSION.
+ * docs/PROTOCOL.md describes the exchanges.
+ */
+
+/** Service names: DNS-label-like, so they also work as an ssh %h. */
+export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+const name = z.string().regex(NAME_RE, 'name must be 1-63 of A-Z a-z 0-9 . _ - and start with a letter or digit');
+const b64 = (max: number) => z.string().max(max).regex(/^[A-Za-z0-9+/=_-]*$/, 'expected base64');
+const reqId = z.string().min(1).max(64);
+const sid = z.string().min(1).max(64);
+const port = z.number().int().min(0).max(65535);
+
+export const Endpoint = z.object({
+  address: z.string().min(2).max(64),
+  port,
+  family: z.enum(['IPv4', 'IPv6']).default('IPv4'),
+});
+export type Endpoint = z.infer<typeof Endpoint>;
+
+/** A way to reach a peer's data socket; see docs/PROTOCOL.md "Candidates". */
+export const Candidate = Endpoint.extend({
+  kind: z.enum(['host', 'srflx', 'prflx']),
+});
+export type Candidate = z.infer<typeof Candidate>;
+
+export const NatInfo = z.object({
+  mapping: z.enum(['endpoint-independent', 'address-dependent', 'address-and-port-dependent', 'unknown']),
+  filtering: z.enum(['endpoint-independent', 'address-dependent', 'address-and-port-dependent', 'unknown']).default('unknown'),
+});
+export type NatInfo = z.infer<typeof NatInfo>;
+
+export const Mode = z.enum(['auto', 'direct', 'relay']);
+export type Mode = z.infer<typeof Mode>;
+
+export const ErrorCode = z.enum([
+  'bad_message',
+  'bad_version',
+  'frame_too_large',
+  'bad_token',
+  'unknown_name',
+  'name_taken',
+  'auth_failed',
+  'bad_ticket',
+  'timeout',
+  'limit',
+  'service_unavailable',
+  'mode_mismatch',
+  'internal',
+]);
+export type ErrorCode = z.infer<typeof ErrorCode>;
+
+const messages = [
+  // peer -> rendezvous: first frame on a control connection.
+  z.object({ type: z.literal('hello'), version: z.number().int(), software: z.string().max(64), token: z.string().max(256).optional() }),
+  // rendezvous -> peer. `nonce` is signed by `register`; `relay` null means "same host/port as this connection".
+  z.object({
+    type: z.literal('welcome'),
+    version: z.number().int(),
+    nonce: b64(64),
+    observed: Endpoint,
+    udpPort: port,
+    relay: z.object({ host: z.string().max(255), port }).nullable(),
+  }),
+  // serve -> rendezvous: claim a name. `sig` is Ed25519 over "holepunch-register\0" + nonce + "\0" + name.
+  z.object({ type: z.literal('register'), name, key: b64(64), sig: b64(128), nat: NatInfo.optional() }),
+  z.object({ type: z.literal('registered'), name }),
+  // visit -> rendezvous: open a session to `name`. `hs` is the handshake initiation (src/wire/handshake.ts).
+  z.object({
+    type: z.literal('connect'),
+    reqId,
+    name,
+    hs: b64(1024),
+    mode: Mode,
+    candidates: z.array(Candidate).max(16).default([]),
+    nat: NatInfo.optional(),
+  }),
+  // rendezvous -> serve: a visitor wants a session.
+  z.object({
+    type: z.literal('incoming'),
+    sid,
+    hs: b64(1024),
+    mode: Mode,
+    candidates: z.array(Candidate).max(16),
+    nat: NatInfo.optional(),
+    ticket: b64(512),
+  }),
+  // serve -> rendezvous: handshake response, or a refusal.
+  z.object({ type: z.literal('accept'), sid, hs: b64(1024), candidates: z.array(Candidate).max(16).default([]), nat: NatInfo.optional() }),
+  z.object({ type: z.literal('reject'), sid, code: ErrorCode, message: z.string().max(512) }),
+  // rendezvous -> visit: the session exists; here is the server's handshake response.
+  z.object({
+    type: z.literal('connected'),
+    reqId,
+    sid,
+    hs: b64(1024),
+    candidates: z.array(Candidate).max(16),
+    nat: NatInfo.optional(),
+    ticket: b64(512),
+  }),
+  // rendezvous -> both peers of a session: punch now. `delayMs` is chosen from each side's RTT so probes leave together.
+  z.object({ type: z.literal('punch'), sid, delayMs: z.number().int().min(0).max(10_000), candidates: z.array(Candidate).max(16), peerNat: NatInfo.optional() }),
+  // peer -> rendezvous: my candidates changed / learned for session `sid` (e.g. after STUN on the session socket).
+  z.object({ type: z.literal('candidates'), sid, candidates: z.array(Candidate).max(16), nat: NatInfo.optional() }),
+  z.object({ type: z.literal('ping'), t: z.number() }),
+  z.object({ type: z.literal('pong'), t: z.number() }),
+  // first frame on a relay connection; the relay answers relay_ready once both sides of the session are there.
+  z.object({ type: z.literal('relay_bind'), ticket: b64(512) }),
+  z.object({ type: z.literal('relay_ready') }),
+  z.object({ type: z.literal('error'), code: ErrorCode, message: z.string().max(512), reqId: reqId.optional(), sid: sid.optional() }),
+] as const;
+
+export const ControlMessage = z.discriminatedUnion('type', messages);
+export type ControlMessage = z.infer<typeof ControlMessage>;
+export type MessageOf<T extends ControlMessage['type']> = Extract<ControlMessage, { type: T }>;
+
+export type ParseResult = { ok: true; msg: ControlMessage } | { ok: false; error: string };
+
+/** Parses and validates one control frame body. Never throws. */
+export function parseControl(body: Uint8Array): ParseResult {
+  let json: unknown;
+  try {
+    json = JSON.parse(Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8'));
+  } catch {
+    return { ok: false, error: 'control frame is not valid JSON' };
+  }
+  const r = ControlMessage.safeParse(json);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    const where = issue?.path?.length ? ` at ${issue.path.join('.')}` : '';
+    return { ok: false, error: `invalid control message${where}: ${issue?.message ?? 'schema mismatch'}` };
+  }
+  return { ok: true, msg: r.data };
+}
+
+export function encodeControl(msg: ControlMessage): Buffer {
+  return encodeFrame(FrameKind.Control, Buffer.from(JSON.stringify(msg), 'utf8'));
+}

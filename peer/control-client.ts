@@ -79,7 +79,9 @@ export class ControlClient extends EventEmitter {
         }
         this.emit('message', m);
       });
-      fs.on('protocolError', (_c: string, msg: string) => fail(new Error(`rendezvous protocol error: ${msg}`)));
+      fs.on('protocolError', (code: string, msg: string) =>
+        fail(new Error(code === 'timeout' && !settled ? `no answer from ${where} within ${Math.round((this.opts.connectTimeoutMs ?? 10_000) / 1000)} s: is a rendezvous listening there?` : `rendezvous protocol error: ${msg}`)),
+      );
       fs.on('close', () => {
         this.isClosed = true;
         fail(new Error(`the rendezvous at ${where} closed the connection`));

@@ -9,7 +9,7 @@
 //       from ONE socket, asks each target what source address it saw;
 //       change = none|port|ip|both asks the reflector to answer from its other
 //       port/address (RFC 5780 style). Prints one JSON result on stdout.
-//   burst --to IP:PORT --n N --tag T
+//   burst --to IP:PORT --n N --tag T [--size BYTES]
 //       sends N datagrams, then asks how many arrived. Prints JSON on stdout.
 //   listen --bind IP:PORT --ms MS
 //       counts datagrams that arrive within MS. Prints JSON on stdout.
@@ -190,9 +190,12 @@ async function burst(a: Args): Promise<{ sent: number; received: number | null }
   const to = splitHostPort(one(a, 'to'));
   const n = Number(one(a, 'n', '200'));
   const tag = one(a, 'tag', `t${process.pid}`);
+  const size = Number(one(a, 'size', '0'));
   const sock = await openSocket(a);
   try {
-    const payload = JSON.stringify({ op: 'data', tag });
+    // JSON with padding up to `size` bytes, so rate limits can be exercised.
+    const bare = JSON.stringify({ op: 'data', tag, pad: '' });
+    const payload = JSON.stringify({ op: 'data', tag, pad: 'x'.repeat(Math.max(0, size - bare.length)) });
     for (let i = 0; i < n; i++) {
       sock.send(payload, to.port, to.host);
       // Pace the burst so local queues never drop: only the lab's loss should count.

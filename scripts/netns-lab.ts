@@ -527,6 +527,19 @@ export interface UpOptions {
   /** namespace/interface prefix; default 'hp' + 4 random hex digits */
   prefix?: string;
   topology: Topology;
+  /**
+   * The lab outlives this process on purpose (the CLI). Otherwise `prune`
+   * may delete it once this process has died without calling down().
+   */
+  persistent?: boolean;
+}
+
+interface LabState {
+  prefix: string;
+  topology: Topology;
+  pid: number;
+  persistent: boolean;
+  createdAt: string;
 }
 
 const STATE_DIR = '/run/netns-lab';
@@ -549,6 +562,8 @@ export class Lab {
     await Lab.cleanupStale(prefix);
     const lab = new Lab(plan);
     try {
+      // State first, so that a crash mid-build still leaves something `prune` can judge.
+      await writeState({ prefix, topology: opts.topology, pid: process.pid, persistent: !!opts.persistent, createdAt: new Date().toISOString() });
       await lab.build();
     } catch (e) {
       await Lab.cleanupStale(prefix);
@@ -576,6 +591,22 @@ export class Lab {
     for (const ns of names) await killNamespacePids(ns);
     for (const ns of names) await run('ip', ['netns', 'del', ns], { timeoutMs: 10_000 });
     await rm(join(STATE_DIR, `${prefix}.json`), { force: true });
+  }
+
+  /**
+   * Delete labs left behind by processes that died without calling down()
+   * (a killed test run). Labs of live processes, CLI labs and labs without a
+   * state file are left alone, so parallel runs are safe. Returns the prefixes removed.
+   */
+  static async prune(): Promise<string[]> {
+    const removed: string[] = [];
+    for (const p of (await Lab.list()).keys()) {
+      const st = await readState(p);
+      if (!st || st.persistent || pidAlive(st.pid)) continue;
+      await Lab.cleanupStale(p);
+      removed.push(p);
+    }
+    return removed;
   }
 
   /** Prefixes of labs that exist on this machine (from namespace names). */
@@ -835,7 +866,15 @@ export class Lab {
         await this.setUdpTimeout(n.name, l.udpTimeout ?? 30, l.udpStreamTimeout ?? l.udpTimeout ?? 120);
       }
     }
-    await writeState(p, this.plan.topology);
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
@@ -858,16 +897,16 @@ async function killNamespacePids(ns: string): Promise<void> {
   }
 }
 
-async function writeState(prefix: string, topology: Topology): Promise<void> {
+async function writeState(state: LabState): Promise<void> {
   try {
     await mkdir(STATE_DIR, { recursive: true });
-    await writeFile(join(STATE_DIR, `${prefix}.json`), JSON.stringify({ prefix, topology, createdAt: new Date().toISOString() }, null, 2));
-  } catch { /* informational only: the lab works without it */ }
+    await writeFile(join(STATE_DIR, `${state.prefix}.json`), JSON.stringify(state, null, 2));
+  } catch { /* only used by status/attach/prune: the lab works without it */ }
 }
 
-async function readState(prefix: string): Promise<{ topology: Topology } | null> {
+async function readState(prefix: string): Promise<LabState | null> {
   try {
-    return JSON.parse(await readFile(join(STATE_DIR, `${prefix}.json`), 'utf8')) as { topology: Topology };
+    return JSON.parse(await readFile(join(STATE_DIR, `${prefix}.json`), 'utf8')) as LabState;
   } catch {
     return null;
   }
@@ -925,6 +964,7 @@ const USAGE = `usage: netns-lab <command> [--prefix P]
   down                  delete the lab (all namespaces <prefix>-*), kill its processes
   exec HOST CMD...      run CMD inside HOST's namespace (HOST: inet rdv ra rb a a2 b attacker ca cb)
   status                list labs, their nodes and addresses
+  prune                 delete labs whose creating process died without tearing them down
   check                 say whether this machine can run the lab
 default prefix: "hplab" (or $NETNS_LAB_PREFIX)`;
 
@@ -945,7 +985,7 @@ async function cli(argv: string[]): Promise<number> {
       if (!topoSpec) { console.error(USAGE); return 2; }
       const why = await missingPrerequisites();
       if (why) { console.error(`netns-lab: ${why}`); return 1; }
-      const lab = await Lab.up({ prefix: checkPrefix(prefix), topology: parseTopologyArgs(topoSpec, flags) });
+      const lab = await Lab.up({ prefix: checkPrefix(prefix), topology: parseTopologyArgs(topoSpec, flags), persistent: true });
       printLab(lab);
       return 0;
     }
@@ -980,6 +1020,11 @@ async function cli(argv: string[]): Promise<number> {
         const p = f.replace(/\.json$/, '');
         if (!labs.has(p)) console.log(`stale state file for lab ${p} (no namespaces)`);
       }
+      return 0;
+    }
+    case 'prune': {
+      const removed = await Lab.prune();
+      console.log(removed.length ? `removed labs: ${removed.join(' ')}` : 'nothing to prune');
       return 0;
     }
     case 'check': {

@@ -1,0 +1,247 @@
+import { Duplex } from 'node:stream';
+import { MUX_HEADER_LEN, MuxCmd, MuxResetReason, allocMuxData, encodeMuxControl } from '../wire/mux-frame.js';
+import { ByteQueue } from './byte-queue.js';
+import { localResetError, peerResetError } from './errors.js';
+
+/** Largest credit a sender may hold; more means the peer's accounting is broken. */
+const MAX_CREDIT = 0xffffffff;
+
+/** What a stream needs from its multiplexer; kept narrow so Mux's public surface stays small. */
+export interface StreamHost {
+  readonly maxFramePayload: number;
+  /** Queue a header-only frame ahead of all stream data and make sure it gets sent. */
+  sendControl(frame: Buffer): void;
+  /** The stream has something to send (data with credit, or its FIN). */
+  markReady(stream: MuxStream): void;
+  /** The stream is finished on the wire (both FINs, or an RST either way): drop its id. */
+  forget(stream: MuxStream): void;
+}
+
+export interface MuxStreamInit {
+  id: number;
+  /** Bytes we may send before the peer's first WINDOW_UPDATE. */
+  sendCredit: number;
+  /** Our receive window: the most the peer may have in flight plus unread here. */
+  recvWindow: number;
+  /** Credit the peer holds at creation (what it was told, or assumes, about our window). */
+  recvCredit: number;
+  /** Queued-but-unsent bytes above which write callbacks are held back. */
+  sendHighWater: number;
+}
+
+/**
+ * One multiplexed byte stream. Writable side: bytes go out as DATA frames as
+ * the peer grants credit; end() sends FIN after the last byte. Readable side:
+ * DATA payloads are pushed as they arrive; FIN ends it. Credit is granted back
+ * only from _read, i.e. when the consumer actually drains, so a consumer that
+ * stops reading stops the sender after one window.
+ */
+export class MuxStream extends Duplex {
+  readonly id: number;
+
+  private readonly host: StreamHost;
+  private readonly sendQueue = new ByteQueue();
+  private readonly sendHighWater: number;
+  private readonly recvWindow: number;
+  private sendCredit: number;
+  private recvCredit: number;
+  private heldWriteCb: ((err?: Error | null) => void) | null = null;
+  private finalCb: ((err?: Error | null) => void) | null = null;
+  private finQueued = false;
+  private finSent = false;
+  private remoteFin = false;
+  /** No longer known to the mux by id: fully closed or reset. */
+  private gone = false;
+  private resetReason: number = MuxResetReason.Cancel;
+  /** Set by the mux while the stream sits in its round-robin queue. */
+  inReady = false;
+
+  constructor(host: StreamHost, init: MuxStreamInit) {
+    // Half the window as readable high-water mark keeps a grant of at least a
+    // quarter window possible whenever _read runs (see _read), whatever Node's default.
+    super({ allowHalfOpen: true, readableHighWaterMark: Math.min(64 * 1024, init.recvWindow >>> 1) });
+    this.host = host;
+    this.id = init.id;
+    this.sendCredit = init.sendCredit;
+    this.recvWindow = init.recvWindow;
+    this.recvCredit = init.recvCredit;
+    this.sendHighWater = init.sendHighWater;
+  }
+
+  /** Bytes the peer still lets us send. */
+  get sendWindow(): number {
+    return this.sendCredit;
+  }
+
+  /** Bytes written but not yet handed to the transport. */
+  get queuedBytes(): number {
+    return this.sendQueue.length;
+  }
+
+  /** Aborts the stream: the peer gets an RST with `reason` and sees an error; locally it is destroyed without one. */
+  reset(reason: number = MuxResetReason.Cancel): void {
+    if (this.destroyed) return;
+    this.resetReason = reason;
+    this.destroy();
+  }
+
+  // ---- Duplex implementation ----
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.enqueue(chunk);
+    this.settleWrite(cb);
+  }
+
+  override _writev(chunks: { chunk: Buffer }[], cb: (err?: Error | null) => void): void {
+    for (const c of chunks) this.enqueue(c.chunk);
+    this.settleWrite(cb);
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    this.finQueued = true;
+    this.finalCb = cb;
+    this.host.markReady(this);
+  }
+
+  override _read(): void {
+    if (this.gone || this.remoteFin) return;
+    // The peer may have at most one window in flight or unread here.
+    const grant = this.recvWindow - this.recvCredit - this.readableLength;
+    if (grant >= this.recvWindow >>> 2) {
+      this.recvCredit += grant;
+      this.host.sendControl(encodeMuxControl(MuxCmd.WindowUpdate, this.id, grant));
+    }
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    if (!this.gone) {
+      this.gone = true;
+      this.host.sendControl(encodeMuxControl(MuxCmd.Rst, this.id, this.resetReason));
+      this.host.forget(this);
+    }
+    this.sendQueue.clear();
+    const held = [this.heldWriteCb, this.finalCb];
+    this.heldWriteCb = null;
+    this.finalCb = null;
+    cb(err);
+    const gone = Object.assign(new Error('stream destroyed'), { code: 'ERR_STREAM_DESTROYED' });
+    for (const fn of held) if (fn) process.nextTick(fn, gone);
+  }
+
+  // ---- called by the mux ----
+
+  /** True when takeFrame would return a frame. */
+  canProduce(): boolean {
+    if (this.gone) return false;
+    if (this.sendQueue.length > 0) return this.sendCredit > 0;
+    return this.finQueued && !this.finSent;
+  }
+
+  /** The next DATA (up to maxPayload bytes within credit) or FIN frame, or null. */
+  takeFrame(maxPayload: number): Buffer | null {
+    if (this.gone) return null;
+    const queued = this.sendQueue.length;
+    if (queued > 0) {
+      if (this.sendCredit === 0) return null;
+      const n = Math.min(queued, this.sendCredit, maxPayload);
+      const frame = allocMuxData(this.id, n);
+      this.sendQueue.copyOut(frame, MUX_HEADER_LEN, n);
+      this.sendCredit -= n;
+      if (this.heldWriteCb && this.sendQueue.length < this.sendHighWater) {
+        // Deferred so user code never runs inside the mux's send loop.
+        process.nextTick(this.heldWriteCb);
+        this.heldWriteCb = null;
+      }
+      return frame;
+    }
+    if (this.finQueued && !this.finSent) {
+      this.finSent = true;
+      if (this.finalCb) process.nextTick(this.finalCb);
+      this.finalCb = null;
+      if (this.remoteFin) this.finishOnWire();
+      return encodeMuxControl(MuxCmd.Fin, this.id, 0);
+    }
+    return null;
+  }
+
+  onData(payload: Uint8Array): void {
+    if (this.remoteFin) {
+      this.fail(MuxResetReason.ProtocolError, 'DATA after FIN');
+      return;
+    }
+    if (payload.length > this.recvCredit) {
+      this.fail(MuxResetReason.FlowControl, `peer sent ${payload.length} bytes with ${this.recvCredit} credit`);
+      return;
+    }
+    this.recvCredit -= payload.length;
+    if (payload.length > 0) this.push(payload);
+  }
+
+  onFin(): void {
+    if (this.remoteFin) {
+      this.fail(MuxResetReason.ProtocolError, 'second FIN');
+      return;
+    }
+    this.remoteFin = true;
+    this.push(null);
+    if (this.finSent) this.finishOnWire();
+  }
+
+  onRst(reason: number): void {
+    if (this.gone) return;
+    this.gone = true; // no RST back: the peer already dropped the stream
+    this.host.forget(this);
+    this.destroy(peerResetError(this.id, reason));
+  }
+
+  onWindowUpdate(delta: number): void {
+    if (this.sendCredit + delta > MAX_CREDIT) {
+      this.fail(MuxResetReason.FlowControl, 'window update overflows the send credit');
+      return;
+    }
+    this.sendCredit += delta;
+    if (this.canProduce()) this.host.markReady(this);
+  }
+
+  /** Acceptor side: raise the peer's credit from the protocol's base window to ours. */
+  onAccepted(extraCredit: number): void {
+    this.recvCredit += extraCredit;
+    this.host.sendControl(encodeMuxControl(MuxCmd.WindowUpdate, this.id, extraCredit));
+  }
+
+  /** The mux is going down (or never had room): destroy with `err`, telling the peer only if `notifyPeer`. */
+  abort(err: Error, notifyPeer: boolean): void {
+    if (this.destroyed) return;
+    if (!notifyPeer && !this.gone) {
+      this.gone = true;
+      this.host.forget(this);
+    }
+    this.resetReason = MuxResetReason.GoingAway;
+    this.destroy(err);
+  }
+
+  /** Resets the stream because the peer broke the protocol on it. */
+  fail(reason: number, detail: string): void {
+    if (this.destroyed) return;
+    this.resetReason = reason;
+    this.destroy(localResetError(this.id, reason, detail));
+  }
+
+  // ---- internals ----
+
+  private enqueue(chunk: Buffer): void {
+    this.sendQueue.push(chunk);
+    if (this.sendCredit > 0) this.host.markReady(this);
+  }
+
+  private settleWrite(cb: (err?: Error | null) => void): void {
+    if (this.sendQueue.length < this.sendHighWater) cb();
+    else this.heldWriteCb = cb;
+  }
+
+  private finishOnWire(): void {
+    if (this.gone) return;
+    this.gone = true;
+    this.host.forget(this);
+  }
+}

@@ -38,58 +38,66 @@ class RawAead implements DatagramAead {
   readonly name = 'raw' as const;
   private readonly keyP: number;
   private readonly nonceP: number;
-  private readonly adP: number;
-  private readonly inP: number;
-  private readonly outP: number;
+  /**
+   * One datagram-shaped region: header (the AD) then ciphertext then tag.
+   * Encryption and decryption run in place (libsodium allows c == m for the
+   * detached AEAD calls), so a packet is one copy in and one copy out.
+   */
+  private readonly dgP: number;
 
   constructor(private readonly lib: RawSodium) {
     // One block for the life of the process: keys are copied in per call (32
     // bytes, negligible) so instances never own WASM memory that needs freeing.
-    const size = AEAD_KEY_LEN + 16 + 16 + MAX_DATAGRAM_LEN + MAX_DATAGRAM_LEN;
-    const base = lib._malloc(size);
+    const base = lib._malloc(AEAD_KEY_LEN + 16 + MAX_DATAGRAM_LEN);
     if (!base) throw new Error('libsodium: cannot allocate scratch buffers');
     this.keyP = base;
     this.nonceP = base + AEAD_KEY_LEN;
-    this.adP = this.nonceP + 16;
-    this.inP = this.adP + 16;
-    this.outP = this.inP + MAX_DATAGRAM_LEN;
+    this.dgP = this.nonceP + 16;
   }
 
   seal(key: Uint8Array, payload: Uint8Array, out: Uint8Array): void {
     // HEAPU8 is replaced when WASM memory grows, so read it fresh every call.
     const heap = this.lib.HEAPU8;
     const n = payload.length;
+    const ad = this.dgP;
+    const body = ad + DATAGRAM_HEADER_LEN;
     heap.set(key, this.keyP);
-    this.loadNonceAndAd(heap, out);
-    heap.set(payload, this.inP);
+    for (let i = 0; i < DATAGRAM_HEADER_LEN; i++) heap[ad + i] = out[i];
+    this.loadNonce(heap);
+    heap.set(payload, body);
     const rc = this.lib._crypto_aead_chacha20poly1305_ietf_encrypt_detached(
-      this.outP, this.outP + n, 0, this.inP, n, 0, this.adP, DATAGRAM_HEADER_LEN, 0, 0, this.nonceP, this.keyP,
+      body, body + n, 0, body, n, 0, ad, DATAGRAM_HEADER_LEN, 0, 0, this.nonceP, this.keyP,
     );
     if (rc !== 0) throw new Error('libsodium: encryption failed');
-    out.set(heap.subarray(this.outP, this.outP + n + AEAD_TAG_LEN), DATAGRAM_HEADER_LEN);
+    out.set(heap.subarray(body, body + n + AEAD_TAG_LEN), DATAGRAM_HEADER_LEN);
   }
 
   open(key: Uint8Array, datagram: Uint8Array): Uint8Array | null {
     const heap = this.lib.HEAPU8;
     const n = datagram.length - DATAGRAM_OVERHEAD;
+    const ad = this.dgP;
+    const body = ad + DATAGRAM_HEADER_LEN;
     heap.set(key, this.keyP);
-    this.loadNonceAndAd(heap, datagram);
-    heap.set(datagram.subarray(DATAGRAM_HEADER_LEN), this.inP);
+    heap.set(datagram, ad);
+    this.loadNonce(heap);
     const rc = this.lib._crypto_aead_chacha20poly1305_ietf_decrypt_detached(
-      this.outP, 0, this.inP, n, 0, this.inP + n, this.adP, DATAGRAM_HEADER_LEN, 0, this.nonceP, this.keyP,
+      body, 0, body, n, 0, body + n, ad, DATAGRAM_HEADER_LEN, 0, this.nonceP, this.keyP,
     );
     if (rc !== 0) return null;
-    return heap.slice(this.outP, this.outP + n);
+    const plain = pooledBytes(n);
+    plain.set(heap.subarray(body, body + n));
+    return plain;
   }
 
-  private loadNonceAndAd(heap: Uint8Array, header: Uint8Array): void {
+  /** Nonce = 4 zero bytes || the header's 8-byte counter (already in the scratch header). */
+  private loadNonce(heap: Uint8Array): void {
     const np = this.nonceP;
+    const cp = this.dgP + COUNTER_OFFSET;
     heap[np] = 0;
     heap[np + 1] = 0;
     heap[np + 2] = 0;
     heap[np + 3] = 0;
-    for (let i = 0; i < 8; i++) heap[np + 4 + i] = header[COUNTER_OFFSET + i];
-    for (let i = 0; i < DATAGRAM_HEADER_LEN; i++) heap[this.adP + i] = header[i];
+    for (let i = 0; i < 8; i++) heap[np + 4 + i] = heap[cp + i];
   }
 }
 
@@ -113,6 +121,17 @@ class WrapperAead implements DatagramAead {
       return null;
     }
   }
+}
+
+/**
+ * `n` uninitialised bytes from Node's small-buffer pool (no zero-fill, no new
+ * ArrayBuffer), as a plain Uint8Array: a Buffer's slice() would alias, and
+ * callers of this module expect Uint8Array semantics. Callers must overwrite
+ * every byte.
+ */
+export function pooledBytes(n: number): Uint8Array {
+  const b = Buffer.allocUnsafe(n);
+  return new Uint8Array(b.buffer, b.byteOffset, n);
 }
 
 let selected: DatagramAead | null = null;

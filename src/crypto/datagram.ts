@@ -11,7 +11,7 @@ import {
   isDatagramType,
   type DatagramType,
 } from '../wire/datagram.js';
-import { AEAD_KEY_LEN, datagramAead, type DatagramAead } from './aead.js';
+import { AEAD_KEY_LEN, datagramAead, pooledBytes, type DatagramAead } from './aead.js';
 import type { SessionKeys } from './handshake.js';
 import { MAX_COUNTER, ReplayWindow } from './replay.js';
 
@@ -73,7 +73,7 @@ export class DatagramSealer {
   }
 
   /**
-   * Returns a new buffer holding the sealed datagram. Throws on local misuse
+   * Returns a new Uint8Array holding the sealed datagram (socket.send takes it as is). Throws on local misuse
    * (unknown type, oversized payload) and RekeyNeededError after 2^53 seals.
    */
   seal(type: DatagramType, payload: Uint8Array): Uint8Array {
@@ -82,7 +82,8 @@ export class DatagramSealer {
     if (n > MAX_DATAGRAM_PAYLOAD) throw new RangeError(`payload ${n} bytes exceeds ${MAX_DATAGRAM_PAYLOAD}`);
     const c = this.counter;
     if (c > MAX_COUNTER) throw new RekeyNeededError();
-    const out = new Uint8Array(DATAGRAM_OVERHEAD + n);
+    // Pooled and not zero-filled: header, ciphertext and tag overwrite every byte.
+    const out = pooledBytes(DATAGRAM_OVERHEAD + n);
     out[0] = type;
     writeU32(out, 1, this.receiver);
     writeU32(out, 5, Math.floor(c / TWO_POW_32));

@@ -77,6 +77,10 @@ export class ControlClient extends EventEmitter {
           this.rttMs = Date.now() - m.t;
           return;
         }
+        if (m.type === 'ping') {
+          this.send({ type: 'pong', t: m.t });
+          return;
+        }
         this.emit('message', m);
       });
       fs.on('protocolError', (code: string, msg: string) =>

@@ -1,15 +1,13 @@
 import crypto from 'node:crypto';
 import net from 'node:net';
 import { ControlClient, FatalError } from './control-client.js';
-import { Session } from '../src/session/session.js';
-import { RelayPath } from '../src/session/relay-path.js';
 import { bridge, socketEnd } from '../src/session/bridge.js';
+import { TunnelHost, type MuxStream } from './tunnel.js';
 import { cryptoReady, deriveSecretKey, respond, HandshakeError } from '../src/crypto/index.js';
 import { generateIdentity, identityReady, signRegistration, type Identity } from '../src/crypto/identity.js';
 import type { ControlMessage, MessageOf, Mode } from '../src/wire/control.js';
 import type { HostPort } from '../src/util/addr.js';
 import type { Logger } from '../src/util/log.js';
-import type { Duplex } from 'node:stream';
 
 export interface ServeOptions {
   name: string;
@@ -35,17 +33,20 @@ export class ServePeer {
   private control: ControlClient | null = null;
   private psk!: Uint8Array;
   private identity!: Identity;
-  readonly sessions = new Map<string, Session>();
+  readonly host: TunnelHost;
   private stopped = false;
   private registeredOnce = false;
 
-  constructor(readonly opts: ServeOptions) {}
+  constructor(readonly opts: ServeOptions) {
+    this.host = new TunnelHost({ log: opts.log, mode: opts.mode, server: opts.server });
+  }
 
   /** Resolves after the first registration; rejects on errors that retrying cannot fix. */
   async start(): Promise<void> {
     await Promise.all([cryptoReady(), identityReady()]);
     this.psk = await deriveSecretKey(this.opts.secret);
     this.identity = this.opts.identity ?? generateIdentity();
+    await this.host.open();
     await this.connectOnce();
     this.registeredOnce = true;
   }
@@ -53,7 +54,7 @@ export class ServePeer {
   stop(): void {
     this.stopped = true;
     this.control?.close();
-    for (const s of this.sessions.values()) s.close('serve is shutting down');
+    this.host.close();
   }
 
   private async connectOnce(): Promise<void> {
@@ -109,6 +110,7 @@ export class ServePeer {
 
   private onControl(control: ControlClient, m: ControlMessage): void {
     if (m.type === 'incoming') void this.onIncoming(control, m);
+    else if (m.type === 'punch') this.host.onPunch(m);
   }
 
   private async onIncoming(control: ControlClient, m: MessageOf<'incoming'>): Promise<void> {
@@ -126,32 +128,16 @@ export class ServePeer {
       control.send({ type: 'reject', sid: m.sid, code: 'auth_failed', message: 'handshake failed: the visitor and the server do not share the same --secret' });
       return;
     }
-    control.send({ type: 'accept', sid: m.sid, hs: Buffer.from(result.response).toString('base64'), candidates: [] });
-    const session = new Session({ keys: result.keys, role: 'server', log, sid: m.sid });
-    this.sessions.set(m.sid, session);
-    session.on('close', (reason: string) => {
-      this.sessions.delete(m.sid);
-      log.info('session_closed', `session ${m.sid} closed: ${reason}`, { sid: m.sid });
-    });
-    session.on('path', (p) => log.info('path', `session ${m.sid} now on the ${p.kind} path (${p.remote})`, { sid: m.sid, path: p.kind, remote: p.remote }));
-    session.mux.on('stream', (stream: Duplex & { reset(reason?: string): void }) => this.onStream(stream));
-    const relayHost = control.welcome?.relay?.host ?? this.opts.server.host;
-    const relayPort = control.welcome?.relay?.port ?? this.opts.server.port;
+    const g = await this.host.gather(control);
+    control.send({ type: 'accept', sid: m.sid, hs: Buffer.from(result.response).toString('base64'), candidates: g.candidates, nat: g.nat });
     try {
-      const relay = await RelayPath.open(relayHost, relayPort, m.ticket);
-      relay.on('datagram', (d: Buffer) => session.receive(d, relay));
-      relay.on('close', () => {
-        if (session.path === relay) session.close('relay connection lost');
-      });
-      session.once('close', () => relay.close());
-      session.usePath(relay);
+      await this.host.start({ keys: result.keys, sid: m.sid, role: 'server', ticket: m.ticket, control, peerNat: m.nat, onStream: (st) => this.onStream(st) });
     } catch (e) {
       log.warn('relay_failed', (e as Error).message, { sid: m.sid });
-      session.close('relay path failed');
     }
   }
 
-  private onStream(stream: Duplex & { reset(reason?: string): void }): void {
+  private onStream(stream: MuxStream): void {
     const { log } = this.opts;
     const sock = net.connect({ host: this.opts.local.host, port: this.opts.local.port, allowHalfOpen: true });
     let connected = false;

@@ -1,10 +1,9 @@
 import crypto from 'node:crypto';
 import net from 'node:net';
-import type { Duplex } from 'node:stream';
 import { ControlClient, FatalError } from './control-client.js';
-import { Session } from '../src/session/session.js';
-import { RelayPath } from '../src/session/relay-path.js';
+import type { Session } from '../src/session/session.js';
 import { bridge, socketEnd } from '../src/session/bridge.js';
+import { TunnelHost, type MuxStream } from './tunnel.js';
 import { cryptoReady, deriveSecretKey, createInitiator, HandshakeError } from '../src/crypto/index.js';
 import type { ControlMessage, MessageOf, Mode } from '../src/wire/control.js';
 import type { HostPort } from '../src/util/addr.js';
@@ -19,8 +18,6 @@ export interface VisitOptions {
   log: Logger;
 }
 
-type MuxStream = Duplex & { reset(reason?: string): void };
-
 /**
  * `peer visit`: opens one tunnel session to the named server and carries every
  * local connection as a stream inside it. The session is opened eagerly, so a
@@ -34,10 +31,15 @@ export class VisitPeer {
   private server: net.Server | null = null;
   private stopped = false;
 
-  constructor(readonly opts: VisitOptions) {}
+  readonly host: TunnelHost;
+
+  constructor(readonly opts: VisitOptions) {
+    this.host = new TunnelHost({ log: opts.log, mode: opts.mode, server: opts.server });
+  }
 
   async init(): Promise<void> {
     await cryptoReady();
+    await this.host.open();
     this.psk = await deriveSecretKey(this.opts.secret);
     await this.getSession();
   }
@@ -67,6 +69,7 @@ export class VisitPeer {
     this.stopped = true;
     this.server?.close();
     this.session?.close('visit is shutting down');
+    this.host.close();
     this.control?.close();
   }
 
@@ -97,6 +100,9 @@ export class VisitPeer {
     if (this.control && !this.control.isClosed) return this.control;
     const control = new ControlClient({ server: this.opts.server, token: this.opts.token });
     await control.connect();
+    control.on('message', (m: ControlMessage) => {
+      if (m.type === 'punch') this.host.onPunch(m);
+    });
     control.once('close', () => {
       if (this.control === control) this.control = null;
     });
@@ -116,7 +122,8 @@ export class VisitPeer {
     const isConnected = (m: ControlMessage): m is MessageOf<'connected'> => m.type === 'connected' && m.reqId === reqId;
     let reply: MessageOf<'connected'>;
     try {
-      reply = await control.request({ type: 'connect', reqId, name, hs: Buffer.from(hs.message).toString('base64'), mode: this.opts.mode, candidates: [] }, isConnected);
+      const g = await this.host.gather(control);
+      reply = await control.request({ type: 'connect', reqId, name, hs: Buffer.from(hs.message).toString('base64'), mode: this.opts.mode, candidates: g.candidates, nat: g.nat }, isConnected);
     } catch (e) {
       if (e instanceof FatalError && e.code === 'auth_failed') {
         throw new FatalError(`handshake failed: "${name}" rejected our secret (check --secret / PEER_SECRET)`, 'auth_failed');
@@ -130,23 +137,32 @@ export class VisitPeer {
       const code = e instanceof HandshakeError ? e.code : 'internal';
       throw new FatalError(`handshake failed (${code}): the server did not prove it knows our secret; wrong --secret, or someone is impersonating "${name}"`, 'auth_failed');
     }
-    const session = new Session({ keys, role: 'visitor', log, sid: reply.sid });
-    session.on('path', (p) => log.info('path', `session ${reply.sid} now on the ${p.kind} path (${p.remote})`, { sid: reply.sid, path: p.kind, remote: p.remote }));
-    session.on('close', (reason: string) => {
-      log.info('session_closed', `session ${reply.sid} closed: ${reason}`, { sid: reply.sid });
+    const tunnel = await this.host.start({ keys, sid: reply.sid, role: 'visitor', ticket: reply.ticket, control, peerNat: reply.nat });
+    const session = tunnel.session;
+    session.once('close', () => {
       if (this.session === session) this.session = null;
     });
-    const relayHost = control.welcome?.relay?.host ?? this.opts.server.host;
-    const relayPort = control.welcome?.relay?.port ?? this.opts.server.port;
-    const relay = await RelayPath.open(relayHost, relayPort, reply.ticket);
-    relay.on('datagram', (d: Buffer) => session.receive(d, relay));
-    relay.on('close', () => {
-      if (session.path === relay) session.close('relay connection lost');
-    });
-    session.once('close', () => relay.close());
-    session.usePath(relay);
+    if (this.opts.mode === 'direct' && session.path?.kind !== 'direct') await waitForDirect(session, name);
     this.session = session;
     return session;
   }
 }
 
+
+/** --mode direct: the session is usable only once a hole is punched. */
+function waitForDirect(session: Session, name: string, timeoutMs = 20_000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      session.off('path', onPath);
+      session.close('no direct path');
+      reject(new FatalError(`no direct path to "${name}" could be punched within ${timeoutMs / 1000} s (--mode direct never uses the relay; try --mode auto)`, 'no_direct_path'));
+    }, timeoutMs);
+    const onPath = (p: { kind: string }) => {
+      if (p.kind !== 'direct') return;
+      clearTimeout(timer);
+      session.off('path', onPath);
+      resolve();
+    };
+    session.on('path', onPath);
+  });
+}

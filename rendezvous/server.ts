@@ -1,5 +1,6 @@
 import crypto from 'node:crypto';
 import net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { FramedSocket } from '../src/transport/framed-socket.js';
 import { identityReady, verifyRegistration } from '../src/crypto/identity.js';
 import type { Logger } from '../src/util/log.js';
@@ -8,12 +9,16 @@ import type { Candidate, ControlMessage, MessageOf, NatInfo } from '../src/wire/
 import { issueTicket, newSessionId, relayKeyFrom } from '../src/wire/ticket.js';
 import { Relay } from '../relay/relay.js';
 import { Registry } from './registry.js';
+import { StunServer } from '../src/stun/server.js';
+import { punchDelays } from './punch-timing.js';
 
 export interface RendezvousOptions {
   host: string;
   port: number;
-  /** UDP port announced to peers for STUN and punching (defaults to `port`). */
-  udpPort?: number;
+  /** UDP address for STUN (defaults to host and the TCP port). */
+  udp?: { host: string; port: number };
+  /** Second UDP address for RFC 5780 NAT behaviour tests (OTHER-ADDRESS, CHANGE-REQUEST). */
+  altUdp?: { host: string; port: number };
   token?: string;
   log: Logger;
   /** External relay; when unset the relay runs inside this process on the same port. */
@@ -23,6 +28,7 @@ export interface RendezvousOptions {
   acceptTimeoutMs?: number;
   maxConnsPerIp?: number;
   maxConnections?: number;
+  maxSessions?: number;
 }
 
 /** Per-connection state on the rendezvous. */
@@ -32,6 +38,7 @@ interface Conn {
   nonce: Buffer;
   hello: boolean;
   names: Set<string>;
+  rttMs: number | null;
 }
 
 interface Brokered {
@@ -55,6 +62,7 @@ export class RendezvousServer {
   readonly relay: Relay | null;
   private readonly relayKey: Uint8Array;
   private server: net.Server | null = null;
+  stun: StunServer | null = null;
   private conns = new Set<Conn>();
   private perIp = new Map<string, number>();
   private sessions = new Map<string, Brokered>();
@@ -76,11 +84,30 @@ export class RendezvousServer {
         resolve();
       });
     });
-    return server.address() as net.AddressInfo;
+    const addr = server.address() as net.AddressInfo;
+    const udp = this.opts.udp ?? { host: this.opts.host, port: addr.port };
+    this.stun = new StunServer({
+      primary: { address: udp.host, port: udp.port },
+      alternate: this.opts.altUdp ? { address: this.opts.altUdp.host, port: this.opts.altUdp.port } : undefined,
+      onError: (e) => this.opts.log.warn('udp_error', e.message),
+    });
+    try {
+      await this.stun.listen();
+    } catch (e) {
+      server.close();
+      const err = e as NodeJS.ErrnoException;
+      throw Object.assign(new Error(`cannot listen on UDP ${udp.host}:${udp.port}: ${err.code === 'EADDRINUSE' ? 'the port is already in use' : err.message}`), { code: err.code });
+    }
+    return addr;
+  }
+
+  get udpPort(): number {
+    return this.stun?.address().port ?? 0;
   }
 
   async close(): Promise<void> {
     this.relay?.close();
+    await this.stun?.close();
     for (const c of this.conns) c.fs.destroy();
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
   }
@@ -99,7 +126,7 @@ export class RendezvousServer {
       return fs.fail('limit', 'too many connections from your address');
     }
     this.perIp.set(ip, perIp + 1);
-    const conn: Conn = { fs, ip, nonce: crypto.randomBytes(24), hello: false, names: new Set() };
+    const conn: Conn = { fs, ip, nonce: crypto.randomBytes(24), hello: false, names: new Set(), rttMs: null };
     this.conns.add(conn);
     fs.on('protocolError', (code, message) => log.warn('protocol_error', message, { remote: fs.remote, code }));
     fs.on('message', (m: ControlMessage) => this.onMessage(conn, m));
@@ -140,9 +167,11 @@ export class RendezvousServer {
         version: PROTOCOL_VERSION,
         nonce: conn.nonce.toString('base64'),
         observed: { address: conn.ip, port: fs.socket.remotePort ?? 0, family: conn.ip.includes(':') ? 'IPv6' : 'IPv4' },
-        udpPort: this.opts.udpPort ?? this.opts.port,
+        udpPort: this.udpPort,
         relay: this.opts.relay ? { host: this.opts.relay.host, port: this.opts.relay.port } : null,
       });
+      // Measure the round trip now, so a punch can be timed to leave both peers together.
+      fs.send({ type: 'ping', t: performance.now() });
       return;
     }
     switch (m.type) {
@@ -159,6 +188,7 @@ export class RendezvousServer {
       case 'candidates':
         return this.onCandidates(conn, m);
       case 'pong':
+        if (m.t <= performance.now()) conn.rttMs = performance.now() - m.t;
         return;
       default:
         return fs.fail('bad_message', `unexpected message "${m.type}"`);
@@ -194,6 +224,10 @@ export class RendezvousServer {
       return;
     }
     const sid = newSessionId();
+    if (this.sessions.size >= (this.opts.maxSessions ?? 100_000)) {
+      conn.fs.send({ type: 'error', code: 'limit', message: 'the rendezvous has too many sessions; try again later', reqId: m.reqId });
+      return;
+    }
     const s: Brokered = { sid, visitor: conn, server: reg.conn, reqId: m.reqId, mode: m.mode, visitorCandidates: m.candidates, visitorNat: m.nat };
     this.sessions.set(sid, s);
     this.stats.connects++;
@@ -231,11 +265,14 @@ export class RendezvousServer {
       nat: m.nat,
       ticket: issueTicket(this.relayKey, s.sid, 'visitor'),
     });
-    // Once both sides know each other the rendezvous's job for this session is
-    // punching coordination only; keep it for that, bounded in time.
-    s.timer = setTimeout(() => this.endSession(s.sid), 120_000);
-    s.timer.unref();
-    this.onSessionEstablished?.(s.sid, s.visitor.fs, s.server.fs, s.visitorCandidates, m.candidates);
+    // From here on the rendezvous only coordinates punching (and re-punching)
+    // for this session; the record lives as long as both control connections.
+    s.timer = undefined;
+    if (s.mode !== 'relay' && s.visitorCandidates.length && m.candidates.length) {
+      const d = punchDelays(s.visitor.rttMs, s.server.rttMs);
+      s.visitor.fs.send({ type: 'punch', sid: s.sid, delayMs: d.visitor, candidates: m.candidates, peerNat: m.nat });
+      s.server.fs.send({ type: 'punch', sid: s.sid, delayMs: d.server, candidates: s.visitorCandidates, peerNat: s.visitorNat });
+    }
   }
 
   private onCandidates(conn: Conn, m: MessageOf<'candidates'>): void {
@@ -244,9 +281,6 @@ export class RendezvousServer {
     const other = s.visitor === conn ? s.server : s.visitor;
     other.fs.send({ type: 'punch', sid: s.sid, delayMs: 0, candidates: m.candidates, peerNat: m.nat });
   }
-
-  /** Hook for punch coordination (set by the hole-punching layer). */
-  onSessionEstablished?: (sid: string, visitor: FramedSocket, server: FramedSocket, vc: Candidate[], sc: Candidate[]) => void;
 
   private endSession(sid: string): void {
     const s = this.sessions.get(sid);

@@ -8,8 +8,8 @@ import { CLI, eventsOf } from '../scripts/netns-lab.js';
 import { encodeFrameHeader, FrameKind, FrameDecoder } from '../src/wire/frame.js';
 import { parseControl } from '../src/wire/control.js';
 
-/** One rendezvous + one echo service + serve + visit, the common fixture. */
-async function tunnel(t: { after(fn: () => Promise<void>): void }, serveExtra: string[] = [], visitExtra: string[] = []) {
+/** One rendezvous + one echo service + serve + visit, the common fixture; relay path unless told otherwise. */
+async function tunnel(t: { after(fn: () => Promise<void>): void }, serveExtra: string[] = ['--mode', 'relay'], visitExtra: string[] = ['--mode', 'relay']) {
   const p = new Procs();
   t.after(() => p.cleanup());
   const rdv = await p.rendezvous();
@@ -29,6 +29,20 @@ test('echo through visit --bind over the relay, path event says relay', async (t
     assert.equal(ev.path, 'relay');
     assert.match(String(ev.remote), /127\.0\.0\.1:\d+/);
   }
+});
+
+test('--mode auto on loopback: relay first, then direct, with a stream open across the move', async (t) => {
+  const { visit, serve } = await tunnel(t, [], []);
+  // Start a transfer at once: it begins on whatever path is up first and must survive the move.
+  const transfer = echoTransfer(visit.port, 8 * 1024 * 1024, 60_000);
+  const direct = await waitForEvent(visit.child, (o) => o.event === 'path' && o.path === 'direct', 15_000);
+  assert.match(String(direct.remote), /^127\.0\.0\.1:\d+$/);
+  await waitForEvent(serve, (o) => o.event === 'path' && o.path === 'direct', 15_000);
+  const r = await transfer;
+  assert.equal(r.gotBytes, 8 * 1024 * 1024);
+  assert.equal(r.got, r.sent);
+  const first = eventsOf(visit.child, 'path')[0];
+  assert.ok(first, 'a path event was logged');
 });
 
 test('echo through visit --stdio (ssh ProxyCommand style)', async (t) => {

@@ -118,8 +118,8 @@ export class Session extends EventEmitter {
         return true;
       }
       case DatagramType.Heartbeat:
-        if (from === this.active) this.sendSealed(DatagramType.HeartbeatAck, new Uint8Array(0), from);
-        else this.emit('control', opened.type, opened.payload, from);
+        // Answer on the path it came from: that is the path the peer is testing.
+        this.sendSealed(DatagramType.HeartbeatAck, new Uint8Array(0), from);
         return true;
       default:
         this.emit('control', opened.type, opened.payload, from);

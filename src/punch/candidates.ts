@@ -1,0 +1,53 @@
+import os from 'node:os';
+import { stunBinding } from '../stun/client.js';
+import { classifyMapping } from '../stun/nat.js';
+import type { Candidate, NatInfo } from '../wire/control.js';
+import type { PeerSocket } from './peer-socket.js';
+
+/** Host candidates: this machine's own interface addresses, with the data socket's port (pure but for os). */
+export function hostCandidates(port: number, includeLoopback: boolean, ifaces = os.networkInterfaces()): Candidate[] {
+  const out: Candidate[] = [];
+  for (const list of Object.values(ifaces)) {
+    for (const a of list ?? []) {
+      if (a.family !== 'IPv4') continue; // IPv6 candidates: the types allow them; the punch path is IPv4-only for now
+      if (a.internal && !includeLoopback) continue;
+      out.push({ address: a.address, port, family: 'IPv4', kind: 'host' });
+    }
+  }
+  return out.slice(0, 8);
+}
+
+export interface Gathered {
+  candidates: Candidate[];
+  nat: NatInfo;
+  mapped?: { address: string; port: number };
+}
+
+/**
+ * Learns the data socket's public mapping with STUN on that very socket, and
+ * the NAT's mapping behaviour by asking the server's second address too
+ * (RFC 5780 OTHER-ADDRESS), when it has one.
+ */
+export async function gatherCandidates(ps: PeerSocket, stun: { address: string; port: number } | null, opts: { includeLoopback: boolean; timeoutMs?: number }): Promise<Gathered> {
+  const candidates = hostCandidates(ps.port, opts.includeLoopback);
+  const nat: NatInfo = { mapping: 'unknown', filtering: 'unknown' };
+  if (!stun) return { candidates, nat };
+  const timeoutMs = opts.timeoutMs ?? 1500;
+  try {
+    const first = await stunBinding(ps.socket, stun, { timeoutMs, rtoMs: 250 });
+    const mapped = { address: first.mapped.address, port: first.mapped.port };
+    if (!candidates.some((c) => c.address === mapped.address && c.port === mapped.port)) {
+      candidates.unshift({ address: mapped.address, port: mapped.port, family: 'IPv4', kind: 'srflx' });
+    }
+    if (first.otherAddress) {
+      const second = await stunBinding(ps.socket, first.otherAddress, { timeoutMs, rtoMs: 250 }).catch(() => null);
+      nat.mapping = classifyMapping([
+        { server: stun, mapped },
+        { server: first.otherAddress, mapped: second ? second.mapped : null },
+      ]);
+    }
+    return { candidates, nat, mapped };
+  } catch {
+    return { candidates, nat };
+  }
+}

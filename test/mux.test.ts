@@ -394,3 +394,31 @@ test('mux: close() resets every stream on both sides; ping measures a round trip
   assert.equal((await withTimeout(nextError(late), 5000, 'open after close')).code, 'ECONNABORTED');
   await assert.rejects(p.a.ping(), { code: 'ECONNABORTED' });
 });
+
+test('mux: DATA after FIN resets the stream; a writer blocked on backpressure is released by a reset', async (t) => {
+  const p = pair(t);
+  const accepted: MuxStream[] = [];
+  p.b.on('stream', (s: MuxStream) => accepted.push(s)); // never reads
+  const s = p.a.openStream();
+  const sErr = nextError(s);
+  s.end('done');
+  await p.settle();
+  const bs = accepted[0];
+  const bErr = nextError(bs);
+  assert.doesNotThrow(() => p.b.receive(encodeMuxData(s.id, Buffer.from('more'))));
+  assert.equal((await withTimeout(bErr, 5000, 'data after FIN')).code, 'EPROTO');
+  assert.equal((await withTimeout(sErr, 5000, 'opener told')).code, 'EPROTO');
+
+  // A writer stuck behind a full window and a full send queue gets its callback (with an error) when reset.
+  const w = p.a.openStream();
+  const wErr = nextError(w);
+  const big = randomData(1024 * 1024);
+  const cbErr = new Promise<Error | null | undefined>((r) => w.write(big, r));
+  await p.settle();
+  assert.equal(w.writableNeedDrain, true);
+  await until(() => accepted.length === 2, 'second stream accepted');
+  accepted[1].reset();
+  assert.equal((await withTimeout(wErr, 5000, 'writer sees reset')).code, 'ECONNRESET');
+  const e = await withTimeout(cbErr, 5000, 'write callback released');
+  assert.ok(e, 'the unsent write reports an error');
+});

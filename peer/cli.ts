@@ -6,6 +6,7 @@ import { NAME_RE } from '../src/wire/control.js';
 import { ServePeer } from './serve.js';
 import { VisitPeer } from './visit.js';
 import type { Logger } from '../src/util/log.js';
+import { detectNat } from '../src/stun/nat.js';
 
 const program = new Command('peer')
   .description('Reach a TCP service behind NAT, peer to peer.\n\n' +
@@ -97,6 +98,37 @@ common(program.command('visit'))
     } catch (e) {
       if (e instanceof ExitSignal) return;
       die(log, (e as Error).message);
+    }
+  });
+
+addLogOptions(program.command('nat'))
+  .description('classify this host\'s NAT against a rendezvous (or any RFC 5389 STUN server)\n' +
+    'Mapping and filtering tests need a server with a second address (rendezvous --alt-udp).')
+  .addOption(new Option('--server <host:port>', 'the rendezvous (its UDP port) or a STUN server').env('PEER_SERVER').makeOptionMandatory())
+  .option('--json', 'print the report as one JSON object on stdout')
+  .action(async (o: { server: string; json?: boolean; logFormat: string; logLevel: string; quiet?: boolean }) => {
+    const log = loggerFrom(o);
+    const server = parseOrDie(log, o.server, '--server', '127.0.0.1');
+    try {
+      const report = await detectNat({ address: server.host, port: server.port });
+      if (o.json) {
+        process.stdout.write(JSON.stringify(report) + '\n');
+      } else {
+        const ep = (e: { address: string; port: number }) => `${e.address}:${e.port}`;
+        const lines = [
+          `public address:      ${ep(report.publicAddress)}`,
+          `local address:       ${ep(report.localAddress)}`,
+          `on a public address: ${report.isPublic ? 'yes' : 'no'}`,
+          `mapping:             ${report.mapping}`,
+          `filtering:           ${report.filtering}`,
+          `NAT type:            ${report.natType}`,
+          `hole punching:       ${report.isPublic || report.mapping === 'endpoint-independent' ? 'easy' : report.mapping === 'unknown' ? 'unknown' : 'hard (birthday punching against easy NATs; relay against another hard one)'}`,
+          ...report.notes.map((n) => `note: ${n}`),
+        ];
+        process.stdout.write(lines.join('\n') + '\n');
+      }
+    } catch (e) {
+      die(log, `NAT test against ${server.host}:${server.port} failed: ${(e as Error).message}`);
     }
   });
 

@@ -525,12 +525,18 @@ export class Kcp {
 
     const acks = this.acklist;
     const nack = this.ackCount;
+    // ikcp.c's probe segments reuse the header of the last ACK written (sn/ts
+    // are meaningless in WASK/WINS); keep that so our bytes match exactly.
+    let lastSn = 0;
+    let lastTs = 0;
     for (let i = 0; i < nack; i++) {
       if (ptr + KCP_OVERHEAD > mtu) {
         this.emit(ptr);
         ptr = 0;
       }
-      ptr = writeHeader(out, ptr, conv, CMD_ACK, 0, wnd, acks[2 * i + 1], acks[2 * i], una, 0);
+      lastSn = acks[2 * i];
+      lastTs = acks[2 * i + 1];
+      ptr = writeHeader(out, ptr, conv, CMD_ACK, 0, wnd, lastTs, lastSn, una, 0);
     }
     this.ackCount = 0;
 
@@ -556,14 +562,14 @@ export class Kcp {
         this.emit(ptr);
         ptr = 0;
       }
-      ptr = writeHeader(out, ptr, conv, CMD_WASK, 0, wnd, 0, 0, una, 0);
+      ptr = writeHeader(out, ptr, conv, CMD_WASK, 0, wnd, lastTs, lastSn, una, 0);
     }
     if (this.probe & ASK_TELL) {
       if (ptr + KCP_OVERHEAD > mtu) {
         this.emit(ptr);
         ptr = 0;
       }
-      ptr = writeHeader(out, ptr, conv, CMD_WINS, 0, wnd, 0, 0, una, 0);
+      ptr = writeHeader(out, ptr, conv, CMD_WINS, 0, wnd, lastTs, lastSn, una, 0);
     }
     this.probe = 0;
 

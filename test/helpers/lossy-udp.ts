@@ -29,6 +29,12 @@ export interface LossyForwarderOptions {
   seed?: number;
   /** Listen address (must be loopback). Default 127.0.0.1. */
   host?: string;
+  /**
+   * SO_RCVBUF/SO_SNDBUF of the forwarder's socket. Default 4 MiB: with the
+   * kernel default (~208 KB) a burst of a large KCP window overflows in the
+   * kernel, which would add loss nobody asked for (and the stats cannot see).
+   */
+  socketBufferBytes?: number;
 }
 
 export interface LossyStats {
@@ -73,7 +79,8 @@ export async function createLossyForwarder(opts: LossyForwarderOptions): Promise
   let client: { port: number; address: string } | null = null;
   let closed = false;
 
-  const sock = dgram.createSocket('udp4');
+  const bufBytes = opts.socketBufferBytes ?? 4 << 20;
+  const sock = dgram.createSocket({ type: 'udp4', recvBufferSize: bufBytes, sendBufferSize: bufBytes });
   // Loopback sends can fail transiently (ENOBUFS under load); a lossy link may lose those too.
   sock.on('error', () => {});
 

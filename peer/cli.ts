@@ -9,10 +9,23 @@ import type { Logger } from '../src/util/log.js';
 import { detectNat } from '../src/stun/nat.js';
 
 const program = new Command('peer')
-  .description('Reach a TCP service behind NAT, peer to peer.\n\n' +
-    'On the machine with the service:   peer serve --name ssh-home --local 127.0.0.1:22 --server rdv.example.com:7000 --secret S\n' +
-    'On the machine that wants it:      peer visit ssh-home --bind 127.0.0.1:2222 --server rdv.example.com:7000 --secret S\n' +
-    'As an ssh ProxyCommand:            ssh -o ProxyCommand="peer visit %h --stdio" ssh-home')
+  .description('Reach a TCP service behind NAT, peer to peer, end-to-end encrypted.')
+  .addHelpText(
+    'after',
+    `
+Examples:
+  on the machine with the service:
+    peer serve --name ssh-home --local 127.0.0.1:22 --server rdv.example.com:7000 --secret "$S"
+  on the machine that wants it:
+    peer visit ssh-home --bind 127.0.0.1:2222 --server rdv.example.com:7000 --secret "$S"
+  as an ssh ProxyCommand (PEER_SERVER and PEER_SECRET in the environment):
+    ssh -o ProxyCommand='peer visit %h --stdio' ssh-home
+  what kind of NAT am I behind?
+    peer nat --server rdv.example.com:7000
+
+Environment: PEER_SERVER, PEER_SECRET and PEER_TOKEN stand in for --server, --secret and --token.
+Logs go to stderr; --log-format json prints one object per line with an "event" field.`,
+  )
   .showHelpAfterError('(run with --help for usage)');
 
 function common(cmd: Command): Command {
@@ -102,8 +115,8 @@ common(program.command('visit'))
   });
 
 addLogOptions(program.command('nat'))
-  .description('classify this host\'s NAT against a rendezvous (or any RFC 5389 STUN server)\n' +
-    'Mapping and filtering tests need a server with a second address (rendezvous --alt-udp).')
+  .description('classify this host\'s NAT against a rendezvous (or any RFC 5389 STUN server)')
+  .addHelpText('after', '\nMapping and filtering tests need a server with a second address (rendezvous --alt-udp).')
   .addOption(new Option('--server <host:port>', 'the rendezvous (its UDP port) or a STUN server').env('PEER_SERVER').makeOptionMandatory())
   .option('--json', 'print the report as one JSON object on stdout')
   .action(async (o: { server: string; json?: boolean; logFormat: string; logLevel: string; quiet?: boolean }) => {

@@ -5,8 +5,17 @@ import { parseHostPort } from '../src/util/addr.js';
 import { RendezvousServer } from './server.js';
 
 const program = new Command('rendezvous')
-  .description('The public meeting point: peers register names here, visitors are introduced to them,\n' +
-    'and traffic is relayed when no direct path can be punched. It never sees plaintext.')
+  .description('The public meeting point: peers register names, visitors are introduced to them, and traffic is relayed when no direct path can be punched. It never sees plaintext.')
+  .addHelpText(
+    'after',
+    `
+Examples:
+  rendezvous                                   # TCP and UDP 7000 on all addresses, relay embedded
+  rendezvous --listen 0.0.0.0:7000 --alt-udp 198.51.100.8:7001 --token "$T"
+  relay --listen 0.0.0.0:7001 --key "$K" & rendezvous --relay relay.example.com:7001 --relay-key "$K"
+
+Open TCP and UDP on the --listen port (and the --alt-udp port) in your firewall.`,
+  )
   .option('--listen <host:port>', 'TCP control channel and embedded relay', '0.0.0.0:7000')
   .option('--udp <host:port>', 'UDP for STUN and punch coordination (default: the --listen address and port)')
   .option('--alt-udp <host:port>', 'a second UDP address (another IP of this host) so peers can classify their NAT (RFC 5780)')

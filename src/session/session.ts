@@ -19,8 +19,14 @@ export interface SessionOptions {
 
 /** KCP payload per datagram: the largest sealed datagram minus seal overhead. */
 export const KCP_MTU = MAX_DATAGRAM_LEN - DATAGRAM_OVERHEAD;
-/** Keep KCP's send queue this short so the mux decides what goes next (fairness). */
-const MAX_WAITSND = 1024;
+/** KCP windows in segments: ~1.4 MB in flight, enough for 100+ MB/s at LAN round-trip times. */
+const WND = 1024;
+/**
+ * The mux may add frames while KCP holds fewer than this many segments: a full
+ * window in flight plus a short queue. Queued segments wait for window space, so
+ * keeping the queue short is what lets an interactive stream's frame go next.
+ */
+const MAX_WAITSND = WND + 64;
 
 /**
  * One tunnel session: KCP carrying a stream mux, sealed end to end, over
@@ -53,7 +59,7 @@ export class Session extends EventEmitter {
     this.opener = new DatagramOpener(opts.keys);
     this.kcp = new Kcp(opts.keys.conv, (buf) => this.sendSealed(DatagramType.Data, buf));
     this.kcp.setNodelay(1, 10, 2, 1);
-    this.kcp.setWndSize(1024, 1024);
+    this.kcp.setWndSize(WND, WND);
     this.kcp.setMtu(KCP_MTU);
     this.mux = new Mux({
       role: opts.role === 'visitor' ? 'client' : 'server',

@@ -111,6 +111,20 @@ test('respond() reports init fields and peekHandshake reads them without keys', 
   assert.equal(peekHandshake(new Uint8Array(5)), null);
 });
 
+test('messages survive base64 transport as Node Buffers (as the rendezvous carries them)', () => {
+  const hs = createInitiator(PSK, { initiatorIndex: 1, conv: 2, context: CONTEXT });
+  const viaRendezvous = (b: Uint8Array): Buffer => Buffer.from(Buffer.from(b).toString('base64'), 'base64');
+  const initBuf = viaRendezvous(hs.message);
+  hs.message.fill(0); // the initiator verifies against its own copy of the init
+  const r = respond(PSK, initBuf, { responderIndex: 3, context: CONTEXT });
+  initBuf.fill(0); // the responder kept nothing that aliases the caller's buffer
+  const respBuf = viaRendezvous(r.response);
+  const ik = hs.finish(respBuf);
+  respBuf.fill(0);
+  assert.ok(datagramFlows(ik, r.keys));
+  assert.ok(datagramFlows(r.keys, ik));
+});
+
 test('wrong secret: the responder rejects the init with auth_failed', () => {
   const hs = createInitiator(WRONG_PSK, { initiatorIndex: 1, conv: 2, context: CONTEXT });
   expectHsError(() => respond(PSK, hs.message, { responderIndex: 3, context: CONTEXT }), 'auth_failed');

@@ -155,7 +155,7 @@ export function createInitiator(psk: Uint8Array, opts: InitiatorOptions): Initia
     const r = decodeHandshakeResponse(response);
     if (typeof r === 'string') throw new HandshakeError(r, `response: ${r}`);
     if (r.initiatorIndex !== opts.initiatorIndex) throw new HandshakeError('auth_failed', 'response is for another handshake');
-    const resp = response.slice(0, HANDSHAKE_INIT_LEN);
+    const resp = Uint8Array.prototype.slice.call(response, 0, HANDSHAKE_INIT_LEN);
     if (!macMatches(responseMac(macKey, ctx, init, resp), r.mac)) {
       throw new HandshakeError('auth_failed', 'response MAC mismatch (wrong secret or context?)');
     }
@@ -188,7 +188,7 @@ export function respond(psk: Uint8Array, message: Uint8Array, opts: ResponderOpt
   if (typeof m === 'string') throw new HandshakeError(m, `init: ${m}`);
   const { macKey, kdfKey } = handshakeKeys(psk);
   const ctx = contextHash(contextBytes(opts.context));
-  const init = message.slice(0, HANDSHAKE_INIT_LEN);
+  const init = Uint8Array.prototype.slice.call(message, 0, HANDSHAKE_INIT_LEN);
   try {
     if (!macMatches(initMac(macKey, ctx, init), m.mac)) {
       throw new HandshakeError('auth_failed', 'init MAC mismatch (wrong secret or context?)');

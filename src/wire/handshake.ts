@@ -67,6 +67,11 @@ function readU32(b: Uint8Array, off: number): number {
   return ((b[off] << 24) | (b[off + 1] << 16) | (b[off + 2] << 8) | b[off + 3]) >>> 0;
 }
 
+/** A copy even when `b` is a Node Buffer, whose slice() would alias the input. */
+function copyOf(b: Uint8Array, start: number, end: number): Uint8Array {
+  return Uint8Array.prototype.slice.call(b, start, end);
+}
+
 function writeU32(b: Uint8Array, off: number, v: number): void {
   b[off] = v >>> 24;
   b[off + 1] = v >>> 16;
@@ -133,9 +138,9 @@ export function decodeHandshakeInit(buf: Uint8Array): HandshakeInitFields | Hand
   return {
     initiatorIndex: readU32(buf, 2),
     conv: readU32(buf, 6),
-    ephemeral: buf.slice(10, 42),
-    nonce: buf.slice(42, 58),
-    mac: buf.slice(HS_MAC_OFFSET, HANDSHAKE_INIT_LEN),
+    ephemeral: copyOf(buf, 10, 42),
+    nonce: copyOf(buf, 42, 58),
+    mac: copyOf(buf, HS_MAC_OFFSET, HANDSHAKE_INIT_LEN),
   };
 }
 
@@ -145,9 +150,9 @@ export function decodeHandshakeResponse(buf: Uint8Array): HandshakeResponseField
   return {
     responderIndex: readU32(buf, 2),
     initiatorIndex: readU32(buf, 6),
-    ephemeral: buf.slice(10, 42),
-    nonce: buf.slice(42, 58),
-    mac: buf.slice(HS_MAC_OFFSET, HANDSHAKE_RESPONSE_LEN),
+    ephemeral: copyOf(buf, 10, 42),
+    nonce: copyOf(buf, 42, 58),
+    mac: copyOf(buf, HS_MAC_OFFSET, HANDSHAKE_RESPONSE_LEN),
   };
 }
 

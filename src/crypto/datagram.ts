@@ -30,7 +30,9 @@ export class RekeyNeededError extends Error {
 
 function checkKey(name: string, key: Uint8Array): Uint8Array {
   if (!(key instanceof Uint8Array) || key.length !== AEAD_KEY_LEN) throw new TypeError(`${name} must be ${AEAD_KEY_LEN} bytes`);
-  return key.slice();
+  // A private copy (also when given a Buffer, whose slice() would alias), so
+  // the caller wiping or reusing its key object cannot affect us.
+  return new Uint8Array(key);
 }
 
 function readU32(b: Uint8Array, off: number): number {
@@ -73,8 +75,9 @@ export class DatagramSealer {
   }
 
   /**
-   * Returns a new Uint8Array holding the sealed datagram (socket.send takes it as is). Throws on local misuse
-   * (unknown type, oversized payload) and RekeyNeededError after 2^53 seals.
+   * Returns a new Uint8Array holding the sealed datagram (socket.send takes it
+   * as is). Throws on local misuse (unknown type, oversized payload), and
+   * RekeyNeededError once the counter would pass MAX_COUNTER.
    */
   seal(type: DatagramType, payload: Uint8Array): Uint8Array {
     if (!isDatagramType(type)) throw new TypeError(`not a datagram type: ${type}`);

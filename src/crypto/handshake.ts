@@ -9,6 +9,7 @@
  */
 import {
   HANDSHAKE_INIT_LEN,
+  HANDSHAKE_RESPONSE_LEN,
   HS_MAC_LEN,
   HS_MAC_OFFSET,
   HS_NONCE_LEN,
@@ -155,7 +156,7 @@ export function createInitiator(psk: Uint8Array, opts: InitiatorOptions): Initia
     const r = decodeHandshakeResponse(response);
     if (typeof r === 'string') throw new HandshakeError(r, `response: ${r}`);
     if (r.initiatorIndex !== opts.initiatorIndex) throw new HandshakeError('auth_failed', 'response is for another handshake');
-    const resp = Uint8Array.prototype.slice.call(response, 0, HANDSHAKE_INIT_LEN);
+    const resp = Uint8Array.prototype.slice.call(response, 0, HANDSHAKE_RESPONSE_LEN);
     if (!macMatches(responseMac(macKey, ctx, init, resp), r.mac)) {
       throw new HandshakeError('auth_failed', 'response MAC mismatch (wrong secret or context?)');
     }

@@ -223,6 +223,7 @@ export class StunServer {
   }
 
   private async bindGrid(primary: HostPort, alternate: HostPort | undefined): Promise<void> {
+    // A host name binds as IPv4 unless it is an IPv6 literal.
     const type = familyOf(primary.address) === 'IPv6' ? 'udp6' : 'udp4';
     const bind = async (address: string, port: number): Promise<dgram.Socket> => {
       const s = dgram.createSocket({ type, reuseAddr: false });
@@ -237,26 +238,30 @@ export class StunServer {
       return s;
     };
     const pp = await bind(primary.address, primary.port);
+    // The bound address, so a host name such as 'localhost' becomes the IP the responder needs.
+    const primaryIp = pp.address().address;
     const primaryPort = pp.address().port;
     let altPort = primaryPort;
-    let altIp = primary.address;
+    let altIp = primaryIp;
     const grid: dgram.Socket[] = [pp];
     if (alternate) {
       altIp = alternate.address;
       // Distinct alt port requested (or port 0 meaning "pick one different from the primary").
       const wantsAltPort = alternate.port !== primary.port || alternate.port === 0;
       if (wantsAltPort) {
-        const pa = await bind(primary.address, alternate.port);
+        const pa = await bind(primaryIp, alternate.port);
         altPort = pa.address().port;
         grid.push(pa);
       }
-      if (altIp !== primary.address) {
-        grid.push(await bind(altIp, primaryPort));
+      if (alternate.address !== primary.address) {
+        const ap = await bind(alternate.address, primaryPort);
+        altIp = ap.address().address;
+        grid.push(ap);
         if (wantsAltPort) grid.push(await bind(altIp, altPort));
       }
     }
     const responder = new StunResponder({
-      primary: { address: primary.address, port: primaryPort },
+      primary: { address: primaryIp, port: primaryPort },
       alternate: alternate ? { address: altIp, port: altPort } : undefined,
       software: this.opts.software,
     });

@@ -5,7 +5,7 @@
  * through test/helpers/lossy-udp. Reports MB/s and CPU ms per MB (median of
  * N runs) and writes the "kcp" key of bench/results.json.
  *
- *   npm run bench:kcp          (or: node dist/scripts/bench-kcp.js [--mb 24] [--runs 3] [--no-write])
+ *   npm run bench:kcp          (or: node dist/scripts/bench-kcp.js [--mb 40] [--mb-loss 12] [--runs 3] [--cap-ms 10000] [--no-write])
  *
  * Both ends live in this one process, so CPU per MB is the cost of sender +
  * receiver (+ forwarder when lossy) together; it is the same harness for both
@@ -19,7 +19,7 @@ import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
-import { Kcp } from '../src/kcp/index.js';
+import { Kcp, Slab } from '../src/kcp/index.js';
 import { createLossyForwarder } from '../test/helpers/lossy-udp.js';
 import type { LossyForwarder } from '../test/helpers/lossy-udp.js';
 
@@ -58,7 +58,8 @@ const SETTINGS = { nodelay: [1, 10, 2, 1] as const, wnd: 1024, mtu: 1400, messag
 function makePort(impl: Impl, conv: number, out: (b: Buffer) => void): Port {
   if (impl === 'ours') {
     // The datagram passed to output is reused by Kcp; dgram.send needs it until it completes.
-    const k = new Kcp(conv, (b) => out(Buffer.from(b)));
+    const slab = new Slab();
+    const k = new Kcp(conv, (b) => out(slab.copy(b)));
     k.setNodelay(...SETTINGS.nodelay);
     k.setWndSize(SETTINGS.wnd, SETTINGS.wnd);
     k.setMtu(SETTINGS.mtu);
@@ -252,9 +253,9 @@ function arg(name: string, def: number): number {
 
 async function main(): Promise<void> {
   const runs = arg('runs', 3);
-  const mbLossless = arg('mb', 32);
-  const mbLossy = arg('mb-loss', 8);
-  const capMs = arg('cap-ms', 8000);
+  const mbLossless = arg('mb', 40);
+  const mbLossy = arg('mb-loss', 12);
+  const capMs = arg('cap-ms', 10000);
   const write = !process.argv.includes('--no-write');
 
   const scenarios = [

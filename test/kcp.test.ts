@@ -424,6 +424,9 @@ test('bad input is rejected with an error code and leaves no trace in the state'
     ['good ack then corrupt', Buffer.concat([seg({ cmd: CMD_ACK, sn: 0, una: 1 }), seg({ cmd: 200 })]), KcpError.UnknownCmd],
     ['wask then corrupt', Buffer.concat([seg({ cmd: CMD_WASK }), seg({ conv: 1 })]), KcpError.WrongConv],
   ];
+  for (const junk of [null, undefined, 'a string', 42, {}, [1, 2, 3]]) {
+    assert.equal(b.input(junk as unknown as Uint8Array), KcpError.TooShort, `junk ${String(junk)}`);
+  }
   for (const [name, d, code] of cases) {
     const before = b.snapshot();
     assert.equal(b.input(d), code, name);

@@ -4,6 +4,7 @@
 export { Kcp, MTU_MAX } from './kcp.js';
 export type { KcpOptions, KcpSnapshot } from './kcp.js';
 export { KcpError, kcpErrorName } from './errors.js';
+export { Slab } from './slab.js';
 export {
   readConv, decodeSegmentHeader, encodeSegmentHeader, read32, write32, writeHeader,
 } from './codec.js';

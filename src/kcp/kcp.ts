@@ -28,6 +28,7 @@ import {
 import { read32, writeHeader } from './codec.js';
 import { KcpError } from './errors.js';
 import { SegQueue } from './seg-queue.js';
+import { Slab } from './slab.js';
 
 export interface KcpOptions {
   /** Stream mode: message boundaries are not kept; small sends coalesce into full segments. */
@@ -126,6 +127,10 @@ export class Kcp {
 
   /** Datagram assembly buffer, reused for every output call. */
   private obuf: Buffer;
+  /** Last view handed to output (most datagrams are MTU-sized, so it is usually reusable). */
+  private oview: Buffer;
+  /** Backing memory for copies of sent messages and received datagrams. */
+  private readonly slab = new Slab();
 
   /** Pending (sn, ts) pairs to acknowledge at the next flush. */
   private acklist = new Int32Array(64);
@@ -138,8 +143,8 @@ export class Kcp {
   private sbMask = 0;
   private nsndBuf = 0;
   private sbLive!: Uint8Array;
+  /** Exact payload view of each in-flight segment. */
   private sbBuf!: (Buffer | undefined)[];
-  private sbOff!: Int32Array;
   private sbLen!: Int32Array;
   private sbFrg!: Uint8Array;
   private sbResendts!: Int32Array;
@@ -165,6 +170,7 @@ export class Kcp {
     this.output = output;
     this.stream = opts.stream === true;
     this.obuf = Buffer.alloc((this.mtu + KCP_OVERHEAD) * 3);
+    this.oview = this.obuf.subarray(0, 0);
     this.resizeSndRing(nextPow2(this.sndWnd));
     this.resizeRcvRing(nextPow2(this.rcvWnd));
   }
@@ -223,7 +229,10 @@ export class Kcp {
     mtu |= 0;
     // Segments already queued were cut for the old MSS; never shrink the buffer below what they need.
     const need = (mtu + KCP_OVERHEAD) * 3;
-    if (need > this.obuf.length) this.obuf = Buffer.alloc(need);
+    if (need > this.obuf.length) {
+      this.obuf = Buffer.alloc(need);
+      this.oview = this.obuf.subarray(0, 0);
+    }
     this.mtu = mtu;
     this.mss = mtu - KCP_OVERHEAD;
     return 0;
@@ -293,8 +302,13 @@ export class Kcp {
 
     // One copy per send; fragments are slices of it. In stream mode the last
     // fragment gets a full segment of room so later small sends coalesce in place.
-    const copy = Buffer.allocUnsafe(this.stream ? count * mss : len);
-    if (len > 0) copy.set(pos === 0 ? data : data.subarray(pos), 0);
+    let copy: Buffer;
+    if (this.stream) {
+      copy = Buffer.allocUnsafe(count * mss);
+      if (len > 0) copy.set(pos === 0 ? data : data.subarray(pos), 0);
+    } else {
+      copy = this.slab.copy(data);
+    }
     let off = 0;
     for (let i = 0; i < count; i++) {
       const size = len > mss ? mss : len;
@@ -371,6 +385,8 @@ export class Kcp {
    * case no segment of the datagram has been applied. Never throws.
    */
   input(data: Uint8Array): number {
+    // Also guards untyped callers: anything but bytes is "too short" rather than a throw.
+    if (!(data instanceof Uint8Array)) return KcpError.TooShort;
     const size = data.length;
     if (size < KCP_OVERHEAD) return KcpError.TooShort;
 
@@ -578,7 +594,6 @@ export class Kcp {
 
     const live = this.sbLive;
     const bufs = this.sbBuf;
-    const offs = this.sbOff;
     const lens = this.sbLen;
     const frgs = this.sbFrg;
     const resendts = this.sbResendts;
@@ -591,9 +606,11 @@ export class Kcp {
     const q = this.sndQueue;
     while (((this.sndNxt - ((this.sndUna + cwnd) | 0)) | 0) < 0 && q.size > 0) {
       const i = this.sndNxt & mask;
-      bufs[i] = q.buf(0) as Buffer;
-      offs[i] = q.off(0);
-      lens[i] = q.len(0);
+      const o = q.off(0);
+      const l = q.len(0);
+      // One view per segment for its whole life, so each (re)transmission is a plain set().
+      bufs[i] = (q.buf(0) as Buffer).subarray(o, o + l);
+      lens[i] = l;
       frgs[i] = q.frg(0);
       live[i] = 1;
       resendts[i] = current;
@@ -657,8 +674,7 @@ export class Kcp {
         }
         ptr = writeHeader(out, ptr, conv, CMD_PUSH, frgs[i], wnd, current, sn, una, len);
         if (len > 0) {
-          const o = offs[i];
-          (bufs[i] as Buffer).copy(out, ptr, o, o + len);
+          out.set(bufs[i] as Buffer, ptr);
           ptr += len;
         }
         if (xmits[i] >= deadLink) this.state = -1;
@@ -745,7 +761,9 @@ export class Kcp {
   // ---------------------------------------------------------------- internals
 
   private emit(size: number): void {
-    this.output(this.obuf.subarray(0, size));
+    let v = this.oview;
+    if (v.length !== size) this.oview = v = this.obuf.subarray(0, size);
+    this.output(v);
   }
 
   private wndUnused(): number {
@@ -851,9 +869,7 @@ export class Kcp {
     let copy = this.inCopy;
     if (copy === null) {
       // First new payload in this datagram: copy it once, since the caller may reuse its buffer.
-      const d = this.inData as Uint8Array;
-      copy = Buffer.allocUnsafe(d.length);
-      copy.set(d, 0);
+      copy = this.slab.copy(this.inData as Uint8Array);
       this.inCopy = copy;
     }
     this.rbLive[i] = 1;
@@ -884,13 +900,12 @@ export class Kcp {
     const oldMask = this.sbMask;
     const old = this.sbLive
       ? {
-        live: this.sbLive, buf: this.sbBuf, off: this.sbOff, len: this.sbLen, frg: this.sbFrg,
+        live: this.sbLive, buf: this.sbBuf, len: this.sbLen, frg: this.sbFrg,
         resendts: this.sbResendts, rto: this.sbRto, fastack: this.sbFastack, xmit: this.sbXmit,
       }
       : null;
     this.sbLive = new Uint8Array(cap);
     this.sbBuf = new Array<Buffer | undefined>(cap).fill(undefined);
-    this.sbOff = new Int32Array(cap);
     this.sbLen = new Int32Array(cap);
     this.sbFrg = new Uint8Array(cap);
     this.sbResendts = new Int32Array(cap);
@@ -905,7 +920,6 @@ export class Kcp {
       const b = sn & this.sbMask;
       this.sbLive[b] = 1;
       this.sbBuf[b] = old.buf[a];
-      this.sbOff[b] = old.off[a];
       this.sbLen[b] = old.len[a];
       this.sbFrg[b] = old.frg[a];
       this.sbResendts[b] = old.resendts[a];

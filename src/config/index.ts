@@ -1,0 +1,3 @@
+export { loadConfigFile, parseConfig, ConfigError, displayKey } from './load.js';
+export { PeerConfig, ServeEntry, VisitEntry, RendezvousConfig, RelayConfig } from './schema.js';
+export { keyLines, lineOf } from './lines.js';

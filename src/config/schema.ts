@@ -1,0 +1,86 @@
+import { z } from 'zod';
+import { parseHostPort } from '../util/addr.js';
+import { NAME_RE } from '../wire/control.js';
+
+/**
+ * Config file schemas. Every key is the long command-line option without its
+ * `--` (`log-level`, `relay-key`, ...), so a user who knows the flags knows
+ * the file. Objects are strict: a misspelt key is an error, not a silent default.
+ */
+
+const hostPort = z.string().refine(
+  (v) => {
+    try {
+      parseHostPort(v);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: 'expected HOST:PORT (e.g. 127.0.0.1:22)' },
+);
+const name = z.string().regex(NAME_RE, 'must be 1-63 of A-Z a-z 0-9 . _ - starting with a letter or digit');
+const nonEmpty = z.string().min(1, 'must not be empty');
+const mode = z.enum(['auto', 'direct', 'relay']);
+const publicKey = z.string().regex(/^[A-Za-z0-9+/]{43}=?$/, 'expected a public key as printed by `peer keygen` (base64, 32 bytes)');
+
+const logKeys = {
+  'log-level': z.enum(['debug', 'info', 'warn', 'error']).optional(),
+  'log-format': z.enum(['text', 'json']).optional(),
+  quiet: z.boolean().optional(),
+};
+
+/** Keys a [[serve]] or [[visit]] entry may set for itself; unset ones come from the top level. */
+const peerShared = {
+  server: hostPort.optional(),
+  secret: nonEmpty.optional(),
+  token: nonEmpty.optional(),
+  mode: mode.optional(),
+};
+
+export const ServeEntry = z.strictObject({
+  name,
+  local: hostPort,
+  ...peerShared,
+  allow: z.array(publicKey).optional(),
+});
+export type ServeEntry = z.infer<typeof ServeEntry>;
+
+export const VisitEntry = z.strictObject({
+  name,
+  bind: hostPort,
+  ...peerShared,
+  'server-key': publicKey.optional(),
+});
+export type VisitEntry = z.infer<typeof VisitEntry>;
+
+export const PeerConfig = z.strictObject({
+  ...peerShared,
+  ...logKeys,
+  admin: z.union([nonEmpty, z.literal(false)]).optional(),
+  metrics: hostPort.optional(),
+  identity: nonEmpty.optional(),
+  serve: z.array(ServeEntry).default([]),
+  visit: z.array(VisitEntry).default([]),
+});
+export type PeerConfig = z.infer<typeof PeerConfig>;
+
+export const RendezvousConfig = z.strictObject({
+  listen: hostPort.optional(),
+  udp: hostPort.optional(),
+  'alt-udp': hostPort.optional(),
+  token: nonEmpty.optional(),
+  relay: hostPort.optional(),
+  'relay-key': nonEmpty.optional(),
+  metrics: hostPort.optional(),
+  status: hostPort.optional(),
+  ...logKeys,
+});
+export type RendezvousConfig = z.infer<typeof RendezvousConfig>;
+
+export const RelayConfig = z.strictObject({
+  listen: hostPort.optional(),
+  key: nonEmpty.optional(),
+  ...logKeys,
+});
+export type RelayConfig = z.infer<typeof RelayConfig>;

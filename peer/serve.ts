@@ -4,7 +4,7 @@ import { ControlClient, FatalError } from './control-client.js';
 import { bridge, socketEnd } from '../src/session/bridge.js';
 import { TunnelHost, type MuxStream } from './tunnel.js';
 import { cryptoReady, deriveSecretKey, respond, HandshakeError } from '../src/crypto/index.js';
-import { generateIdentity, identityReady, signRegistration, type Identity } from '../src/crypto/identity.js';
+import { encodePublicKey, generateIdentity, identityReady, signAccept, signRegistration, verifyVisit, type Identity } from '../src/crypto/identity.js';
 import type { ControlMessage, MessageOf, Mode } from '../src/wire/control.js';
 import type { HostPort } from '../src/util/addr.js';
 import type { Logger } from '../src/util/log.js';
@@ -17,7 +17,10 @@ export interface ServeOptions {
   token?: string;
   mode: Mode;
   log: Logger;
+  /** Long-term key: holds the name, and signs handshakes for visitors that pin it (`visit --server-key`). */
   identity?: Identity;
+  /** Pinned visitor keys: when non-empty, only visitors holding one of these may open a session. */
+  allow?: Uint8Array[];
   /** Reconnect backoff bounds. */
   minBackoffMs?: number;
   maxBackoffMs?: number;
@@ -119,9 +122,16 @@ export class ServePeer {
       control.send({ type: 'reject', sid: m.sid, code: 'mode_mismatch', message: 'the server runs with --mode direct and the visitor asked for --mode relay' });
       return;
     }
+    const hsInit = Buffer.from(m.hs, 'base64');
+    const refusal = this.checkVisitorKey(m, hsInit);
+    if (refusal) {
+      log.error('error', `refused a visitor: ${refusal}`, { sid: m.sid });
+      control.send({ type: 'reject', sid: m.sid, code: 'auth_failed', message: `handshake failed: ${refusal}` });
+      return;
+    }
     let result;
     try {
-      result = respond(this.psk, Buffer.from(m.hs, 'base64'), { responderIndex: crypto.randomInt(1, 2 ** 32 - 1), context: Buffer.from(this.opts.name.toLowerCase()) });
+      result = respond(this.psk, hsInit, { responderIndex: crypto.randomInt(1, 2 ** 32 - 1), context: Buffer.from(this.opts.name.toLowerCase()) });
     } catch (e) {
       const code = e instanceof HandshakeError ? e.code : 'internal';
       log.error('error', `a visitor failed the handshake (${code}): wrong --secret on the visitor?`, { sid: m.sid });
@@ -129,12 +139,31 @@ export class ServePeer {
       return;
     }
     const g = await this.host.gather(control);
-    control.send({ type: 'accept', sid: m.sid, hs: Buffer.from(result.response).toString('base64'), candidates: g.candidates, nat: g.nat });
+    control.send({
+      type: 'accept',
+      sid: m.sid,
+      hs: Buffer.from(result.response).toString('base64'),
+      candidates: g.candidates,
+      nat: g.nat,
+      idKey: encodePublicKey(this.identity.publicKey),
+      idSig: Buffer.from(signAccept(this.identity, hsInit, result.response)).toString('base64'),
+    });
     try {
       await this.host.start({ keys: result.keys, sid: m.sid, role: 'server', ticket: m.ticket, control, peerNat: m.nat, onStream: (st) => this.onStream(st) });
     } catch (e) {
       log.warn('relay_failed', (e as Error).message, { sid: m.sid });
     }
+  }
+
+  /** With --allow, the visitor must prove it holds one of the listed keys. Returns why not, or null. */
+  private checkVisitorKey(m: MessageOf<'incoming'>, hsInit: Uint8Array): string | null {
+    const allow = this.opts.allow ?? [];
+    if (!allow.length) return null;
+    if (!m.idKey || !m.idSig) return 'this server only accepts pinned visitor keys (--allow); the visitor presented none (visit --identity FILE)';
+    const key = Buffer.from(m.idKey, 'base64');
+    if (!allow.some((k) => Buffer.from(k).equals(key))) return `visitor key ${m.idKey} is not in --allow`;
+    if (!verifyVisit(key, Buffer.from(m.idSig, 'base64'), hsInit)) return 'the visitor\'s key signature does not verify';
+    return null;
   }
 
   private onStream(stream: MuxStream): void {

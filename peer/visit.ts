@@ -5,6 +5,7 @@ import type { Session } from '../src/session/session.js';
 import { bridge, socketEnd } from '../src/session/bridge.js';
 import { TunnelHost, type MuxStream } from './tunnel.js';
 import { cryptoReady, deriveSecretKey, createInitiator, HandshakeError } from '../src/crypto/index.js';
+import { encodePublicKey, identityReady, signVisit, verifyAccept, type Identity } from '../src/crypto/identity.js';
 import type { ControlMessage, MessageOf, Mode } from '../src/wire/control.js';
 import type { HostPort } from '../src/util/addr.js';
 import type { Logger } from '../src/util/log.js';
@@ -16,6 +17,10 @@ export interface VisitOptions {
   token?: string;
   mode: Mode;
   log: Logger;
+  /** Sign our handshakes with this key, for servers that pin visitors (`serve --allow`). */
+  identity?: Identity;
+  /** Pinned server key: refuse a server that cannot sign with it, whatever the rendezvous says. */
+  serverKey?: Uint8Array;
 }
 
 /**
@@ -38,7 +43,7 @@ export class VisitPeer {
   }
 
   async init(): Promise<void> {
-    await cryptoReady();
+    await Promise.all([cryptoReady(), identityReady()]);
     await this.host.open();
     this.psk = await deriveSecretKey(this.opts.secret);
     await this.getSession();
@@ -123,12 +128,34 @@ export class VisitPeer {
     let reply: MessageOf<'connected'>;
     try {
       const g = await this.host.gather(control);
-      reply = await control.request({ type: 'connect', reqId, name, hs: Buffer.from(hs.message).toString('base64'), mode: this.opts.mode, candidates: g.candidates, nat: g.nat }, isConnected);
+      const id = this.opts.identity;
+      reply = await control.request(
+        {
+          type: 'connect',
+          reqId,
+          name,
+          hs: Buffer.from(hs.message).toString('base64'),
+          mode: this.opts.mode,
+          candidates: g.candidates,
+          nat: g.nat,
+          ...(id ? { idKey: encodePublicKey(id.publicKey), idSig: Buffer.from(signVisit(id, hs.message)).toString('base64') } : {}),
+        },
+        isConnected,
+      );
     } catch (e) {
       if (e instanceof FatalError && e.code === 'auth_failed') {
-        throw new FatalError(`handshake failed: "${name}" rejected our secret (check --secret / PEER_SECRET)`, 'auth_failed');
+        const why = /pinned|--allow|key/.test(e.message) ? e.message.replace(/^handshake failed: /, '') : 'it rejected our secret (check --secret / PEER_SECRET)';
+        throw new FatalError(`handshake failed: "${name}" refused us: ${why}`, 'auth_failed');
       }
       throw e;
+    }
+    const pinned = this.opts.serverKey;
+    if (pinned) {
+      const hsResp = Buffer.from(reply.hs, 'base64');
+      const ok = reply.idKey && reply.idSig && Buffer.from(reply.idKey, 'base64').equals(Buffer.from(pinned)) && verifyAccept(pinned, Buffer.from(reply.idSig, 'base64'), hs.message, hsResp);
+      if (!ok) {
+        throw new FatalError(`handshake failed: the server answering as "${name}" does not hold the pinned key ${encodePublicKey(pinned)} (--server-key); refusing it`, 'auth_failed');
+      }
     }
     let keys;
     try {

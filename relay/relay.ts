@@ -11,6 +11,8 @@ export interface RelayOptions {
   maxPending?: number;
   /** Cap on paired sessions. */
   maxSessions?: number;
+  /** Per-session rate limit in bytes/s, each direction (0 or unset: unlimited). */
+  rateBytesPerSec?: number;
 }
 
 interface Pending {
@@ -99,6 +101,11 @@ export class Relay {
     };
     a.socket.on('data', count);
     b.socket.on('data', count);
+    const rate = this.opts.rateBytesPerSec ?? 0;
+    if (rate > 0) {
+      throttle(a.socket, rate);
+      throttle(b.socket, rate);
+    }
     a.socket.pipe(b.socket);
     b.socket.pipe(a.socket);
     let done = false;
@@ -120,4 +127,24 @@ export class Relay {
       for (const [k, exp] of this.used) if (exp < now) this.used.delete(k);
     }
   }
+}
+
+/**
+ * Token bucket on a readable socket: pauses it when a session goes over its
+ * relay rate. TCP backpressure then slows the sender; nothing is dropped.
+ */
+function throttle(sock: import('node:net').Socket, bytesPerSec: number): void {
+  const burst = Math.max(64 * 1024, bytesPerSec / 4);
+  let tokens = burst;
+  let last = Date.now();
+  sock.on('data', (chunk: Buffer) => {
+    const now = Date.now();
+    tokens = Math.min(burst, tokens + ((now - last) / 1000) * bytesPerSec);
+    last = now;
+    tokens -= chunk.length;
+    if (tokens < 0 && !sock.isPaused()) {
+      sock.pause();
+      setTimeout(() => sock.resume(), Math.ceil((-tokens / bytesPerSec) * 1000)).unref();
+    }
+  });
 }

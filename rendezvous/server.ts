@@ -26,9 +26,18 @@ export interface RendezvousOptions {
   handshakeTimeoutMs?: number;
   idleTimeoutMs?: number;
   acceptTimeoutMs?: number;
+  /** See docs/SECURITY.md "Limits"; every limit has a default here. */
   maxConnsPerIp?: number;
   maxConnections?: number;
   maxSessions?: number;
+  /** Names one control connection may hold. */
+  maxNamesPerConn?: number;
+  /** Sessions one visitor connection may have open through this rendezvous. */
+  maxSessionsPerConn?: number;
+  /** Refuse new connections and sessions while the process uses more than this (MB). */
+  maxMemoryMb?: number;
+  /** Per-session relay rate in bytes/s (0: unlimited). */
+  relayRate?: number;
 }
 
 /** Per-connection state on the rendezvous. */
@@ -66,15 +75,24 @@ export class RendezvousServer {
   private conns = new Set<Conn>();
   private perIp = new Map<string, number>();
   private sessions = new Map<string, Brokered>();
-  stats = { connects: 0, rejected: 0 };
+  stats = { connects: 0, rejected: 0, limitsHit: 0 };
+  private memoryHigh = false;
+  private memTimer: NodeJS.Timeout | null = null;
 
   constructor(readonly opts: RendezvousOptions) {
     this.relayKey = opts.relay ? relayKeyFrom(opts.relay.key) : crypto.randomBytes(32);
-    this.relay = opts.relay ? null : new Relay({ key: this.relayKey, log: opts.log });
+    this.relay = opts.relay ? null : new Relay({ key: this.relayKey, log: opts.log, rateBytesPerSec: opts.relayRate });
   }
 
   async listen(): Promise<net.AddressInfo> {
     await identityReady();
+    // A global memory bound: past it, new work is refused while existing sessions go on.
+    this.memTimer = setInterval(() => {
+      const high = process.memoryUsage().rss > (this.opts.maxMemoryMb ?? 1024) * 1024 * 1024;
+      if (high !== this.memoryHigh) this.opts.log.warn('limit', high ? 'memory limit reached: refusing new connections and sessions' : 'memory back under the limit');
+      this.memoryHigh = high;
+    }, 1000);
+    this.memTimer.unref();
     const server = net.createServer((s) => this.onConnection(s));
     this.server = server;
     await new Promise<void>((resolve, reject) => {
@@ -107,6 +125,7 @@ export class RendezvousServer {
 
   async close(): Promise<void> {
     this.relay?.close();
+    if (this.memTimer) clearInterval(this.memTimer);
     await this.stun?.close();
     for (const c of this.conns) c.fs.destroy();
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
@@ -121,10 +140,8 @@ export class RendezvousServer {
     const ip = normaliseIp(socket.remoteAddress ?? '');
     const fs = new FramedSocket(socket, { idleTimeoutMs: this.opts.handshakeTimeoutMs ?? 10_000 });
     const perIp = this.perIp.get(ip) ?? 0;
-    if (perIp >= (this.opts.maxConnsPerIp ?? 256) || this.conns.size >= (this.opts.maxConnections ?? 20_000)) {
-      log.warn('limit', 'connection refused: too many connections', { ip, perIp });
-      return fs.fail('limit', 'too many connections from your address');
-    }
+    if (perIp >= (this.opts.maxConnsPerIp ?? 256)) return this.limit(fs, `too many connections from your address (limit ${this.opts.maxConnsPerIp ?? 256})`, { ip });
+    if (this.conns.size >= (this.opts.maxConnections ?? 20_000) || this.memoryHigh) return this.limit(fs, 'the rendezvous is full; try again later', { ip });
     this.perIp.set(ip, perIp + 1);
     const conn: Conn = { fs, ip, nonce: crypto.randomBytes(24), hello: false, names: new Set(), rttMs: null };
     this.conns.add(conn);
@@ -195,8 +212,20 @@ export class RendezvousServer {
     }
   }
 
+  /** A limit was hit: clear error to this client, a log line, everyone else carries on. */
+  private limit(fs: FramedSocket, message: string, fields: Record<string, unknown> = {}, extra: { reqId?: string } = {}, close = true): void {
+    this.stats.limitsHit++;
+    this.opts.log.warn('limit', message, { remote: fs.remote, ...fields });
+    if (close) fs.fail('limit', message, extra);
+    else fs.send({ type: 'error', code: 'limit', message, ...extra });
+  }
+
   private onRegister(conn: Conn, m: MessageOf<'register'>): void {
     const { log } = this.opts;
+    const maxNames = this.opts.maxNamesPerConn ?? 16;
+    if (!conn.names.has(m.name.toLowerCase()) && conn.names.size >= maxNames) {
+      return this.limit(conn.fs, `one connection may hold at most ${maxNames} names`, { name: m.name }, {}, false);
+    }
     const key = Buffer.from(m.key, 'base64');
     if (!verifyRegistration(key, Buffer.from(m.sig, 'base64'), conn.nonce, m.name)) {
       return conn.fs.fail('bad_message', 'registration signature does not verify');
@@ -224,9 +253,14 @@ export class RendezvousServer {
       return;
     }
     const sid = newSessionId();
-    if (this.sessions.size >= (this.opts.maxSessions ?? 100_000)) {
-      conn.fs.send({ type: 'error', code: 'limit', message: 'the rendezvous has too many sessions; try again later', reqId: m.reqId });
-      return;
+    if (this.sessions.size >= (this.opts.maxSessions ?? 100_000) || this.memoryHigh) {
+      return this.limit(conn.fs, 'the rendezvous has too many sessions; try again later', {}, { reqId: m.reqId }, false);
+    }
+    const perConn = this.opts.maxSessionsPerConn ?? 256;
+    let mine = 0;
+    for (const x of this.sessions.values()) if (x.visitor === conn) mine++;
+    if (mine >= perConn) {
+      return this.limit(conn.fs, `one connection may open at most ${perConn} sessions`, {}, { reqId: m.reqId }, false);
     }
     const s: Brokered = { sid, visitor: conn, server: reg.conn, reqId: m.reqId, mode: m.mode, visitorCandidates: m.candidates, visitorNat: m.nat };
     this.sessions.set(sid, s);
@@ -244,6 +278,8 @@ export class RendezvousServer {
       candidates: m.candidates,
       nat: m.nat,
       ticket: issueTicket(this.relayKey, sid, 'server'),
+      idKey: m.idKey,
+      idSig: m.idSig,
     });
   }
 
@@ -264,6 +300,8 @@ export class RendezvousServer {
       candidates: m.candidates,
       nat: m.nat,
       ticket: issueTicket(this.relayKey, s.sid, 'visitor'),
+      idKey: m.idKey,
+      idSig: m.idSig,
     });
     // From here on the rendezvous only coordinates punching (and re-punching)
     // for this session; the record lives as long as both control connections.

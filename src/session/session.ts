@@ -27,6 +27,7 @@ const WND = 1024;
  * keeping the queue short is what lets an interactive stream's frame go next.
  */
 const MAX_WAITSND = WND + 64;
+const STREAM_WINDOW = 4 * 1024 * 1024;
 
 /**
  * One tunnel session: KCP carrying a stream mux, sealed end to end, over
@@ -68,6 +69,10 @@ export class Session extends EventEmitter {
         this.kick();
       },
       canSend: () => this.closedReason === null && this.kcp.waitSnd() < MAX_WAITSND,
+      // Per-stream receive window: it bounds one stream's throughput to window/RTT,
+      // so it must cover a fast path's bandwidth-delay product (4 MiB / 20 ms = 200 MB/s).
+      // Memory is only committed while a consumer is not reading.
+      initialWindow: STREAM_WINDOW,
     });
     this.mux.on('error', (e: Error) => opts.log.warn('mux_error', e.message, { sid: opts.sid }));
     const deadAfter = opts.deadAfterMs ?? 30_000;

@@ -81,6 +81,9 @@ const messages = [
     mode: Mode,
     candidates: z.array(Candidate).max(16).default([]),
     nat: NatInfo.optional(),
+    // Optional pinned identity: the visitor's Ed25519 key and its signature over `hs` (src/crypto/identity.ts).
+    idKey: b64(64).optional(),
+    idSig: b64(128).optional(),
   }),
   // rendezvous -> serve: a visitor wants a session.
   z.object({
@@ -91,9 +94,19 @@ const messages = [
     candidates: z.array(Candidate).max(16),
     nat: NatInfo.optional(),
     ticket: b64(512),
+    idKey: b64(64).optional(),
+    idSig: b64(128).optional(),
   }),
-  // serve -> rendezvous: handshake response, or a refusal.
-  z.object({ type: z.literal('accept'), sid, hs: b64(1024), candidates: z.array(Candidate).max(16).default([]), nat: NatInfo.optional() }),
+  // serve -> rendezvous: handshake response (signed by the server's identity), or a refusal.
+  z.object({
+    type: z.literal('accept'),
+    sid,
+    hs: b64(1024),
+    candidates: z.array(Candidate).max(16).default([]),
+    nat: NatInfo.optional(),
+    idKey: b64(64).optional(),
+    idSig: b64(128).optional(),
+  }),
   z.object({ type: z.literal('reject'), sid, code: ErrorCode, message: z.string().max(512) }),
   // rendezvous -> visit: the session exists; here is the server's handshake response.
   z.object({
@@ -104,6 +117,8 @@ const messages = [
     candidates: z.array(Candidate).max(16),
     nat: NatInfo.optional(),
     ticket: b64(512),
+    idKey: b64(64).optional(),
+    idSig: b64(128).optional(),
   }),
   // rendezvous -> both peers of a session: punch now. `delayMs` is chosen from each side's RTT so probes leave together.
   z.object({ type: z.literal('punch'), sid, delayMs: z.number().int().min(0).max(10_000), candidates: z.array(Candidate).max(16), peerNat: NatInfo.optional() }),

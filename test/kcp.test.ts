@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import {
   Kcp, KcpError, KCP_OVERHEAD, CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS,
-  decodeSegmentHeader, encodeSegmentHeader, readConv, kcpErrorName,
+  decodeSegmentHeader, encodeSegmentHeader, readConv, kcpErrorName, Slab,
 } from '../src/kcp/index.js';
 import type { SegmentHeader } from '../src/kcp/index.js';
 
@@ -497,4 +497,46 @@ test('setWndSize grows the rings without losing in-flight or buffered segments',
   }, 5000));
   got.push(...drain(link.b));
   assert.equal(sha(Buffer.concat(got)), sha(data));
+});
+
+test('send() and input() copy caller buffers; output reuses one buffer', () => {
+  const outs: Buffer[] = [];
+  const raw: Buffer[] = [];
+  const a = new Kcp(8, (d) => {
+    raw.push(d);
+    outs.push(Buffer.from(d));
+  });
+  a.setNodelay(0, 10, 0, 1);
+  const msg = Buffer.from('original payload');
+  a.send(msg);
+  msg.fill(0x78); // caller reuses its buffer before the flush
+  a.send(Buffer.alloc(10, 1));
+  a.update(0);
+  a.send(Buffer.alloc(10, 2));
+  a.update(10);
+  assert.equal(outs.length, 2);
+  assert.equal(raw[0].buffer, raw[1].buffer, 'output datagrams share one backing buffer');
+  const b = new Kcp(8, () => {});
+  const wire = Buffer.from(outs[0]);
+  assert.equal(b.input(wire), 0);
+  wire.fill(0); // caller reuses its receive buffer before reading
+  assert.equal(b.recv()!.toString(), 'original payload');
+  assert.deepEqual(b.recv(), Buffer.alloc(10, 1));
+  assert.equal(b.recv(), null);
+});
+
+test('Slab copies are independent and large copies get their own buffer', () => {
+  const slab = new Slab(1024);
+  const src = Buffer.from('abcdef');
+  const c1 = slab.copy(src);
+  src.fill(0);
+  assert.equal(c1.toString(), 'abcdef');
+  const c2 = slab.copy(Buffer.from('xyz'));
+  assert.equal(c1.toString(), 'abcdef', 'later copies do not overwrite earlier ones');
+  assert.equal(c2.byteOffset % 8, 0);
+  const big = slab.copy(Buffer.alloc(500, 7));
+  assert.equal(big.length, 500);
+  assert.notEqual(big.buffer, c1.buffer);
+  for (let i = 0; i < 300; i++) assert.equal(slab.copy(Buffer.alloc(100, i & 0xff))[99], i & 0xff);
+  assert.equal(c1.toString(), 'abcdef', 'a full slab is replaced, never reused');
 });

@@ -1,15 +1,16 @@
 /**
  * Bump allocator for short-lived payload copies. Buffer.allocUnsafe pools in
  * 8 KiB chunks, so copying 1400-byte datagrams allocates a fresh ArrayBuffer
- * every ~5 datagrams; a larger slab cuts that by ~50x. A slab stays alive
+ * every ~5 datagrams; a 64 KiB slab cuts that ~10x. A slab stays alive
  * while any slice of it does (e.g. a message the application still holds),
- * which bounds the waste to one slab per retained slice.
+ * so the worst case is one 64 KiB slab pinned per long-held small message;
+ * callers that keep received messages for long should copy them.
  */
 export class Slab {
   private buf: Buffer;
   private pos = 0;
 
-  constructor(private readonly size = 256 * 1024) {
+  constructor(private readonly size = 64 * 1024) {
     this.buf = Buffer.allocUnsafeSlow(size);
   }
 

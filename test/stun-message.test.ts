@@ -13,6 +13,7 @@ import {
   StunMethod,
   type StunMessage,
 } from '../src/stun/message.js';
+import { StunResponder } from '../src/stun/server.js';
 import { bytesToIp, ipToBytes, sameAddress, sameEndpoint, toEndpoint } from '../src/stun/address.js';
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');
@@ -273,11 +274,14 @@ test('address helpers: IPv6 text forms, v4-mapped, equality', () => {
 
 // ---------------------------------------------------------------- fuzz
 
-test('fuzz: 100k seeded random and mutated inputs never throw', { timeout: 120_000 }, (t) => {
+test('fuzz: 100k seeded random and mutated inputs never throw (decodeStun and StunResponder.handle)', { timeout: 120_000 }, (t) => {
   const r = rng(20260521);
   const seeds: Buffer[] = [RFC5769_REQUEST, RFC5769_IPV4_RESPONSE, RFC5769_IPV6_RESPONSE];
   for (let i = 0; i < 50; i++) seeds.push(encodeStun(randomMessage(r)));
+  const responder = new StunResponder({ primary: { address: '127.0.0.1', port: 3478 }, alternate: { address: '127.0.0.2', port: 3479 } });
+  const rinfo = { address: '192.0.2.1', port: 4000, family: 'IPv4' };
   let accepted = 0;
+  let answered = 0;
   const started = performance.now();
   for (let i = 0; i < 100_000; i++) {
     let input: Buffer;
@@ -303,6 +307,12 @@ test('fuzz: 100k seeded random and mutated inputs never throw', { timeout: 120_0
       if (kind === 3 && input.length >= 20 && (input.length - 20) % 4 === 0) input.writeUInt16BE(input.length - 20, 2);
     }
     const m = decodeStun(input);
+    const reply = responder.handle(input, rinfo, i & 3);
+    if (reply !== null) {
+      answered++;
+      assert.ok(m !== null && m.cls === StunClass.Request, 'only decodable requests may be answered');
+      assert.ok(decodeStun(reply.reply), 'our reply must decode');
+    }
     if (m !== null) {
       accepted++;
       assert.ok(isStunPacket(input));
@@ -311,6 +321,6 @@ test('fuzz: 100k seeded random and mutated inputs never throw', { timeout: 120_0
   }
   const ms = performance.now() - started;
   // Diagnostic only: the shared machine makes timing unsuitable for pass/fail.
-  t.diagnostic(`fuzz: 100000 inputs, ${accepted} decoded as STUN, ${ms.toFixed(0)} ms`);
+  t.diagnostic(`fuzz: 100000 inputs, ${accepted} decoded as STUN, ${answered} answered by the responder, ${ms.toFixed(0)} ms`);
   assert.ok(accepted > 0, 'the fuzzer should also produce some valid messages');
 });

@@ -42,13 +42,25 @@ function send(s: dgram.Socket, buf: Buffer, to: { address: string; port: number 
   return new Promise((resolve, reject) => s.send(buf, to.port, to.address, (e) => (e ? reject(e) : resolve())));
 }
 
-/** Sends a raw request and returns the first STUN reply (or null after `ms`). */
+/** Sends a raw request and returns the first STUN reply with its transaction id (or null after `ms`). */
 async function exchange(s: dgram.Socket, req: StunMessage, to: { address: string; port: number }, ms = 1000) {
-  const got = collect(s, ms);
-  await send(s, encodeStun(req), to);
-  const replies = await got;
-  const r = replies.find((x) => decodeStun(x.msg)?.transactionId.equals(req.transactionId));
-  return r ? { msg: decodeStun(r.msg)!, rinfo: r.rinfo } : null;
+  let onMsg: ((m: Buffer, r: dgram.RemoteInfo) => void) | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const reply = new Promise<{ msg: StunMessage; rinfo: dgram.RemoteInfo } | null>((resolve) => {
+    onMsg = (m, rinfo) => {
+      const d = decodeStun(m);
+      if (d?.transactionId.equals(req.transactionId)) resolve({ msg: d, rinfo });
+    };
+    s.on('message', onMsg);
+    timer = setTimeout(() => resolve(null), ms);
+  });
+  try {
+    await send(s, encodeStun(req), to);
+    return await reply;
+  } finally {
+    clearTimeout(timer);
+    s.off('message', onMsg!);
+  }
 }
 
 const bindingRequest = (extra: Partial<StunMessage> = {}): StunMessage => ({

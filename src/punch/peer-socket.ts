@@ -19,6 +19,7 @@ export class PeerSocket {
 
   private constructor(readonly socket: dgram.Socket) {
     this.attach(socket);
+    growBuffers(socket);
   }
 
   static open(host = '0.0.0.0', port = 0): Promise<PeerSocket> {
@@ -81,5 +82,21 @@ export class PeerSocket {
       }
       handler(msg, rinfo, s);
     });
+  }
+}
+
+/**
+ * A full KCP window (1024 segments, ~1.4 MB) can arrive in one burst; the
+ * kernel's default 208 KiB receive buffer would drop most of it and turn a
+ * fast path into a retransmission storm. Best effort: the kernel caps the
+ * size at net.core.rmem_max / wmem_max.
+ */
+const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
+function growBuffers(s: dgram.Socket): void {
+  try {
+    s.setRecvBufferSize(SOCKET_BUFFER_BYTES);
+    s.setSendBufferSize(SOCKET_BUFFER_BYTES);
+  } catch {
+    /* capped or refused: the default still works, only slower */
   }
 }

@@ -22,6 +22,7 @@ export interface FramedSocketOptions {
 export class FramedSocket extends EventEmitter {
   readonly decoder: FrameDecoder;
   private closed = false;
+  private corked = false;
 
   constructor(
     readonly socket: net.Socket,
@@ -60,12 +61,18 @@ export class FramedSocket extends EventEmitter {
 
   sendDatagram(body: Uint8Array): boolean {
     if (this.isClosed) return false;
-    // Two writes with cork: avoids copying the datagram into a new buffer.
-    this.socket.cork();
+    // KCP flushes many datagrams in one go: cork until the end of this tick so
+    // they leave in one writev, instead of one syscall (and TCP segment) each.
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
+    }
     this.socket.write(encodeFrameHeader(FrameKind.Datagram, body.length));
-    const ok = this.socket.write(body);
-    this.socket.uncork();
-    return ok;
+    return this.socket.write(body);
   }
 
   /** Sends an error message, then closes once it is flushed. */

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
-import { Kcp } from '../kcp/index.js';
+import { Kcp, KCP_OVERHEAD } from '../kcp/index.js';
+import { MUX_HEADER_LEN } from '../wire/mux-frame.js';
 import { Mux } from '../mux/index.js';
 import { DatagramOpener, DatagramSealer, type SessionKeys } from '../crypto/index.js';
 import { DatagramType, DATAGRAM_OVERHEAD, MAX_DATAGRAM_LEN } from '../wire/datagram.js';
@@ -73,6 +74,9 @@ export class Session extends EventEmitter {
       // so it must cover a fast path's bandwidth-delay product (4 MiB / 20 ms = 200 MB/s).
       // Memory is only committed while a consumer is not reading.
       initialWindow: STREAM_WINDOW,
+      // One mux frame fills one KCP segment exactly, and one segment one datagram:
+      // fewer, fuller datagrams; and fairness is still decided per datagram.
+      maxFramePayload: KCP_MTU - KCP_OVERHEAD - MUX_HEADER_LEN,
     });
     this.mux.on('error', (e: Error) => opts.log.warn('mux_error', e.message, { sid: opts.sid }));
     const deadAfter = opts.deadAfterMs ?? 30_000;

@@ -4,7 +4,7 @@ import crypto from 'node:crypto';
 import type { Session } from '../session/session.js';
 import type { Path } from '../session/path.js';
 import type { Candidate } from '../wire/control.js';
-import { DatagramType } from '../wire/datagram.js';
+import { DatagramType, peekDatagramHeader } from '../wire/datagram.js';
 import { decodeProbe, encodeProbe } from '../wire/probe.js';
 import type { Logger } from '../util/log.js';
 import type { PeerSocket } from './peer-socket.js';
@@ -15,6 +15,8 @@ export class DirectPath implements Path {
   readonly kind = 'direct' as const;
   readonly remote: string;
   closed = false;
+  /** When one of our probes on this path was last answered (0: never): the path is proven to work both ways. */
+  verifiedAt = 0;
   constructor(
     readonly socket: dgram.Socket,
     readonly address: string,
@@ -56,6 +58,10 @@ export interface DirectOptions {
 
 const MAX_CANDIDATES = 16;
 const MAX_PATHS = 512;
+/** A nomination is followed without a new check if our own probe proved the path this recently. */
+const VERIFIED_FRESH_MS = 10_000;
+/** Extra (birthday) sockets the peer is still using are kept this long after they last received. */
+const SOCKET_QUIET_MS = 15_000;
 
 /**
  * Path discovery for one session (Tailscale calls this disco): sends
@@ -77,11 +83,29 @@ export class DirectPathManager {
   private retryTimer: NodeJS.Timeout | null = null;
   private retryDelay = 1000;
   private birthday: dgram.Socket[] = [];
+  /** Last authenticated datagram per local socket: which birthday sockets the peer still uses. */
+  private socketRecv = new Map<dgram.Socket, number>();
+  /** The plan of the last round, reused when retrying. */
+  private plan: PunchPlan = { kind: 'plain' };
+  /**
+   * The visitor controls which direct path the session uses (ICE calls it the
+   * controlling agent): it nominates a path simply by sending data and
+   * heartbeats on it. The server follows, after checking the path itself.
+   * Without this, with many sockets (birthday punching) each side could pick a
+   * different working pair and close the sockets of the other's choice.
+   */
+  private readonly controlling: boolean;
+  /** Controlled side: the peer has nominated a path; our own probe results no longer switch paths. */
+  private followed = false;
+  /** Highest packet counter received on the current path: an older datagram still in flight on a previous path is no nomination. */
+  private bestCounter = -1n;
+  private nominationCheck: { path: DirectPath; at: number; counter: bigint } | null = null;
   private closed = false;
   attempts = 0;
   successes = 0;
 
   constructor(private readonly opts: DirectOptions) {
+    this.controlling = opts.session.opts.role === 'visitor';
     const index = opts.session.opts.keys.localIndex;
     opts.socket.register(index, (msg, rinfo, sock) => this.onDatagram(msg, rinfo, sock));
     opts.session.on('control', (type: DatagramType, payload: Uint8Array, from: Path) => this.onControl(type, payload, from));
@@ -97,6 +121,7 @@ export class DirectPathManager {
   punch(candidates: Candidate[], plan: PunchPlan, delayMs = 0): void {
     if (this.closed) return;
     for (const c of candidates) this.addCandidate(c);
+    this.plan = plan;
     if (plan.kind === 'none') {
       this.opts.log.info('punch_skipped', plan.reason, { sid: this.opts.session.sid });
       return;
@@ -137,7 +162,7 @@ export class DirectPathManager {
   }
 
   private pathFor(sock: dgram.Socket, address: string, port: number): DirectPath {
-    const key = `${address}|${port}|${(sock.address() as { port: number }).port}`;
+    const key = `${address}|${port}|${socketId(sock)}`;
     let p = this.paths.get(key);
     if (!p) {
       if (this.paths.size >= MAX_PATHS) {
@@ -156,9 +181,33 @@ export class DirectPathManager {
 
   private onDatagram(msg: Buffer, rinfo: dgram.RemoteInfo, sock: dgram.Socket): void {
     const path = this.pathFor(sock, rinfo.address, rinfo.port);
-    if (this.opts.session.receive(msg, path)) {
-      if (path === this.best?.path) this.lastDirectRecv = performance.now();
+    const h = peekDatagramHeader(msg);
+    if (!h || !this.opts.session.receive(msg, path)) return;
+    const now = performance.now();
+    this.socketRecv.set(sock, now);
+    if (path === this.best?.path) {
+      this.lastDirectRecv = now;
+      if (h.counter > this.bestCounter) this.bestCounter = h.counter;
+    } else if (!this.controlling && (h.type === DatagramType.Data || h.type === DatagramType.Heartbeat) && h.counter > this.bestCounter) {
+      this.onNomination(path, now, h.counter);
     }
+  }
+
+  /**
+   * Controlled side: the peer sends data or heartbeats on `path`, so that is the
+   * path it chose. Follow it once our own probe has proven it works both ways
+   * (a copy of an authenticated datagram raced from another address by an
+   * on-path attacker cannot answer our probe, so it cannot steer us).
+   */
+  private onNomination(path: DirectPath, now: number, counter: bigint): void {
+    if (path.verifiedAt && now - path.verifiedAt < VERIFIED_FRESH_MS) {
+      this.bestCounter = counter;
+      return this.adopt(path, this.best?.rttMs ?? 0, true);
+    }
+    const pending = this.nominationCheck;
+    if (pending && pending.path === path && now - pending.at < 200) return;
+    this.nominationCheck = { path, at: now, counter };
+    this.sendProbe(path);
   }
 
   private sendProbe(path: DirectPath): void {
@@ -179,7 +228,10 @@ export class DirectPathManager {
     if (now > p.until) return this.punchFailed();
     const elapsed = now - p.started;
     for (const c of this.candidates) this.sendProbe(this.pathFor(socket.socket, c.address, c.port));
-    if (p.plan.kind === 'open-sockets') await this.birthdayOpen();
+    if (p.plan.kind === 'open-sockets') {
+      await this.birthdayOpen();
+      if (this.punching !== p || this.closed) return; // stopped (or restarted) while sockets opened
+    }
     if (p.plan.kind === 'spray-ports' && elapsed > 200) this.spray();
     // Fast at first, when both sides' first packets are crossing; then back off.
     p.timer = setTimeout(() => void this.probeLoop(), elapsed < 1000 ? 50 : elapsed < 3000 ? 200 : 500);
@@ -229,6 +281,13 @@ export class DirectPathManager {
       const sent = ack ? this.probes.get(ack.id) : undefined;
       if (!ack || !sent || sent.path !== from) return;
       this.probes.delete(ack.id);
+      from.verifiedAt = performance.now();
+      if (this.nominationCheck?.path === from) {
+        if (this.nominationCheck.counter > this.bestCounter) this.bestCounter = this.nominationCheck.counter;
+        this.nominationCheck = null;
+        this.adopt(from, performance.now() - sent.sentAt, true);
+        return;
+      }
       this.confirm(from, performance.now() - sent.sentAt, ack.addr);
       return;
     }
@@ -239,17 +298,31 @@ export class DirectPathManager {
 
   private confirm(path: DirectPath, rttMs: number, observed: string): void {
     const cur = this.best;
-    if (cur && cur.path !== path && !betterPath({ address: path.address, rttMs }, { address: cur.path.address, rttMs: cur.rttMs })) return;
     if (cur?.path === path) {
       cur.rttMs = rttMs;
       return;
     }
+    // Once the controlling peer has nominated a path, only its nominations move us.
+    if (cur && !this.controlling && this.followed) return;
+    if (cur && !betterPath({ address: path.address, rttMs }, { address: cur.path.address, rttMs: cur.rttMs })) return;
+    this.opts.log.debug('punch_ok', `direct path ${path.remote} confirmed, rtt ${rttMs.toFixed(1)} ms, we are seen as ${observed}`, { sid: this.opts.session.sid, rttMs, observed });
+    this.adopt(path, rttMs, false);
+  }
+
+  /** Makes `path` the session's direct path. */
+  private adopt(path: DirectPath, rttMs: number, nominated: boolean): void {
+    const cur = this.best;
+    if (nominated) this.followed = true;
+    if (cur?.path === path) return;
     this.best = { path, rttMs };
     this.lastDirectRecv = performance.now();
     this.retryDelay = 1000;
     if (!cur) this.successes++;
-    this.opts.log.debug('punch_ok', `direct path ${path.remote} confirmed, rtt ${rttMs.toFixed(1)} ms, we are seen as ${observed}`, { sid: this.opts.session.sid, rttMs, observed });
+    if (nominated) this.opts.log.debug('path_followed', `following the peer onto ${path.remote}`, { sid: this.opts.session.sid });
     this.opts.session.usePath(path);
+    // Nominate at once (the controlled peer follows the path our heartbeats use),
+    // rather than at the next heartbeat, while the peer still holds its punching sockets.
+    if (this.controlling) this.opts.session.sendSealed(DatagramType.Heartbeat, new Uint8Array(0), path);
     this.startHeartbeat();
     // Let better pairs (LAN) still answer for a moment, then stop probing.
     if (this.punching) this.punching.until = Math.min(this.punching.until, performance.now() + 500);
@@ -264,6 +337,7 @@ export class DirectPathManager {
       if (!best) return;
       if (performance.now() - this.lastDirectRecv > deadAfter) return this.directDied(deadAfter);
       this.opts.session.sendSealed(DatagramType.Heartbeat, new Uint8Array(0), best.path);
+      if (!this.punching) this.closeQuietSockets(SOCKET_QUIET_MS);
     }, every);
     this.heartbeat.unref();
   }
@@ -271,6 +345,8 @@ export class DirectPathManager {
   private directDied(deadAfter: number): void {
     const dead = this.best!;
     this.best = null;
+    this.followed = false;
+    this.nominationCheck = null;
     if (this.heartbeat) clearInterval(this.heartbeat);
     this.heartbeat = null;
     this.opts.log.warn('direct_lost', `no answer on the direct path ${dead.path.remote} for ${deadAfter / 1000} s`, { sid: this.opts.session.sid });
@@ -287,7 +363,8 @@ export class DirectPathManager {
     this.scheduleRetry(plan);
   }
 
-  private scheduleRetry(plan: PunchPlan = { kind: 'plain' }): void {
+  /** Retries with the same plan as the last round: the NATs have not changed type. */
+  private scheduleRetry(plan: PunchPlan = this.plan): void {
     if (this.closed || this.retryTimer) return;
     const delay = this.retryDelay;
     this.retryDelay = Math.min(this.retryDelay * 2, 60_000);
@@ -302,9 +379,33 @@ export class DirectPathManager {
   private stopPunching(): void {
     if (this.punching) clearTimeout(this.punching.timer);
     this.punching = null;
-    const keep = this.best?.path.socket;
-    for (const s of this.birthday) if (s !== keep) this.opts.socket.closeExtra(s);
-    this.birthday = keep && this.birthday.includes(keep) ? [keep] : [];
+    // Keep the sockets the peer still talks to (its chosen pair may use one of
+    // ours that is not our own best); the heartbeat closes them once quiet.
+    this.closeQuietSockets(3000);
     this.probes.clear();
   }
+
+  /** Closes extra sockets that are not our path's and received nothing authenticated for `quietMs`. */
+  private closeQuietSockets(quietMs: number): void {
+    const keep = this.best?.path.socket;
+    const now = performance.now();
+    const still: dgram.Socket[] = [];
+    for (const s of this.birthday) {
+      if (s === keep || now - (this.socketRecv.get(s) ?? -Infinity) < quietMs) still.push(s);
+      else {
+        this.socketRecv.delete(s);
+        this.opts.socket.closeExtra(s);
+      }
+    }
+    this.birthday = still;
+  }
+}
+
+/** A cheap per-socket tag for path keys (getsockname on every datagram showed up in profiles). */
+const socketIds = new WeakMap<dgram.Socket, number>();
+let nextSocketId = 1;
+function socketId(s: dgram.Socket): number {
+  let id = socketIds.get(s);
+  if (id === undefined) socketIds.set(s, (id = nextSocketId++));
+  return id;
 }

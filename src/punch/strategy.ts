@@ -23,12 +23,17 @@ export function planPunch(mine: NatInfo | undefined, peer: NatInfo | undefined):
   return { kind: 'plain' };
 }
 
-/** Path preference: a LAN address beats a public one; then the lower round-trip time. */
+/**
+ * Path preference: a LAN address beats a public one; then a clearly lower
+ * round-trip time. Small differences are noise (probe RTTs measured while a
+ * birthday punch floods the event loop vary by tens of ms), and every switch
+ * costs a path move on both peers, so they do not count.
+ */
 export function betterPath(a: { address: string; rttMs: number }, b: { address: string; rttMs: number }): boolean {
   const la = isPrivateAddress(a.address);
   const lb = isPrivateAddress(b.address);
   if (la !== lb) return la;
-  return a.rttMs < b.rttMs * 0.7;
+  return a.rttMs < b.rttMs * 0.7 && b.rttMs - a.rttMs > 25;
 }
 
 export function isPrivateAddress(ip: string): boolean {

@@ -1,12 +1,19 @@
 #!/usr/bin/env node
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { Command, Option } from 'commander';
 import { addLogOptions, die, ExitSignal, loggerFrom, onShutdown } from '../src/util/cli-common.js';
-import { parseHostPort } from '../src/util/addr.js';
-import { NAME_RE } from '../src/wire/control.js';
-import { ServePeer } from './serve.js';
-import { VisitPeer } from './visit.js';
+import { parseHostPort, type HostPort } from '../src/util/addr.js';
+import { NAME_RE, type Mode } from '../src/wire/control.js';
 import type { Logger } from '../src/util/log.js';
 import { detectNat } from '../src/stun/nat.js';
+import { ConfigError, layered, loadConfigFile, PeerConfig } from '../src/config/index.js';
+import { encodePublicKey, generateIdentity, identityReady, parseIdentity, parsePublicKey, serializeIdentity, type Identity } from '../src/crypto/identity.js';
+import { PeerApp, type ServeSpec, type VisitSpec } from './app.js';
+import { adminRequest, defaultAdminPath } from './admin.js';
+import { formatStatus } from './status.js';
+import type { PeerStatus } from './app.js';
 
 const program = new Command('peer')
   .description('Reach a TCP service behind NAT, peer to peer, end-to-end encrypted.')
@@ -20,6 +27,10 @@ Examples:
     peer visit ssh-home --bind 127.0.0.1:2222 --server rdv.example.com:7000 --secret "$S"
   as an ssh ProxyCommand (PEER_SERVER and PEER_SECRET in the environment):
     ssh -o ProxyCommand='peer visit %h --stdio' ssh-home
+  several services and visitors from one file (see docs/CLI.md "Config file"):
+    peer run --config /etc/holepunch/peer.toml
+  what is running, on which path?
+    peer status
   what kind of NAT am I behind?
     peer nat --server rdv.example.com:7000
 
@@ -28,30 +39,55 @@ Logs go to stderr; --log-format json prints one object per line with an "event" 
   )
   .showHelpAfterError('(run with --help for usage)');
 
-function common(cmd: Command): Command {
+/** Options of every command that runs tunnels (serve, visit, run). */
+function tunnelOptions(cmd: Command): Command {
   addLogOptions(cmd);
   return cmd
-    .addOption(new Option('--server <host:port>', 'the rendezvous to use').env('PEER_SERVER').makeOptionMandatory())
-    .addOption(new Option('--secret <secret>', 'shared secret of this service; both peers must use the same (prefer PEER_SECRET: flags show in ps)').env('PEER_SECRET').makeOptionMandatory())
+    .option('--config <file>', 'TOML config file (keys are these option names; flags and environment variables override it)')
+    .addOption(new Option('--server <host:port>', 'the rendezvous to use').env('PEER_SERVER'))
+    .addOption(new Option('--secret <secret>', 'shared secret of this service; both peers must use the same (prefer PEER_SECRET: flags show in ps)').env('PEER_SECRET'))
     .addOption(new Option('--token <token>', 'token the rendezvous requires, if it was started with --token').env('PEER_TOKEN'))
-    .addOption(new Option('--mode <mode>', 'auto: relay first, upgrade to direct; direct: never relay; relay: never punch').choices(['auto', 'direct', 'relay']).default('auto'));
+    .addOption(new Option('--mode <mode>', 'auto: relay first, upgrade to direct; direct: never relay; relay: never punch').choices(['auto', 'direct', 'relay']).default('auto'))
+    .option('--identity <file>', 'long-term key pair from `peer keygen` (serve: holds the name, proves the server to pinning visitors; visit: proves us to --allow)')
+    .option('--admin <path>', `admin socket for \`peer status\` (default ${defaultAdminPath()})`)
+    .option('--no-admin', 'do not open an admin socket')
+    .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (and status JSON at /status)')
+    .option('--drain-timeout <seconds>', 'on SIGTERM/SIGINT, how long open connections get to finish before they are ended with a FIN', '10');
 }
 
-interface CommonOpts {
-  server: string;
-  secret: string;
-  token?: string;
-  mode: 'auto' | 'direct' | 'relay';
+interface LogOpts {
   logFormat: string;
   logLevel: string;
   quiet?: boolean;
+}
+
+/** The config file (if any) and a logger that honours it; config errors end the process with their file:line message. */
+function setup(cmd: Command): { file: PeerConfig | null; log: Logger } {
+  const o = cmd.opts() as LogOpts & { config?: string };
+  let file: PeerConfig | null = null;
+  let configError: string | null = null;
+  if (o.config) {
+    try {
+      file = loadConfigFile(o.config, PeerConfig);
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      configError = e.message;
+    }
+  }
+  const log = loggerFrom({
+    logFormat: layered(cmd, 'logFormat', { top: file?.['log-format'] }),
+    logLevel: layered(cmd, 'logLevel', { top: file?.['log-level'] }),
+    quiet: layered(cmd, 'quiet', { top: file?.quiet }),
+  });
+  if (configError) die(log, configError);
+  return { file, log };
 }
 
 function checkName(log: Logger, name: string): void {
   if (!NAME_RE.test(name)) die(log, `invalid name "${name}": use 1-63 of A-Z a-z 0-9 . _ - starting with a letter or digit`);
 }
 
-function parseOrDie(log: Logger, value: string, what: string, defaultHost: string) {
+function parseOrDie(log: Logger, value: string, what: string, defaultHost: string): HostPort {
   try {
     return parseHostPort(value, defaultHost, what);
   } catch (e) {
@@ -59,67 +95,231 @@ function parseOrDie(log: Logger, value: string, what: string, defaultHost: strin
   }
 }
 
-common(program.command('serve'))
-  .description('make a local TCP service reachable by name')
-  .requiredOption('--name <name>', 'name visitors use to reach this service (e.g. ssh-home)')
-  .requiredOption('--local <host:port>', 'the local service to expose (e.g. 127.0.0.1:22)')
-  .action(async (o: CommonOpts & { name: string; local: string }) => {
-    const log = loggerFrom(o);
-    checkName(log, o.name);
-    const peer = new ServePeer({
-      name: o.name,
-      local: parseOrDie(log, o.local, '--local', '127.0.0.1'),
-      server: parseOrDie(log, o.server, '--server', '127.0.0.1'),
-      secret: o.secret,
-      token: o.token,
-      mode: o.mode,
-      log,
-    });
-    onShutdown(log, () => peer.stop());
+function keyOrDie(log: Logger, text: string, what: string): Uint8Array {
+  try {
+    return parsePublicKey(text);
+  } catch (e) {
+    return die(log, `${what}: ${(e as Error).message}`);
+  }
+}
+
+function loadIdentity(log: Logger, file: string): Identity {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    return die(log, `cannot read identity file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message} (make one with \`peer keygen --out ${file}\`)`);
+  }
+  try {
+    const mode = fs.statSync(file).mode & 0o077;
+    if (mode) log.warn('insecure_identity', `identity file ${file} is readable by other users; chmod 600 it`, { file });
+    return parseIdentity(text, `identity file ${file}`);
+  } catch (e) {
+    return die(log, (e as Error).message);
+  }
+}
+
+/** Settings shared by every entry of one command: flags > entry > env > file top level > default. */
+function commonFor(cmd: Command, log: Logger, file: PeerConfig | null, entry: { server?: string; secret?: string; token?: string; mode?: Mode }, identity: Identity | undefined, label: string) {
+  const server = layered<string>(cmd, 'server', { entry: entry.server, top: file?.server });
+  const secret = layered<string>(cmd, 'secret', { entry: entry.secret, top: file?.secret });
+  if (!server) die(log, `${label}: no rendezvous: pass --server HOST:PORT, set PEER_SERVER, or set server in the config file`);
+  if (!secret) die(log, `${label}: no secret: pass --secret, set PEER_SECRET, or set secret in the config file`);
+  return {
+    server: parseOrDie(log, server, '--server', '127.0.0.1'),
+    secret,
+    token: layered<string>(cmd, 'token', { entry: entry.token, top: file?.token }),
+    mode: layered<Mode>(cmd, 'mode', { entry: entry.mode, top: file?.mode }) ?? 'auto',
+    identity,
+  };
+}
+
+/** Starts every entry in one process, with the admin socket and metrics; the process lives until a signal or a fatal error. */
+async function runAll(cmd: Command, log: Logger, file: PeerConfig | null, serves: ServeSpec[], visits: VisitSpec[]): Promise<void> {
+  if (!serves.length && !visits.length) die(log, 'nothing to run: give --name/--local (serve), a NAME (visit), or [[serve]]/[[visit]] entries in the --config file');
+  const o = cmd.opts() as { drainTimeout: string };
+  const drainS = Number(layered<string | number>(cmd, 'drainTimeout', { top: file?.['drain-timeout'] }));
+  if (!Number.isFinite(drainS) || drainS < 0) die(log, `invalid --drain-timeout "${o.drainTimeout}": expected seconds >= 0`);
+  const app = new PeerApp(log);
+  const stdio = visits.some((v) => v.bind === null);
+  const several = serves.length + visits.length > 1;
+  // One line per entry reads better with the entry's name on it when a process runs several.
+  const logFor = (name: string) => (several ? log.child({ entry: name }) : log);
+  onShutdown(log, () => app.shutdown(drainS * 1000), drainS * 1000 + 5000);
+  try {
+    const metrics = layered<string>(cmd, 'metrics', { top: file?.metrics });
+    if (metrics) {
+      const where = await app.startMetrics(parseOrDie(log, metrics, '--metrics', '127.0.0.1'));
+      log.info('metrics', `metrics at http://${where}/metrics, status at http://${where}/status`, { listen: where });
+    }
+    await startAdmin(cmd, log, file, app, stdio);
+    await Promise.all(serves.map((s) => app.startServe(s, logFor(s.name))));
+    await Promise.all(visits.filter((v) => v.bind).map((v) => app.startVisit(v, logFor(v.name))));
+    const one = visits.find((v) => v.bind === null);
+    if (one) {
+      await app.startVisit(one, log);
+      app.stop();
+      setTimeout(() => process.exit(0), 50);
+    }
+  } catch (e) {
+    if (e instanceof ExitSignal) return;
+    die(log, (e as Error).message);
+  }
+}
+
+async function startAdmin(cmd: Command, log: Logger, file: PeerConfig | null, app: PeerApp, stdio: boolean): Promise<void> {
+  const configured = layered<string | boolean>(cmd, 'admin', { top: file?.admin });
+  if (configured === false) return;
+  const explicit = typeof configured === 'string';
+  // ssh starts one `visit --stdio` per connection: they stay out of the way unless asked.
+  if (stdio && !explicit) return;
+  const where = explicit ? configured : defaultAdminPath();
+  try {
+    await app.startAdmin(where);
+    log.debug('admin', `admin socket at ${where}`, { path: where });
+  } catch (e) {
+    if (explicit) die(log, (e as Error).message);
+    log.warn('admin_unavailable', `no admin socket: ${(e as Error).message}`, { path: where });
+  }
+}
+
+function identityFor(cmd: Command, log: Logger, file: PeerConfig | null): Identity | undefined {
+  const f = layered<string>(cmd, 'identity', { top: file?.identity });
+  return f ? loadIdentity(log, f) : undefined;
+}
+
+tunnelOptions(program.command('serve'))
+  .description('make a local TCP service reachable by name (or every [[serve]] entry of --config)')
+  .option('--name <name>', 'name visitors use to reach this service (e.g. ssh-home)')
+  .option('--local <host:port>', 'the local service to expose (e.g. 127.0.0.1:22)')
+  .option('--allow <pubkey>', 'only visitors holding this key (from `peer keygen`) may connect; repeat for several', (v: string, prev: string[] = []) => [...prev, v])
+  .action(async (_o: unknown, cmd: Command) => {
+    const { file, log } = setup(cmd);
+    await identityReady();
+    const o = cmd.opts() as { name?: string; local?: string; allow?: string[] };
+    const identity = identityFor(cmd, log, file);
+    let entries = file?.serve ?? [];
+    if (o.name) {
+      checkName(log, o.name);
+      const fromFile = entries.find((e) => e.name.toLowerCase() === o.name!.toLowerCase());
+      const local = o.local ?? fromFile?.local;
+      if (!local) die(log, `serve "${o.name}": missing --local HOST:PORT`);
+      entries = [{ ...fromFile, name: o.name, local }];
+    } else if (o.local) die(log, 'serve: --local needs --name');
+    else if (!entries.length) die(log, 'serve needs --name NAME --local HOST:PORT (or [[serve]] entries in --config FILE)');
+    const specs = entries.map((e) => serveSpec(cmd, log, file, e, identity, o.allow));
+    await runAll(cmd, log, file, specs, []);
+  });
+
+function serveSpec(cmd: Command, log: Logger, file: PeerConfig | null, e: { name: string; local: string; server?: string; secret?: string; token?: string; mode?: Mode; allow?: string[] }, identity: Identity | undefined, allowFlags?: string[]): ServeSpec {
+  const allow = (allowFlags ?? e.allow ?? []).map((k) => keyOrDie(log, k, `serve "${e.name}" --allow`));
+  if (allow.length && !identity) log.info('identity', `serve "${e.name}": --allow without --identity; using a fresh key for this run`, { name: e.name });
+  return {
+    name: e.name,
+    local: parseOrDie(log, e.local, '--local', '127.0.0.1'),
+    allow: allow.length ? allow : undefined,
+    ...commonFor(cmd, log, file, e, identity, `serve "${e.name}"`),
+  };
+}
+
+tunnelOptions(program.command('visit'))
+  .description('reach a named service: on a local port (--bind) or on stdin/stdout (--stdio); without NAME, every [[visit]] entry of --config')
+  .argument('[name]', 'the name the service was registered with')
+  .option('--bind <host:port>', 'accept local connections here (e.g. 127.0.0.1:2222); port 0 picks one')
+  .option('--stdio', 'carry one connection over stdin/stdout (for ssh -o ProxyCommand)')
+  .option('--server-key <pubkey>', 'refuse the server unless it proves it holds this key (its `peer keygen` public key)')
+  .action(async (name: string | undefined, _o: unknown, cmd: Command) => {
+    const { file, log } = setup(cmd);
+    await identityReady();
+    const o = cmd.opts() as { bind?: string; stdio?: boolean; serverKey?: string };
+    const identity = identityFor(cmd, log, file);
+    let specs: VisitSpec[];
+    if (name) {
+      checkName(log, name);
+      const fromFile = file?.visit.find((e) => e.name.toLowerCase() === name.toLowerCase());
+      if (o.bind && o.stdio) die(log, 'visit needs exactly one of --bind HOST:PORT or --stdio');
+      const bind = o.stdio ? null : (o.bind ?? fromFile?.bind);
+      if (bind === undefined) die(log, 'visit needs exactly one of --bind HOST:PORT or --stdio');
+      specs = [visitSpec(cmd, log, file, { ...fromFile, name, bind }, identity, o.serverKey)];
+    } else {
+      if (o.bind || o.stdio) die(log, 'visit: --bind and --stdio need a NAME');
+      if (!file?.visit.length) die(log, 'visit needs a NAME (or [[visit]] entries in --config FILE)');
+      specs = file.visit.map((e) => visitSpec(cmd, log, file, e, identity, o.serverKey));
+    }
+    await runAll(cmd, log, file, [], specs);
+  });
+
+function visitSpec(cmd: Command, log: Logger, file: PeerConfig | null, e: { name: string; bind: string | null; server?: string; secret?: string; token?: string; mode?: Mode; 'server-key'?: string }, identity: Identity | undefined, serverKeyFlag?: string): VisitSpec {
+  const serverKey = serverKeyFlag ?? e['server-key'];
+  return {
+    name: e.name,
+    bind: e.bind === null ? null : parseOrDie(log, e.bind, '--bind', '127.0.0.1'),
+    serverKey: serverKey ? keyOrDie(log, serverKey, `visit "${e.name}" --server-key`) : undefined,
+    ...commonFor(cmd, log, file, e, identity, `visit "${e.name}"`),
+  };
+}
+
+tunnelOptions(program.command('run'))
+  .description('run every [[serve]] and [[visit]] entry of a config file in one process')
+  .addHelpText('after', '\nExample:\n  peer run --config /etc/holepunch/peer.toml\n\nSee docs/CLI.md "Config file" for the format.')
+  .action(async (_o: unknown, cmd: Command) => {
+    const { file, log } = setup(cmd);
+    if (!file) die(log, 'run needs --config FILE');
+    await identityReady();
+    const identity = identityFor(cmd, log, file);
+    const serves = file.serve.map((e) => serveSpec(cmd, log, file, e, identity));
+    const visits = file.visit.map((e) => visitSpec(cmd, log, file, e, identity));
+    await runAll(cmd, log, file, serves, visits);
+  });
+
+program
+  .command('status')
+  .description('show the tunnels of the running peer (serve, visit --bind or run) through its admin socket')
+  .option('--admin <path>', `the peer's admin socket (default ${defaultAdminPath()})`)
+  .option('--json', 'print the status as one JSON object')
+  .action(async (o: { admin?: string; json?: boolean }) => {
     try {
-      await peer.start();
+      const reply = (await adminRequest(o.admin ?? defaultAdminPath(), 'status')) as unknown as PeerStatus & { ok?: boolean };
+      delete reply.ok;
+      process.stdout.write(o.json ? JSON.stringify(reply) + '\n' : formatStatus(reply));
     } catch (e) {
-      if (e instanceof ExitSignal) return;
-      die(log, (e as Error).message);
+      die(null, (e as Error).message);
     }
   });
 
-common(program.command('visit'))
-  .description('reach a named service: on a local port (--bind) or on stdin/stdout (--stdio)')
-  .argument('<name>', 'the name the service was registered with')
-  .option('--bind <host:port>', 'accept local connections here (e.g. 127.0.0.1:2222); port 0 picks one')
-  .option('--stdio', 'carry one connection over stdin/stdout (for ssh -o ProxyCommand)')
-  .action(async (name: string, o: CommonOpts & { bind?: string; stdio?: boolean }) => {
-    const log = loggerFrom(o);
-    checkName(log, name);
-    if (!o.bind === !o.stdio) die(log, 'visit needs exactly one of --bind HOST:PORT or --stdio');
-    const bind = o.bind ? parseOrDie(log, o.bind, '--bind', '127.0.0.1') : null;
-    const peer = new VisitPeer({ name, server: parseOrDie(log, o.server, '--server', '127.0.0.1'), secret: o.secret, token: o.token, mode: o.mode, log });
-    onShutdown(log, () => peer.stop());
+program
+  .command('keygen')
+  .description('make a long-term key pair: prints the public key, writes the key pair to a file readable only by you')
+  .option('--out <file>', 'where to write the key pair', defaultIdentityPath())
+  .option('--force', 'overwrite an existing file')
+  .addHelpText('after', '\nGive the file to `serve --identity` / `visit --identity`; give the printed public key to the other side\n(`serve --allow KEY` to admit a visitor, `visit --server-key KEY` to pin a server).')
+  .action(async (o: { out: string; force?: boolean }) => {
+    await identityReady();
+    if (fs.existsSync(o.out) && !o.force) die(null, `${o.out} already exists (use --force to replace it; visitors or servers pinning its key would then refuse you)`);
+    const id = generateIdentity();
     try {
-      await peer.init();
-      if (bind) {
-        const addr = await peer.listen(bind);
-        const where = `${addr.address}:${addr.port}`;
-        log.info('ready', `"${name}" is reachable at ${where}`, { name, address: addr.address, port: addr.port, bind: where });
-      } else {
-        log.info('ready', `"${name}" connected on stdin/stdout`, { name, stdio: true });
-        await peer.stdio();
-        peer.stop();
-        setTimeout(() => process.exit(0), 50);
-      }
+      fs.mkdirSync(path.dirname(o.out), { recursive: true, mode: 0o700 });
+      // O_EXCL unless --force, and 0600 from the first byte, not after a chmod.
+      fs.writeFileSync(o.out, serializeIdentity(id), { mode: 0o600, flag: o.force ? 'w' : 'wx' });
+      fs.chmodSync(o.out, 0o600);
     } catch (e) {
-      if (e instanceof ExitSignal) return;
-      die(log, (e as Error).message);
+      die(null, `cannot write ${o.out}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
+    process.stdout.write(encodePublicKey(id.publicKey) + '\n');
+    process.stderr.write(`key pair written to ${o.out}\n`);
   });
+
+function defaultIdentityPath(): string {
+  const base = process.env.XDG_CONFIG_HOME || path.join(os.homedir(), '.config');
+  return path.join(base, 'holepunch', 'identity.json');
+}
 
 addLogOptions(program.command('nat'))
   .description('classify this host\'s NAT against a rendezvous (or any RFC 5389 STUN server)')
   .addHelpText('after', '\nMapping and filtering tests need a server with a second address (rendezvous --alt-udp).')
   .addOption(new Option('--server <host:port>', 'the rendezvous (its UDP port) or a STUN server').env('PEER_SERVER').makeOptionMandatory())
   .option('--json', 'print the report as one JSON object on stdout')
-  .action(async (o: { server: string; json?: boolean; logFormat: string; logLevel: string; quiet?: boolean }) => {
+  .action(async (o: { server: string; json?: boolean } & LogOpts) => {
     const log = loggerFrom(o);
     const server = parseOrDie(log, o.server, '--server', '127.0.0.1');
     try {

@@ -60,6 +60,7 @@ export const PeerConfig = z.strictObject({
   admin: z.union([nonEmpty, z.literal(false)]).optional(),
   metrics: hostPort.optional(),
   identity: nonEmpty.optional(),
+  'drain-timeout': z.number().min(0).max(3600).optional(),
   serve: z.array(ServeEntry).default([]),
   visit: z.array(VisitEntry).default([]),
 });

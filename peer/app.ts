@@ -1,0 +1,202 @@
+import type net from 'node:net';
+import { ServePeer } from './serve.js';
+import { VisitPeer } from './visit.js';
+import { AdminServer } from './admin.js';
+import type { TunnelInfo } from './tunnel.js';
+import { createPeerMetrics, type PeerMetricsEntry } from '../src/metrics/peer.js';
+import { startObserveServer } from '../src/metrics/http.js';
+import { natTypeFrom } from '../src/stun/nat.js';
+import { formatHostPort, type HostPort } from '../src/util/addr.js';
+import type { Identity } from '../src/crypto/identity.js';
+import type { Mode, NatInfo } from '../src/wire/control.js';
+import type { Logger } from '../src/util/log.js';
+
+export interface Common {
+  server: HostPort;
+  secret: string;
+  token?: string;
+  mode: Mode;
+  identity?: Identity;
+}
+export interface ServeSpec extends Common {
+  name: string;
+  local: HostPort;
+  allow?: Uint8Array[];
+}
+export interface VisitSpec extends Common {
+  name: string;
+  /** null: one connection on stdin/stdout. */
+  bind: HostPort | null;
+  serverKey?: Uint8Array;
+}
+
+type Entry = { kind: 'serve'; spec: ServeSpec; peer: ServePeer } | { kind: 'visit'; spec: VisitSpec; peer: VisitPeer; bound?: string };
+
+export interface NatView {
+  mapping: string;
+  filtering: string;
+  type: string;
+}
+export interface TunnelStatus {
+  name: string;
+  kind: 'serve' | 'visit';
+  sid: string;
+  path: 'relay' | 'direct' | null;
+  remote: string | null;
+  rttMs: number | null;
+  bytesSent: number;
+  bytesReceived: number;
+  wireBytesSent: number;
+  wireBytesReceived: number;
+  streams: number;
+  uptimeS: number;
+  startedAt: string;
+  nat: { local: NatView | null; peer: NatView | null };
+  punch: { attempts: number; successes: number };
+  rejectedDatagrams: number;
+}
+export interface PeerStatus {
+  pid: number;
+  uptimeS: number;
+  entries: { kind: 'serve' | 'visit'; name: string; server: string; local?: string; bind?: string; up: boolean; streams: number }[];
+  tunnels: TunnelStatus[];
+}
+
+/**
+ * One peer process: any number of serve and visit entries (from flags or a
+ * config file), plus the admin socket and the metrics listener they share.
+ */
+export class PeerApp {
+  private entries: Entry[] = [];
+  private admin: AdminServer | null = null;
+  private observe: { close(): Promise<void> } | null = null;
+  private readonly started = Date.now();
+
+  constructor(readonly log: Logger) {}
+
+  /** Registers the name; rejects on what retrying cannot fix (name taken, bad token, unreachable at start). */
+  async startServe(spec: ServeSpec, log = this.log): Promise<ServePeer> {
+    const peer = new ServePeer({ ...spec, log });
+    this.entries.push({ kind: 'serve', spec, peer });
+    await peer.start();
+    return peer;
+  }
+
+  /** Opens the session and, with a bind address, the listener (logging `ready`); with stdio, carries one connection and resolves when it ends. */
+  async startVisit(spec: VisitSpec, log = this.log): Promise<VisitPeer> {
+    const peer = new VisitPeer({ ...spec, log });
+    const entry: Entry = { kind: 'visit', spec, peer };
+    this.entries.push(entry);
+    await peer.init();
+    if (spec.bind) {
+      const addr: net.AddressInfo = await peer.listen(spec.bind);
+      entry.bound = formatHostPort(addr);
+      log.info('ready', `"${spec.name}" is reachable at ${entry.bound}`, { name: spec.name, address: addr.address, port: addr.port, bind: entry.bound });
+    } else {
+      log.info('ready', `"${spec.name}" connected on stdin/stdout`, { name: spec.name, stdio: true });
+      await peer.stdio();
+    }
+    return peer;
+  }
+
+  async startAdmin(path: string): Promise<string> {
+    const admin = new AdminServer(path, async (req) => {
+      if (req.cmd === 'status') return this.status();
+      throw new Error(`unknown command "${req.cmd}"`);
+    });
+    await admin.listen();
+    this.admin = admin;
+    return path;
+  }
+
+  async startMetrics(listen: HostPort): Promise<string> {
+    const registry = createPeerMetrics(() => this.metricsEntries());
+    const srv = await startObserveServer({ listen, registry, status: () => this.status() });
+    this.observe = srv;
+    return formatHostPort(srv);
+  }
+
+  async status(): Promise<PeerStatus> {
+    const now = Date.now();
+    const tunnels: Promise<TunnelStatus>[] = [];
+    for (const e of this.entries) {
+      for (const t of e.peer.host.snapshot()) tunnels.push(this.tunnelStatus(e, t, now));
+    }
+    return {
+      pid: process.pid,
+      uptimeS: round1((now - this.started) / 1000),
+      entries: this.entries.map((e) => ({
+        kind: e.kind,
+        name: e.spec.name,
+        server: formatHostPort(e.spec.server),
+        ...(e.kind === 'serve' ? { local: formatHostPort(e.spec.local) } : { bind: e.bound ?? 'stdio' }),
+        up: e.kind === 'serve' ? e.peer.registered : e.peer.connected,
+        streams: e.peer.streams.size,
+      })),
+      tunnels: await Promise.all(tunnels),
+    };
+  }
+
+  /** Graceful: every entry stops accepting, open connections get `graceMs` to finish, then a FIN. */
+  async shutdown(graceMs: number): Promise<void> {
+    this.admin?.close();
+    await Promise.all(this.entries.map((e) => e.peer.drain(graceMs)));
+    await this.observe?.close();
+  }
+
+  stop(): void {
+    this.admin?.close();
+    for (const e of this.entries) e.peer.stop();
+    void this.observe?.close();
+  }
+
+  private async tunnelStatus(e: Entry, t: TunnelInfo, now: number): Promise<TunnelStatus> {
+    // A fresh round trip through the tunnel; KCP's smoothed RTT when the peer is slow to answer.
+    let rttMs: number | null = t.rttMs || null;
+    const tunnel = e.peer.host.tunnels.get(t.sid);
+    if (tunnel && !tunnel.session.closed) {
+      try {
+        rttMs = round1(await tunnel.session.mux.ping(1000));
+      } catch {
+        // keep the smoothed value
+      }
+    }
+    return {
+      name: e.spec.name,
+      kind: e.kind,
+      sid: t.sid,
+      path: t.path,
+      remote: t.remote,
+      rttMs,
+      bytesSent: t.bytesSent,
+      bytesReceived: t.bytesReceived,
+      wireBytesSent: t.wireBytesOut,
+      wireBytesReceived: t.wireBytesIn,
+      streams: t.streams,
+      uptimeS: round1((now - t.startedAt) / 1000),
+      startedAt: new Date(t.startedAt).toISOString(),
+      nat: { local: natView(t.localNat), peer: natView(t.peerNat) },
+      punch: { attempts: t.punchAttempts, successes: t.punchSuccesses },
+      rejectedDatagrams: t.rejectedDatagrams,
+    };
+  }
+
+  private metricsEntries(): PeerMetricsEntry[] {
+    return this.entries.map((e) => ({
+      kind: e.kind,
+      name: e.spec.name,
+      totals: e.peer.host.totals(),
+      tunnels: e.peer.host.snapshot(),
+      up: e.kind === 'serve' ? e.peer.registered : e.peer.connected,
+    }));
+  }
+}
+
+function natView(n: NatInfo | null): NatView | null {
+  if (!n) return null;
+  return { mapping: n.mapping, filtering: n.filtering, type: natTypeFrom(n.mapping, n.filtering, false) };
+}
+
+function round1(x: number): number {
+  return Math.round(x * 10) / 10;
+}

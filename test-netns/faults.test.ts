@@ -134,6 +134,8 @@ test('5 s UDP mapping timeout in both NATs, tunnel idle 40 s: the next request g
 test('10% loss on both routers: a 20 MB transfer is exact', async (t) => {
   const tl = await startTunnelLab(t, { a: { type: 'cone', loss: 10 }, b: { type: 'cone', loss: 10 } }, { prefix: uniquePrefix('floss') });
   if (!tl) return;
+  // The loss really is in place on both WANs (else this test proves nothing).
+  for (const r of ['ra', 'rb']) assert.match((await tl.lab.exec(r, ['nft', 'list', 'table', 'inet', 'labloss'], { check: true })).stdout, /mod 100 < 10 drop/);
   await tl.waitPath('direct', 30_000);
   const r = await tl.transfer(20 * MB, { timeoutMs: 150_000 });
   assertExact(r, tl, '20 MB under 10% loss');

@@ -13,6 +13,14 @@ import { sleep, startTunnelLab, uniquePrefix, type TunnelLab } from './helpers.j
 
 const isHard = (t: RouterType) => t === 'symmetric';
 const expectedPath = (a: RouterType, b: RouterType) => (isHard(a) && isHard(b) ? 'relay' : 'direct');
+/** The punch plan each side must choose from the two NAT classifications. */
+function expectedPlan(mine: RouterType, peer: RouterType): string {
+  if (isHard(mine) && isHard(peer)) return 'none';
+  if (isHard(mine)) return 'open-sockets';
+  if (isHard(peer)) return 'spray-ports';
+  return 'plain';
+}
+const planOf = (tl: TunnelLab, who: 'visit' | 'serve') => (tl.events('punch_start', who).at(0)?.plan as string | undefined) ?? (tl.events('punch_skipped', who).length ? 'none' : undefined);
 
 /**
  * Unordered pairs (visitor a, server b), plus the reverse of each hard-vs-easy
@@ -60,8 +68,10 @@ test('punch matrix: every pair of {public, fullcone, cone, symmetric}', async (t
       assert.equal(r.got, r.sent);
       assert.equal(tl.lastPath(), want, `path sequence ${tl.pathSequence().join(' -> ')}\n${tl.dump()}`);
       if (want === 'relay') assert.ok(!tl.pathSequence().includes('direct'), 'symmetric x symmetric must never go direct');
-      const plan = tl.events('punch_start').map((e) => e.plan).at(0) as string | undefined;
-      cells.set(`${a}|${b}`, { path: tl.lastPath() ?? '-', ms: tl.timeToDirect(), plan });
+      // The plan shows the NAT classification and strategy both sides chose (birthday where one side is hard).
+      assert.equal(planOf(tl, 'visit'), expectedPlan(a, b), 'visitor plan');
+      assert.equal(planOf(tl, 'serve'), expectedPlan(b, a), 'server plan');
+      cells.set(`${a}|${b}`, { path: tl.lastPath() ?? '-', ms: tl.timeToDirect(), plan: planOf(tl, 'visit') });
     });
   }
   for (const line of renderMatrix(cells).split('\n')) t.diagnostic(line);
@@ -77,17 +87,54 @@ async function waitSkipped(tl: TunnelLab): Promise<void> {
 }
 
 function renderMatrix(cells: Map<string, Cell>): string {
-  const w = 22;
+  const w = 27;
   const lines = ['punch matrix (rows: visitor NAT, columns: server NAT; path, time from session start to direct, visitor plan)'];
   lines.push('visitor \\ server'.padEnd(18) + ROUTER_TYPES.map((x) => x.padEnd(w)).join(''));
   for (const a of ROUTER_TYPES) {
     let row = a.padEnd(18);
     for (const b of ROUTER_TYPES) {
       const c = cells.get(`${a}|${b}`);
-      const text = !c ? '.' : c.path === 'direct' ? `direct ${c.ms ?? '?'}ms ${c.plan ?? ''}` : `${c.path}`;
-      row += text.padEnd(w);
+      const text = !c ? '.' : c.path === 'direct' ? `direct ${c.ms ?? '?'}ms ${c.plan ?? ''}` : `${c.path} (${c.plan ?? '?'})`;
+      row += text.padEnd(w - 1) + ' ';
     }
     lines.push(row.trimEnd());
   }
   return lines.join('\n');
 }
+
+test('symmetric visitor vs cone server: direct through the birthday approach', async (t) => {
+  const tl = await startTunnelLab(t, { a: 'symmetric', b: 'cone' }, { prefix: uniquePrefix('bday') });
+  if (!tl) return;
+  const direct = await tl.waitPath('direct', 25_000);
+  // Birthday: the hard side (visitor) opens many sockets, the easy side sprays ports.
+  assert.equal(planOf(tl, 'visit'), 'open-sockets');
+  assert.equal(planOf(tl, 'serve'), 'spray-ports');
+  // The server reaches the visitor through a mapping STUN never saw: one of the
+  // extra sockets' (a symmetric NAT maps each destination to a new port).
+  const srflx = (tl.events('punch_start', 'serve')[0]!.candidates as string[]).filter((c) => c.startsWith(`${tl.lab.addr('ra')}:`));
+  const serverPath = tl.pathEvents('serve').filter((e) => e.path === 'direct').at(-1)!;
+  assert.ok(!srflx.includes(String(serverPath.remote)), `server path ${serverPath.remote} is a STUN candidate ${srflx.join(',')}`);
+  assert.equal(String(serverPath.remote).split(':')[0], tl.lab.addr('ra'));
+  const r = await tl.transfer(4 * MB, { timeoutMs: 30_000 });
+  assert.ok(r.ok, `transfer failed: ${JSON.stringify(r)}\n${tl.dump()}`);
+  assert.equal(r.got, r.sent);
+  assert.equal(tl.lastPath(), 'direct');
+  assert.equal(tl.lastPath('serve'), 'direct');
+  t.diagnostic(`direct after ${tl.timeToDirect()} ms via ${direct.remote} (visitor) / ${serverPath.remote} (server); 4 MB in ${r.ms} ms`);
+});
+
+test('symmetric vs symmetric: stays on the relay, data correct', async (t) => {
+  const tl = await startTunnelLab(t, { a: 'symmetric', b: 'symmetric' }, { prefix: uniquePrefix('symsym') });
+  if (!tl) return;
+  await waitSkipped(tl);
+  const r = await tl.transfer(4 * MB, { timeoutMs: 30_000 });
+  assert.ok(r.ok, `transfer failed: ${JSON.stringify(r)}\n${tl.dump()}`);
+  assert.equal(r.got, r.sent);
+  await sleep(2000);
+  for (const who of ['visit', 'serve'] as const) {
+    assert.deepEqual(tl.pathSequence(who), ['relay'], `${who} paths`);
+    assert.equal(tl.events('punch_start', who).length, 0, `${who} punched although both NATs are symmetric`);
+  }
+  assert.ok(tl.events('relay_paired', 'rdv').length >= 1, 'the rendezvous relay never paired the session');
+  t.diagnostic(`4 MB over the relay in ${r.ms} ms`);
+});

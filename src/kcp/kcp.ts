@@ -368,6 +368,16 @@ export class Kcp {
   }
 
   /** Segments queued or in flight, not yet acknowledged (ikcp_waitsnd). */
+  /** Smoothed RTT in ms (0 before the first acknowledgement); for window control. */
+  get srtt(): number {
+    return this.rxSrtt;
+  }
+
+  /** Segments sent and not yet acknowledged. */
+  get inFlight(): number {
+    return this.nsndBuf;
+  }
+
   waitSnd(): number {
     return this.nsndBuf + this.sndQueue.size;
   }

@@ -7,6 +7,7 @@ import { DatagramOpener, DatagramSealer, type SessionKeys } from '../crypto/inde
 import { DatagramType, DATAGRAM_OVERHEAD, MAX_DATAGRAM_LEN } from '../wire/datagram.js';
 import type { Logger } from '../util/log.js';
 import type { Path } from './path.js';
+import { WindowControl } from './window-control.js';
 
 export interface SessionOptions {
   keys: SessionKeys;
@@ -27,7 +28,9 @@ const WND = 1024;
  * window in flight plus a short queue. Queued segments wait for window space, so
  * keeping the queue short is what lets an interactive stream's frame go next.
  */
-const MAX_WAITSND = WND + 64;
+const QUEUE_AFTER_WINDOW = 64;
+/** How often the send window is adjusted to the measured queueing delay. */
+const WINDOW_STEP_MS = 50;
 const STREAM_WINDOW = 4 * 1024 * 1024;
 
 /**
@@ -44,6 +47,9 @@ export class Session extends EventEmitter {
   readonly sealer: DatagramSealer;
   readonly opener: DatagramOpener;
   private active: Path | null = null;
+  private readonly wndControl = new WindowControl({ maxWnd: WND });
+  private sndWnd = this.wndControl.window;
+  private wndTimer: NodeJS.Timeout;
   private timer: NodeJS.Timeout | null = null;
   private timerAt = 0;
   private kicked = false;
@@ -61,7 +67,7 @@ export class Session extends EventEmitter {
     this.opener = new DatagramOpener(opts.keys);
     this.kcp = new Kcp(opts.keys.conv, (buf) => this.sendSealed(DatagramType.Data, buf));
     this.kcp.setNodelay(1, 10, 2, 1);
-    this.kcp.setWndSize(WND, WND);
+    this.kcp.setWndSize(this.sndWnd, WND);
     this.kcp.setMtu(KCP_MTU);
     this.mux = new Mux({
       role: opts.role === 'visitor' ? 'client' : 'server',
@@ -69,7 +75,7 @@ export class Session extends EventEmitter {
         this.kcp.send(frame);
         this.kick();
       },
-      canSend: () => this.closedReason === null && this.kcp.waitSnd() < MAX_WAITSND,
+      canSend: () => this.closedReason === null && this.kcp.waitSnd() < this.sndWnd + QUEUE_AFTER_WINDOW,
       // Per-stream receive window: it bounds one stream's throughput to window/RTT,
       // so it must cover a fast path's bandwidth-delay product (4 MiB / 20 ms = 200 MB/s).
       // Memory is only committed while a consumer is not reading.
@@ -85,7 +91,19 @@ export class Session extends EventEmitter {
       this.sendSealed(DatagramType.Heartbeat, new Uint8Array(0));
     }, opts.keepaliveMs ?? 5_000);
     this.keepalive.unref();
+    this.wndTimer = setInterval(() => this.adjustWindow(), WINDOW_STEP_MS);
+    this.wndTimer.unref();
     this.kick();
+  }
+
+  /** Keeps KCP's window near the path's bandwidth-delay product (see window-control.ts). */
+  private adjustWindow(): void {
+    if (this.kcp.inFlight === 0) return;
+    const wnd = this.wndControl.step(this.kcp.srtt, this.kcp.inFlight, performance.now());
+    if (wnd !== this.sndWnd) {
+      this.sndWnd = wnd;
+      this.kcp.setWndSize(wnd, WND);
+    }
   }
 
   get path(): Path | null {
@@ -103,6 +121,7 @@ export class Session extends EventEmitter {
     if (this.active === path) return;
     const prev = this.active;
     this.active = path;
+    this.wndControl.reset(performance.now());
     this.emit('path', path, prev);
     this.kick();
   }
@@ -146,6 +165,7 @@ export class Session extends EventEmitter {
     if (this.closedReason !== null) return;
     this.closedReason = reason;
     clearInterval(this.keepalive);
+    clearInterval(this.wndTimer);
     if (this.timer) clearTimeout(this.timer);
     this.mux.destroy(new Error(`tunnel session closed: ${reason}`));
     this.emit('close', reason);

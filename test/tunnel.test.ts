@@ -272,3 +272,57 @@ test('a port already in use and an unreachable rendezvous are clear errors', asy
   assert.equal(await waitExit(u, 15_000), 1);
   assert.match(outputOf(u).stderr, /is a rendezvous listening there/);
 });
+
+test('standalone relay: rendezvous --relay hands out a separate relay process', async (t) => {
+  const p = new Procs();
+  t.after(() => p.cleanup());
+  const relay = p.spawnCli('relay', ['--listen', '127.0.0.1:0', '--key', 'relay-key-1', '--log-format', 'json']);
+  const rr = await waitForEvent(relay, 'ready', 10_000);
+  const rdv = await p.rendezvous(['--relay', `127.0.0.1:${rr.port}`, '--relay-key', 'relay-key-1']);
+  const echo = await p.echoServer();
+  await p.serve('echo', `127.0.0.1:${echo.port}`, rdv.addr, SECRET, ['--mode', 'relay']);
+  const visit = await p.visit('echo', rdv.addr, SECRET, ['--mode', 'relay']);
+  const ev = await waitForEvent(visit.child, 'path', 10_000);
+  assert.equal(ev.path, 'relay');
+  assert.equal(ev.remote, `127.0.0.1:${rr.port}`, 'the relay path goes to the standalone relay');
+  const r = await echoTransfer(visit.port, 2_000_000);
+  assert.equal(r.got, r.sent);
+  // A relay with a different key refuses the rendezvous's tickets.
+  const rdvBad = await p.rendezvous(['--relay', `127.0.0.1:${rr.port}`, '--relay-key', 'some-other-key']);
+  await p.serve('echo2', `127.0.0.1:${echo.port}`, rdvBad.addr, SECRET, ['--mode', 'relay']);
+  const bad = p.spawnCli('peer', ['visit', 'echo2', '--bind', '127.0.0.1:0', '--server', rdvBad.addr, '--secret', SECRET, '--mode', 'relay']);
+  assert.equal(await waitExit(bad, 20_000), 1);
+  assert.match(outputOf(bad).stderr, /relay/i);
+});
+
+test('one stalled session does not slow another on the relay', async (t) => {
+  const p = new Procs();
+  t.after(() => p.cleanup());
+  const rdv = await p.rendezvous();
+  // A service that sends forever: the stalled visitor never reads it.
+  const firehose = net.createServer((s) => {
+    s.on('error', () => {});
+    const buf = Buffer.alloc(64 * 1024, 1);
+    const pump = () => {
+      while (!s.destroyed && s.write(buf));
+      if (!s.destroyed) s.once('drain', pump);
+    };
+    pump();
+  });
+  p.track(firehose);
+  await new Promise<void>((r) => firehose.listen(0, '127.0.0.1', () => r()));
+  const echo = await p.echoServer();
+  await p.serve('hose', `127.0.0.1:${(firehose.address() as net.AddressInfo).port}`, rdv.addr, SECRET, ['--mode', 'relay']);
+  await p.serve('echo', `127.0.0.1:${echo.port}`, rdv.addr, SECRET, ['--mode', 'relay']);
+  const stalled = await p.visit('hose', rdv.addr, SECRET, ['--mode', 'relay']);
+  const healthy = await p.visit('echo', rdv.addr, SECRET, ['--mode', 'relay']);
+  // Open the firehose and never read from it: its session's buffers fill up.
+  const sink = net.connect({ port: stalled.port, host: '127.0.0.1' });
+  sink.on('error', () => {});
+  sink.pause();
+  t.after(() => sink.destroy());
+  await new Promise((r) => setTimeout(r, 1500));
+  const r = await echoTransfer(healthy.port, 5_000_000, 30_000);
+  assert.equal(r.got, r.sent);
+  t.diagnostic(`5 MB echo beside a stalled session: ${r.ms} ms`);
+});

@@ -3,6 +3,7 @@ import net from 'node:net';
 import { ControlClient, FatalError } from './control-client.js';
 import { bridge, socketEnd } from '../src/session/bridge.js';
 import { TunnelHost, type MuxStream } from './tunnel.js';
+import { StreamSet, flushSessions } from './drain.js';
 import { cryptoReady, deriveSecretKey, respond, HandshakeError } from '../src/crypto/index.js';
 import { encodePublicKey, generateIdentity, identityReady, signAccept, signRegistration, verifyVisit, type Identity } from '../src/crypto/identity.js';
 import type { ControlMessage, MessageOf, Mode } from '../src/wire/control.js';
@@ -38,7 +39,12 @@ export class ServePeer {
   private identity!: Identity;
   readonly host: TunnelHost;
   private stopped = false;
+  private draining = false;
   private registeredOnce = false;
+  /** True while the name is held on the rendezvous. */
+  registered = false;
+  /** Connections being carried, for graceful shutdown and status. */
+  readonly streams = new StreamSet();
 
   constructor(readonly opts: ServeOptions) {
     this.host = new TunnelHost({ log: opts.log, mode: opts.mode, server: opts.server });
@@ -52,6 +58,20 @@ export class ServePeer {
     await this.host.open();
     await this.connectOnce();
     this.registeredOnce = true;
+  }
+
+  /**
+   * Graceful shutdown: give up the name (no new visitors), refuse new streams,
+   * let open ones finish for up to `graceMs`, end the rest with a FIN, stop.
+   */
+  async drain(graceMs: number): Promise<void> {
+    this.draining = true;
+    this.stopped = true;
+    this.control?.close();
+    const forced = await this.streams.drain(graceMs);
+    if (forced) this.opts.log.info('drained', `ended ${forced} open connection(s) with a FIN`, { name: this.opts.name, forced });
+    await flushSessions(this.host, 2000);
+    this.stop();
   }
 
   stop(): void {
@@ -83,7 +103,9 @@ export class ServePeer {
       server: `${this.opts.server.host}:${this.opts.server.port}`,
       reconnect: this.registeredOnce,
     });
+    this.registered = true;
     control.once('close', () => {
+      this.registered = false;
       if (this.stopped) return;
       log.warn('disconnected', 'lost the rendezvous; reconnecting', { server: `${this.opts.server.host}:${this.opts.server.port}` });
       void this.reconnectLoop();
@@ -168,11 +190,12 @@ export class ServePeer {
 
   private onStream(stream: MuxStream): void {
     const { log } = this.opts;
+    if (this.draining) return stream.reset('shutting down');
     const sock = net.connect({ host: this.opts.local.host, port: this.opts.local.port, allowHalfOpen: true });
     let connected = false;
     sock.once('connect', () => {
       connected = true;
-      void bridge(socketEnd(sock), stream);
+      this.streams.track(sock, stream, bridge(socketEnd(sock), stream));
     });
     sock.once('error', (e: NodeJS.ErrnoException) => {
       if (connected) return;

@@ -14,6 +14,41 @@ import type { ControlClient } from './control-client.js';
 
 export type MuxStream = Duplex & { reset(reason?: string): void };
 
+/** One live session as `peer status` and the metrics see it. */
+export interface TunnelInfo {
+  sid: string;
+  role: 'visitor' | 'server';
+  path: 'relay' | 'direct' | null;
+  remote: string | null;
+  /** KCP's smoothed round-trip time (includes the peer's ack delay); 0 before the first ack. */
+  rttMs: number;
+  /** Application bytes carried by streams, each way. */
+  bytesSent: number;
+  bytesReceived: number;
+  /** Sealed datagram bytes on the wire, each way (overhead, retransmissions and heartbeats included). */
+  wireBytesOut: number;
+  wireBytesIn: number;
+  streams: number;
+  startedAt: number;
+  rejectedDatagrams: number;
+  punchAttempts: number;
+  punchSuccesses: number;
+  localNat: NatInfo | null;
+  peerNat: NatInfo | null;
+}
+
+/** Counters summed over every session this host has had, closed ones included (monotonic, for metrics). */
+export interface TunnelTotals {
+  sessions: number;
+  bytesSent: number;
+  bytesReceived: number;
+  wireBytesOut: number;
+  wireBytesIn: number;
+  rejectedDatagrams: number;
+  punchAttempts: number;
+  punchSuccesses: number;
+}
+
 export interface Tunnel {
   session: Session;
   direct: DirectPathManager | null;
@@ -30,6 +65,8 @@ export class TunnelHost {
   private early = new Map<string, MessageOf<'punch'>>();
   private socket: PeerSocket | null = null;
   gathered: Gathered | null = null;
+  /** Counters of sessions that have closed; live ones are added in totals(). */
+  private retired: TunnelTotals = { sessions: 0, bytesSent: 0, bytesReceived: 0, wireBytesOut: 0, wireBytesIn: 0, rejectedDatagrams: 0, punchAttempts: 0, punchSuccesses: 0 };
 
   constructor(
     readonly opts: { log: Logger; mode: Mode; server: HostPort },
@@ -74,8 +111,19 @@ export class TunnelHost {
     const session = new Session({ keys: args.keys, role: args.role, log, sid });
     const tunnel: Tunnel = { session, direct: null, relay: null, peerNat: args.peerNat };
     this.tunnels.set(sid, tunnel);
-    session.on('path', (p: Path) => log.info('path', `session ${sid} now on the ${p.kind} path (${p.remote})`, { sid, path: p.kind, remote: p.remote }));
+    // Lets the rendezvous count sessions by path and punch successes (status, metrics).
+    const report = (path: 'relay' | 'direct' | 'closed') => {
+      if (!control.isClosed && control.welcome?.features?.includes('path_report')) control.send({ type: 'path_report', sid, path });
+    };
+    session.on('path', (p: Path) => {
+      log.info('path', `session ${sid} now on the ${p.kind} path (${p.remote})`, { sid, path: p.kind, remote: p.remote });
+      report(p.kind);
+    });
     session.once('close', (reason: string) => {
+      report('closed');
+      const info = this.describe(tunnel);
+      for (const k of Object.keys(this.retired) as (keyof TunnelTotals)[]) if (k !== 'sessions') this.retired[k] += info[k];
+      this.retired.sessions++;
       this.tunnels.delete(sid);
       log.info('session_closed', `session ${sid} closed: ${reason}`, { sid });
     });
@@ -114,6 +162,45 @@ export class TunnelHost {
       }
     }
     return tunnel;
+  }
+
+  /** Live sessions, for `peer status`. */
+  snapshot(): TunnelInfo[] {
+    return [...this.tunnels.values()].map((t) => this.describe(t));
+  }
+
+  /** Monotonic counters over closed and live sessions, for metrics. */
+  totals(): TunnelTotals {
+    const sum = { ...this.retired };
+    for (const t of this.tunnels.values()) {
+      const info = this.describe(t);
+      for (const k of Object.keys(sum) as (keyof TunnelTotals)[]) if (k !== 'sessions') sum[k] += info[k];
+      sum.sessions++;
+    }
+    return sum;
+  }
+
+  private describe(t: Tunnel): TunnelInfo {
+    const s = t.session;
+    const path = s.path && !s.path.closed ? s.path : null;
+    return {
+      sid: s.sid,
+      role: s.opts.role,
+      path: path?.kind ?? null,
+      remote: path?.remote ?? null,
+      rttMs: s.kcp.snapshot().rxSrtt,
+      bytesSent: s.mux.bytesSent,
+      bytesReceived: s.mux.bytesReceived,
+      wireBytesOut: s.bytesOut,
+      wireBytesIn: s.bytesIn,
+      streams: s.mux.streamCount,
+      startedAt: s.startedAt,
+      rejectedDatagrams: s.rejected,
+      punchAttempts: t.direct?.attempts ?? 0,
+      punchSuccesses: t.direct?.successes ?? 0,
+      localNat: this.gathered?.nat ?? null,
+      peerNat: t.peerNat ?? null,
+    };
   }
 
   private async repunch(control: ControlClient, sid: string): Promise<void> {

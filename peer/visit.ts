@@ -4,6 +4,7 @@ import { ControlClient, FatalError } from './control-client.js';
 import type { Session } from '../src/session/session.js';
 import { bridge, socketEnd } from '../src/session/bridge.js';
 import { TunnelHost, type MuxStream } from './tunnel.js';
+import { StreamSet, flushSessions } from './drain.js';
 import { cryptoReady, deriveSecretKey, createInitiator, HandshakeError } from '../src/crypto/index.js';
 import { encodePublicKey, identityReady, signVisit, verifyAccept, type Identity } from '../src/crypto/identity.js';
 import type { ControlMessage, MessageOf, Mode } from '../src/wire/control.js';
@@ -35,8 +36,13 @@ export class VisitPeer {
   private opening: Promise<Session> | null = null;
   private server: net.Server | null = null;
   private stopped = false;
+  private draining = false;
+  private reopenTimer: NodeJS.Timeout | null = null;
+  private reopenDelay = 0;
 
   readonly host: TunnelHost;
+  /** Connections being carried, for graceful shutdown and status. */
+  readonly streams = new StreamSet();
 
   constructor(readonly opts: VisitOptions) {
     this.host = new TunnelHost({ log: opts.log, mode: opts.mode, server: opts.server });
@@ -70,8 +76,27 @@ export class VisitPeer {
     await bridge({ readable: process.stdin, writable: process.stdout, destroy: () => process.stdin.destroy() }, stream);
   }
 
+  /** True while a tunnel session is open. */
+  get connected(): boolean {
+    return !!this.session && !this.session.closed;
+  }
+
+  /**
+   * Graceful shutdown: stop accepting, let open connections finish for up to
+   * `graceMs`, end the rest with a FIN, wait for the FINs to be acknowledged, stop.
+   */
+  async drain(graceMs: number): Promise<void> {
+    this.draining = true;
+    this.server?.close();
+    const forced = await this.streams.drain(graceMs);
+    if (forced) this.opts.log.info('drained', `ended ${forced} open connection(s) with a FIN`, { name: this.opts.name, forced });
+    await flushSessions(this.host, 2000);
+    this.stop();
+  }
+
   stop(): void {
     this.stopped = true;
+    if (this.reopenTimer) clearTimeout(this.reopenTimer);
     this.server?.close();
     this.session?.close('visit is shutting down');
     this.host.close();
@@ -79,16 +104,60 @@ export class VisitPeer {
   }
 
   private async onLocalConnection(sock: net.Socket): Promise<void> {
+    if (this.draining || this.stopped) return void sock.destroy();
+    sock.on('error', () => {});
     let session: Session;
     try {
-      session = await this.getSession();
+      session = await this.sessionWithRetry();
     } catch (e) {
       this.opts.log.error('error', `cannot open a tunnel to "${this.opts.name}": ${(e as Error).message}`);
       sock.destroy();
       return;
     }
+    if (sock.destroyed) return;
     const stream = session.mux.openStream() as MuxStream;
-    await bridge(socketEnd(sock), stream);
+    const done = bridge(socketEnd(sock), stream);
+    this.streams.track(sock, stream, done);
+    await done;
+  }
+
+  /**
+   * The open session, or a new one: a connection that arrives while the
+   * session is down waits through a few attempts (the server may be
+   * restarting) rather than failing at once. Errors retrying cannot fix end it.
+   */
+  private async sessionWithRetry(attempts = 5): Promise<Session> {
+    let delay = 250;
+    for (let i = 1; ; i++) {
+      try {
+        return await this.getSession();
+      } catch (e) {
+        if (i >= attempts || this.stopped || !retriable(e)) throw e;
+        this.opts.log.warn('reconnect_failed', `tunnel to "${this.opts.name}" not open yet: ${(e as Error).message}`, { name: this.opts.name, attempt: i, retryInMs: delay });
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 4000);
+      }
+    }
+  }
+
+  /** With --bind, a session that dies is re-opened in the background (backoff 0.5 s doubling to 30 s), so the next connection finds it ready. */
+  private scheduleReopen(): void {
+    if (!this.server || this.stopped || this.draining || this.reopenTimer) return;
+    this.reopenDelay = this.reopenDelay ? Math.min(this.reopenDelay * 2, 30_000) : 500;
+    this.reopenTimer = setTimeout(() => {
+      this.reopenTimer = null;
+      if (this.connected || this.stopped) return;
+      this.getSession().then(
+        () => {
+          this.reopenDelay = 0;
+        },
+        (e: Error) => {
+          this.opts.log.warn('reconnect_failed', `re-opening the tunnel to "${this.opts.name}": ${e.message}`, { name: this.opts.name, retryInMs: Math.min(this.reopenDelay * 2, 30_000) });
+          if (retriable(e)) this.scheduleReopen();
+        },
+      );
+    }, this.reopenDelay);
+    this.reopenTimer.unref();
   }
 
   private getSession(): Promise<Session> {
@@ -168,6 +237,7 @@ export class VisitPeer {
     const session = tunnel.session;
     session.once('close', () => {
       if (this.session === session) this.session = null;
+      this.scheduleReopen();
     });
     if (this.opts.mode === 'direct' && session.path?.kind !== 'direct') await waitForDirect(session, name);
     this.session = session;
@@ -175,6 +245,11 @@ export class VisitPeer {
   }
 }
 
+
+/** Failures that may go away by themselves (server restarting, network blip); a wrong secret or key will not. */
+function retriable(e: unknown): boolean {
+  return !(e instanceof FatalError) || e.code === 'unknown_name' || e.code === 'timeout' || e.code === 'limit';
+}
 
 /** --mode direct: the session is usable only once a hole is punched. */
 function waitForDirect(session: Session, name: string, timeoutMs = 20_000): Promise<void> {

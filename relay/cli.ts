@@ -7,18 +7,35 @@ import { FramedSocket } from '../src/transport/framed-socket.js';
 import { relayKeyFrom } from '../src/wire/ticket.js';
 import type { ControlMessage } from '../src/wire/control.js';
 import { Relay } from './relay.js';
+import { ConfigError, layered, loadConfigFile, RelayConfig } from '../src/config/index.js';
 
 const program = new Command('relay')
   .description('A standalone relay, for operators who run it apart from the rendezvous.\n' +
     'Start the rendezvous with --relay HOST:PORT --relay-key KEY pointing here. It forwards sealed\n' +
     'datagrams between the two sides of a session and cannot read them.')
   .option('--listen <host:port>', 'where peers connect', '0.0.0.0:7001')
-  .addOption(new Option('--key <key>', 'key shared with the rendezvous (--relay-key there)').env('RELAY_KEY').makeOptionMandatory())
+  .addOption(new Option('--key <key>', 'key shared with the rendezvous (--relay-key there); required here, in RELAY_KEY or in --config').env('RELAY_KEY'))
+  .option('--config <file>', 'TOML config file (keys are these option names; flags and environment variables override it)')
   .showHelpAfterError('(run with --help for usage)');
 addLogOptions(program);
 
-program.action(async (o: { listen: string; key: string; logFormat: string; logLevel: string; quiet?: boolean }) => {
-  const log = loggerFrom(o);
+program.action(async (_o: unknown, cmd: Command) => {
+  let file: RelayConfig | null = null;
+  let configError: string | null = null;
+  const flags = cmd.opts() as { config?: string };
+  if (flags.config) {
+    try {
+      file = loadConfigFile(flags.config, RelayConfig);
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      configError = e.message;
+    }
+  }
+  const pick = <T,>(key: string, fileKey: keyof RelayConfig) => layered<T>(cmd, key, { top: file?.[fileKey] as T | undefined });
+  const o = { listen: pick<string>('listen', 'listen')!, key: pick<string>('key', 'key') };
+  const log = loggerFrom({ logFormat: pick('logFormat', 'log-format'), logLevel: pick('logLevel', 'log-level'), quiet: pick('quiet', 'quiet') });
+  if (configError) return die(log, configError);
+  if (!o.key) return die(log, 'relay needs a key: --key K, RELAY_KEY, or key in the config file (the rendezvous\'s --relay-key)');
   let listen;
   try {
     listen = parseHostPort(o.listen, '0.0.0.0', '--listen');

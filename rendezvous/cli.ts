@@ -3,6 +3,10 @@ import { Command, Option } from 'commander';
 import { addLogOptions, die, ExitSignal, loggerFrom, onShutdown } from '../src/util/cli-common.js';
 import { parseHostPort } from '../src/util/addr.js';
 import { RendezvousServer } from './server.js';
+import { ConfigError, layered, loadConfigFile, RendezvousConfig } from '../src/config/index.js';
+import { createRendezvousMetrics } from '../src/metrics/rendezvous.js';
+import { startObserveServer } from '../src/metrics/http.js';
+import { formatHostPort } from '../src/util/addr.js';
 
 const program = new Command('rendezvous')
   .description('The public meeting point: peers register names, visitors are introduced to them, and traffic is relayed when no direct path can be punched. It never sees plaintext.')
@@ -12,6 +16,7 @@ const program = new Command('rendezvous')
 Examples:
   rendezvous                                   # TCP and UDP 7000 on all addresses, relay embedded
   rendezvous --listen 0.0.0.0:7000 --alt-udp 198.51.100.8:7001 --token "$T"
+  rendezvous --config /etc/holepunch/rendezvous.toml --metrics 127.0.0.1:9100   # Prometheus + /status JSON
   relay --listen 0.0.0.0:7001 --key "$K" & rendezvous --relay relay.example.com:7001 --relay-key "$K"
 
 Open TCP and UDP on the --listen port (and the --alt-udp port) in your firewall.`,
@@ -22,17 +27,46 @@ Open TCP and UDP on the --listen port (and the --alt-udp port) in your firewall.
   .addOption(new Option('--token <token>', 'require this token from every peer').env('RENDEZVOUS_TOKEN'))
   .option('--relay <host:port>', 'use a standalone relay (see `relay --help`) instead of the embedded one')
   .addOption(new Option('--relay-key <key>', 'key shared with the standalone relay').env('RELAY_KEY'))
+  .option('--config <file>', 'TOML config file (keys are these option names; flags and environment variables override it)')
+  .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics and status JSON at /status')
+  .option('--status <host:port>', 'serve the read-only status JSON at http://HOST:PORT/status (also on --metrics)')
   .showHelpAfterError('(run with --help for usage)');
 addLogOptions(program);
 
-program.action(async (o: { listen: string; udp?: string; altUdp?: string; token?: string; relay?: string; relayKey?: string; logFormat: string; logLevel: string; quiet?: boolean }) => {
-  const log = loggerFrom(o);
-  let listen, udp, altUdp, relay;
+program.action(async (_o: unknown, cmd: Command) => {
+  let file: RendezvousConfig | null = null;
+  let configError: string | null = null;
+  const flags = cmd.opts() as { config?: string };
+  if (flags.config) {
+    try {
+      file = loadConfigFile(flags.config, RendezvousConfig);
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      configError = e.message;
+    }
+  }
+  // Flags, then environment variables, then the file, then defaults.
+  const pick = <T,>(key: string, fileKey: keyof RendezvousConfig) => layered<T>(cmd, key, { top: file?.[fileKey] as T | undefined });
+  const o = {
+    listen: pick<string>('listen', 'listen')!,
+    udp: pick<string>('udp', 'udp'),
+    altUdp: pick<string>('altUdp', 'alt-udp'),
+    token: pick<string>('token', 'token'),
+    relay: pick<string>('relay', 'relay'),
+    relayKey: pick<string>('relayKey', 'relay-key'),
+    metrics: pick<string>('metrics', 'metrics'),
+    status: pick<string>('status', 'status'),
+  };
+  const log = loggerFrom({ logFormat: pick('logFormat', 'log-format'), logLevel: pick('logLevel', 'log-level'), quiet: pick('quiet', 'quiet') });
+  if (configError) return die(log, configError);
+  let listen, udp, altUdp, relay, metrics, status;
   try {
     listen = parseHostPort(o.listen, '0.0.0.0', '--listen');
     udp = o.udp ? parseHostPort(o.udp, listen.host, '--udp') : undefined;
     altUdp = o.altUdp ? parseHostPort(o.altUdp, listen.host, '--alt-udp') : undefined;
     relay = o.relay ? parseHostPort(o.relay, '127.0.0.1', '--relay') : undefined;
+    metrics = o.metrics ? parseHostPort(o.metrics, '127.0.0.1', '--metrics') : undefined;
+    status = o.status ? parseHostPort(o.status, '127.0.0.1', '--status') : undefined;
   } catch (e) {
     return die(log, (e as Error).message);
   }
@@ -46,7 +80,11 @@ program.action(async (o: { listen: string; udp?: string; altUdp?: string; token?
     log,
     relay: relay ? { host: relay.host, port: relay.port, key: o.relayKey! } : undefined,
   });
-  onShutdown(log, () => server.close());
+  const observers: { close(): Promise<void> }[] = [];
+  onShutdown(log, async () => {
+    await Promise.all(observers.map((x) => x.close()));
+    await server.close();
+  });
   try {
     const addr = await server.listen();
     const stun = server.stun!.endpoints.map((e) => `${e.address}:${e.port}`);
@@ -57,12 +95,41 @@ program.action(async (o: { listen: string; udp?: string; altUdp?: string; token?
       udp: stun,
       relay: relay ? `${relay.host}:${relay.port}` : 'embedded',
     });
+    const started = Date.now();
+    const statusJson = () => rendezvousStatus(server, started);
+    if (metrics) {
+      const m = await startObserveServer({ listen: metrics, registry: createRendezvousMetrics(server), status: statusJson });
+      observers.push(m);
+      const where = formatHostPort(m);
+      log.info('metrics', `metrics at http://${where}/metrics, status at http://${where}/status`, { listen: where });
+    }
+    if (status) {
+      const st = await startObserveServer({ listen: status, status: statusJson });
+      observers.push(st);
+      const where = formatHostPort(st);
+      log.info('status', `status at http://${where}/status`, { listen: where });
+    }
   } catch (e) {
     if (e instanceof ExitSignal) return;
     const err = e as NodeJS.ErrnoException;
     die(log, err.message.startsWith('cannot listen') ? err.message : err.code === 'EADDRINUSE' ? `cannot listen on ${o.listen}: the port is already in use` : `cannot start: ${err.message}`);
   }
 });
+
+/** What the read-only /status endpoint shows: peers, names, and each brokered session with its path, RTTs and NAT types. */
+function rendezvousStatus(server: RendezvousServer, started: number) {
+  const snap = server.snapshot();
+  const stun = server.stun?.responder.stats;
+  return {
+    uptimeS: Math.round((Date.now() - started) / 100) / 10,
+    peers: snap.peers,
+    names: snap.names,
+    sessions: snap.sessions,
+    relay: server.relay ? { embedded: true, sessions: server.relay.sessionCount, pending: server.relay.pendingCount, bytes: server.relay.bytesForwarded } : { embedded: false },
+    stun: stun ? { ...stun } : null,
+    limitsHit: server.stats.limitsHit ?? 0,
+  };
+}
 
 program.parseAsync(process.argv).catch((e) => {
   if (!(e instanceof ExitSignal)) die(null, (e as Error).message);

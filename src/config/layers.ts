@@ -15,9 +15,10 @@ export function layered<T>(cmd: Command, key: string, file: { entry?: T; top?: T
   const value = cmd.getOptionValue(key) as T | undefined;
   if (source === 'cli') return value;
   if (file.entry !== undefined) return file.entry;
-  if (source === 'env') return value;
+  // An exported but empty variable (PEER_SECRET=) means "not set", not "empty secret".
+  if (source === 'env' && value !== '') return value;
   if (file.top !== undefined) return file.top;
-  return value;
+  return source === 'env' ? undefined : value;
 }
 
 /** True when the user typed the flag (not a default or an environment variable). */

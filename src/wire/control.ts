@@ -68,6 +68,8 @@ const messages = [
     observed: Endpoint,
     udpPort: port,
     relay: z.object({ host: z.string().max(255), port }).nullable(),
+    // Optional messages this rendezvous understands (e.g. 'path_report'); a peer sends them only when listed.
+    features: z.array(z.string().max(32)).max(32).optional(),
   }),
   // serve -> rendezvous: claim a name. `sig` is Ed25519 over "holepunch-register\0" + nonce + "\0" + name.
   z.object({ type: z.literal('register'), name, key: b64(64), sig: b64(128), nat: NatInfo.optional() }),
@@ -124,6 +126,8 @@ const messages = [
   z.object({ type: z.literal('punch'), sid, delayMs: z.number().int().min(0).max(10_000), candidates: z.array(Candidate).max(16), peerNat: NatInfo.optional() }),
   // peer -> rendezvous: my candidates changed / learned for session `sid` (e.g. after STUN on the session socket).
   z.object({ type: z.literal('candidates'), sid, candidates: z.array(Candidate).max(16), nat: NatInfo.optional() }),
+  // peer -> rendezvous (only when welcome.features lists it): session `sid` moved to `path`, or ended; feeds status and metrics.
+  z.object({ type: z.literal('path_report'), sid, path: z.enum(['relay', 'direct', 'closed']) }),
   z.object({ type: z.literal('ping'), t: z.number() }),
   z.object({ type: z.literal('pong'), t: z.number() }),
   // first frame on a relay connection; the relay answers relay_ready once both sides of the session are there.

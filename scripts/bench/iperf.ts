@@ -1,0 +1,44 @@
+/** iperf3 clients inside lab hosts (the one throughput meter for ours and the references). */
+import type { Lab } from '../netns-lab.js';
+
+export interface IperfRun {
+  /** receiver-side goodput, Mbit/s */
+  mbps: number;
+  retransmits: number | null;
+  /** times the iperf3 server said it was still busy with the previous test */
+  busyRetries?: number;
+}
+
+/**
+ * One TCP stream for `seconds` (the first second omitted: slow start and
+ * window growth are the same warm-up for every contender); reverse = server sends.
+ */
+export async function iperf(lab: Lab, node: string, host: string, port: number, o: { reverse?: boolean; seconds: number }): Promise<IperfRun> {
+  // The server serves one test at a time and only notices the previous one has
+  // ended when its connections close; through a tunnel that close can lag.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const r = await iperfOnce(lab, node, host, port, o);
+      return { ...r, busyRetries: attempt };
+    } catch (e) {
+      if (!/busy/.test((e as Error).message) || attempt >= 40) throw e;
+      await new Promise((res) => setTimeout(res, 250));
+    }
+  }
+}
+
+async function iperfOnce(lab: Lab, node: string, host: string, port: number, o: { reverse?: boolean; seconds: number }): Promise<IperfRun> {
+  const args = ['iperf3', '-c', host, '-p', String(port), '-t', String(o.seconds), '-O', '1', '-J', '--connect-timeout', '5000'];
+  if (o.reverse) args.push('-R');
+  const r = await lab.exec(node, args, { timeoutMs: (o.seconds + 25) * 1000 });
+  let j: { error?: string; end?: { sum_received?: { bits_per_second?: number }; sum_sent?: { retransmits?: number } } };
+  try {
+    j = JSON.parse(r.stdout);
+  } catch {
+    throw new Error(`iperf3 to ${host}:${port} from ${node}: exit ${r.code}, no JSON: ${(r.stderr || r.stdout).trim().slice(-300)}`);
+  }
+  if (j.error) throw new Error(`iperf3 to ${host}:${port} from ${node}: ${j.error}`);
+  const bps = j.end?.sum_received?.bits_per_second;
+  if (!bps) throw new Error(`iperf3 to ${host}:${port}: no sum_received in the result`);
+  return { mbps: bps / 1e6, retransmits: j.end?.sum_sent?.retransmits ?? null };
+}

@@ -1,0 +1,42 @@
+/** CPU and memory of processes from /proc (what pidstat reads), for the idle and scale figures. */
+import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+
+let hz = 0;
+function clockTicks(): number {
+  if (!hz) {
+    try { hz = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100; } catch { hz = 100; }
+  }
+  return hz;
+}
+
+/** utime + stime of a process, in seconds. */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Field 2 (comm) may contain spaces: count fields after its closing parenthesis.
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const utime = Number(rest[11]);
+  const stime = Number(rest[12]);
+  return (utime + stime) / clockTicks();
+}
+
+/** Resident set size in MB (VmRSS). */
+export function rssMb(pid: number): number {
+  const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(/^VmRSS:\s+(\d+)\s+kB/m);
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+/** CPU percent of one core used by each pid over `ms` (sampled at both ends). */
+export async function cpuPercent(pids: number[], ms: number): Promise<number[]> {
+  const t0 = process.hrtime.bigint();
+  const c0 = pids.map(cpuSeconds);
+  await new Promise((r) => setTimeout(r, ms));
+  const c1 = pids.map(cpuSeconds);
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  return pids.map((_, i) => ((c1[i]! - c0[i]!) / secs) * 100);
+}
+
+/** The 1-minute load average and CPU count, for noting how busy the shared machine was. */
+export function loadAverage(): number[] {
+  return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).map(Number);
+}

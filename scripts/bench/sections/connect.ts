@@ -1,0 +1,59 @@
+/**
+ * Connect time. `peer visit` opens its session at start (before it listens),
+ * so "no tunnel open" is measured from the start of a fresh visitor:
+ *   cold first byte  = VisitPeer start (no control connection, no session) ->
+ *                      first byte back from the service on a TCP connection made
+ *                      as soon as the visitor listens (tools/cold.ts, in-process,
+ *                      so node's own boot is not counted; relay-first: the first
+ *                      byte normally goes over the relay)
+ *   warm stream open = on that open tunnel: TCP connect -> first byte back
+ *   time to direct   = VisitPeer start -> the `path` event with path=direct
+ * and, for the whole CLI process (node boot included), spawn -> `ready` and
+ * spawn -> `path` direct, from the log lines' timestamps.
+ */
+import { stopProcess, waitForEvent } from '../../netns-lab.js';
+import type { Ctx, SectionResult } from '../context.js';
+import { RDV, TOOL } from '../env.js';
+import { jsonNum, median } from '../stats.js';
+
+export async function benchConnect(ctx: Ctx): Promise<SectionResult> {
+  const { env, args, say } = ctx;
+  const cold: number[] = [];
+  const ready: number[] = [];
+  const direct: number[] = [];
+  const warm: number[] = [];
+  let directMissing = 0;
+  for (let i = 0; i < args.runs; i++) {
+    const r = await env.tool('a', TOOL.cold, ['--server', `${RDV.host}:${RDV.port}`, '--name', 'svc', '--warm', '20'], 60_000);
+    cold.push(Number(r.firstByteMs));
+    ready.push(Number(r.readyMs));
+    if (r.directMs === null) directMissing++;
+    else direct.push(Number(r.directMs));
+    warm.push(...(r.warmMs as number[]));
+    say(`  run ${i + 1}: ready ${Number(r.readyMs).toFixed(0)} ms, cold first byte ${Number(r.firstByteMs).toFixed(0)} ms, direct ${r.directMs === null ? 'never' : Number(r.directMs).toFixed(0) + ' ms'}, warm stream open ${median(r.warmMs as number[]).toFixed(2)} ms`);
+  }
+  const procReady: number[] = [];
+  const procDirect: number[] = [];
+  for (let i = 0; i < args.runs; i++) {
+    const t0 = Date.now();
+    const v = await env.startVisit('svc');
+    try {
+      const rd = await waitForEvent(v.child, 'ready', 1);
+      procReady.push(Date.parse(String(rd.time)) - t0);
+      const pd = await waitForEvent(v.child, (o) => o.event === 'path' && o.path === 'direct', 10_000).catch(() => null);
+      if (pd) procDirect.push(Date.parse(String(pd.time)) - t0);
+    } finally {
+      await stopProcess(v.child, 3000);
+    }
+  }
+  say(`  CLI process (node boot included): spawn -> ready ${median(procReady).toFixed(0)} ms, spawn -> direct ${median(procDirect).toFixed(0)} ms`);
+  return {
+    cold_first_byte_ms: jsonNum(median(cold)),
+    session_ready_ms: jsonNum(median(ready)),
+    time_to_direct_ms: jsonNum(median(direct)),
+    direct_missing_runs: directMissing,
+    warm_stream_first_byte_ms: { median: jsonNum(median(warm), 3), samples: warm.length },
+    process: { spawn_to_ready_ms: jsonNum(median(procReady)), spawn_to_direct_ms: jsonNum(median(procDirect)), runs: { ready: procReady, direct: procDirect } },
+    runs: { cold, ready, direct },
+  };
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env node
+// Connect time, measured inside one process that runs the real VisitPeer (the
+// class behind `peer visit`), so node's own start-up is not part of the figure:
+//   t0           new VisitPeer(), init() starts: no session, no control connection
+//   readyMs      init() + listen() resolved (session open, relay paired; CLI prints `ready` here)
+//   firstByteMs  a TCP client that connected right then got its first byte back from the service
+//   directMs     the `path` event with path=direct was logged
+//   warmMs[]     on the same open tunnel: new connection -> first byte (stream open)
+//   cold --server H:P --name NAME [--mode auto] [--warm 20] [--direct-timeout-ms 5000]   (PEER_SECRET in env)
+import { performance } from 'node:perf_hooks';
+import type net from 'node:net';
+import { VisitPeer } from '../../../peer/visit.js';
+import { createLogger } from '../../../src/util/log.js';
+import { connect, flags, hostPort, MODE, num, out, runTool } from './common.js';
+
+function firstByte(s: net.Socket): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no byte back within 10 s')), 10_000);
+    s.once('data', () => { clearTimeout(timer); resolve(); });
+    s.once('error', (e) => { clearTimeout(timer); reject(e); });
+  });
+}
+
+async function timeFirstByte(port: number): Promise<number> {
+  const t = performance.now();
+  const s = await connect({ host: '127.0.0.1', port });
+  const got = firstByte(s);
+  s.write(Buffer.from([MODE.echo, 0x2e]));
+  await got;
+  s.destroy();
+  return performance.now() - t;
+}
+
+runTool(async () => {
+  const m = flags(process.argv.slice(2));
+  const secret = process.env.PEER_SECRET;
+  if (!secret) throw new Error('PEER_SECRET must be set');
+  const mode = (m.get('mode') ?? 'auto') as 'auto' | 'relay' | 'direct';
+  const server = hostPort(m.get('server') ?? '');
+  let t0 = 0;
+  let directMs: number | null = null;
+  let directWaiter: (() => void) | null = null;
+  // The `path` log line is the public signal ("path event says direct"): time it as it is written.
+  const log = createLogger({
+    format: 'json',
+    level: 'info',
+    sink: {
+      write(line: string) {
+        if (directMs === null && line.includes('"event":"path"') && line.includes('"path":"direct"')) {
+          directMs = performance.now() - t0;
+          directWaiter?.();
+        }
+        if (line.includes('"level":"error"') || line.includes('"level":"warn"')) process.stderr.write(line);
+      },
+    },
+  });
+  t0 = performance.now();
+  const peer = new VisitPeer({ name: m.get('name') ?? 'svc', server, secret, mode, log });
+  await peer.init();
+  const addr = await peer.listen({ host: '127.0.0.1', port: 0 });
+  const readyMs = performance.now() - t0;
+  const s = await connect({ host: '127.0.0.1', port: addr.port });
+  const got = firstByte(s);
+  s.write(Buffer.from([MODE.echo, 0x2e]));
+  await got;
+  const firstByteMs = performance.now() - t0;
+  s.destroy();
+  if (mode !== 'relay' && directMs === null) {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, num(m, 'direct-timeout-ms', 5000));
+      directWaiter = () => { clearTimeout(timer); resolve(); };
+    });
+  }
+  const warmMs: number[] = [];
+  for (let i = 0; i < num(m, 'warm', 20); i++) warmMs.push(await timeFirstByte(addr.port));
+  peer.stop();
+  const r = (x: number) => Math.round(x * 100) / 100;
+  out({ event: 'result', readyMs: r(readyMs), firstByteMs: r(firstByteMs), directMs: directMs === null ? null : r(directMs), warmMs: warmMs.map(r) });
+  setTimeout(() => process.exit(0), 100);
+}, 60_000);

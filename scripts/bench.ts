@@ -91,7 +91,8 @@ async function main(): Promise<number> {
   machine.load_average_end = loadAverage();
   const git = async (a: string[]) => (await run('git', ['-C', resolve(DIST_DIR, '..'), ...a], { timeoutMs: 5000 })).stdout.trim();
   const meta = {
-    commit: await git(['rev-parse', '--short', 'HEAD']),
+    // BENCH_COMMIT: set when benchmarking an exported tree (git archive) that has no .git.
+    commit: process.env.BENCH_COMMIT || (await git(['rev-parse', '--short', 'HEAD'])),
     uncommitted_changes_in: (await git(['status', '--porcelain', '--', 'src', 'peer', 'rendezvous', 'relay'])).split('\n').filter(Boolean).map((l) => l.slice(3)),
     command: `npm run bench${process.argv.length > 2 ? ' -- ' + process.argv.slice(2).join(' ') : ''}`,
     runs: args.runs,

@@ -35,7 +35,7 @@ export function areaOf(url: string, fn: string): string {
     if (/^(net|stream|streams\/|tls|stream_base_commons)/.test(mod)) return 'node net/streams';
     if (/^dgram/.test(mod)) return 'node dgram';
     if (/^(timers|process\/task_queues)/.test(mod)) return 'node timers/ticks';
-    return 'node other';
+    return `node ${mod.split('/')[0]}`;
   }
   if (url === '') return fn ? `native: ${fn}` : 'native';
   return 'other';

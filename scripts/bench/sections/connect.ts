@@ -23,6 +23,7 @@ export async function benchConnect(ctx: Ctx): Promise<SectionResult> {
   const direct: number[] = [];
   const warm: number[] = [];
   let directMissing = 0;
+  const phases: Record<string, number>[] = [];
   for (let i = 0; i < args.runs; i++) {
     const r = await env.tool('a', TOOL.cold, ['--server', `${RDV.host}:${RDV.port}`, '--name', 'svc', '--warm', '20'], 60_000);
     cold.push(Number(r.firstByteMs));
@@ -30,6 +31,7 @@ export async function benchConnect(ctx: Ctx): Promise<SectionResult> {
     if (r.directMs === null) directMissing++;
     else direct.push(Number(r.directMs));
     warm.push(...(r.warmMs as number[]));
+    phases.push(r.phases as Record<string, number>);
     say(`  run ${i + 1}: ready ${Number(r.readyMs).toFixed(0)} ms, cold first byte ${Number(r.firstByteMs).toFixed(0)} ms, direct ${r.directMs === null ? 'never' : Number(r.directMs).toFixed(0) + ' ms'}, warm stream open ${median(r.warmMs as number[]).toFixed(2)} ms`);
   }
   const procReady: number[] = [];
@@ -46,6 +48,7 @@ export async function benchConnect(ctx: Ctx): Promise<SectionResult> {
       await stopProcess(v.child, 3000);
     }
   }
+  say(`  cold phases (median ms): ${JSON.stringify(Object.fromEntries(Object.keys(phases[0] ?? {}).map((k) => [k, Math.round(median(phases.map((p) => p[k]!)))])))}`);
   say(`  CLI process (node boot included): spawn -> ready ${median(procReady).toFixed(0)} ms, spawn -> direct ${median(procDirect).toFixed(0)} ms`);
   return {
     cold_first_byte_ms: jsonNum(median(cold)),
@@ -54,6 +57,8 @@ export async function benchConnect(ctx: Ctx): Promise<SectionResult> {
     direct_missing_runs: directMissing,
     warm_stream_first_byte_ms: { median: jsonNum(median(warm), 3), samples: warm.length },
     process: { spawn_to_ready_ms: jsonNum(median(procReady)), spawn_to_direct_ms: jsonNum(median(procDirect)), runs: { ready: procReady, direct: procDirect } },
+    // Where the cold time goes (medians, ms); see tools/cold.ts for the phase boundaries.
+    cold_phases_ms: Object.fromEntries(Object.keys(phases[0] ?? {}).map((k) => [k, jsonNum(median(phases.map((p) => p[k]!)))])),
     runs: { cold, ready, direct },
   };
 }

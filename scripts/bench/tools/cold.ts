@@ -11,6 +11,7 @@ import { performance } from 'node:perf_hooks';
 import type net from 'node:net';
 import { VisitPeer } from '../../../peer/visit.js';
 import { createLogger } from '../../../src/util/log.js';
+import { deriveSecretKey } from '../../../src/crypto/index.js';
 import { connect, flags, hostPort, MODE, num, out, runTool } from './common.js';
 
 function firstByte(s: net.Socket): Promise<void> {
@@ -54,8 +55,20 @@ runTool(async () => {
       },
     },
   });
+  // The secret's scrypt stretching is part of every visitor start: time it alone too.
+  const d0 = performance.now();
+  await deriveSecretKey(secret);
+  const deriveMs = performance.now() - d0;
   t0 = performance.now();
   const peer = new VisitPeer({ name: m.get('name') ?? 'svc', server, secret, mode, log });
+  // Phase marks around TunnelHost's steps (wrapped on this instance only).
+  const marks: Record<string, number> = {};
+  const mark = (k: string) => { marks[k] ??= performance.now() - t0; };
+  const host = peer.host;
+  const gather = host.gather.bind(host);
+  host.gather = async (c) => { mark('gatherStart'); const g = await gather(c); mark('gatherEnd'); return g; };
+  const start = host.start.bind(host);
+  host.start = async (a) => { mark('connected'); const t = await start(a); mark('relayPaired'); return t; };
   await peer.init();
   const addr = await peer.listen({ host: '127.0.0.1', port: 0 });
   const readyMs = performance.now() - t0;
@@ -75,6 +88,16 @@ runTool(async () => {
   for (let i = 0; i < num(m, 'warm', 20); i++) warmMs.push(await timeFirstByte(addr.port));
   peer.stop();
   const r = (x: number) => Math.round(x * 100) / 100;
-  out({ event: 'result', readyMs: r(readyMs), firstByteMs: r(firstByteMs), directMs: directMs === null ? null : r(directMs), warmMs: warmMs.map(r) });
+  const phases = {
+    scrypt: r(deriveMs),
+    // init start -> gather start: libsodium ready, UDP socket, scrypt, control connection + welcome
+    untilGather: r(marks.gatherStart ?? NaN),
+    gather: r((marks.gatherEnd ?? NaN) - (marks.gatherStart ?? NaN)),
+    // connect sent -> connected: rendezvous, serve's handshake, STUN gather and accept
+    introduction: r((marks.connected ?? NaN) - (marks.gatherEnd ?? NaN)),
+    relayPair: r((marks.relayPaired ?? NaN) - (marks.connected ?? NaN)),
+    listenAndFirstByte: r(firstByteMs - (marks.relayPaired ?? NaN)),
+  };
+  out({ event: 'result', readyMs: r(readyMs), firstByteMs: r(firstByteMs), directMs: directMs === null ? null : r(directMs), warmMs: warmMs.map(r), phases });
   setTimeout(() => process.exit(0), 100);
 }, 60_000);

@@ -100,6 +100,7 @@ export class DirectPathManager {
   /** Highest packet counter received on the current path: an older datagram still in flight on a previous path is no nomination. */
   private bestCounter = -1n;
   private nominationCheck: { path: DirectPath; at: number; counter: bigint } | null = null;
+  private graceTimer: NodeJS.Timeout | null = null;
   private closed = false;
   attempts = 0;
   successes = 0;
@@ -142,9 +143,35 @@ export class DirectPathManager {
     });
   }
 
+  /**
+   * The relay went away while the session was on it (its TCP connection can
+   * break alone, e.g. a NAT that lost its state gives it a new port, while
+   * the peer is fine). If a hole could be punched before, punch again at once
+   * and give the session `graceMs` to find a direct path before closing it.
+   * False when there is nothing to hope for (never direct, or both NATs hard).
+   */
+  recover(graceMs: number, reason: string): boolean {
+    if (this.closed || this.successes === 0 || this.plan.kind === 'none') return false;
+    if (this.best) return true;
+    if (!this.graceTimer) {
+      this.graceTimer = setTimeout(() => {
+        this.graceTimer = null;
+        if (!this.best) this.opts.session.close(`${reason}, and no direct path within ${graceMs / 1000} s`);
+      }, graceMs);
+      this.graceTimer.unref();
+    }
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    this.retryDelay = 1000;
+    this.opts.requestRepunch?.();
+    this.punch([], this.plan, 0);
+    return true;
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.graceTimer) clearTimeout(this.graceTimer);
     this.stopPunching();
     if (this.heartbeat) clearInterval(this.heartbeat);
     if (this.retryTimer) clearTimeout(this.retryTimer);
@@ -317,6 +344,8 @@ export class DirectPathManager {
     this.best = { path, rttMs };
     this.lastDirectRecv = performance.now();
     this.retryDelay = 1000;
+    if (this.graceTimer) clearTimeout(this.graceTimer);
+    this.graceTimer = null;
     if (!cur) this.successes++;
     if (nominated) this.opts.log.debug('path_followed', `following the peer onto ${path.remote}`, { sid: this.opts.session.sid });
     this.opts.session.usePath(path);

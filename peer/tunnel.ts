@@ -151,7 +151,13 @@ export class TunnelHost {
         relay.on('datagram', (d: Buffer) => session.receive(d, relay));
         relay.on('close', () => {
           tunnel.relay = null;
-          if (session.path === relay) session.close('relay connection lost');
+          if (session.path !== relay) return;
+          // A session that was direct before may punch again rather than die with the relay.
+          if (tunnel.direct?.recover(20_000, 'relay connection lost')) {
+            log.warn('relay_lost', `session ${sid} lost the relay; punching again`, { sid });
+            return;
+          }
+          session.close('relay connection lost');
         });
         session.once('close', () => relay.close());
         // Relay first, unless a hole already opened while the relay connected.

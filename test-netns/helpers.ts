@@ -60,7 +60,8 @@ export class TunnelLab {
   }
 
   private get commonArgs(): string[] {
-    return ['--server', `${RDV.host}:${RDV.port}`, '--secret', SECRET, ...this.logArgs];
+    // --no-admin: the namespaces share /tmp, so two peers would fight over the default admin socket.
+    return ['--server', `${RDV.host}:${RDV.port}`, '--secret', SECRET, '--no-admin', ...this.logArgs];
   }
 
   /** Starts the rendezvous, echo service, serve and (unless noVisit) visit; resolves when all are ready. */

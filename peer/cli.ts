@@ -44,7 +44,7 @@ function tunnelOptions(cmd: Command): Command {
   addLogOptions(cmd);
   return cmd
     .option('--config <file>', 'TOML config file (keys are these option names; flags and environment variables override it)')
-    .addOption(new Option('--server <host:port>', 'the rendezvous to use').env('PEER_SERVER'))
+    .addOption(new Option('--server <host:port>', 'the rendezvous to use; several nodes of a cluster comma-separated (a:7000,b:7000), failing over in order').env('PEER_SERVER'))
     .addOption(new Option('--secret <secret>', 'shared secret of this service; both peers must use the same (prefer PEER_SECRET: flags show in ps)').env('PEER_SECRET'))
     .addOption(new Option('--token <token>', 'token the rendezvous requires, if it was started with --token').env('PEER_TOKEN'))
     .addOption(new Option('--mode <mode>', 'auto: relay first, upgrade to direct; direct: never relay; relay: never punch').choices(['auto', 'direct', 'relay']).default('auto'))
@@ -125,8 +125,12 @@ function commonFor(cmd: Command, log: Logger, file: PeerConfig | null, entry: { 
   const secret = layered<string>(cmd, 'secret', { entry: entry.secret, top: file?.secret });
   if (!server) die(log, `${label}: no rendezvous: pass --server HOST:PORT, set PEER_SERVER, or set server in the config file`);
   if (!secret) die(log, `${label}: no secret: pass --secret, set PEER_SECRET, or set secret in the config file`);
+  // A comma-separated list names several rendezvous nodes of one cluster: used in order, failing over (docs/CLUSTER.md).
+  const parts = server!.split(',').filter((s) => s.trim());
+  const servers = parts.length > 1 ? parts.map((s) => parseOrDie(log, s, '--server', '127.0.0.1')) : [parseOrDie(log, server!, '--server', '127.0.0.1')];
   return {
-    server: parseOrDie(log, server, '--server', '127.0.0.1'),
+    server: servers[0],
+    servers,
     secret,
     token: layered<string>(cmd, 'token', { entry: entry.token, top: file?.token }),
     mode: layered<Mode>(cmd, 'mode', { entry: entry.mode, top: file?.mode }) ?? 'auto',

@@ -145,3 +145,64 @@ export class ControlClient extends EventEmitter {
     this.pinger.unref();
   }
 }
+
+/**
+ * The rendezvous nodes a peer may use (`--server a:7000,b:7000`), tried in
+ * order. After the one in use is lost, the next attempt starts with the one
+ * after it, so a dead node costs one refused (or timed-out) connection rather
+ * than one per retry. With a single address this is exactly that address.
+ */
+export class ServerList {
+  private preferred = 0;
+
+  constructor(readonly servers: HostPort[]) {
+    if (!servers.length) throw new Error('no rendezvous address given');
+  }
+
+  /** Every server, the preferred one first. */
+  order(): HostPort[] {
+    const n = this.servers.length;
+    return this.servers.map((_, i) => this.servers[(this.preferred + i) % n]);
+  }
+
+  /** `s` answered: keep using it. */
+  worked(s: HostPort): void {
+    const i = this.servers.indexOf(s);
+    if (i >= 0) this.preferred = i;
+  }
+
+  /** The connection to `s` was lost: start with the next one next time. */
+  lost(s: HostPort): void {
+    const i = this.servers.indexOf(s);
+    if (i >= 0 && i === this.preferred) this.preferred = (i + 1) % this.servers.length;
+  }
+}
+
+/** Errors that another rendezvous node may not have: try the next one in the list. */
+export function tryNextServer(e: unknown): boolean {
+  return !(e instanceof FatalError) || e.code === 'service_unavailable' || e.code === 'limit';
+}
+
+/**
+ * Runs `attempt` against each server of `list` in order until one succeeds.
+ * Errors every node would give (bad token, name taken...) end it at once.
+ * With one address, its error is passed on unchanged; with several, the
+ * reasons are joined into one line.
+ */
+export async function withFailover<T>(list: ServerList, attempt: (server: HostPort) => Promise<T>): Promise<T> {
+  const errors: unknown[] = [];
+  for (const server of list.order()) {
+    try {
+      const r = await attempt(server);
+      list.worked(server);
+      return r;
+    } catch (e) {
+      if (!tryNextServer(e)) throw e;
+      errors.push(e);
+    }
+  }
+  if (errors.length === 1) throw errors[0];
+  const reasons = errors.map((e) => (e as Error).message).join('; ');
+  const last = errors[errors.length - 1];
+  throw last instanceof FatalError ? new FatalError(`no rendezvous could take us: ${reasons}`, last.code) : new Error(`no rendezvous could take us: ${reasons}`);
+}

@@ -1,6 +1,6 @@
 import crypto from 'node:crypto';
 import net from 'node:net';
-import { ControlClient, FatalError } from './control-client.js';
+import { ControlClient, FatalError, ServerList, withFailover } from './control-client.js';
 import { bridge, socketEnd } from '../src/session/bridge.js';
 import { TunnelHost, type MuxStream } from './tunnel.js';
 import { StreamSet, flushSessions } from './drain.js';
@@ -14,6 +14,8 @@ export interface ServeOptions {
   name: string;
   local: HostPort;
   server: HostPort;
+  /** Every rendezvous node to use, in order (`--server a:7000,b:7000`); default: just `server`. */
+  servers?: HostPort[];
   secret: string;
   token?: string;
   mode: Mode;
@@ -38,6 +40,7 @@ export class ServePeer {
   private psk!: Uint8Array;
   private identity!: Identity;
   readonly host: TunnelHost;
+  private readonly servers: ServerList;
   private stopped = false;
   private draining = false;
   private registeredOnce = false;
@@ -48,6 +51,7 @@ export class ServePeer {
 
   constructor(readonly opts: ServeOptions) {
     this.host = new TunnelHost({ log: opts.log, mode: opts.mode, server: opts.server });
+    this.servers = new ServerList(opts.servers?.length ? opts.servers : [opts.server]);
   }
 
   /** Resolves after the first registration; rejects on errors that retrying cannot fix. */
@@ -80,11 +84,18 @@ export class ServePeer {
     this.host.close();
   }
 
-  private async connectOnce(): Promise<void> {
+  /** Registers through the first rendezvous node that takes us (the one after a node we just lost, first). */
+  private connectOnce(): Promise<void> {
+    return withFailover(this.servers, (server) => this.registerVia(server));
+  }
+
+  private async registerVia(server: HostPort): Promise<void> {
     const { log } = this.opts;
-    const control = new ControlClient({ server: this.opts.server, token: this.opts.token });
+    const control = new ControlClient({ server, token: this.opts.token });
     const welcome = await control.connect();
     this.control = control;
+    // New sessions' relay legs go to the node we are registered on.
+    this.host.opts.server = server;
     const sig = signRegistration(this.identity, Buffer.from(welcome.nonce, 'base64'), this.opts.name);
     const isRegistered = (m: ControlMessage): m is MessageOf<'registered'> => m.type === 'registered';
     control.on('message', (m: ControlMessage) => this.onControl(control, m));
@@ -97,17 +108,18 @@ export class ServePeer {
       control.close();
       throw e;
     }
-    log.info('ready', `serving "${this.opts.name}" -> ${this.opts.local.host}:${this.opts.local.port} via ${this.opts.server.host}:${this.opts.server.port}`, {
+    log.info('ready', `serving "${this.opts.name}" -> ${this.opts.local.host}:${this.opts.local.port} via ${server.host}:${server.port}`, {
       name: this.opts.name,
       local: `${this.opts.local.host}:${this.opts.local.port}`,
-      server: `${this.opts.server.host}:${this.opts.server.port}`,
+      server: `${server.host}:${server.port}`,
       reconnect: this.registeredOnce,
     });
     this.registered = true;
     control.once('close', () => {
       this.registered = false;
+      this.servers.lost(server);
       if (this.stopped) return;
-      log.warn('disconnected', 'lost the rendezvous; reconnecting', { server: `${this.opts.server.host}:${this.opts.server.port}` });
+      log.warn('disconnected', 'lost the rendezvous; reconnecting', { server: `${server.host}:${server.port}` });
       void this.reconnectLoop();
     });
   }

@@ -1,6 +1,6 @@
 import crypto from 'node:crypto';
 import net from 'node:net';
-import { ControlClient, FatalError } from './control-client.js';
+import { ControlClient, FatalError, ServerList, withFailover } from './control-client.js';
 import type { Session } from '../src/session/session.js';
 import { bridge, socketEnd } from '../src/session/bridge.js';
 import { TunnelHost, type MuxStream } from './tunnel.js';
@@ -14,6 +14,8 @@ import type { Logger } from '../src/util/log.js';
 export interface VisitOptions {
   name: string;
   server: HostPort;
+  /** Every rendezvous node to use, in order (`--server a:7000,b:7000`); default: just `server`. */
+  servers?: HostPort[];
   secret: string;
   token?: string;
   mode: Mode;
@@ -41,11 +43,13 @@ export class VisitPeer {
   private reopenDelay = 0;
 
   readonly host: TunnelHost;
+  private readonly servers: ServerList;
   /** Connections being carried, for graceful shutdown and status. */
   readonly streams = new StreamSet();
 
   constructor(readonly opts: VisitOptions) {
     this.host = new TunnelHost({ log: opts.log, mode: opts.mode, server: opts.server });
+    this.servers = new ServerList(opts.servers?.length ? opts.servers : [opts.server]);
   }
 
   async init(): Promise<void> {
@@ -172,12 +176,20 @@ export class VisitPeer {
 
   private async ensureControl(): Promise<ControlClient> {
     if (this.control && !this.control.isClosed) return this.control;
-    const control = new ControlClient({ server: this.opts.server, token: this.opts.token });
-    await control.connect();
+    // Sessions already up (direct, or relayed through a live node) do not depend on this connection.
+    const control = await withFailover(this.servers, async (server) => {
+      const c = new ControlClient({ server, token: this.opts.token });
+      await c.connect();
+      return c;
+    });
+    const server = control.opts.server;
+    // The new session's relay leg goes to the node we talk to.
+    this.host.opts.server = server;
     control.on('message', (m: ControlMessage) => {
       if (m.type === 'punch') this.host.onPunch(m);
     });
     control.once('close', () => {
+      this.servers.lost(server);
       if (this.control === control) this.control = null;
     });
     this.control = control;
@@ -212,6 +224,8 @@ export class VisitPeer {
         isConnected,
       );
     } catch (e) {
+      // A node cut off from the cluster registry cannot find names on other nodes: let the retry use another node.
+      if (e instanceof FatalError && e.code === 'service_unavailable' && this.servers.servers.length > 1) control.close();
       if (e instanceof FatalError && e.code === 'auth_failed') {
         const why = /pinned|--allow|key/.test(e.message) ? e.message.replace(/^handshake failed: /, '') : 'it rejected our secret (check --secret / PEER_SECRET)';
         throw new FatalError(`handshake failed: "${name}" refused us: ${why}`, 'auth_failed');
@@ -248,7 +262,7 @@ export class VisitPeer {
 
 /** Failures that may go away by themselves (server restarting, network blip); a wrong secret or key will not. */
 function retriable(e: unknown): boolean {
-  return !(e instanceof FatalError) || e.code === 'unknown_name' || e.code === 'timeout' || e.code === 'limit';
+  return !(e instanceof FatalError) || e.code === 'unknown_name' || e.code === 'timeout' || e.code === 'limit' || e.code === 'service_unavailable';
 }
 
 /** --mode direct: the session is usable only once a hole is punched. */

@@ -3,10 +3,12 @@ import { Command, Option } from 'commander';
 import { addLogOptions, die, ExitSignal, loggerFrom, onShutdown } from '../src/util/cli-common.js';
 import { parseHostPort } from '../src/util/addr.js';
 import { RendezvousServer } from './server.js';
+import { checkRegistryUrl, defaultNodeId, NODE_ID_RE, RedisCluster } from './cluster/index.js';
 import { ConfigError, layered, loadConfigFile, RendezvousConfig } from '../src/config/index.js';
 import { createRendezvousMetrics } from '../src/metrics/rendezvous.js';
 import { startObserveServer } from '../src/metrics/http.js';
 import { formatHostPort } from '../src/util/addr.js';
+import type { Logger } from '../src/util/log.js';
 
 const program = new Command('rendezvous')
   .description('The public meeting point: peers register names, visitors are introduced to them, and traffic is relayed when no direct path can be punched. It never sees plaintext.')
@@ -18,6 +20,7 @@ Examples:
   rendezvous --listen 0.0.0.0:7000 --alt-udp 198.51.100.8:7001 --token "$T"
   rendezvous --config /etc/holepunch/rendezvous.toml --metrics 127.0.0.1:9100   # Prometheus + /status JSON
   relay --listen 0.0.0.0:7001 --key "$K" & rendezvous --relay relay.example.com:7001 --relay-key "$K"
+  rendezvous --registry redis://10.0.0.5:6379/0 --node-id rdv-a --advertise 10.0.0.11:7000   # one node of a cluster (docs/CLUSTER.md)
 
 Open TCP and UDP on the --listen port (and the --alt-udp port) in your firewall.`,
   )
@@ -27,6 +30,10 @@ Open TCP and UDP on the --listen port (and the --alt-udp port) in your firewall.
   .addOption(new Option('--token <token>', 'require this token from every peer').env('RENDEZVOUS_TOKEN'))
   .option('--relay <host:port>', 'use a standalone relay (see `relay --help`) instead of the embedded one')
   .addOption(new Option('--relay-key <key>', 'key shared with the standalone relay').env('RELAY_KEY'))
+  .addOption(new Option('--registry <url>', 'share names and sessions with other nodes through Redis: redis://HOST:PORT/DB (default: this node alone, in memory)').env('RENDEZVOUS_REGISTRY'))
+  .option('--node-id <id>', 'this node\'s name in the cluster (default: hostname plus a random suffix)')
+  .option('--advertise <host:port>', 'where other nodes reach this node (its relay) in a cluster (default: the --listen address)')
+  .option('--registry-ttl <seconds>', 'cluster: a name (and a node) lapses this long after its last refresh; refreshed every third of it', '15')
   .option('--config <file>', 'TOML config file (keys are these option names; flags and environment variables override it)')
   .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics and status JSON at /status')
   .option('--status <host:port>', 'serve the read-only status JSON at http://HOST:PORT/status (also on --metrics)')
@@ -71,6 +78,7 @@ program.action(async (_o: unknown, cmd: Command) => {
     return die(log, (e as Error).message);
   }
   if (relay && !o.relayKey) die(log, '--relay needs --relay-key (the same key the relay was started with)');
+  const cluster = clusterFrom(cmd.opts() as ClusterFlags, listen.host, log);
   const server = new RendezvousServer({
     host: listen.host,
     port: listen.port,
@@ -79,6 +87,7 @@ program.action(async (_o: unknown, cmd: Command) => {
     token: o.token,
     log,
     relay: relay ? { host: relay.host, port: relay.port, key: o.relayKey! } : undefined,
+    cluster,
   });
   const observers: { close(): Promise<void> }[] = [];
   onShutdown(log, async () => {
@@ -94,6 +103,7 @@ program.action(async (_o: unknown, cmd: Command) => {
       listen: `${addr.address}:${addr.port}`,
       udp: stun,
       relay: relay ? `${relay.host}:${relay.port}` : 'embedded',
+      ...(cluster ? { node: cluster.nodeId, registry: cluster.registryUp ? 'up' : 'down' } : {}),
     });
     const started = Date.now();
     const statusJson = () => rendezvousStatus(server, started);
@@ -116,6 +126,34 @@ program.action(async (_o: unknown, cmd: Command) => {
   }
 });
 
+interface ClusterFlags {
+  registry?: string;
+  nodeId?: string;
+  advertise?: string;
+  registryTtl: string;
+}
+
+/** --registry and its companions: a RedisCluster, or undefined for a single in-memory node. Bad values end the process. */
+function clusterFrom(f: ClusterFlags, listenHost: string, log: Logger): RedisCluster | undefined {
+  if (!f.registry) {
+    if (f.nodeId || f.advertise) die(log, '--node-id and --advertise only apply with --registry');
+    return undefined;
+  }
+  const bad = checkRegistryUrl(f.registry);
+  if (bad) die(log, bad);
+  const nodeId = f.nodeId ?? defaultNodeId();
+  if (!NODE_ID_RE.test(nodeId)) die(log, `invalid --node-id "${nodeId}": use 1-64 of A-Z a-z 0-9 . _ - starting with a letter or digit`);
+  const ttl = Number(f.registryTtl);
+  if (!Number.isFinite(ttl) || ttl < 1 || ttl > 3600) die(log, `invalid --registry-ttl "${f.registryTtl}": expected seconds between 1 and 3600`);
+  let advertise;
+  try {
+    advertise = f.advertise ? parseHostPort(f.advertise, listenHost, '--advertise') : undefined;
+  } catch (e) {
+    return die(log, (e as Error).message);
+  }
+  return new RedisCluster({ url: f.registry, nodeId, advertise, ttlMs: ttl * 1000, log });
+}
+
 /** What the read-only /status endpoint shows: peers, names, and each brokered session with its path, RTTs and NAT types. */
 function rendezvousStatus(server: RendezvousServer, started: number) {
   const snap = server.snapshot();
@@ -128,6 +166,7 @@ function rendezvousStatus(server: RendezvousServer, started: number) {
     relay: server.relay ? { embedded: true, sessions: server.relay.sessionCount, pending: server.relay.pendingCount, bytes: server.relay.bytesForwarded } : { embedded: false },
     stun: stun ? { ...stun } : null,
     limitsHit: server.stats.limitsHit ?? 0,
+    ...(server.opts.cluster ? { cluster: server.opts.cluster.status() } : {}),
   };
 }
 

@@ -32,6 +32,14 @@ export class Registry<C> {
     return cur && cur.conn !== conn ? { ok: true, replaced: cur } : { ok: true };
   }
 
+  /** Drops `name` if `conn` holds it (the cluster moved it elsewhere); true when dropped. */
+  release(name: string, conn: C): boolean {
+    const k = name.toLowerCase();
+    if (this.byName.get(k)?.conn !== conn) return false;
+    this.byName.delete(k);
+    return true;
+  }
+
   /** Drops every name held by `conn`; returns the names released. */
   releaseConn(conn: C): string[] {
     const out: string[] = [];

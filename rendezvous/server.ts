@@ -1,5 +1,6 @@
 import crypto from 'node:crypto';
 import net from 'node:net';
+import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { FramedSocket } from '../src/transport/framed-socket.js';
 import { identityReady, verifyRegistration } from '../src/crypto/identity.js';
@@ -11,6 +12,7 @@ import { Relay } from '../relay/relay.js';
 import { Registry } from './registry.js';
 import { StunServer } from '../src/stun/server.js';
 import { punchDelays } from './punch-timing.js';
+import type { Cluster, ClusterHost, PeerLink } from './cluster/types.js';
 
 export interface RendezvousOptions {
   host: string;
@@ -38,6 +40,8 @@ export interface RendezvousOptions {
   maxMemoryMb?: number;
   /** Per-session relay rate in bytes/s (0: unlimited). */
   relayRate?: number;
+  /** Share names and broker sessions with other nodes (docs/CLUSTER.md); unset: a single node with its in-memory registry. */
+  cluster?: Cluster;
 }
 
 /** Per-connection state on the rendezvous. */
@@ -52,13 +56,31 @@ interface Conn {
 
 interface Brokered {
   sid: string;
-  visitor: Conn;
+  /** A local connection, or (in a cluster) the stand-in for a visitor connected to another node. */
+  visitor: PeerLink;
   server: Conn;
   reqId: string;
   mode: MessageOf<'connect'>['mode'];
   visitorCandidates: Candidate[];
   visitorNat?: NatInfo;
   timer?: NodeJS.Timeout;
+  // For status and metrics (additive): what the peers reported.
+  name?: string;
+  serverNat?: NatInfo;
+  startedAt?: number;
+  path?: 'pending' | 'relay' | 'direct';
+  directOnce?: boolean;
+}
+
+/** One brokered session as the status endpoint shows it. */
+export interface SessionInfo {
+  sid: string;
+  name: string;
+  path: 'pending' | 'relay' | 'direct';
+  visitor: { address: string; rttMs: number | null; nat: NatInfo | null };
+  server: { address: string; rttMs: number | null; nat: NatInfo | null };
+  startedAt: number;
+  uptimeS: number;
 }
 
 /**
@@ -76,6 +98,8 @@ export class RendezvousServer {
   private perIp = new Map<string, number>();
   private sessions = new Map<string, Brokered>();
   stats = { connects: 0, rejected: 0, limitsHit: 0 };
+  /** Emits 'punch' (visitorNat, serverNat) when a punch is ordered and 'punch_success' (same) on a session's first direct path. */
+  readonly events = new EventEmitter();
   private memoryHigh = false;
   private memTimer: NodeJS.Timeout | null = null;
 
@@ -116,6 +140,7 @@ export class RendezvousServer {
       const err = e as NodeJS.ErrnoException;
       throw Object.assign(new Error(`cannot listen on UDP ${udp.host}:${udp.port}: ${err.code === 'EADDRINUSE' ? 'the port is already in use' : err.message}`), { code: err.code });
     }
+    await this.opts.cluster?.start(this.clusterHost(), { host: addr.address, port: addr.port });
     return addr;
   }
 
@@ -124,6 +149,7 @@ export class RendezvousServer {
   }
 
   async close(): Promise<void> {
+    await this.opts.cluster?.close();
     this.relay?.close();
     if (this.memTimer) clearInterval(this.memTimer);
     await this.stun?.close();
@@ -155,6 +181,7 @@ export class RendezvousServer {
     const n = (this.perIp.get(conn.ip) ?? 1) - 1;
     if (n <= 0) this.perIp.delete(conn.ip);
     else this.perIp.set(conn.ip, n);
+    this.opts.cluster?.connectionClosed(conn);
     for (const name of this.registry.releaseConn(conn)) {
       this.opts.log.info('unregistered', `"${name}" went away`, { name });
     }
@@ -169,6 +196,8 @@ export class RendezvousServer {
       if (m.type === 'relay_bind' && this.relay) {
         this.conns.delete(conn); // now the relay's to account for
         this.onClose(conn);
+        // In a cluster, a visitor's leg for a session another node brokers is piped to that node's relay.
+        if (this.opts.cluster?.takeRelayLeg(fs, m.ticket)) return;
         return this.relay.adopt(fs, m.ticket);
       }
       if (m.type !== 'hello') return fs.fail('bad_message', 'expected hello first');
@@ -186,6 +215,7 @@ export class RendezvousServer {
         observed: { address: conn.ip, port: fs.socket.remotePort ?? 0, family: conn.ip.includes(':') ? 'IPv6' : 'IPv4' },
         udpPort: this.udpPort,
         relay: this.opts.relay ? { host: this.opts.relay.host, port: this.opts.relay.port } : null,
+        features: ['path_report'],
       });
       // Measure the round trip now, so a punch can be timed to leave both peers together.
       fs.send({ type: 'ping', t: performance.now() });
@@ -204,6 +234,8 @@ export class RendezvousServer {
         return this.onAnswer(conn, m);
       case 'candidates':
         return this.onCandidates(conn, m);
+      case 'path_report':
+        return this.onPathReport(conn, m);
       case 'pong':
         if (m.t <= performance.now()) conn.rttMs = performance.now() - m.t;
         return;
@@ -213,7 +245,7 @@ export class RendezvousServer {
   }
 
   /** A limit was hit: clear error to this client, a log line, everyone else carries on. */
-  private limit(fs: FramedSocket, message: string, fields: Record<string, unknown> = {}, extra: { reqId?: string } = {}, close = true): void {
+  private limit(fs: PeerLink['fs'], message: string, fields: Record<string, unknown> = {}, extra: { reqId?: string } = {}, close = true): void {
     this.stats.limitsHit++;
     this.opts.log.warn('limit', message, { remote: fs.remote, ...fields });
     if (close) fs.fail('limit', message, extra);
@@ -221,7 +253,6 @@ export class RendezvousServer {
   }
 
   private onRegister(conn: Conn, m: MessageOf<'register'>): void {
-    const { log } = this.opts;
     const maxNames = this.opts.maxNamesPerConn ?? 16;
     if (!conn.names.has(m.name.toLowerCase()) && conn.names.size >= maxNames) {
       return this.limit(conn.fs, `one connection may hold at most ${maxNames} names`, { name: m.name }, {}, false);
@@ -230,11 +261,32 @@ export class RendezvousServer {
     if (!verifyRegistration(key, Buffer.from(m.sig, 'base64'), conn.nonce, m.name)) {
       return conn.fs.fail('bad_message', 'registration signature does not verify');
     }
+    if (this.opts.cluster) return void this.registerInCluster(conn, m, this.opts.cluster);
+    this.commitRegistration(conn, m);
+  }
+
+  /** Cluster: the name must also be free (or ours) across every node; Redis decides, atomically. */
+  private async registerInCluster(conn: Conn, m: MessageOf<'register'>, cluster: Cluster): Promise<void> {
+    const local = this.registry.lookup(m.name);
+    if (local && local.key !== m.key) return void this.commitRegistration(conn, m); // refused locally, as on one node
+    const out = await cluster.claim(m.name, m.key, conn);
+    if (conn.fs.isClosed) return void (out.ok && cluster.release(m.name, conn));
+    if (!out.ok) {
+      this.opts.log.warn(out.code, `refused "${m.name}": ${out.message}`, { name: m.name, remote: conn.fs.remote });
+      conn.fs.send({ type: 'error', code: out.code, message: out.message });
+      return;
+    }
+    if (!this.commitRegistration(conn, m)) cluster.release(m.name, conn);
+  }
+
+  /** Records a verified registration in the local registry and answers; false when another key holds the name here. */
+  private commitRegistration(conn: Conn, m: MessageOf<'register'>): boolean {
+    const { log } = this.opts;
     const r = this.registry.claim(m.name, m.key, conn);
     if (!r.ok) {
       log.warn('name_taken', `refused "${m.name}": held by another key`, { name: m.name, remote: conn.fs.remote });
       conn.fs.send({ type: 'error', code: 'name_taken', message: `the name "${m.name}" is already served by someone else` });
-      return;
+      return false;
     }
     if (r.replaced) {
       r.replaced.conn.names.delete(m.name.toLowerCase());
@@ -243,10 +295,13 @@ export class RendezvousServer {
     conn.names.add(m.name.toLowerCase());
     log.info('registered', `"${m.name}" registered`, { name: m.name, remote: conn.fs.remote });
     conn.fs.send({ type: 'registered', name: m.name });
+    return true;
   }
 
-  private onConnect(conn: Conn, m: MessageOf<'connect'>): void {
+  private onConnect(conn: PeerLink, m: MessageOf<'connect'>, forNode = false): void {
     const reg = this.registry.lookup(m.name);
+    // Not here: in a cluster, the node holding the name brokers it (never re-forwarded, so no loops).
+    if (!reg && this.opts.cluster && !forNode) return void this.connectViaCluster(conn, m, this.opts.cluster);
     if (!reg) {
       this.stats.rejected++;
       conn.fs.send({ type: 'error', code: 'unknown_name', message: `no peer is serving "${m.name}"`, reqId: m.reqId });
@@ -262,7 +317,7 @@ export class RendezvousServer {
     if (mine >= perConn) {
       return this.limit(conn.fs, `one connection may open at most ${perConn} sessions`, {}, { reqId: m.reqId }, false);
     }
-    const s: Brokered = { sid, visitor: conn, server: reg.conn, reqId: m.reqId, mode: m.mode, visitorCandidates: m.candidates, visitorNat: m.nat };
+    const s: Brokered = { sid, visitor: conn, server: reg.conn, reqId: m.reqId, mode: m.mode, visitorCandidates: m.candidates, visitorNat: m.nat, name: m.name, startedAt: Date.now(), path: 'pending' };
     this.sessions.set(sid, s);
     this.stats.connects++;
     s.timer = setTimeout(() => {
@@ -306,18 +361,85 @@ export class RendezvousServer {
     // From here on the rendezvous only coordinates punching (and re-punching)
     // for this session; the record lives as long as both control connections.
     s.timer = undefined;
+    s.serverNat = m.nat;
     if (s.mode !== 'relay' && s.visitorCandidates.length && m.candidates.length) {
+      this.events.emit('punch', s.visitorNat, s.serverNat);
       const d = punchDelays(s.visitor.rttMs, s.server.rttMs);
       s.visitor.fs.send({ type: 'punch', sid: s.sid, delayMs: d.visitor, candidates: m.candidates, peerNat: m.nat });
       s.server.fs.send({ type: 'punch', sid: s.sid, delayMs: d.server, candidates: s.visitorCandidates, peerNat: s.visitorNat });
     }
   }
 
-  private onCandidates(conn: Conn, m: MessageOf<'candidates'>): void {
+  private onCandidates(conn: PeerLink, m: MessageOf<'candidates'>): void {
+    if (!this.sessions.has(m.sid) && this.opts.cluster?.fromVisitor(conn, m)) return;
     const s = this.sessions.get(m.sid);
     if (!s || (s.visitor !== conn && s.server !== conn)) return;
     const other = s.visitor === conn ? s.server : s.visitor;
     other.fs.send({ type: 'punch', sid: s.sid, delayMs: 0, candidates: m.candidates, peerNat: m.nat });
+  }
+
+  /** A peer says its session moved to another path: status and metrics only, nothing is routed by it. */
+  private onPathReport(conn: PeerLink, m: MessageOf<'path_report'>): void {
+    if (!this.sessions.has(m.sid) && this.opts.cluster?.fromVisitor(conn, m)) return;
+    const s = this.sessions.get(m.sid);
+    if (!s || (s.visitor !== conn && s.server !== conn)) return;
+    if (m.path === 'closed') return this.endSession(s.sid);
+    s.path = m.path;
+    if (m.path === 'direct' && !s.directOnce) {
+      s.directOnce = true;
+      this.events.emit('punch_success', s.visitorNat, s.serverNat);
+    }
+  }
+
+  /** Connections, names and brokered sessions, for the read-only status endpoint. */
+  snapshot(): { peers: number; names: { name: string; address: string; rttMs: number | null }[]; sessions: SessionInfo[] } {
+    const names: { name: string; address: string; rttMs: number | null }[] = [];
+    let peers = 0;
+    for (const c of this.conns) {
+      if (c.hello) peers++;
+      for (const n of c.names) names.push({ name: n, address: c.fs.remote, rttMs: c.rttMs });
+    }
+    const now = Date.now();
+    const sessions: SessionInfo[] = [];
+    for (const s of this.sessions.values()) {
+      if (s.timer) continue; // still waiting for the server's answer
+      sessions.push({
+        sid: s.sid,
+        name: s.name ?? '',
+        path: s.path ?? 'pending',
+        visitor: { address: s.visitor.fs.remote, rttMs: s.visitor.rttMs, nat: s.visitorNat ?? null },
+        server: { address: s.server.fs.remote, rttMs: s.server.rttMs, nat: s.serverNat ?? null },
+        startedAt: s.startedAt ?? now,
+        uptimeS: Math.round((now - (s.startedAt ?? now)) / 100) / 10,
+      });
+    }
+    return { peers, names, sessions };
+  }
+
+  private async connectViaCluster(conn: PeerLink, m: MessageOf<'connect'>, cluster: Cluster): Promise<void> {
+    const out = await cluster.connect(conn, m);
+    if (out.ok) return;
+    if (out.code === 'unknown_name') this.stats.rejected++;
+    conn.fs.send({ type: 'error', code: out.code, message: out.message, reqId: m.reqId });
+  }
+
+  /** What the cluster may ask of this node. */
+  private clusterHost(): ClusterHost {
+    return {
+      brokerFor: (visitor, m) => this.onConnect(visitor, m, true),
+      visitorMessage: (visitor, m) => (m.type === 'candidates' ? this.onCandidates(visitor, m) : this.onPathReport(visitor, m)),
+      visitorGone: (visitor) => {
+        for (const s of this.sessions.values()) if (s.visitor === visitor) this.endSession(s.sid);
+      },
+      nameLost: (name, conflict) => {
+        const reg = this.registry.lookup(name);
+        if (!reg || !this.registry.release(name, reg.conn)) return;
+        reg.conn.names.delete(name.toLowerCase());
+        this.opts.log.info('unregistered', `"${name}" ${conflict ? 'was taken by another key while the registry was out of reach' : 'moved to another node'}`, { name, conflict });
+        // Same key elsewhere: our serve moved on, as when it re-registers on one node. Another key: tell ours, and let it retry.
+        if (conflict) reg.conn.fs.fail('name_taken', `the name "${name}" is now served by someone else`);
+      },
+    };
   }
 
   private endSession(sid: string): void {

@@ -80,12 +80,14 @@ export class RedisCluster implements Cluster {
   private held = new Map<string, Held>();
   private visitors = new Map<number, LocalVisitor>();
   private visitorIds = new WeakMap<PeerLink, number>();
-  private nextVisitor = 1;
+  /** Random start: a restarted node with the same --node-id does not reuse the numbers other nodes may still remember. */
+  private nextVisitor = crypto.randomInt(1, 2 ** 31);
   private forwarded = new Map<string, ForwardedSession>();
   private remote = new Map<string, RemoteVisitor>();
   /** Nodes found missing at the last liveness check: gone for good when missing twice. */
   private suspect = new Set<string>();
   private rttMs: number | null = null;
+  private beats = 0;
   private closed = false;
 
   constructor(readonly opts: RedisClusterOptions) {
@@ -360,7 +362,9 @@ export class RedisCluster implements Cluster {
     const { log } = this.opts;
     try {
       const prev = await this.store.heartbeat(this.nodeRecord, encodeRecord(this.nodeRecord), this.ttlMs);
-      if (prev && prev.instance !== this.instance) {
+      // On the first beat an old record is our own previous run (restarted within the TTL); later, it is another process.
+      const first = this.beats++ === 0;
+      if (prev && prev.instance !== this.instance && !first) {
         log.error('node_id_conflict', `another live process uses --node-id "${this.opts.nodeId}" (advertising ${prev.advertise}); give each node its own id`, { node: this.opts.nodeId });
       }
       this.rttMs = await this.store.ping();

@@ -151,7 +151,9 @@ async function runAll(cmd: Command, log: Logger, file: PeerConfig | null, serves
   const logFor = (name: string) => (several ? log.child({ entry: name }) : log);
   onShutdown(log, () => app.shutdown(drainS * 1000), drainS * 1000 + 5000);
   try {
-    const metrics = layered<string>(cmd, 'metrics', { top: file?.metrics });
+    // A `visit --stdio` (one per ssh connection) shares the config file with the long-running
+    // peer, so it takes the file's listeners (admin, metrics) only when told on the command line.
+    const metrics = stdio ? (cmd.opts() as { metrics?: string }).metrics : layered<string>(cmd, 'metrics', { top: file?.metrics });
     if (metrics) {
       const where = await app.startMetrics(parseOrDie(log, metrics, '--metrics', '127.0.0.1'));
       log.info('metrics', `metrics at http://${where}/metrics, status at http://${where}/status`, { listen: where });
@@ -172,7 +174,7 @@ async function runAll(cmd: Command, log: Logger, file: PeerConfig | null, serves
 }
 
 async function startAdmin(cmd: Command, log: Logger, file: PeerConfig | null, app: PeerApp, stdio: boolean): Promise<void> {
-  const configured = layered<string | boolean>(cmd, 'admin', { top: file?.admin });
+  const configured = stdio ? (cmd.opts() as { admin?: string | boolean }).admin : layered<string | boolean>(cmd, 'admin', { top: file?.admin });
   if (configured === false) return;
   const explicit = typeof configured === 'string';
   // ssh starts one `visit --stdio` per connection: they stay out of the way unless asked.

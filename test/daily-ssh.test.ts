@@ -110,7 +110,8 @@ test('ssh with ProxyCommand=peer visit %h --stdio runs a command; scp copies bot
   });
 
   const rdv = await p.rendezvous();
-  await p.serve('ssh-home', `127.0.0.1:${port}`, rdv.addr, SECRET, ['--no-admin']);
+  const serveSock = path.join(dir, 'serve.sock');
+  await p.serve('ssh-home', `127.0.0.1:${port}`, rdv.addr, SECRET, ['--admin', serveSock]);
 
   const env = { ...process.env, PEER_SERVER: rdv.addr, PEER_SECRET: SECRET, PEER_TOKEN: '' };
   const proxy = `ProxyCommand=${process.execPath} ${CLI.peer} visit %h --stdio --quiet`;
@@ -119,6 +120,18 @@ test('ssh with ProxyCommand=peer visit %h --stdio runs a command; scp copies bot
   const hello = await run('/usr/bin/ssh', [...sshOpts, 'root@ssh-home', 'echo hello from $(hostname)'], env);
   assert.equal(hello.code, 0, `ssh failed: ${hello.stderr}`);
   assert.equal(hello.stdout.trim(), `hello from ${os.hostname()}`);
+
+  // The README's ~/.ssh/config form: server and secret from a config file shared with a
+  // long-running peer, whose admin socket and metrics port are taken: the ProxyCommand must not care.
+  const cfg2 = path.join(dir, 'peer.toml');
+  fs.writeFileSync(cfg2, `server = "${rdv.addr}"\nsecret = "${SECRET}"\nadmin = "${serveSock}"\nmetrics = "${rdv.addr}"\n`);
+  const viaFile = await run(
+    '/usr/bin/ssh',
+    [...sshOpts.slice(0, -1), `ProxyCommand=${process.execPath} ${CLI.peer} visit %h --stdio --quiet --config ${cfg2}`, 'root@ssh-home', 'echo via config'],
+    { ...process.env, PEER_SERVER: '', PEER_SECRET: '', PEER_TOKEN: '' },
+  );
+  assert.equal(viaFile.code, 0, `ssh with --config failed: ${viaFile.stderr}`);
+  assert.equal(viaFile.stdout.trim(), 'via config');
 
   // scp up and down: 3 MB of random bytes each way.
   const up = path.join(dir, 'up.bin');

@@ -75,6 +75,21 @@ export async function benchProfile(ctx: Ctx): Promise<SectionResult> {
     for (const w of ['serve', 'visit', 'rendezvous']) show(say, `relay ${w}`, (out.relay as Record<string, ProfileSummary>)[w]!);
   }
 
+  // 500 concurrent streams: where the time goes when many small streams share one session.
+  {
+    const [ds, dv] = dirs('streams');
+    for (const d of [ds, dv]) await mkdir(d!, { recursive: true });
+    await env.startServe('svc', `127.0.0.1:${env.svcPort}`, { cpuProfDir: ds });
+    const v = await env.startVisit('svc', { cpuProfDir: dv });
+    await env.waitDirect(v);
+    const r = await env.tool('a', TOOL.streams, ['--to', `127.0.0.1:${v.port}`, '--count', '500', '--bytes', '65536'], 200_000);
+    say(`  profiled streams: ${r.exact}/500 exact in ${r.ms} ms`);
+    await stopProcess(v.child, 5000);
+    await env.startServe('svc', `127.0.0.1:${env.svcPort}`);
+    out.streams = { ms: r.ms, serve: summarizeDir(ds!), visit: summarizeDir(dv!) };
+    for (const w of ['serve', 'visit']) show(say, `streams ${w}`, (out.streams as Record<string, ProfileSummary>)[w]!);
+  }
+
   // 100 idle tunnels: what the serve process does when nothing is sent.
   {
     const [ds] = dirs('idle');

@@ -123,6 +123,21 @@ describe('rendezvous cluster on Redis', { skip: missing ?? false }, () => {
     assert.ok(took! <= (TTL_S + 1.5) * 1000, `expired within the TTL (+ polling slack): ${took} ms`);
   });
 
+  test('a node stopped with SIGTERM gives its names back at once (no TTL wait)', async (t) => {
+    const { p, nodes, echo } = await cluster(t, ['gs-a', 'gs-b']);
+    const [A, B] = nodes;
+    await p.serve('graceful', `127.0.0.1:${echo.port}`, A.addr, SECRET, ['--mode', 'relay', ...PEER]);
+    const sim = await SimPeer.connect(B.port);
+    t.after(() => sim.close());
+    assert.equal((await sim.register('graceful')).type, 'error', 'held by the serve on A');
+    process.kill(-A.child.pid!, 'SIGTERM');
+    assert.notEqual(await waitExit(A.child, 10_000), null, 'node A exits on SIGTERM');
+    const t0 = Date.now();
+    const r = await sim.register('graceful');
+    assert.equal(r.type, 'registered', `another key may take the name as soon as node A is gone: ${JSON.stringify(r)}`);
+    assert.ok(Date.now() - t0 < TTL_S * 1000);
+  });
+
   test('node A killed: serve fails over to B, the next visit succeeds, a direct tunnel up at the time keeps working', async (t) => {
     const { p, nodes, echo } = await cluster(t, ['fo-a', 'fo-b']);
     const [A, B] = nodes;

@@ -19,6 +19,18 @@ const hostPort = z.string().refine(
   },
   { message: 'expected HOST:PORT (e.g. 127.0.0.1:22)' },
 );
+/** `--server` may list several rendezvous nodes of a cluster: `a:7000,b:7000`. */
+const hostPortList = z.string().refine(
+  (v) => {
+    try {
+      for (const part of v.split(',')) parseHostPort(part);
+      return v.trim().length > 0;
+    } catch {
+      return false;
+    }
+  },
+  { message: 'expected HOST:PORT, or several comma-separated (a:7000,b:7000)' },
+);
 const name = z.string().regex(NAME_RE, 'must be 1-63 of A-Z a-z 0-9 . _ - starting with a letter or digit');
 const nonEmpty = z.string().min(1, 'must not be empty');
 const mode = z.enum(['auto', 'direct', 'relay']);
@@ -32,7 +44,7 @@ const logKeys = {
 
 /** Keys a [[serve]] or [[visit]] entry may set for itself; unset ones come from the top level. */
 const peerShared = {
-  server: hostPort.optional(),
+  server: hostPortList.optional(),
   secret: nonEmpty.optional(),
   token: nonEmpty.optional(),
   mode: mode.optional(),

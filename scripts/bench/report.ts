@@ -88,7 +88,11 @@ export function mergeResults(prev: Json, sections: Json, meta: Json): Json {
   const rows = goalRows(merged);
   for (const r of rows) merged[r.key] = r.value;
   merged.goals = Object.fromEntries(rows.map((r) => [r.key, { value: r.value, goal: r.goal, holds: r.holds }]));
-  merged.bench = meta;
+  // A full run describes the file; a partial one (--only) is noted beside it, so the
+  // machine and load of the run most figures come from stay readable.
+  const full = ['direct', 'relay', 'connect', 'latency', 'streams', 'idle', 'rendezvous', 'loss'].every((k) => (meta.sections_run ?? []).includes(k));
+  if (full || !prev.bench) merged.bench = meta;
+  else merged.bench = { ...prev.bench, partial_runs: [...(prev.bench.partial_runs ?? []), meta].slice(-5) };
   // Goal keys first, for people reading the file; then everything else in its old order.
   const ordered: Json = {};
   for (const k of GOAL_KEYS) ordered[k] = merged[k];

@@ -9,7 +9,7 @@ import net from 'node:net';
 import { Procs, echoTransfer, waitForEvent, waitExit, outputOf, SECRET } from './helpers/tunnel.js';
 import { eventsOf, lineCount } from '../scripts/netns-lab.js';
 import { identityReady } from '../src/crypto/identity.js';
-import { RedisProc, redisMissing, SimPeer, sleep, until } from './cluster-helpers.js';
+import { RedisProc, redisMissing, servedBy, SimPeer, until } from './cluster-helpers.js';
 
 const missing = redisMissing();
 if (missing) process.stderr.write(`# ${missing}\n`);
@@ -171,6 +171,9 @@ describe('rendezvous cluster on Redis', { skip: missing ?? false }, () => {
     const { p, nodes, echo } = await cluster(t, ['rr-a', 'rr-b']);
     const [A, B] = nodes;
     await p.serve('survivor', `127.0.0.1:${echo.port}`, A.addr, SECRET, ['--mode', 'relay', ...PEER]);
+    const sticky = await SimPeer.connect(A.port);
+    t.after(() => sticky.close());
+    assert.equal((await sticky.register('sticky')).type, 'registered');
     const before = await p.visit('survivor', B.addr, SECRET, ['--mode', 'relay', ...PEER]);
     const r0 = await echoTransfer(before.port, 256 * 1024, 30_000);
     assert.equal(r0.got, r0.sent);
@@ -191,6 +194,14 @@ describe('rendezvous cluster on Redis', { skip: missing ?? false }, () => {
     // Cross-node visits fail clearly, not wrongly.
     const cross = await sim.connectTo('survivor', 10_000);
     assert.equal(cross.type === 'error' && cross.code, 'service_unavailable');
+    // A serve whose connection drops during the outage gets its name back on the same node with the same key; no other key does.
+    sticky.close();
+    const again = await SimPeer.connect(A.port, { identity: sticky.identity });
+    t.after(() => again.close());
+    const other = await SimPeer.connect(A.port);
+    t.after(() => other.close());
+    assert.ok(await until(async () => (await other.register('sticky')).type === 'error' && (await again.register('sticky')).type === 'registered', 5000, 100), 'same key re-registers during the outage');
+    assert.equal((await other.register('sticky')).type, 'error');
 
     const upMarks = nodes.map((n) => lineCount(n.child));
     await redis.restart(); // empty: nothing was persisted
@@ -206,5 +217,7 @@ describe('rendezvous cluster on Redis', { skip: missing ?? false }, () => {
     const r2 = await echoTransfer(after.port, 256 * 1024, 30_000);
     assert.equal(r2.got, r2.sent);
     assert.equal((await sim.register('newcomer')).type, 'registered');
+    // The name re-taken during the outage was re-asserted in Redis and is reachable from node B.
+    assert.equal(servedBy(await sim.connectTo('sticky')), 'sticky');
   });
 });

@@ -78,6 +78,8 @@ export class RedisCluster implements Cluster {
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private beating: Promise<void> | null = null;
   private held = new Map<string, Held>();
+  /** Names given up while Redis was out of reach, kept one TTL so the same key reconnecting here gets them back. */
+  private recent = new Map<string, { h: Held; until: number }>();
   private visitors = new Map<number, LocalVisitor>();
   private visitorIds = new WeakMap<PeerLink, number>();
   /** Random start: a restarted node with the same --node-id does not reuse the numbers other nodes may still remember. */
@@ -119,6 +121,7 @@ export class RedisCluster implements Cluster {
     });
     this.store.on('up', () => {
       log.info('registry_up', `cluster registry at ${where} is reachable: node "${this.opts.nodeId}" re-asserts its ${this.held.size} name(s)`, { registry: where, node: this.opts.nodeId, names: this.held.size });
+      this.recent.clear();
       this.beatSoon();
     });
     const up = await this.store.start(this.opts.nodeId, this.opts.startWaitMs ?? 3000);
@@ -154,7 +157,7 @@ export class RedisCluster implements Cluster {
   // ---- names ----
 
   async claim(name: string, key: string, owner: PeerLink): Promise<ClaimOutcome> {
-    if (!this.store.up) return unavailable('registrations are paused');
+    if (!this.store.up) return this.reclaimOffline(name, key, owner);
     const record = newNameRecord(this.opts.nodeId, key);
     const text = encodeRecord(record);
     let reply;
@@ -181,6 +184,28 @@ export class RedisCluster implements Cluster {
     this.held.delete(k);
     // Compare-and-delete: if another registration replaced ours meanwhile, it stays. Unreachable Redis: the TTL ends it.
     if (this.store.up) this.store.release(h.name, h.text).catch(() => undefined);
+    else this.recent.set(k, { h, until: Date.now() + this.ttlMs });
+  }
+
+  /**
+   * Redis out of reach: nothing new can be checked, but a serve that lost its
+   * connection to us and comes back with the same key gets its name back under
+   * the same record (still ours in Redis, or re-asserted, or reported lost, by
+   * the next refresh once Redis is back).
+   */
+  private reclaimOffline(name: string, key: string, owner: PeerLink): ClaimOutcome {
+    const k = name.toLowerCase();
+    const cur = this.held.get(k);
+    if (cur && cur.key === key) {
+      // The same key from a new connection while the old one lingers: it moves, as on one node.
+      this.held.set(k, { ...cur, owner });
+      return { ok: true };
+    }
+    const r = this.recent.get(k);
+    if (!r || r.h.key !== key || r.until < Date.now()) return unavailable('registrations are paused');
+    this.recent.delete(k);
+    this.held.set(k, { ...r.h, owner });
+    return { ok: true };
   }
 
   // ---- visits: the visitor's side ----

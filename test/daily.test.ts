@@ -349,7 +349,6 @@ test('no secret or token is ever logged, even at --log-level debug and on errors
   const rdv = await p.rendezvous(['--token', token, '--log-level', 'debug']);
   const echo = await p.echoServer();
   const serve = p.spawnCli('peer', ['serve', '--name', 'echo', '--local', `127.0.0.1:${echo.port}`, '--log-level', 'debug', '--no-admin'], { PEER_SERVER: rdv.addr, PEER_SECRET: secret, PEER_TOKEN: token });
-  await waitForEvent(serve, () => true, 100).catch(() => undefined);
   const cfg = path.join(dir, 'visit.toml');
   fs.writeFileSync(cfg, `server = "${rdv.addr}"\nsecret = "${secret}"\ntoken = "${token}"\nlog-level = "debug"\nlog-format = "json"\nadmin = false\n[[visit]]\nname = "echo"\nbind = "127.0.0.1:0"\n`);
   // Text logs from serve: wait for its ready line the plain way.

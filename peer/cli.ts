@@ -327,7 +327,8 @@ addLogOptions(program.command('nat'))
   .option('--json', 'print the report as one JSON object on stdout')
   .action(async (o: { server: string; json?: boolean } & LogOpts) => {
     const log = loggerFrom(o);
-    const server = parseOrDie(log, o.server, '--server', '127.0.0.1');
+    // A server list (a,b) is for failover; any one of them classifies the NAT.
+    const server = parseOrDie(log, o.server.split(',')[0].trim(), '--server', '127.0.0.1');
     try {
       const report = await detectNat({ address: server.host, port: server.port });
       if (o.json) {

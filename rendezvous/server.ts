@@ -177,7 +177,9 @@ export class RendezvousServer {
   }
 
   private onClose(conn: Conn): void {
-    this.conns.delete(conn);
+    // Runs once per connection: a connection handed to the relay is released
+    // then, and its socket's later 'close' must not count it out a second time.
+    if (!this.conns.delete(conn)) return;
     const n = (this.perIp.get(conn.ip) ?? 1) - 1;
     if (n <= 0) this.perIp.delete(conn.ip);
     else this.perIp.set(conn.ip, n);
@@ -194,8 +196,7 @@ export class RendezvousServer {
     const { fs } = conn;
     if (!conn.hello) {
       if (m.type === 'relay_bind' && this.relay) {
-        this.conns.delete(conn); // now the relay's to account for
-        this.onClose(conn);
+        this.onClose(conn); // now the relay's to account for
         // In a cluster, a visitor's leg for a session another node brokers is piped to that node's relay.
         if (this.opts.cluster?.takeRelayLeg(fs, m.ticket)) return;
         return this.relay.adopt(fs, m.ticket);

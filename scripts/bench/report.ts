@@ -54,20 +54,30 @@ export function goalRows(r: Json): GoalRow[] {
   ];
 }
 
+const HEAD = ['figure', 'ours', 'reference / context', 'value', 'goal', 'holds'];
+
+function cellsOf(rows: GoalRow[]): string[][] {
+  const shown = (r: GoalRow) => {
+    if (r.value === null) return 'n/a';
+    if (r.key.endsWith('_pct')) return r.value.toFixed(2);
+    if (r.key.endsWith('_ms') || r.key.endsWith('_mb')) return r.value.toFixed(0);
+    return `${r.value.toFixed(2)}x`;
+  };
+  return rows.map((r) => [r.figure, r.ours, r.reference, shown(r), r.goal, r.holds === null ? 'not run' : r.holds ? 'yes' : 'NO']);
+}
+
 /** Pure: a fixed-width text table of the goal rows. */
 export function formatTable(rows: GoalRow[]): string {
-  const ratioish = (r: GoalRow) => (r.value === null ? 'n/a' : r.key.endsWith('_ms') || r.key.endsWith('_pct') || r.key.endsWith('_mb') ? r.value.toFixed(r.key.endsWith('_pct') ? 2 : 0) : `${r.value.toFixed(2)}x`);
-  const cells = rows.map((r) => [r.figure, r.ours, r.reference, ratioish(r), r.goal, r.holds === null ? 'not run' : r.holds ? 'yes' : 'NO']);
-  const head = ['figure', 'ours', 'reference / context', 'value', 'goal', 'holds'];
-  const w = head.map((h, k) => Math.max(h.length, ...cells.map((c) => c[k]!.length)));
+  const cells = cellsOf(rows);
+  const w = HEAD.map((h, k) => Math.max(h.length, ...cells.map((c) => c[k]!.length)));
   const line = (c: string[]) => c.map((x, k) => x.padEnd(w[k]!)).join(' | ');
-  return [line(head), w.map((n) => '-'.repeat(n)).join('-|-'), ...cells.map(line)].join('\n');
+  return [line(HEAD), w.map((n) => '-'.repeat(n)).join('-|-'), ...cells.map(line)].join('\n');
 }
 
 /** Markdown version of the same table, for docs/BENCHMARKS.md. */
 export function formatMarkdown(rows: GoalRow[]): string {
-  const t = formatTable(rows).split('\n');
-  return [t[0], t[1], ...t.slice(2)].map((l, k) => (k === 1 ? '|' + l.replace(/-\|-/g, '|').replace(/[^|]/g, '-') + '|' : `| ${l} |`)).join('\n');
+  const line = (c: string[]) => `| ${c.join(' | ')} |`;
+  return [line(HEAD), `|${HEAD.map(() => '---').join('|')}|`, ...cellsOf(rows).map(line)].join('\n');
 }
 
 export function readResults(file: string): Json {

@@ -47,6 +47,10 @@ const RUNNERS: Record<Section, (ctx: Ctx) => Promise<SectionResult>> = {
 };
 
 async function main(): Promise<number> {
+  if (process.argv.includes('--help') || process.argv.includes('-h')) {
+    console.log(USAGE);
+    return 0;
+  }
   let args;
   try {
     args = parseBenchArgs(process.argv.slice(2));
@@ -54,7 +58,6 @@ async function main(): Promise<number> {
     console.error((e as Error).message);
     return 2;
   }
-  if (process.argv.includes('--help')) { console.log(USAGE); return 0; }
   const why = await missingPrerequisites();
   if (why) {
     console.error(`bench: ${why}`);

@@ -35,6 +35,15 @@ Open TCP and UDP on the --listen port (and the --alt-udp port) in your firewall.
   .option('--advertise <host:port>', 'where other nodes reach this node (its relay) in a cluster (default: the --listen address)')
   .option('--registry-ttl <seconds>', 'cluster: a name (and a node) lapses this long after its last refresh; refreshed every third of it', '15')
   .option('--config <file>', 'TOML config file (keys are these option names; flags and environment variables override it)')
+  .option('--max-conns-per-ip <n>', 'limit: control connections from one IP address', '256')
+  .option('--max-connections <n>', 'limit: control connections in total', '20000')
+  .option('--max-names-per-conn <n>', 'limit: names one serve connection may register', '16')
+  .option('--max-sessions-per-conn <n>', 'limit: sessions one visitor connection may open', '256')
+  .option('--max-sessions <n>', 'limit: sessions brokered at once', '100000')
+  .option('--max-memory <mb>', 'limit: refuse new connections and sessions above this resident memory', '1024')
+  .option('--relay-rate <mbit>', 'limit: relay bandwidth per session and direction in Mbit/s (0: unlimited)', '0')
+  .option('--handshake-timeout <s>', 'limit: close a connection that has not said hello after this long', '10')
+  .option('--idle-timeout <s>', 'limit: close a control connection silent for this long (peers ping every 20 s)', '90')
   .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics and status JSON at /status')
   .option('--status <host:port>', 'serve the read-only status JSON at http://HOST:PORT/status (also on --metrics)')
   .showHelpAfterError('(run with --help for usage)');
@@ -78,7 +87,17 @@ program.action(async (_o: unknown, cmd: Command) => {
     return die(log, (e as Error).message);
   }
   if (relay && !o.relayKey) die(log, '--relay needs --relay-key (the same key the relay was started with)');
-  const cluster = clusterFrom(cmd.opts() as ClusterFlags, listen.host, log);
+  const limits = limitsFrom(log, (key, fileKey) => pick<string | number>(key, fileKey as keyof RendezvousConfig));
+  const cluster = clusterFrom(
+    {
+      registry: pick<string>('registry', 'registry'),
+      nodeId: pick<string>('nodeId', 'node-id'),
+      advertise: pick<string>('advertise', 'advertise'),
+      registryTtl: String(pick<string | number>('registryTtl', 'registry-ttl') ?? '15'),
+    },
+    listen.host,
+    log,
+  );
   const server = new RendezvousServer({
     host: listen.host,
     port: listen.port,
@@ -88,6 +107,7 @@ program.action(async (_o: unknown, cmd: Command) => {
     log,
     relay: relay ? { host: relay.host, port: relay.port, key: o.relayKey! } : undefined,
     cluster,
+    ...limits,
   });
   const observers: { close(): Promise<void> }[] = [];
   onShutdown(log, async () => {
@@ -125,6 +145,32 @@ program.action(async (_o: unknown, cmd: Command) => {
     die(log, err.message.startsWith('cannot listen') ? err.message : err.code === 'EADDRINUSE' ? `cannot listen on ${o.listen}: the port is already in use` : `cannot start: ${err.message}`);
   }
 });
+
+/** Limit options: whole numbers within sane bounds, named in the error when not. */
+const LIMITS = [
+  ['maxConnsPerIp', 'max-conns-per-ip', 1, 1_000_000, 1],
+  ['maxConnections', 'max-connections', 1, 10_000_000, 1],
+  ['maxNamesPerConn', 'max-names-per-conn', 1, 100_000, 1],
+  ['maxSessionsPerConn', 'max-sessions-per-conn', 1, 1_000_000, 1],
+  ['maxSessions', 'max-sessions', 1, 100_000_000, 1],
+  ['maxMemoryMb', 'max-memory', 64, 1_000_000, 1],
+  ['relayRate', 'relay-rate', 0, 1_000_000, 1_000_000 / 8],
+  ['handshakeTimeoutMs', 'handshake-timeout', 1, 3600, 1000],
+  ['idleTimeoutMs', 'idle-timeout', 5, 86_400, 1000],
+] as const;
+
+function limitsFrom(log: Logger, pick: (key: string, fileKey: string) => string | number | undefined): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [opt, flag, min, max, scale] of LIMITS) {
+    const camel = flag.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
+    const raw = pick(camel, flag);
+    if (raw === undefined) continue;
+    const n = Number(raw);
+    if (!Number.isFinite(n) || n < min || n > max) die(log, `invalid --${flag} "${raw}": expected a number from ${min} to ${max}`);
+    out[opt] = Math.round(n * scale);
+  }
+  return out;
+}
 
 interface ClusterFlags {
   registry?: string;

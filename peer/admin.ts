@@ -9,11 +9,32 @@ import path from 'node:path';
  * socket is 0600 in a 0700 directory, so only the user running the peer can ask.
  */
 
-/** `$XDG_RUNTIME_DIR/holepunch/peer.sock`, else `/tmp/holepunch-UID/peer.sock`. */
-export function defaultAdminPath(env: NodeJS.ProcessEnv = process.env): string {
+/** `$XDG_RUNTIME_DIR/holepunch`, else `/tmp/holepunch-UID`: where peers put their admin sockets. */
+export function defaultAdminDir(env: NodeJS.ProcessEnv = process.env): string {
   const runtime = env.XDG_RUNTIME_DIR;
-  const dir = runtime ? path.join(runtime, 'holepunch') : path.join(os.tmpdir(), `holepunch-${process.getuid?.() ?? 'user'}`);
-  return path.join(dir, 'peer.sock');
+  return runtime ? path.join(runtime, 'holepunch') : path.join(os.tmpdir(), `holepunch-${process.getuid?.() ?? 'user'}`);
+}
+
+/**
+ * One socket per process (`peer-PID.sock`), so any number of peers can run
+ * side by side and `peer status` finds them all in the directory.
+ */
+export function defaultAdminPath(env: NodeJS.ProcessEnv = process.env, pid = process.pid): string {
+  return path.join(defaultAdminDir(env), `peer-${pid}.sock`);
+}
+
+/** Admin sockets of running peers in the default directory (stale files are skipped). */
+export async function findAdminSockets(env: NodeJS.ProcessEnv = process.env): Promise<string[]> {
+  const dir = defaultAdminDir(env);
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const candidates = names.filter((n) => /^peer(-\d+)?\.sock$/.test(n)).map((n) => path.join(dir, n));
+  const live = await Promise.all(candidates.map(async (p) => ((await isLive(p)) ? p : null)));
+  return live.filter((p): p is string => p !== null).sort();
 }
 
 export type AdminHandler = (request: { cmd: string }) => Promise<unknown>;

@@ -11,7 +11,7 @@ import { detectNat } from '../src/stun/nat.js';
 import { ConfigError, layered, loadConfigFile, PeerConfig } from '../src/config/index.js';
 import { encodePublicKey, generateIdentity, identityReady, parseIdentity, parsePublicKey, serializeIdentity, type Identity } from '../src/crypto/identity.js';
 import { PeerApp, type ServeSpec, type VisitSpec } from './app.js';
-import { adminRequest, defaultAdminPath } from './admin.js';
+import { adminRequest, defaultAdminDir, defaultAdminPath, findAdminSockets } from './admin.js';
 import { formatStatus } from './status.js';
 import type { PeerStatus } from './app.js';
 
@@ -49,7 +49,7 @@ function tunnelOptions(cmd: Command): Command {
     .addOption(new Option('--token <token>', 'token the rendezvous requires, if it was started with --token').env('PEER_TOKEN'))
     .addOption(new Option('--mode <mode>', 'auto: relay first, upgrade to direct; direct: never relay; relay: never punch').choices(['auto', 'direct', 'relay']).default('auto'))
     .option('--identity <file>', 'long-term key pair from `peer keygen` (serve: holds the name, proves the server to pinning visitors; visit: proves us to --allow)')
-    .option('--admin <path>', `admin socket for \`peer status\` (default ${defaultAdminPath()})`)
+    .option('--admin <path>', `admin socket for \`peer status\` (default ${path.join(defaultAdminDir(), 'peer-PID.sock')})`)
     .option('--no-admin', 'do not open an admin socket')
     .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (and status JSON at /status)')
     .option('--drain-timeout <seconds>', 'on SIGTERM/SIGINT, how long open connections get to finish before they are ended with a FIN', '10');
@@ -281,13 +281,17 @@ tunnelOptions(program.command('run'))
 program
   .command('status')
   .description('show the tunnels of the running peer (serve, visit --bind or run) through its admin socket')
-  .option('--admin <path>', `the peer's admin socket (default ${defaultAdminPath()})`)
-  .option('--json', 'print the status as one JSON object')
+  .option('--admin <path>', `one peer's admin socket (default: every running peer in ${defaultAdminDir()})`)
+  .option('--json', 'print each peer\'s status as one JSON object per line')
   .action(async (o: { admin?: string; json?: boolean }) => {
+    const sockets = o.admin ? [o.admin] : await findAdminSockets();
+    if (!sockets.length) die(null, `no running peer found (no live admin socket in ${defaultAdminDir()}); is \`peer serve\`, \`peer visit --bind\` or \`peer run\` running as this user?`);
     try {
-      const reply = (await adminRequest(o.admin ?? defaultAdminPath(), 'status')) as unknown as PeerStatus & { ok?: boolean };
-      delete reply.ok;
-      process.stdout.write(o.json ? JSON.stringify(reply) + '\n' : formatStatus(reply));
+      for (const sock of sockets) {
+        const reply = (await adminRequest(sock, 'status')) as unknown as PeerStatus & { ok?: boolean };
+        delete reply.ok;
+        process.stdout.write(o.json ? JSON.stringify(reply) + '\n' : formatStatus(reply));
+      }
     } catch (e) {
       die(null, (e as Error).message);
     }

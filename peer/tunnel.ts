@@ -101,7 +101,13 @@ export class TunnelHost {
       return;
     }
     if (m.peerNat) t.peerNat = m.peerNat;
-    t.direct?.punch(m.candidates, planPunch(this.gathered?.nat, t.peerNat), m.delayMs);
+    const plan = planPunch(this.gathered?.nat, t.peerNat);
+    if (plan.kind === 'none' && this.opts.mode === 'direct' && t.session.path?.kind !== 'direct') {
+      // Nothing to wait for: say so now rather than after the punch timeout.
+      t.session.close(`no direct path is possible: ${plan.reason.replace(/; staying on the relay$/, '')}`);
+      return;
+    }
+    t.direct?.punch(m.candidates, plan, m.delayMs);
   }
 
   /** Creates the session and its paths; resolves once data can flow (relay up, or direct up with --mode direct). */

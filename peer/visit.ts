@@ -268,17 +268,27 @@ function retriable(e: unknown): boolean {
 /** --mode direct: the session is usable only once a hole is punched. */
 function waitForDirect(session: Session, name: string, timeoutMs = 20_000): Promise<void> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
+    const done = () => {
+      clearTimeout(timer);
       session.off('path', onPath);
+      session.off('close', onClose);
+    };
+    const fail = (why: string) => reject(new FatalError(`${why} to "${name}" (--mode direct never uses the relay; try --mode auto)`, 'no_direct_path'));
+    const timer = setTimeout(() => {
+      done();
       session.close('no direct path');
-      reject(new FatalError(`no direct path to "${name}" could be punched within ${timeoutMs / 1000} s (--mode direct never uses the relay; try --mode auto)`, 'no_direct_path'));
+      fail(`no direct path could be punched within ${timeoutMs / 1000} s`);
     }, timeoutMs);
     const onPath = (p: { kind: string }) => {
       if (p.kind !== 'direct') return;
-      clearTimeout(timer);
-      session.off('path', onPath);
+      done();
       resolve();
     };
+    const onClose = (reason: string) => {
+      done();
+      fail(reason.startsWith('no direct path') ? reason : `the session closed before a direct path opened (${reason})`);
+    };
     session.on('path', onPath);
+    session.on('close', onClose);
   });
 }

@@ -54,7 +54,7 @@ export interface PcapPacket {
   proto: 'udp' | 'tcp' | 'icmp' | 'other';
   sport: number;
   dport: number;
-  /** UDP payload (or the bytes after the IPv4 header for other protocols) */
+  /** UDP payload (or the bytes after the IPv4 header for other protocols); a view into the file's buffer */
   payload: Buffer;
   /** ICMP type and code, for proto 'icmp' */
   icmpType?: number;
@@ -137,11 +137,11 @@ function parseIpv4(ip: Buffer, ts: number): PcapPacket | null {
   const proto = ip[9];
   if (proto === 17 && body.length >= 8) {
     const len = Math.min(body.readUInt16BE(4), body.length);
-    return { ts, src, dst, proto: 'udp', sport: body.readUInt16BE(0), dport: body.readUInt16BE(2), payload: Buffer.from(body.subarray(8, Math.max(8, len))) };
+    return { ts, src, dst, proto: 'udp', sport: body.readUInt16BE(0), dport: body.readUInt16BE(2), payload: body.subarray(8, Math.max(8, len)) };
   }
-  if (proto === 6 && body.length >= 4) return { ts, src, dst, proto: 'tcp', sport: body.readUInt16BE(0), dport: body.readUInt16BE(2), payload: Buffer.from(body) };
-  if (proto === 1 && body.length >= 2) return { ts, src, dst, proto: 'icmp', sport: 0, dport: 0, payload: Buffer.from(body), icmpType: body[0], icmpCode: body[1] };
-  return { ts, src, dst, proto: 'other', sport: 0, dport: 0, payload: Buffer.from(body) };
+  if (proto === 6 && body.length >= 4) return { ts, src, dst, proto: 'tcp', sport: body.readUInt16BE(0), dport: body.readUInt16BE(2), payload: body };
+  if (proto === 1 && body.length >= 2) return { ts, src, dst, proto: 'icmp', sport: 0, dport: 0, payload: body, icmpType: body[0], icmpCode: body[1] };
+  return { ts, src, dst, proto: 'other', sport: 0, dport: 0, payload: body };
 }
 
 export function readPcapFile(file: string): PcapPacket[] {
@@ -300,26 +300,40 @@ class Sender {
   readonly perTarget: Record<string, number> = {};
   private windowStart = performance.now();
   private inWindow = 0;
+  private pending: Promise<void>[] = [];
 
   constructor(private readonly sock: dgram.Socket, private readonly pps: number) {}
 
-  /** Sends one datagram, pacing to `pps` (bounded: never waits more than the pacing needs). */
+  /**
+   * Queues one datagram, pacing to `pps`; waits for the kernel to take a
+   * batch of 32 at a time (one await per datagram would make a loaded
+   * machine, not the rate cap, set the pace).
+   */
   async send(b: Buffer, to: Target): Promise<void> {
     if (this.inWindow >= this.pps / 50) {
+      await this.flush();
       const wait = 20 - (performance.now() - this.windowStart);
       if (wait > 0) await sleep(wait);
       this.windowStart = performance.now();
       this.inWindow = 0;
     }
     this.inWindow++;
-    await new Promise<void>((r) => this.sock.send(b, to.port, to.host, (err) => {
+    this.pending.push(new Promise<void>((r) => this.sock.send(b, to.port, to.host, (err) => {
       if (err) this.errors++;
       else {
         this.sent++;
         this.perTarget[key(to)] = (this.perTarget[key(to)] ?? 0) + 1;
       }
       r();
-    }));
+    })));
+    if (this.pending.length >= 32) await this.flush();
+  }
+
+  /** Waits until every queued datagram has been handed to the kernel. */
+  async flush(): Promise<void> {
+    const p = this.pending;
+    this.pending = [];
+    await Promise.all(p);
   }
 }
 
@@ -427,8 +441,17 @@ async function tcpFlood(to: Target, n: number, concurrency: number, holdMs: numb
   });
   await Promise.all(workers);
   r.openMs = Math.round(performance.now() - t0);
-  // Refusals arrive right after the accept: let them land before the snapshot.
-  await sleep(300);
+  // The kernel completes handshakes before the server accepts them, so refusals
+  // trickle in after every connect has settled: snapshot once the number of
+  // open connections has not changed for 1 s (at most 8 s).
+  for (let last = -1, stableSince = performance.now(), end = performance.now() + 8000; performance.now() < end; await sleep(100)) {
+    if (socks.size !== last) {
+      last = socks.size;
+      stableSince = performance.now();
+    } else if (performance.now() - stableSince >= 1000) {
+      break;
+    }
+  }
   onOpened({ ...r, errors: { ...r.errors }, openAtEnd: socks.size });
   await sleep(holdMs);
   holding = false;
@@ -553,6 +576,7 @@ async function main(argv: string[]): Promise<void> {
       udp.replayRounds++;
     }
   }
+  await sender.flush();
   out({ event: 'udp_done', ...udp, sent: sender.sent, sendErrors: sender.errors });
 
   const tcpReport = await tcp;

@@ -7,7 +7,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import {
-  CLI, Lab, distPath, eventsOf, lineCount, stopProcess, waitForEvent, type Topology,
+  CLI, Lab, distPath, eventsOf, lineCount, outputOf, stopProcess, waitForEvent, type Topology,
 } from '../netns-lab.js';
 
 export const RDV = { host: '203.0.113.10', port: 7000 };
@@ -52,6 +52,8 @@ export class BenchEnv {
   iperfd!: ChildProcess;
   svcPort = 0;
   readonly serves = new Map<string, ChildProcess>();
+  /** Why the iperf3 server had to be restarted (its exit and last output), if ever. */
+  readonly iperfRestarts: string[] = [];
 
   private constructor(readonly lab: Lab) {}
 
@@ -72,6 +74,17 @@ export class BenchEnv {
       throw err;
     }
     return e;
+  }
+
+  /** iperf3 -s has been seen to exit mid-bench; start it again if so. Returns true if it was restarted. */
+  async ensureIperf(): Promise<boolean> {
+    const d = this.iperfd;
+    if (d.exitCode === null && d.signalCode === null) return false;
+    const o = outputOf(d);
+    this.iperfRestarts.push(`exit ${d.exitCode ?? d.signalCode}: ${(o.stderr + o.stdout).trim().slice(-300)}`);
+    this.iperfd = this.lab.spawn('b', ['iperf3', '-s', '-p', String(IPERF_PORT)]);
+    await new Promise((r) => setTimeout(r, 500));
+    return true;
   }
 
   startRendezvous(o: { cpuProfDir?: string } = {}): ChildProcess {

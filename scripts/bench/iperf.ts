@@ -13,7 +13,7 @@ export interface IperfRun {
  * One TCP stream for `seconds` (the first second omitted: slow start and
  * window growth are the same warm-up for every contender); reverse = server sends.
  */
-export async function iperf(lab: Lab, node: string, host: string, port: number, o: { reverse?: boolean; seconds: number }): Promise<IperfRun> {
+export async function iperf(lab: Lab, node: string, host: string, port: number, o: { reverse?: boolean; seconds: number; ensureServer?: () => Promise<boolean> }): Promise<IperfRun> {
   // The server serves one test at a time and only notices the previous one has
   // ended when its connections close; through a tunnel that close can lag.
   for (let attempt = 0; ; attempt++) {
@@ -21,7 +21,10 @@ export async function iperf(lab: Lab, node: string, host: string, port: number, 
       const r = await iperfOnce(lab, node, host, port, o);
       return { ...r, busyRetries: attempt };
     } catch (e) {
-      if (!/busy/.test((e as Error).message) || attempt >= 40) throw e;
+      const msg = (e as Error).message;
+      // A refused connection: the server may have exited; start it again (once per attempt) and retry.
+      if (/refused|reset by peer/.test(msg) && o.ensureServer && attempt < 3 && (await o.ensureServer())) continue;
+      if (!/busy/.test(msg) || attempt >= 40) throw e;
       await new Promise((res) => setTimeout(res, 250));
     }
   }

@@ -33,13 +33,13 @@ export async function benchDirect(ctx: Ctx): Promise<SectionResult> {
     let stayedDirect = true;
     for (let i = 0; i < args.runs; i++) {
       for (const dir of ['up', 'down'] as const) {
-        const o = await iperf(lab, 'a', '127.0.0.1', visit.port, { reverse: dir === 'down', seconds: args.seconds });
+        const o = await iperf(lab, 'a', '127.0.0.1', visit.port, { reverse: dir === 'down', seconds: args.seconds, ensureServer: () => env.ensureIperf() });
         ours[dir].push(o.mbps);
         busy += o.busyRetries ?? 0;
         if (env.pathOf(visit) !== 'direct') stayedDirect = false;
         say(`  run ${i + 1} ${dir.padEnd(4)} ours ${o.mbps.toFixed(0)} Mbit/s (path ${env.pathOf(visit)})`);
         if (wg) {
-          const w = await iperf(lab, 'a', wg.addrB, IPERF_PORT, { reverse: dir === 'down', seconds: args.seconds });
+          const w = await iperf(lab, 'a', wg.addrB, IPERF_PORT, { reverse: dir === 'down', seconds: args.seconds, ensureServer: () => env.ensureIperf() });
           ref[dir].push(w.mbps);
           say(`  run ${i + 1} ${dir.padEnd(4)} wireguard-go ${w.mbps.toFixed(0)} Mbit/s`);
         }
@@ -59,6 +59,7 @@ export async function benchDirect(ctx: Ctx): Promise<SectionResult> {
       ratio: { up: jsonNum(ratio(median(ours.up), median(ref.up)), 3), down: jsonNum(ratio(median(ours.down), median(ref.down)), 3) },
       node_dgram_ceiling_mbps: { received: jsonNum(median(udp)), sent: jsonNum(median(udpSent)), runs: udp },
       path_stayed_direct: stayedDirect,
+      iperf_server_restarts: [...env.iperfRestarts],
       iperf_seconds: args.seconds,
       // iperf3 said "busy" (previous test's connections not yet closed through the tunnel), retried after 250 ms each
       iperf_busy_retries_ours: busy,

@@ -23,7 +23,7 @@ export async function benchLoss(ctx: Ctx): Promise<SectionResult> {
       for (const pct of [0, 1, 10]) {
         await lab.setLoss('ra', pct);
         await lab.setLoss('rb', pct);
-        const r = await iperf(lab, 'a', '127.0.0.1', visit.port, { seconds: args.seconds });
+        const r = await iperf(lab, 'a', '127.0.0.1', visit.port, { seconds: args.seconds, ensureServer: () => env.ensureIperf() });
         runs[String(pct)]!.push(r.mbps);
         say(`  run ${i + 1} loss ${String(pct).padStart(2)}%: ${r.mbps.toFixed(1)} Mbit/s (path ${env.pathOf(visit)})`);
       }

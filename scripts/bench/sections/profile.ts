@@ -40,8 +40,8 @@ export async function benchProfile(ctx: Ctx): Promise<SectionResult> {
     await env.startServe('iperf', `127.0.0.1:${IPERF_PORT}`, { cpuProfDir: ds });
     const v = await env.startVisit('iperf', { cpuProfDir: dv });
     await env.waitDirect(v);
-    const up = await iperf(lab, 'a', '127.0.0.1', v.port, { seconds: args.seconds });
-    const down = await iperf(lab, 'a', '127.0.0.1', v.port, { seconds: args.seconds, reverse: true });
+    const up = await iperf(lab, 'a', '127.0.0.1', v.port, { seconds: args.seconds, ensureServer: () => env.ensureIperf() });
+    const down = await iperf(lab, 'a', '127.0.0.1', v.port, { seconds: args.seconds, reverse: true, ensureServer: () => env.ensureIperf() });
     say(`  profiled direct: up ${up.mbps.toFixed(0)} Mbit/s, down ${down.mbps.toFixed(0)} Mbit/s`);
     await stopProcess(v.child, 5000);
     await env.startServe('iperf', `127.0.0.1:${IPERF_PORT}`); // stops (and so flushes) the profiled one
@@ -65,8 +65,8 @@ export async function benchProfile(ctx: Ctx): Promise<SectionResult> {
     await restartRdv(dr);
     await env.startServe('iperf', `127.0.0.1:${IPERF_PORT}`, { cpuProfDir: ds });
     const v = await env.startVisit('iperf', { mode: 'relay', cpuProfDir: dv });
-    const up = await iperf(lab, 'a', '127.0.0.1', v.port, { seconds: args.seconds });
-    const down = await iperf(lab, 'a', '127.0.0.1', v.port, { seconds: args.seconds, reverse: true });
+    const up = await iperf(lab, 'a', '127.0.0.1', v.port, { seconds: args.seconds, ensureServer: () => env.ensureIperf() });
+    const down = await iperf(lab, 'a', '127.0.0.1', v.port, { seconds: args.seconds, reverse: true, ensureServer: () => env.ensureIperf() });
     say(`  profiled relay: up ${up.mbps.toFixed(0)} Mbit/s, down ${down.mbps.toFixed(0)} Mbit/s`);
     await stopProcess(v.child, 5000);
     await env.startServe('iperf', `127.0.0.1:${IPERF_PORT}`);

@@ -30,12 +30,12 @@ export async function benchRelay(ctx: Ctx): Promise<SectionResult> {
     const ref = { up: [] as number[], down: [] as number[] };
     for (let i = 0; i < args.runs; i++) {
       for (const dir of ['up', 'down'] as const) {
-        const o = await iperf(lab, 'a', '127.0.0.1', visit.port, { reverse: dir === 'down', seconds: args.seconds });
+        const o = await iperf(lab, 'a', '127.0.0.1', visit.port, { reverse: dir === 'down', seconds: args.seconds, ensureServer: () => env.ensureIperf() });
         ours[dir].push(o.mbps);
         busy += o.busyRetries ?? 0;
         say(`  run ${i + 1} ${dir.padEnd(4)} ours (relay) ${o.mbps.toFixed(0)} Mbit/s`);
         if (ssh) {
-          const s = await iperf(lab, 'a', ssh.host, ssh.port, { reverse: dir === 'down', seconds: args.seconds });
+          const s = await iperf(lab, 'a', ssh.host, ssh.port, { reverse: dir === 'down', seconds: args.seconds, ensureServer: () => env.ensureIperf() });
           ref[dir].push(s.mbps);
           say(`  run ${i + 1} ${dir.padEnd(4)} ssh -R ${s.mbps.toFixed(0)} Mbit/s`);
         }
@@ -46,6 +46,7 @@ export async function benchRelay(ctx: Ctx): Promise<SectionResult> {
       ssh_r_mbps: { up: jsonNum(median(ref.up)), down: jsonNum(median(ref.down)), runs: ref },
       ratio: { up: jsonNum(ratio(median(ours.up), median(ref.up)), 3), down: jsonNum(ratio(median(ours.down), median(ref.down)), 3) },
       path: env.pathOf(visit) ?? null,
+      iperf_server_restarts: [...env.iperfRestarts],
       iperf_seconds: args.seconds,
       // iperf3 said "busy" (previous test's connections not yet closed through the tunnel), retried after 250 ms each
       iperf_busy_retries_ours: busy,

@@ -101,6 +101,7 @@ export class RendezvousServer {
   /** Emits 'punch' (visitorNat, serverNat) when a punch is ordered and 'punch_success' (same) on a session's first direct path. */
   readonly events = new EventEmitter();
   private memoryHigh = false;
+  private limitLog = new Map<string, { at: number; suppressed: number }>();
   private memTimer: NodeJS.Timeout | null = null;
 
   constructor(readonly opts: RendezvousOptions) {
@@ -248,7 +249,18 @@ export class RendezvousServer {
   /** A limit was hit: clear error to this client, a log line, everyone else carries on. */
   private limit(fs: PeerLink['fs'], message: string, fields: Record<string, unknown> = {}, extra: { reqId?: string } = {}, close = true): void {
     this.stats.limitsHit++;
-    this.opts.log.warn('limit', message, { remote: fs.remote, ...fields });
+    // One line per source per 10 s, with a count of what was left out: a flood
+    // of refused connections must not turn into a flood of log lines.
+    const ip = String(fields.ip ?? fs.remote.replace(/:\d+$/, ''));
+    const now = Date.now();
+    const seen = this.limitLog.get(ip);
+    if (seen && now - seen.at < 10_000) {
+      seen.suppressed++;
+    } else {
+      this.opts.log.warn('limit', message, { remote: fs.remote, ...fields, ...(seen?.suppressed ? { suppressed: seen.suppressed } : {}) });
+      if (this.limitLog.size > 10_000) this.limitLog.clear();
+      this.limitLog.set(ip, { at: now, suppressed: 0 });
+    }
     if (close) fs.fail('limit', message, extra);
     else fs.send({ type: 'error', code: 'limit', message, ...extra });
   }

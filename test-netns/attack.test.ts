@@ -9,7 +9,7 @@
 //    captured on the internet bridge; and opens 1,000 idle TCP connections to
 //    the rendezvous. The transfer must complete exactly, the session must stay
 //    on its direct path, the attacker must receive not one UDP datagram, the
-//    per-IP connection limit must refuse the excess with `limit` (one log line
+//    per-IP connection limit must refuse the excess with `limit` (a summarised log line
 //    each) while other peers connect, and new visitors must still get through.
 //
 //    Site A is a full-cone NAT and site B a public host: the only kinds whose
@@ -252,7 +252,9 @@ test('attacker on the internet during a 20 MB transfer (fullcone x public): junk
   assert.equal(tcp.errors.timeout, PER_IP_LIMIT, `idle connections are timed out: ${JSON.stringify(tcp)}`);
   assert.equal(tcp.closedByServer, TCP_CONNS);
   const limitLines = tl.events('limit', 'rdv');
-  assert.equal(limitLines.filter((e) => e.ip === ATTACKER).length, TCP_CONNS - PER_IP_LIMIT, 'one limit log line per refused connection');
+  // Logged, but summarised: at most one line per source per 10 s (a flood must not become a log flood).
+  const attackerLines = limitLines.filter((e) => e.ip === ATTACKER);
+  assert.ok(attackerLines.length >= 1 && attackerLines.length <= 12, `limit log lines for the attacker: ${attackerLines.length}`);
   assert.equal(limitLines.filter((e) => e.ip !== ATTACKER).length, 0, 'nobody else hit a limit');
   assert.equal(heldStill, true, 'the second visitor got through while the attacker still held its connections');
 

@@ -100,6 +100,7 @@ async function main(): Promise<number> {
     command: `npm run bench${process.argv.length > 2 ? ' -- ' + process.argv.slice(2).join(' ') : ''}`,
     runs: args.runs,
     iperf_seconds: args.seconds,
+    sections_attempted: args.only,
     sections_run: Object.keys(sections),
     sections_failed: failed,
     duration_s: Math.round((Date.now() - started) / 1000),

@@ -100,7 +100,7 @@ export function mergeResults(prev: Json, sections: Json, meta: Json): Json {
   merged.goals = Object.fromEntries(rows.map((r) => [r.key, { value: r.value, goal: r.goal, holds: r.holds }]));
   // A full run describes the file; a partial one (--only) is noted beside it, so the
   // machine and load of the run most figures come from stay readable.
-  const full = ['direct', 'relay', 'connect', 'latency', 'streams', 'idle', 'rendezvous', 'loss'].every((k) => (meta.sections_run ?? []).includes(k));
+  const full = ['direct', 'relay', 'connect', 'latency', 'streams', 'idle', 'rendezvous', 'loss'].every((k) => (meta.sections_attempted ?? meta.sections_run ?? []).includes(k));
   if (full || !prev.bench) merged.bench = meta;
   else merged.bench = { ...prev.bench, partial_runs: [...(prev.bench.partial_runs ?? []), meta].slice(-5) };
   // Goal keys first, for people reading the file; then everything else in its old order.

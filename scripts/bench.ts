@@ -69,11 +69,17 @@ async function main(): Promise<number> {
   say(`bench: ${machine.cpus} x ${machine.cpu_model}, node ${machine.node}, load average ${machine.load_average_start.join(' ')} (shared machine: figures are noisy)`);
   const missing = await ensureReferences(args.install, say);
   const tmp = await mkdtemp(join(tmpdir(), 'hp-bench-'));
-  const env = await BenchEnv.up(say);
+  let env: BenchEnv;
+  try {
+    env = await BenchEnv.up(say);
+  } catch (e) {
+    await rm(tmp, { recursive: true, force: true });
+    throw e;
+  }
   const ctx: Ctx = { env, args, missing, tmp, say };
   const sections: Record<string, SectionResult> = {};
   const failed: Record<string, string> = {};
-  const onSignal = () => { void env.down().finally(() => process.exit(130)); };
+  const onSignal = () => { void env.down().finally(() => rm(tmp, { recursive: true, force: true })).finally(() => process.exit(130)); };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {

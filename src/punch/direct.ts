@@ -364,8 +364,15 @@ export class DirectPathManager {
     this.heartbeat = setInterval(() => {
       const best = this.best;
       if (!best) return;
-      if (performance.now() - this.lastDirectRecv > deadAfter) return this.directDied(deadAfter);
-      this.opts.session.sendSealed(DatagramType.Heartbeat, new Uint8Array(0), best.path);
+      const quiet = performance.now() - this.lastDirectRecv;
+      if (quiet > deadAfter) return this.directDied(deadAfter);
+      // Only the controlling side (the visitor) pings an idle path; the peer's
+      // answer refreshes both NAT mappings. Traffic that is flowing proves the
+      // path already, and the controlled side pings only as a backup when it
+      // has heard nothing for two intervals. Fewer wake-ups per idle tunnel.
+      if (quiet >= every * (this.controlling ? 0.9 : 1.9)) {
+        this.opts.session.sendSealed(DatagramType.Heartbeat, new Uint8Array(0), best.path);
+      }
       if (!this.punching) this.closeQuietSockets(SOCKET_QUIET_MS);
     }, every);
     this.heartbeat.unref();

@@ -49,7 +49,7 @@ export class Session extends EventEmitter {
   private active: Path | null = null;
   private readonly wndControl = new WindowControl({ maxWnd: WND });
   private sndWnd = this.wndControl.window;
-  private wndTimer: NodeJS.Timeout;
+  private lastWndStep = 0;
   private timer: NodeJS.Timeout | null = null;
   private timerAt = 0;
   private kicked = false;
@@ -86,13 +86,15 @@ export class Session extends EventEmitter {
     });
     this.mux.on('error', (e: Error) => opts.log.warn('mux_error', e.message, { sid: opts.sid }));
     const deadAfter = opts.deadAfterMs ?? 30_000;
+    const keepaliveMs = opts.keepaliveMs ?? 5_000;
     this.keepalive = setInterval(() => {
-      if (performance.now() - this.lastRecv > deadAfter) return this.close(`no traffic from the peer for ${Math.round(deadAfter / 1000)} s`);
+      const quiet = performance.now() - this.lastRecv;
+      if (quiet > deadAfter) return this.close(`no traffic from the peer for ${Math.round(deadAfter / 1000)} s`);
+      // The direct path has its own heartbeats; elsewhere, ping only a quiet session.
+      if (this.active?.kind === 'direct' || quiet < keepaliveMs * 0.9) return;
       this.sendSealed(DatagramType.Heartbeat, new Uint8Array(0));
-    }, opts.keepaliveMs ?? 5_000);
+    }, keepaliveMs);
     this.keepalive.unref();
-    this.wndTimer = setInterval(() => this.adjustWindow(), WINDOW_STEP_MS);
-    this.wndTimer.unref();
     this.kick();
   }
 
@@ -165,7 +167,6 @@ export class Session extends EventEmitter {
     if (this.closedReason !== null) return;
     this.closedReason = reason;
     clearInterval(this.keepalive);
-    clearInterval(this.wndTimer);
     if (this.timer) clearTimeout(this.timer);
     this.mux.destroy(new Error(`tunnel session closed: ${reason}`));
     this.emit('close', reason);
@@ -198,10 +199,22 @@ export class Session extends EventEmitter {
     this.kcp.flush();
     if (this.kcp.isDeadLink()) return this.close('too many retransmissions: the peer stopped acknowledging');
     this.mux.pump();
+    if (now - this.lastWndStep >= WINDOW_STEP_MS) {
+      this.lastWndStep = now;
+      this.adjustWindow();
+    }
     this.schedule(now);
   }
 
   private schedule(now: number): void {
+    // Idle (nothing queued, nothing unacknowledged): no timer at all. The next
+    // send or received datagram kicks a tick; an idle tunnel costs no wake-ups
+    // but its keepalive.
+    if (this.kcp.waitSnd() === 0) {
+      if (this.timer) clearTimeout(this.timer);
+      this.timer = null;
+      return;
+    }
     const due = this.kcp.check(now);
     const delay = Math.min(5_000, Math.max(1, (due - now) | 0));
     const at = performance.now() + delay;

@@ -33,7 +33,8 @@ export interface VisitOptions {
  */
 export class VisitPeer {
   private control: ControlClient | null = null;
-  private psk!: Uint8Array;
+  private psk: Uint8Array | undefined;
+  private pskReady: Promise<Uint8Array> | null = null;
   private session: Session | null = null;
   private opening: Promise<Session> | null = null;
   private server: net.Server | null = null;
@@ -53,9 +54,12 @@ export class VisitPeer {
   }
 
   async init(): Promise<void> {
+    // scrypt takes 100-300 ms on the libuv pool: let it run while we connect
+    // to the rendezvous and run STUN, instead of before (cold start time).
+    this.pskReady = deriveSecretKey(this.opts.secret);
+    this.pskReady.catch(() => {});
     await Promise.all([cryptoReady(), identityReady()]);
     await this.host.open();
-    this.psk = await deriveSecretKey(this.opts.secret);
     await this.getSession();
   }
 
@@ -199,6 +203,9 @@ export class VisitPeer {
   private async openSession(): Promise<Session> {
     const { log, name } = this.opts;
     const control = await this.ensureControl();
+    const gathered = this.host.gather(control);
+    gathered.catch(() => {}); // awaited below; this only keeps an early failure from counting as unhandled
+    this.psk ??= await this.pskReady!;
     const hs = createInitiator(this.psk, {
       initiatorIndex: crypto.randomInt(1, 2 ** 32 - 1),
       conv: crypto.randomInt(1, 2 ** 32 - 1),
@@ -208,7 +215,7 @@ export class VisitPeer {
     const isConnected = (m: ControlMessage): m is MessageOf<'connected'> => m.type === 'connected' && m.reqId === reqId;
     let reply: MessageOf<'connected'>;
     try {
-      const g = await this.host.gather(control);
+      const g = await gathered;
       const id = this.opts.identity;
       reply = await control.request(
         {

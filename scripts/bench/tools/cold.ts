@@ -6,6 +6,7 @@
 //   firstByteMs  a TCP client that connected right then got its first byte back from the service
 //   directMs     the `path` event with path=direct was logged
 //   warmMs[]     on the same open tunnel: new connection -> first byte (stream open)
+//   tunnelColdMs[] the tunnel closed, then a new connection -> first byte: accept with no tunnel open
 //   cold --server H:P --name NAME [--mode auto] [--warm 20] [--direct-timeout-ms 5000]   (PEER_SECRET in env)
 import { performance } from 'node:perf_hooks';
 import type net from 'node:net';
@@ -86,6 +87,14 @@ runTool(async () => {
   }
   const warmMs: number[] = [];
   for (let i = 0; i < num(m, 'warm', 20); i++) warmMs.push(await timeFirstByte(addr.port));
+  // Tunnel-cold, the issue's definition: a running visitor accepts a TCP
+  // connection while no tunnel is open (here: we close it), so the accept has to
+  // wait for a whole new session: control, STUN, introduction, handshake, relay.
+  const tunnelColdMs: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    (peer as unknown as { session: { close(r: string): void } | null }).session?.close('bench: tunnel-cold measurement');
+    tunnelColdMs.push(await timeFirstByte(addr.port));
+  }
   peer.stop();
   const r = (x: number) => Math.round(x * 100) / 100;
   const phases = {
@@ -98,6 +107,6 @@ runTool(async () => {
     relayPair: r((marks.relayPaired ?? NaN) - (marks.connected ?? NaN)),
     listenAndFirstByte: r(firstByteMs - (marks.relayPaired ?? NaN)),
   };
-  out({ event: 'result', readyMs: r(readyMs), firstByteMs: r(firstByteMs), directMs: directMs === null ? null : r(directMs), warmMs: warmMs.map(r), phases });
+  out({ event: 'result', readyMs: r(readyMs), firstByteMs: r(firstByteMs), tunnelColdMs: tunnelColdMs.map(r), directMs: directMs === null ? null : r(directMs), warmMs: warmMs.map(r), phases });
   setTimeout(() => process.exit(0), 100);
 }, 60_000);

@@ -28,7 +28,7 @@ const WND = 1024;
  * window in flight plus a short queue. Queued segments wait for window space, so
  * keeping the queue short is what lets an interactive stream's frame go next.
  */
-const QUEUE_AFTER_WINDOW = 64;
+const QUEUE_AFTER_WINDOW = 16;
 /** How often the send window is adjusted to the measured queueing delay. */
 const WINDOW_STEP_MS = 50;
 const STREAM_WINDOW = 4 * 1024 * 1024;

@@ -31,7 +31,7 @@ export class WindowControl {
   constructor(opts: WindowControlOptions = {}) {
     this.minWnd = opts.minWnd ?? 32;
     this.maxWnd = opts.maxWnd ?? 1024;
-    this.targetMs = opts.targetMs ?? 10;
+    this.targetMs = opts.targetMs ?? 5;
     this.baseWindowMs = opts.baseWindowMs ?? 10_000;
     this.wnd = Math.min(this.maxWnd, 256);
   }

@@ -36,6 +36,7 @@
 // The pcap reader (parsePcap) is exported for the tests.
 
 import dgram from 'node:dgram';
+import { mulberry32 } from '../src/util/prng.js';
 import net from 'node:net';
 import crypto from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -168,17 +169,7 @@ function hostPort(s: string): Target {
   return { host: s.slice(0, i), port };
 }
 
-/** Small seeded PRNG (xorshift128+ on BigInt would be slow; mulberry32 is plenty for junk). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const prng = mulberry32;
 
 class Junk {
   private rnd: () => number;

@@ -5,6 +5,7 @@
  * two AEAD backends with plain libsodium.
  */
 import { test } from 'node:test';
+import { mulberry32 } from '../src/util/prng.js';
 import assert from 'node:assert/strict';
 import sodium from 'libsodium-wrappers';
 import {
@@ -31,17 +32,7 @@ import {
 
 await cryptoReady();
 
-/** Deterministic PRNG (mulberry32) so failures reproduce. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 function bytes(n: number, rand: () => number): Uint8Array {
   const b = new Uint8Array(n);

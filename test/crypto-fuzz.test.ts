@@ -6,6 +6,7 @@
  * unchanged so genuine traffic still goes through afterwards.
  */
 import { test } from 'node:test';
+import { mulberry32 } from '../src/util/prng.js';
 import assert from 'node:assert/strict';
 import {
   DatagramOpener,
@@ -30,16 +31,7 @@ const MIN_CASES = 5_000;
 const CONTEXT = 'fuzz-service|fuzz-session';
 const PSK = await deriveSecretKey('fuzz secret');
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 function int(rand: () => number, n: number): number {
   return Math.floor(rand() * n);

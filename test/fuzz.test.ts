@@ -10,19 +10,10 @@ import assert from 'node:assert/strict';
 import { FrameDecoder, FrameKind, encodeFrame, encodeFrameHeader } from '../src/wire/frame.js';
 import { encodeControl, parseControl, type ControlMessage } from '../src/wire/control.js';
 import { Kcp } from '../src/kcp/index.js';
+import { mulberry32u } from '../src/util/prng.js';
 
-/** xorshift32: reproducible across runs, so a failure can be replayed from its seed. */
-function rng(seed: number) {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
-}
+/** Seeded, so a failure can be replayed from its seed. */
+const rng = mulberry32u;
 
 function randomBytes(next: () => number, n: number): Buffer {
   const b = Buffer.allocUnsafe(n);

@@ -13,6 +13,7 @@
  *   await fwd.close();
  */
 import dgram from 'node:dgram';
+import { mulberry32 } from '../../src/util/prng.js';
 
 export interface LossyForwarderOptions {
   /** Where datagrams from the client go. address defaults to 127.0.0.1. */
@@ -54,16 +55,8 @@ export interface LossyForwarder {
   close(): Promise<void>;
 }
 
-/** mulberry32: small, fast, good enough to decide packet fates. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Packet fates are decided by a seeded PRNG, so a lossy run can be replayed. */
+export const seededRandom = mulberry32;
 
 export async function createLossyForwarder(opts: LossyForwarderOptions): Promise<LossyForwarder> {
   const host = opts.host ?? '127.0.0.1';

@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
-import { CLI, captureOutput, waitForEvent, stopProcess } from './netns-lab.js';
+import { CLI, captureOutput, waitForEvent, stopProcess } from './proc.js';
 
 const once = process.argv.includes('--once');
 const secret = 'demo-secret-' + Math.random().toString(36).slice(2);

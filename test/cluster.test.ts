@@ -7,7 +7,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { Procs, echoTransfer, waitForEvent, waitExit, outputOf, SECRET } from './helpers/tunnel.js';
-import { eventsOf, lineCount } from '../scripts/netns-lab.js';
+import { eventsOf, lineCount } from '../scripts/proc.js';
 import { identityReady } from '../src/crypto/identity.js';
 import { RedisProc, redisMissing, servedBy, SimPeer, until } from './cluster-helpers.js';
 

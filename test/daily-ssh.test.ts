@@ -13,7 +13,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Procs, SECRET, stopProcess } from './helpers/tunnel.js';
-import { CLI, captureOutput, outputOf, waitExit } from '../scripts/netns-lab.js';
+import { CLI, captureOutput, outputOf, waitExit } from '../scripts/proc.js';
 
 const SSHD = '/usr/sbin/sshd';
 const tools = ['/usr/bin/ssh', '/usr/bin/scp', '/usr/bin/ssh-keygen', SSHD];

@@ -12,7 +12,7 @@ import path from 'node:path';
 import net from 'node:net';
 import crypto from 'node:crypto';
 import { Procs, echoTransfer, connectOutcome, waitForEvent, waitExit, outputOf, SECRET } from './helpers/tunnel.js';
-import { eventsOf, lineCount } from '../scripts/netns-lab.js';
+import { eventsOf, lineCount } from '../scripts/proc.js';
 
 function tmpdir(t: { after(fn: () => void): void }): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hp-daily-'));

@@ -13,7 +13,7 @@ import { execFile, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLI, eventsOf, lineCount } from '../scripts/netns-lab.js';
+import { CLI, eventsOf, lineCount } from '../scripts/proc.js';
 import { Procs, echoTransfer, outputOf, SECRET, waitExit, waitForEvent } from './helpers/tunnel.js';
 
 const NAME = 'pinned';

@@ -4,7 +4,7 @@ import net from 'node:net';
 import crypto from 'node:crypto';
 import { Procs, echoTransfer, connectOutcome, waitForEvent, waitExit, outputOf, SECRET } from './helpers/tunnel.js';
 import { spawn } from 'node:child_process';
-import { CLI, eventsOf } from '../scripts/netns-lab.js';
+import { CLI, eventsOf } from '../scripts/proc.js';
 import { encodeFrameHeader, FrameKind, FrameDecoder } from '../src/wire/frame.js';
 import { parseControl } from '../src/wire/control.js';
 

@@ -5,7 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import net from 'node:net';
-import { CLI, captureOutput, stopProcess, waitForEvent, waitExit, outputOf } from '../../scripts/netns-lab.js';
+import { CLI, captureOutput, stopProcess, waitForEvent, waitExit, outputOf } from '../../scripts/proc.js';
 
 export { waitForEvent, waitExit, outputOf, stopProcess };
 

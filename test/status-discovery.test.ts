@@ -15,8 +15,8 @@ test('peers get their own admin socket by default, and `peer status` finds every
   const echo = await p.echoServer();
   // Two peers on the default admin path: neither may warn nor lose its socket.
   const serveChild = p.spawnCli('peer', ['serve', '--name', 'echo', '--local', `127.0.0.1:${echo.port}`, '--server', rdv.addr, '--secret', SECRET, '--log-format', 'json', '--mode', 'relay'], env);
-  const visitChild = p.spawnCli('peer', ['visit', 'echo', '--bind', '127.0.0.1:0', '--server', rdv.addr, '--secret', SECRET, '--log-format', 'json', '--mode', 'relay'], env);
   await waitForEvent(serveChild, 'ready', 15_000);
+  const visitChild = p.spawnCli('peer', ['visit', 'echo', '--bind', '127.0.0.1:0', '--server', rdv.addr, '--secret', SECRET, '--log-format', 'json', '--mode', 'relay'], env);
   await waitForEvent(visitChild, 'ready', 15_000);
   for (const c of [serveChild, visitChild]) assert.doesNotMatch(outputOf(c).stderr, /admin_unavailable/);
   const status = p.spawnCli('peer', ['status', '--json'], env);

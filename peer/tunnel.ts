@@ -154,9 +154,11 @@ export class TunnelHost {
       try {
         const relay = await RelayPath.open(relayHost, relayPort, args.ticket);
         tunnel.relay = relay;
+        session.setLargeRecordPath(relay);
         relay.on('datagram', (d: Buffer) => session.receive(d, relay));
         relay.on('close', () => {
           tunnel.relay = null;
+          session.setLargeRecordPath(null);
           if (session.path !== relay) return;
           // A session that was direct before may punch again rather than die with the relay.
           if (tunnel.direct?.recover(20_000, 'relay connection lost')) {

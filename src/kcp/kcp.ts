@@ -261,12 +261,13 @@ export class Kcp {
   // ---------------------------------------------------------------- user side
 
   /**
-   * Queues data for sending (copied; the caller may reuse `data`). Message
+   * Queues data for sending (copied, so the caller may reuse `data`, unless
+   * `owned` says the caller hands it over: message mode then skips the copy). Message
    * mode splits it into at most 127 fragments that recv() on the other side
    * returns as one message; stream mode appends to the last unsent segment
    * first. Returns 0, or KcpError.MessageTooLarge (nothing queued).
    */
-  send(data: Uint8Array): number {
+  send(data: Uint8Array, owned = false): number {
     const mss = this.mss;
     const q = this.sndQueue;
     let len = data.length;
@@ -307,7 +308,8 @@ export class Kcp {
       copy = Buffer.allocUnsafe(count * mss);
       if (len > 0) copy.set(pos === 0 ? data : data.subarray(pos), 0);
     } else {
-      copy = this.slab.copy(data);
+      // An owned buffer (the caller never touches it again) is queued as is.
+      copy = owned ? Buffer.from(data.buffer, data.byteOffset, data.length) : this.slab.copy(data);
     }
     let off = 0;
     for (let i = 0; i < count; i++) {

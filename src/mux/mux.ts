@@ -75,7 +75,7 @@ export class Mux extends EventEmitter {
 
   private readonly sendMessage: (frame: Uint8Array) => void;
   private readonly canSend: () => boolean;
-  private readonly maxFramePayload: number;
+  private maxFramePayload: number;
   private readonly window: number;
   private readonly maxStreams: number;
   private readonly sendHighWater: number;
@@ -103,15 +103,25 @@ export class Mux extends EventEmitter {
     this.maxStreams = clampInt(opts.maxStreams ?? DEFAULT_MAX_STREAMS, 0, 0x7fffffff);
     this.sendHighWater = clampInt(opts.sendHighWater ?? DEFAULT_SEND_HIGH_WATER, 1, MAX_WINDOW);
     this.nextLocalId = this.role === 'client' ? 1 : 2;
-    const maxFramePayload = this.maxFramePayload;
+    const mux = this;
     this.host = {
-      maxFramePayload,
+      get maxFramePayload() {
+        return mux.maxFramePayload;
+      },
       sendControl: (frame) => this.queueControl(frame),
       markReady: (s) => this.markReady(s),
       forget: (s) => {
         if (this.streams.get(s.id) === s) this.streams.delete(s.id);
       },
     };
+  }
+
+  /**
+   * Largest DATA payload from now on. The session sizes frames to the active
+   * path's segment (UDP or relay), so a frame always fills one segment.
+   */
+  setMaxFramePayload(n: number): void {
+    this.maxFramePayload = clampInt(n, 1, 0xffff);
   }
 
   /** Streams currently open on the wire, both directions. */

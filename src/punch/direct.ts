@@ -4,7 +4,7 @@ import crypto from 'node:crypto';
 import type { Session } from '../session/session.js';
 import type { Path } from '../session/path.js';
 import type { Candidate } from '../wire/control.js';
-import { DatagramType, peekDatagramHeader } from '../wire/datagram.js';
+import { DatagramType, MAX_DATAGRAM_LEN, peekDatagramHeader } from '../wire/datagram.js';
 import { decodeProbe, encodeProbe } from '../wire/probe.js';
 import type { Logger } from '../util/log.js';
 import type { PeerSocket } from './peer-socket.js';
@@ -13,6 +13,7 @@ import { betterPath, type PunchPlan } from './strategy.js';
 /** A punched (or candidate) UDP path to the peer: one local socket, one remote address. */
 export class DirectPath implements Path {
   readonly kind = 'direct' as const;
+  readonly maxDatagram = MAX_DATAGRAM_LEN;
   readonly remote: string;
   closed = false;
   /** When one of our probes on this path was last answered (0: never): the path is proven to work both ways. */

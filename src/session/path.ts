@@ -8,8 +8,12 @@ export interface Path {
   readonly kind: PathKind;
   /** Where the datagrams go, for logs and the `path` event. */
   readonly remote: string;
+  /** Largest sealed datagram this path carries (and accepts): 1452 over UDP, 64 KiB over the relay. */
+  readonly maxDatagram: number;
   /** Best effort, like UDP: may drop when the path is congested or closed. */
   send(datagram: Uint8Array): void;
+  /** Optional: one datagram given as parts to be sent back to back (a gathering write). */
+  sendParts?(parts: Uint8Array[], length: number): void;
   readonly closed: boolean;
   close(): void;
 }

@@ -1,18 +1,23 @@
 import { EventEmitter } from 'node:events';
-import net from 'node:net';
 import { FramedSocket } from '../transport/framed-socket.js';
 import type { Path } from './path.js';
 import type { ControlMessage } from '../wire/control.js';
+import { MAX_RELAY_DATAGRAM_LEN } from '../wire/datagram.js';
 
-/** How much we let pile up in the relay socket before dropping like a full UDP queue would. */
-const MAX_QUEUED_BYTES = 4 * 1024 * 1024;
+/**
+ * How much we let pile up in the relay socket before dropping like a full UDP
+ * queue would. Above the session's largest relay window (see session.ts), so
+ * only a stalled relay connection drops.
+ */
+const MAX_QUEUED_BYTES = 16 * 1024 * 1024;
 
 /**
  * The relay path: a TCP connection to the relay that carries this session's
- * sealed datagrams, one per frame. Emits 'datagram' (Buffer) and 'close' (reason).
+ * sealed datagrams, one per frame, up to MAX_RELAY_DATAGRAM_LEN each. Emits 'datagram' (Buffer) and 'close' (reason).
  */
 export class RelayPath extends EventEmitter implements Path {
   readonly kind = 'relay' as const;
+  readonly maxDatagram = MAX_RELAY_DATAGRAM_LEN;
   readonly remote: string;
   private fs: FramedSocket | null = null;
   private isClosed = false;
@@ -27,8 +32,8 @@ export class RelayPath extends EventEmitter implements Path {
   static open(host: string, port: number, ticket: string, timeoutMs = 15_000): Promise<RelayPath> {
     const path = new RelayPath(`${host}:${port}`);
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ host, port });
-      const fs = new FramedSocket(socket, { idleTimeoutMs: timeoutMs });
+      const fs = FramedSocket.connect({ host, port }, { idleTimeoutMs: timeoutMs, maxDatagramFrame: MAX_RELAY_DATAGRAM_LEN });
+      const socket = fs.socket;
       path.fs = fs;
       let settled = false;
       const fail = (msg: string) => {
@@ -70,6 +75,16 @@ export class RelayPath extends EventEmitter implements Path {
       return;
     }
     fs.sendDatagram(datagram);
+  }
+
+  sendParts(parts: Uint8Array[], length: number): void {
+    const fs = this.fs;
+    if (!fs || this.isClosed) return;
+    if (fs.socket.writableLength > MAX_QUEUED_BYTES) {
+      this.dropped++;
+      return;
+    }
+    fs.sendDatagramParts(parts, length);
   }
 
   close(): void {

@@ -4,7 +4,7 @@ import { Kcp, KCP_OVERHEAD } from '../kcp/index.js';
 import { MUX_HEADER_LEN } from '../wire/mux-frame.js';
 import { Mux } from '../mux/index.js';
 import { DatagramOpener, DatagramSealer, type SessionKeys } from '../crypto/index.js';
-import { DatagramType, DATAGRAM_OVERHEAD, MAX_DATAGRAM_LEN } from '../wire/datagram.js';
+import { DatagramType, DATAGRAM_OVERHEAD, MAX_DATAGRAM_LEN, MAX_DATAGRAM_PAYLOAD, sealedLength } from '../wire/datagram.js';
 import type { Logger } from '../util/log.js';
 import type { Path } from './path.js';
 import { WindowControl } from './window-control.js';
@@ -19,16 +19,22 @@ export interface SessionOptions {
   keepaliveMs?: number;
 }
 
-/** KCP payload per datagram: the largest sealed datagram minus seal overhead. */
+/** KCP payload per UDP datagram: the largest sealed datagram minus seal overhead. */
 export const KCP_MTU = MAX_DATAGRAM_LEN - DATAGRAM_OVERHEAD;
-/** KCP windows in segments: ~1.4 MB in flight, enough for 100+ MB/s at LAN round-trip times. */
+/** KCP windows in UDP-sized segments: ~1.4 MB in flight, enough for 100+ MB/s at LAN round-trip times. */
 const WND = 1024;
 /**
- * The mux may add frames while KCP holds fewer than this many segments: a full
- * window in flight plus a short queue. Queued segments wait for window space, so
- * keeping the queue short is what lets an interactive stream's frame go next.
+ * Bytes the send window may hold in flight on the relay, whose segments are
+ * 64 KiB: 8 MiB covers 1 Gbit/s at 60 ms, and bounds what a move to UDP leaves
+ * behind on the relay (see output()).
  */
-const QUEUE_AFTER_WINDOW = 16;
+const RELAY_MAX_IN_FLIGHT = 8 * 1024 * 1024;
+/**
+ * The mux may add frames while KCP holds fewer than the window plus this many
+ * bytes' worth of segments. Queued segments wait for window space, so keeping
+ * the queue short is what lets an interactive stream's frame go next.
+ */
+const QUEUE_AFTER_WINDOW_BYTES = 16 * KCP_MTU;
 /** How often the send window is adjusted to the measured queueing delay. */
 const WINDOW_STEP_MS = 50;
 const STREAM_WINDOW = 4 * 1024 * 1024;
@@ -49,6 +55,12 @@ export class Session extends EventEmitter {
   private active: Path | null = null;
   private readonly wndControl = new WindowControl({ maxWnd: WND });
   private sndWnd = this.wndControl.window;
+  /** Segments the mux may queue beyond the window (depends on the segment size). */
+  private queueAfterWindow = 16;
+  /** The relay, while open: carries segments cut for it that are too big for UDP. */
+  private largeRecordPath: Path | null = null;
+  /** Segments dropped because no open path could carry their size. */
+  oversizeDropped = 0;
   private lastWndStep = 0;
   private timer: NodeJS.Timeout | null = null;
   private timerAt = 0;
@@ -65,25 +77,23 @@ export class Session extends EventEmitter {
     super();
     this.sealer = new DatagramSealer(opts.keys);
     this.opener = new DatagramOpener(opts.keys);
-    this.kcp = new Kcp(opts.keys.conv, (buf) => this.sendSealed(DatagramType.Data, buf));
+    this.kcp = new Kcp(opts.keys.conv, (buf) => this.output(buf));
     this.kcp.setNodelay(1, 10, 2, 1);
     this.kcp.setWndSize(this.sndWnd, WND);
-    this.kcp.setMtu(KCP_MTU);
     this.mux = new Mux({
       role: opts.role === 'visitor' ? 'client' : 'server',
       sendMessage: (frame) => {
-        this.kcp.send(frame);
+        // Every frame is freshly built by the mux and never touched again.
+        this.kcp.send(frame, true);
         this.kick();
       },
-      canSend: () => this.closedReason === null && this.kcp.waitSnd() < this.sndWnd + QUEUE_AFTER_WINDOW,
+      canSend: () => this.closedReason === null && this.kcp.waitSnd() < this.sndWnd + this.queueAfterWindow,
       // Per-stream receive window: it bounds one stream's throughput to window/RTT,
       // so it must cover a fast path's bandwidth-delay product (4 MiB / 20 ms = 200 MB/s).
       // Memory is only committed while a consumer is not reading.
       initialWindow: STREAM_WINDOW,
-      // One mux frame fills one KCP segment exactly, and one segment one datagram:
-      // fewer, fuller datagrams; and fairness is still decided per datagram.
-      maxFramePayload: KCP_MTU - KCP_OVERHEAD - MUX_HEADER_LEN,
     });
+    this.fitSegmentsTo(MAX_DATAGRAM_LEN);
     this.mux.on('error', (e: Error) => opts.log.warn('mux_error', e.message, { sid: opts.sid }));
     const deadAfter = opts.deadAfterMs ?? 30_000;
     const keepaliveMs = opts.keepaliveMs ?? 5_000;
@@ -118,11 +128,52 @@ export class Session extends EventEmitter {
     return this.opts.sid;
   }
 
+  /**
+   * Sizes KCP segments, mux frames and the window to a path's largest datagram.
+   * One mux frame fills one KCP segment exactly, and one segment one datagram:
+   * fewer, fuller datagrams, and fairness is still decided per datagram. On
+   * the relay that is a 64 KiB record, 45 UDP datagrams' worth of work saved.
+   */
+  private fitSegmentsTo(maxDatagram: number): void {
+    const mtu = maxDatagram - DATAGRAM_OVERHEAD;
+    this.kcp.setMtu(mtu);
+    this.mux.setMaxFramePayload(mtu - KCP_OVERHEAD - MUX_HEADER_LEN);
+    const maxWnd = Math.max(8, Math.min(WND, Math.floor(RELAY_MAX_IN_FLIGHT / mtu)));
+    this.wndControl.setLimits(Math.min(maxWnd, Math.max(8, Math.floor((32 * KCP_MTU) / mtu))), maxWnd);
+    this.queueAfterWindow = Math.max(4, Math.ceil(QUEUE_AFTER_WINDOW_BYTES / mtu));
+    this.sndWnd = this.wndControl.window;
+    this.kcp.setWndSize(this.sndWnd, WND);
+  }
+
+  /**
+   * The path for segments too large for the active path: the relay, while
+   * it is open (null when it closes). See output().
+   */
+  setLargeRecordPath(path: Path | null): void {
+    this.largeRecordPath = path;
+  }
+
+  /** KCP's output: one datagram's worth of segments, sealed onto a path that can carry it. */
+  private output(buf: Uint8Array): void {
+    const active = this.active;
+    if (active && buf.length + DATAGRAM_OVERHEAD > active.maxDatagram) {
+      // Segments cut for the relay's 64 KiB records are still in flight (or
+      // being retransmitted) after a move to UDP: they finish by the relay.
+      const big = this.largeRecordPath;
+      if (big && !big.closed && buf.length + DATAGRAM_OVERHEAD <= big.maxDatagram) return this.sendSealed(DatagramType.Data, buf, big);
+      // No such path: KCP retransmits until its dead-link limit closes the session.
+      this.oversizeDropped++;
+      return;
+    }
+    this.sendSealed(DatagramType.Data, buf);
+  }
+
   /** Makes `path` the one that carries data from now on. */
   usePath(path: Path): void {
     if (this.active === path) return;
     const prev = this.active;
     this.active = path;
+    if (!prev || prev.maxDatagram !== path.maxDatagram) this.fitSegmentsTo(path.maxDatagram);
     this.wndControl.reset(performance.now());
     this.emit('path', path, prev);
     this.kick();
@@ -131,6 +182,13 @@ export class Session extends EventEmitter {
   /** Seals and sends on a given path (probes) or the active one. */
   sendSealed(type: DatagramType, payload: Uint8Array, via: Path | null = this.active): void {
     if (!via || via.closed || this.closedReason !== null) return;
+    if (payload.length > MAX_DATAGRAM_PAYLOAD && via.sendParts) {
+      const parts = this.sealer.sealParts(type, payload);
+      const length = sealedLength(payload.length);
+      this.bytesOut += length;
+      via.sendParts(parts, length);
+      return;
+    }
     const dg = this.sealer.seal(type, payload);
     this.bytesOut += dg.length;
     via.send(dg);
@@ -139,7 +197,7 @@ export class Session extends EventEmitter {
   /** Entry for every datagram that arrives on any path for this session. */
   receive(datagram: Uint8Array, from: Path): boolean {
     if (this.closedReason !== null) return false;
-    const opened = this.opener.open(datagram);
+    const opened = this.opener.open(datagram, from.maxDatagram);
     if (!opened) {
       this.rejected++;
       return false;

@@ -20,8 +20,8 @@ export interface WindowControlOptions {
 }
 
 export class WindowControl {
-  readonly minWnd: number;
-  readonly maxWnd: number;
+  minWnd: number;
+  maxWnd: number;
   readonly targetMs: number;
   private readonly baseWindowMs: number;
   private wnd: number;
@@ -38,6 +38,13 @@ export class WindowControl {
 
   get window(): number {
     return this.wnd;
+  }
+
+  /** New bounds (a path with another segment size); the window is clamped into them. */
+  setLimits(minWnd: number, maxWnd: number): void {
+    this.minWnd = minWnd;
+    this.maxWnd = Math.max(minWnd, maxWnd);
+    this.wnd = Math.min(this.maxWnd, Math.max(this.minWnd, this.wnd));
   }
 
   /** Forget the base RTT (the path changed). */

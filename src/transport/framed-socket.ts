@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
-import type net from 'node:net';
-import { FrameDecoder, FrameKind, describeFrameError, encodeFrameHeader, MAX_CONTROL_FRAME, MAX_DATAGRAM_FRAME } from '../wire/frame.js';
+import net from 'node:net';
+import { FrameDecoder, FrameKind, TransientFrameDecoder, describeFrameError, encodeFrameHeader, MAX_CONTROL_FRAME, MAX_DATAGRAM_FRAME } from '../wire/frame.js';
 import { ControlMessage, ErrorCode, encodeControl, parseControl } from '../wire/control.js';
 
 export interface FramedSocketOptions {
@@ -9,6 +9,12 @@ export interface FramedSocketOptions {
   maxControlFrame?: number;
   maxDatagramFrame?: number;
 }
+
+/**
+ * One read buffer for every connection made with FramedSocket.connect(): a
+ * read is parsed before the next one can happen, so they can share it.
+ */
+const sharedReadBuffer = Buffer.allocUnsafe(256 * 1024);
 
 /**
  * A TCP socket speaking our framing. Emits:
@@ -20,23 +26,48 @@ export interface FramedSocketOptions {
  * Writing never throws; after close it is a no-op.
  */
 export class FramedSocket extends EventEmitter {
-  readonly decoder: FrameDecoder;
+  readonly decoder: FrameDecoder | TransientFrameDecoder;
   private closed = false;
   private corked = false;
+
+  /**
+   * Connects a socket that reads into a shared, reusable buffer instead of a
+   * new one per read: for bulk traffic (the relay path), where per-read
+   * allocation and its garbage collection cost more than the parsing.
+   */
+  static connect(to: { host: string; port: number }, opts: FramedSocketOptions = {}): FramedSocket {
+    let self: FramedSocket | null = null;
+    const socket = net.connect({
+      ...to,
+      onread: {
+        buffer: sharedReadBuffer,
+        callback: (n: number, buf: Uint8Array) => {
+          self?.onData(buf.subarray(0, n));
+          return true;
+        },
+      },
+    });
+    self = new FramedSocket(socket, opts, true);
+    return self;
+  }
 
   constructor(
     readonly socket: net.Socket,
     opts: FramedSocketOptions = {},
+    transientReads = false,
   ) {
     super();
     const maxCtl = opts.maxControlFrame ?? MAX_CONTROL_FRAME;
     const maxDg = opts.maxDatagramFrame ?? MAX_DATAGRAM_FRAME;
-    this.decoder = new FrameDecoder((kind) => (kind === FrameKind.Control ? maxCtl : maxDg));
+    const maxBody = (kind: number) => (kind === FrameKind.Control ? maxCtl : maxDg);
+    this.decoder = transientReads ? new TransientFrameDecoder(maxBody) : new FrameDecoder(maxBody);
     socket.setNoDelay(true);
     if (opts.idleTimeoutMs) {
       socket.setTimeout(opts.idleTimeoutMs, () => this.fail('timeout', `no traffic for ${Math.round(opts.idleTimeoutMs! / 1000)} s`));
     }
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    // Frames (and 'datagram' bodies) from a transient read alias the shared
+    // buffer: every listener consumes them synchronously (see connect()).
+    if (!transientReads) socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', () => {
       /* 'close' follows; the reason is reported by whoever owns the socket */
     });
@@ -60,6 +91,11 @@ export class FramedSocket extends EventEmitter {
   }
 
   sendDatagram(body: Uint8Array): boolean {
+    return this.sendDatagramParts([body], body.length);
+  }
+
+  /** One datagram frame whose body is `parts` back to back (`length` bytes in all). */
+  sendDatagramParts(parts: Uint8Array[], length: number): boolean {
     if (this.isClosed) return false;
     // KCP flushes many datagrams in one go: cork until the end of this tick so
     // they leave in one writev, instead of one syscall (and TCP segment) each.
@@ -71,8 +107,9 @@ export class FramedSocket extends EventEmitter {
         this.socket.uncork();
       });
     }
-    this.socket.write(encodeFrameHeader(FrameKind.Datagram, body.length));
-    return this.socket.write(body);
+    let ok = this.socket.write(encodeFrameHeader(FrameKind.Datagram, length));
+    for (const p of parts) ok = this.socket.write(p);
+    return ok;
   }
 
   /** Sends an error message, then closes once it is flushed. */
@@ -99,14 +136,15 @@ export class FramedSocket extends EventEmitter {
 
   /** Stops parsing frames; the caller takes over the raw socket (relay piping). */
   detach(): Buffer {
+    if (!(this.decoder instanceof FrameDecoder)) throw new Error('detach() needs a socket that reads with data events');
     this.socket.removeAllListeners('data');
     this.socket.setTimeout(0);
     return this.decoder.drainRemainder();
   }
 
-  private onData(chunk: Buffer): void {
+  private onData(chunk: Buffer | Uint8Array): void {
     if (this.closed) return;
-    const { frames, error } = this.decoder.push(chunk);
+    const { frames, error } = this.decoder instanceof FrameDecoder ? this.decoder.push(chunk as Buffer) : this.decoder.push(chunk);
     for (const f of frames) {
       if (this.closed) return;
       if (f.kind === FrameKind.Datagram) {

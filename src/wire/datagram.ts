@@ -14,8 +14,15 @@
 export const DATAGRAM_HEADER_LEN = 13;
 export const AEAD_TAG_LEN = 16;
 export const DATAGRAM_OVERHEAD = DATAGRAM_HEADER_LEN + AEAD_TAG_LEN;
-/** Largest sealed datagram we send or accept; fits a 1500-byte MTU path with IPv6+UDP headers. */
+/** Largest sealed datagram we send or accept over UDP; fits a 1500-byte MTU path with IPv6+UDP headers. */
 export const MAX_DATAGRAM_LEN = 1452;
+/**
+ * Largest sealed datagram on the relay path. TCP has no MTU, and every
+ * datagram costs a fixed amount of work (an AEAD call, a frame, a KCP
+ * segment), so the relay carries records 45x larger than UDP does: this is
+ * what lets the relay path run at TCP speed (docs/BENCHMARKS.md).
+ */
+export const MAX_RELAY_DATAGRAM_LEN = 64 * 1024;
 
 export const enum DatagramType {
   /** KCP segment(s) for the session. */
@@ -56,8 +63,10 @@ export function writeDatagramHeader(out: Uint8Array, h: DatagramHeader): void {
   view.setBigUint64(5, h.counter);
 }
 
-/** Largest payload (plaintext) that fits in one sealed datagram. */
+/** Largest payload (plaintext) that fits in one sealed UDP datagram. */
 export const MAX_DATAGRAM_PAYLOAD = MAX_DATAGRAM_LEN - DATAGRAM_OVERHEAD;
+/** Largest payload (plaintext) that fits in one sealed relay datagram. */
+export const MAX_RELAY_DATAGRAM_PAYLOAD = MAX_RELAY_DATAGRAM_LEN - DATAGRAM_OVERHEAD;
 
 /** Size on the wire of a datagram carrying `payloadLen` plaintext bytes. */
 export function sealedLength(payloadLen: number): number {

@@ -14,7 +14,12 @@ export const PROTOCOL_VERSION = 1;
 export const FRAME_HEADER_LEN = 6;
 /** Default cap for control frames (JSON). */
 export const MAX_CONTROL_FRAME = 16 * 1024;
-/** Cap for relay datagram frames: one sealed datagram. */
+/**
+ * Default cap for datagram frames. Only a peer's relay path reads datagram
+ * frames, and it raises the cap to MAX_RELAY_DATAGRAM_LEN (src/wire/datagram.ts);
+ * the rendezvous and relay stop parsing before any arrive, so a client there
+ * cannot make them buffer a large frame.
+ */
 export const MAX_DATAGRAM_FRAME = 2048;
 
 export const enum FrameKind {
@@ -74,16 +79,12 @@ export class FrameDecoder {
     this.buffered += chunk.length;
     while (this.buffered >= FRAME_HEADER_LEN) {
       const head = this.peek(FRAME_HEADER_LEN);
+      const error = checkFrameHeader(head, 0, this.maxBody);
+      if (error) return this.fail(frames, error);
       const length = head.readUInt32BE(0);
-      const version = head[4];
-      const kind = head[5];
-      if (version !== PROTOCOL_VERSION) return this.fail(frames, { code: 'bad_version', version });
-      if (kind !== FrameKind.Control && kind !== FrameKind.Datagram) return this.fail(frames, { code: 'bad_kind', kind });
-      const max = this.maxBody(kind);
-      if (length > max) return this.fail(frames, { code: 'frame_too_large', length, max });
       if (this.buffered < FRAME_HEADER_LEN + length) break;
       const whole = this.take(FRAME_HEADER_LEN + length);
-      frames.push({ kind: kind as FrameKind, body: whole.subarray(FRAME_HEADER_LEN) });
+      frames.push({ kind: head[5] as FrameKind, body: whole.subarray(FRAME_HEADER_LEN) });
     }
     return { frames, error: null };
   }
@@ -105,8 +106,14 @@ export class FrameDecoder {
 
   private peek(n: number): Buffer {
     if (this.chunks[0].length >= n) return this.chunks[0];
-    const merged = Buffer.concat(this.chunks, this.buffered);
-    this.chunks = [merged];
+    // Merge just enough leading chunks to hold n bytes: with 64 KiB relay
+    // frames spanning TCP reads, merging everything buffered would copy the
+    // same bytes again for every frame.
+    let count = 0;
+    let size = 0;
+    while (size < n) size += this.chunks[count++].length;
+    const merged = Buffer.concat(this.chunks.slice(0, count), size);
+    this.chunks.splice(0, count, merged);
     return merged;
   }
 
@@ -117,6 +124,116 @@ export class FrameDecoder {
     else this.chunks[0] = first.subarray(n);
     this.buffered -= n;
     return out;
+  }
+}
+
+/** Pure: the error in the frame header at `buf[off..off+6)`, or null when it is acceptable. */
+export function checkFrameHeader(buf: Uint8Array, off: number, maxBody: (kind: number) => number): FrameError | null {
+  const version = buf[off + 4];
+  const kind = buf[off + 5];
+  if (version !== PROTOCOL_VERSION) return { code: 'bad_version', version };
+  if (kind !== FrameKind.Control && kind !== FrameKind.Datagram) return { code: 'bad_kind', kind };
+  const length = ((buf[off] << 24) | (buf[off + 1] << 16) | (buf[off + 2] << 8) | buf[off + 3]) >>> 0;
+  const max = maxBody(kind);
+  if (length > max) return { code: 'frame_too_large', length, max };
+  return null;
+}
+
+/**
+ * Frame reader for a socket that reads into one reusable buffer (net's
+ * `onread` option): no allocation per read. A chunk is only valid during
+ * push(), so frames wholly inside it alias it and must be consumed before
+ * push() returns; a frame that spans reads is copied, once, into memory of its
+ * own, allocated when its header has arrived. The relay path reads 64 KiB
+ * records this way.
+ */
+export class TransientFrameDecoder {
+  /** Start of a header that spans reads. */
+  private readonly head = Buffer.alloc(FRAME_HEADER_LEN);
+  private headFill = 0;
+  /** A frame that spans reads, header included, and how much of it has arrived. */
+  private pending: Buffer | null = null;
+  private pendingFill = 0;
+  private failed: FrameError | null = null;
+
+  constructor(private readonly maxBody: (kind: number) => number = () => MAX_CONTROL_FRAME) {}
+
+  get bufferedBytes(): number {
+    return this.pending ? this.pendingFill : this.headFill;
+  }
+
+  push(chunk: Uint8Array): { frames: Frame[]; error: FrameError | null } {
+    const frames: Frame[] = [];
+    if (this.failed) return { frames, error: this.failed };
+    let p = this.finishPending(chunk, frames);
+    if (p < 0) return { frames, error: this.failed };
+    const n = chunk.length;
+    while (n - p >= FRAME_HEADER_LEN) {
+      const error = checkFrameHeader(chunk, p, this.maxBody);
+      if (error) return this.fail(frames, error);
+      const total = FRAME_HEADER_LEN + (((chunk[p] << 24) | (chunk[p + 1] << 16) | (chunk[p + 2] << 8) | chunk[p + 3]) >>> 0);
+      if (n - p < total) break;
+      const body = chunk.subarray(p + FRAME_HEADER_LEN, p + total);
+      frames.push({ kind: chunk[p + 5] as FrameKind, body: Buffer.from(body.buffer, body.byteOffset, body.length) });
+      p += total;
+    }
+    if (p < n) {
+      if (n - p < FRAME_HEADER_LEN) {
+        this.head.set(chunk.subarray(p), 0);
+        this.headFill = n - p;
+      } else {
+        this.startPending(chunk.subarray(p, p + FRAME_HEADER_LEN));
+        this.pending!.set(chunk.subarray(p), 0);
+        this.pendingFill = n - p;
+      }
+    }
+    return { frames, error: null };
+  }
+
+  /** Completes a header or frame begun in earlier reads; returns where the chunk's own frames start (-1: failed). */
+  private finishPending(chunk: Uint8Array, frames: Frame[]): number {
+    let p = 0;
+    if (this.headFill > 0) {
+      const take = Math.min(FRAME_HEADER_LEN - this.headFill, chunk.length);
+      this.head.set(chunk.subarray(0, take), this.headFill);
+      this.headFill += take;
+      p = take;
+      if (this.headFill < FRAME_HEADER_LEN) return p;
+      this.headFill = 0;
+      const error = checkFrameHeader(this.head, 0, this.maxBody);
+      if (error) {
+        this.fail(frames, error);
+        return -1;
+      }
+      this.startPending(this.head);
+      this.pendingFill = FRAME_HEADER_LEN;
+    }
+    const pending = this.pending;
+    if (!pending) return p;
+    const take = Math.min(pending.length - this.pendingFill, chunk.length - p);
+    pending.set(chunk.subarray(p, p + take), this.pendingFill);
+    this.pendingFill += take;
+    p += take;
+    if (this.pendingFill === pending.length) {
+      frames.push({ kind: pending[5] as FrameKind, body: pending.subarray(FRAME_HEADER_LEN) });
+      this.pending = null;
+      this.pendingFill = 0;
+    }
+    return p;
+  }
+
+  /** Allocates a spanning frame once its (already checked) header is known. */
+  private startPending(header: Uint8Array): void {
+    const length = ((header[0] << 24) | (header[1] << 16) | (header[2] << 8) | header[3]) >>> 0;
+    this.pending = Buffer.allocUnsafe(FRAME_HEADER_LEN + length);
+    this.pending.set(header.subarray(0, FRAME_HEADER_LEN), 0);
+  }
+
+  private fail(frames: Frame[], error: FrameError) {
+    this.failed = error;
+    this.pending = null;
+    this.headFill = 0;
+    return { frames, error };
   }
 }
 

@@ -4,9 +4,10 @@ import crypto from 'node:crypto';
 import type { Session } from '../session/session.js';
 import type { Path } from '../session/path.js';
 import type { Candidate } from '../wire/control.js';
-import { DatagramType, MAX_DATAGRAM_LEN, peekDatagramHeader } from '../wire/datagram.js';
+import { DatagramType, MAX_DATAGRAM_LEN, type DatagramHeader } from '../wire/datagram.js';
 import { decodeProbe, encodeProbe } from '../wire/probe.js';
 import type { Logger } from '../util/log.js';
+import { isDue, processTicker, tickFor } from '../util/ticker.js';
 import type { PeerSocket } from './peer-socket.js';
 import { betterPath, type PunchPlan } from './strategy.js';
 
@@ -80,7 +81,8 @@ export class DirectPathManager {
   private best: { path: DirectPath; rttMs: number } | null = null;
   private lastDirectRecv = 0;
   private punching: { until: number; timer: NodeJS.Timeout; started: number; plan: PunchPlan } | null = null;
-  private heartbeat: NodeJS.Timeout | null = null;
+  /** Cancels this path's subscription to the process ticker (heartbeats, death check); null while no direct path. */
+  private heartbeat: (() => void) | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
   private retryDelay = 1000;
   private birthday: dgram.Socket[] = [];
@@ -109,7 +111,7 @@ export class DirectPathManager {
   constructor(private readonly opts: DirectOptions) {
     this.controlling = opts.session.opts.role === 'visitor';
     const index = opts.session.opts.keys.localIndex;
-    opts.socket.register(index, (msg, rinfo, sock) => this.onDatagram(msg, rinfo, sock));
+    opts.socket.register(index, (msg, header, rinfo, sock) => this.onDatagram(msg, header, rinfo, sock));
     opts.session.on('control', (type: DatagramType, payload: Uint8Array, from: Path) => this.onControl(type, payload, from));
     opts.session.once('close', () => this.close());
   }
@@ -174,7 +176,7 @@ export class DirectPathManager {
     this.closed = true;
     if (this.graceTimer) clearTimeout(this.graceTimer);
     this.stopPunching();
-    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.stopHeartbeat();
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.opts.socket.unregister(this.opts.session.opts.keys.localIndex);
   }
@@ -207,10 +209,11 @@ export class DirectPathManager {
     return p;
   }
 
-  private onDatagram(msg: Buffer, rinfo: dgram.RemoteInfo, sock: dgram.Socket): void {
-    const path = this.pathFor(sock, rinfo.address, rinfo.port);
-    const h = peekDatagramHeader(msg);
-    if (!h || !this.opts.session.receive(msg, path)) return;
+  private onDatagram(msg: Buffer, h: DatagramHeader, rinfo: dgram.RemoteInfo, sock: dgram.Socket): void {
+    // Nearly every datagram of an established session arrives on its path: skip building the map key.
+    const best = this.best?.path;
+    const path = best && best.socket === sock && best.port === rinfo.port && best.address === rinfo.address ? best : this.pathFor(sock, rinfo.address, rinfo.port);
+    if (!this.opts.session.receive(msg, path)) return;
     const now = performance.now();
     this.socketRecv.set(sock, now);
     if (path === this.best?.path) {
@@ -352,31 +355,39 @@ export class DirectPathManager {
     this.opts.session.usePath(path);
     // Nominate at once (the controlled peer follows the path our heartbeats use),
     // rather than at the next heartbeat, while the peer still holds its punching sockets.
-    if (this.controlling) this.opts.session.sendSealed(DatagramType.Heartbeat, new Uint8Array(0), path);
+    if (this.controlling) this.opts.session.sendSealed(DatagramType.Heartbeat, EMPTY, path);
     this.startHeartbeat();
     // Let better pairs (LAN) still answer for a moment, then stop probing.
     if (this.punching) this.punching.until = Math.min(this.punching.until, performance.now() + 500);
   }
 
+  /** Heartbeats and the death check ride the process ticker: one wake-up per tick for all sessions. */
   private startHeartbeat(): void {
     if (this.heartbeat) return;
     const every = this.opts.heartbeatMs ?? 2000;
     const deadAfter = this.opts.deadAfterMs ?? 6500;
-    this.heartbeat = setInterval(() => {
-      const best = this.best;
-      if (!best) return;
-      const quiet = performance.now() - this.lastDirectRecv;
-      if (quiet > deadAfter) return this.directDied(deadAfter);
-      // Only the controlling side (the visitor) pings an idle path; the peer's
-      // answer refreshes both NAT mappings. Traffic that is flowing proves the
-      // path already, and the controlled side pings only as a backup when it
-      // has heard nothing for two intervals. Fewer wake-ups per idle tunnel.
-      if (quiet >= every * (this.controlling ? 0.9 : 1.9)) {
-        this.opts.session.sendSealed(DatagramType.Heartbeat, new Uint8Array(0), best.path);
-      }
-      if (!this.punching) this.closeQuietSockets(SOCKET_QUIET_MS);
-    }, every);
-    this.heartbeat.unref();
+    const resolution = tickFor(Math.min(every, deadAfter));
+    this.heartbeat = processTicker.subscribe((now) => this.onTick(now, every, deadAfter, resolution), resolution);
+  }
+
+  private stopHeartbeat(): void {
+    this.heartbeat?.();
+    this.heartbeat = null;
+  }
+
+  private onTick(now: number, every: number, deadAfter: number, resolution: number): void {
+    const best = this.best;
+    if (!best) return;
+    const quiet = now - this.lastDirectRecv;
+    if (quiet > deadAfter) return this.directDied(deadAfter);
+    // Only the controlling side (the visitor) pings an idle path; the peer's
+    // answer refreshes both NAT mappings. Traffic that is flowing proves the
+    // path already, and the controlled side pings only as a backup when it
+    // has heard nothing for two intervals. Fewer wake-ups per idle tunnel.
+    if (this.controlling ? isDue(quiet, every, resolution) : quiet >= every * 1.9) {
+      this.opts.session.sendSealed(DatagramType.Heartbeat, EMPTY, best.path);
+    }
+    if (!this.punching) this.closeQuietSockets(SOCKET_QUIET_MS);
   }
 
   private directDied(deadAfter: number): void {
@@ -384,8 +395,7 @@ export class DirectPathManager {
     this.best = null;
     this.followed = false;
     this.nominationCheck = null;
-    if (this.heartbeat) clearInterval(this.heartbeat);
-    this.heartbeat = null;
+    this.stopHeartbeat();
     this.opts.log.warn('direct_lost', `no answer on the direct path ${dead.path.remote} for ${deadAfter / 1000} s`, { sid: this.opts.session.sid });
     const relay = this.opts.relay();
     if (relay && !relay.closed) this.opts.session.usePath(relay);
@@ -424,6 +434,7 @@ export class DirectPathManager {
 
   /** Closes extra sockets that are not our path's and received nothing authenticated for `quietMs`. */
   private closeQuietSockets(quietMs: number): void {
+    if (!this.birthday.length) return;
     const keep = this.best?.path.socket;
     const now = performance.now();
     const still: dgram.Socket[] = [];
@@ -437,6 +448,8 @@ export class DirectPathManager {
     this.birthday = still;
   }
 }
+
+const EMPTY = new Uint8Array(0);
 
 /** A cheap per-socket tag for path keys (getsockname on every datagram showed up in profiles). */
 const socketIds = new WeakMap<dgram.Socket, number>();

@@ -1,9 +1,9 @@
 import dgram from 'node:dgram';
 import { isStunPacket } from '../stun/message.js';
-import { peekDatagramHeader } from '../wire/datagram.js';
+import { peekDatagramHeader, type DatagramHeader } from '../wire/datagram.js';
 
-/** Receives datagrams addressed to one session (by its local receiver index). */
-export type DatagramHandler = (msg: Buffer, rinfo: dgram.RemoteInfo, socket: dgram.Socket) => void;
+/** Receives datagrams addressed to one session (by its local receiver index), with the header already parsed for routing. */
+export type DatagramHandler = (msg: Buffer, header: DatagramHeader, rinfo: dgram.RemoteInfo, socket: dgram.Socket) => void;
 
 /**
  * The peer's UDP endpoint (Tailscale would call it magicsock): one socket that
@@ -75,12 +75,12 @@ export class PeerSocket {
     s.on('message', (msg, rinfo) => {
       if (isStunPacket(msg)) return; // the STUN client listening on this socket takes it
       const h = peekDatagramHeader(msg);
-      const handler = h ? this.handlers.get(h.receiver) : undefined;
+      const handler = h && this.handlers.get(h.receiver);
       if (!handler) {
         this.dropped++;
         return;
       }
-      handler(msg, rinfo, s);
+      handler(msg, h, rinfo, s);
     });
   }
 }

@@ -6,6 +6,7 @@ import { Mux } from '../mux/index.js';
 import { DatagramOpener, DatagramSealer, type SessionKeys } from '../crypto/index.js';
 import { DatagramType, DATAGRAM_OVERHEAD, MAX_DATAGRAM_LEN, MAX_DATAGRAM_PAYLOAD, sealedLength } from '../wire/datagram.js';
 import type { Logger } from '../util/log.js';
+import { isDue, processTicker, tickFor } from '../util/ticker.js';
 import type { Path } from './path.js';
 import { WindowControl } from './window-control.js';
 
@@ -67,7 +68,8 @@ export class Session extends EventEmitter {
   private kicked = false;
   private closedReason: string | null = null;
   private lastRecv = performance.now();
-  private keepalive: NodeJS.Timeout;
+  /** Cancels the keepalive and death check, which ride the process ticker. */
+  private readonly keepalive: () => void;
   readonly startedAt = Date.now();
   bytesIn = 0;
   bytesOut = 0;
@@ -97,15 +99,17 @@ export class Session extends EventEmitter {
     this.mux.on('error', (e: Error) => opts.log.warn('mux_error', e.message, { sid: opts.sid }));
     const deadAfter = opts.deadAfterMs ?? 30_000;
     const keepaliveMs = opts.keepaliveMs ?? 5_000;
-    this.keepalive = setInterval(() => {
-      const quiet = performance.now() - this.lastRecv;
-      if (quiet > deadAfter) return this.close(`no traffic from the peer for ${Math.round(deadAfter / 1000)} s`);
-      // The direct path has its own heartbeats; elsewhere, ping only a quiet session.
-      if (this.active?.kind === 'direct' || quiet < keepaliveMs * 0.9) return;
-      this.sendSealed(DatagramType.Heartbeat, new Uint8Array(0));
-    }, keepaliveMs);
-    this.keepalive.unref();
+    const resolution = tickFor(Math.min(keepaliveMs, deadAfter));
+    this.keepalive = processTicker.subscribe((now) => this.checkAlive(now, deadAfter, keepaliveMs, resolution), resolution);
     this.kick();
+  }
+
+  private checkAlive(now: number, deadAfter: number, keepaliveMs: number, resolution: number): void {
+    const quiet = now - this.lastRecv;
+    if (quiet > deadAfter) return this.close(`no traffic from the peer for ${Math.round(deadAfter / 1000)} s`);
+    // The direct path has its own heartbeats; elsewhere, ping only a quiet session.
+    if (this.active?.kind === 'direct' || !isDue(quiet, keepaliveMs, resolution)) return;
+    this.sendSealed(DatagramType.Heartbeat, EMPTY);
   }
 
   /** Keeps KCP's window near the path's bandwidth-delay product (see window-control.ts). */
@@ -213,7 +217,7 @@ export class Session extends EventEmitter {
       }
       case DatagramType.Heartbeat:
         // Answer on the path it came from: that is the path the peer is testing.
-        this.sendSealed(DatagramType.HeartbeatAck, new Uint8Array(0), from);
+        this.sendSealed(DatagramType.HeartbeatAck, EMPTY, from);
         return true;
       default:
         this.emit('control', opened.type, opened.payload, from);
@@ -224,7 +228,7 @@ export class Session extends EventEmitter {
   close(reason = 'closed'): void {
     if (this.closedReason !== null) return;
     this.closedReason = reason;
-    clearInterval(this.keepalive);
+    this.keepalive();
     if (this.timer) clearTimeout(this.timer);
     this.mux.destroy(new Error(`tunnel session closed: ${reason}`));
     this.emit('close', reason);
@@ -285,6 +289,8 @@ export class Session extends EventEmitter {
     }, delay);
   }
 }
+
+const EMPTY = new Uint8Array(0);
 
 /** KCP time: milliseconds from a monotonic clock, as uint32. */
 export function nowMs(): number {

@@ -395,8 +395,10 @@ export class Kcp {
    * Feeds one received datagram (one or more segments). Returns 0, or a
    * negative KcpError when any segment header in it is malformed, in which
    * case no segment of the datagram has been applied. Never throws.
+   * Segments are copied out of `data` unless `owned` says the caller hands it
+   * over (never touches it again): then they are kept as views of it.
    */
-  input(data: Uint8Array): number {
+  input(data: Uint8Array, owned = false): number {
     // Also guards untyped callers: anything but bytes is "too short" rather than a throw.
     if (!(data instanceof Uint8Array)) return KcpError.TooShort;
     const size = data.length;
@@ -420,7 +422,8 @@ export class Kcp {
     let flag = false;
     let maxack = 0;
     this.inData = data;
-    this.inCopy = null;
+    // An owned datagram (the caller hands it over) is kept as is, not copied.
+    this.inCopy = owned ? Buffer.from(data.buffer, data.byteOffset, data.length) : null;
     p = 0;
     while (p < size) {
       const cmd = data[p + 4];

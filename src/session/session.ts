@@ -210,7 +210,8 @@ export class Session extends EventEmitter {
     this.bytesIn += datagram.length;
     switch (opened.type) {
       case DatagramType.Data: {
-        if (this.kcp.input(opened.payload) < 0) return true;
+        // The opened payload is a fresh buffer nobody else holds: KCP keeps it without a copy.
+        if (this.kcp.input(opened.payload, true) < 0) return true;
         this.drain();
         this.kick();
         return true;

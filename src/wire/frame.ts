@@ -143,8 +143,10 @@ export function checkFrameHeader(buf: Uint8Array, off: number, maxBody: (kind: n
  * Frame reader for a socket that reads into one reusable buffer (net's
  * `onread` option): no allocation per read. A chunk is only valid during
  * push(), so frames wholly inside it alias it and must be consumed before
- * push() returns; a frame that spans reads is copied, once, into memory of its
- * own, allocated when its header has arrived. The relay path reads 64 KiB
+ * push() returns; a frame that spans reads is copied, once, into one of two
+ * assembly buffers that take turns (one may hold the frame just returned while
+ * the other collects the next). So every frame must be consumed before the
+ * next push(), and nothing is allocated per frame. The relay path reads 64 KiB
  * records this way.
  */
 export class TransientFrameDecoder {
@@ -154,6 +156,8 @@ export class TransientFrameDecoder {
   /** A frame that spans reads, header included, and how much of it has arrived. */
   private pending: Buffer | null = null;
   private pendingFill = 0;
+  private readonly assembly: Buffer[] = [Buffer.alloc(0), Buffer.alloc(0)];
+  private turn = 0;
   private failed: FrameError | null = null;
 
   constructor(private readonly maxBody: (kind: number) => number = () => MAX_CONTROL_FRAME) {}
@@ -224,8 +228,12 @@ export class TransientFrameDecoder {
 
   /** Allocates a spanning frame once its (already checked) header is known. */
   private startPending(header: Uint8Array): void {
-    const length = ((header[0] << 24) | (header[1] << 16) | (header[2] << 8) | header[3]) >>> 0;
-    this.pending = Buffer.allocUnsafe(FRAME_HEADER_LEN + length);
+    const total = FRAME_HEADER_LEN + (((header[0] << 24) | (header[1] << 16) | (header[2] << 8) | header[3]) >>> 0);
+    let buf = this.assembly[this.turn];
+    // Grown once to the largest frame seen: for the relay, one 64 KiB record.
+    if (buf.length < total) buf = this.assembly[this.turn] = Buffer.allocUnsafe(total);
+    this.turn ^= 1;
+    this.pending = buf.subarray(0, total);
     this.pending.set(header.subarray(0, FRAME_HEADER_LEN), 0);
   }
 

@@ -140,6 +140,27 @@ test('several segments are packed into one datagram up to the MTU', () => {
   for (const d of out) assert.ok(d.length <= 200);
 });
 
+test('segments cut for a larger MTU go out one per datagram after setMtu shrinks it, with no empty datagram', () => {
+  // A session moving from the relay (64 KiB records) to UDP shrinks the MTU
+  // with big segments still queued and in flight.
+  const out: Buffer[] = [];
+  const k = new Kcp(1, (d) => out.push(Buffer.from(d)));
+  k.setNodelay(1, 10, 0, 1);
+  k.setWndSize(4, 128);
+  assert.equal(k.setMtu(8000), 0);
+  for (let i = 0; i < 6; i++) k.send(Buffer.alloc(7000, i));
+  k.update(0);
+  assert.equal(out.length, 4, 'the window lets 4 of 6 out');
+  out.length = 0;
+  assert.equal(k.setMtu(1400), 0);
+  k.send(Buffer.alloc(100, 9)); // cut for the new MTU
+  // Nothing acknowledged: the window stays full until the RTO, then all four go again.
+  k.update(1000);
+  assert.ok(out.length >= 4, `${out.length} datagrams`);
+  for (const d of out) assert.ok(d.length > 0, 'an empty datagram was emitted');
+  assert.deepEqual(out.map((d) => segments(d).map((s) => s.len)), [[7000], [7000], [7000], [7000]]);
+});
+
 // ------------------------------------------------------------------ transfer
 
 test('message mode reassembles fragments into one message; oversize message is refused', () => {

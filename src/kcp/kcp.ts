@@ -776,6 +776,10 @@ export class Kcp {
   // ---------------------------------------------------------------- internals
 
   private emit(size: number): void {
+    // As ikcp_output, an empty buffer is not sent. It arises when the first
+    // segment of a flush was cut for a larger MTU (before setMtu shrank it:
+    // a session moving from the relay to UDP) and nothing precedes it.
+    if (size === 0) return;
     let v = this.oview;
     if (v.length !== size) this.oview = v = this.obuf.subarray(0, size);
     this.output(v);

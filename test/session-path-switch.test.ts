@@ -1,0 +1,400 @@
+/**
+ * A session moving from the relay (64 KiB records) to a UDP path (1452-byte
+ * datagrams) in the middle of a bulk transfer. Two real Sessions (handshake
+ * keys, sealing, KCP, mux) joined by in-memory paths that deliver on a later
+ * event-loop turn, the UDP one refusing anything above 1452 bytes as a real
+ * socket would. KCP segments cut for the relay before the move are still
+ * queued or unacknowledged after it: they must finish over the relay (the
+ * large-record path), never be offered to UDP, and the byte stream must
+ * arrive exact.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { Session } from '../src/session/session.js';
+import type { Path, PathKind } from '../src/session/path.js';
+import { cryptoReady, createInitiator, respond, randomIndex, type SessionKeys } from '../src/crypto/index.js';
+import { DATAGRAM_OVERHEAD, DatagramType, MAX_DATAGRAM_LEN, MAX_RELAY_DATAGRAM_LEN } from '../src/wire/datagram.js';
+import type { MuxStream } from '../src/mux/index.js';
+import { nullLogger } from '../src/util/log.js';
+import { mulberry32 } from '../src/util/prng.js';
+import { readAll, withTimeout } from './mux-harness.js';
+
+await cryptoReady();
+
+interface PathStats {
+  sent: number;
+  largest: number;
+  /** Datagrams above a UDP datagram's size handed to this path. */
+  large: number;
+  /** The same, counted only after `mark` was set (the session moved away). */
+  largeAfterMark: number;
+  /** Any datagram handed over after `mark`. */
+  sentAfterMark: number;
+  /** DATA datagrams with no KCP bytes in them (nothing for the peer to do). */
+  emptyData: number;
+  refused: number;
+  lost: number;
+  rejectedByPeer: number;
+}
+
+/**
+ * One session's end of an in-memory path: what it sends lands, on a later
+ * event-loop turn, at the peer session's end of the same path. Copies every
+ * datagram on send, as a socket does.
+ */
+class MemPath implements Path {
+  closed = false;
+  mark = false;
+  peer!: { session: Session; path: MemPath };
+  /** Called after each delivery (the test's trigger point). */
+  onDelivered: (() => void) | null = null;
+  readonly stats: PathStats = { sent: 0, largest: 0, large: 0, largeAfterMark: 0, sentAfterMark: 0, emptyData: 0, refused: 0, lost: 0, rejectedByPeer: 0 };
+  private queue: Buffer[] = [];
+  /** The batch being delivered, and the next one of it to go. */
+  private batch: Buffer[] = [];
+  private next = 0;
+  private timer: NodeJS.Immediate | null = null;
+  sendParts?: (parts: Uint8Array[], length: number) => void;
+
+  constructor(
+    readonly kind: PathKind,
+    readonly remote: string,
+    readonly maxDatagram: number,
+    private readonly opts: { refuseAbove?: number; loss?: number; rng?: () => number; gathers?: boolean } = {},
+  ) {
+    // The relay path gathers a record's parts in one write; UDP has no such call.
+    if (opts.gathers) {
+      this.sendParts = (parts, length) => {
+        const d = Buffer.concat(parts, length);
+        assert.equal(d.length, parts.reduce((n, p) => n + p.length, 0), 'sendParts length');
+        this.accept(d);
+      };
+    }
+  }
+
+  send(datagram: Uint8Array): void {
+    this.accept(Buffer.from(datagram));
+  }
+
+  close(): void {
+    this.closed = true;
+    this.loseQueued();
+  }
+
+  /** Everything not yet delivered is gone, like records a relay dropped from a full queue. */
+  loseQueued(): number {
+    const n = this.queue.length + this.batch.length - this.next;
+    this.stats.lost += n;
+    this.queue = [];
+    this.batch = [];
+    this.next = 0;
+    return n;
+  }
+
+  private accept(d: Buffer): void {
+    const s = this.stats;
+    s.sent++;
+    if (d.length > s.largest) s.largest = d.length;
+    if (d.length > MAX_DATAGRAM_LEN) s.large++;
+    if (this.mark) {
+      s.sentAfterMark++;
+      if (d.length > MAX_DATAGRAM_LEN) s.largeAfterMark++;
+    }
+    if (d[0] === DatagramType.Data && d.length === DATAGRAM_OVERHEAD) s.emptyData++;
+    if (this.closed) return;
+    if (this.opts.refuseAbove !== undefined && d.length > this.opts.refuseAbove) {
+      s.refused++;
+      return;
+    }
+    if (this.opts.loss && this.opts.rng!() < this.opts.loss) {
+      s.lost++;
+      return;
+    }
+    this.queue.push(d);
+    if (!this.timer) this.timer = setImmediate(this.deliver);
+  }
+
+  private readonly deliver = (): void => {
+    this.timer = null;
+    this.batch = this.queue;
+    this.queue = [];
+    for (this.next = 0; this.next < this.batch.length && !this.closed; ) {
+      const d = this.batch[this.next++];
+      if (!this.peer.session.receive(d, this.peer.path)) this.stats.rejectedByPeer++;
+      this.onDelivered?.();
+    }
+    this.batch = [];
+    this.next = 0;
+  };
+}
+
+interface Side {
+  session: Session;
+  relay: MemPath;
+  udp: MemPath;
+}
+
+function sessionKeys(): { visitor: SessionKeys; server: SessionKeys } {
+  const psk = randomBytes(32);
+  const context = 'session-path-switch test';
+  const hs = createInitiator(psk, { initiatorIndex: randomIndex(), conv: randomIndex(), context });
+  const r = respond(psk, hs.message, { responderIndex: randomIndex(), context });
+  return { visitor: hs.finish(r.response), server: r.keys };
+}
+
+/** Two sessions, both on the relay, the UDP paths ready; the relay registered for large records. */
+function connect(udpLoss: number, seed: number): { a: Side; b: Side; close(): void } {
+  const keys = sessionKeys();
+  const rng = mulberry32(seed);
+  const side = (role: 'visitor' | 'server', k: SessionKeys, name: string): Side => ({
+    session: new Session({ keys: k, role, log: nullLogger, sid: `switch-${name}` }),
+    relay: new MemPath('relay', `relay-${name}`, MAX_RELAY_DATAGRAM_LEN, { gathers: true }),
+    udp: new MemPath('direct', `udp-${name}`, MAX_DATAGRAM_LEN, { refuseAbove: MAX_DATAGRAM_LEN, loss: udpLoss, rng }),
+  });
+  const a = side('visitor', keys.visitor, 'a');
+  const b = side('server', keys.server, 'b');
+  a.relay.peer = { session: b.session, path: b.relay };
+  b.relay.peer = { session: a.session, path: a.relay };
+  a.udp.peer = { session: b.session, path: b.udp };
+  b.udp.peer = { session: a.session, path: a.udp };
+  for (const s of [a, b]) {
+    s.session.setLargeRecordPath(s.relay);
+    s.session.usePath(s.relay);
+  }
+  return {
+    a,
+    b,
+    close() {
+      for (const s of [a, b]) {
+        for (const st of s.session.mux.openStreams()) st.on('error', () => {});
+        s.session.close('test over');
+        s.relay.close();
+        s.udp.close();
+      }
+    },
+  };
+}
+
+/**
+ * KCP segments `from` has sent that `to` has not received. Before the move
+ * the relay is the only path, FIFO and lossless, so these are all still
+ * queued on it; and mid-transfer they are full DATA frames (a window update
+ * is one frame in hundreds), so two or more include relay-sized segments that
+ * the peer does not have. (Queued records alone would not do: under load,
+ * KCP's spurious retransmissions fill the relay with copies the peer has.)
+ */
+function unreceived(from: Side, to: Side): number {
+  return (from.session.kcp.snapshot().sndNxt - to.session.kcp.snapshot().rcvNxt) | 0;
+}
+
+/** Moves a session to UDP; from now on its relay counts what it still carries. */
+function moveToUdp(s: Side): void {
+  s.relay.mark = true;
+  s.session.usePath(s.udp);
+  assert.equal(s.session.path, s.udp);
+}
+
+/** The KCP sequence number from which every segment was cut for UDP (read right after the move). */
+function firstUdpSized(s: Side): number {
+  const k = s.session.kcp.snapshot();
+  return (k.sndNxt + k.nsndQue) >>> 0;
+}
+
+/** True once the peer acknowledged every segment before `sn`: nothing relay-sized left to send. */
+function allAckedBefore(s: Side, sn: number): boolean {
+  return ((s.session.kcp.snapshot().sndUna - sn) | 0) >= 0;
+}
+
+function sha256(b: Uint8Array): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+/**
+ * What must never happen during a transfer; checked every few ms so a broken
+ * session fails the test at once instead of stalling into the timeout.
+ */
+function violation(sides: Side[]): string | null {
+  for (const s of sides) {
+    if (s.udp.stats.large > 0) return `${s.session.sid}: ${s.udp.stats.large} datagrams above ${MAX_DATAGRAM_LEN} bytes offered to UDP`;
+    if (s.session.oversizeDropped > 0) return `${s.session.sid}: ${s.session.oversizeDropped} segments found no path`;
+    if (s.relay.stats.rejectedByPeer + s.udp.stats.rejectedByPeer > 0) return `${s.session.sid}: the peer refused datagrams`;
+    if (s.session.closed) return `${s.session.sid} closed: ${s.session.closeReason}`;
+  }
+  return null;
+}
+
+/**
+ * A sends `up` bytes to B, B sends `down` bytes back, on one stream; resolves
+ * with the hashes each side received, or rejects at the first violation().
+ */
+async function transfer(a: Side, b: Side, up: Buffer, down: Buffer, timeoutMs: number): Promise<{ atB: string; atA: string }> {
+  const atB = new Promise<string>((resolve, reject) => {
+    b.session.mux.once('stream', (s: MuxStream) => {
+      readAll(s).then((got) => resolve(sha256(got)), reject);
+      s.end(down);
+    });
+  });
+  const s = a.session.mux.openStream();
+  const atA = readAll(s).then(sha256);
+  s.end(up);
+  let watch: NodeJS.Timeout | undefined;
+  const watchdog = new Promise<never>((_, reject) => {
+    watch = setInterval(() => {
+      const v = violation([a, b]);
+      if (v) reject(new Error(v));
+    }, 5);
+  });
+  try {
+    const [hb, ha] = await withTimeout(Promise.race([Promise.all([atB, atA]), watchdog]), timeoutMs, 'transfer across the path switch');
+    return { atB: hb, atA: ha };
+  } finally {
+    clearInterval(watch);
+  }
+}
+
+function assertNothingLargeOnUdp(...sides: Side[]): void {
+  for (const s of sides) {
+    assert.equal(s.udp.stats.large, 0, `${s.udp.remote}: datagrams above ${MAX_DATAGRAM_LEN} bytes offered to UDP (largest ${s.udp.stats.largest})`);
+    assert.equal(s.udp.stats.refused, 0);
+    assert.ok(s.udp.stats.largest <= MAX_DATAGRAM_LEN);
+    // A segment too big for the path is skipped without leaving an empty datagram in its place.
+    assert.equal(s.udp.stats.emptyData, 0, `${s.udp.remote}: DATA datagrams with nothing in them`);
+  }
+}
+
+function report(t: { diagnostic(m: string): void }, ...sides: Side[]): void {
+  for (const s of sides) {
+    const r = s.relay.stats;
+    const u = s.udp.stats;
+    t.diagnostic(
+      `${s.session.sid}: relay ${r.sent} sent (largest ${r.largest}, ${r.sentAfterMark} after the move of which ${r.largeAfterMark} > ${MAX_DATAGRAM_LEN}, ${r.lost} lost); ` +
+        `udp ${u.sent} sent (largest ${u.largest}, ${u.lost} lost, ${u.emptyData} empty DATA); oversizeDropped ${s.session.oversizeDropped}; kcp xmit ${s.session.kcp.snapshot().xmit}`,
+    );
+  }
+}
+
+const UP = 20 * 1024 * 1024;
+const DOWN = 12 * 1024 * 1024;
+
+test('relay -> UDP mid-transfer: relay-sized segments finish over the relay, UDP never sees one, data exact', async (t) => {
+  const { a, b, close } = connect(0.005, 0x5eed1);
+  t.after(close);
+  const up = randomBytes(UP);
+  const down = randomBytes(DOWN);
+  let lostAtMove = 0;
+  // A moves once B has taken in ~8 MB, at a moment when the relay still holds
+  // data B has not received; the relay loses it then (as a relay dropping
+  // from a full queue would), so relay-sized segments must be *retransmitted*
+  // after the move. B moves 1 MB later.
+  a.relay.onDelivered = a.udp.onDelivered = () => {
+    if (!a.relay.mark && b.session.bytesIn > 8e6 && unreceived(a, b) >= 2) {
+      moveToUdp(a);
+      lostAtMove = a.relay.loseQueued();
+    } else if (a.relay.mark && !b.relay.mark && b.session.bytesIn > 9e6) {
+      moveToUdp(b);
+    }
+  };
+  const got = await transfer(a, b, up, down, 90_000);
+  report(t, a, b);
+  assert.equal(got.atB, sha256(up), 'A -> B bytes');
+  assert.equal(got.atA, sha256(down), 'B -> A bytes');
+  assert.ok(a.relay.mark && b.relay.mark, 'both sessions moved to UDP during the transfer');
+  assert.ok(lostAtMove > 0);
+  // Relay-sized segments went over the relay after the move...
+  assert.ok(a.relay.stats.largeAfterMark > 0, 'no relay-sized datagram went over the relay after the move');
+  // ...and nothing above 1452 bytes was ever offered to UDP, by either side.
+  assertNothingLargeOnUdp(a, b);
+  // The bulk of the rest went over UDP, in UDP-sized datagrams.
+  assert.ok(a.udp.stats.sent > 5000, `only ${a.udp.stats.sent} UDP datagrams`);
+  for (const s of [a, b]) {
+    assert.equal(s.session.oversizeDropped, 0, `${s.session.sid}: oversize drops with the relay open`);
+    assert.equal(s.session.closed, false);
+    assert.equal(s.relay.stats.rejectedByPeer + s.udp.stats.rejectedByPeer, 0, 'datagrams the peer refused');
+  }
+});
+
+test('relay closed after the move once nothing relay-sized is in flight: the transfer completes over UDP alone', async (t) => {
+  const { a, b, close } = connect(0, 0x5eed2);
+  t.after(close);
+  const up = randomBytes(UP);
+  const down = randomBytes(DOWN);
+  const boundary = new Map<Side, number>();
+  let relayClosedAt = -1;
+  let bytesInAtClose = -1;
+  // Both move at once, when the relay still holds data B has not received,
+  // which it loses: relay-sized segments are retransmitted over it after the move.
+  a.relay.onDelivered = () => {
+    if (a.relay.mark || b.session.bytesIn < 6e6 || unreceived(a, b) < 2) return;
+    for (const s of [a, b]) {
+      moveToUdp(s);
+      boundary.set(s, firstUdpSized(s));
+    }
+    a.relay.loseQueued();
+  };
+  // Poll (bounded, and no longer than the test) for the moment both sides have
+  // every relay-sized segment acknowledged.
+  let over = false;
+  t.after(() => (over = true));
+  const closeRelayWhenSafe = (async () => {
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline && !over) {
+      await new Promise((r) => setTimeout(r, 2));
+      if (boundary.size < 2) continue;
+      if (![a, b].every((s) => allAckedBefore(s, boundary.get(s)!))) continue;
+      for (const s of [a, b]) {
+        s.session.setLargeRecordPath(null);
+        s.relay.close();
+      }
+      relayClosedAt = a.relay.stats.sentAfterMark + b.relay.stats.sentAfterMark;
+      bytesInAtClose = b.session.bytesIn;
+      return;
+    }
+  })();
+  const got = await transfer(a, b, up, down, 90_000);
+  await closeRelayWhenSafe;
+  report(t, a, b);
+  assert.equal(got.atB, sha256(up), 'A -> B bytes');
+  assert.equal(got.atA, sha256(down), 'B -> A bytes');
+  assert.ok(relayClosedAt > 0, `the relay was closed at ${relayClosedAt} datagrams after the move (never, or before it carried any)`);
+  // Closed while the transfer was still running, not after it.
+  assert.ok(bytesInAtClose > 0 && bytesInAtClose < UP, `relay closed when B had ${bytesInAtClose} bytes`);
+  for (const s of [a, b]) {
+    assert.equal(s.relay.closed, true);
+    assert.equal(s.session.oversizeDropped, 0, `${s.session.sid}: a segment found no path`);
+    assert.equal(s.session.closed, false);
+  }
+  // Nothing went to the relay once it was closed (sendSealed skips a closed path).
+  assert.equal(a.relay.stats.sentAfterMark + b.relay.stats.sentAfterMark, relayClosedAt);
+  assertNothingLargeOnUdp(a, b);
+});
+
+test('relay closed while relay-sized segments are unacknowledged: they are counted as oversize drops, never sent over UDP', async (t) => {
+  const { a, b, close } = connect(0, 0x5eed3);
+  t.after(close);
+  const up = randomBytes(8 * 1024 * 1024);
+  let moved = false;
+  a.relay.onDelivered = () => {
+    if (moved || b.session.bytesIn < 2e6 || unreceived(a, b) < 2) return;
+    moved = true;
+    moveToUdp(a);
+    moveToUdp(b);
+    // The relay goes away at the same moment, with records still queued on it.
+    for (const s of [a, b]) {
+      s.session.setLargeRecordPath(null);
+      s.relay.close();
+    }
+  };
+  const s = a.session.mux.openStream();
+  s.on('error', () => {});
+  s.end(up);
+  b.session.mux.once('stream', (x: MuxStream) => x.resume().on('error', () => {}));
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline && !(moved && a.session.oversizeDropped > 3) && !a.session.closed) await new Promise((r) => setTimeout(r, 5));
+  report(t, a, b);
+  assert.ok(moved, 'never moved');
+  // Those still queued and those KCP retransmits: every attempt is dropped by
+  // the session and counted, none leaks onto UDP.
+  assert.ok(a.session.oversizeDropped > 3, `oversizeDropped ${a.session.oversizeDropped}`);
+  assertNothingLargeOnUdp(a, b);
+});

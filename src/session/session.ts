@@ -260,7 +260,13 @@ export class Session extends EventEmitter {
     const now = nowMs();
     this.kcp.update(now);
     this.kcp.flush();
-    if (this.kcp.isDeadLink()) return this.close('too many retransmissions: the peer stopped acknowledging');
+    if (this.kcp.isDeadLink()) {
+      return this.close(
+        this.oversizeDropped > 0
+          ? 'the relay closed while data cut into relay-sized records was unacknowledged, and UDP cannot carry those'
+          : 'too many retransmissions: the peer stopped acknowledging',
+      );
+    }
     this.mux.pump();
     if (now - this.lastWndStep >= WINDOW_STEP_MS) {
       this.lastWndStep = now;

@@ -135,6 +135,9 @@ export class RedisCluster implements Cluster {
     if (this.closed) return;
     this.closed = true;
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    // A heartbeat already under way would refresh (re-assert) the names after
+    // we release them, holding them for another TTL: let it finish first.
+    await this.beating?.catch(() => undefined);
     // Give our names back now rather than after the TTL: a clean shutdown moves serves at once.
     if (this.store.up) {
       await Promise.allSettled([...this.held.values()].map((h) => this.store.release(h.name, h.text)));

@@ -25,11 +25,12 @@ export const KCP_MTU = MAX_DATAGRAM_LEN - DATAGRAM_OVERHEAD;
 /** KCP windows in UDP-sized segments: ~1.4 MB in flight, enough for 100+ MB/s at LAN round-trip times. */
 const WND = 1024;
 /**
- * Bytes the send window may hold in flight on the relay, whose segments are
- * 64 KiB: 8 MiB covers 1 Gbit/s at 60 ms, and bounds what a move to UDP leaves
- * behind on the relay (see output()).
+ * Bytes a KCP window (send or receive) may span. Binding only on the relay,
+ * whose segments are 64 KiB (128 of them): 8 MiB covers 1 Gbit/s at 60 ms,
+ * bounds what a move to UDP leaves behind on the relay (see output()), and
+ * bounds what a peer can make us buffer out of order.
  */
-const RELAY_MAX_IN_FLIGHT = 8 * 1024 * 1024;
+const MAX_WINDOW_BYTES = 8 * 1024 * 1024;
 /**
  * The mux may add frames while KCP holds fewer than the window plus this many
  * bytes' worth of segments. Queued segments wait for window space, so keeping
@@ -56,8 +57,8 @@ export class Session extends EventEmitter {
   private active: Path | null = null;
   private readonly wndControl = new WindowControl({ maxWnd: WND });
   private sndWnd = this.wndControl.window;
-  /** Segments the mux may queue beyond the window (depends on the segment size). */
-  private queueAfterWindow = 16;
+  /** Segments the mux may queue beyond the window (set with the segment size). */
+  private queueAfterWindow = 0;
   /** The relay, while open: carries segments cut for it that are too big for UDP. */
   private largeRecordPath: Path | null = null;
   /** Segments dropped because no open path could carry their size. */
@@ -81,7 +82,6 @@ export class Session extends EventEmitter {
     this.opener = new DatagramOpener(opts.keys);
     this.kcp = new Kcp(opts.keys.conv, (buf) => this.output(buf));
     this.kcp.setNodelay(1, 10, 2, 1);
-    this.kcp.setWndSize(this.sndWnd, WND);
     this.mux = new Mux({
       role: opts.role === 'visitor' ? 'client' : 'server',
       sendMessage: (frame) => {
@@ -118,7 +118,7 @@ export class Session extends EventEmitter {
     const wnd = this.wndControl.step(this.kcp.srtt, this.kcp.inFlight, performance.now());
     if (wnd !== this.sndWnd) {
       this.sndWnd = wnd;
-      this.kcp.setWndSize(wnd, WND);
+      this.kcp.setWndSize(wnd, 0);
     }
   }
 
@@ -142,11 +142,12 @@ export class Session extends EventEmitter {
     const mtu = maxDatagram - DATAGRAM_OVERHEAD;
     this.kcp.setMtu(mtu);
     this.mux.setMaxFramePayload(mtu - KCP_OVERHEAD - MUX_HEADER_LEN);
-    const maxWnd = Math.max(8, Math.min(WND, Math.floor(RELAY_MAX_IN_FLIGHT / mtu)));
+    const maxWnd = Math.max(8, Math.min(WND, Math.floor(MAX_WINDOW_BYTES / mtu)));
     this.wndControl.setLimits(Math.min(maxWnd, Math.max(8, Math.floor((32 * KCP_MTU) / mtu))), maxWnd);
     this.queueAfterWindow = Math.max(4, Math.ceil(QUEUE_AFTER_WINDOW_BYTES / mtu));
     this.sndWnd = this.wndControl.window;
-    this.kcp.setWndSize(this.sndWnd, WND);
+    // Receive window: 1024 segments over UDP, 128 (KCP's minimum) over the relay.
+    this.kcp.setWndSize(this.sndWnd, maxWnd);
   }
 
   /**

@@ -22,8 +22,13 @@ export async function iperf(lab: Lab, node: string, host: string, port: number, 
       return { ...r, busyRetries: attempt };
     } catch (e) {
       const msg = (e as Error).message;
-      // A refused connection: the server may have exited; start it again (once per attempt) and retry.
-      if (/refused|reset by peer/.test(msg) && o.ensureServer && attempt < 3 && (await o.ensureServer())) continue;
+      // A refused or reset connection: the server may have exited (start it again) or
+      // still be tearing down the previous test; retry a few times, for ours and references alike.
+      if (/refused|reset by peer/.test(msg) && attempt < 3) {
+        await o.ensureServer?.();
+        await new Promise((res) => setTimeout(res, 500));
+        continue;
+      }
       if (!/busy/.test(msg) || attempt >= 40) throw e;
       await new Promise((res) => setTimeout(res, 250));
     }

@@ -68,13 +68,7 @@ export class RelayPath extends EventEmitter implements Path {
   }
 
   send(datagram: Uint8Array): void {
-    const fs = this.fs;
-    if (!fs || this.isClosed) return;
-    if (fs.socket.writableLength > MAX_QUEUED_BYTES) {
-      this.dropped++;
-      return;
-    }
-    fs.sendDatagram(datagram);
+    this.sendParts([datagram], datagram.length);
   }
 
   sendParts(parts: Uint8Array[], length: number): void {

@@ -369,7 +369,7 @@ test('relay closed after the move once nothing relay-sized is in flight: the tra
   assertNothingLargeOnUdp(a, b);
 });
 
-test('relay closed while relay-sized segments are unacknowledged: they are counted as oversize drops, never sent over UDP', async (t) => {
+test('relay closed while relay-sized segments are unacknowledged: the session closes at once with the reason, nothing large goes over UDP', async (t) => {
   const { a, b, close } = connect(0, 0x5eed3);
   t.after(close);
   const up = randomBytes(8 * 1024 * 1024);
@@ -390,11 +390,37 @@ test('relay closed while relay-sized segments are unacknowledged: they are count
   s.end(up);
   b.session.mux.once('stream', (x: MuxStream) => x.resume().on('error', () => {}));
   const deadline = Date.now() + 30_000;
-  while (Date.now() < deadline && !(moved && a.session.oversizeDropped > 3) && !a.session.closed) await new Promise((r) => setTimeout(r, 5));
+  while (Date.now() < deadline && !a.session.closed) await new Promise((r) => setTimeout(r, 5));
   report(t, a, b);
   assert.ok(moved, 'never moved');
-  // Those still queued and those KCP retransmits: every attempt is dropped by
-  // the session and counted, none leaks onto UDP.
-  assert.ok(a.session.oversizeDropped > 3, `oversizeDropped ${a.session.oversizeDropped}`);
+  // The first relay-sized segment that finds no path ends the session with a
+  // reason (no retransmitting into nothing until KCP's dead-link limit).
+  assert.ok(a.session.closed, 'session still open');
+  assert.match(a.session.closeReason ?? '', /relay closed while data cut into relay-sized records/);
+  assert.ok(a.session.oversizeDropped >= 1, `oversizeDropped ${a.session.oversizeDropped}`);
   assertNothingLargeOnUdp(a, b);
+});
+
+test('after a direct path, a fallback to the relay keeps UDP-sized segments (so losing the relay too cannot strand data)', async (t) => {
+  const { a, b, close } = connect(0, 0x5eed4);
+  t.after(close);
+  assert.ok(a.session.kcp.snapshot().mss > 60_000, 'relay-sized segments before any direct path');
+  moveToUdp(a);
+  moveToUdp(b);
+  assert.ok(a.session.kcp.snapshot().mss < 1452);
+  // Back to the relay (the direct path died): segments stay UDP-sized.
+  a.session.usePath(a.relay);
+  b.session.usePath(b.relay);
+  assert.ok(a.session.kcp.snapshot().mss < 1452, `mss ${a.session.kcp.snapshot().mss} after the fallback`);
+  const data = randomBytes(2 * 1024 * 1024);
+  const s = a.session.mux.openStream();
+  s.on('error', () => {});
+  s.end(data);
+  const got: Buffer[] = [];
+  const done = new Promise<void>((resolve, reject) => {
+    b.session.mux.once('stream', (x: MuxStream) => x.on('data', (c: Buffer) => got.push(c)).on('end', resolve).on('error', reject));
+  });
+  await Promise.race([done, new Promise((_, rej) => setTimeout(() => rej(new Error('transfer over the relay timed out')), 20_000))]);
+  assert.deepEqual(Buffer.concat(got), data);
+  assert.equal(a.relay.stats.largest <= 1452, true, `largest relay datagram after the fallback: ${a.relay.stats.largest}`);
 });

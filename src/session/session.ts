@@ -61,8 +61,12 @@ export class Session extends EventEmitter {
   private queueAfterWindow = 0;
   /** The relay, while open: carries segments cut for it that are too big for UDP. */
   private largeRecordPath: Path | null = null;
-  /** Segments dropped because no open path could carry their size. */
+  /** Segments dropped because no open path could carry their size (the session then closes). */
   oversizeDropped = 0;
+  /** Set once a direct path has carried the session: see usePath(). */
+  private beenDirect = false;
+  /** The datagram size segments are currently cut for. */
+  private segmentFor = 0;
   private lastWndStep = 0;
   private timer: NodeJS.Timeout | null = null;
   private timerAt = 0;
@@ -139,6 +143,7 @@ export class Session extends EventEmitter {
    * the relay that is a 64 KiB record, 45 UDP datagrams' worth of work saved.
    */
   private fitSegmentsTo(maxDatagram: number): void {
+    this.segmentFor = maxDatagram;
     const mtu = maxDatagram - DATAGRAM_OVERHEAD;
     this.kcp.setMtu(mtu);
     this.mux.setMaxFramePayload(mtu - KCP_OVERHEAD - MUX_HEADER_LEN);
@@ -166,8 +171,10 @@ export class Session extends EventEmitter {
       // being retransmitted) after a move to UDP: they finish by the relay.
       const big = this.largeRecordPath;
       if (big && !big.closed && buf.length + DATAGRAM_OVERHEAD <= big.maxDatagram) return this.sendSealed(DatagramType.Data, buf, big);
-      // No such path: KCP retransmits until its dead-link limit closes the session.
+      // No such path, and none will come back for this session: fail now with
+      // the reason, rather than retransmit into nothing until KCP gives up.
       this.oversizeDropped++;
+      this.close('the relay closed while data cut into relay-sized records was unacknowledged, and UDP cannot carry those');
       return;
     }
     this.sendSealed(DatagramType.Data, buf);
@@ -178,7 +185,14 @@ export class Session extends EventEmitter {
     if (this.active === path) return;
     const prev = this.active;
     this.active = path;
-    if (!prev || prev.maxDatagram !== path.maxDatagram) this.fitSegmentsTo(path.maxDatagram);
+    // Relay-sized segments only until the session has been direct: a session
+    // that falls back to the relay expects to punch again, and if the relay
+    // then breaks too (a NAT that forgot everything), UDP-sized segments are
+    // what can still move. Sessions that never go direct (--mode relay, both
+    // NATs symmetric, UDP blocked) keep the fast relay.
+    if (path.kind === 'direct') this.beenDirect = true;
+    const segmentFor = this.beenDirect ? Math.min(path.maxDatagram, MAX_DATAGRAM_LEN) : path.maxDatagram;
+    if (!prev || segmentFor !== this.segmentFor) this.fitSegmentsTo(segmentFor);
     this.wndControl.reset(performance.now());
     this.emit('path', path, prev);
     this.kick();
@@ -261,12 +275,9 @@ export class Session extends EventEmitter {
     const now = nowMs();
     this.kcp.update(now);
     this.kcp.flush();
+    if (this.closedReason !== null) return;
     if (this.kcp.isDeadLink()) {
-      return this.close(
-        this.oversizeDropped > 0
-          ? 'the relay closed while data cut into relay-sized records was unacknowledged, and UDP cannot carry those'
-          : 'too many retransmissions: the peer stopped acknowledging',
-      );
+      return this.close('too many retransmissions: the peer stopped acknowledging');
     }
     this.mux.pump();
     if (now - this.lastWndStep >= WINDOW_STEP_MS) {

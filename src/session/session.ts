@@ -192,7 +192,7 @@ export class Session extends EventEmitter {
     // NATs symmetric, UDP blocked) keep the fast relay.
     if (path.kind === 'direct') this.beenDirect = true;
     const segmentFor = this.beenDirect ? Math.min(path.maxDatagram, MAX_DATAGRAM_LEN) : path.maxDatagram;
-    if (!prev || segmentFor !== this.segmentFor) this.fitSegmentsTo(segmentFor);
+    if (segmentFor !== this.segmentFor) this.fitSegmentsTo(segmentFor);
     this.wndControl.reset(performance.now());
     this.emit('path', path, prev);
     this.kick();

@@ -55,7 +55,7 @@ class MemPath implements Path {
   private batch: Buffer[] = [];
   private next = 0;
   private timer: NodeJS.Immediate | null = null;
-  sendParts?: (parts: Uint8Array[], length: number) => void;
+  sendRecord?: (length: number, fill: (out: Uint8Array) => void) => void;
 
   constructor(
     readonly kind: PathKind,
@@ -63,12 +63,16 @@ class MemPath implements Path {
     readonly maxDatagram: number,
     private readonly opts: { refuseAbove?: number; loss?: number; rng?: () => number; gathers?: boolean } = {},
   ) {
-    // The relay path gathers a record's parts in one write; UDP has no such call.
+    // The relay path seals records into its own send buffer; UDP has no such call.
+    // One reused buffer, overwritten with garbage after each record, as a
+    // socket reuses it once the kernel has taken the bytes.
     if (opts.gathers) {
-      this.sendParts = (parts, length) => {
-        const d = Buffer.concat(parts, length);
-        assert.equal(d.length, parts.reduce((n, p) => n + p.length, 0), 'sendParts length');
-        this.accept(d);
+      const scratch = Buffer.alloc(MAX_RELAY_DATAGRAM_LEN);
+      this.sendRecord = (length, fill) => {
+        const out = scratch.subarray(0, length);
+        fill(out);
+        this.accept(Buffer.from(out));
+        out.fill(0xa5);
       };
     }
   }

@@ -1,8 +1,8 @@
 /**
  * Sealing and opening of session datagrams (layout: src/wire/datagram.ts).
  * One sealer and one opener per session, each holding one direction's key.
- * This is the per-packet hot path: a seal costs one output allocation, an open
- * one plaintext allocation plus the small result object.
+ * This is the per-packet hot path: a seal costs one output allocation (none
+ * with sealInto), an open one plaintext allocation plus the small result object.
  */
 import {
   DATAGRAM_HEADER_LEN,
@@ -84,31 +84,24 @@ export class DatagramSealer {
    * RekeyNeededError once the counter would pass MAX_COUNTER.
    */
   seal(type: DatagramType, payload: Uint8Array): Uint8Array {
-    const c = this.claimCounter(type, payload);
     // Pooled and not zero-filled: header, ciphertext and tag overwrite every byte.
     const out = pooledBytes(DATAGRAM_OVERHEAD + payload.length);
+    this.sealInto(type, payload, out);
+    return out;
+  }
+
+  /**
+   * seal() into memory the caller owns, exactly sealedLength(payload.length)
+   * bytes: a relay record goes straight into the connection's send buffer.
+   */
+  sealInto(type: DatagramType, payload: Uint8Array, out: Uint8Array): void {
+    const c = this.claimCounter(type, payload);
+    if (out.length !== DATAGRAM_OVERHEAD + payload.length) throw new RangeError(`output must be ${DATAGRAM_OVERHEAD + payload.length} bytes, not ${out.length}`);
     this.writeHeader(out, type, c);
     this.aead.seal(this.key, payload, out);
     // Only advance once the packet exists: a throw above must not burn a
     // counter, and nothing here can hand out the same counter twice.
     this.counter = c + 1;
-    return out;
-  }
-
-  /**
-   * The same datagram as seal(), as [header, ciphertext, tag] not yet joined:
-   * a relay record goes out in one gathering TCP write, which saves a 64 KiB
-   * allocation and copy per record. Falls back to one part when the backend
-   * cannot seal detached.
-   */
-  sealParts(type: DatagramType, payload: Uint8Array): Uint8Array[] {
-    if (!this.aead.sealDetached) return [this.seal(type, payload)];
-    const c = this.claimCounter(type, payload);
-    const header = new Uint8Array(DATAGRAM_HEADER_LEN);
-    this.writeHeader(header, type, c);
-    const [ct, tag] = this.aead.sealDetached(this.key, header, payload);
-    this.counter = c + 1;
-    return [header, ct, tag];
   }
 
   /** The counter for the next datagram, after checking the call; does not advance it. */

@@ -12,8 +12,13 @@ export interface Path {
   readonly maxDatagram: number;
   /** Best effort, like UDP: may drop when the path is congested or closed. */
   send(datagram: Uint8Array): void;
-  /** Optional: one datagram given as parts to be sent back to back (a gathering write). */
-  sendParts?(parts: Uint8Array[], length: number): void;
+  /**
+   * Optional: one datagram of `length` bytes that `fill` seals straight into
+   * the path's send buffer (relay records: no allocation per record). `fill`
+   * runs before sendRecord() returns, or not at all if the path drops the
+   * datagram as send() may.
+   */
+  sendRecord?(length: number, fill: (out: Uint8Array) => void): void;
   readonly closed: boolean;
   close(): void;
 }

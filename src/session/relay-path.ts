@@ -68,17 +68,24 @@ export class RelayPath extends EventEmitter implements Path {
   }
 
   send(datagram: Uint8Array): void {
-    this.sendParts([datagram], datagram.length);
+    const fs = this.writable();
+    fs?.sendDatagram(datagram);
   }
 
-  sendParts(parts: Uint8Array[], length: number): void {
+  sendRecord(length: number, fill: (out: Uint8Array) => void): void {
+    const fs = this.writable();
+    fs?.sendDatagramFilled(length, fill);
+  }
+
+  /** The connection, unless it is closed or so backed up that we drop like a full UDP queue. */
+  private writable(): FramedSocket | null {
     const fs = this.fs;
-    if (!fs || this.isClosed) return;
+    if (!fs || this.isClosed) return null;
     if (fs.socket.writableLength > MAX_QUEUED_BYTES) {
       this.dropped++;
-      return;
+      return null;
     }
-    fs.sendDatagramParts(parts, length);
+    return fs;
   }
 
   close(): void {

@@ -201,11 +201,10 @@ export class Session extends EventEmitter {
   /** Seals and sends on a given path (probes) or the active one. */
   sendSealed(type: DatagramType, payload: Uint8Array, via: Path | null = this.active): void {
     if (!via || via.closed || this.closedReason !== null) return;
-    if (payload.length > MAX_DATAGRAM_PAYLOAD && via.sendParts) {
-      const parts = this.sealer.sealParts(type, payload);
+    if (payload.length > MAX_DATAGRAM_PAYLOAD && via.sendRecord) {
       const length = sealedLength(payload.length);
       this.bytesOut += length;
-      via.sendParts(parts, length);
+      via.sendRecord(length, (out) => this.sealer.sealInto(type, payload, out));
       return;
     }
     const dg = this.sealer.seal(type, payload);

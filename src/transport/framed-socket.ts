@@ -1,6 +1,9 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
-import { FrameDecoder, FrameKind, TransientFrameDecoder, describeFrameError, encodeFrameHeader, MAX_CONTROL_FRAME, MAX_DATAGRAM_FRAME } from '../wire/frame.js';
+import {
+  FRAME_HEADER_LEN, FrameDecoder, FrameKind, TransientFrameDecoder, describeFrameError, encodeFrameHeader, writeFrameHeader,
+  MAX_CONTROL_FRAME, MAX_DATAGRAM_FRAME,
+} from '../wire/frame.js';
 import { ControlMessage, ErrorCode, encodeControl, parseControl } from '../wire/control.js';
 
 export interface FramedSocketOptions {
@@ -16,6 +19,9 @@ export interface FramedSocketOptions {
  */
 const sharedReadBuffer = Buffer.allocUnsafe(256 * 1024);
 
+/** A relay record and its frame header fit (MAX_RELAY_DATAGRAM_LEN + 6). */
+const MIN_SEND_SCRATCH = 64 * 1024 + 64;
+
 /**
  * A TCP socket speaking our framing. Emits:
  *  - 'message' (ControlMessage): a validated control message;
@@ -29,6 +35,8 @@ export class FramedSocket extends EventEmitter {
   readonly decoder: FrameDecoder | TransientFrameDecoder;
   private closed = false;
   private corked = false;
+  /** Send buffer for sendDatagramFilled(), while no pending write holds it. */
+  private sendScratch: Buffer | null = null;
 
   /**
    * Connects a socket that reads into a shared, reusable buffer instead of a
@@ -91,25 +99,48 @@ export class FramedSocket extends EventEmitter {
   }
 
   sendDatagram(body: Uint8Array): boolean {
-    return this.sendDatagramParts([body], body.length);
-  }
-
-  /** One datagram frame whose body is `parts` back to back (`length` bytes in all). */
-  sendDatagramParts(parts: Uint8Array[], length: number): boolean {
     if (this.isClosed) return false;
     // KCP flushes many datagrams in one go: cork until the end of this tick so
     // they leave in one writev, instead of one syscall (and TCP segment) each.
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        this.socket.uncork();
-      });
+      process.nextTick(() => this.uncork());
     }
-    let ok = this.socket.write(encodeFrameHeader(FrameKind.Datagram, length));
-    for (const p of parts) ok = this.socket.write(p);
+    this.socket.write(encodeFrameHeader(FrameKind.Datagram, body.length));
+    return this.socket.write(body);
+  }
+
+  /**
+   * One datagram frame of `length` body bytes that `fill` writes in place, in
+   * a send buffer this socket reuses whenever the kernel took the previous
+   * write whole (the usual case): a 64 KiB relay record costs no allocation.
+   * A write the kernel only took part of keeps its buffer until it completes,
+   * and the next record gets a new one. `fill` runs before anything is
+   * written, so if it throws, nothing was sent.
+   */
+  sendDatagramFilled(length: number, fill: (body: Uint8Array) => void): boolean {
+    if (this.isClosed) return false;
+    const total = FRAME_HEADER_LEN + length;
+    let buf = this.sendScratch;
+    this.sendScratch = null;
+    if (!buf || buf.length < total) buf = Buffer.allocUnsafeSlow(Math.max(total, MIN_SEND_SCRATCH));
+    writeFrameHeader(buf, FrameKind.Datagram, length);
+    fill(buf.subarray(FRAME_HEADER_LEN, total));
+    // Small datagrams corked earlier in this tick go first (order), and a
+    // corked write would sit in JS holding the buffer.
+    this.uncork();
+    const ok = this.socket.write(buf.subarray(0, total));
+    // Nothing left in the writable queue: the write went to the kernel
+    // synchronously and no one references `buf` any more.
+    if (this.socket.writableLength === 0) this.sendScratch = buf;
     return ok;
+  }
+
+  private uncork(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.socket.uncork();
   }
 
   /** Sends an error message, then closes once it is flushed. */

@@ -51,10 +51,18 @@ export function encodeFrame(kind: FrameKind, body: Uint8Array): Buffer {
 /** Writes just the header, so a large body can be sent without a copy. */
 export function encodeFrameHeader(kind: FrameKind, bodyLength: number): Buffer {
   const out = Buffer.allocUnsafe(FRAME_HEADER_LEN);
-  out.writeUInt32BE(bodyLength, 0);
+  writeFrameHeader(out, kind, bodyLength);
+  return out;
+}
+
+/** The 6-byte frame header into `out[0..6)`. */
+export function writeFrameHeader(out: Uint8Array, kind: FrameKind, bodyLength: number): void {
+  out[0] = bodyLength >>> 24;
+  out[1] = bodyLength >>> 16;
+  out[2] = bodyLength >>> 8;
+  out[3] = bodyLength;
   out[4] = PROTOCOL_VERSION;
   out[5] = kind;
-  return out;
 }
 
 /**

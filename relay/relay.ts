@@ -1,4 +1,6 @@
+import type { Socket } from 'node:net';
 import type { FramedSocket } from '../src/transport/framed-socket.js';
+import { splice } from '../src/transport/splice.js';
 import type { Logger } from '../src/util/log.js';
 import { verifyTicket, type TicketRole } from '../src/wire/ticket.js';
 
@@ -32,6 +34,8 @@ export class Relay {
   private pending = new Map<string, Pending>();
   private used = new Map<string, number>();
   private active = 0;
+  /** Joined sessions, so close() can end them. */
+  private paired = new Set<{ a: Socket; b: Socket }>();
   bytesForwarded = 0;
 
   constructor(private readonly opts: RelayOptions) {}
@@ -85,39 +89,39 @@ export class Relay {
       p.fs.destroy();
     }
     this.pending.clear();
+    for (const p of this.paired) {
+      p.a.destroy();
+      p.b.destroy();
+    }
+    this.paired.clear();
   }
 
   private join(sid: string, a: FramedSocket, b: FramedSocket): void {
     a.send({ type: 'relay_ready' });
     b.send({ type: 'relay_ready' });
-    const restA = a.detach();
-    const restB = b.detach();
-    if (restA.length) b.socket.write(restA);
-    if (restB.length) a.socket.write(restB);
+    const [sa, sb] = splice(a.socket, b.socket, a.detach(), b.detach(), {
+      onBytes: (n) => {
+        this.bytesForwarded += n;
+      },
+      rateBytesPerSec: this.opts.rateBytesPerSec ?? 0,
+    });
     this.active++;
     this.opts.log.debug('relay_paired', 'relay session paired', { sid });
-    const count = (chunk: Buffer) => {
-      this.bytesForwarded += chunk.length;
-    };
-    a.socket.on('data', count);
-    b.socket.on('data', count);
-    const rate = this.opts.rateBytesPerSec ?? 0;
-    if (rate > 0) {
-      throttle(a.socket, rate);
-      throttle(b.socket, rate);
-    }
-    a.socket.pipe(b.socket);
-    b.socket.pipe(a.socket);
+    const pair = { a: sa, b: sb };
+    this.paired.add(pair);
     let done = false;
     const end = () => {
       if (done) return;
       done = true;
       this.active--;
-      a.destroy();
-      b.destroy();
+      this.paired.delete(pair);
+      sa.destroy();
+      sb.destroy();
     };
-    a.socket.once('close', end);
-    b.socket.once('close', end);
+    for (const s of [sa, sb]) {
+      s.on('error', end);
+      s.once('close', end);
+    }
   }
 
   private markUsed(sid: string, expires: number): void {
@@ -127,24 +131,4 @@ export class Relay {
       for (const [k, exp] of this.used) if (exp < now) this.used.delete(k);
     }
   }
-}
-
-/**
- * Token bucket on a readable socket: pauses it when a session goes over its
- * relay rate. TCP backpressure then slows the sender; nothing is dropped.
- */
-function throttle(sock: import('node:net').Socket, bytesPerSec: number): void {
-  const burst = Math.max(64 * 1024, bytesPerSec / 4);
-  let tokens = burst;
-  let last = Date.now();
-  sock.on('data', (chunk: Buffer) => {
-    const now = Date.now();
-    tokens = Math.min(burst, tokens + ((now - last) / 1000) * bytesPerSec);
-    last = now;
-    tokens -= chunk.length;
-    if (tokens < 0 && !sock.isPaused()) {
-      sock.pause();
-      setTimeout(() => sock.resume(), Math.ceil((-tokens / bytesPerSec) * 1000)).unref();
-    }
-  });
 }

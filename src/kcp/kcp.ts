@@ -131,6 +131,13 @@ export class Kcp {
   private oview: Buffer;
   /** Backing memory for copies of sent messages and received datagrams. */
   private readonly slab = new Slab();
+  /**
+   * Called with each sent segment's payload once it is acknowledged and KCP
+   * will never read it again (not part of ikcp.c): lets the owner of a buffer
+   * given with send(data, true) reuse it. A message cut into several segments
+   * reports each fragment.
+   */
+  onRelease: ((segment: Uint8Array) => void) | null = null;
 
   /** Pending (sn, ts) pairs to acknowledge at the next flush. */
   private acklist = new Int32Array(64);
@@ -823,9 +830,11 @@ export class Kcp {
   }
 
   private dropSnd(i: number): void {
+    const done = this.sbBuf[i];
     this.sbLive[i] = 0;
     this.sbBuf[i] = undefined;
     this.nsndBuf--;
+    if (this.onRelease && done) this.onRelease(done);
   }
 
   /** snd_una := first unacknowledged sn (ikcp_shrink_buf). Amortised O(1). */

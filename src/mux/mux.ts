@@ -43,6 +43,8 @@ export interface MuxOptions {
   maxStreams?: number;
   /** Per-stream unsent bytes above which write callbacks wait; default 64 KiB. */
   sendHighWater?: number;
+  /** Memory for a DATA frame of `size` bytes (default Buffer.allocUnsafe): lets the transport reuse frame buffers. */
+  allocFrame?: (size: number) => Buffer;
 }
 
 export interface MuxProtocolError {
@@ -108,6 +110,7 @@ export class Mux extends EventEmitter {
       get maxFramePayload() {
         return mux.maxFramePayload;
       },
+      allocFrame: opts.allocFrame ?? Buffer.allocUnsafe,
       sendControl: (frame) => this.queueControl(frame),
       markReady: (s) => this.markReady(s),
       forget: (s) => {

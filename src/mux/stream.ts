@@ -9,6 +9,8 @@ const MAX_CREDIT = 0xffffffff;
 /** What a stream needs from its multiplexer; kept narrow so Mux's public surface stays small. */
 export interface StreamHost {
   readonly maxFramePayload: number;
+  /** Memory for an outgoing DATA frame (see MuxOptions.allocFrame). */
+  allocFrame(size: number): Buffer;
   /** Queue a header-only frame ahead of all stream data and make sure it gets sent. */
   sendControl(frame: Buffer): void;
   /** The stream has something to send (data with credit, or its FIN). */
@@ -144,7 +146,7 @@ export class MuxStream extends Duplex {
     if (queued > 0) {
       if (this.sendCredit === 0) return null;
       const n = Math.min(queued, this.sendCredit, maxPayload);
-      const frame = allocMuxData(this.id, n);
+      const frame = allocMuxData(this.id, n, this.host.allocFrame);
       this.sendQueue.copyOut(frame, MUX_HEADER_LEN, n);
       this.sendCredit -= n;
       if (this.heldWriteCb && this.sendQueue.length < this.sendHighWater) {

@@ -132,8 +132,8 @@ export function encodeMuxControl(cmd: MuxCmd, streamId: number, arg: number): Bu
  * Lets the multiplexer copy queued bytes straight into the outgoing message:
  * one allocation and one copy per frame.
  */
-export function allocMuxData(streamId: number, payloadLen: number): Buffer {
-  const out = Buffer.allocUnsafe(MUX_HEADER_LEN + payloadLen);
+export function allocMuxData(streamId: number, payloadLen: number, alloc: (size: number) => Buffer = Buffer.allocUnsafe): Buffer {
+  const out = alloc(MUX_HEADER_LEN + payloadLen);
   writeMuxHeader(out, MuxCmd.Data, streamId, payloadLen);
   return out;
 }

@@ -1,7 +1,8 @@
 import crypto from 'node:crypto';
 import net from 'node:net';
 import { ControlClient, FatalError, ServerList, withFailover } from './control-client.js';
-import { bridge, socketEnd } from '../src/session/bridge.js';
+import { bridgeUserReads } from '../src/session/bridge.js';
+import { ReadTarget, userReadOptions } from '../src/transport/user-reads.js';
 import { TunnelHost, type MuxStream } from './tunnel.js';
 import { StreamSet, flushSessions } from './drain.js';
 import { cryptoReady, deriveSecretKey, respond, HandshakeError } from '../src/crypto/index.js';
@@ -203,11 +204,13 @@ export class ServePeer {
   private onStream(stream: MuxStream): void {
     const { log } = this.opts;
     if (this.draining) return stream.reset('shutting down');
-    const sock = net.connect({ host: this.opts.local.host, port: this.opts.local.port, allowHalfOpen: true });
+    // Reads go into the shared buffer and from there into pooled blocks (bridgeUserReads).
+    const target = new ReadTarget();
+    const sock = net.connect({ host: this.opts.local.host, port: this.opts.local.port, allowHalfOpen: true, onread: userReadOptions(target.onChunk) });
     let connected = false;
     sock.once('connect', () => {
       connected = true;
-      this.streams.track(sock, stream, bridge(socketEnd(sock), stream));
+      this.streams.track(sock, stream, bridgeUserReads(sock, target, stream));
     });
     sock.once('error', (e: NodeJS.ErrnoException) => {
       if (connected) return;

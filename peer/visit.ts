@@ -2,7 +2,8 @@ import crypto from 'node:crypto';
 import net from 'node:net';
 import { ControlClient, FatalError, ServerList, withFailover } from './control-client.js';
 import type { Session } from '../src/session/session.js';
-import { bridge, socketEnd } from '../src/session/bridge.js';
+import { bridge, bridgeUserReads, socketEnd } from '../src/session/bridge.js';
+import { ReadTarget, switchToUserReads } from '../src/transport/user-reads.js';
 import { TunnelHost, type MuxStream } from './tunnel.js';
 import { StreamSet, flushSessions } from './drain.js';
 import { cryptoReady, deriveSecretKey, createInitiator, HandshakeError } from '../src/crypto/index.js';
@@ -124,8 +125,12 @@ export class VisitPeer {
     }
     if (sock.destroyed) return;
     const stream = session.mux.openStream() as MuxStream;
-    const done = bridge(socketEnd(sock), stream);
-    this.streams.track(sock, stream, done);
+    // Reads move to the shared buffer (see transport/user-reads.ts); a socket
+    // that cannot move is bridged with Node's streams.
+    const target = new ReadTarget();
+    const moved = switchToUserReads(sock, target.onChunk);
+    const done = moved ? bridgeUserReads(moved.socket, target, stream, moved.rest) : bridge(socketEnd(sock), stream);
+    this.streams.track(moved?.socket ?? sock, stream, done);
     await done;
   }
 

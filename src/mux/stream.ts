@@ -1,5 +1,6 @@
 import { Duplex } from 'node:stream';
 import { MUX_HEADER_LEN, MuxCmd, MuxResetReason, allocMuxData, encodeMuxControl } from '../wire/mux-frame.js';
+import { sharedBlockPool } from '../util/block-pool.js';
 import { ByteQueue } from './byte-queue.js';
 import { localResetError, peerResetError } from './errors.js';
 
@@ -48,6 +49,8 @@ export class MuxStream extends Duplex {
   private sendCredit: number;
   private recvCredit: number;
   private heldWriteCb: ((err?: Error | null) => void) | null = null;
+  /** writeTransient() returned false: emit 'sendable' once the queue drains. */
+  private wantSendable = false;
   private finalCb: ((err?: Error | null) => void) | null = null;
   private finQueued = false;
   private finSent = false;
@@ -78,6 +81,24 @@ export class MuxStream extends Duplex {
   /** Bytes written but not yet handed to the transport. */
   get queuedBytes(): number {
     return this.sendQueue.length;
+  }
+
+  /**
+   * Queues a copy of `chunk`, which is only valid during this call (a
+   * socket's shared read buffer, see transport/user-reads.ts), in pooled
+   * blocks: bulk bytes from a local socket reach their frames without an
+   * allocation per read. Returns false once the unsent queue is at its
+   * high-water mark; 'sendable' follows when it has drained below it.
+   * Not to be mixed with write() on one stream: Writable buffers those on its
+   * own, and the two could overtake each other. end() after it is fine.
+   */
+  writeTransient(chunk: Uint8Array): boolean {
+    if (this.destroyed || this.finQueued || this.writableEnded) return false;
+    this.sendQueue.pushCopy(chunk, sharedBlockPool);
+    if (this.sendCredit > 0) this.host.markReady(this);
+    if (this.sendQueue.length < this.sendHighWater) return true;
+    this.wantSendable = true;
+    return false;
   }
 
   /** Aborts the stream: the peer gets an RST with `reason` and sees an error; locally it is destroyed without one. */
@@ -153,6 +174,10 @@ export class MuxStream extends Duplex {
         // Deferred so user code never runs inside the mux's send loop.
         process.nextTick(this.heldWriteCb);
         this.heldWriteCb = null;
+      }
+      if (this.wantSendable && this.sendQueue.length < this.sendHighWater) {
+        this.wantSendable = false;
+        process.nextTick(() => this.emit('sendable'));
       }
       return frame;
     }

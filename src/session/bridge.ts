@@ -1,5 +1,6 @@
 import type { Duplex, Readable, Writable } from 'node:stream';
 import type net from 'node:net';
+import type { ReadTarget } from '../transport/user-reads.js';
 
 /**
  * Joins a local byte stream to a mux stream in both directions, carrying
@@ -7,7 +8,10 @@ import type net from 'node:net';
  * and turning an error on either side into a reset of the other.
  * Resolves when both directions are finished or one side failed.
  */
-export function bridge(local: { readable: Readable; writable: Writable; destroy(err?: Error): void; reset?(): void }, remote: Duplex & { reset?(reason?: string): void }): Promise<void> {
+export function bridge(
+  local: { readable: Readable; writable: Writable; destroy(err?: Error): void; reset?(): void; pipeTo?(remote: Duplex): void },
+  remote: Duplex & { reset?(reason?: string): void },
+): Promise<void> {
   return new Promise((resolve) => {
     let finished = false;
     const done = () => {
@@ -15,7 +19,8 @@ export function bridge(local: { readable: Readable; writable: Writable; destroy(
       finished = true;
       resolve();
     };
-    local.readable.pipe(remote);
+    if (local.pipeTo) local.pipeTo(remote);
+    else local.readable.pipe(remote);
     pipeCoalesced(remote, local.writable);
     local.readable.on('error', () => {
       remote.reset ? remote.reset('local error') : remote.destroy();
@@ -35,6 +40,37 @@ export function bridge(local: { readable: Readable; writable: Writable; destroy(
     local.readable.once('end', oneEnd);
     remote.once('close', done);
   });
+}
+
+/**
+ * bridge() for a TCP socket that reads into the shared buffer (its chunks go
+ * to `target`: see transport/user-reads.ts): bulk bytes are copied straight
+ * into pooled send-queue blocks, with no allocation per read. `rest` is what
+ * the socket read before (switchToUserReads), sent first.
+ */
+export function bridgeUserReads(
+  sock: net.Socket,
+  target: ReadTarget,
+  remote: Duplex & { reset?(reason?: string): void; writeTransient(chunk: Uint8Array): boolean },
+  rest: Buffer[] = [],
+): Promise<void> {
+  const resume = () => sock.resume();
+  const take = (chunk: Uint8Array): boolean => {
+    if (remote.writeTransient(chunk)) return true;
+    remote.once('sendable', resume);
+    return false;
+  };
+  const early = [...rest, ...target.early.splice(0)];
+  target.handler = take;
+  let ok = true;
+  for (const c of early) ok = remote.writeTransient(c);
+  if (!ok) {
+    sock.pause();
+    remote.once('sendable', resume);
+  } else if (sock.isPaused()) {
+    sock.resume(); // paused by the early handler
+  }
+  return bridge({ ...socketEnd(sock), pipeTo: (r) => sock.once('end', () => r.end()) }, remote);
 }
 
 /** Adapts a TCP socket to bridge(): a remote reset becomes a TCP RST. */

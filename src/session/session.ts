@@ -6,7 +6,7 @@ import { Mux } from '../mux/index.js';
 import { DatagramOpener, DatagramSealer, type SessionKeys } from '../crypto/index.js';
 import { DatagramType, DATAGRAM_OVERHEAD, MAX_DATAGRAM_LEN, MAX_DATAGRAM_PAYLOAD, sealedLength } from '../wire/datagram.js';
 import type { Logger } from '../util/log.js';
-import { BlockPool } from '../util/block-pool.js';
+import { sharedBlockPool } from '../util/block-pool.js';
 import { isDue, processTicker, tickFor } from '../util/ticker.js';
 import type { Path } from './path.js';
 import { WindowControl } from './window-control.js';
@@ -41,12 +41,7 @@ const QUEUE_AFTER_WINDOW_BYTES = 16 * KCP_MTU;
 /** How often the send window is adjusted to the measured queueing delay. */
 const WINDOW_STEP_MS = 50;
 const STREAM_WINDOW = 4 * 1024 * 1024;
-/**
- * Blocks for relay-sized mux frames, shared by every session of the process
- * (see block-pool.ts). A frame fills at most one relay segment, under 64 KiB;
- * 32 free blocks (2 MiB) cover the gap between acknowledgements and new frames.
- */
-export const relayFramePool = new BlockPool(64 * 1024, 32);
+
 
 /**
  * One tunnel session: KCP carrying a stream mux, sealed end to end, over
@@ -94,10 +89,11 @@ export class Session extends EventEmitter {
     this.kcp = new Kcp(opts.keys.conv, (buf) => this.output(buf));
     this.kcp.setNodelay(1, 10, 2, 1);
     // A relay-sized frame's block goes back to the pool once KCP has it acknowledged.
-    this.kcp.onRelease = (segment) => relayFramePool.give(segment);
+    this.kcp.onRelease = (segment) => sharedBlockPool.give(segment);
     this.mux = new Mux({
       role: opts.role === 'visitor' ? 'client' : 'server',
-      allocFrame: (size) => (size > MAX_DATAGRAM_LEN ? relayFramePool.take(size) : Buffer.allocUnsafe(size)),
+      // A relay-sized frame (under 64 KiB: one relay segment) gets a pooled block.
+      allocFrame: (size) => (size > MAX_DATAGRAM_LEN ? sharedBlockPool.take(size) : Buffer.allocUnsafe(size)),
       sendMessage: (frame) => {
         // Every frame is freshly built by the mux and never touched again.
         this.kcp.send(frame, true);

@@ -69,8 +69,14 @@ export function splice(a: net.Socket, b: net.Socket, restA: Uint8Array, restB: U
   // A socket that cannot move (data still queued, or not a plain TCP
   // socket): the same forwarding with Node's streams.
   if (!canSwitchToUserReads(a) || !canSwitchToUserReads(b)) return pipeJoin(a, b, opts);
-  na = switchToUserReads(a, ha)!;
-  nb = switchToUserReads(b, hb)!;
+  const ma = switchToUserReads(a, ha)!;
+  const mb = switchToUserReads(b, hb)!;
+  na = ma.socket;
+  nb = mb.socket;
+  // Read by the old objects after the frames the relay parsed (none in
+  // flowing mode, but the order is kept if there were).
+  for (const c of ma.rest) nb.write(c);
+  for (const c of mb.rest) na.write(c);
   na.on('end', () => nb!.end());
   nb.on('end', () => na!.end());
   return [na, nb];

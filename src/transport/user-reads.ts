@@ -53,35 +53,64 @@ export function userReadOptions(handler: ChunkHandler): NonNullable<net.OnReadOp
   };
 }
 
+/**
+ * Where a socket's chunks go, settable after the socket exists: until a
+ * consumer sets `handler`, chunks are kept (copied) in `early` and reading
+ * pauses, so nothing is lost while the consumer gets ready.
+ */
+export class ReadTarget {
+  readonly early: Buffer[] = [];
+  handler: ChunkHandler = (chunk) => {
+    this.early.push(Buffer.from(chunk));
+    return false;
+  };
+
+  /** For net.connect({ onread }) and switchToUserReads(). */
+  readonly onChunk: ChunkHandler = (chunk) => this.handler(chunk);
+}
+
 interface StreamHandle {
   readStop(): number;
   reading: boolean;
   useUserBuffer?: unknown;
 }
 
+type Internals = net.Socket & { _handle: StreamHandle | null; _readableState?: { ended?: boolean } };
+
 /** Whether switchToUserReads() would move this socket now. */
 export function canSwitchToUserReads(sock: net.Socket): boolean {
-  const handle = (sock as net.Socket & { _handle: StreamHandle | null })._handle;
+  const s = sock as Internals;
+  const handle = s._handle;
   if (!handle || typeof handle.readStop !== 'function' || typeof handle.useUserBuffer !== 'function') return false;
-  return !sock.destroyed && !sock.connecting && sock.readableLength === 0 && sock.writableLength === 0 && !sock.readableEnded;
+  // An end of stream already read would be lost with the old object.
+  return !sock.destroyed && !sock.connecting && sock.writableLength === 0 && !sock.readableEnded && s._readableState?.ended === false;
+}
+
+/** A socket moved to user reads, and what the old one had read but nobody consumed yet, in order. */
+export interface SwitchedSocket {
+  socket: net.Socket;
+  rest: Buffer[];
 }
 
 /**
- * Moves a connected socket that has been reading with 'data' events to
- * `handler`, without losing or reordering a byte: call it in the same tick as
- * the last 'data' event consumed, and nothing else is read until the new
- * socket starts reading. Returns the socket to use from now on (the old
- * object is closed without closing the connection, so a net.Server counts
- * the connection as gone), or null when the socket cannot move (not a plain
- * TCP socket, or data still queued in either direction); the old socket is
- * then untouched.
+ * Moves a connected socket that has been reading with Node's streams to
+ * `handler`, without losing or reordering a byte: whatever the old object
+ * buffered comes back in `rest`, and nothing else is read until the new
+ * socket starts. Returns null when the socket cannot move (not a plain TCP
+ * socket, writes still queued, or its end already read); it is then
+ * untouched. The old object is closed without closing the connection, so a
+ * net.Server counts the connection as gone.
  */
-export function switchToUserReads(sock: net.Socket, handler: ChunkHandler): net.Socket | null {
+export function switchToUserReads(sock: net.Socket, handler: ChunkHandler): SwitchedSocket | null {
   if (!canSwitchToUserReads(sock)) return null;
-  const s = sock as net.Socket & { _handle: StreamHandle | null };
+  const s = sock as Internals;
   const handle = s._handle!;
   handle.readStop();
   handle.reading = false;
+  const rest: Buffer[] = [];
+  // read() hands out what is buffered; with the handle stopped, no more arrives.
+  for (let chunk = sock.read() as Buffer | null; chunk !== null; chunk = sock.read() as Buffer | null) rest.push(chunk);
+  const allowHalfOpen = sock.allowHalfOpen;
   sock.removeAllListeners();
   // Without its handle, destroy() only tells the server the connection went
   // away and emits 'close' on this now-empty object.
@@ -90,6 +119,6 @@ export function switchToUserReads(sock: net.Socket, handler: ChunkHandler): net.
   sock.destroy();
   // `handle` is how Node itself builds a socket around an accepted connection
   // (net.Server, child_process); the public typings leave it out.
-  const opts = { handle, readable: true, writable: true, onread: userReadOptions(handler) } as net.SocketConstructorOpts;
-  return new net.Socket(opts);
+  const opts = { handle, allowHalfOpen, readable: true, writable: true, onread: userReadOptions(handler) } as net.SocketConstructorOpts;
+  return { socket: new net.Socket(opts), rest };
 }

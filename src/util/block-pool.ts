@@ -1,11 +1,12 @@
 /**
- * Reusable fixed-size memory blocks with explicit hand-back, for the relay's
- * 64 KiB mux frames.
+ * Reusable fixed-size memory blocks with explicit hand-back: the relay's
+ * 64 KiB mux frames, and bulk bytes waiting in a stream's send queue.
  *
  * Why: every fresh 64 KiB Buffer is external memory to V8, and V8 answers
  * each 64 MB of it with a full mark-compact of the heap. At relay rates that
  * was a quarter of a peer's CPU. A frame lives until KCP has its segment
- * acknowledged, a clear end, so its block can come back then.
+ * acknowledged, and queued bytes until they are copied into a frame: clear
+ * ends, so their blocks can come back then.
  *
  * Safety: give() accepts only a view of exactly what take() handed out, once;
  * anything else (a fragment, a copy, a block given back already) is ignored
@@ -48,3 +49,9 @@ export class BlockPool {
     return this.free.length;
   }
 }
+
+/**
+ * The process's 64 KiB blocks, for every session and stream. 64 free blocks
+ * (4 MiB) cover the gap between blocks coming back and new ones being taken.
+ */
+export const sharedBlockPool = new BlockPool(64 * 1024, 64);

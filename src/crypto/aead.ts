@@ -45,8 +45,12 @@ export interface DatagramAead {
    * `out.length` must be exactly sealedLength(payload.length).
    */
   seal(key: Uint8Array, payload: Uint8Array, out: Uint8Array): void;
-  /** Verifies and decrypts a whole datagram; a fresh plaintext array, or null if the tag fails. */
-  open(key: Uint8Array, datagram: Uint8Array): Uint8Array | null;
+  /**
+   * Verifies and decrypts a whole datagram; a fresh plaintext array, or null
+   * if the tag fails. With `into` (at least the plaintext's length), backends
+   * that can write there do, and return a view of it.
+   */
+  open(key: Uint8Array, datagram: Uint8Array, into?: Uint8Array): Uint8Array | null;
 }
 
 class SodiumNativeAead implements DatagramAead {
@@ -65,10 +69,10 @@ class SodiumNativeAead implements DatagramAead {
     );
   }
 
-  open(key: Uint8Array, datagram: Uint8Array): Uint8Array | null {
+  open(key: Uint8Array, datagram: Uint8Array, into?: Uint8Array): Uint8Array | null {
     const n = datagram.length - DATAGRAM_OVERHEAD;
     const body = DATAGRAM_HEADER_LEN;
-    const plain = pooledBytes(n);
+    const plain = into && into.length >= n ? into.subarray(0, n) : pooledBytes(n);
     this.loadNonce(datagram);
     try {
       this.lib.crypto_aead_chacha20poly1305_ietf_decrypt_detached(

@@ -161,9 +161,10 @@ export class DatagramOpener {
    * never throws, for anything that is not a fresh datagram sealed for us; the
    * replay window only moves after the tag verifies, so forgeries change nothing.
    * `maxLen` is the largest datagram the arriving path carries: a UDP-sized
-   * datagram by default, MAX_RELAY_DATAGRAM_LEN for the relay.
+   * datagram by default, MAX_RELAY_DATAGRAM_LEN for the relay. `into`, when
+   * given, is where the backend may write the plaintext (see DatagramAead.open).
    */
-  open(datagram: Uint8Array, maxLen = MAX_DATAGRAM_LEN): OpenedDatagram | null {
+  open(datagram: Uint8Array, maxLen = MAX_DATAGRAM_LEN, into?: Uint8Array): OpenedDatagram | null {
     if (!(datagram instanceof Uint8Array)) {
       this.stats.malformed++;
       return null;
@@ -186,7 +187,7 @@ export class DatagramOpener {
       this.stats.replayed++;
       return null;
     }
-    const payload = this.aead.open(this.key, datagram);
+    const payload = this.aead.open(this.key, datagram, into);
     if (!payload) {
       this.stats.badTag++;
       return null;

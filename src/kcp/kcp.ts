@@ -382,6 +382,11 @@ export class Kcp {
     return this.rxSrtt;
   }
 
+  /** No received segment is held (none out of order, none waiting for recv()): input buffers are no longer referenced. */
+  get receiveIdle(): boolean {
+    return this.nrcvBuf === 0 && this.rcvQueue.size === 0;
+  }
+
   /** Segments sent and not yet acknowledged. */
   get inFlight(): number {
     return this.nsndBuf;

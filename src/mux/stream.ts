@@ -1,6 +1,7 @@
 import { Duplex } from 'node:stream';
 import { MUX_HEADER_LEN, MuxCmd, MuxResetReason, allocMuxData, encodeMuxControl } from '../wire/mux-frame.js';
 import { sharedBlockPool } from '../util/block-pool.js';
+import { keepLoan } from '../util/loan.js';
 import { ByteQueue } from './byte-queue.js';
 import { localResetError, peerResetError } from './errors.js';
 
@@ -18,6 +19,12 @@ export interface StreamHost {
   markReady(stream: MuxStream): void;
   /** The stream is finished on the wire (both FINs, or an RST either way): drop its id. */
   forget(stream: MuxStream): void;
+}
+
+/** A consumer that takes a stream's DATA payloads directly (attachSink). */
+export interface StreamSink {
+  /** Takes one payload; false when full (the stream then waits for sinkReady()). */
+  write(chunk: Uint8Array): boolean;
 }
 
 export interface MuxStreamInit {
@@ -51,6 +58,10 @@ export class MuxStream extends Duplex {
   private heldWriteCb: ((err?: Error | null) => void) | null = null;
   /** writeTransient() returned false: emit 'sendable' once the queue drains. */
   private wantSendable = false;
+  /** Takes DATA payloads in place of the Readable side (attachSink). */
+  private sink: StreamSink | null = null;
+  /** The sink is full: no credit is granted until sinkReady(). */
+  private sinkBlocked = false;
   private finalCb: ((err?: Error | null) => void) | null = null;
   private finQueued = false;
   private finSent = false;
@@ -101,6 +112,31 @@ export class MuxStream extends Duplex {
     return false;
   }
 
+  /**
+   * Delivers DATA payloads to `sink` as they arrive instead of through the
+   * Readable side, which keeps each chunk until it is read. The payloads may
+   * be lent memory (util/loan.ts): the sink must not keep one past its
+   * write() without calling keepLoan(). Credit is granted as the sink takes
+   * data; when write() returns false, none until sinkReady(). The end of the
+   * stream is still the Readable's 'end'.
+   */
+  attachSink(sink: StreamSink): void {
+    // What arrived before the sink (a local connection still being made)
+    // waits in the Readable: it goes first.
+    for (let c = this.read() as Buffer | null; c !== null; c = this.read() as Buffer | null) {
+      if (!sink.write(c)) this.sinkBlocked = true;
+    }
+    this.sink = sink;
+    // Flowing, so that 'end' is emitted: no data goes through the Readable any more.
+    this.resume();
+  }
+
+  /** The sink has room again (after its write() returned false). */
+  sinkReady(): void {
+    this.sinkBlocked = false;
+    this.grantCredit();
+  }
+
   /** Aborts the stream: the peer gets an RST with `reason` and sees an error; locally it is destroyed without one. */
   reset(reason: number = MuxResetReason.Cancel): void {
     if (this.destroyed) return;
@@ -127,7 +163,12 @@ export class MuxStream extends Duplex {
   }
 
   override _read(): void {
-    if (this.gone || this.remoteFin) return;
+    this.grantCredit();
+  }
+
+  /** Credit back to the peer once a quarter window has been consumed. */
+  private grantCredit(): void {
+    if (this.gone || this.remoteFin || this.sinkBlocked) return;
     // The peer may have at most one window in flight or unread here.
     const grant = this.recvWindow - this.recvCredit - this.readableLength;
     if (grant >= this.recvWindow >>> 2) {
@@ -201,7 +242,16 @@ export class MuxStream extends Duplex {
       return;
     }
     this.recvCredit -= payload.length;
-    if (payload.length > 0) this.push(payload);
+    if (payload.length === 0) return;
+    const sink = this.sink;
+    if (sink) {
+      if (sink.write(payload)) this.grantCredit();
+      else this.sinkBlocked = true;
+      return;
+    }
+    this.push(payload);
+    // The Readable (or whoever reads it) may keep the chunk.
+    keepLoan();
   }
 
   onFin(): void {

@@ -1,6 +1,7 @@
 import type { Duplex, Readable, Writable } from 'node:stream';
 import type net from 'node:net';
 import type { ReadTarget } from '../transport/user-reads.js';
+import { keepLoan } from '../util/loan.js';
 
 /**
  * Joins a local byte stream to a mux stream in both directions, carrying
@@ -21,7 +22,8 @@ export function bridge(
     };
     if (local.pipeTo) local.pipeTo(remote);
     else local.readable.pipe(remote);
-    pipeCoalesced(remote, local.writable);
+    if (isSinkable(remote)) sinkInto(remote, local.writable);
+    else pipeCoalesced(remote, local.writable);
     local.readable.on('error', () => {
       remote.reset ? remote.reset('local error') : remote.destroy();
       done();
@@ -81,6 +83,64 @@ export function socketEnd(sock: net.Socket) {
     destroy: (err?: Error) => sock.destroy(err),
     reset: () => (typeof sock.resetAndDestroy === 'function' ? sock.resetAndDestroy() : sock.destroy()),
   };
+}
+
+/** A mux stream that can deliver straight to a sink (MuxStream.attachSink). */
+interface Sinkable extends Readable {
+  attachSink(sink: { write(chunk: Uint8Array): boolean }): void;
+  sinkReady(): void;
+}
+
+function isSinkable(s: Readable): s is Sinkable {
+  return typeof (s as Partial<Sinkable>).attachSink === 'function';
+}
+
+/** Payloads this large are written at once; smaller ones are corked per tick (see pipeCoalesced). */
+const CORK_BELOW = 16 * 1024;
+
+/**
+ * remote -> dst without the Readable in between: each payload is written to
+ * `dst` as it arrives. Payloads may be lent memory (util/loan.ts): a write
+ * the kernel did not take whole, or a corked one, keeps the loan.
+ */
+export function sinkInto(remote: Sinkable, dst: Writable): void {
+  let corked = false;
+  let waiting = false;
+  const uncork = () => {
+    if (!corked) return;
+    corked = false;
+    dst.uncork();
+  };
+  const onDrain = () => {
+    waiting = false;
+    remote.sinkReady();
+  };
+  remote.attachSink({
+    write(chunk) {
+      if (dst.destroyed) return true; // dropped, as pipe() would
+      let ok: boolean;
+      if (chunk.length < CORK_BELOW) {
+        if (!corked) {
+          corked = true;
+          dst.cork();
+          process.nextTick(uncork);
+        }
+        ok = dst.write(chunk);
+        keepLoan(); // waits in the corked socket until the end of the tick
+      } else {
+        uncork(); // earlier small chunks first, and this one must not wait in the cork
+        ok = dst.write(chunk);
+        // The kernel did not take all of it: the socket keeps pointing into the chunk.
+        if (dst.writableLength > 0) keepLoan();
+      }
+      if (!ok && !waiting) {
+        waiting = true;
+        dst.once('drain', onDrain);
+      }
+      return ok;
+    },
+  });
+  remote.once('end', () => dst.end());
 }
 
 /**

@@ -7,6 +7,7 @@ import { DatagramOpener, DatagramSealer, type SessionKeys } from '../crypto/inde
 import { DatagramType, DATAGRAM_OVERHEAD, MAX_DATAGRAM_LEN, MAX_DATAGRAM_PAYLOAD, sealedLength } from '../wire/datagram.js';
 import type { Logger } from '../util/log.js';
 import { sharedBlockPool } from '../util/block-pool.js';
+import { beginLoan, endLoan } from '../util/loan.js';
 import { isDue, processTicker, tickFor } from '../util/ticker.js';
 import type { Path } from './path.js';
 import { WindowControl } from './window-control.js';
@@ -221,8 +222,13 @@ export class Session extends EventEmitter {
   /** Entry for every datagram that arrives on any path for this session. */
   receive(datagram: Uint8Array, from: Path): boolean {
     if (this.closedReason !== null) return false;
-    const opened = this.opener.open(datagram, from.maxDatagram);
+    // A relay record is opened into a pooled block, lent down to KCP, the mux
+    // and the streams' sinks, and back to the pool if none of them kept a view
+    // (util/loan.ts): the bulk receive path allocates nothing per record.
+    const block = datagram.length - DATAGRAM_OVERHEAD > MAX_DATAGRAM_PAYLOAD ? sharedBlockPool.take(datagram.length - DATAGRAM_OVERHEAD) : null;
+    const opened = this.opener.open(datagram, from.maxDatagram, block ?? undefined);
     if (!opened) {
+      if (block) sharedBlockPool.give(block);
       this.rejected++;
       return false;
     }
@@ -230,10 +236,14 @@ export class Session extends EventEmitter {
     this.bytesIn += datagram.length;
     switch (opened.type) {
       case DatagramType.Data: {
-        // The opened payload is a fresh buffer nobody else holds: KCP keeps it without a copy.
-        if (this.kcp.input(opened.payload, true) < 0) return true;
-        this.drain();
-        this.kick();
+        // The opened payload is a buffer nobody else holds: KCP keeps it without a copy.
+        beginLoan();
+        const ok = this.kcp.input(opened.payload, true) >= 0;
+        if (ok) this.drain();
+        // Back to the pool only if every segment went all the way through
+        // (none held by KCP) and no consumer kept a view.
+        if (endLoan() && block && this.kcp.receiveIdle) sharedBlockPool.give(block);
+        if (ok) this.kick();
         return true;
       }
       case DatagramType.Heartbeat:

@@ -17,6 +17,9 @@ export interface RelayOptions {
   rateBytesPerSec?: number;
 }
 
+/** Paired sessions that get their own read buffers (see splice.ts). */
+const OWN_BUFFER_PAIRS = 256;
+
 interface Pending {
   role: TicketRole;
   fs: FramedSocket;
@@ -104,6 +107,8 @@ export class Relay {
         this.bytesForwarded += n;
       },
       rateBytesPerSec: this.opts.rateBytesPerSec ?? 0,
+      // 2 x 64 KiB of read buffers per pair: bounded to 32 MB, the rest use pipe().
+      ownBuffers: this.active < OWN_BUFFER_PAIRS,
     });
     this.active++;
     this.opts.log.debug('relay_paired', 'relay session paired', { sid });

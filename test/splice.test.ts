@@ -129,24 +129,19 @@ test('splice: 20 MB one way arrive exact while a slow reader forces backpressure
   await slowReaderTransfer(t, 20 * 1024 * 1024, false);
 });
 
-// KNOWN BUG (reported, not fixed here): Node asks onread's buffer() for the
-// next read buffer only after each read of that same socket, so after
-// retireSharedReadBuffer() every *other* socket's handle still points at the
-// retired buffer and its next read overwrites the bytes still queued in the
-// write that caused the retirement. Here s2's reads (c2 -> c1 traffic) land
-// on bytes queued for c2, and c2 receives some of its own outgoing bytes.
-test('splice: 20 MB each way at once arrive exact, with a slow reader forcing backpressure and retired read buffers', {
-  todo: 'known bug: a retired shared read buffer is still the next read buffer of every other user-read socket',
-}, async (t) => {
+// Node asks onread's buffer() for a socket's next read buffer right after
+// each read of that same socket, so a buffer shared between sockets could not
+// be retired: every other socket would still read into it and overwrite bytes
+// a queued write points at (c2 then received some of its own outgoing bytes).
+// Each spliced side has its own buffer since; this pins that down.
+test('splice: 20 MB each way at once arrive exact, with a slow reader forcing backpressure and retired read buffers', async (t) => {
   await slowReaderTransfer(t, 20 * 1024 * 1024, true);
 });
 
-// The same bug across sessions: a second, independent spliced pair reading
-// at full speed writes its bytes into the buffer that the first pair's queued
+// The same across sessions: a second, independent spliced pair reading at
+// full speed must not write into the buffer that the first pair's queued
 // write still points into.
-test('splice: a busy second pair does not corrupt the queued bytes of a backed-up first pair', {
-  todo: 'known bug: a retired shared read buffer is still the next read buffer of every other user-read socket',
-}, async (t) => {
+test('splice: a busy second pair does not corrupt the queued bytes of a backed-up first pair', async (t) => {
   const x = await twoLegs(t);
   const y = await twoLegs(t);
   const spliced = [...splice(x.s1, x.s2, EMPTY, EMPTY), ...splice(y.s1, y.s2, EMPTY, EMPTY)];

@@ -69,8 +69,10 @@ export function bridgeUserReads(
   if (!ok) {
     sock.pause();
     remote.once('sendable', resume);
-  } else if (sock.isPaused()) {
-    sock.resume(); // paused by the early handler
+  } else {
+    // The early handler stopped reading by returning false, which does not
+    // mark the socket paused; resume() restarts a socket that is not reading.
+    sock.resume();
   }
   return bridge({ ...socketEnd(sock), pipeTo: (r) => sock.once('end', () => r.end()) }, remote);
 }

@@ -4,6 +4,7 @@ import {
   FRAME_HEADER_LEN, FrameDecoder, FrameKind, TransientFrameDecoder, describeFrameError, encodeFrameHeader, writeFrameHeader,
   MAX_CONTROL_FRAME, MAX_DATAGRAM_FRAME,
 } from '../wire/frame.js';
+import { sharedReadBuffer } from './user-reads.js';
 import { ControlMessage, ErrorCode, encodeControl, parseControl } from '../wire/control.js';
 
 export interface FramedSocketOptions {
@@ -13,11 +14,6 @@ export interface FramedSocketOptions {
   maxDatagramFrame?: number;
 }
 
-/**
- * One read buffer for every connection made with FramedSocket.connect(): a
- * read is parsed before the next one can happen, so they can share it.
- */
-const sharedReadBuffer = Buffer.allocUnsafe(256 * 1024);
 
 /** A relay record and its frame header fit (MAX_RELAY_DATAGRAM_LEN + 6). */
 const MIN_SEND_SCRATCH = 64 * 1024 + 64;
@@ -48,6 +44,7 @@ export class FramedSocket extends EventEmitter {
     const socket = net.connect({
       ...to,
       onread: {
+        // Frames are parsed before the next read: the process's shared read buffer will do.
         buffer: sharedReadBuffer,
         callback: (n: number, buf: Uint8Array) => {
           self?.onData(buf.subarray(0, n));

@@ -1,17 +1,24 @@
 /**
  * Joins two TCP connections byte for byte, the relay's data path: whatever
  * one side sends is written to the other as it arrives, never parsed.
- * Reads go into the shared buffer of user-reads.ts, so forwarding allocates
- * nothing while the kernel takes each write whole (the usual case).
+ * Each side reads into its own reusable buffer (user-reads.ts), so
+ * forwarding allocates nothing while the kernel takes each write whole (the
+ * usual case); when it takes only part, that side moves to a new buffer.
  */
 import type net from 'node:net';
-import { canSwitchToUserReads, retireSharedReadBuffer, switchToUserReads, type ChunkHandler } from './user-reads.js';
+import { OwnReadBuffer, canSwitchToUserReads, switchToUserReads, type ChunkHandler } from './user-reads.js';
 
 export interface SpliceOptions {
   /** Called with the size of every chunk forwarded, either way (byte counters). */
   onBytes?: (n: number) => void;
   /** Per-direction rate limit in bytes/s; 0 or unset: unlimited. */
   rateBytesPerSec?: number;
+  /**
+   * Read into a 64 KiB buffer per side (default true). Each is held for as
+   * long as the pair lives, so a relay with very many pairs joins the rest
+   * with pipe(), which allocates per read instead.
+   */
+  ownBuffers?: boolean;
 }
 
 /**
@@ -64,13 +71,15 @@ export function splice(a: net.Socket, b: net.Socket, restA: Uint8Array, restB: U
   // Filled in below: each handler writes to the other side's new socket.
   let na: net.Socket | null = null;
   let nb: net.Socket | null = null;
-  const ha = forwarder(() => na!, () => nb!, opts);
-  const hb = forwarder(() => nb!, () => na!, opts);
+  const bufA = new OwnReadBuffer();
+  const bufB = new OwnReadBuffer();
+  const ha = forwarder(() => na!, () => nb!, bufA, opts);
+  const hb = forwarder(() => nb!, () => na!, bufB, opts);
   // A socket that cannot move (data still queued, or not a plain TCP
   // socket): the same forwarding with Node's streams.
-  if (!canSwitchToUserReads(a) || !canSwitchToUserReads(b)) return pipeJoin(a, b, opts);
-  const ma = switchToUserReads(a, ha)!;
-  const mb = switchToUserReads(b, hb)!;
+  if (opts.ownBuffers === false || !canSwitchToUserReads(a) || !canSwitchToUserReads(b)) return pipeJoin(a, b, opts);
+  const ma = switchToUserReads(a, ha, bufA)!;
+  const mb = switchToUserReads(b, hb, bufB)!;
   na = ma.socket;
   nb = mb.socket;
   // Read by the old objects after the frames the relay parsed (none in
@@ -83,7 +92,7 @@ export function splice(a: net.Socket, b: net.Socket, restA: Uint8Array, restB: U
 }
 
 /** Forwards what `src()` reads to `dst()`: pauses on backpressure and on rate-limit debt, resumes when both clear. */
-function forwarder(src: () => net.Socket, dst: () => net.Socket, opts: SpliceOptions): ChunkHandler {
+function forwarder(src: () => net.Socket, dst: () => net.Socket, own: OwnReadBuffer, opts: SpliceOptions): ChunkHandler {
   const bucket = opts.rateBytesPerSec ? new TokenBucket(opts.rateBytesPerSec) : null;
   let timer: NodeJS.Timeout | null = null;
   const tryResume = () => {
@@ -104,9 +113,9 @@ function forwarder(src: () => net.Socket, dst: () => net.Socket, opts: SpliceOpt
     opts.onBytes?.(chunk.length);
     const out = dst();
     const ok = out.write(chunk);
-    // Part of the chunk is queued in the socket and points into the shared
+    // Part of the chunk is queued in the socket and points into this side's
     // read buffer: the next reads must not overwrite it.
-    if (out.writableLength > 0) retireSharedReadBuffer();
+    if (out.writableLength > 0) own.retire();
     let go = true;
     if (!ok) {
       out.once('drain', tryResume);

@@ -12,43 +12,64 @@
  * socket to it by wrapping the socket's handle in a new net.Socket, the way
  * Node's own constructor takes a handle.
  *
- * Every socket here reads into one shared buffer: a read is handled before
- * the next one happens, so a chunk is only valid until its handler returns.
- * A handler that lets a chunk outlive that (a write the kernel did not take
- * whole keeps pointing into it) calls retireSharedReadBuffer(), and later
- * reads go to a new buffer while the old one belongs to that write.
+ * Node asks for a socket's next read buffer right after each read of that
+ * socket and keeps it until the next read, so a buffer handed out is in use
+ * by that socket from then on. Two kinds:
+ *  - the shared buffer (userReadOptions): one for every socket whose handler
+ *    never lets a chunk outlive the call (it parses or copies). A read is
+ *    handled before the next one happens, so they can share it;
+ *  - an own buffer per socket (OwnReadBuffer): for a handler that passes the
+ *    chunk on to something that may keep it (the relay writing it to the
+ *    other leg, where the kernel may take only part). When that happens the
+ *    socket moves to a new buffer and the old one belongs to the write.
  */
 import net from 'node:net';
 
 /** Four of net's own 64 KiB reads per syscall when data is waiting. */
 export const READ_BUFFER_BYTES = 256 * 1024;
 
-let shared = Buffer.allocUnsafe(READ_BUFFER_BYTES);
-let retired = 0;
+const shared = Buffer.allocUnsafe(READ_BUFFER_BYTES);
+let replaced = 0;
 
-/** The buffer the next read goes into (net calls this before every read). */
+/** The buffer every shared-read socket reads into (net calls this before every read). */
 export function sharedReadBuffer(): Buffer {
   return shared;
 }
 
-/** Some of the current buffer is still referenced after its handler returned: reads move to a new one. */
-export function retireSharedReadBuffer(): void {
-  shared = Buffer.allocUnsafe(READ_BUFFER_BYTES);
-  retired++;
+/** How often an own read buffer had to be replaced (each is one allocation; for tests and profiling). */
+export function retiredReadBuffers(): number {
+  return replaced;
 }
 
-/** How often a read buffer had to be replaced (each is one allocation; for tests and profiling). */
-export function retiredReadBuffers(): number {
-  return retired;
+/** One socket's own read buffer, replaced when a chunk read into it is kept past its handler. */
+export class OwnReadBuffer {
+  private buf: Buffer;
+
+  constructor(private readonly size = 64 * 1024) {
+    this.buf = Buffer.allocUnsafe(size);
+  }
+
+  /** For net's `onread.buffer`: called before each read of the socket. */
+  readonly next = (): Buffer => this.buf;
+
+  /** The last chunk is still referenced (a queued write): the next read goes into a new buffer. */
+  retire(): void {
+    this.buf = Buffer.allocUnsafe(this.size);
+    replaced++;
+  }
 }
 
 /** Handles one chunk, valid only until it returns. Returning false pauses the socket (resume() restarts it). */
 export type ChunkHandler = (chunk: Buffer) => boolean;
 
-/** net's `onread` option for a socket whose chunks go to `handler`. */
-export function userReadOptions(handler: ChunkHandler): NonNullable<net.OnReadOpts> {
+/**
+ * net's `onread` option for a socket whose chunks go to `handler`: into the
+ * shared buffer, which the handler must not let a chunk outlive, or into
+ * `own` (see the top of this file).
+ */
+export function userReadOptions(handler: ChunkHandler, own?: OwnReadBuffer): NonNullable<net.OnReadOpts> {
   return {
-    buffer: sharedReadBuffer,
+    buffer: own ? own.next : sharedReadBuffer,
     callback: (n: number, buf: Uint8Array) => handler((buf as Buffer).subarray(0, n)),
   };
 }
@@ -101,7 +122,7 @@ export interface SwitchedSocket {
  * untouched. The old object is closed without closing the connection, so a
  * net.Server counts the connection as gone.
  */
-export function switchToUserReads(sock: net.Socket, handler: ChunkHandler): SwitchedSocket | null {
+export function switchToUserReads(sock: net.Socket, handler: ChunkHandler, own?: OwnReadBuffer): SwitchedSocket | null {
   if (!canSwitchToUserReads(sock)) return null;
   const s = sock as Internals;
   const handle = s._handle!;
@@ -119,6 +140,6 @@ export function switchToUserReads(sock: net.Socket, handler: ChunkHandler): Swit
   sock.destroy();
   // `handle` is how Node itself builds a socket around an accepted connection
   // (net.Server, child_process); the public typings leave it out.
-  const opts = { handle, allowHalfOpen, readable: true, writable: true, onread: userReadOptions(handler) } as net.SocketConstructorOpts;
+  const opts = { handle, allowHalfOpen, readable: true, writable: true, onread: userReadOptions(handler, own) } as net.SocketConstructorOpts;
   return { socket: new net.Socket(opts), rest };
 }

@@ -4,6 +4,7 @@ import { ControlClient, FatalError, ServerList, withFailover } from './control-c
 import { bridgeUserReads } from '../src/session/bridge.js';
 import { ReadTarget, userReadOptions } from '../src/transport/user-reads.js';
 import { TunnelHost, type MuxStream } from './tunnel.js';
+import { MuxResetReason } from '../src/wire/mux-frame.js';
 import { StreamSet, flushSessions } from './drain.js';
 import { cryptoReady, deriveSecretKey, respond, HandshakeError } from '../src/crypto/index.js';
 import { encodePublicKey, generateIdentity, identityReady, signAccept, signRegistration, verifyVisit, type Identity } from '../src/crypto/identity.js';
@@ -203,7 +204,7 @@ export class ServePeer {
 
   private onStream(stream: MuxStream): void {
     const { log } = this.opts;
-    if (this.draining) return stream.reset('shutting down');
+    if (this.draining) return stream.reset(MuxResetReason.GoingAway);
     // Reads go into the shared buffer and from there into pooled blocks (bridgeUserReads).
     const target = new ReadTarget();
     const sock = net.connect({ host: this.opts.local.host, port: this.opts.local.port, allowHalfOpen: true, onread: userReadOptions(target.onChunk) });
@@ -215,7 +216,7 @@ export class ServePeer {
     sock.once('error', (e: NodeJS.ErrnoException) => {
       if (connected) return;
       log.warn('service_unreachable', `cannot connect to the local service ${this.opts.local.host}:${this.opts.local.port}: ${e.code ?? e.message}`);
-      stream.reset('refused');
+      stream.reset(MuxResetReason.Refused);
     });
   }
 }

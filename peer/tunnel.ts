@@ -12,7 +12,8 @@ import type { HostPort } from '../src/util/addr.js';
 import type { Logger } from '../src/util/log.js';
 import type { ControlClient } from './control-client.js';
 
-export type MuxStream = Duplex & { reset(reason?: string): void; writeTransient(chunk: Uint8Array): boolean };
+/** What the peer commands use of a mux stream; `reset` takes a MuxResetReason code. */
+export type MuxStream = Duplex & { reset(reason?: number): void; writeTransient(chunk: Uint8Array): boolean };
 
 /** One live session as `peer status` and the metrics see it. */
 export interface TunnelInfo {

@@ -2,6 +2,7 @@ import type { Duplex, Readable, Writable } from 'node:stream';
 import type net from 'node:net';
 import type { ReadTarget } from '../transport/user-reads.js';
 import { keepLoan } from '../util/loan.js';
+import { MuxResetReason } from '../wire/mux-frame.js';
 
 /**
  * Joins a local byte stream to a mux stream in both directions, carrying
@@ -11,7 +12,7 @@ import { keepLoan } from '../util/loan.js';
  */
 export function bridge(
   local: { readable: Readable; writable: Writable; destroy(err?: Error): void; reset?(): void; pipeTo?(remote: Duplex): void },
-  remote: Duplex & { reset?(reason?: string): void },
+  remote: Duplex & { reset?(reason?: number): void },
 ): Promise<void> {
   return new Promise((resolve) => {
     let finished = false;
@@ -25,7 +26,7 @@ export function bridge(
     if (isSinkable(remote)) sinkInto(remote, local.writable);
     else pipeCoalesced(remote, local.writable);
     local.readable.on('error', () => {
-      remote.reset ? remote.reset('local error') : remote.destroy();
+      remote.reset ? remote.reset(MuxResetReason.Cancel) : remote.destroy();
       done();
     });
     remote.on('error', () => {
@@ -53,7 +54,7 @@ export function bridge(
 export function bridgeUserReads(
   sock: net.Socket,
   target: ReadTarget,
-  remote: Duplex & { reset?(reason?: string): void; writeTransient(chunk: Uint8Array): boolean },
+  remote: Duplex & { reset?(reason?: number): void; writeTransient(chunk: Uint8Array): boolean },
   rest: Buffer[] = [],
 ): Promise<void> {
   const resume = () => sock.resume();

@@ -13,7 +13,6 @@
  */
 import dgram from 'node:dgram';
 import os from 'node:os';
-import { createRequire } from 'node:module';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -21,76 +20,17 @@ import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { Kcp, Slab } from '../src/kcp/index.js';
 import { createLossyForwarder } from '../test/helpers/lossy-udp.js';
+import { cPort, oursPort, type KcpPort, type KcpSettings } from '../test/helpers/kcp-ports.js';
 import type { LossyForwarder } from '../test/helpers/lossy-udp.js';
 
-const require = createRequire(import.meta.url);
-
-interface CKcp {
-  output(fn: (data: Buffer, size: number, ctx: unknown) => void): void;
-  input(b: Buffer): number | undefined;
-  send(b: Buffer): number | undefined;
-  recv(): Buffer | undefined;
-  update(now: number): void;
-  check(now: number): number;
-  flush(): void;
-  nodelay(nodelay: number, interval: number, resend: number, nc: number): number;
-  wndsize(snd: number, rcv: number): number;
-  setmtu(mtu: number): number;
-  waitsnd(): number;
-  release(): void;
-}
-
 type Impl = 'ours' | 'c';
+type Port = KcpPort;
 
-interface Port {
-  send(b: Buffer): number;
-  recv(): Buffer | null;
-  input(b: Buffer): void;
-  update(now: number): void;
-  flush(): void;
-  waitSnd(): number;
-  delay(now: number): number;
-  close(): void;
-}
-
-const SETTINGS = { nodelay: [1, 10, 2, 1] as const, wnd: 1024, mtu: 1400, message: 16 * 1024 };
+const SETTINGS: KcpSettings = { stream: false, nodelay: [1, 10, 2, 1], wnd: 1024, mtu: 1400 };
+const MESSAGE_BYTES = 16 * 1024;
 
 function makePort(impl: Impl, conv: number, out: (b: Buffer) => void): Port {
-  if (impl === 'ours') {
-    // The datagram passed to output is reused by Kcp; dgram.send needs it until it completes.
-    const slab = new Slab();
-    const k = new Kcp(conv, (b) => out(slab.copy(b)));
-    k.setNodelay(...SETTINGS.nodelay);
-    k.setWndSize(SETTINGS.wnd, SETTINGS.wnd);
-    k.setMtu(SETTINGS.mtu);
-    return {
-      send: (b) => k.send(b),
-      recv: () => k.recv(),
-      input: (b) => { k.input(b); },
-      update: (now) => k.update(now),
-      flush: () => k.flush(),
-      waitSnd: () => k.waitSnd(),
-      delay: (now) => k.check(now) - now,
-      close: () => {},
-    };
-  }
-  const addon = require('node-kcp/build/Release/kcp.node') as { KCP: new (conv: number, ctx: object) => CKcp };
-  const k = new addon.KCP(conv, {});
-  // node-kcp already copies every output datagram into a fresh Buffer.
-  k.output((data, size) => out(size === data.length ? data : data.subarray(0, size)));
-  k.nodelay(...SETTINGS.nodelay);
-  k.wndsize(SETTINGS.wnd, SETTINGS.wnd);
-  k.setmtu(SETTINGS.mtu);
-  return {
-    send: (b) => k.send(b) ?? 0,
-    recv: () => k.recv() ?? null,
-    input: (b) => { k.input(b); },
-    update: (now) => k.update(Math.floor(now)),
-    flush: () => k.flush(),
-    waitSnd: () => k.waitsnd(),
-    delay: (now) => k.check(Math.floor(now)),
-    close: () => k.release(),
-  };
+  return impl === 'ours' ? oursPort(conv, out, SETTINGS) : cPort(conv, out, SETTINGS);
 }
 
 /** A KCP endpoint on a UDP socket, driven by check() timers and a per-turn flush after input. */
@@ -190,7 +130,7 @@ export async function runOnce(impl: Impl, bytes: number, loss: number, capMs: nu
       toReceiver = forwarder.port;
       toSender = forwarder.port;
     }
-    const payload = randomBytes(SETTINGS.message);
+    const payload = randomBytes(MESSAGE_BYTES);
     let queued = 0;
     const cpu0 = process.cpuUsage();
     const t0 = performance.now();
@@ -291,7 +231,7 @@ async function main(): Promise<void> {
     c_cpu_ms_per_mb: r1(med(sc.key, 'c', 'cpuMsPerMb')),
   }));
   console.log(`\nKCP loopback UDP, fast mode (nodelay 1, interval 10, resend 2, nc 1), wnd ${SETTINGS.wnd}, ` +
-    `mtu ${SETTINGS.mtu}, ${SETTINGS.message / 1024} KiB messages, median of ${runs}`);
+    `mtu ${SETTINGS.mtu}, ${MESSAGE_BYTES / 1024} KiB messages, median of ${runs}`);
   console.table(rows);
   const [ll, l10] = rows;
   console.log(`ratio ours/C (no loss): ${ll.ratio}   (10% loss): ${l10.ratio}   ` +
@@ -317,7 +257,7 @@ async function main(): Promise<void> {
       c_loss10: l10.c_cpu_ms_per_mb,
     },
     settings: {
-      nodelay: SETTINGS.nodelay, wnd: SETTINGS.wnd, mtu: SETTINGS.mtu, message_bytes: SETTINGS.message,
+      nodelay: SETTINGS.nodelay, wnd: SETTINGS.wnd, mtu: SETTINGS.mtu, message_bytes: MESSAGE_BYTES,
       mb_lossless: mbLossless, mb_loss10: mbLossy,
     },
     runs,

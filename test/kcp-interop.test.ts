@@ -10,93 +10,16 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { createHash, randomBytes } from 'node:crypto';
-import { createRequire } from 'node:module';
 import { performance } from 'node:perf_hooks';
 import { Kcp } from '../src/kcp/index.js';
 import { createLossyForwarder, seededRandom } from './helpers/lossy-udp.js';
 import type { LossyForwarder } from './helpers/lossy-udp.js';
+import { cPort, oursPort, type KcpPort, type KcpSettings } from './helpers/kcp-ports.js';
 
-// node-kcp's package "main" prints its include dir; load the addon itself.
-const require = createRequire(import.meta.url);
-const nodeKcp = require('node-kcp/build/Release/kcp.node') as {
-  KCP: new (conv: number, context: object) => CKcp;
-};
-interface CKcp {
-  output(fn: (data: Buffer, size: number, ctx: unknown) => void): void;
-  input(b: Buffer): number | undefined;
-  send(b: Buffer): number | undefined;
-  recv(): Buffer | undefined;
-  update(now: number): void;
-  check(now: number): number; // ms until the next update is due
-  flush(): void;
-  nodelay(nodelay: number, interval: number, resend: number, nc: number): number;
-  wndsize(snd: number, rcv: number): number;
-  setmtu(mtu: number): number;
-  waitsnd(): number;
-  stream(on: number): number;
-  release(): void;
-}
-
-/** What the driver needs from either implementation. */
-interface KcpPort {
-  send(b: Buffer): number;
-  recv(): Buffer | null;
-  input(b: Buffer): number;
-  update(now: number): void;
-  flush(): void;
-  waitSnd(): number;
-  /** ms until update() is due */
-  delay(now: number): number;
-  close(): void;
-}
-
-interface Settings {
-  stream: boolean;
-  nodelay: [number, number, number, number];
-  wnd: number;
-  mtu: number;
-}
+type Settings = KcpSettings;
 
 const FAST: Settings['nodelay'] = [1, 10, 2, 1];
 const NORMAL: Settings['nodelay'] = [0, 40, 0, 0];
-
-function oursPort(conv: number, out: (b: Buffer) => void, s: Settings): KcpPort {
-  // Our output buffer is reused after the call; the socket needs its own copy.
-  const k = new Kcp(conv, (b) => out(Buffer.from(b)), { stream: s.stream });
-  k.setNodelay(...s.nodelay);
-  k.setWndSize(s.wnd, s.wnd);
-  k.setMtu(s.mtu);
-  return {
-    send: (b) => k.send(b),
-    recv: () => k.recv(),
-    input: (b) => k.input(b),
-    update: (now) => k.update(now),
-    flush: () => k.flush(),
-    waitSnd: () => k.waitSnd(),
-    delay: (now) => k.check(now) - now,
-    close: () => {},
-  };
-}
-
-function cPort(conv: number, out: (b: Buffer) => void, s: Settings): KcpPort {
-  const k = new nodeKcp.KCP(conv, {});
-  // node-kcp hands a fresh copy to every output call.
-  k.output((data, size) => out(size === data.length ? data : data.subarray(0, size)));
-  k.nodelay(...s.nodelay);
-  k.wndsize(s.wnd, s.wnd);
-  k.setmtu(s.mtu);
-  if (s.stream) k.stream(1);
-  return {
-    send: (b) => k.send(b) ?? 0,
-    recv: () => k.recv() ?? null,
-    input: (b) => k.input(b) ?? 0,
-    update: (now) => k.update(Math.floor(now)),
-    flush: () => k.flush(),
-    waitSnd: () => k.waitsnd(),
-    delay: (now) => k.check(Math.floor(now)),
-    close: () => k.release(),
-  };
-}
 
 /**
  * One KCP endpoint on its own UDP socket: sends `source` in chunks of
@@ -294,12 +217,11 @@ for (const [name, c] of cases) {
 test('ikcp.c rejects nothing we send and we reject a datagram from a different conv', async () => {
   // Direct check on the addon without sockets: a wrong-conv C datagram is refused, state intact.
   const out: Buffer[] = [];
-  const c = new nodeKcp.KCP(999, {});
-  c.output((d, size) => out.push(Buffer.from(d.subarray(0, size))));
-  c.nodelay(1, 10, 2, 1);
+  // ikcp.c's default window and MTU.
+  const c = cPort(999, (d) => out.push(Buffer.from(d)), { stream: false, nodelay: [1, 10, 2, 1], wnd: 32, mtu: 1400 });
   c.send(Buffer.from('from C'));
   c.update(0);
-  c.release();
+  c.close();
   assert.equal(out.length, 1);
   const k = new Kcp(1000, () => {});
   const before = k.snapshot();

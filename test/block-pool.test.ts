@@ -10,10 +10,11 @@ import { once } from 'node:events';
 import { createHash, randomBytes } from 'node:crypto';
 import { BlockPool, sharedBlockPool } from '../src/util/block-pool.js';
 import { ByteQueue } from '../src/mux/byte-queue.js';
-import { Kcp, KCP_OVERHEAD, kcpErrorName } from '../src/kcp/index.js';
+import { KCP_OVERHEAD } from '../src/kcp/index.js';
 import type { MuxStream } from '../src/mux/index.js';
 import { mulberry32, mulberry32u } from '../src/util/prng.js';
 import { createMuxPair, readAll, withTimeout } from './mux-harness.js';
+import { SimLink } from './helpers/kcp-link.js';
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
@@ -241,44 +242,17 @@ test('ByteQueue.push keeps the chunk by reference; pushCopy does not', () => {
 
 // ------------------------------------------------------------------ Kcp.onRelease
 
-/** Two Kcp endpoints joined in memory with a simulated clock; `dropBtoA` loses b's datagrams (its ACKs). */
-class KcpPair {
-  now = 0;
-  readonly a: Kcp;
-  readonly b: Kcp;
+/** SimLink in the session's fast mode; `dropBtoA` loses b's datagrams (its ACKs). */
+class KcpPair extends SimLink {
   dropBtoA = false;
-  private inflight: { at: number; to: 'a' | 'b'; d: Buffer }[] = [];
 
-  constructor(readonly delay = 5) {
-    this.a = new Kcp(42, (d) => this.carry(d, 'a'));
-    this.b = new Kcp(42, (d) => this.carry(d, 'b'));
+  constructor() {
+    super(42, 5);
+    this.filter = (_d, from) => !(from === 'b' && this.dropBtoA);
     for (const k of [this.a, this.b]) {
       k.setNodelay(1, 10, 2, 1);
       k.setWndSize(256, 256);
     }
-  }
-
-  private carry(d: Buffer, from: 'a' | 'b'): void {
-    if (from === 'b' && this.dropBtoA) return;
-    this.inflight.push({ at: this.now + this.delay, to: from === 'a' ? 'b' : 'a', d: Buffer.from(d) });
-  }
-
-  step(dt = 1): void {
-    this.now += dt;
-    this.a.update(this.now);
-    this.b.update(this.now);
-    const due = this.inflight.filter((x) => x.at <= this.now);
-    this.inflight = this.inflight.filter((x) => x.at > this.now);
-    for (const x of due) {
-      const rc = (x.to === 'a' ? this.a : this.b).input(x.d);
-      assert.equal(rc, 0, kcpErrorName(rc));
-    }
-  }
-
-  runUntil(cond: () => boolean, maxMs: number): boolean {
-    const end = this.now + maxMs;
-    while (this.now < end && !cond()) this.step();
-    return cond();
   }
 }
 

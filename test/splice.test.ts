@@ -9,36 +9,14 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { once } from 'node:events';
 import { createHash, randomBytes } from 'node:crypto';
-import type { AddressInfo } from 'node:net';
 import { TokenBucket, splice } from '../src/transport/splice.js';
 import { retiredReadBuffers } from '../src/transport/user-reads.js';
+import { withTimeout } from './mux-harness.js';
+import { sleep, waitFor } from './helpers/wait.js';
+import { connectPair, listen } from './helpers/sockets.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 const EMPTY = new Uint8Array(0);
-
-async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  for (let i = 0; i < 100_000 && Date.now() < end; i++) {
-    if (cond()) return;
-    await sleep(5);
-  }
-  assert.ok(cond(), `never happened within ${ms} ms: ${what}`);
-}
-
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 type T = { after: (fn: () => void) => void };
 
@@ -48,25 +26,10 @@ type T = { after: (fn: () => void) => void };
  * from any socket yet.
  */
 async function twoLegs(t: T, serverOpts: net.ServerOpts = {}) {
-  const server = net.createServer(serverOpts);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.after(() => server.close());
-  const port = (server.address() as AddressInfo).port;
-  const leg = async () => {
-    const accepted = once(server, 'connection') as Promise<[net.Socket]>;
-    const client = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
-    client.on('error', () => {});
-    t.after(() => client.destroy());
-    await once(client, 'connect');
-    const [sock] = await accepted;
-    sock.on('error', () => {});
-    t.after(() => sock.destroy());
-    return { client, sock };
-  };
-  const one = await leg();
-  const two = await leg();
-  return { c1: one.client, s1: one.sock, c2: two.client, s2: two.sock };
+  const server = await listen(t, serverOpts);
+  const one = await connectPair(t, server, { allowHalfOpen: true });
+  const two = await connectPair(t, server, { allowHalfOpen: true });
+  return { c1: one.client, s1: one.accepted, c2: two.client, s2: two.accepted };
 }
 
 /** Counts and hashes everything `sock` receives from now on. */
@@ -84,7 +47,7 @@ function sink(sock: net.Socket) {
 /** Writes `data` in pieces, honouring backpressure (bounded: one await per piece). */
 async function writeAll(sock: net.Socket, data: Buffer, piece = 256 * 1024): Promise<void> {
   for (let off = 0; off < data.length; off += piece) {
-    if (!sock.write(data.subarray(off, off + piece))) await within(once(sock, 'drain'), 20_000, 'drain');
+    if (!sock.write(data.subarray(off, off + piece))) await withTimeout(once(sock, 'drain'), 20_000, 'drain');
   }
 }
 
@@ -115,7 +78,7 @@ async function slowReaderTransfer(t: T, size: number, reverse: boolean) {
   assert.ok(n2.writableLength > 0 || n2.writableNeedDrain, 'the spliced write to the slow side is backed up');
   const at2 = sink(c2);
   c2.resume();
-  await within(Promise.all([w1, w2]), 20_000, 'writers');
+  await withTimeout(Promise.all([w1, w2]), 20_000, 'writers');
   await waitFor(() => at2.bytes >= d12.length && at1.bytes >= d21.length, 20_000, `both directions complete (${at2.bytes}, ${at1.bytes})`);
   await sleep(20);
   assert.equal(at2.bytes, d12.length);
@@ -160,7 +123,7 @@ test('splice: a busy second pair does not corrupt the queued bytes of a backed-u
   await sleep(400);
   const atX = sink(x.c2);
   x.c2.resume();
-  await within(Promise.all([wx, wy]), 20_000, 'writers');
+  await withTimeout(Promise.all([wx, wy]), 20_000, 'writers');
   await waitFor(() => atX.bytes >= size && atY.bytes >= size, 20_000, `both pairs complete (${atX.bytes}, ${atY.bytes})`);
   assert.ok(retiredReadBuffers() > retiredBefore);
   assert.equal(atY.digest(), sha(dy), 'pair Y corrupted');
@@ -308,14 +271,14 @@ test('splice: end() on one side reaches the other as end, and the reverse direct
   const a = randomBytes(512 * 1024);
   const c2Ended = once(c2, 'end');
   c1.end(a);
-  await within(c2Ended, 10_000, 'end forwarded to c2');
+  await withTimeout(c2Ended, 10_000, 'end forwarded to c2');
   assert.equal(at2.bytes, a.length);
   assert.equal(at2.digest(), sha(a));
   // c1 only closed its sending side: c2's answer still reaches it, then c2's end.
   const b = randomBytes(256 * 1024);
   const c1Ended = once(c1, 'end');
   c2.end(b);
-  await within(c1Ended, 10_000, 'end forwarded to c1');
+  await withTimeout(c1Ended, 10_000, 'end forwarded to c1');
   assert.equal(at1.bytes, b.length);
   assert.equal(at1.digest(), sha(b));
 });
@@ -330,6 +293,6 @@ test('splice: with the default server options (no half-open), end still propagat
   const at2 = sink(c2);
   const c2Ended = once(c2, 'end');
   c1.end('bye');
-  await within(c2Ended, 10_000, 'end forwarded to c2');
+  await withTimeout(c2Ended, 10_000, 'end forwarded to c2');
   assert.equal(at2.first.toString(), 'bye');
 });

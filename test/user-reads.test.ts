@@ -16,60 +16,11 @@ import {
 } from '../src/transport/user-reads.js';
 import { bridgeUserReads } from '../src/session/bridge.js';
 import type { MuxStream } from '../src/mux/index.js';
-import { createMuxPair, readAll } from './mux-harness.js';
+import { createMuxPair, readAll, withTimeout } from './mux-harness.js';
+import { sleep, waitFor } from './helpers/wait.js';
+import { connectPair, listen } from './helpers/sockets.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
-
-/** Polls cond() every 5 ms for at most `ms`; fails the test if it never holds. */
-async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  for (let i = 0; i < 100_000 && Date.now() < end; i++) {
-    if (cond()) return;
-    await sleep(5);
-  }
-  assert.ok(cond(), `never happened within ${ms} ms: ${what}`);
-}
-
-/** Rejects after `ms` so a hung transfer fails instead of stalling the runner. */
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-async function listen(t: { after: (fn: () => void) => void }, opts: net.ServerOpts = {}): Promise<net.Server> {
-  const server = net.createServer(opts);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.after(() => server.close());
-  return server;
-}
-
-/** A client connected to `server` and the server's accepted socket for it (no 'data' listener on either). */
-async function connectPair(
-  t: { after: (fn: () => void) => void },
-  server: net.Server,
-  clientOpts: Partial<net.NetConnectOpts> = {},
-): Promise<{ client: net.Socket; accepted: net.Socket }> {
-  const accepted = once(server, 'connection') as Promise<[net.Socket]>;
-  const client = net.connect({ ...clientOpts, port: (server.address() as AddressInfo).port, host: '127.0.0.1' } as net.NetConnectOpts);
-  client.on('error', () => {});
-  t.after(() => client.destroy());
-  await once(client, 'connect');
-  const [sock] = await accepted;
-  sock.on('error', () => {});
-  t.after(() => sock.destroy());
-  return { client, accepted: sock };
-}
 
 function getConnections(server: net.Server): Promise<number> {
   return new Promise((resolve, reject) => server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
@@ -108,7 +59,7 @@ test('switchToUserReads: bytes buffered before the move and sent after it arrive
 
   const ended = once(moved.socket, 'end');
   client.end(after);
-  await within(ended, 15_000, 'end on the moved socket');
+  await withTimeout(ended, 15_000, 'end on the moved socket');
 
   const got = Buffer.concat([...moved.rest, ...parts]);
   assert.equal(got.length, data.length);
@@ -118,7 +69,7 @@ test('switchToUserReads: bytes buffered before the move and sent after it arrive
 
   const closed = once(moved.socket, 'close');
   moved.socket.end();
-  await within(closed, 5000, 'close of the moved socket');
+  await withTimeout(closed, 5000, 'close of the moved socket');
   assert.equal(await getConnections(server), 0, 'the server no longer counts the connection');
   assert.equal(accepted.destroyed, true);
 });
@@ -139,7 +90,7 @@ test('switchToUserReads keeps allowHalfOpen: the moved socket replies after the 
   const clientEnded = once(client, 'end');
   const serverGotEnd = once(moved.socket, 'end');
   client.end('request');
-  await within(serverGotEnd, 5000, 'FIN on the moved socket');
+  await withTimeout(serverGotEnd, 5000, 'FIN on the moved socket');
   assert.equal(Buffer.concat([...moved.rest, ...received]).toString(), 'request');
 
   // Half-open: our write side is still open after the peer's FIN (with
@@ -149,7 +100,7 @@ test('switchToUserReads keeps allowHalfOpen: the moved socket replies after the 
   const errors: Error[] = [];
   moved.socket.on('error', (e) => errors.push(e));
   moved.socket.end('reply after your FIN');
-  await within(clientEnded, 5000, 'client end');
+  await withTimeout(clientEnded, 5000, 'client end');
   assert.equal(Buffer.concat(fromServer).toString(), 'reply after your FIN');
   assert.deepEqual(errors, []);
 });
@@ -180,7 +131,7 @@ test('canSwitchToUserReads is false with writes still queued; the socket is left
   assert.equal(hash.digest('hex'), sha(big));
   const gotPing = once(accepted, 'data');
   client.write('ping');
-  const [chunk] = await within(gotPing, 5000, 'data on the untouched socket');
+  const [chunk] = await withTimeout(gotPing, 5000, 'data on the untouched socket');
   assert.equal((chunk as Buffer).toString(), 'ping');
   assert.equal(called, 0);
   assert.equal(await getConnections(server), 1, 'the server still counts it');
@@ -201,7 +152,7 @@ test('canSwitchToUserReads is false once the end of stream was read, even before
   // Untouched: the data and the end are still there.
   const parts: Buffer[] = [];
   accepted.on('data', (c: Buffer) => parts.push(c));
-  await within(once(accepted, 'end'), 5000, 'end on the untouched socket');
+  await withTimeout(once(accepted, 'end'), 5000, 'end on the untouched socket');
   assert.equal(Buffer.concat(parts).toString(), 'abc');
   assert.equal(accepted.readableEnded, true);
   assert.equal(canSwitchToUserReads(accepted), false, 'after end too');
@@ -231,7 +182,7 @@ test('userReadOptions with net.connect: chunks come to the callback in sharedRea
   });
   client.on('error', () => {});
   t.after(() => client.destroy());
-  await within(once(client, 'end'), 15_000, 'end of the download');
+  await withTimeout(once(client, 'end'), 15_000, 'end of the download');
   const got = Buffer.concat(parts);
   assert.equal(got.length, data.length);
   assert.equal(sha(got), sha(data));
@@ -271,7 +222,7 @@ test('ReadTarget: early chunks are copied and reading pauses until a handler is 
   };
   const ended = once(client, 'end');
   client.resume();
-  await within(ended, 15_000, 'end after resume');
+  await withTimeout(ended, 15_000, 'end after resume');
   const got = Buffer.concat([...target.early, ...parts]);
   assert.equal(got.length, data.length);
   assert.equal(sha(got), sha(data), 'early copies and later chunks together are the exact stream');
@@ -301,10 +252,10 @@ test('bridgeUserReads: an accepted socket moved to user reads reaches a mux stre
   const s = p.a.openStream();
   s.on('error', () => {});
   const done = bridgeUserReads(moved.socket, target, s as unknown as BridgeRemote, moved.rest);
-  const far = await within(acceptedStream, 5000, 'stream at the far mux');
+  const far = await withTimeout(acceptedStream, 5000, 'stream at the far mux');
   const got = readAll(far);
   client.end(data.subarray(100_000));
-  const received = await within(got, 20_000, 'all bytes and FIN through the mux');
+  const received = await withTimeout(got, 20_000, 'all bytes and FIN through the mux');
   assert.equal(received.length, data.length);
   assert.equal(sha(received), sha(data));
   // The other way, after the client's FIN (half-close): the far side answers and ends.
@@ -312,9 +263,9 @@ test('bridgeUserReads: an accepted socket moved to user reads reaches a mux stre
   client.on('data', (c: Buffer) => back.push(c));
   const clientEnded = once(client, 'end');
   far.end('answer after FIN');
-  await within(clientEnded, 5000, 'answer reaches the client');
+  await withTimeout(clientEnded, 5000, 'answer reaches the client');
   assert.equal(Buffer.concat(back).toString(), 'answer after FIN');
-  await within(done, 5000, 'bridge finished');
+  await withTimeout(done, 5000, 'bridge finished');
 });
 
 // ReadTarget's default handler stops reading by returning false from onread,
@@ -341,7 +292,7 @@ test('bridgeUserReads after ReadTarget kept a small early chunk: reading restart
   const s = p.a.openStream();
   s.on('error', () => {});
   void bridgeUserReads(sock, target, s as unknown as BridgeRemote);
-  const far = await within(acceptedStream, 5000, 'stream at the far mux');
-  const received = await within(readAll(far), 3000, 'the bytes after the banner');
+  const far = await withTimeout(acceptedStream, 5000, 'stream at the far mux');
+  const received = await withTimeout(readAll(far), 3000, 'the bytes after the banner');
   assert.equal(sha(received), sha(Buffer.concat([Buffer.from('SSH-2.0-banner\r\n'), later])));
 });

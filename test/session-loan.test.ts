@@ -173,3 +173,29 @@ test('without a sink, chunks go through the Readable and are never reused under 
     close();
   }
 });
+
+test('a datagram too large for any path is refused, not thrown on, and the session goes on', async () => {
+  const { a, b, close } = pair();
+  try {
+    const path = b.path!;
+    for (const n of [MAX_RELAY_DATAGRAM_LEN + 1, 70_000, 1 << 20]) {
+      const junk = randomBytes(n);
+      assert.equal(b.receive(junk, path), false, `${n} bytes`);
+    }
+    assert.equal(b.closed, false);
+    // Still carries data afterwards.
+    const got = new Promise<Buffer>((resolve, reject) => {
+      b.mux.on('stream', (s: MuxStream) => {
+        const chunks: Buffer[] = [];
+        s.on('data', (c: Buffer) => chunks.push(c));
+        s.once('end', () => resolve(Buffer.concat(chunks)));
+        s.once('error', reject);
+      });
+    });
+    const data = randomBytes(200_000);
+    (a.mux.openStream() as MuxStream).end(data);
+    assert.equal(sha(await withTimeout(got, 30_000, 'transfer after junk')), sha(data));
+  } finally {
+    close();
+  }
+});

@@ -225,7 +225,8 @@ export class Session extends EventEmitter {
     // A relay record is opened into a pooled block, lent down to KCP, the mux
     // and the streams' sinks, and back to the pool if none of them kept a view
     // (util/loan.ts): the bulk receive path allocates nothing per record.
-    const block = datagram.length - DATAGRAM_OVERHEAD > MAX_DATAGRAM_PAYLOAD ? sharedBlockPool.take(datagram.length - DATAGRAM_OVERHEAD) : null;
+    const n = datagram.length - DATAGRAM_OVERHEAD;
+    const block = n > MAX_DATAGRAM_PAYLOAD && n <= sharedBlockPool.blockSize ? sharedBlockPool.take(n) : null;
     const opened = this.opener.open(datagram, from.maxDatagram, block ?? undefined);
     if (!opened) {
       if (block) sharedBlockPool.give(block);

@@ -11,9 +11,10 @@ import type { Candidate, MessageOf, Mode, NatInfo } from '../src/wire/control.js
 import type { HostPort } from '../src/util/addr.js';
 import type { Logger } from '../src/util/log.js';
 import type { ControlClient } from './control-client.js';
+import type { Sinkable } from '../src/session/bridge.js';
 
 /** What the peer commands use of a mux stream; `reset` takes a MuxResetReason code. */
-export type MuxStream = Duplex & { reset(reason?: number): void; writeTransient(chunk: Uint8Array): boolean };
+export type MuxStream = Duplex & Sinkable & { reset(reason?: number): void; writeTransient(chunk: Uint8Array): boolean };
 
 /** One live session as `peer status` and the metrics see it. */
 export interface TunnelInfo {

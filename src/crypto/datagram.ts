@@ -5,7 +5,6 @@
  * with sealInto), an open one plaintext allocation plus the small result object.
  */
 import {
-  DATAGRAM_HEADER_LEN,
   DATAGRAM_OVERHEAD,
   MAX_DATAGRAM_LEN,
   MAX_RELAY_DATAGRAM_LEN,

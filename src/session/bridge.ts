@@ -12,7 +12,7 @@ import { MuxResetReason } from '../wire/mux-frame.js';
  */
 export function bridge(
   local: { readable: Readable; writable: Writable; destroy(err?: Error): void; reset?(): void; pipeTo?(remote: Duplex): void },
-  remote: Duplex & { reset?(reason?: number): void },
+  remote: Sinkable & Duplex & { reset?(reason?: number): void },
 ): Promise<void> {
   return new Promise((resolve) => {
     let finished = false;
@@ -23,8 +23,7 @@ export function bridge(
     };
     if (local.pipeTo) local.pipeTo(remote);
     else local.readable.pipe(remote);
-    if (isSinkable(remote)) sinkInto(remote, local.writable);
-    else pipeCoalesced(remote, local.writable);
+    sinkInto(remote, local.writable);
     local.readable.on('error', () => {
       remote.reset ? remote.reset(MuxResetReason.Cancel) : remote.destroy();
       done();
@@ -54,7 +53,7 @@ export function bridge(
 export function bridgeUserReads(
   sock: net.Socket,
   target: ReadTarget,
-  remote: Duplex & { reset?(reason?: number): void; writeTransient(chunk: Uint8Array): boolean },
+  remote: Sinkable & Duplex & { reset?(reason?: number): void; writeTransient(chunk: Uint8Array): boolean },
   rest: Buffer[] = [],
 ): Promise<void> {
   const resume = () => sock.resume();
@@ -88,17 +87,18 @@ export function socketEnd(sock: net.Socket) {
   };
 }
 
-/** A mux stream that can deliver straight to a sink (MuxStream.attachSink). */
-interface Sinkable extends Readable {
+/** A mux stream that delivers straight to a sink (MuxStream.attachSink). */
+export interface Sinkable extends Readable {
   attachSink(sink: { write(chunk: Uint8Array): boolean }): void;
   sinkReady(): void;
 }
 
-function isSinkable(s: Readable): s is Sinkable {
-  return typeof (s as Partial<Sinkable>).attachSink === 'function';
-}
-
-/** Payloads this large are written at once; smaller ones are corked per tick (see pipeCoalesced). */
+/**
+ * Payloads this large are written at once. Smaller ones are corked until the
+ * end of the tick and leave in one writev: the mux delivers a burst of ~1.4 KB
+ * frames per KCP flush, and one syscall per frame would cost more than
+ * everything else on the receive path.
+ */
 const CORK_BELOW = 16 * 1024;
 
 /**
@@ -144,27 +144,4 @@ export function sinkInto(remote: Sinkable, dst: Writable): void {
     },
   });
   remote.once('end', () => dst.end());
-}
-
-/**
- * Like readable.pipe(writable), but the writes of one tick are corked into a
- * single writev: the mux delivers a burst of ~1.4 KB frames per KCP flush, and
- * one syscall per frame costs more than everything else on the receive path.
- */
-export function pipeCoalesced(src: Readable, dst: Writable): void {
-  let corked = false;
-  src.on('data', (chunk: Buffer) => {
-    if (dst.destroyed) return;
-    if (!corked) {
-      corked = true;
-      dst.cork();
-      process.nextTick(() => {
-        corked = false;
-        dst.uncork();
-      });
-    }
-    if (!dst.write(chunk)) src.pause();
-  });
-  dst.on('drain', () => src.resume());
-  src.once('end', () => dst.end());
 }

@@ -43,7 +43,6 @@ const QUEUE_AFTER_WINDOW_BYTES = 16 * KCP_MTU;
 const WINDOW_STEP_MS = 50;
 const STREAM_WINDOW = 4 * 1024 * 1024;
 
-
 /**
  * One tunnel session: KCP carrying a stream mux, sealed end to end, over
  * whichever path is active. Paths come and go (relay first, direct when a hole

@@ -4,7 +4,7 @@ import {
   FRAME_HEADER_LEN, FrameDecoder, FrameKind, TransientFrameDecoder, describeFrameError, encodeFrameHeader, writeFrameHeader,
   MAX_CONTROL_FRAME, MAX_DATAGRAM_FRAME,
 } from '../wire/frame.js';
-import { sharedReadBuffer } from './user-reads.js';
+import { userReadOptions } from './user-reads.js';
 import { ControlMessage, ErrorCode, encodeControl, parseControl } from '../wire/control.js';
 
 export interface FramedSocketOptions {
@@ -13,7 +13,6 @@ export interface FramedSocketOptions {
   maxControlFrame?: number;
   maxDatagramFrame?: number;
 }
-
 
 /** A relay record and its frame header fit (MAX_RELAY_DATAGRAM_LEN + 6). */
 const MIN_SEND_SCRATCH = 64 * 1024 + 64;
@@ -43,14 +42,11 @@ export class FramedSocket extends EventEmitter {
     let self: FramedSocket | null = null;
     const socket = net.connect({
       ...to,
-      onread: {
-        // Frames are parsed before the next read: the process's shared read buffer will do.
-        buffer: sharedReadBuffer,
-        callback: (n: number, buf: Uint8Array) => {
-          self?.onData(buf.subarray(0, n));
-          return true;
-        },
-      },
+      // Frames are parsed before the next read: the process's shared read buffer will do.
+      onread: userReadOptions((chunk) => {
+        self?.onData(chunk);
+        return true;
+      }),
     });
     self = new FramedSocket(socket, opts, true);
     return self;

@@ -68,6 +68,9 @@ export class TokenBucket {
 export function splice(a: net.Socket, b: net.Socket, restA: Uint8Array, restB: Uint8Array, opts: SpliceOptions = {}): [net.Socket, net.Socket] {
   if (restA.length) b.write(restA);
   if (restB.length) a.write(restB);
+  // A socket that cannot move (data still queued, or not a plain TCP
+  // socket): the same forwarding with Node's streams.
+  if (opts.ownBuffers === false || !canSwitchToUserReads(a) || !canSwitchToUserReads(b)) return pipeJoin(a, b, opts);
   // Filled in below: each handler writes to the other side's new socket.
   let na: net.Socket | null = null;
   let nb: net.Socket | null = null;
@@ -75,9 +78,6 @@ export function splice(a: net.Socket, b: net.Socket, restA: Uint8Array, restB: U
   const bufB = new OwnReadBuffer();
   const ha = forwarder(() => na!, () => nb!, bufA, opts);
   const hb = forwarder(() => nb!, () => na!, bufB, opts);
-  // A socket that cannot move (data still queued, or not a plain TCP
-  // socket): the same forwarding with Node's streams.
-  if (opts.ownBuffers === false || !canSwitchToUserReads(a) || !canSwitchToUserReads(b)) return pipeJoin(a, b, opts);
   const ma = switchToUserReads(a, ha, bufA)!;
   const mb = switchToUserReads(b, hb, bufB)!;
   na = ma.socket;

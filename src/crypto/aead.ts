@@ -53,6 +53,11 @@ export interface DatagramAead {
   open(key: Uint8Array, datagram: Uint8Array, into?: Uint8Array): Uint8Array | null;
 }
 
+/** Nonce = 4 zero bytes || the header's 8-byte counter; `nonce`'s first 4 bytes stay zero. */
+function loadNonce(nonce: Uint8Array, header: Uint8Array): void {
+  for (let i = 0; i < 8; i++) nonce[4 + i] = header[COUNTER_OFFSET + i];
+}
+
 class SodiumNativeAead implements DatagramAead {
   readonly name = 'sodium-native' as const;
   private readonly nonce = new Uint8Array(NONCE_LEN);
@@ -62,7 +67,7 @@ class SodiumNativeAead implements DatagramAead {
   seal(key: Uint8Array, payload: Uint8Array, out: Uint8Array): void {
     const n = payload.length;
     const body = DATAGRAM_HEADER_LEN;
-    this.loadNonce(out);
+    loadNonce(this.nonce, out);
     this.lib.crypto_aead_chacha20poly1305_ietf_encrypt_detached(
       out.subarray(body, body + n), out.subarray(body + n, body + n + AEAD_TAG_LEN), payload,
       out.subarray(0, DATAGRAM_HEADER_LEN), null, this.nonce, key,
@@ -73,7 +78,7 @@ class SodiumNativeAead implements DatagramAead {
     const n = datagram.length - DATAGRAM_OVERHEAD;
     const body = DATAGRAM_HEADER_LEN;
     const plain = into && into.length >= n ? into.subarray(0, n) : pooledBytes(n);
-    this.loadNonce(datagram);
+    loadNonce(this.nonce, datagram);
     try {
       this.lib.crypto_aead_chacha20poly1305_ietf_decrypt_detached(
         plain, null, datagram.subarray(body, body + n), datagram.subarray(body + n, body + n + AEAD_TAG_LEN),
@@ -83,11 +88,6 @@ class SodiumNativeAead implements DatagramAead {
       return null;
     }
     return plain;
-  }
-
-  private loadNonce(header: Uint8Array): void {
-    const nonce = this.nonce;
-    for (let i = 0; i < 8; i++) nonce[4 + i] = header[COUNTER_OFFSET + i];
   }
 }
 
@@ -120,7 +120,7 @@ class RawAead implements DatagramAead {
     const body = ad + DATAGRAM_HEADER_LEN;
     heap.set(key, this.keyP);
     for (let i = 0; i < DATAGRAM_HEADER_LEN; i++) heap[ad + i] = out[i];
-    this.loadNonce(heap);
+    this.loadHeapNonce(heap);
     heap.set(payload, body);
     const rc = this.lib._crypto_aead_chacha20poly1305_ietf_encrypt_detached(
       body, body + n, 0, body, n, 0, ad, DATAGRAM_HEADER_LEN, 0, 0, this.nonceP, this.keyP,
@@ -136,7 +136,7 @@ class RawAead implements DatagramAead {
     const body = ad + DATAGRAM_HEADER_LEN;
     heap.set(key, this.keyP);
     heap.set(datagram, ad);
-    this.loadNonce(heap);
+    this.loadHeapNonce(heap);
     const rc = this.lib._crypto_aead_chacha20poly1305_ietf_decrypt_detached(
       body, 0, body, n, 0, body + n, ad, DATAGRAM_HEADER_LEN, 0, this.nonceP, this.keyP,
     );
@@ -147,7 +147,7 @@ class RawAead implements DatagramAead {
   }
 
   /** Nonce = 4 zero bytes || the header's 8-byte counter (already in the scratch header). */
-  private loadNonce(heap: Uint8Array): void {
+  private loadHeapNonce(heap: Uint8Array): void {
     const np = this.nonceP;
     const cp = this.dgP + COUNTER_OFFSET;
     heap[np] = 0;
@@ -164,14 +164,14 @@ class WrapperAead implements DatagramAead {
 
   seal(key: Uint8Array, payload: Uint8Array, out: Uint8Array): void {
     const ad = out.subarray(0, DATAGRAM_HEADER_LEN);
-    this.nonce.set(ad.subarray(COUNTER_OFFSET), 4);
+    loadNonce(this.nonce, ad);
     const ct = sodium().crypto_aead_chacha20poly1305_ietf_encrypt(payload, ad, null, this.nonce, key);
     out.set(ct, DATAGRAM_HEADER_LEN);
   }
 
   open(key: Uint8Array, datagram: Uint8Array): Uint8Array | null {
     const ad = datagram.subarray(0, DATAGRAM_HEADER_LEN);
-    this.nonce.set(ad.subarray(COUNTER_OFFSET), 4);
+    loadNonce(this.nonce, ad);
     try {
       return sodium().crypto_aead_chacha20poly1305_ietf_decrypt(null, datagram.subarray(DATAGRAM_HEADER_LEN), ad, this.nonce, key);
     } catch {
@@ -186,7 +186,7 @@ class NativeAead implements DatagramAead {
 
   seal(key: Uint8Array, payload: Uint8Array, out: Uint8Array): void {
     const header = out.subarray(0, DATAGRAM_HEADER_LEN);
-    this.loadNonce(header);
+    loadNonce(this.nonce, header);
     const c = crypto.createCipheriv('chacha20-poly1305', key, this.nonce, { authTagLength: AEAD_TAG_LEN });
     c.setAAD(header, { plaintextLength: payload.length });
     out.set(c.update(payload), DATAGRAM_HEADER_LEN);
@@ -197,7 +197,7 @@ class NativeAead implements DatagramAead {
   open(key: Uint8Array, datagram: Uint8Array): Uint8Array | null {
     const n = datagram.length - DATAGRAM_OVERHEAD;
     const ad = datagram.subarray(0, DATAGRAM_HEADER_LEN);
-    this.loadNonce(ad);
+    loadNonce(this.nonce, ad);
     const d = crypto.createDecipheriv('chacha20-poly1305', key, this.nonce, { authTagLength: AEAD_TAG_LEN });
     d.setAAD(ad, { plaintextLength: n });
     d.setAuthTag(datagram.subarray(DATAGRAM_HEADER_LEN + n));
@@ -210,9 +210,6 @@ class NativeAead implements DatagramAead {
     return new Uint8Array(plain.buffer, plain.byteOffset, plain.length);
   }
 
-  private loadNonce(ad: Uint8Array): void {
-    this.nonce.set(ad.subarray(COUNTER_OFFSET, COUNTER_OFFSET + 8), 4);
-  }
 }
 
 /** Small datagrams to libsodium, relay-sized records to OpenSSL (see the top of this file). */

@@ -18,25 +18,23 @@ import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
-import { Kcp, Slab } from '../src/kcp/index.js';
 import { createLossyForwarder } from '../test/helpers/lossy-udp.js';
 import { cPort, oursPort, type KcpPort, type KcpSettings } from '../test/helpers/kcp-ports.js';
 import type { LossyForwarder } from '../test/helpers/lossy-udp.js';
 
 type Impl = 'ours' | 'c';
-type Port = KcpPort;
 
 const SETTINGS: KcpSettings = { stream: false, nodelay: [1, 10, 2, 1], wnd: 1024, mtu: 1400 };
 const MESSAGE_BYTES = 16 * 1024;
 
-function makePort(impl: Impl, conv: number, out: (b: Buffer) => void): Port {
+function makePort(impl: Impl, conv: number, out: (b: Buffer) => void): KcpPort {
   return impl === 'ours' ? oursPort(conv, out, SETTINGS) : cPort(conv, out, SETTINGS);
 }
 
 /** A KCP endpoint on a UDP socket, driven by check() timers and a per-turn flush after input. */
 class Endpoint {
   readonly sock = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
-  port!: Port;
+  port!: KcpPort;
   received = 0;
   datagramsOut = 0;
   bytesOut = 0;

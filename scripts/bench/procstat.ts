@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 
 let hz = 0;
-function clockTicks(): number {
+export function clockTicks(): number {
   if (!hz) {
     try { hz = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100; } catch { hz = 100; }
   }

@@ -9,6 +9,44 @@ import { IPERF_PORT } from '../env.js';
 import { iperf } from '../iperf.js';
 import { startSshR, type SshForward } from '../ssh.js';
 import { jsonNum, median, ratio } from '../stats.js';
+import { measureCpu, perGbps, type CpuBreakdown } from '../cpu-account.js';
+
+type Dir = 'up' | 'down';
+interface Measured { mbps: number; cpu: CpuBreakdown | null }
+
+/**
+ * One iperf3 run with the machine's CPU sampled inside it (from 1.5 s in to
+ * 1 s before the end), when the run is long enough for that window.
+ */
+async function measured(run: () => Promise<{ mbps: number }>, seconds: number): Promise<Measured & { busyRetries?: number }> {
+  const window = (seconds - 2.5) * 1000;
+  const cpu = window >= 1000 ? measureCpu(1500, window).catch(() => null) : Promise.resolve(null);
+  const r = await run();
+  return { ...r, cpu: await cpu };
+}
+
+/** One line: how busy the machine was and what each program cost per Gbit/s. */
+function cpuLine(m: Measured): string {
+  if (!m.cpu) return '';
+  const g = perGbps(m.cpu, m.mbps);
+  const roles = Object.entries(g.by_role).filter(([r, v]) => r !== 'bench' && v! >= 0.005).map(([r, v]) => `${r} ${v!.toFixed(2)}`).join(', ');
+  return ` | cpu ${m.cpu.machine.busy.toFixed(2)}/${m.cpu.cores} cores busy (softirq ${m.cpu.machine.softirq.toFixed(2)}); per Gbit/s ${g.busy.toFixed(2)} cores: ${roles}`;
+}
+
+/** Medians over runs of the figures that explain a throughput: cores busy per Gbit/s and cores left idle. */
+function cpuSummary(runs: Record<Dir, Measured[]>) {
+  const of = (dir: Dir, f: (m: Measured & { cpu: CpuBreakdown }) => number) =>
+    jsonNum(median(runs[dir].filter((m): m is Measured & { cpu: CpuBreakdown } => m.cpu !== null).map(f)), 3);
+  const out: Record<string, unknown> = {};
+  for (const dir of ['up', 'down'] as const) {
+    out[dir] = {
+      busy_cores_per_gbps: of(dir, (m) => perGbps(m.cpu, m.mbps).busy),
+      idle_cores: of(dir, (m) => m.cpu.machine.idle),
+      runs: runs[dir].map((m) => m.cpu && { ...m.cpu, per_gbps: perGbps(m.cpu, m.mbps) }),
+    };
+  }
+  return out;
+}
 
 export async function benchRelay(ctx: Ctx): Promise<SectionResult> {
   const { env, args, say } = ctx;
@@ -25,26 +63,40 @@ export async function benchRelay(ctx: Ctx): Promise<SectionResult> {
         say(`  ssh -R reference unavailable: ${(e as Error).message}`);
       }
     }
-    const ours = { up: [] as number[], down: [] as number[] };
+    const ours: Record<Dir, Measured[]> = { up: [], down: [] };
+    const ref: Record<Dir, Measured[]> = { up: [], down: [] };
     let busy = 0;
-    const ref = { up: [] as number[], down: [] as number[] };
     for (let i = 0; i < args.runs; i++) {
       for (const dir of ['up', 'down'] as const) {
-        const o = await iperf(lab, 'a', '127.0.0.1', visit.port, { reverse: dir === 'down', seconds: args.seconds, ensureServer: () => env.ensureIperf() });
-        ours[dir].push(o.mbps);
+        const iperfOpts = { reverse: dir === 'down', seconds: args.seconds, ensureServer: () => env.ensureIperf() };
+        const o = await measured(() => iperf(lab, 'a', '127.0.0.1', visit.port, iperfOpts), args.seconds);
+        ours[dir].push(o);
         busy += o.busyRetries ?? 0;
-        say(`  run ${i + 1} ${dir.padEnd(4)} ours (relay) ${o.mbps.toFixed(0)} Mbit/s`);
+        say(`  run ${i + 1} ${dir.padEnd(4)} ours (relay) ${o.mbps.toFixed(0)} Mbit/s${cpuLine(o)}`);
         if (ssh) {
-          const s = await iperf(lab, 'a', ssh.host, ssh.port, { reverse: dir === 'down', seconds: args.seconds, ensureServer: () => env.ensureIperf() });
-          ref[dir].push(s.mbps);
-          say(`  run ${i + 1} ${dir.padEnd(4)} ssh -R ${s.mbps.toFixed(0)} Mbit/s`);
+          const s = await measured(() => iperf(lab, 'a', ssh!.host, ssh!.port, iperfOpts), args.seconds);
+          ref[dir].push(s);
+          say(`  run ${i + 1} ${dir.padEnd(4)} ssh -R ${s.mbps.toFixed(0)} Mbit/s${cpuLine(s)}`);
         }
       }
     }
+    const mbps = (runs: Record<Dir, Measured[]>) => ({ up: runs.up.map((m) => m.mbps), down: runs.down.map((m) => m.mbps) });
+    const o = mbps(ours);
+    const r = mbps(ref);
+    const cpu = { ours: cpuSummary(ours), ssh_r: cpuSummary(ref) };
+    const why = (c: Record<string, unknown>, dir: Dir) => {
+      const d = c[dir] as { busy_cores_per_gbps: number | null; idle_cores: number | null };
+      return `${d.busy_cores_per_gbps ?? 'n/a'} cores per Gbit/s, ${d.idle_cores ?? 'n/a'} cores idle`;
+    };
+    for (const dir of ['up', 'down'] as const) {
+      say(`  cpu ${dir.padEnd(4)} ours ${why(cpu.ours, dir)}${ssh ? `; ssh -R ${why(cpu.ssh_r, dir)}` : ''}`);
+    }
     Object.assign(res, {
-      ours_mbps: { up: jsonNum(median(ours.up)), down: jsonNum(median(ours.down)), runs: ours },
-      ssh_r_mbps: { up: jsonNum(median(ref.up)), down: jsonNum(median(ref.down)), runs: ref },
-      ratio: { up: jsonNum(ratio(median(ours.up), median(ref.up)), 3), down: jsonNum(ratio(median(ours.down), median(ref.down)), 3) },
+      ours_mbps: { up: jsonNum(median(o.up)), down: jsonNum(median(o.down)), runs: o },
+      ssh_r_mbps: { up: jsonNum(median(r.up)), down: jsonNum(median(r.down)), runs: r },
+      ratio: { up: jsonNum(ratio(median(o.up), median(r.up)), 3), down: jsonNum(ratio(median(o.down), median(r.down)), 3) },
+      // Why the ratio is what it is: CPU per Gbit/s moved and cores left idle, per contender and direction.
+      cpu,
       path: env.pathOf(visit) ?? null,
       iperf_server_restarts: [...env.iperfRestarts],
       iperf_seconds: args.seconds,

@@ -496,3 +496,44 @@ test('Slab copies are independent and large copies get their own buffer', () => 
   for (let i = 0; i < 300; i++) assert.equal(slab.copy(Buffer.alloc(100, i & 0xff))[99], i & 0xff);
   assert.equal(c1.toString(), 'abcdef', 'a full slab is replaced, never reused');
 });
+
+test('setMinRto raises the current rto at once, so the next segment already waits that long', () => {
+  const link = new SimLink(21, 5);
+  link.a.setNodelay(1, 10, 2, 1);
+  link.b.setNodelay(1, 10, 2, 1);
+  link.a.send(Buffer.from('warm-up'));
+  assert.ok(link.runUntil(() => link.a.waitSnd() === 0, 500));
+  assert.ok(link.a.snapshot().rxRto < 100, 'measured on a 10 ms round trip');
+  link.a.setMinRto(2000);
+  assert.equal(link.a.snapshot().rxRto, 2000, 'no RTT sample needed');
+  // A segment that is delayed (not lost) by 300 ms is not resent meanwhile.
+  let held = 0;
+  link.filter = (_d, from) => !(from === 'a' && held++ === 0);
+  link.a.send(Buffer.from('slow'));
+  link.runUntil(() => false, 300);
+  const pushes = link.log.filter((l) => l.from === 'a' && l.segs.some((s) => s.cmd === CMD_PUSH && s.len === 4));
+  assert.equal(pushes.length, 1, 'one transmission within the 2 s floor');
+  assert.equal(link.a.snapshot().xmit, 0);
+});
+
+test('retransmitNow resends every unacknowledged segment at the next flush, not at its timeout', () => {
+  const link = new SimLink(22, 5);
+  link.a.setNodelay(1, 10, 2, 1);
+  link.b.setNodelay(1, 10, 2, 1);
+  link.a.setMinRto(5000);
+  let blackhole = true; // the path they went out on died
+  link.filter = (_d, from) => !(from === 'a' && blackhole);
+  for (let i = 0; i < 3; i++) link.a.send(Buffer.alloc(100, i));
+  link.runUntil(() => false, 50);
+  assert.equal(link.a.waitSnd(), 3, 'sent, never acknowledged');
+  assert.equal(link.b.peekSize(), -1);
+  blackhole = false;
+  link.runUntil(() => false, 100);
+  assert.equal(link.a.waitSnd(), 3, 'nothing would move before the 5 s timeout');
+  const t0 = link.now;
+  link.a.retransmitNow();
+  assert.ok(link.runUntil(() => link.a.waitSnd() === 0, 200), 'delivered and acknowledged within a flush or two');
+  assert.ok(link.now - t0 < 100);
+  assert.equal(link.a.snapshot().xmit, 3, 'counted as resends');
+  for (let i = 0; i < 3; i++) assert.deepEqual(link.b.recv(), Buffer.alloc(100, i));
+});

@@ -9,12 +9,13 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { Session } from '../src/session/session.js';
 import type { Path, PathKind } from '../src/session/path.js';
-import { cryptoReady, createInitiator, respond, randomIndex, type SessionKeys } from '../src/crypto/index.js';
+import { cryptoReady } from '../src/crypto/index.js';
 import { MAX_RELAY_DATAGRAM_LEN } from '../src/wire/datagram.js';
 import type { MuxStream } from '../src/mux/index.js';
 import { nullLogger } from '../src/util/log.js';
 import { keepLoan } from '../src/util/loan.js';
 import { withTimeout } from './mux-harness.js';
+import { sessionKeys } from './helpers/session-keys.js';
 
 await cryptoReady();
 
@@ -47,16 +48,8 @@ class MemRelay implements Path {
   }
 }
 
-function keys(): { visitor: SessionKeys; server: SessionKeys } {
-  const psk = randomBytes(32);
-  const context = 'session-loan test';
-  const hs = createInitiator(psk, { initiatorIndex: randomIndex(), conv: randomIndex(), context });
-  const r = respond(psk, hs.message, { responderIndex: randomIndex(), context });
-  return { visitor: hs.finish(r.response), server: r.keys };
-}
-
 function pair(): { a: Session; b: Session; close(): void } {
-  const k = keys();
+  const k = sessionKeys('session-loan test');
   const a = new Session({ keys: k.visitor, role: 'visitor', log: nullLogger, sid: 'loan-a' });
   const b = new Session({ keys: k.server, role: 'server', log: nullLogger, sid: 'loan-b' });
   const pa = new MemRelay('relay-a');

@@ -13,12 +13,13 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { Session } from '../src/session/session.js';
 import type { Path, PathKind } from '../src/session/path.js';
-import { cryptoReady, createInitiator, respond, randomIndex, type SessionKeys } from '../src/crypto/index.js';
+import { cryptoReady, type SessionKeys } from '../src/crypto/index.js';
 import { DATAGRAM_OVERHEAD, DatagramType, MAX_DATAGRAM_LEN, MAX_RELAY_DATAGRAM_LEN } from '../src/wire/datagram.js';
 import type { MuxStream } from '../src/mux/index.js';
 import { nullLogger } from '../src/util/log.js';
 import { mulberry32 } from '../src/util/prng.js';
 import { readAll, withTimeout } from './mux-harness.js';
+import { sessionKeys } from './helpers/session-keys.js';
 
 await cryptoReady();
 
@@ -139,17 +140,9 @@ interface Side {
   udp: MemPath;
 }
 
-function sessionKeys(): { visitor: SessionKeys; server: SessionKeys } {
-  const psk = randomBytes(32);
-  const context = 'session-path-switch test';
-  const hs = createInitiator(psk, { initiatorIndex: randomIndex(), conv: randomIndex(), context });
-  const r = respond(psk, hs.message, { responderIndex: randomIndex(), context });
-  return { visitor: hs.finish(r.response), server: r.keys };
-}
-
 /** Two sessions, both on the relay, the UDP paths ready; the relay registered for large records. */
 function connect(udpLoss: number, seed: number): { a: Side; b: Side; close(): void } {
-  const keys = sessionKeys();
+  const keys = sessionKeys('session-path-switch test');
   const rng = mulberry32(seed);
   const side = (role: 'visitor' | 'server', k: SessionKeys, name: string): Side => ({
     session: new Session({ keys: k, role, log: nullLogger, sid: `switch-${name}` }),
@@ -185,8 +178,8 @@ function connect(udpLoss: number, seed: number): { a: Side; b: Side; close(): vo
  * the relay is the only path, FIFO and lossless, so these are all still
  * queued on it; and mid-transfer they are full DATA frames (a window update
  * is one frame in hundreds), so two or more include relay-sized segments that
- * the peer does not have. (Queued records alone would not do: under load,
- * KCP's spurious retransmissions fill the relay with copies the peer has.)
+ * the peer does not have. (Counting queued records would not do: a record
+ * may be a resent copy of a segment the peer already has.)
  */
 function unreceived(from: Side, to: Side): number {
   return (from.session.kcp.snapshot().sndNxt - to.session.kcp.snapshot().rcvNxt) | 0;

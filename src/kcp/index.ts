@@ -11,5 +11,5 @@ export {
 export type { SegmentHeader } from './codec.js';
 export {
   KCP_OVERHEAD, KcpCmd, CMD_PUSH, CMD_ACK, CMD_WASK, CMD_WINS,
-  MTU_DEFAULT, WND_RCV_DEFAULT, WND_SND_DEFAULT,
+  MTU_DEFAULT, WND_RCV_DEFAULT, WND_SND_DEFAULT, RTO_NODELAY_MIN,
 } from './constants.js';

@@ -245,9 +245,30 @@ export class Kcp {
     return 0;
   }
 
-  /** rx_minrto: lower bound for the retransmission timeout in ms. */
+  /**
+   * rx_minrto: lower bound for the retransmission timeout in ms. Raising it
+   * also raises the current RTO at once (ikcp.c waits for the next RTT
+   * sample), so segments sent from now on already get the new floor.
+   */
   setMinRto(ms: number): void {
     this.rxMinrto = Math.max(1, ms | 0);
+    if (this.rxRto < this.rxMinrto) this.rxRto = this.rxMinrto;
+  }
+
+  /**
+   * Makes every unacknowledged segment due at the next flush, instead of at
+   * its timeout: for when the path they went out on is gone and nothing in
+   * flight on it will arrive. Counted and backed off like a timeout resend.
+   * Not in ikcp.c.
+   */
+  retransmitNow(): void {
+    const live = this.sbLive;
+    const resendts = this.sbResendts;
+    const mask = this.sbMask;
+    for (let sn = this.sndUna; sn !== this.sndNxt; sn = (sn + 1) | 0) {
+      const i = sn & mask;
+      if (live[i] !== 0) resendts[i] = this.current;
+    }
   }
 
   /** Stream mode on/off (affects how later sends are segmented and how recv() returns data). */

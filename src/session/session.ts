@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
-import { Kcp, KCP_OVERHEAD } from '../kcp/index.js';
+import { Kcp, KCP_OVERHEAD, RTO_NODELAY_MIN } from '../kcp/index.js';
 import { MUX_HEADER_LEN } from '../wire/mux-frame.js';
 import { Mux } from '../mux/index.js';
 import { DatagramOpener, DatagramSealer, type SessionKeys } from '../crypto/index.js';
@@ -42,6 +42,16 @@ const QUEUE_AFTER_WINDOW_BYTES = 16 * KCP_MTU;
 /** How often the send window is adjusted to the measured queueing delay. */
 const WINDOW_STEP_MS = 50;
 const STREAM_WINDOW = 4 * 1024 * 1024;
+/**
+ * KCP's minimum retransmission timeout while the relay carries the session.
+ * The relay is TCP: it neither loses nor reorders, so a timeout there only
+ * means queueing delay, and a resend is a 64 KiB duplicate that the peer
+ * pays to open and discard (measured at full speed: a few hundred per
+ * second, ~5% of the relay's bandwidth). Records are only lost with the
+ * connection (see retransmitNow in usePath) or when a stalled one is
+ * shed (RelayPath), and this floor is the safety net for the latter.
+ */
+const RELAY_MIN_RTO_MS = 2000;
 
 /**
  * One tunnel session: KCP carrying a stream mux, sealed end to end, over
@@ -166,6 +176,9 @@ export class Session extends EventEmitter {
    * it is open (null when it closes). See output().
    */
   setLargeRecordPath(path: Path | null): void {
+    // The relay went away while another path was active: whatever was still
+    // on it is lost, and is resent now rather than at its (long) timeout.
+    if (!path && this.largeRecordPath && this.largeRecordPath !== this.active) this.kcp.retransmitNow();
     this.largeRecordPath = path;
   }
 
@@ -199,6 +212,11 @@ export class Session extends EventEmitter {
     if (path.kind === 'direct') this.beenDirect = true;
     const segmentFor = this.beenDirect ? Math.min(path.maxDatagram, MAX_DATAGRAM_LEN) : path.maxDatagram;
     if (segmentFor !== this.segmentFor) this.fitSegmentsTo(segmentFor);
+    // Timeouts are for lossy UDP; over the relay's TCP only a lost connection
+    // loses data, and then (as for a hole that died) what was in flight on
+    // it goes again now.
+    this.kcp.setMinRto(path.kind === 'relay' ? RELAY_MIN_RTO_MS : RTO_NODELAY_MIN);
+    if (prev?.closed) this.kcp.retransmitNow();
     this.wndControl.reset(performance.now());
     this.emit('path', path, prev);
     this.kick();

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { breakdown, classify, parseMachineTicks, parsePidStat, perGbps, snapshot, type CpuSnapshot } from '../scripts/bench/cpu-account.js';
+import { breakdown, classify, parseMachineTicks, perGbps, snapshot, type CpuSnapshot } from '../scripts/bench/cpu-account.js';
+import { parsePidStat } from '../scripts/bench/procstat.js';
 
 test('classify tells the lab programs apart by comm and command line', () => {
   assert.equal(classify('node', '/usr/bin/node /w/dist/peer/cli.js visit iperf --bind 127.0.0.1:0 '), 'visit');

@@ -10,7 +10,7 @@
  * (the iperf3 client) are alive at both ends and start-up does not count.
  */
 import { readdirSync, readFileSync } from 'node:fs';
-import { clockTicks } from './procstat.js';
+import { clockTicks, parsePidStat } from './procstat.js';
 
 /** The programs the lab runs while a throughput figure is measured. */
 export type Role = 'visit' | 'serve' | 'rendezvous' | 'sshd' | 'ssh' | 'iperf3' | 'bench';
@@ -61,15 +61,6 @@ export function classify(comm: string, cmdline: string): Role | null {
   if (peer) return peer[1] as 'serve' | 'visit';
   if (/\/scripts\/bench\.js\b/.test(cmdline)) return 'bench';
   return null;
-}
-
-/** Pure: utime + stime (jiffies) and comm from the text of /proc/<pid>/stat. */
-export function parsePidStat(stat: string): { comm: string; ticks: number } {
-  // comm may contain spaces and parentheses: it ends at the last ')'.
-  const close = stat.lastIndexOf(')');
-  const comm = stat.slice(stat.indexOf('(') + 1, close);
-  const rest = stat.slice(close + 2).split(' ');
-  return { comm, ticks: Number(rest[11]) + Number(rest[12]) };
 }
 
 export function snapshot(): CpuSnapshot {

@@ -10,14 +10,18 @@ export function clockTicks(): number {
   return hz;
 }
 
+/** Pure: comm and utime + stime (clock ticks) from the text of /proc/<pid>/stat. */
+export function parsePidStat(stat: string): { comm: string; ticks: number } {
+  // Field 2 (comm) may contain spaces and parentheses: it ends at the last ')'.
+  const close = stat.lastIndexOf(')');
+  const comm = stat.slice(stat.indexOf('(') + 1, close);
+  const rest = stat.slice(close + 2).split(' ');
+  return { comm, ticks: Number(rest[11]) + Number(rest[12]) };
+}
+
 /** utime + stime of a process, in seconds. */
 export function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // Field 2 (comm) may contain spaces: count fields after its closing parenthesis.
-  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const utime = Number(rest[11]);
-  const stime = Number(rest[12]);
-  return (utime + stime) / clockTicks();
+  return parsePidStat(readFileSync(`/proc/${pid}/stat`, 'utf8')).ticks / clockTicks();
 }
 
 /** Resident set size in MB (VmRSS). */

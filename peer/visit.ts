@@ -206,7 +206,7 @@ export class VisitPeer {
   }
 
   private async openSession(): Promise<Session> {
-    const { log, name } = this.opts;
+    const { name } = this.opts;
     const control = await this.ensureControl();
     const gathered = this.host.gather(control);
     gathered.catch(() => {}); // awaited below; this only keeps an early failure from counting as unhandled

@@ -18,7 +18,7 @@ import {
   cryptoReady,
   type SessionKeys,
 } from '../src/crypto/index.js';
-import { allDatagramAeads, datagramAead } from '../src/crypto/aead.js';
+import { allDatagramAeads, datagramAead, describeAead } from '../src/crypto/aead.js';
 import {
   DATAGRAM_OVERHEAD,
   DatagramType,
@@ -62,10 +62,36 @@ function sealRaw(keys: SessionKeys, type: number, counter: bigint, payload: Uint
   return out;
 }
 
-test(`datagram AEAD backend in use: ${datagramAead().name}`, () => {
-  // Records which backend the hot path runs on; all are tested below. The
-  // sodium-native addon ships prebuilt for this platform, so it must load.
-  assert.equal(datagramAead().name, process.env.PEER_NATIVE_SODIUM === '0' ? 'by-size' : 'sodium-native');
+const nativeSodiumOn = process.env.PEER_NATIVE_SODIUM !== '0';
+const opensslOn = process.env.PEER_OPENSSL_AEAD !== '0';
+/** The backends expected for UDP datagrams and for relay records. */
+const smallBackend = nativeSodiumOn ? 'sodium-native' : 'raw';
+const largeBackend = opensslOn ? 'openssl' : nativeSodiumOn ? 'sodium-native' : 'native';
+
+test(`datagram AEAD backend in use: ${describeAead(datagramAead())}`, () => {
+  // Records which backends the hot path runs on; all are tested below. The
+  // sodium-native addon ships prebuilt for this platform and npm ci builds the
+  // OpenSSL one here (CI has a compiler), so both must load.
+  const [small, large] = [smallBackend, largeBackend];
+  assert.equal(describeAead(datagramAead()), small === large ? small : `${small} up to ${MAX_DATAGRAM_LEN} B, ${large} above`);
+});
+
+test('the backend in use opens into the caller\'s buffer where it can (no allocation per relay record)', () => {
+  // node:crypto (the last fallback) and the WASM build always return new memory.
+  const writesInto = (backend: string) => backend === 'sodium-native' || backend === 'openssl';
+  const be = datagramAead();
+  const key = new Uint8Array(32).fill(3);
+  for (const n of [100, MAX_DATAGRAM_PAYLOAD, 20_000, MAX_RELAY_DATAGRAM_PAYLOAD]) {
+    const payload = new Uint8Array(n).map((_, i) => (i * 7) & 0xff);
+    const out = new Uint8Array(sealedLength(n));
+    writeDatagramHeader(out, { type: DatagramType.Data, receiver: 9, counter: BigInt(n) });
+    be.seal(key, payload, out);
+    const into = new Uint8Array(MAX_RELAY_DATAGRAM_PAYLOAD);
+    const opened = be.open(key, out, into);
+    assert.ok(opened, `${n} bytes open`);
+    assert.deepEqual(opened, payload);
+    if (writesInto(n > MAX_DATAGRAM_PAYLOAD ? largeBackend : smallBackend)) assert.equal(opened.buffer, into.buffer, `${n} bytes: a view of the caller's buffer`);
+  }
 });
 
 test('relay-sized records: sealed up to 64 KiB, opened only where the path allows them', () => {
@@ -268,7 +294,7 @@ test('destroy() wipes keys: sealer refuses, opener opens nothing', () => {
 test('every AEAD backend agrees with plain libsodium, byte for byte, and opens the others', () => {
   const backends = allDatagramAeads();
   assert.deepEqual(backends.map((b) => b.name).filter((n) => n !== 'raw'), [
-    'wrapper', 'native', 'by-size', ...(process.env.PEER_NATIVE_SODIUM === '0' ? [] : ['sodium-native']),
+    'wrapper', 'native', 'by-size', ...(nativeSodiumOn ? ['sodium-native'] : []), ...(opensslOn ? ['openssl'] : []),
   ]);
   const rand = rng(99);
   for (let i = 0; i < 240; i++) {

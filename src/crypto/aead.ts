@@ -18,11 +18,11 @@
  *             for sodium-native, no allocation; slower than libsodium below
  *             ~4 KiB (a cipher context per call), so it takes relay records
  *             only;
- *  - native:  Node's OpenSSL (node:crypto), for relay records up to 64 KiB.
- *             libsodium.js is WASM without SIMD and tops out near 160 MB/s;
- *             OpenSSL's vectorised ChaCha20 runs at ~750 MB/s on the same core,
- *             but pays ~20 us and an output allocation per call, so it only
- *             wins for large records;
+ *  - native:  Node's OpenSSL through node:crypto, the last fallback for
+ *             relay records (where neither addon loads): libsodium.js is WASM
+ *             without SIMD and tops out near 160 MB/s, node:crypto is faster
+ *             on large records despite ~20 us of cipher setup and an output
+ *             allocation per call;
  *  - wrapper: the documented libsodium-wrappers API (fallback, and the
  *             reference the others are tested against).
  * `datagramAead()` picks by size: sodium-native (or without it raw, or the

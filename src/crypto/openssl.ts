@@ -18,7 +18,7 @@
  * byte for byte, or it is not used.
  */
 import crypto from 'node:crypto';
-import { createRequire } from 'node:module';
+import { optionalAddon } from '../util/optional-addon.js';
 
 /** The one call we use: crypto-async's synchronous, 19-argument cipher(); returns bytes written, throws on a bad tag. */
 export interface InPlaceCipher {
@@ -36,21 +36,12 @@ export interface InPlaceCipher {
 
 export const OPENSSL_AEAD = 'chacha20-poly1305';
 
-let loaded: InPlaceCipher | null | undefined;
-
-/** The addon if it is installed, enabled and agrees with node:crypto; else null. */
-export function inPlaceOpenSsl(): InPlaceCipher | null {
-  if (loaded !== undefined) return loaded;
-  loaded = null;
-  if (process.env.PEER_OPENSSL_AEAD === '0') return loaded;
-  try {
-    const lib = createRequire(import.meta.url)('@ronomon/crypto-async') as Partial<InPlaceCipher>;
-    if (typeof lib.cipher === 'function' && agreesWithNodeCrypto(lib as InPlaceCipher)) loaded = lib as InPlaceCipher;
-  } catch {
-    // Not built on this machine (no compiler at install time): libsodium does it all.
-  }
-  return loaded;
-}
+/** The addon if it is installed, enabled (PEER_OPENSSL_AEAD) and agrees with node:crypto; else null. */
+export const inPlaceOpenSsl = optionalAddon<InPlaceCipher>(
+  '@ronomon/crypto-async',
+  'PEER_OPENSSL_AEAD',
+  (lib) => typeof lib.cipher === 'function' && agreesWithNodeCrypto(lib as InPlaceCipher),
+);
 
 /**
  * A known-answer check against node:crypto (the same cipher through Node's

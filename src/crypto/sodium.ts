@@ -2,8 +2,8 @@
  * One place that loads libsodium. Everything else asks `sodium()` and relies on
  * `cryptoReady()` having been awaited once at startup, so hot paths never await.
  */
-import { createRequire } from 'node:module';
 import _sodium from 'libsodium-wrappers';
+import { optionalAddon } from '../util/optional-addon.js';
 
 export type Sodium = typeof _sodium;
 
@@ -80,27 +80,15 @@ export interface NativeSodium {
   ): void;
 }
 
-let native: NativeSodium | null | undefined;
-
 /**
  * sodium-native if its addon loads on this platform, else null and the
  * datagram path stays on the WASM build (and OpenSSL for relay records).
  * PEER_NATIVE_SODIUM=0 forces the fallback, to compare or to test it.
  */
-export function nativeSodium(): NativeSodium | null {
-  if (native !== undefined) return native;
-  native = null;
-  if (process.env.PEER_NATIVE_SODIUM === '0') return native;
-  try {
-    const lib = createRequire(import.meta.url)('sodium-native') as Partial<NativeSodium>;
-    if (
-      typeof lib.crypto_aead_chacha20poly1305_ietf_encrypt_detached === 'function' &&
-      typeof lib.crypto_aead_chacha20poly1305_ietf_decrypt_detached === 'function'
-    ) {
-      native = lib as NativeSodium;
-    }
-  } catch {
-    // No prebuilt addon for this platform: the fallback is the same cipher.
-  }
-  return native;
-}
+export const nativeSodium = optionalAddon<NativeSodium>(
+  'sodium-native',
+  'PEER_NATIVE_SODIUM',
+  (lib) =>
+    typeof lib.crypto_aead_chacha20poly1305_ietf_encrypt_detached === 'function' &&
+    typeof lib.crypto_aead_chacha20poly1305_ietf_decrypt_detached === 'function',
+);

@@ -8,6 +8,7 @@ import { startObserveServer } from '../src/metrics/http.js';
 import { natTypeFrom } from '../src/stun/nat.js';
 import { formatHostPort, type HostPort } from '../src/util/addr.js';
 import type { Identity } from '../src/crypto/identity.js';
+import { datagramAead, describeAead } from '../src/crypto/aead.js';
 import type { Mode, NatInfo } from '../src/wire/control.js';
 import type { Logger } from '../src/util/log.js';
 
@@ -58,6 +59,8 @@ export interface TunnelStatus {
 export interface PeerStatus {
   pid: number;
   uptimeS: number;
+  /** Which AEAD backends seal this process's datagrams and relay records (a slow fallback shows here). */
+  aead: string;
   entries: { kind: 'serve' | 'visit'; name: string; server: string; local?: string; bind?: string; up: boolean; streams: number }[];
   tunnels: TunnelStatus[];
 }
@@ -125,6 +128,7 @@ export class PeerApp {
     return {
       pid: process.pid,
       uptimeS: round1((now - this.started) / 1000),
+      aead: describeAead(datagramAead()),
       entries: this.entries.map((e) => ({
         kind: e.kind,
         name: e.spec.name,

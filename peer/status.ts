@@ -2,7 +2,7 @@ import type { PeerStatus, TunnelStatus } from './app.js';
 
 /** `peer status` as text: one line per entry, then a table of live tunnels. */
 export function formatStatus(s: PeerStatus): string {
-  const out: string[] = [`peer pid ${s.pid}, up ${duration(s.uptimeS)}`];
+  const out: string[] = [`peer pid ${s.pid}, up ${duration(s.uptimeS)}, AEAD ${s.aead}`];
   for (const e of s.entries) {
     const what = e.kind === 'serve' ? `serve ${e.name} -> ${e.local}` : `visit ${e.name} on ${e.bind}`;
     const state = e.kind === 'serve' ? (e.up ? 'registered' : 'not registered (reconnecting)') : e.up ? 'tunnel open' : 'no tunnel (opens on the next connection)';

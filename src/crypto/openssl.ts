@@ -46,8 +46,9 @@ export const inPlaceOpenSsl = optionalAddon<InPlaceCipher>(
 /**
  * A known-answer check against node:crypto (the same cipher through Node's
  * documented API): ciphertext, tag, a round trip, and a rejected forgery.
+ * Exported for its tests (test/crypto-openssl.test.ts).
  */
-function agreesWithNodeCrypto(lib: InPlaceCipher): boolean {
+export function agreesWithNodeCrypto(lib: InPlaceCipher): boolean {
   const key = crypto.createHash('sha256').update('peer openssl self-test key').digest();
   const nonce = Buffer.from('000000000102030405060708', 'hex');
   const aad = Buffer.from('thirteen byte');

@@ -25,7 +25,8 @@ export function areaOf(url: string, fn: string): string {
   if (fn === '(idle)') return 'idle';
   if (fn === '(garbage collector)') return 'gc';
   if (fn === '(program)') return 'native (program)';
-  if (url.startsWith('wasm://') || url.includes('libsodium')) return 'libsodium';
+  if (url.startsWith('wasm://') || url.includes('libsodium') || url.includes('sodium-native')) return 'libsodium';
+  if (url.includes('@ronomon/crypto-async')) return 'openssl AEAD';
   const m = url.match(/\/dist\/(src\/[a-z]+|peer|relay|rendezvous|scripts)\//);
   if (m) return m[1]!;
   if (url.includes('node_modules/pino') || url.includes('thread-stream') || url.includes('sonic-boom')) return 'logging';

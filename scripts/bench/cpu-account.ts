@@ -76,8 +76,8 @@ export function snapshot(): CpuSnapshot {
       // exited between readdir and read
     }
   }
-  const cores = readFileSync('/proc/stat', 'utf8');
-  return { machine: parseMachineTicks(cores), procs, cores: (cores.match(/^cpu\d+ /gm) ?? []).length || 1 };
+  const stat = readFileSync('/proc/stat', 'utf8');
+  return { machine: parseMachineTicks(stat), procs, cores: (stat.match(/^cpu\d+ /gm) ?? []).length || 1 };
 }
 
 /**

@@ -33,19 +33,24 @@ function cpuLine(m: Measured): string {
   return ` | cpu ${m.cpu.machine.busy.toFixed(2)}/${m.cpu.cores} cores busy (softirq ${m.cpu.machine.softirq.toFixed(2)}); per Gbit/s ${g.busy.toFixed(2)} cores: ${roles}`;
 }
 
+interface CpuFigures {
+  busy_cores_per_gbps: number | null;
+  idle_cores: number | null;
+  runs: unknown[];
+}
+
 /** Medians over runs of the figures that explain a throughput: cores busy per Gbit/s and cores left idle. */
-function cpuSummary(runs: Record<Dir, Measured[]>) {
-  const of = (dir: Dir, f: (m: Measured & { cpu: CpuBreakdown }) => number) =>
-    jsonNum(median(runs[dir].filter((m): m is Measured & { cpu: CpuBreakdown } => m.cpu !== null).map(f)), 3);
-  const out: Record<string, unknown> = {};
-  for (const dir of ['up', 'down'] as const) {
-    out[dir] = {
-      busy_cores_per_gbps: of(dir, (m) => perGbps(m.cpu, m.mbps).busy),
-      idle_cores: of(dir, (m) => m.cpu.machine.idle),
+function cpuSummary(runs: Record<Dir, Measured[]>): Record<Dir, CpuFigures> {
+  const figures = (dir: Dir): CpuFigures => {
+    const sampled = runs[dir].filter((m): m is Measured & { cpu: CpuBreakdown } => m.cpu !== null);
+    const of = (f: (m: Measured & { cpu: CpuBreakdown }) => number) => jsonNum(median(sampled.map(f)), 3);
+    return {
+      busy_cores_per_gbps: of((m) => perGbps(m.cpu, m.mbps).busy),
+      idle_cores: of((m) => m.cpu.machine.idle),
       runs: runs[dir].map((m) => m.cpu && { ...m.cpu, per_gbps: perGbps(m.cpu, m.mbps) }),
     };
-  }
-  return out;
+  };
+  return { up: figures('up'), down: figures('down') };
 }
 
 export async function benchRelay(ctx: Ctx): Promise<SectionResult> {
@@ -84,12 +89,9 @@ export async function benchRelay(ctx: Ctx): Promise<SectionResult> {
     const o = mbps(ours);
     const r = mbps(ref);
     const cpu = { ours: cpuSummary(ours), ssh_r: cpuSummary(ref) };
-    const why = (c: Record<string, unknown>, dir: Dir) => {
-      const d = c[dir] as { busy_cores_per_gbps: number | null; idle_cores: number | null };
-      return `${d.busy_cores_per_gbps ?? 'n/a'} cores per Gbit/s, ${d.idle_cores ?? 'n/a'} cores idle`;
-    };
+    const why = (d: CpuFigures) => `${d.busy_cores_per_gbps ?? 'n/a'} cores per Gbit/s, ${d.idle_cores ?? 'n/a'} cores idle`;
     for (const dir of ['up', 'down'] as const) {
-      say(`  cpu ${dir.padEnd(4)} ours ${why(cpu.ours, dir)}${ssh ? `; ssh -R ${why(cpu.ssh_r, dir)}` : ''}`);
+      say(`  cpu ${dir.padEnd(4)} ours ${why(cpu.ours[dir])}${ssh ? `; ssh -R ${why(cpu.ssh_r[dir])}` : ''}`);
     }
     Object.assign(res, {
       ours_mbps: { up: jsonNum(median(o.up)), down: jsonNum(median(o.down)), runs: o },

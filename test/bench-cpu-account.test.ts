@@ -10,6 +10,7 @@ test('classify tells the lab programs apart by comm and command line', () => {
   assert.equal(classify('sshd', '/usr/sbin/sshd -D -e -f x '), 'sshd');
   assert.equal(classify('ssh', 'ssh -N -R 0.0.0.0:5301:127.0.0.1:5201 '), 'ssh');
   assert.equal(classify('iperf3', 'iperf3 -s -p 5201 '), 'iperf3');
+  assert.equal(classify('node', '/usr/bin/node /w/dist/scripts/bench/tools/relay-floor.js relay --a 203.0.113.10:7101 '), 'floor');
   assert.equal(classify('node', '/usr/bin/node /w/dist/peer/cli.js nat '), null);
   assert.equal(classify('bash', 'bash '), null);
 });

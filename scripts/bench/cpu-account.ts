@@ -13,7 +13,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { clockTicks, parsePidStat } from './procstat.js';
 
 /** The programs the lab runs while a throughput figure is measured. */
-export type Role = 'visit' | 'serve' | 'rendezvous' | 'sshd' | 'ssh' | 'iperf3' | 'bench';
+export type Role = 'visit' | 'serve' | 'rendezvous' | 'floor' | 'sshd' | 'ssh' | 'iperf3' | 'bench';
 
 /** Machine-wide jiffies from the first line of /proc/stat. */
 export interface MachineTicks {
@@ -59,6 +59,8 @@ export function classify(comm: string, cmdline: string): Role | null {
   if (/\/rendezvous\/cli\.js\b/.test(cmdline)) return 'rendezvous';
   const peer = /\/peer\/cli\.js\s+(serve|visit)\b/.exec(cmdline);
   if (peer) return peer[1] as 'serve' | 'visit';
+  // The relay floor's three programs (tools/relay-floor.ts): one role, they stand in for visit + rendezvous + serve.
+  if (/\/tools\/relay-floor\.js\b/.test(cmdline)) return 'floor';
   if (/\/scripts\/bench\.js\b/.test(cmdline)) return 'bench';
   return null;
 }

@@ -24,6 +24,7 @@ export const TOOL = {
   cold: distPath('scripts/bench/tools/cold.js'),
   multiVisit: distPath('scripts/bench/tools/multi-visit.js'),
   rdvLoad: distPath('scripts/bench/tools/rdv-load.js'),
+  relayFloor: distPath('scripts/bench/tools/relay-floor.js'),
 } as const;
 
 export type Mode = 'auto' | 'relay' | 'direct';

@@ -38,7 +38,7 @@ export function goalRows(r: Json): GoalRow[] {
     row('direct_vs_wireguard_go', 'direct-path throughput (up / down)', minOf(d.ratio?.up, d.ratio?.down),
       `${f(d.ours_mbps?.up)} / ${f(d.ours_mbps?.down)} Mbit/s`, `wireguard-go ${f(d.wireguard_go_mbps?.up)} / ${f(d.wireguard_go_mbps?.down)} Mbit/s`, '>= 1.0x', (v) => v >= 1),
     row('relay_vs_ssh_r', 'relay-path throughput (up / down)', minOf(rl.ratio?.up, rl.ratio?.down),
-      `${f(rl.ours_mbps?.up)} / ${f(rl.ours_mbps?.down)} Mbit/s`, `ssh -R ${f(rl.ssh_r_mbps?.up)} / ${f(rl.ssh_r_mbps?.down)} Mbit/s`, '>= 1.0x', (v) => v >= 1),
+      `${f(rl.ours_mbps?.up)} / ${f(rl.ours_mbps?.down)} Mbit/s`, `ssh -R ${f(rl.ssh_r_mbps?.up)} / ${f(rl.ssh_r_mbps?.down)} Mbit/s${rl.floor_mbps ? `; design floor ${f(rl.floor_mbps.up)} / ${f(rl.floor_mbps.down)}` : ''}`, '>= 1.0x', (v) => v >= 1),
     row('cold_first_byte_ms', 'cold first byte (accept, no tunnel)', num(c.cold_first_byte_ms),
       `${f(c.cold_first_byte_ms, 0, ' ms')}`, `warm ${f(c.warm_stream_first_byte_ms?.median, 2, ' ms')}; process start ${f(c.process_start_first_byte_ms, 0, ' ms')}`, '<= 150 ms', (v) => v <= 150),
     row('time_to_direct_ms', 'time to `direct` (cone/cone)', num(c.time_to_direct_ms),

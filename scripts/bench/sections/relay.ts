@@ -1,11 +1,14 @@
 /**
  * Relay-path bulk throughput: the same iperf3 measurement with `--mode relay`
  * (visitor -> TCP -> relay inside the rendezvous -> TCP -> serve), interleaved
- * run by run with an OpenSSH remote forward through an sshd on the same host.
+ * run by run with an OpenSSH remote forward through an sshd on the same host,
+ * and with the relay design's floor (tools/relay-floor.ts: the same sealing,
+ * framing and splicing code with nothing else) through the same hosts.
  */
+import type { ChildProcess } from 'node:child_process';
 import { stopProcess } from '../../netns-lab.js';
 import type { Ctx, SectionResult } from '../context.js';
-import { IPERF_PORT } from '../env.js';
+import { BenchEnv, IPERF_PORT, RDV, TOOL } from '../env.js';
 import { iperf } from '../iperf.js';
 import { startSshR, type SshForward } from '../ssh.js';
 import { jsonNum, median, ratio } from '../stats.js';
@@ -53,13 +56,50 @@ function cpuSummary(runs: Record<Dir, Measured[]>): Record<Dir, CpuFigures> {
   return { up: figures('up'), down: figures('down') };
 }
 
+interface Floor {
+  port: number;
+  stop(): Promise<void>;
+}
+
+const FLOOR_PORT = 5302;
+
+/** The floor's three programs: the middle on the rendezvous host, the ends on a and b (both dialling out to it). */
+async function startFloor(env: BenchEnv): Promise<Floor> {
+  const a = `${RDV.host}:${RDV.port + 101}`;
+  const b = `${RDV.host}:${RDV.port + 102}`;
+  const started: ChildProcess[] = [];
+  const stop = async () => {
+    await Promise.all(started.map((c) => stopProcess(c, 1000)));
+  };
+  try {
+    for (const [node, args] of [
+      ['rdv', ['relay', '--a', a, '--b', b]],
+      ['b', ['serve', '--relay', b, '--local', `127.0.0.1:${IPERF_PORT}`]],
+      ['a', ['visit', '--listen', `127.0.0.1:${FLOOR_PORT}`, '--relay', a]],
+    ] as const) {
+      started.push((await env.spawnTool(node, TOOL.relayFloor, [...args], 'ready', 10_000)).child);
+    }
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { port: FLOOR_PORT, stop };
+}
+
 export async function benchRelay(ctx: Ctx): Promise<SectionResult> {
   const { env, args, say } = ctx;
   const lab = env.lab;
   const visit = await env.startVisit('iperf', { mode: 'relay' });
   const res: SectionResult = {};
   let ssh: SshForward | null = null;
+  let floor: Floor | null = null;
   try {
+    try {
+      floor = await startFloor(env);
+    } catch (e) {
+      res.floor_error = (e as Error).message;
+      say(`  relay floor unavailable: ${(e as Error).message}`);
+    }
     if (!['sshd', 'ssh', 'ssh-keygen'].some((b) => ctx.missing.has(b))) {
       try {
         ssh = await startSshR(lab, ctx.tmp, IPERF_PORT);
@@ -70,6 +110,7 @@ export async function benchRelay(ctx: Ctx): Promise<SectionResult> {
     }
     const ours: Record<Dir, Measured[]> = { up: [], down: [] };
     const ref: Record<Dir, Measured[]> = { up: [], down: [] };
+    const bare: Record<Dir, Measured[]> = { up: [], down: [] };
     let busy = 0;
     for (let i = 0; i < args.runs; i++) {
       for (const dir of ['up', 'down'] as const) {
@@ -83,20 +124,32 @@ export async function benchRelay(ctx: Ctx): Promise<SectionResult> {
           ref[dir].push(s);
           say(`  run ${i + 1} ${dir.padEnd(4)} ssh -R ${s.mbps.toFixed(0)} Mbit/s${cpuLine(s)}`);
         }
+        if (floor) {
+          const b = await measured(() => iperf(lab, 'a', '127.0.0.1', floor!.port, iperfOpts), args.seconds);
+          bare[dir].push(b);
+          say(`  run ${i + 1} ${dir.padEnd(4)} floor ${b.mbps.toFixed(0)} Mbit/s${cpuLine(b)}`);
+        }
       }
     }
     const mbps = (runs: Record<Dir, Measured[]>) => ({ up: runs.up.map((m) => m.mbps), down: runs.down.map((m) => m.mbps) });
     const o = mbps(ours);
     const r = mbps(ref);
-    const cpu = { ours: cpuSummary(ours), ssh_r: cpuSummary(ref) };
+    const fl = mbps(bare);
+    const cpu = { ours: cpuSummary(ours), ssh_r: cpuSummary(ref), floor: cpuSummary(bare) };
     const why = (d: CpuFigures) => `${d.busy_cores_per_gbps ?? 'n/a'} cores per Gbit/s, ${d.idle_cores ?? 'n/a'} cores idle`;
     for (const dir of ['up', 'down'] as const) {
-      say(`  cpu ${dir.padEnd(4)} ours ${why(cpu.ours[dir])}${ssh ? `; ssh -R ${why(cpu.ssh_r[dir])}` : ''}`);
+      say(`  cpu ${dir.padEnd(4)} ours ${why(cpu.ours[dir])}${ssh ? `; ssh -R ${why(cpu.ssh_r[dir])}` : ''}${floor ? `; floor ${why(cpu.floor[dir])}` : ''}`);
     }
     Object.assign(res, {
       ours_mbps: { up: jsonNum(median(o.up)), down: jsonNum(median(o.down)), runs: o },
       ssh_r_mbps: { up: jsonNum(median(r.up)), down: jsonNum(median(r.down)), runs: r },
       ratio: { up: jsonNum(ratio(median(o.up), median(r.up)), 3), down: jsonNum(ratio(median(o.down), median(r.down)), 3) },
+      // The design's floor on this machine: end-to-end sealed 64 KiB records
+      // through a byte relay, with our code and nothing else (no KCP, mux or
+      // session). What it reaches against ssh -R bounds what the design can.
+      floor_mbps: { up: jsonNum(median(fl.up)), down: jsonNum(median(fl.down)), runs: fl },
+      floor_vs_ssh_r: { up: jsonNum(ratio(median(fl.up), median(r.up)), 3), down: jsonNum(ratio(median(fl.down), median(r.down)), 3) },
+      ours_vs_floor: { up: jsonNum(ratio(median(o.up), median(fl.up)), 3), down: jsonNum(ratio(median(o.down), median(fl.down)), 3) },
       // Why the ratio is what it is: CPU per Gbit/s moved and cores left idle, per contender and direction.
       cpu,
       path: env.pathOf(visit) ?? null,
@@ -107,6 +160,7 @@ export async function benchRelay(ctx: Ctx): Promise<SectionResult> {
     });
   } finally {
     await ssh?.stop();
+    await floor?.stop();
     await stopProcess(visit.child, 3000);
   }
   return res;

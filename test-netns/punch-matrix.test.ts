@@ -112,6 +112,8 @@ test('symmetric visitor vs cone server: direct through the birthday approach', a
   // The server reaches the visitor through a mapping STUN never saw: one of the
   // extra sockets' (a symmetric NAT maps each destination to a new port).
   const srflx = (tl.events('punch_start', 'serve')[0]!.candidates as string[]).filter((c) => c.startsWith(`${tl.lab.addr('ra')}:`));
+  // The two sides log `direct` independently: the server's can come a moment after the visitor's.
+  await tl.waitPath('direct', 10_000, 'serve');
   const serverPath = tl.pathEvents('serve').filter((e) => e.path === 'direct').at(-1)!;
   assert.ok(!srflx.includes(String(serverPath.remote)), `server path ${serverPath.remote} is a STUN candidate ${srflx.join(',')}`);
   assert.equal(String(serverPath.remote).split(':')[0], tl.lab.addr('ra'));

@@ -110,7 +110,7 @@ export async function benchRelay(ctx: Ctx): Promise<SectionResult> {
     }
     const ours: Record<Dir, Measured[]> = { up: [], down: [] };
     const ref: Record<Dir, Measured[]> = { up: [], down: [] };
-    const bare: Record<Dir, Measured[]> = { up: [], down: [] };
+    const floorRuns: Record<Dir, Measured[]> = { up: [], down: [] };
     let busy = 0;
     for (let i = 0; i < args.runs; i++) {
       for (const dir of ['up', 'down'] as const) {
@@ -126,7 +126,7 @@ export async function benchRelay(ctx: Ctx): Promise<SectionResult> {
         }
         if (floor) {
           const b = await measured(() => iperf(lab, 'a', '127.0.0.1', floor!.port, iperfOpts), args.seconds);
-          bare[dir].push(b);
+          floorRuns[dir].push(b);
           say(`  run ${i + 1} ${dir.padEnd(4)} floor ${b.mbps.toFixed(0)} Mbit/s${cpuLine(b)}`);
         }
       }
@@ -134,8 +134,8 @@ export async function benchRelay(ctx: Ctx): Promise<SectionResult> {
     const mbps = (runs: Record<Dir, Measured[]>) => ({ up: runs.up.map((m) => m.mbps), down: runs.down.map((m) => m.mbps) });
     const o = mbps(ours);
     const r = mbps(ref);
-    const fl = mbps(bare);
-    const cpu = { ours: cpuSummary(ours), ssh_r: cpuSummary(ref), floor: cpuSummary(bare) };
+    const fl = mbps(floorRuns);
+    const cpu = { ours: cpuSummary(ours), ssh_r: cpuSummary(ref), floor: cpuSummary(floorRuns) };
     const why = (d: CpuFigures) => `${d.busy_cores_per_gbps ?? 'n/a'} cores per Gbit/s, ${d.idle_cores ?? 'n/a'} cores idle`;
     for (const dir of ['up', 'down'] as const) {
       say(`  cpu ${dir.padEnd(4)} ours ${why(cpu.ours[dir])}${ssh ? `; ssh -R ${why(cpu.ssh_r[dir])}` : ''}${floor ? `; floor ${why(cpu.floor[dir])}` : ''}`);

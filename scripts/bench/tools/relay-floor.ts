@@ -111,7 +111,13 @@ async function visit(m: Map<string, string>): Promise<void> {
     const hs = createInitiator(PSK, { initiatorIndex: randomIndex(), conv: randomIndex(), context: CONTEXT });
     leg.socket.once('connect', () => leg.sendDatagram(hs.message));
     leg.once('datagram', (response: Buffer) => {
-      pump(sock, target, leg, hs.finish(response));
+      let keys: SessionKeys;
+      try {
+        keys = hs.finish(response);
+      } catch {
+        return leg.destroy(); // not our handshake: the 'close' below drops the connection
+      }
+      pump(sock, target, leg, keys);
       // What the old socket object had buffered comes first, then what was read since.
       for (const c of [...moved.rest, ...target.early.splice(0)]) target.handler(c);
       sock.resume();
@@ -121,28 +127,46 @@ async function visit(m: Map<string, string>): Promise<void> {
   out({ event: 'ready', port });
 }
 
+/** Dial attempts in a row, 200 ms apart, before the serving end gives up on the relay. */
+const MAX_DIALS = 50;
+
 /** The serving end: one leg always waiting at the relay; a handshake on it starts a connection. */
 async function serve(m: Map<string, string>): Promise<void> {
   const to = hostPort(m.get('relay')!);
   const local = hostPort(m.get('local')!);
-  await cryptoReady();
-  const dial = (): Promise<void> => new Promise((resolve) => {
+  let failures = 0;
+  const dial = (up: () => void, fail: (e: Error) => void): void => {
     const leg = FramedSocket.connect(to, { maxDatagramFrame: MAX_RELAY_DATAGRAM_LEN });
-    leg.socket.once('connect', () => resolve());
+    leg.socket.once('connect', () => {
+      failures = 0;
+      up();
+    });
+    leg.socket.once('error', (e) => {
+      if (++failures >= MAX_DIALS) return fail(new Error(`relay at ${to.host}:${to.port}: ${e.message}`));
+      setTimeout(() => dial(up, fail), 200);
+    });
     leg.once('datagram', (init: Buffer) => {
-      void dial();
-      const r = respond(PSK, init, { responderIndex: randomIndex(), context: CONTEXT });
-      leg.sendDatagram(r.response);
+      dial(() => {}, (e) => {
+        out({ event: 'error', message: e.message });
+        process.exit(1);
+      });
+      let keys: SessionKeys;
+      try {
+        const r = respond(PSK, init, { responderIndex: randomIndex(), context: CONTEXT });
+        leg.sendDatagram(r.response);
+        keys = r.keys;
+      } catch {
+        return leg.destroy(); // not our handshake
+      }
       const target = new ReadTarget();
       const plain = net.connect({ ...local, allowHalfOpen: true, onread: userReadOptions(target.onChunk) });
       plain.setNoDelay(true);
       // Records that arrive before the local connect are written once it is up (net buffers them).
-      pump(plain, target, leg, r.keys);
+      pump(plain, target, leg, keys);
       plain.resume();
     });
-    leg.socket.once('error', () => setTimeout(() => void dial(), 200).unref());
-  });
-  await dial();
+  };
+  await new Promise<void>((resolve, reject) => dial(resolve, reject));
   out({ event: 'ready' });
 }
 

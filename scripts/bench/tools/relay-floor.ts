@@ -110,19 +110,23 @@ async function visit(m: Map<string, string>): Promise<void> {
     const leg = FramedSocket.connect(to, { maxDatagramFrame: MAX_RELAY_DATAGRAM_LEN });
     const hs = createInitiator(PSK, { initiatorIndex: randomIndex(), conv: randomIndex(), context: CONTEXT });
     leg.socket.once('connect', () => leg.sendDatagram(hs.message));
+    // Until the handshake completes a closed leg drops the connection; after it, pump() ends it cleanly.
+    const dropEarly = () => sock.destroy();
+    leg.on('close', dropEarly);
     leg.once('datagram', (response: Buffer) => {
+      leg.off('close', dropEarly);
       let keys: SessionKeys;
       try {
         keys = hs.finish(response);
       } catch {
-        return leg.destroy(); // not our handshake: the 'close' below drops the connection
+        sock.destroy();
+        return leg.destroy(); // not our handshake
       }
       pump(sock, target, leg, keys);
       // What the old socket object had buffered comes first, then what was read since.
       for (const c of [...moved.rest, ...target.early.splice(0)]) target.handler(c);
       sock.resume();
     });
-    leg.on('close', () => sock.destroy());
   });
   out({ event: 'ready', port });
 }

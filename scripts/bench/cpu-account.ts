@@ -11,6 +11,7 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { clockTicks, parsePidStat } from './procstat.js';
+import { round as roundTo } from './stats.js';
 
 /** The programs the lab runs while a throughput figure is measured. */
 export type Role = 'visit' | 'serve' | 'rendezvous' | 'floor' | 'sshd' | 'ssh' | 'iperf3' | 'bench';
@@ -127,5 +128,5 @@ export function perGbps(c: CpuBreakdown, mbps: number): { busy: number; by_role:
   };
 }
 
-const round = (x: number) => Math.round(x * 1000) / 1000;
+const round = (x: number) => roundTo(x, 3);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

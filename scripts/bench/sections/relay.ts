@@ -56,6 +56,27 @@ function cpuSummary(runs: Record<Dir, Measured[]>): Record<Dir, CpuFigures> {
   return { up: figures('up'), down: figures('down') };
 }
 
+/** One thing measured with iperf3: its runs per direction, and how the output names it. */
+interface Contender {
+  name: string;
+  label: string;
+  host: string;
+  port: number;
+  runs: Record<Dir, Measured[]>;
+}
+
+function contender(name: string, label: string, host: string, port: number): Contender {
+  return { name, label, host, port, runs: { up: [], down: [] } };
+}
+
+type Mbps = Record<Dir, number[]>;
+const mbpsOf = (runs: Record<Dir, Measured[]>): Mbps => ({ up: runs.up.map((m) => m.mbps), down: runs.down.map((m) => m.mbps) });
+const medians = (x: Mbps) => ({ up: jsonNum(median(x.up)), down: jsonNum(median(x.down)), runs: x });
+const ratios = (a: Mbps, b: Mbps) => ({
+  up: jsonNum(ratio(median(a.up), median(b.up)), 3),
+  down: jsonNum(ratio(median(a.down), median(b.down)), 3),
+});
+
 interface Floor {
   port: number;
   stop(): Promise<void>;
@@ -108,48 +129,42 @@ export async function benchRelay(ctx: Ctx): Promise<SectionResult> {
         say(`  ssh -R reference unavailable: ${(e as Error).message}`);
       }
     }
-    const ours: Record<Dir, Measured[]> = { up: [], down: [] };
-    const ref: Record<Dir, Measured[]> = { up: [], down: [] };
-    const floorRuns: Record<Dir, Measured[]> = { up: [], down: [] };
+    // Interleaved run by run, in this order; the references only if they started.
+    const ours = contender('ours', 'ours (relay)', '127.0.0.1', visit.port);
+    const ref = contender('ssh -R', 'ssh -R', ssh?.host ?? '', ssh?.port ?? 0);
+    const flr = contender('floor', 'floor', '127.0.0.1', floor?.port ?? 0);
+    const contenders = [ours, ...(ssh ? [ref] : []), ...(floor ? [flr] : [])];
     let busy = 0;
     for (let i = 0; i < args.runs; i++) {
       for (const dir of ['up', 'down'] as const) {
         const iperfOpts = { reverse: dir === 'down', seconds: args.seconds, ensureServer: () => env.ensureIperf() };
-        const o = await measured(() => iperf(lab, 'a', '127.0.0.1', visit.port, iperfOpts), args.seconds);
-        ours[dir].push(o);
-        busy += o.busyRetries ?? 0;
-        say(`  run ${i + 1} ${dir.padEnd(4)} ours (relay) ${o.mbps.toFixed(0)} Mbit/s${cpuLine(o)}`);
-        if (ssh) {
-          const s = await measured(() => iperf(lab, 'a', ssh!.host, ssh!.port, iperfOpts), args.seconds);
-          ref[dir].push(s);
-          say(`  run ${i + 1} ${dir.padEnd(4)} ssh -R ${s.mbps.toFixed(0)} Mbit/s${cpuLine(s)}`);
-        }
-        if (floor) {
-          const b = await measured(() => iperf(lab, 'a', '127.0.0.1', floor!.port, iperfOpts), args.seconds);
-          floorRuns[dir].push(b);
-          say(`  run ${i + 1} ${dir.padEnd(4)} floor ${b.mbps.toFixed(0)} Mbit/s${cpuLine(b)}`);
+        for (const c of contenders) {
+          const m = await measured(() => iperf(lab, 'a', c.host, c.port, iperfOpts), args.seconds);
+          c.runs[dir].push(m);
+          if (c === ours) busy += m.busyRetries ?? 0;
+          say(`  run ${i + 1} ${dir.padEnd(4)} ${c.label} ${m.mbps.toFixed(0)} Mbit/s${cpuLine(m)}`);
         }
       }
     }
-    const mbps = (runs: Record<Dir, Measured[]>) => ({ up: runs.up.map((m) => m.mbps), down: runs.down.map((m) => m.mbps) });
-    const o = mbps(ours);
-    const r = mbps(ref);
-    const fl = mbps(floorRuns);
-    const cpu = { ours: cpuSummary(ours), ssh_r: cpuSummary(ref), floor: cpuSummary(floorRuns) };
+    const cpu = { ours: cpuSummary(ours.runs), ssh_r: cpuSummary(ref.runs), floor: cpuSummary(flr.runs) };
+    const cpuOf = new Map([[ours, cpu.ours], [ref, cpu.ssh_r], [flr, cpu.floor]]);
     const why = (d: CpuFigures) => `${d.busy_cores_per_gbps ?? 'n/a'} cores per Gbit/s, ${d.idle_cores ?? 'n/a'} cores idle`;
     for (const dir of ['up', 'down'] as const) {
-      say(`  cpu ${dir.padEnd(4)} ours ${why(cpu.ours[dir])}${ssh ? `; ssh -R ${why(cpu.ssh_r[dir])}` : ''}${floor ? `; floor ${why(cpu.floor[dir])}` : ''}`);
+      say(`  cpu ${dir.padEnd(4)} ${contenders.map((c) => `${c.name} ${why(cpuOf.get(c)![dir])}`).join('; ')}`);
     }
+    const o = mbpsOf(ours.runs);
+    const r = mbpsOf(ref.runs);
+    const fl = mbpsOf(flr.runs);
     Object.assign(res, {
-      ours_mbps: { up: jsonNum(median(o.up)), down: jsonNum(median(o.down)), runs: o },
-      ssh_r_mbps: { up: jsonNum(median(r.up)), down: jsonNum(median(r.down)), runs: r },
-      ratio: { up: jsonNum(ratio(median(o.up), median(r.up)), 3), down: jsonNum(ratio(median(o.down), median(r.down)), 3) },
+      ours_mbps: medians(o),
+      ssh_r_mbps: medians(r),
+      ratio: ratios(o, r),
       // The design's floor on this machine: end-to-end sealed 64 KiB records
       // through a byte relay, with our code and nothing else (no KCP, mux or
       // session). What it reaches against ssh -R bounds what the design can.
-      floor_mbps: { up: jsonNum(median(fl.up)), down: jsonNum(median(fl.down)), runs: fl },
-      floor_vs_ssh_r: { up: jsonNum(ratio(median(fl.up), median(r.up)), 3), down: jsonNum(ratio(median(fl.down), median(r.down)), 3) },
-      ours_vs_floor: { up: jsonNum(ratio(median(o.up), median(fl.up)), 3), down: jsonNum(ratio(median(o.down), median(fl.down)), 3) },
+      floor_mbps: medians(fl),
+      floor_vs_ssh_r: ratios(fl, r),
+      ours_vs_floor: ratios(o, fl),
       // Why the ratio is what it is: CPU per Gbit/s moved and cores left idle, per contender and direction.
       cpu,
       path: env.pathOf(visit) ?? null,

@@ -12,7 +12,9 @@ import path from 'node:path';
 /** `$XDG_RUNTIME_DIR/holepunch`, else `/tmp/holepunch-UID`: where peers put their admin sockets. */
 export function defaultAdminDir(env: NodeJS.ProcessEnv = process.env): string {
   const runtime = env.XDG_RUNTIME_DIR;
-  return runtime ? path.join(runtime, 'holepunch') : path.join(os.tmpdir(), `holepunch-${process.getuid?.() ?? 'user'}`);
+  return runtime
+    ? path.join(runtime, 'holepunch')
+    : path.join(os.tmpdir(), `holepunch-${process.getuid?.() ?? 'user'}`);
 }
 
 /**
@@ -55,12 +57,17 @@ export class AdminServer {
     const dir = path.dirname(this.socketPath);
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     if (fs.existsSync(this.socketPath)) {
-      if (await isLive(this.socketPath)) throw new Error(`admin socket ${this.socketPath} is in use by another running peer (give this one its own --admin PATH)`);
+      if (await isLive(this.socketPath))
+        throw new Error(
+          `admin socket ${this.socketPath} is in use by another running peer (give this one its own --admin PATH)`,
+        );
       fs.unlinkSync(this.socketPath);
     }
     const server = net.createServer((sock) => this.onConnection(sock));
     await new Promise<void>((resolve, reject) => {
-      server.once('error', (e: NodeJS.ErrnoException) => reject(new Error(`cannot create admin socket ${this.socketPath}: ${e.code ?? e.message}`)));
+      server.once('error', (e: NodeJS.ErrnoException) =>
+        reject(new Error(`cannot create admin socket ${this.socketPath}: ${e.code ?? e.message}`)),
+      );
       // umask-independent: nobody else may connect between listen() and chmod().
       const old = process.umask(0o177);
       try {

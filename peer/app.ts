@@ -31,7 +31,9 @@ export interface VisitSpec extends Common {
   serverKey?: Uint8Array;
 }
 
-type Entry = { kind: 'serve'; spec: ServeSpec; peer: ServePeer } | { kind: 'visit'; spec: VisitSpec; peer: VisitPeer; bound?: string };
+type Entry =
+  | { kind: 'serve'; spec: ServeSpec; peer: ServePeer }
+  | { kind: 'visit'; spec: VisitSpec; peer: VisitPeer; bound?: string };
 
 export interface NatView {
   mapping: string;
@@ -61,7 +63,15 @@ export interface PeerStatus {
   uptimeS: number;
   /** Which AEAD backends seal this process's datagrams and relay records (a slow fallback shows here). */
   aead: string;
-  entries: { kind: 'serve' | 'visit'; name: string; server: string; local?: string; bind?: string; up: boolean; streams: number }[];
+  entries: {
+    kind: 'serve' | 'visit';
+    name: string;
+    server: string;
+    local?: string;
+    bind?: string;
+    up: boolean;
+    streams: number;
+  }[];
   tunnels: TunnelStatus[];
 }
 
@@ -94,7 +104,12 @@ export class PeerApp {
     if (spec.bind) {
       const addr: net.AddressInfo = await peer.listen(spec.bind);
       entry.bound = formatHostPort(addr);
-      log.info('ready', `"${spec.name}" is reachable at ${entry.bound}`, { name: spec.name, address: addr.address, port: addr.port, bind: entry.bound });
+      log.info('ready', `"${spec.name}" is reachable at ${entry.bound}`, {
+        name: spec.name,
+        address: addr.address,
+        port: addr.port,
+        bind: entry.bound,
+      });
     } else {
       log.info('ready', `"${spec.name}" connected on stdin/stdout`, { name: spec.name, stdio: true });
       await peer.stdio();

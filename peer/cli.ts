@@ -9,7 +9,15 @@ import { NAME_RE, type Mode } from '../src/wire/control.js';
 import type { Logger } from '../src/util/log.js';
 import { detectNat } from '../src/stun/nat.js';
 import { ConfigError, layered, loadConfigFile, PeerConfig } from '../src/config/index.js';
-import { encodePublicKey, generateIdentity, identityReady, parseIdentity, parsePublicKey, serializeIdentity, type Identity } from '../src/crypto/identity.js';
+import {
+  encodePublicKey,
+  generateIdentity,
+  identityReady,
+  parseIdentity,
+  parsePublicKey,
+  serializeIdentity,
+  type Identity,
+} from '../src/crypto/identity.js';
 import { PeerApp, type ServeSpec, type VisitSpec } from './app.js';
 import { adminRequest, defaultAdminDir, defaultAdminPath, findAdminSockets } from './admin.js';
 import { formatStatus } from './status.js';
@@ -43,16 +51,48 @@ Logs go to stderr; --log-format json prints one object per line with an "event" 
 function tunnelOptions(cmd: Command): Command {
   addLogOptions(cmd);
   return cmd
-    .option('--config <file>', 'TOML config file (keys are these option names; flags and environment variables override it)')
-    .addOption(new Option('--server <host:port>', 'the rendezvous to use; several nodes of a cluster comma-separated (a:7000,b:7000), failing over in order').env('PEER_SERVER'))
-    .addOption(new Option('--secret <secret>', 'shared secret of this service; both peers must use the same (prefer PEER_SECRET: flags show in ps)').env('PEER_SECRET'))
-    .addOption(new Option('--token <token>', 'token the rendezvous requires, if it was started with --token').env('PEER_TOKEN'))
-    .addOption(new Option('--mode <mode>', 'auto: relay first, upgrade to direct; direct: never relay; relay: never punch').choices(['auto', 'direct', 'relay']).default('auto'))
-    .option('--identity <file>', 'long-term key pair from `peer keygen` (serve: holds the name, proves the server to pinning visitors; visit: proves us to --allow)')
-    .option('--admin <path>', `admin socket for \`peer status\` (default ${path.join(defaultAdminDir(), 'peer-PID.sock')})`)
+    .option(
+      '--config <file>',
+      'TOML config file (keys are these option names; flags and environment variables override it)',
+    )
+    .addOption(
+      new Option(
+        '--server <host:port>',
+        'the rendezvous to use; several nodes of a cluster comma-separated (a:7000,b:7000), failing over in order',
+      ).env('PEER_SERVER'),
+    )
+    .addOption(
+      new Option(
+        '--secret <secret>',
+        'shared secret of this service; both peers must use the same (prefer PEER_SECRET: flags show in ps)',
+      ).env('PEER_SECRET'),
+    )
+    .addOption(
+      new Option('--token <token>', 'token the rendezvous requires, if it was started with --token').env('PEER_TOKEN'),
+    )
+    .addOption(
+      new Option('--mode <mode>', 'auto: relay first, upgrade to direct; direct: never relay; relay: never punch')
+        .choices(['auto', 'direct', 'relay'])
+        .default('auto'),
+    )
+    .option(
+      '--identity <file>',
+      'long-term key pair from `peer keygen` (serve: holds the name, proves the server to pinning visitors; visit: proves us to --allow)',
+    )
+    .option(
+      '--admin <path>',
+      `admin socket for \`peer status\` (default ${path.join(defaultAdminDir(), 'peer-PID.sock')})`,
+    )
     .option('--no-admin', 'do not open an admin socket')
-    .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (and status JSON at /status)')
-    .option('--drain-timeout <seconds>', 'on SIGTERM/SIGINT, how long open connections get to finish before they are ended with a FIN', '10');
+    .option(
+      '--metrics <host:port>',
+      'serve Prometheus metrics at http://HOST:PORT/metrics (and status JSON at /status)',
+    )
+    .option(
+      '--drain-timeout <seconds>',
+      'on SIGTERM/SIGINT, how long open connections get to finish before they are ended with a FIN',
+      '10',
+    );
 }
 
 interface LogOpts {
@@ -84,7 +124,8 @@ function setup(cmd: Command): { file: PeerConfig | null; log: Logger } {
 }
 
 function checkName(log: Logger, name: string): void {
-  if (!NAME_RE.test(name)) die(log, `invalid name "${name}": use 1-63 of A-Z a-z 0-9 . _ - starting with a letter or digit`);
+  if (!NAME_RE.test(name))
+    die(log, `invalid name "${name}": use 1-63 of A-Z a-z 0-9 . _ - starting with a letter or digit`);
 }
 
 function parseOrDie(log: Logger, value: string, what: string, defaultHost: string): HostPort {
@@ -108,7 +149,10 @@ function loadIdentity(log: Logger, file: string): Identity {
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (e) {
-    return die(log, `cannot read identity file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message} (make one with \`peer keygen --out ${file}\`)`);
+    return die(
+      log,
+      `cannot read identity file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message} (make one with \`peer keygen --out ${file}\`)`,
+    );
   }
   try {
     const mode = fs.statSync(file).mode & 0o077;
@@ -120,14 +164,25 @@ function loadIdentity(log: Logger, file: string): Identity {
 }
 
 /** Settings shared by every entry of one command: flags > entry > env > file top level > default. */
-function commonFor(cmd: Command, log: Logger, file: PeerConfig | null, entry: { server?: string; secret?: string; token?: string; mode?: Mode }, identity: Identity | undefined, label: string) {
+function commonFor(
+  cmd: Command,
+  log: Logger,
+  file: PeerConfig | null,
+  entry: { server?: string; secret?: string; token?: string; mode?: Mode },
+  identity: Identity | undefined,
+  label: string,
+) {
   const server = layered<string>(cmd, 'server', { entry: entry.server, top: file?.server });
   const secret = layered<string>(cmd, 'secret', { entry: entry.secret, top: file?.secret });
-  if (!server) die(log, `${label}: no rendezvous: pass --server HOST:PORT, set PEER_SERVER, or set server in the config file`);
+  if (!server)
+    die(log, `${label}: no rendezvous: pass --server HOST:PORT, set PEER_SERVER, or set server in the config file`);
   if (!secret) die(log, `${label}: no secret: pass --secret, set PEER_SECRET, or set secret in the config file`);
   // A comma-separated list names several rendezvous nodes of one cluster: used in order, failing over (docs/CLUSTER.md).
-  const parts = server!.split(',').filter((s) => s.trim());
-  const servers = parts.length > 1 ? parts.map((s) => parseOrDie(log, s, '--server', '127.0.0.1')) : [parseOrDie(log, server!, '--server', '127.0.0.1')];
+  const parts = server.split(',').filter((s) => s.trim());
+  const servers =
+    parts.length > 1
+      ? parts.map((s) => parseOrDie(log, s, '--server', '127.0.0.1'))
+      : [parseOrDie(log, server, '--server', '127.0.0.1')];
   return {
     server: servers[0],
     servers,
@@ -139,11 +194,22 @@ function commonFor(cmd: Command, log: Logger, file: PeerConfig | null, entry: { 
 }
 
 /** Starts every entry in one process, with the admin socket and metrics; the process lives until a signal or a fatal error. */
-async function runAll(cmd: Command, log: Logger, file: PeerConfig | null, serves: ServeSpec[], visits: VisitSpec[]): Promise<void> {
-  if (!serves.length && !visits.length) die(log, 'nothing to run: give --name/--local (serve), a NAME (visit), or [[serve]]/[[visit]] entries in the --config file');
+async function runAll(
+  cmd: Command,
+  log: Logger,
+  file: PeerConfig | null,
+  serves: ServeSpec[],
+  visits: VisitSpec[],
+): Promise<void> {
+  if (!serves.length && !visits.length)
+    die(
+      log,
+      'nothing to run: give --name/--local (serve), a NAME (visit), or [[serve]]/[[visit]] entries in the --config file',
+    );
   const o = cmd.opts() as { drainTimeout: string };
   const drainS = Number(layered<string | number>(cmd, 'drainTimeout', { top: file?.['drain-timeout'] }));
-  if (!Number.isFinite(drainS) || drainS < 0) die(log, `invalid --drain-timeout "${o.drainTimeout}": expected seconds >= 0`);
+  if (!Number.isFinite(drainS) || drainS < 0)
+    die(log, `invalid --drain-timeout "${o.drainTimeout}": expected seconds >= 0`);
   const app = new PeerApp(log);
   const stdio = visits.some((v) => v.bind === null);
   const several = serves.length + visits.length > 1;
@@ -153,7 +219,9 @@ async function runAll(cmd: Command, log: Logger, file: PeerConfig | null, serves
   try {
     // A `visit --stdio` (one per ssh connection) shares the config file with the long-running
     // peer, so it takes the file's listeners (admin, metrics) only when told on the command line.
-    const metrics = stdio ? (cmd.opts() as { metrics?: string }).metrics : layered<string>(cmd, 'metrics', { top: file?.metrics });
+    const metrics = stdio
+      ? (cmd.opts() as { metrics?: string }).metrics
+      : layered<string>(cmd, 'metrics', { top: file?.metrics });
     if (metrics) {
       const where = await app.startMetrics(parseOrDie(log, metrics, '--metrics', '127.0.0.1'));
       log.info('metrics', `metrics at http://${where}/metrics, status at http://${where}/status`, { listen: where });
@@ -173,8 +241,16 @@ async function runAll(cmd: Command, log: Logger, file: PeerConfig | null, serves
   }
 }
 
-async function startAdmin(cmd: Command, log: Logger, file: PeerConfig | null, app: PeerApp, stdio: boolean): Promise<void> {
-  const configured = stdio ? (cmd.opts() as { admin?: string | boolean }).admin : layered<string | boolean>(cmd, 'admin', { top: file?.admin });
+async function startAdmin(
+  cmd: Command,
+  log: Logger,
+  file: PeerConfig | null,
+  app: PeerApp,
+  stdio: boolean,
+): Promise<void> {
+  const configured = stdio
+    ? (cmd.opts() as { admin?: string | boolean }).admin
+    : layered<string | boolean>(cmd, 'admin', { top: file?.admin });
   if (configured === false) return;
   const explicit = typeof configured === 'string';
   // ssh starts one `visit --stdio` per connection: they stay out of the way unless asked.
@@ -198,7 +274,11 @@ tunnelOptions(program.command('serve'))
   .description('make a local TCP service reachable by name (or every [[serve]] entry of --config)')
   .option('--name <name>', 'name visitors use to reach this service (e.g. ssh-home)')
   .option('--local <host:port>', 'the local service to expose (e.g. 127.0.0.1:22)')
-  .option('--allow <pubkey>', 'only visitors holding this key (from `peer keygen`) may connect; repeat for several', (v: string, prev: string[] = []) => [...prev, v])
+  .option(
+    '--allow <pubkey>',
+    'only visitors holding this key (from `peer keygen`) may connect; repeat for several',
+    (v: string, prev: string[] = []) => [...prev, v],
+  )
   .action(async (_o: unknown, cmd: Command) => {
     const { file, log } = setup(cmd);
     await identityReady();
@@ -212,14 +292,25 @@ tunnelOptions(program.command('serve'))
       if (!local) die(log, `serve "${o.name}": missing --local HOST:PORT`);
       entries = [{ ...fromFile, name: o.name, local }];
     } else if (o.local) die(log, 'serve: --local needs --name');
-    else if (!entries.length) die(log, 'serve needs --name NAME --local HOST:PORT (or [[serve]] entries in --config FILE)');
+    else if (!entries.length)
+      die(log, 'serve needs --name NAME --local HOST:PORT (or [[serve]] entries in --config FILE)');
     const specs = entries.map((e) => serveSpec(cmd, log, file, e, identity, o.allow));
     await runAll(cmd, log, file, specs, []);
   });
 
-function serveSpec(cmd: Command, log: Logger, file: PeerConfig | null, e: { name: string; local: string; server?: string; secret?: string; token?: string; mode?: Mode; allow?: string[] }, identity: Identity | undefined, allowFlags?: string[]): ServeSpec {
+function serveSpec(
+  cmd: Command,
+  log: Logger,
+  file: PeerConfig | null,
+  e: { name: string; local: string; server?: string; secret?: string; token?: string; mode?: Mode; allow?: string[] },
+  identity: Identity | undefined,
+  allowFlags?: string[],
+): ServeSpec {
   const allow = (allowFlags ?? e.allow ?? []).map((k) => keyOrDie(log, k, `serve "${e.name}" --allow`));
-  if (allow.length && !identity) log.info('identity', `serve "${e.name}": --allow without --identity; using a fresh key for this run`, { name: e.name });
+  if (allow.length && !identity)
+    log.info('identity', `serve "${e.name}": --allow without --identity; using a fresh key for this run`, {
+      name: e.name,
+    });
   return {
     name: e.name,
     local: parseOrDie(log, e.local, '--local', '127.0.0.1'),
@@ -229,11 +320,16 @@ function serveSpec(cmd: Command, log: Logger, file: PeerConfig | null, e: { name
 }
 
 tunnelOptions(program.command('visit'))
-  .description('reach a named service: on a local port (--bind) or on stdin/stdout (--stdio); without NAME, every [[visit]] entry of --config')
+  .description(
+    'reach a named service: on a local port (--bind) or on stdin/stdout (--stdio); without NAME, every [[visit]] entry of --config',
+  )
   .argument('[name]', 'the name the service was registered with')
   .option('--bind <host:port>', 'accept local connections here (e.g. 127.0.0.1:2222); port 0 picks one')
   .option('--stdio', 'carry one connection over stdin/stdout (for ssh -o ProxyCommand)')
-  .option('--server-key <pubkey>', 'refuse the server unless it proves it holds this key (its `peer keygen` public key)')
+  .option(
+    '--server-key <pubkey>',
+    'refuse the server unless it proves it holds this key (its `peer keygen` public key)',
+  )
   .action(async (name: string | undefined, _o: unknown, cmd: Command) => {
     const { file, log } = setup(cmd);
     await identityReady();
@@ -255,7 +351,22 @@ tunnelOptions(program.command('visit'))
     await runAll(cmd, log, file, [], specs);
   });
 
-function visitSpec(cmd: Command, log: Logger, file: PeerConfig | null, e: { name: string; bind: string | null; server?: string; secret?: string; token?: string; mode?: Mode; 'server-key'?: string }, identity: Identity | undefined, serverKeyFlag?: string): VisitSpec {
+function visitSpec(
+  cmd: Command,
+  log: Logger,
+  file: PeerConfig | null,
+  e: {
+    name: string;
+    bind: string | null;
+    server?: string;
+    secret?: string;
+    token?: string;
+    mode?: Mode;
+    'server-key'?: string;
+  },
+  identity: Identity | undefined,
+  serverKeyFlag?: string,
+): VisitSpec {
   const serverKey = serverKeyFlag ?? e['server-key'];
   return {
     name: e.name,
@@ -267,7 +378,10 @@ function visitSpec(cmd: Command, log: Logger, file: PeerConfig | null, e: { name
 
 tunnelOptions(program.command('run'))
   .description('run every [[serve]] and [[visit]] entry of a config file in one process')
-  .addHelpText('after', '\nExample:\n  peer run --config /etc/holepunch/peer.toml\n\nSee docs/CLI.md "Config file" for the format.')
+  .addHelpText(
+    'after',
+    '\nExample:\n  peer run --config /etc/holepunch/peer.toml\n\nSee docs/CLI.md "Config file" for the format.',
+  )
   .action(async (_o: unknown, cmd: Command) => {
     const { file, log } = setup(cmd);
     if (!file) die(log, 'run needs --config FILE');
@@ -282,10 +396,14 @@ program
   .command('status')
   .description('show the tunnels of the running peer (serve, visit --bind or run) through its admin socket')
   .option('--admin <path>', `one peer's admin socket (default: every running peer in ${defaultAdminDir()})`)
-  .option('--json', 'print each peer\'s status as one JSON object per line')
+  .option('--json', "print each peer's status as one JSON object per line")
   .action(async (o: { admin?: string; json?: boolean }) => {
     const sockets = o.admin ? [o.admin] : await findAdminSockets();
-    if (!sockets.length) die(null, `no running peer found (no live admin socket in ${defaultAdminDir()}); is \`peer serve\`, \`peer visit --bind\` or \`peer run\` running as this user?`);
+    if (!sockets.length)
+      die(
+        null,
+        `no running peer found (no live admin socket in ${defaultAdminDir()}); is \`peer serve\`, \`peer visit --bind\` or \`peer run\` running as this user?`,
+      );
     try {
       for (const sock of sockets) {
         const reply = (await adminRequest(sock, 'status')) as unknown as PeerStatus & { ok?: boolean };
@@ -302,10 +420,17 @@ program
   .description('make a long-term key pair: prints the public key, writes the key pair to a file readable only by you')
   .option('--out <file>', 'where to write the key pair', defaultIdentityPath())
   .option('--force', 'overwrite an existing file')
-  .addHelpText('after', '\nGive the file to `serve --identity` / `visit --identity`; give the printed public key to the other side\n(`serve --allow KEY` to admit a visitor, `visit --server-key KEY` to pin a server).')
+  .addHelpText(
+    'after',
+    '\nGive the file to `serve --identity` / `visit --identity`; give the printed public key to the other side\n(`serve --allow KEY` to admit a visitor, `visit --server-key KEY` to pin a server).',
+  )
   .action(async (o: { out: string; force?: boolean }) => {
     await identityReady();
-    if (fs.existsSync(o.out) && !o.force) die(null, `${o.out} already exists (use --force to replace it; visitors or servers pinning its key would then refuse you)`);
+    if (fs.existsSync(o.out) && !o.force)
+      die(
+        null,
+        `${o.out} already exists (use --force to replace it; visitors or servers pinning its key would then refuse you)`,
+      );
     const id = generateIdentity();
     try {
       fs.mkdirSync(path.dirname(o.out), { recursive: true, mode: 0o700 });
@@ -325,9 +450,13 @@ function defaultIdentityPath(): string {
 }
 
 addLogOptions(program.command('nat'))
-  .description('classify this host\'s NAT against a rendezvous (or any RFC 5389 STUN server)')
+  .description("classify this host's NAT against a rendezvous (or any RFC 5389 STUN server)")
   .addHelpText('after', '\nMapping and filtering tests need a server with a second address (rendezvous --alt-udp).')
-  .addOption(new Option('--server <host:port>', 'the rendezvous (its UDP port) or a STUN server').env('PEER_SERVER').makeOptionMandatory())
+  .addOption(
+    new Option('--server <host:port>', 'the rendezvous (its UDP port) or a STUN server')
+      .env('PEER_SERVER')
+      .makeOptionMandatory(),
+  )
   .option('--json', 'print the report as one JSON object on stdout')
   .action(async (o: { server: string; json?: boolean } & LogOpts) => {
     const log = loggerFrom(o);

@@ -59,9 +59,15 @@ export class ControlClient extends EventEmitter {
         reject(err);
       };
       socket.once('error', (e: NodeJS.ErrnoException) =>
-        fail(new Error(`cannot reach the rendezvous at ${where}: ${e.code === 'ECONNREFUSED' ? 'connection refused' : (e.code ?? e.message)}`)),
+        fail(
+          new Error(
+            `cannot reach the rendezvous at ${where}: ${e.code === 'ECONNREFUSED' ? 'connection refused' : (e.code ?? e.message)}`,
+          ),
+        ),
       );
-      socket.once('connect', () => fs.send({ type: 'hello', version: PROTOCOL_VERSION, software: SOFTWARE, token: this.opts.token }));
+      socket.once('connect', () =>
+        fs.send({ type: 'hello', version: PROTOCOL_VERSION, software: SOFTWARE, token: this.opts.token }),
+      );
       fs.on('message', (m: ControlMessage) => {
         if (!settled) {
           if (m.type === 'welcome') {
@@ -72,7 +78,11 @@ export class ControlClient extends EventEmitter {
             this.startPing();
             resolve(m);
           } else if (m.type === 'error') {
-            fail(m.code === 'bad_token' || m.code === 'bad_version' ? new FatalError(`rendezvous refused us: ${m.message}`, m.code) : new Error(`rendezvous error: ${m.message}`));
+            fail(
+              m.code === 'bad_token' || m.code === 'bad_version'
+                ? new FatalError(`rendezvous refused us: ${m.message}`, m.code)
+                : new Error(`rendezvous error: ${m.message}`),
+            );
           }
           return;
         }
@@ -87,7 +97,13 @@ export class ControlClient extends EventEmitter {
         this.emit('message', m);
       });
       fs.on('protocolError', (code: string, msg: string) =>
-        fail(new Error(code === 'timeout' && !settled ? `no answer from ${where} within ${Math.round((this.opts.connectTimeoutMs ?? 10_000) / 1000)} s: is a rendezvous listening there?` : `rendezvous protocol error: ${msg}`)),
+        fail(
+          new Error(
+            code === 'timeout' && !settled
+              ? `no answer from ${where} within ${Math.round((this.opts.connectTimeoutMs ?? 10_000) / 1000)} s: is a rendezvous listening there?`
+              : `rendezvous protocol error: ${msg}`,
+          ),
+        ),
       );
       fs.on('close', () => {
         this.isClosed = true;
@@ -103,7 +119,11 @@ export class ControlClient extends EventEmitter {
   }
 
   /** Sends a request and waits for the first message `match` accepts (or an error for the same reqId). */
-  request<T extends ControlMessage>(msg: ControlMessage, match: (m: ControlMessage) => m is T, timeoutMs = 15_000): Promise<T> {
+  request<T extends ControlMessage>(
+    msg: ControlMessage,
+    match: (m: ControlMessage) => m is T,
+    timeoutMs = 15_000,
+  ): Promise<T> {
     return new Promise((resolve, reject) => {
       const reqId = 'reqId' in msg ? msg.reqId : undefined;
       const done = () => {
@@ -225,5 +245,7 @@ export async function withFailover<T>(list: ServerList, attempt: (server: HostPo
   if (errors.length === 1) throw errors[0];
   const reasons = errors.map((e) => (e as Error).message).join('; ');
   const last = errors[errors.length - 1];
-  throw last instanceof FatalError ? new FatalError(`no rendezvous could take us: ${reasons}`, last.code) : new Error(`no rendezvous could take us: ${reasons}`);
+  throw last instanceof FatalError
+    ? new FatalError(`no rendezvous could take us: ${reasons}`, last.code)
+    : new Error(`no rendezvous could take us: ${reasons}`);
 }

@@ -62,7 +62,8 @@ export async function flushSessions(host: TunnelHost, timeoutMs: number): Promis
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     let pending = 0;
-    for (const t of host.tunnels.values()) if (!t.session.closed) pending += t.session.kcp.waitSnd() + t.session.mux.openStreams().length;
+    for (const t of host.tunnels.values())
+      if (!t.session.closed) pending += t.session.kcp.waitSnd() + t.session.mux.openStreams().length;
     if (pending === 0) return;
     await new Promise((r) => setTimeout(r, 20));
   }

@@ -7,7 +7,15 @@ import { TunnelHost, type MuxStream } from './tunnel.js';
 import { MuxResetReason } from '../src/wire/mux-frame.js';
 import { StreamSet, flushSessions } from './drain.js';
 import { cryptoReady, deriveSecretKey, respond, HandshakeError } from '../src/crypto/index.js';
-import { encodePublicKey, generateIdentity, identityReady, signAccept, signRegistration, verifyVisit, type Identity } from '../src/crypto/identity.js';
+import {
+  encodePublicKey,
+  generateIdentity,
+  identityReady,
+  signAccept,
+  signRegistration,
+  verifyVisit,
+  type Identity,
+} from '../src/crypto/identity.js';
 import type { ControlMessage, MessageOf, Mode } from '../src/wire/control.js';
 import type { HostPort } from '../src/util/addr.js';
 import type { Logger } from '../src/util/log.js';
@@ -75,7 +83,8 @@ export class ServePeer {
     this.stopped = true;
     this.control?.close();
     const forced = await this.streams.drain(graceMs);
-    if (forced) this.opts.log.info('drained', `ended ${forced} open connection(s) with a FIN`, { name: this.opts.name, forced });
+    if (forced)
+      this.opts.log.info('drained', `ended ${forced} open connection(s) with a FIN`, { name: this.opts.name, forced });
     await flushSessions(this.host, 2000);
     this.stop();
   }
@@ -103,19 +112,28 @@ export class ServePeer {
     control.on('message', (m: ControlMessage) => this.onControl(control, m));
     try {
       await control.request(
-        { type: 'register', name: this.opts.name, key: Buffer.from(this.identity.publicKey).toString('base64'), sig: Buffer.from(sig).toString('base64') },
+        {
+          type: 'register',
+          name: this.opts.name,
+          key: Buffer.from(this.identity.publicKey).toString('base64'),
+          sig: Buffer.from(sig).toString('base64'),
+        },
         isRegistered,
       );
     } catch (e) {
       control.close();
       throw e;
     }
-    log.info('ready', `serving "${this.opts.name}" -> ${this.opts.local.host}:${this.opts.local.port} via ${server.host}:${server.port}`, {
-      name: this.opts.name,
-      local: `${this.opts.local.host}:${this.opts.local.port}`,
-      server: `${server.host}:${server.port}`,
-      reconnect: this.registeredOnce,
-    });
+    log.info(
+      'ready',
+      `serving "${this.opts.name}" -> ${this.opts.local.host}:${this.opts.local.port} via ${server.host}:${server.port}`,
+      {
+        name: this.opts.name,
+        local: `${this.opts.local.host}:${this.opts.local.port}`,
+        server: `${server.host}:${server.port}`,
+        reconnect: this.registeredOnce,
+      },
+    );
     this.registered = true;
     control.once('close', () => {
       this.registered = false;
@@ -155,7 +173,12 @@ export class ServePeer {
   private async onIncoming(control: ControlClient, m: MessageOf<'incoming'>): Promise<void> {
     const { log } = this.opts;
     if (this.opts.mode === 'direct' && m.mode === 'relay') {
-      control.send({ type: 'reject', sid: m.sid, code: 'mode_mismatch', message: 'the server runs with --mode direct and the visitor asked for --mode relay' });
+      control.send({
+        type: 'reject',
+        sid: m.sid,
+        code: 'mode_mismatch',
+        message: 'the server runs with --mode direct and the visitor asked for --mode relay',
+      });
       return;
     }
     const hsInit = Buffer.from(m.hs, 'base64');
@@ -167,11 +190,19 @@ export class ServePeer {
     }
     let result;
     try {
-      result = respond(this.psk, hsInit, { responderIndex: crypto.randomInt(1, 2 ** 32 - 1), context: Buffer.from(this.opts.name.toLowerCase()) });
+      result = respond(this.psk, hsInit, {
+        responderIndex: crypto.randomInt(1, 2 ** 32 - 1),
+        context: Buffer.from(this.opts.name.toLowerCase()),
+      });
     } catch (e) {
       const code = e instanceof HandshakeError ? e.code : 'internal';
       log.error('error', `a visitor failed the handshake (${code}): wrong --secret on the visitor?`, { sid: m.sid });
-      control.send({ type: 'reject', sid: m.sid, code: 'auth_failed', message: 'handshake failed: the visitor and the server do not share the same --secret' });
+      control.send({
+        type: 'reject',
+        sid: m.sid,
+        code: 'auth_failed',
+        message: 'handshake failed: the visitor and the server do not share the same --secret',
+      });
       return;
     }
     const g = await this.host.gather(control);
@@ -185,7 +216,15 @@ export class ServePeer {
       idSig: Buffer.from(signAccept(this.identity, hsInit, result.response)).toString('base64'),
     });
     try {
-      await this.host.start({ keys: result.keys, sid: m.sid, role: 'server', ticket: m.ticket, control, peerNat: m.nat, onStream: (st) => this.onStream(st) });
+      await this.host.start({
+        keys: result.keys,
+        sid: m.sid,
+        role: 'server',
+        ticket: m.ticket,
+        control,
+        peerNat: m.nat,
+        onStream: (st) => this.onStream(st),
+      });
     } catch (e) {
       log.warn('relay_failed', (e as Error).message, { sid: m.sid });
     }
@@ -195,10 +234,11 @@ export class ServePeer {
   private checkVisitorKey(m: MessageOf<'incoming'>, hsInit: Uint8Array): string | null {
     const allow = this.opts.allow ?? [];
     if (!allow.length) return null;
-    if (!m.idKey || !m.idSig) return 'this server only accepts pinned visitor keys (--allow); the visitor presented none (visit --identity FILE)';
+    if (!m.idKey || !m.idSig)
+      return 'this server only accepts pinned visitor keys (--allow); the visitor presented none (visit --identity FILE)';
     const key = Buffer.from(m.idKey, 'base64');
     if (!allow.some((k) => Buffer.from(k).equals(key))) return `visitor key ${m.idKey} is not in --allow`;
-    if (!verifyVisit(key, Buffer.from(m.idSig, 'base64'), hsInit)) return 'the visitor\'s key signature does not verify';
+    if (!verifyVisit(key, Buffer.from(m.idSig, 'base64'), hsInit)) return "the visitor's key signature does not verify";
     return null;
   }
 
@@ -207,7 +247,12 @@ export class ServePeer {
     if (this.draining) return stream.reset(MuxResetReason.GoingAway);
     // Reads go into the shared buffer and from there into pooled blocks (bridgeUserReads).
     const target = new ReadTarget();
-    const sock = net.connect({ host: this.opts.local.host, port: this.opts.local.port, allowHalfOpen: true, onread: userReadOptions(target.onChunk) });
+    const sock = net.connect({
+      host: this.opts.local.host,
+      port: this.opts.local.port,
+      allowHalfOpen: true,
+      onread: userReadOptions(target.onChunk),
+    });
     let connected = false;
     sock.once('connect', () => {
       connected = true;
@@ -215,7 +260,10 @@ export class ServePeer {
     });
     sock.once('error', (e: NodeJS.ErrnoException) => {
       if (connected) return;
-      log.warn('service_unreachable', `cannot connect to the local service ${this.opts.local.host}:${this.opts.local.port}: ${e.code ?? e.message}`);
+      log.warn(
+        'service_unreachable',
+        `cannot connect to the local service ${this.opts.local.host}:${this.opts.local.port}: ${e.code ?? e.message}`,
+      );
       stream.reset(MuxResetReason.Refused);
     });
   }

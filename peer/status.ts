@@ -5,7 +5,14 @@ export function formatStatus(s: PeerStatus): string {
   const out: string[] = [`peer pid ${s.pid}, up ${duration(s.uptimeS)}, AEAD ${s.aead}`];
   for (const e of s.entries) {
     const what = e.kind === 'serve' ? `serve ${e.name} -> ${e.local}` : `visit ${e.name} on ${e.bind}`;
-    const state = e.kind === 'serve' ? (e.up ? 'registered' : 'not registered (reconnecting)') : e.up ? 'tunnel open' : 'no tunnel (opens on the next connection)';
+    const state =
+      e.kind === 'serve'
+        ? e.up
+          ? 'registered'
+          : 'not registered (reconnecting)'
+        : e.up
+          ? 'tunnel open'
+          : 'no tunnel (opens on the next connection)';
     out.push(`  ${what} via ${e.server}: ${state}, ${e.streams} connection(s)`);
   }
   if (!s.tunnels.length) {
@@ -35,7 +42,12 @@ function natName(n: TunnelStatus['nat']['local']): string {
 
 function table(rows: string[][]): string[] {
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd());
+  return rows.map((r) =>
+    r
+      .map((c, i) => c.padEnd(widths[i]))
+      .join('  ')
+      .trimEnd(),
+  );
 }
 
 export function bytes(n: number): string {

@@ -14,7 +14,8 @@ import type { ControlClient } from './control-client.js';
 import type { Sinkable } from '../src/session/bridge.js';
 
 /** What the peer commands use of a mux stream; `reset` takes a MuxResetReason code. */
-export type MuxStream = Duplex & Sinkable & { reset(reason?: number): void; writeTransient(chunk: Uint8Array): boolean };
+export type MuxStream = Duplex &
+  Sinkable & { reset(reason?: number): void; writeTransient(chunk: Uint8Array): boolean };
 
 /** One live session as `peer status` and the metrics see it. */
 export interface TunnelInfo {
@@ -68,11 +69,18 @@ export class TunnelHost {
   private socket: PeerSocket | null = null;
   gathered: Gathered | null = null;
   /** Counters of sessions that have closed; live ones are added in totals(). */
-  private retired: TunnelTotals = { sessions: 0, bytesSent: 0, bytesReceived: 0, wireBytesOut: 0, wireBytesIn: 0, rejectedDatagrams: 0, punchAttempts: 0, punchSuccesses: 0 };
+  private retired: TunnelTotals = {
+    sessions: 0,
+    bytesSent: 0,
+    bytesReceived: 0,
+    wireBytesOut: 0,
+    wireBytesIn: 0,
+    rejectedDatagrams: 0,
+    punchAttempts: 0,
+    punchSuccesses: 0,
+  };
 
-  constructor(
-    readonly opts: { log: Logger; mode: Mode; server: HostPort },
-  ) {}
+  constructor(readonly opts: { log: Logger; mode: Mode; server: HostPort }) {}
 
   /** Opens the UDP socket unless punching is off. */
   async open(): Promise<void> {
@@ -90,7 +98,11 @@ export class TunnelHost {
     if (!this.socket || !control.welcome) return { candidates: [], nat: { mapping: 'unknown', filtering: 'unknown' } };
     const host = control.remoteAddress?.replace(/^::ffff:/, '') ?? this.opts.server.host;
     const loopback = host.startsWith('127.') || host === '::1';
-    this.gathered = await gatherCandidates(this.socket, { address: host, port: control.welcome.udpPort }, { includeLoopback: loopback });
+    this.gathered = await gatherCandidates(
+      this.socket,
+      { address: host, port: control.welcome.udpPort },
+      { includeLoopback: loopback },
+    );
     return this.gathered;
   }
 
@@ -113,7 +125,15 @@ export class TunnelHost {
   }
 
   /** Creates the session and its paths; resolves once data can flow (relay up, or direct up with --mode direct). */
-  async start(args: { keys: SessionKeys; sid: string; role: 'visitor' | 'server'; ticket: string; control: ControlClient; peerNat?: NatInfo; onStream?: (s: MuxStream) => void }): Promise<Tunnel> {
+  async start(args: {
+    keys: SessionKeys;
+    sid: string;
+    role: 'visitor' | 'server';
+    ticket: string;
+    control: ControlClient;
+    peerNat?: NatInfo;
+    onStream?: (s: MuxStream) => void;
+  }): Promise<Tunnel> {
     const { log, mode } = this.opts;
     const { sid, control } = args;
     const session = new Session({ keys: args.keys, role: args.role, log, sid });
@@ -121,16 +141,22 @@ export class TunnelHost {
     this.tunnels.set(sid, tunnel);
     // Lets the rendezvous count sessions by path and punch successes (status, metrics).
     const report = (path: 'relay' | 'direct' | 'closed') => {
-      if (!control.isClosed && control.welcome?.features?.includes('path_report')) control.send({ type: 'path_report', sid, path });
+      if (!control.isClosed && control.welcome?.features?.includes('path_report'))
+        control.send({ type: 'path_report', sid, path });
     };
     session.on('path', (p: Path) => {
-      log.info('path', `session ${sid} now on the ${p.kind} path (${p.remote})`, { sid, path: p.kind, remote: p.remote });
+      log.info('path', `session ${sid} now on the ${p.kind} path (${p.remote})`, {
+        sid,
+        path: p.kind,
+        remote: p.remote,
+      });
       report(p.kind);
     });
     session.once('close', (reason: string) => {
       report('closed');
       const info = this.describe(tunnel);
-      for (const k of Object.keys(this.retired) as (keyof TunnelTotals)[]) if (k !== 'sessions') this.retired[k] += info[k];
+      for (const k of Object.keys(this.retired) as (keyof TunnelTotals)[])
+        if (k !== 'sessions') this.retired[k] += info[k];
       this.retired.sessions++;
       this.tunnels.delete(sid);
       log.info('session_closed', `session ${sid} closed: ${reason}`, { sid });

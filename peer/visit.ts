@@ -70,7 +70,14 @@ export class VisitPeer {
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', (e: NodeJS.ErrnoException) =>
-        reject(new FatalError(e.code === 'EADDRINUSE' ? `cannot listen on ${bind.host}:${bind.port}: the port is already in use` : `cannot listen on ${bind.host}:${bind.port}: ${e.code ?? e.message}`, e.code ?? 'listen')),
+        reject(
+          new FatalError(
+            e.code === 'EADDRINUSE'
+              ? `cannot listen on ${bind.host}:${bind.port}: the port is already in use`
+              : `cannot listen on ${bind.host}:${bind.port}: ${e.code ?? e.message}`,
+            e.code ?? 'listen',
+          ),
+        ),
       );
       server.listen({ host: bind.host, port: bind.port }, () => resolve());
     });
@@ -98,7 +105,8 @@ export class VisitPeer {
     this.draining = true;
     this.server?.close();
     const forced = await this.streams.drain(graceMs);
-    if (forced) this.opts.log.info('drained', `ended ${forced} open connection(s) with a FIN`, { name: this.opts.name, forced });
+    if (forced)
+      this.opts.log.info('drained', `ended ${forced} open connection(s) with a FIN`, { name: this.opts.name, forced });
     await flushSessions(this.host, 2000);
     this.stop();
   }
@@ -146,7 +154,11 @@ export class VisitPeer {
         return await this.getSession();
       } catch (e) {
         if (i >= attempts || this.stopped || !retriable(e)) throw e;
-        this.opts.log.warn('reconnect_failed', `tunnel to "${this.opts.name}" not open yet: ${(e as Error).message}`, { name: this.opts.name, attempt: i, retryInMs: delay });
+        this.opts.log.warn('reconnect_failed', `tunnel to "${this.opts.name}" not open yet: ${(e as Error).message}`, {
+          name: this.opts.name,
+          attempt: i,
+          retryInMs: delay,
+        });
         await new Promise((r) => setTimeout(r, delay));
         delay = Math.min(delay * 2, 4000);
       }
@@ -165,7 +177,10 @@ export class VisitPeer {
           this.reopenDelay = 0;
         },
         (e: Error) => {
-          this.opts.log.warn('reconnect_failed', `re-opening the tunnel to "${this.opts.name}": ${e.message}`, { name: this.opts.name, retryInMs: Math.min(this.reopenDelay * 2, 30_000) });
+          this.opts.log.warn('reconnect_failed', `re-opening the tunnel to "${this.opts.name}": ${e.message}`, {
+            name: this.opts.name,
+            retryInMs: Math.min(this.reopenDelay * 2, 30_000),
+          });
           if (retriable(e)) this.scheduleReopen();
         },
       );
@@ -231,15 +246,20 @@ export class VisitPeer {
           mode: this.opts.mode,
           candidates: g.candidates,
           nat: g.nat,
-          ...(id ? { idKey: encodePublicKey(id.publicKey), idSig: Buffer.from(signVisit(id, hs.message)).toString('base64') } : {}),
+          ...(id
+            ? { idKey: encodePublicKey(id.publicKey), idSig: Buffer.from(signVisit(id, hs.message)).toString('base64') }
+            : {}),
         },
         isConnected,
       );
     } catch (e) {
       // A node cut off from the cluster registry cannot find names on other nodes: let the retry use another node.
-      if (e instanceof FatalError && e.code === 'service_unavailable' && this.servers.servers.length > 1) control.close();
+      if (e instanceof FatalError && e.code === 'service_unavailable' && this.servers.servers.length > 1)
+        control.close();
       if (e instanceof FatalError && e.code === 'auth_failed') {
-        const why = /pinned|--allow|key/.test(e.message) ? e.message.replace(/^handshake failed: /, '') : 'it rejected our secret (check --secret / PEER_SECRET)';
+        const why = /pinned|--allow|key/.test(e.message)
+          ? e.message.replace(/^handshake failed: /, '')
+          : 'it rejected our secret (check --secret / PEER_SECRET)';
         throw new FatalError(`handshake failed: "${name}" refused us: ${why}`, 'auth_failed');
       }
       throw e;
@@ -247,9 +267,16 @@ export class VisitPeer {
     const pinned = this.opts.serverKey;
     if (pinned) {
       const hsResp = Buffer.from(reply.hs, 'base64');
-      const ok = reply.idKey && reply.idSig && Buffer.from(reply.idKey, 'base64').equals(Buffer.from(pinned)) && verifyAccept(pinned, Buffer.from(reply.idSig, 'base64'), hs.message, hsResp);
+      const ok =
+        reply.idKey &&
+        reply.idSig &&
+        Buffer.from(reply.idKey, 'base64').equals(Buffer.from(pinned)) &&
+        verifyAccept(pinned, Buffer.from(reply.idSig, 'base64'), hs.message, hsResp);
       if (!ok) {
-        throw new FatalError(`handshake failed: the server answering as "${name}" does not hold the pinned key ${encodePublicKey(pinned)} (--server-key); refusing it`, 'auth_failed');
+        throw new FatalError(
+          `handshake failed: the server answering as "${name}" does not hold the pinned key ${encodePublicKey(pinned)} (--server-key); refusing it`,
+          'auth_failed',
+        );
       }
     }
     let keys;
@@ -257,9 +284,19 @@ export class VisitPeer {
       keys = hs.finish(Buffer.from(reply.hs, 'base64'));
     } catch (e) {
       const code = e instanceof HandshakeError ? e.code : 'internal';
-      throw new FatalError(`handshake failed (${code}): the server did not prove it knows our secret; wrong --secret, or someone is impersonating "${name}"`, 'auth_failed');
+      throw new FatalError(
+        `handshake failed (${code}): the server did not prove it knows our secret; wrong --secret, or someone is impersonating "${name}"`,
+        'auth_failed',
+      );
     }
-    const tunnel = await this.host.start({ keys, sid: reply.sid, role: 'visitor', ticket: reply.ticket, control, peerNat: reply.nat });
+    const tunnel = await this.host.start({
+      keys,
+      sid: reply.sid,
+      role: 'visitor',
+      ticket: reply.ticket,
+      control,
+      peerNat: reply.nat,
+    });
     const session = tunnel.session;
     session.once('close', () => {
       if (this.session === session) this.session = null;
@@ -271,10 +308,15 @@ export class VisitPeer {
   }
 }
 
-
 /** Failures that may go away by themselves (server restarting, network blip); a wrong secret or key will not. */
 function retriable(e: unknown): boolean {
-  return !(e instanceof FatalError) || e.code === 'unknown_name' || e.code === 'timeout' || e.code === 'limit' || e.code === 'service_unavailable';
+  return (
+    !(e instanceof FatalError) ||
+    e.code === 'unknown_name' ||
+    e.code === 'timeout' ||
+    e.code === 'limit' ||
+    e.code === 'service_unavailable'
+  );
 }
 
 /** --mode direct: the session is usable only once a hole is punched. */
@@ -285,7 +327,10 @@ function waitForDirect(session: Session, name: string, timeoutMs = 20_000): Prom
       session.off('path', onPath);
       session.off('close', onClose);
     };
-    const fail = (why: string) => reject(new FatalError(`${why} to "${name}" (--mode direct never uses the relay; try --mode auto)`, 'no_direct_path'));
+    const fail = (why: string) =>
+      reject(
+        new FatalError(`${why} to "${name}" (--mode direct never uses the relay; try --mode auto)`, 'no_direct_path'),
+      );
     const timer = setTimeout(() => {
       done();
       session.close('no direct path');

@@ -10,12 +10,22 @@ import { Relay } from './relay.js';
 import { ConfigError, layered, loadConfigFile, RelayConfig } from '../src/config/index.js';
 
 const program = new Command('relay')
-  .description('A standalone relay, for operators who run it apart from the rendezvous.\n' +
-    'Start the rendezvous with --relay HOST:PORT --relay-key KEY pointing here. It forwards sealed\n' +
-    'datagrams between the two sides of a session and cannot read them.')
+  .description(
+    'A standalone relay, for operators who run it apart from the rendezvous.\n' +
+      'Start the rendezvous with --relay HOST:PORT --relay-key KEY pointing here. It forwards sealed\n' +
+      'datagrams between the two sides of a session and cannot read them.',
+  )
   .option('--listen <host:port>', 'where peers connect', '0.0.0.0:7001')
-  .addOption(new Option('--key <key>', 'key shared with the rendezvous (--relay-key there); required here, in RELAY_KEY or in --config').env('RELAY_KEY'))
-  .option('--config <file>', 'TOML config file (keys are these option names; flags and environment variables override it)')
+  .addOption(
+    new Option(
+      '--key <key>',
+      'key shared with the rendezvous (--relay-key there); required here, in RELAY_KEY or in --config',
+    ).env('RELAY_KEY'),
+  )
+  .option(
+    '--config <file>',
+    'TOML config file (keys are these option names; flags and environment variables override it)',
+  )
   .showHelpAfterError('(run with --help for usage)');
 addLogOptions(program);
 
@@ -31,11 +41,17 @@ program.action(async (_o: unknown, cmd: Command) => {
       configError = e.message;
     }
   }
-  const pick = <T,>(key: string, fileKey: keyof RelayConfig) => layered<T>(cmd, key, { top: file?.[fileKey] as T | undefined });
+  const pick = <T>(key: string, fileKey: keyof RelayConfig) =>
+    layered<T>(cmd, key, { top: file?.[fileKey] as T | undefined });
   const o = { listen: pick<string>('listen', 'listen')!, key: pick<string>('key', 'key') };
-  const log = loggerFrom({ logFormat: pick('logFormat', 'log-format'), logLevel: pick('logLevel', 'log-level'), quiet: pick('quiet', 'quiet') });
+  const log = loggerFrom({
+    logFormat: pick('logFormat', 'log-format'),
+    logLevel: pick('logLevel', 'log-level'),
+    quiet: pick('quiet', 'quiet'),
+  });
   if (configError) return die(log, configError);
-  if (!o.key) return die(log, 'relay needs a key: --key K, RELAY_KEY, or key in the config file (the rendezvous\'s --relay-key)');
+  if (!o.key)
+    return die(log, "relay needs a key: --key K, RELAY_KEY, or key in the config file (the rendezvous's --relay-key)");
   let listen;
   try {
     listen = parseHostPort(o.listen, '0.0.0.0', '--listen');
@@ -56,14 +72,23 @@ program.action(async (_o: unknown, cmd: Command) => {
   });
   server.once('error', (e: NodeJS.ErrnoException) => {
     try {
-      die(log, e.code === 'EADDRINUSE' ? `cannot listen on ${o.listen}: the port is already in use` : `cannot start: ${e.message}`);
+      die(
+        log,
+        e.code === 'EADDRINUSE'
+          ? `cannot listen on ${o.listen}: the port is already in use`
+          : `cannot start: ${e.message}`,
+      );
     } catch (x) {
       if (!(x instanceof ExitSignal)) throw x;
     }
   });
   server.listen({ host: listen.host, port: listen.port }, () => {
     const a = server.address() as net.AddressInfo;
-    log.info('ready', `relay listening on ${a.address}:${a.port}`, { address: a.address, port: a.port, listen: `${a.address}:${a.port}` });
+    log.info('ready', `relay listening on ${a.address}:${a.port}`, {
+      address: a.address,
+      port: a.port,
+      listen: `${a.address}:${a.port}`,
+    });
   });
 });
 

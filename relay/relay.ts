@@ -62,7 +62,8 @@ export class Relay {
     if (this.used.has(sid)) return fs.fail('bad_ticket', 'relay ticket already used');
     const other = this.pending.get(sid);
     if (!other) {
-      if (this.pending.size >= (this.opts.maxPending ?? 10_000)) return fs.fail('limit', 'relay is full, try again later');
+      if (this.pending.size >= (this.opts.maxPending ?? 10_000))
+        return fs.fail('limit', 'relay is full, try again later');
       const timer = setTimeout(() => {
         this.pending.delete(sid);
         fs.fail('timeout', 'the other side of the session never reached the relay');

@@ -11,7 +11,9 @@ import { formatHostPort } from '../src/util/addr.js';
 import type { Logger } from '../src/util/log.js';
 
 const program = new Command('rendezvous')
-  .description('The public meeting point: peers register names, visitors are introduced to them, and traffic is relayed when no direct path can be punched. It never sees plaintext.')
+  .description(
+    'The public meeting point: peers register names, visitors are introduced to them, and traffic is relayed when no direct path can be punched. It never sees plaintext.',
+  )
   .addHelpText(
     'after',
     `
@@ -26,15 +28,33 @@ Open TCP and UDP on the --listen port (and the --alt-udp port) in your firewall.
   )
   .option('--listen <host:port>', 'TCP control channel and embedded relay', '0.0.0.0:7000')
   .option('--udp <host:port>', 'UDP for STUN and punch coordination (default: the --listen address and port)')
-  .option('--alt-udp <host:port>', 'a second UDP address (another IP of this host) so peers can classify their NAT (RFC 5780)')
+  .option(
+    '--alt-udp <host:port>',
+    'a second UDP address (another IP of this host) so peers can classify their NAT (RFC 5780)',
+  )
   .addOption(new Option('--token <token>', 'require this token from every peer').env('RENDEZVOUS_TOKEN'))
   .option('--relay <host:port>', 'use a standalone relay (see `relay --help`) instead of the embedded one')
   .addOption(new Option('--relay-key <key>', 'key shared with the standalone relay').env('RELAY_KEY'))
-  .addOption(new Option('--registry <url>', 'share names and sessions with other nodes through Redis: redis://HOST:PORT/DB (default: this node alone, in memory)').env('RENDEZVOUS_REGISTRY'))
-  .option('--node-id <id>', 'this node\'s name in the cluster (default: hostname plus a random suffix)')
-  .option('--advertise <host:port>', 'where other nodes reach this node (its relay) in a cluster (default: the --listen address)')
-  .option('--registry-ttl <seconds>', 'cluster: a name (and a node) lapses this long after its last refresh; refreshed every third of it', '15')
-  .option('--config <file>', 'TOML config file (keys are these option names; flags and environment variables override it)')
+  .addOption(
+    new Option(
+      '--registry <url>',
+      'share names and sessions with other nodes through Redis: redis://HOST:PORT/DB (default: this node alone, in memory)',
+    ).env('RENDEZVOUS_REGISTRY'),
+  )
+  .option('--node-id <id>', "this node's name in the cluster (default: hostname plus a random suffix)")
+  .option(
+    '--advertise <host:port>',
+    'where other nodes reach this node (its relay) in a cluster (default: the --listen address)',
+  )
+  .option(
+    '--registry-ttl <seconds>',
+    'cluster: a name (and a node) lapses this long after its last refresh; refreshed every third of it',
+    '15',
+  )
+  .option(
+    '--config <file>',
+    'TOML config file (keys are these option names; flags and environment variables override it)',
+  )
   .option('--max-conns-per-ip <n>', 'limit: control connections from one IP address', '256')
   .option('--max-connections <n>', 'limit: control connections in total', '20000')
   .option('--max-names-per-conn <n>', 'limit: names one serve connection may register', '16')
@@ -62,7 +82,8 @@ program.action(async (_o: unknown, cmd: Command) => {
     }
   }
   // Flags, then environment variables, then the file, then defaults.
-  const pick = <T,>(key: string, fileKey: keyof RendezvousConfig) => layered<T>(cmd, key, { top: file?.[fileKey] as T | undefined });
+  const pick = <T>(key: string, fileKey: keyof RendezvousConfig) =>
+    layered<T>(cmd, key, { top: file?.[fileKey] as T | undefined });
   const o = {
     listen: pick<string>('listen', 'listen')!,
     udp: pick<string>('udp', 'udp'),
@@ -73,7 +94,11 @@ program.action(async (_o: unknown, cmd: Command) => {
     metrics: pick<string>('metrics', 'metrics'),
     status: pick<string>('status', 'status'),
   };
-  const log = loggerFrom({ logFormat: pick('logFormat', 'log-format'), logLevel: pick('logLevel', 'log-level'), quiet: pick('quiet', 'quiet') });
+  const log = loggerFrom({
+    logFormat: pick('logFormat', 'log-format'),
+    logLevel: pick('logLevel', 'log-level'),
+    quiet: pick('quiet', 'quiet'),
+  });
   if (configError) return die(log, configError);
   let listen, udp, altUdp, relay, metrics, status;
   try {
@@ -117,18 +142,26 @@ program.action(async (_o: unknown, cmd: Command) => {
   try {
     const addr = await server.listen();
     const stun = server.stun!.endpoints.map((e) => `${e.address}:${e.port}`);
-    log.info('ready', `rendezvous listening on ${addr.address}:${addr.port}, STUN on udp ${stun.join(', ')}${relay ? '' : ' (relay embedded)'}`, {
-      address: addr.address,
-      port: addr.port,
-      listen: `${addr.address}:${addr.port}`,
-      udp: stun,
-      relay: relay ? `${relay.host}:${relay.port}` : 'embedded',
-      ...(cluster ? { node: cluster.nodeId, registry: cluster.registryUp ? 'up' : 'down' } : {}),
-    });
+    log.info(
+      'ready',
+      `rendezvous listening on ${addr.address}:${addr.port}, STUN on udp ${stun.join(', ')}${relay ? '' : ' (relay embedded)'}`,
+      {
+        address: addr.address,
+        port: addr.port,
+        listen: `${addr.address}:${addr.port}`,
+        udp: stun,
+        relay: relay ? `${relay.host}:${relay.port}` : 'embedded',
+        ...(cluster ? { node: cluster.nodeId, registry: cluster.registryUp ? 'up' : 'down' } : {}),
+      },
+    );
     const started = Date.now();
     const statusJson = () => rendezvousStatus(server, started);
     if (metrics) {
-      const m = await startObserveServer({ listen: metrics, registry: createRendezvousMetrics(server), status: statusJson });
+      const m = await startObserveServer({
+        listen: metrics,
+        registry: createRendezvousMetrics(server),
+        status: statusJson,
+      });
       observers.push(m);
       const where = formatHostPort(m);
       log.info('metrics', `metrics at http://${where}/metrics, status at http://${where}/status`, { listen: where });
@@ -142,7 +175,14 @@ program.action(async (_o: unknown, cmd: Command) => {
   } catch (e) {
     if (e instanceof ExitSignal) return;
     const err = e as NodeJS.ErrnoException;
-    die(log, err.message.startsWith('cannot listen') ? err.message : err.code === 'EADDRINUSE' ? `cannot listen on ${o.listen}: the port is already in use` : `cannot start: ${err.message}`);
+    die(
+      log,
+      err.message.startsWith('cannot listen')
+        ? err.message
+        : err.code === 'EADDRINUSE'
+          ? `cannot listen on ${o.listen}: the port is already in use`
+          : `cannot start: ${err.message}`,
+    );
   }
 });
 
@@ -159,14 +199,18 @@ const LIMITS = [
   ['idleTimeoutMs', 'idle-timeout', 5, 86_400, 1000],
 ] as const;
 
-function limitsFrom(log: Logger, pick: (key: string, fileKey: string) => string | number | undefined): Record<string, number> {
+function limitsFrom(
+  log: Logger,
+  pick: (key: string, fileKey: string) => string | number | undefined,
+): Record<string, number> {
   const out: Record<string, number> = {};
   for (const [opt, flag, min, max, scale] of LIMITS) {
     const camel = flag.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
     const raw = pick(camel, flag);
     if (raw === undefined) continue;
     const n = Number(raw);
-    if (!Number.isFinite(n) || n < min || n > max) die(log, `invalid --${flag} "${raw}": expected a number from ${min} to ${max}`);
+    if (!Number.isFinite(n) || n < min || n > max)
+      die(log, `invalid --${flag} "${raw}": expected a number from ${min} to ${max}`);
     out[opt] = Math.round(n * scale);
   }
   return out;
@@ -188,9 +232,11 @@ function clusterFrom(f: ClusterFlags, listenHost: string, log: Logger): RedisClu
   const bad = checkRegistryUrl(f.registry);
   if (bad) die(log, bad);
   const nodeId = f.nodeId ?? defaultNodeId();
-  if (!NODE_ID_RE.test(nodeId)) die(log, `invalid --node-id "${nodeId}": use 1-64 of A-Z a-z 0-9 . _ - starting with a letter or digit`);
+  if (!NODE_ID_RE.test(nodeId))
+    die(log, `invalid --node-id "${nodeId}": use 1-64 of A-Z a-z 0-9 . _ - starting with a letter or digit`);
   const ttl = Number(f.registryTtl);
-  if (!Number.isFinite(ttl) || ttl < 1 || ttl > 3600) die(log, `invalid --registry-ttl "${f.registryTtl}": expected seconds between 1 and 3600`);
+  if (!Number.isFinite(ttl) || ttl < 1 || ttl > 3600)
+    die(log, `invalid --registry-ttl "${f.registryTtl}": expected seconds between 1 and 3600`);
   let advertise;
   try {
     advertise = f.advertise ? parseHostPort(f.advertise, listenHost, '--advertise') : undefined;
@@ -209,7 +255,14 @@ function rendezvousStatus(server: RendezvousServer, started: number) {
     peers: snap.peers,
     names: snap.names,
     sessions: snap.sessions,
-    relay: server.relay ? { embedded: true, sessions: server.relay.sessionCount, pending: server.relay.pendingCount, bytes: server.relay.bytesForwarded } : { embedded: false },
+    relay: server.relay
+      ? {
+          embedded: true,
+          sessions: server.relay.sessionCount,
+          pending: server.relay.pendingCount,
+          bytes: server.relay.bytesForwarded,
+        }
+      : { embedded: false },
     stun: stun ? { ...stun } : null,
     limitsHit: server.stats.limitsHit ?? 0,
     ...(server.opts.cluster ? { cluster: server.opts.cluster.status() } : {}),

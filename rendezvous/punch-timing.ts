@@ -4,7 +4,11 @@
  * DCUtR does with RTT/2): the nearer peer waits for the farther one's message
  * to arrive. A small margin absorbs jitter. Unknown RTTs count as zero.
  */
-export function punchDelays(visitorRttMs: number | null, serverRttMs: number | null, marginMs = 20): { visitor: number; server: number } {
+export function punchDelays(
+  visitorRttMs: number | null,
+  serverRttMs: number | null,
+  marginMs = 20,
+): { visitor: number; server: number } {
   const v = Math.max(0, visitorRttMs ?? 0);
   const s = Math.max(0, serverRttMs ?? 0);
   const far = Math.max(v, s);

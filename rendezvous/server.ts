@@ -114,7 +114,11 @@ export class RendezvousServer {
     // A global memory bound: past it, new work is refused while existing sessions go on.
     this.memTimer = setInterval(() => {
       const high = process.memoryUsage().rss > (this.opts.maxMemoryMb ?? 1024) * 1024 * 1024;
-      if (high !== this.memoryHigh) this.opts.log.warn('limit', high ? 'memory limit reached: refusing new connections and sessions' : 'memory back under the limit');
+      if (high !== this.memoryHigh)
+        this.opts.log.warn(
+          'limit',
+          high ? 'memory limit reached: refusing new connections and sessions' : 'memory back under the limit',
+        );
       this.memoryHigh = high;
     }, 1000);
     this.memTimer.unref();
@@ -139,7 +143,12 @@ export class RendezvousServer {
     } catch (e) {
       server.close();
       const err = e as NodeJS.ErrnoException;
-      throw Object.assign(new Error(`cannot listen on UDP ${udp.host}:${udp.port}: ${err.code === 'EADDRINUSE' ? 'the port is already in use' : err.message}`), { code: err.code });
+      throw Object.assign(
+        new Error(
+          `cannot listen on UDP ${udp.host}:${udp.port}: ${err.code === 'EADDRINUSE' ? 'the port is already in use' : err.message}`,
+        ),
+        { code: err.code },
+      );
     }
     await this.opts.cluster?.start(this.clusterHost(), { host: addr.address, port: addr.port });
     return addr;
@@ -167,8 +176,10 @@ export class RendezvousServer {
     const ip = normaliseIp(socket.remoteAddress ?? '');
     const fs = new FramedSocket(socket, { idleTimeoutMs: this.opts.handshakeTimeoutMs ?? 10_000 });
     const perIp = this.perIp.get(ip) ?? 0;
-    if (perIp >= (this.opts.maxConnsPerIp ?? 256)) return this.limit(fs, `too many connections from your address (limit ${this.opts.maxConnsPerIp ?? 256})`, { ip });
-    if (this.conns.size >= (this.opts.maxConnections ?? 20_000) || this.memoryHigh) return this.limit(fs, 'the rendezvous is full; try again later', { ip });
+    if (perIp >= (this.opts.maxConnsPerIp ?? 256))
+      return this.limit(fs, `too many connections from your address (limit ${this.opts.maxConnsPerIp ?? 256})`, { ip });
+    if (this.conns.size >= (this.opts.maxConnections ?? 20_000) || this.memoryHigh)
+      return this.limit(fs, 'the rendezvous is full; try again later', { ip });
     this.perIp.set(ip, perIp + 1);
     const conn: Conn = { fs, ip, nonce: crypto.randomBytes(24), hello: false, names: new Set(), rttMs: null };
     this.conns.add(conn);
@@ -203,7 +214,11 @@ export class RendezvousServer {
         return this.relay.adopt(fs, m.ticket);
       }
       if (m.type !== 'hello') return fs.fail('bad_message', 'expected hello first');
-      if (m.version !== PROTOCOL_VERSION) return fs.fail('bad_version', `unsupported protocol version ${m.version}; this rendezvous speaks ${PROTOCOL_VERSION}`);
+      if (m.version !== PROTOCOL_VERSION)
+        return fs.fail(
+          'bad_version',
+          `unsupported protocol version ${m.version}; this rendezvous speaks ${PROTOCOL_VERSION}`,
+        );
       if (this.opts.token && !tokenMatches(this.opts.token, m.token)) {
         this.opts.log.warn('auth', 'rejected a peer with a missing or wrong token', { remote: fs.remote });
         return fs.fail('bad_token', 'missing or wrong --token for this rendezvous');
@@ -214,7 +229,11 @@ export class RendezvousServer {
         type: 'welcome',
         version: PROTOCOL_VERSION,
         nonce: conn.nonce.toString('base64'),
-        observed: { address: conn.ip, port: fs.socket.remotePort ?? 0, family: conn.ip.includes(':') ? 'IPv6' : 'IPv4' },
+        observed: {
+          address: conn.ip,
+          port: fs.socket.remotePort ?? 0,
+          family: conn.ip.includes(':') ? 'IPv6' : 'IPv4',
+        },
         udpPort: this.udpPort,
         relay: this.opts.relay ? { host: this.opts.relay.host, port: this.opts.relay.port } : null,
         features: ['path_report'],
@@ -247,7 +266,13 @@ export class RendezvousServer {
   }
 
   /** A limit was hit: clear error to this client, a log line, everyone else carries on. */
-  private limit(fs: PeerLink['fs'], message: string, fields: Record<string, unknown> = {}, extra: { reqId?: string } = {}, close = true): void {
+  private limit(
+    fs: PeerLink['fs'],
+    message: string,
+    fields: Record<string, unknown> = {},
+    extra: { reqId?: string } = {},
+    close = true,
+  ): void {
     this.stats.limitsHit++;
     // One line per source per 10 s, with a count of what was left out: a flood
     // of refused connections must not turn into a flood of log lines.
@@ -257,7 +282,11 @@ export class RendezvousServer {
     if (seen && now - seen.at < 10_000) {
       seen.suppressed++;
     } else {
-      this.opts.log.warn('limit', message, { remote: fs.remote, ...fields, ...(seen?.suppressed ? { suppressed: seen.suppressed } : {}) });
+      this.opts.log.warn('limit', message, {
+        remote: fs.remote,
+        ...fields,
+        ...(seen?.suppressed ? { suppressed: seen.suppressed } : {}),
+      });
       if (this.limitLog.size > 10_000) this.limitLog.clear();
       this.limitLog.set(ip, { at: now, suppressed: 0 });
     }
@@ -298,7 +327,11 @@ export class RendezvousServer {
     const r = this.registry.claim(m.name, m.key, conn);
     if (!r.ok) {
       log.warn('name_taken', `refused "${m.name}": held by another key`, { name: m.name, remote: conn.fs.remote });
-      conn.fs.send({ type: 'error', code: 'name_taken', message: `the name "${m.name}" is already served by someone else` });
+      conn.fs.send({
+        type: 'error',
+        code: 'name_taken',
+        message: `the name "${m.name}" is already served by someone else`,
+      });
       return false;
     }
     if (r.replaced) {
@@ -322,7 +355,13 @@ export class RendezvousServer {
     }
     const sid = newSessionId();
     if (this.sessions.size >= (this.opts.maxSessions ?? 100_000) || this.memoryHigh) {
-      return this.limit(conn.fs, 'the rendezvous has too many sessions; try again later', {}, { reqId: m.reqId }, false);
+      return this.limit(
+        conn.fs,
+        'the rendezvous has too many sessions; try again later',
+        {},
+        { reqId: m.reqId },
+        false,
+      );
     }
     const perConn = this.opts.maxSessionsPerConn ?? 256;
     let mine = 0;
@@ -330,7 +369,18 @@ export class RendezvousServer {
     if (mine >= perConn) {
       return this.limit(conn.fs, `one connection may open at most ${perConn} sessions`, {}, { reqId: m.reqId }, false);
     }
-    const s: Brokered = { sid, visitor: conn, server: reg.conn, reqId: m.reqId, mode: m.mode, visitorCandidates: m.candidates, visitorNat: m.nat, name: m.name, startedAt: Date.now(), path: 'pending' };
+    const s: Brokered = {
+      sid,
+      visitor: conn,
+      server: reg.conn,
+      reqId: m.reqId,
+      mode: m.mode,
+      visitorCandidates: m.candidates,
+      visitorNat: m.nat,
+      name: m.name,
+      startedAt: Date.now(),
+      path: 'pending',
+    };
     this.sessions.set(sid, s);
     this.stats.connects++;
     s.timer = setTimeout(() => {
@@ -379,7 +429,13 @@ export class RendezvousServer {
       this.events.emit('punch', s.visitorNat, s.serverNat);
       const d = punchDelays(s.visitor.rttMs, s.server.rttMs);
       s.visitor.fs.send({ type: 'punch', sid: s.sid, delayMs: d.visitor, candidates: m.candidates, peerNat: m.nat });
-      s.server.fs.send({ type: 'punch', sid: s.sid, delayMs: d.server, candidates: s.visitorCandidates, peerNat: s.visitorNat });
+      s.server.fs.send({
+        type: 'punch',
+        sid: s.sid,
+        delayMs: d.server,
+        candidates: s.visitorCandidates,
+        peerNat: s.visitorNat,
+      });
     }
   }
 
@@ -405,7 +461,11 @@ export class RendezvousServer {
   }
 
   /** Connections, names and brokered sessions, for the read-only status endpoint. */
-  snapshot(): { peers: number; names: { name: string; address: string; rttMs: number | null }[]; sessions: SessionInfo[] } {
+  snapshot(): {
+    peers: number;
+    names: { name: string; address: string; rttMs: number | null }[];
+    sessions: SessionInfo[];
+  } {
     const names: { name: string; address: string; rttMs: number | null }[] = [];
     let peers = 0;
     for (const c of this.conns) {
@@ -440,7 +500,8 @@ export class RendezvousServer {
   private clusterHost(): ClusterHost {
     return {
       brokerFor: (visitor, m) => this.onConnect(visitor, m, true),
-      visitorMessage: (visitor, m) => (m.type === 'candidates' ? this.onCandidates(visitor, m) : this.onPathReport(visitor, m)),
+      visitorMessage: (visitor, m) =>
+        m.type === 'candidates' ? this.onCandidates(visitor, m) : this.onPathReport(visitor, m),
       visitorGone: (visitor) => {
         for (const s of this.sessions.values()) if (s.visitor === visitor) this.endSession(s.sid);
       },
@@ -448,7 +509,11 @@ export class RendezvousServer {
         const reg = this.registry.lookup(name);
         if (!reg || !this.registry.release(name, reg.conn)) return;
         reg.conn.names.delete(name.toLowerCase());
-        this.opts.log.info('unregistered', `"${name}" ${conflict ? 'was taken by another key while the registry was out of reach' : 'moved to another node'}`, { name, conflict });
+        this.opts.log.info(
+          'unregistered',
+          `"${name}" ${conflict ? 'was taken by another key while the registry was out of reach' : 'moved to another node'}`,
+          { name, conflict },
+        );
         // Same key elsewhere: our serve moved on, as when it re-registers on one node. Another key: tell ours, and let it retry.
         if (conflict) reg.conn.fs.fail('name_taken', `the name "${name}" is now served by someone else`);
       },

@@ -109,7 +109,13 @@ interface RunResult {
   complete: boolean;
 }
 
-export async function runOnce(impl: Impl, bytes: number, loss: number, capMs: number, conv: number): Promise<RunResult> {
+export async function runOnce(
+  impl: Impl,
+  bytes: number,
+  loss: number,
+  capMs: number,
+  conv: number,
+): Promise<RunResult> {
   const sender = new Endpoint();
   const receiver = new Endpoint();
   let forwarder: LossyForwarder | null = null;
@@ -122,7 +128,11 @@ export async function runOnce(impl: Impl, bytes: number, loss: number, capMs: nu
       forwarder = await createLossyForwarder({ target: { port: rPort }, dropRate: loss, seed: conv });
       if (process.env.BENCH_DEBUG) {
         const f = forwarder;
-        const iv = setInterval(() => console.error('fwd', JSON.stringify(f.stats), 'waitSnd', sender.port?.waitSnd(), 'rcvd', receiver.received), 500);
+        const iv = setInterval(
+          () =>
+            console.error('fwd', JSON.stringify(f.stats), 'waitSnd', sender.port?.waitSnd(), 'rcvd', receiver.received),
+          500,
+        );
         iv.unref();
       }
       toReceiver = forwarder.port;
@@ -159,7 +169,15 @@ export async function runOnce(impl: Impl, bytes: number, loss: number, capMs: nu
     });
     const seconds = (performance.now() - t0) / 1000;
     if (process.env.BENCH_DEBUG) {
-      console.error(impl, 'sender out', sender.datagramsOut, sender.bytesOut, 'receiver out', receiver.datagramsOut, receiver.bytesOut);
+      console.error(
+        impl,
+        'sender out',
+        sender.datagramsOut,
+        sender.bytesOut,
+        'receiver out',
+        receiver.datagramsOut,
+        receiver.bytesOut,
+      );
     }
     const cpu = process.cpuUsage(cpu0);
     const mb = receiver.received / 1e6;
@@ -213,8 +231,10 @@ async function main(): Promise<void> {
       for (const impl of (i % 2 ? ['c', 'ours'] : ['ours', 'c']) as Impl[]) {
         const r = await runOnce(impl, sc.bytes, sc.loss, capMs, conv++);
         results[sc.key][impl].push(r);
-        process.stderr.write(`  ${sc.key} ${impl.padEnd(4)} run ${i + 1}: ${r1(r.mbps)} MB/s, ` +
-          `${r1(r.cpuMsPerMb)} cpu-ms/MB${r.complete ? '' : ' (hit time cap)'}\n`);
+        process.stderr.write(
+          `  ${sc.key} ${impl.padEnd(4)} run ${i + 1}: ${r1(r.mbps)} MB/s, ` +
+            `${r1(r.cpuMsPerMb)} cpu-ms/MB${r.complete ? '' : ' (hit time cap)'}\n`,
+        );
       }
     }
   }
@@ -228,12 +248,16 @@ async function main(): Promise<void> {
     ours_cpu_ms_per_mb: r1(med(sc.key, 'ours', 'cpuMsPerMb')),
     c_cpu_ms_per_mb: r1(med(sc.key, 'c', 'cpuMsPerMb')),
   }));
-  console.log(`\nKCP loopback UDP, fast mode (nodelay 1, interval 10, resend 2, nc 1), wnd ${SETTINGS.wnd}, ` +
-    `mtu ${SETTINGS.mtu}, ${MESSAGE_BYTES / 1024} KiB messages, median of ${runs}`);
+  console.log(
+    `\nKCP loopback UDP, fast mode (nodelay 1, interval 10, resend 2, nc 1), wnd ${SETTINGS.wnd}, ` +
+      `mtu ${SETTINGS.mtu}, ${MESSAGE_BYTES / 1024} KiB messages, median of ${runs}`,
+  );
   console.table(rows);
   const [ll, l10] = rows;
-  console.log(`ratio ours/C (no loss): ${ll.ratio}   (10% loss): ${l10.ratio}   ` +
-    `total ${r1((performance.now() - tStart) / 1000)} s`);
+  console.log(
+    `ratio ours/C (no loss): ${ll.ratio}   (10% loss): ${l10.ratio}   ` +
+      `total ${r1((performance.now() - tStart) / 1000)} s`,
+  );
 
   if (!write) return;
   const file = fileURLToPath(new URL('../../bench/results.json', import.meta.url));
@@ -255,8 +279,12 @@ async function main(): Promise<void> {
       c_loss10: l10.c_cpu_ms_per_mb,
     },
     settings: {
-      nodelay: SETTINGS.nodelay, wnd: SETTINGS.wnd, mtu: SETTINGS.mtu, message_bytes: MESSAGE_BYTES,
-      mb_lossless: mbLossless, mb_loss10: mbLossy,
+      nodelay: SETTINGS.nodelay,
+      wnd: SETTINGS.wnd,
+      mtu: SETTINGS.mtu,
+      message_bytes: MESSAGE_BYTES,
+      mb_lossless: mbLossless,
+      mb_loss10: mbLossy,
     },
     runs,
     command: 'npm run bench:kcp',

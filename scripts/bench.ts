@@ -66,7 +66,9 @@ async function main(): Promise<number> {
   const say = (s: string) => console.log(s);
   const started = Date.now();
   const machine = describeMachine();
-  say(`bench: ${machine.cpus} x ${machine.cpu_model}, node ${machine.node}, load average ${machine.load_average_start.join(' ')} (shared machine: figures are noisy)`);
+  say(
+    `bench: ${machine.cpus} x ${machine.cpu_model}, node ${machine.node}, load average ${machine.load_average_start.join(' ')} (shared machine: figures are noisy)`,
+  );
   const missing = await ensureReferences(args.install, say);
   const tmp = await mkdtemp(join(tmpdir(), 'hp-bench-'));
   let env: BenchEnv;
@@ -79,7 +81,12 @@ async function main(): Promise<number> {
   const ctx: Ctx = { env, args, missing, tmp, say };
   const sections: Record<string, SectionResult> = {};
   const failed: Record<string, string> = {};
-  const onSignal = () => { void env.down().finally(() => rm(tmp, { recursive: true, force: true })).finally(() => process.exit(130)); };
+  const onSignal = () => {
+    void env
+      .down()
+      .finally(() => rm(tmp, { recursive: true, force: true }))
+      .finally(() => process.exit(130));
+  };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
@@ -87,7 +94,11 @@ async function main(): Promise<number> {
       const t0 = Date.now();
       say(`\n== ${s} ==`);
       try {
-        sections[s] = { ...(await RUNNERS[s](ctx)), seconds_taken: Math.round((Date.now() - t0) / 1000), load_average: loadAverage() };
+        sections[s] = {
+          ...(await RUNNERS[s](ctx)),
+          seconds_taken: Math.round((Date.now() - t0) / 1000),
+          load_average: loadAverage(),
+        };
       } catch (e) {
         failed[s] = (e as Error).message;
         say(`  ${s} FAILED: ${(e as Error).message}`);
@@ -98,11 +109,15 @@ async function main(): Promise<number> {
     await rm(tmp, { recursive: true, force: true });
   }
   machine.load_average_end = loadAverage();
-  const git = async (a: string[]) => (await run('git', ['-C', resolve(DIST_DIR, '..'), ...a], { timeoutMs: 5000 })).stdout.trim();
+  const git = async (a: string[]) =>
+    (await run('git', ['-C', resolve(DIST_DIR, '..'), ...a], { timeoutMs: 5000 })).stdout.trim();
   const meta = {
     // BENCH_COMMIT: set when benchmarking an exported tree (git archive) that has no .git.
     commit: process.env.BENCH_COMMIT || (await git(['rev-parse', '--short', 'HEAD'])),
-    uncommitted_changes_in: (await git(['status', '--porcelain', '--', 'src', 'peer', 'rendezvous', 'relay'])).split('\n').filter(Boolean).map((l) => l.slice(3)),
+    uncommitted_changes_in: (await git(['status', '--porcelain', '--', 'src', 'peer', 'rendezvous', 'relay']))
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.slice(3)),
     command: `npm run bench${process.argv.length > 2 ? ' -- ' + process.argv.slice(2).join(' ') : ''}`,
     runs: args.runs,
     iperf_seconds: args.seconds,
@@ -115,7 +130,9 @@ async function main(): Promise<number> {
   };
   const merged = mergeResults(readResults(RESULTS), sections, meta);
   say('\n' + formatTable(goalRows(merged)));
-  say(`\n(${meta.duration_s} s; load average ${machine.load_average_start.join(' ')} at start, ${machine.load_average_end.join(' ')} at end)`);
+  say(
+    `\n(${meta.duration_s} s; load average ${machine.load_average_start.join(' ')} at start, ${machine.load_average_end.join(' ')} at end)`,
+  );
   if (args.write) {
     writeResults(RESULTS, merged);
     say(`wrote ${RESULTS}`);
@@ -124,6 +141,11 @@ async function main(): Promise<number> {
 }
 
 main().then(
-  (code) => { process.exitCode = code; },
-  (e: unknown) => { console.error(`bench: ${e instanceof Error ? e.stack : String(e)}`); process.exitCode = 1; },
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    console.error(`bench: ${e instanceof Error ? e.stack : String(e)}`);
+    process.exitCode = 1;
+  },
 );

@@ -15,7 +15,10 @@ const secret = 'demo-secret-' + Math.random().toString(36).slice(2);
 const children: ChildProcess[] = [];
 
 function start(bin: string, args: string[]): ChildProcess {
-  const c = spawn(process.execPath, [bin, ...args, '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const c = spawn(process.execPath, [bin, ...args, '--log-format', 'json'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
   captureOutput(c);
   children.push(c);
   return c;
@@ -27,7 +30,9 @@ async function shutdown(code: number): Promise<never> {
 }
 
 async function main(): Promise<void> {
-  const service = http.createServer((_req, res) => res.end(`hello from the service behind the tunnel (${new Date().toISOString()})\n`));
+  const service = http.createServer((_req, res) =>
+    res.end(`hello from the service behind the tunnel (${new Date().toISOString()})\n`),
+  );
   await new Promise<void>((r) => service.listen(0, '127.0.0.1', () => r()));
   const servicePort = (service.address() as net.AddressInfo).port;
   console.log(`1. demo HTTP service on 127.0.0.1:${servicePort} (stands for ssh on a home box)`);
@@ -37,7 +42,17 @@ async function main(): Promise<void> {
   const server = `127.0.0.1:${rdvReady.port}`;
   console.log(`2. rendezvous listening on ${server}`);
 
-  const serve = start(CLI.peer, ['serve', '--name', 'demo', '--local', `127.0.0.1:${servicePort}`, '--server', server, '--secret', secret]);
+  const serve = start(CLI.peer, [
+    'serve',
+    '--name',
+    'demo',
+    '--local',
+    `127.0.0.1:${servicePort}`,
+    '--server',
+    server,
+    '--secret',
+    secret,
+  ]);
   await waitForEvent(serve, 'ready', 15_000);
   console.log(`3. peer serve registered the name "demo"`);
 
@@ -47,11 +62,13 @@ async function main(): Promise<void> {
   console.log(`4. peer visit exposes "demo" on 127.0.0.1:${v.port} (path: ${path.path})`);
 
   const body = await new Promise<string>((resolve, reject) => {
-    http.get({ host: '127.0.0.1', port: Number(v.port), path: '/', timeout: 10_000 }, (res) => {
-      let s = '';
-      res.on('data', (d) => (s += d));
-      res.on('end', () => resolve(s));
-    }).on('error', reject);
+    http
+      .get({ host: '127.0.0.1', port: Number(v.port), path: '/', timeout: 10_000 }, (res) => {
+        let s = '';
+        res.on('data', (d) => (s += d));
+        res.on('end', () => resolve(s));
+      })
+      .on('error', reject);
   });
   console.log(`5. fetched through the tunnel: ${body.trim()}`);
   console.log(`\nTry it yourself:  curl http://127.0.0.1:${v.port}/`);

@@ -42,7 +42,15 @@ import crypto from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { decodeStun, encodeStun, isStunPacket, MAGIC_COOKIE, StunAttr, StunClass, StunMethod } from '../src/stun/message.js';
+import {
+  decodeStun,
+  encodeStun,
+  isStunPacket,
+  MAGIC_COOKIE,
+  StunAttr,
+  StunClass,
+  StunMethod,
+} from '../src/stun/message.js';
 import { DATAGRAM_OVERHEAD, MAX_DATAGRAM_LEN } from '../src/wire/datagram.js';
 
 // ---------------------------------------------------------------- pcap
@@ -128,8 +136,8 @@ function ipOf(frame: Buffer, link: number): Buffer | null {
 }
 
 function parseIpv4(ip: Buffer, ts: number): PcapPacket | null {
-  if (ip.length < 20 || ip[0]! >> 4 !== 4) return null;
-  const ihl = (ip[0]! & 0x0f) * 4;
+  if (ip.length < 20 || ip[0] >> 4 !== 4) return null;
+  const ihl = (ip[0] & 0x0f) * 4;
   const total = Math.min(ip.readUInt16BE(2), ip.length);
   if (ihl < 20 || total < ihl) return null;
   const src = `${ip[12]}.${ip[13]}.${ip[14]}.${ip[15]}`;
@@ -138,10 +146,20 @@ function parseIpv4(ip: Buffer, ts: number): PcapPacket | null {
   const proto = ip[9];
   if (proto === 17 && body.length >= 8) {
     const len = Math.min(body.readUInt16BE(4), body.length);
-    return { ts, src, dst, proto: 'udp', sport: body.readUInt16BE(0), dport: body.readUInt16BE(2), payload: body.subarray(8, Math.max(8, len)) };
+    return {
+      ts,
+      src,
+      dst,
+      proto: 'udp',
+      sport: body.readUInt16BE(0),
+      dport: body.readUInt16BE(2),
+      payload: body.subarray(8, Math.max(8, len)),
+    };
   }
-  if (proto === 6 && body.length >= 4) return { ts, src, dst, proto: 'tcp', sport: body.readUInt16BE(0), dport: body.readUInt16BE(2), payload: body };
-  if (proto === 1 && body.length >= 2) return { ts, src, dst, proto: 'icmp', sport: 0, dport: 0, payload: body, icmpType: body[0], icmpCode: body[1] };
+  if (proto === 6 && body.length >= 4)
+    return { ts, src, dst, proto: 'tcp', sport: body.readUInt16BE(0), dport: body.readUInt16BE(2), payload: body };
+  if (proto === 1 && body.length >= 2)
+    return { ts, src, dst, proto: 'icmp', sport: 0, dport: 0, payload: body, icmpType: body[0], icmpCode: body[1] };
   return { ts, src, dst, proto: 'other', sport: 0, dport: 0, payload: body };
 }
 
@@ -165,7 +183,8 @@ const key = (t: Target) => `${t.host}:${t.port}`;
 function hostPort(s: string): Target {
   const i = s.lastIndexOf(':');
   const port = Number(s.slice(i + 1));
-  if (i <= 0 || !Number.isInteger(port) || port <= 0 || port > 65535 || net.isIPv4(s.slice(0, i)) === false) throw new Error(`bad IPv4 HOST:PORT ${s}`);
+  if (i <= 0 || !Number.isInteger(port) || port <= 0 || port > 65535 || net.isIPv4(s.slice(0, i)) === false)
+    throw new Error(`bad IPv4 HOST:PORT ${s}`);
   return { host: s.slice(0, i), port };
 }
 
@@ -220,43 +239,58 @@ class Junk {
   stun(): Buffer {
     const tid = this.bytes(12);
     const request = (extra: Partial<Parameters<typeof encodeStun>[0]> = {}) =>
-      encodeStun({ cls: StunClass.Request, method: StunMethod.Binding, transactionId: tid, software: 'x', fingerprint: true, ...extra });
+      encodeStun({
+        cls: StunClass.Request,
+        method: StunMethod.Binding,
+        transactionId: tid,
+        software: 'x',
+        fingerprint: true,
+        ...extra,
+      });
     const kind = this.int(13);
     switch (kind) {
-      case 0: { // length field one word too long
+      case 0: {
+        // length field one word too long
         const b = request();
         b.writeUInt16BE(b.readUInt16BE(2) + 4, 2);
         return b;
       }
-      case 1: { // length not a multiple of 4
+      case 1: {
+        // length not a multiple of 4
         const b = Buffer.concat([request({ fingerprint: false }), Buffer.from([0, 0])]);
         b.writeUInt16BE(b.length - 20, 2);
         return b;
       }
-      case 2: { // an attribute whose length runs past the end
+      case 2: {
+        // an attribute whose length runs past the end
         const b = request({ fingerprint: false });
         b.writeUInt16BE(0x7ff0, 22);
         return b;
       }
-      case 3: { // FINGERPRINT that does not match
+      case 3: {
+        // FINGERPRINT that does not match
         const b = request();
         b[b.length - 1] ^= 0x5a;
         return b;
       }
-      case 4: { // an attribute after FINGERPRINT
+      case 4: {
+        // an attribute after FINGERPRINT
         const b = Buffer.concat([request(), Buffer.from([0x80, 0x22, 0, 4, 0x41, 0x41, 0x41, 0x41])]);
         b.writeUInt16BE(b.length - 20, 2);
         return b;
       }
-      case 5: { // CHANGE-REQUEST of the wrong size (a malformed known attribute)
+      case 5: {
+        // CHANGE-REQUEST of the wrong size (a malformed known attribute)
         return request({ attributes: [{ type: StunAttr.ChangeRequest, value: Buffer.from([0, 0]) }] });
       }
-      case 6: { // RFC 3489 header (no magic cookie)
+      case 6: {
+        // RFC 3489 header (no magic cookie)
         const b = request({ fingerprint: false });
         b.writeUInt32BE((MAGIC_COOKIE ^ 0xffffffff) >>> 0, 4);
         return b;
       }
-      case 7: { // top bits set
+      case 7: {
+        // top bits set
         const b = request();
         b[0] |= 0xc0;
         return b;
@@ -264,9 +298,20 @@ class Junk {
       case 8: // a bare, truncated header
         return request().subarray(0, 4 + this.int(16));
       case 9: // a Binding success response nobody asked for
-        return encodeStun({ cls: StunClass.SuccessResponse, method: StunMethod.Binding, transactionId: tid, xorMappedAddress: { address: '203.0.113.66', port: 1 + this.int(65535), family: 'IPv4' }, fingerprint: true });
+        return encodeStun({
+          cls: StunClass.SuccessResponse,
+          method: StunMethod.Binding,
+          transactionId: tid,
+          xorMappedAddress: { address: '203.0.113.66', port: 1 + this.int(65535), family: 'IPv4' },
+          fingerprint: true,
+        });
       case 10: // an indication
-        return encodeStun({ cls: StunClass.Indication, method: StunMethod.Binding, transactionId: tid, fingerprint: true });
+        return encodeStun({
+          cls: StunClass.Indication,
+          method: StunMethod.Binding,
+          transactionId: tid,
+          fingerprint: true,
+        });
       case 11: // another method (TURN Allocate)
         return encodeStun({ cls: StunClass.Request, method: 0x003, transactionId: tid, fingerprint: true });
       default: // RESPONSE-PORT 0: nowhere to answer to
@@ -293,7 +338,10 @@ class Sender {
   private inWindow = 0;
   private pending: Promise<void>[] = [];
 
-  constructor(private readonly sock: dgram.Socket, private readonly pps: number) {}
+  constructor(
+    private readonly sock: dgram.Socket,
+    private readonly pps: number,
+  ) {}
 
   /**
    * Queues one datagram, pacing to `pps`; waits for the kernel to take a
@@ -309,14 +357,18 @@ class Sender {
       this.inWindow = 0;
     }
     this.inWindow++;
-    this.pending.push(new Promise<void>((r) => this.sock.send(b, to.port, to.host, (err) => {
-      if (err) this.errors++;
-      else {
-        this.sent++;
-        this.perTarget[key(to)] = (this.perTarget[key(to)] ?? 0) + 1;
-      }
-      r();
-    })));
+    this.pending.push(
+      new Promise<void>((r) =>
+        this.sock.send(b, to.port, to.host, (err) => {
+          if (err) this.errors++;
+          else {
+            this.sent++;
+            this.perTarget[key(to)] = (this.perTarget[key(to)] ?? 0) + 1;
+          }
+          r();
+        }),
+      ),
+    );
     if (this.pending.length >= 32) await this.flush();
   }
 
@@ -342,7 +394,14 @@ function learn(packets: PcapPacket[], targets: Target[]): Map<string, Learned[]>
   const by = new Map<string, Map<number, bigint>>();
   for (const p of packets) {
     const k = `${p.dst}:${p.dport}`;
-    if (p.proto !== 'udp' || !want.has(k) || p.payload.length < DATAGRAM_OVERHEAD || p.payload[0]! < 0xa1 || p.payload[0]! > 0xa5) continue;
+    if (
+      p.proto !== 'udp' ||
+      !want.has(k) ||
+      p.payload.length < DATAGRAM_OVERHEAD ||
+      p.payload[0] < 0xa1 ||
+      p.payload[0] > 0xa5
+    )
+      continue;
     const m = by.get(k) ?? new Map<number, bigint>();
     const r = p.payload.readUInt32BE(1);
     const c = p.payload.readBigUInt64BE(5);
@@ -350,7 +409,11 @@ function learn(packets: PcapPacket[], targets: Target[]): Map<string, Learned[]>
     by.set(k, m);
   }
   const out = new Map<string, Learned[]>();
-  for (const [k, m] of by) out.set(k, [...m].map(([receiver, counter]) => ({ receiver, counter })));
+  for (const [k, m] of by)
+    out.set(
+      k,
+      [...m].map(([receiver, counter]) => ({ receiver, counter })),
+    );
   return out;
 }
 
@@ -383,46 +446,61 @@ function firstErrorCode(buf: Buffer): string | null {
   }
 }
 
-async function tcpFlood(to: Target, n: number, concurrency: number, holdMs: number, onOpened: (r: TcpReport) => void): Promise<TcpReport> {
-  const r: TcpReport = { attempted: 0, connected: 0, connectFailed: 0, errors: {}, closedByServer: 0, openAtEnd: 0, openMs: 0 };
+async function tcpFlood(
+  to: Target,
+  n: number,
+  concurrency: number,
+  holdMs: number,
+  onOpened: (r: TcpReport) => void,
+): Promise<TcpReport> {
+  const r: TcpReport = {
+    attempted: 0,
+    connected: 0,
+    connectFailed: 0,
+    errors: {},
+    closedByServer: 0,
+    openAtEnd: 0,
+    openMs: 0,
+  };
   const socks = new Set<net.Socket>();
   let holding = true;
   const t0 = performance.now();
-  const one = () => new Promise<void>((done) => {
-    r.attempted++;
-    const s = net.connect({ host: to.host, port: to.port });
-    let buf = Buffer.alloc(0);
-    let coded = false;
-    let connected = false;
-    const timer = setTimeout(() => s.destroy(new Error('connect timeout')), 10_000);
-    s.on('connect', () => {
-      clearTimeout(timer);
-      connected = true;
-      r.connected++;
-      socks.add(s);
-      done();
-    });
-    s.on('data', (d: Buffer) => {
-      if (coded || buf.length > 65536) return;
-      buf = Buffer.concat([buf, d]);
-      const code = firstErrorCode(buf);
-      if (code) {
-        coded = true;
-        r.errors[code] = (r.errors[code] ?? 0) + 1;
-      }
-    });
-    s.on('error', () => {});
-    s.on('close', () => {
-      clearTimeout(timer);
-      socks.delete(s);
-      if (!connected) {
-        r.connectFailed++;
+  const one = () =>
+    new Promise<void>((done) => {
+      r.attempted++;
+      const s = net.connect({ host: to.host, port: to.port });
+      let buf = Buffer.alloc(0);
+      let coded = false;
+      let connected = false;
+      const timer = setTimeout(() => s.destroy(new Error('connect timeout')), 10_000);
+      s.on('connect', () => {
+        clearTimeout(timer);
+        connected = true;
+        r.connected++;
+        socks.add(s);
         done();
-      } else if (holding) {
-        r.closedByServer++;
-      }
+      });
+      s.on('data', (d: Buffer) => {
+        if (coded || buf.length > 65536) return;
+        buf = Buffer.concat([buf, d]);
+        const code = firstErrorCode(buf);
+        if (code) {
+          coded = true;
+          r.errors[code] = (r.errors[code] ?? 0) + 1;
+        }
+      });
+      s.on('error', () => {});
+      s.on('close', () => {
+        clearTimeout(timer);
+        socks.delete(s);
+        if (!connected) {
+          r.connectFailed++;
+          done();
+        } else if (holding) {
+          r.closedByServer++;
+        }
+      });
     });
-  });
   let next = 0;
   const workers = Array.from({ length: Math.max(1, Math.min(concurrency, n)) }, async () => {
     while (next < n) {
@@ -435,7 +513,11 @@ async function tcpFlood(to: Target, n: number, concurrency: number, holdMs: numb
   // The kernel completes handshakes before the server accepts them, so refusals
   // trickle in after every connect has settled: snapshot once the number of
   // open connections has not changed for 1 s (at most 8 s).
-  for (let last = -1, stableSince = performance.now(), end = performance.now() + 8000; performance.now() < end; await sleep(100)) {
+  for (
+    let last = -1, stableSince = performance.now(), end = performance.now() + 8000;
+    performance.now() < end;
+    await sleep(100)
+  ) {
     if (socks.size !== last) {
       last = socks.size;
       stableSince = performance.now();
@@ -464,7 +546,7 @@ function out(o: Record<string, unknown>): void {
 function parseArgs(argv: string[]): Map<string, string[]> {
   const m = new Map<string, string[]>();
   for (let i = 0; i < argv.length; i += 2) {
-    const a = argv[i]!;
+    const a = argv[i];
     const v = argv[i + 1];
     if (!a.startsWith('--') || v === undefined) throw new Error(`expected --flag value, got ${a}`);
     m.set(a.slice(2), [...(m.get(a.slice(2)) ?? []), v]);
@@ -498,11 +580,23 @@ async function main(argv: string[]): Promise<void> {
   // TCP runs alongside the UDP attack.
   const tcpTo = a.get('tcp')?.[0];
   const tcp = tcpTo
-    ? tcpFlood(hostPort(tcpTo), num('tcp-conns', 1000), num('tcp-concurrency', 64), num('hold-ms', 5000), (r) => out({ event: 'tcp_opened', ...r }))
+    ? tcpFlood(hostPort(tcpTo), num('tcp-conns', 1000), num('tcp-concurrency', 64), num('hold-ms', 5000), (r) =>
+        out({ event: 'tcp_opened', ...r }),
+      )
     : Promise.resolve(null);
 
   const sender = new Sender(sock, num('pps', 20_000));
-  const udp = { random: 0, forged: 0, forgedLearned: 0, stunJunk: 0, replayed: 0, replayRecent: 0, replayRounds: 0, skippedAnswerable: 0, learnedReceivers: 0 };
+  const udp = {
+    random: 0,
+    forged: 0,
+    forgedLearned: 0,
+    stunJunk: 0,
+    replayed: 0,
+    replayRecent: 0,
+    replayRounds: 0,
+    skippedAnswerable: 0,
+    learnedReceivers: 0,
+  };
   const learnFile = a.get('learn')?.[0];
   const learned = learnFile ? learn(readPcapFile(learnFile), udpTargets) : new Map<string, Learned[]>();
   udp.learnedReceivers = [...learned.values()].reduce((n, l) => n + l.length, 0);
@@ -555,7 +649,9 @@ async function main(argv: string[]): Promise<void> {
       for (const p of pick) {
         // Recent: within REPLAY_WINDOW of the newest counter captured for its receiver, so the
         // receiver must reject it by its replay bitmap, not merely as "too old".
-        const top = newest.get(`${p.dst}:${p.dport}`)?.find((l) => p.payload.length >= DATAGRAM_OVERHEAD && l.receiver === p.payload.readUInt32BE(1));
+        const top = newest
+          .get(`${p.dst}:${p.dport}`)
+          ?.find((l) => p.payload.length >= DATAGRAM_OVERHEAD && l.receiver === p.payload.readUInt32BE(1));
         if (top && top.counter - p.payload.readBigUInt64BE(5) < REPLAY_WINDOW) udp.replayRecent++;
         if (isAnswerableStun(p.payload)) {
           udp.skippedAnswerable++;
@@ -574,7 +670,13 @@ async function main(argv: string[]): Promise<void> {
   // Anything a target might still send back in answer has had time to arrive.
   await sleep(num('linger-ms', 500));
   sock.close();
-  out({ event: 'report', seed, udp: { ...udp, sent: sender.sent, sendErrors: sender.errors, perTarget: sender.perTarget }, tcp: tcpReport, received });
+  out({
+    event: 'report',
+    seed,
+    udp: { ...udp, sent: sender.sent, sendErrors: sender.errors, perTarget: sender.perTarget },
+    tcp: tcpReport,
+    received,
+  });
 }
 
 const isMain = process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url);

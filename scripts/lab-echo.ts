@@ -23,7 +23,7 @@ function out(obj: Record<string, unknown>): void {
 function parseArgs(argv: string[]): Map<string, string> {
   const m = new Map<string, string>();
   for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
+    const a = argv[i];
     if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}`);
     const v = argv[i + 1];
     if (v === undefined) throw new Error(`${a} needs a value`);
@@ -92,7 +92,17 @@ function client(args: Map<string, string>): void {
     const sentHex = sent.digest('hex');
     const gotHex = got.digest('hex');
     const ok = !error && gotBytes === total && sentHex === gotHex;
-    out({ event: 'result', ok, bytes: total, sentBytes, gotBytes, sent: sentHex, got: gotHex, ms: Date.now() - t0, ...(error ? { error } : {}) });
+    out({
+      event: 'result',
+      ok,
+      bytes: total,
+      sentBytes,
+      gotBytes,
+      sent: sentHex,
+      got: gotHex,
+      ms: Date.now() - t0,
+      ...(error ? { error } : {}),
+    });
     s.destroy();
     process.exitCode = ok ? 0 : 1;
   };
@@ -142,7 +152,10 @@ try {
   const args = parseArgs(rest);
   if (mode === 'server') server(args);
   else if (mode === 'client') client(args);
-  else throw new Error('usage: lab-echo server --bind HOST:PORT | client --to HOST:PORT --bytes N [--chunk N] [--delay-ms N] [--timeout-ms N]');
+  else
+    throw new Error(
+      'usage: lab-echo server --bind HOST:PORT | client --to HOST:PORT --bytes N [--chunk N] [--delay-ms N] [--timeout-ms N]',
+    );
 } catch (e) {
   process.stderr.write(`lab-echo: ${(e as Error).message}\n`);
   process.exit(2);

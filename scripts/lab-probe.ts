@@ -50,7 +50,7 @@ function parseArgs(argv: string[]): Args {
   const [cmd = '', ...rest] = argv;
   const opts = new Map<string, string[]>();
   for (let i = 0; i < rest.length; i++) {
-    const k = rest[i]!;
+    const k = rest[i];
     if (!k.startsWith('--')) throw new Error(`unexpected argument ${k}`);
     const v = rest[++i];
     if (v === undefined) throw new Error(`${k} needs a value`);
@@ -84,7 +84,10 @@ function parseMsg(buf: Buffer): Record<string, unknown> | null {
 function bind(sock: dgram.Socket, host: string, port: number): Promise<void> {
   return new Promise((res, rej) => {
     sock.once('error', rej);
-    sock.bind(port, host, () => { sock.off('error', rej); res(); });
+    sock.bind(port, host, () => {
+      sock.off('error', rej);
+      res();
+    });
   });
 }
 
@@ -102,7 +105,7 @@ async function reflect(a: Args): Promise<void> {
   for (let i = 0; i < ips.length; i++) {
     for (let j = 0; j < ports.length; j++) {
       const s = dgram.createSocket('udp4');
-      await bind(s, ips[i]!, ports[j]!);
+      await bind(s, ips[i], ports[j]);
       socks.set(key(i, j), s);
       s.on('message', (buf, rinfo) => {
         const m = parseMsg(buf);
@@ -118,13 +121,19 @@ async function reflect(a: Args): Promise<void> {
         } else if (m.op === 'data' && typeof m.tag === 'string') {
           counts.set(m.tag, (counts.get(m.tag) ?? 0) + 1);
         } else if (m.op === 'count' && typeof m.tag === 'string') {
-          s.send(JSON.stringify({ op: 'count', tag: m.tag, id: m.id, n: counts.get(m.tag) ?? 0 }), rinfo.port, rinfo.address);
+          s.send(
+            JSON.stringify({ op: 'count', tag: m.tag, id: m.id, n: counts.get(m.tag) ?? 0 }),
+            rinfo.port,
+            rinfo.address,
+          );
         }
       });
     }
   }
   process.stderr.write(JSON.stringify({ event: 'ready', ips, ports }) + '\n');
-  const stop = () => { for (const s of socks.values()) s.close(); };
+  const stop = () => {
+    for (const s of socks.values()) s.close();
+  };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
 }
@@ -132,8 +141,13 @@ async function reflect(a: Args): Promise<void> {
 // -- request/response on one socket ------------------------------------------
 
 /** Send `msg` up to `tries` times until a reply with the same id arrives. */
-async function ask(sock: dgram.Socket, to: { host: string; port: number }, msg: Record<string, unknown>,
-  tries: number, timeoutMs: number): Promise<{ m: Record<string, unknown>; from: string } | null> {
+async function ask(
+  sock: dgram.Socket,
+  to: { host: string; port: number },
+  msg: Record<string, unknown>,
+  tries: number,
+  timeoutMs: number,
+): Promise<{ m: Record<string, unknown>; from: string } | null> {
   for (let t = 0; t < tries; t++) {
     const got = await new Promise<{ m: Record<string, unknown>; from: string } | null>((res) => {
       const onMsg = (buf: Buffer, rinfo: dgram.RemoteInfo) => {
@@ -172,10 +186,11 @@ async function probe(a: Args): Promise<ProbeReport> {
     for (const t of a.opts.get('to') ?? []) {
       const [hp, change = 'none'] = t.split('/');
       if (!['none', 'port', 'ip', 'both'].includes(change)) throw new Error(`bad change ${change}`);
-      const to = splitHostPort(hp!);
+      const to = splitHostPort(hp);
       const r = await ask(sock, to, { op: 'echo', id: id++, change }, tries, timeoutMs);
       results.push({
-        to: hp!, change: change as Change,
+        to: hp,
+        change: change as Change,
         seen: typeof r?.m.seen === 'string' ? r.m.seen : null,
         via: r ? r.from : null,
       });
@@ -215,7 +230,10 @@ async function listen(a: Args): Promise<{ local: string; received: number; from:
   const ms = Number(one(a, 'ms', '1000'));
   const from = new Set<string>();
   let received = 0;
-  sock.on('message', (_b, rinfo) => { received++; from.add(`${rinfo.address}:${rinfo.port}`); });
+  sock.on('message', (_b, rinfo) => {
+    received++;
+    from.add(`${rinfo.address}:${rinfo.port}`);
+  });
   process.stderr.write(JSON.stringify({ event: 'ready' }) + '\n');
   const ad = sock.address();
   await sleep(ms);
@@ -242,12 +260,23 @@ async function send(a: Args): Promise<{ sent: number }> {
 async function main(argv: string[]): Promise<void> {
   const a = parseArgs(argv);
   switch (a.cmd) {
-    case 'reflect': await reflect(a); return;
-    case 'probe': console.log(JSON.stringify(await probe(a))); return;
-    case 'burst': console.log(JSON.stringify(await burst(a))); return;
-    case 'listen': console.log(JSON.stringify(await listen(a))); return;
-    case 'send': console.log(JSON.stringify(await send(a))); return;
-    default: throw new Error('usage: lab-probe reflect|probe|burst|listen|send ... (see the header of scripts/lab-probe.ts)');
+    case 'reflect':
+      await reflect(a);
+      return;
+    case 'probe':
+      console.log(JSON.stringify(await probe(a)));
+      return;
+    case 'burst':
+      console.log(JSON.stringify(await burst(a)));
+      return;
+    case 'listen':
+      console.log(JSON.stringify(await listen(a)));
+      return;
+    case 'send':
+      console.log(JSON.stringify(await send(a)));
+      return;
+    default:
+      throw new Error('usage: lab-probe reflect|probe|burst|listen|send ... (see the header of scripts/lab-probe.ts)');
   }
 }
 

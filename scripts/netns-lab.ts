@@ -123,7 +123,7 @@ export function planTopology(prefix: string, topology: Topology): LabPlan {
     checkType(r.type);
     const edge = site === 'a' ? ADDR.edgeA : ADDR.edgeB;
     const hosts = site === 'a' && topology.sameLan ? ['a', 'a2'] : [site];
-    const carrier = topology.cgnat?.[site] ? spec(topology.cgnat[site]!) : undefined;
+    const carrier = topology.cgnat?.[site] ? spec(topology.cgnat[site]) : undefined;
     if (carrier) checkType(carrier.type);
 
     if (r.type === 'public') {
@@ -144,19 +144,38 @@ export function planTopology(prefix: string, topology: Topology): LabPlan {
       const cname = `c${site}`;
       const cnet = site === 'a' ? 1 : 2;
       nodes.push({
-        name: cname, role: 'router', type: carrier.type, addrs: [`${edge}/24`, `100.64.${cnet}.1/24`],
-        upstream: 'inet', lanHosts: [router], lanCidr: `100.64.${cnet}.0/24`, link: linkOf(carrier),
+        name: cname,
+        role: 'router',
+        type: carrier.type,
+        addrs: [`${edge}/24`, `100.64.${cnet}.1/24`],
+        upstream: 'inet',
+        lanHosts: [router],
+        lanCidr: `100.64.${cnet}.0/24`,
+        link: linkOf(carrier),
       });
       routerWan = `100.64.${cnet}.2/24`;
       routerGw = `100.64.${cnet}.1`;
       upstream = cname;
     }
     nodes.push({
-      name: router, role: 'router', type: r.type, addrs: [routerWan, `10.0.${net}.1/24`], gateway: routerGw,
-      upstream, lanHosts: hosts, lanCidr: `10.0.${net}.0/24`, link: linkOf(r),
+      name: router,
+      role: 'router',
+      type: r.type,
+      addrs: [routerWan, `10.0.${net}.1/24`],
+      gateway: routerGw,
+      upstream,
+      lanHosts: hosts,
+      lanCidr: `10.0.${net}.0/24`,
+      link: linkOf(r),
     });
     hosts.forEach((h, i) => {
-      nodes.push({ name: h, role: 'host', addrs: [`10.0.${net}.${10 + i}/24`], gateway: `10.0.${net}.1`, upstream: router });
+      nodes.push({
+        name: h,
+        role: 'host',
+        addrs: [`10.0.${net}.${10 + i}/24`],
+        gateway: `10.0.${net}.1`,
+        upstream: router,
+      });
     });
   }
   return { prefix, topology, nodes };
@@ -203,15 +222,15 @@ function uplink(prefix: string, node: NodePlan): { inner: string; upstreamNs: st
 }
 
 const ip = (args: string[]) => run('ip', args, { check: true });
-const nsExec = (ns: string, args: string[], opts: ExecOptions = {}) =>
-  run('ip', ['netns', 'exec', ns, ...args], opts);
+const nsExec = (ns: string, args: string[], opts: ExecOptions = {}) => run('ip', ['netns', 'exec', ns, ...args], opts);
 const sysctl = (ns: string, key: string, value: string | number) =>
   nsExec(ns, ['sysctl', '-q', '-w', `${key}=${value}`], { check: true });
 
 /** Why the lab cannot run here, or null when it can (root, ip netns, nft, conntrack). */
 export async function missingPrerequisites(): Promise<string | null> {
   if (process.platform !== 'linux') return 'network namespaces need Linux';
-  if (typeof process.getuid === 'function' && process.getuid() !== 0) return 'the netns lab needs root (run the suite with sudo)';
+  if (typeof process.getuid === 'function' && process.getuid() !== 0)
+    return 'the netns lab needs root (run the suite with sudo)';
   const ipr = await run('ip', ['netns', 'list'], { timeoutMs: 5000 });
   if (ipr.code !== 0) return `"ip netns" is unavailable (install iproute2): ${ipr.stderr.trim()}`;
   const nft = await run('nft', ['--version'], { timeoutMs: 5000 });
@@ -246,12 +265,13 @@ table inet labfw {
 ${type === 'fullcone' ? '    ct status dnat accept\n' : ''}  }
 }`;
   const masq = type === 'symmetric' ? 'masquerade random,fully-random' : 'masquerade';
-  const dnat = type === 'fullcone' && lanHost
-    ? `  chain prerouting {
+  const dnat =
+    type === 'fullcone' && lanHost
+      ? `  chain prerouting {
     type nat hook prerouting priority dstnat; policy accept;
     iifname "${wan}" meta l4proto udp dnat ip to ${lanHost}
   }\n`
-    : '';
+      : '';
   const nat = `
 table ip labnat {
 ${dnat}  chain postrouting {
@@ -347,7 +367,13 @@ export class Lab {
     const lab = new Lab(plan);
     try {
       // State first, so that a crash mid-build still leaves something `prune` can judge.
-      await writeState({ prefix, topology: opts.topology, pid: process.pid, persistent: !!opts.persistent, createdAt: new Date().toISOString() });
+      await writeState({
+        prefix,
+        topology: opts.topology,
+        pid: process.pid,
+        persistent: !!opts.persistent,
+        createdAt: new Date().toISOString(),
+      });
       await lab.build();
     } catch (e) {
       await Lab.cleanupStale(prefix);
@@ -430,14 +456,14 @@ export class Lab {
 
   /** All IPv4 addresses of a node (rdv has two; routers: WAN then LAN). */
   addrs(node: string): string[] {
-    return this.node(node).addrs.map((c) => c.split('/')[0]!);
+    return this.node(node).addrs.map((c) => c.split('/')[0]);
   }
 
   /** The public (internet) address through which a host's traffic leaves its site. */
   publicAddr(host: string): string {
     let n = this.node(host);
     while (n.upstream && n.upstream !== 'inet') n = this.node(n.upstream);
-    return n.addrs[0]!.split('/')[0]!;
+    return n.addrs[0].split('/')[0];
   }
 
   /** Router type of a router node, or 'public' for a host on the internet. */
@@ -457,7 +483,11 @@ export class Lab {
    */
   private edge(node: string): NodePlan {
     const direct = this.plan.nodes.find((x) => x.name === node);
-    if (direct && (direct.role === 'router' || (direct.role === 'host' && direct.type === 'public' && direct.name !== 'rdv'))) return direct;
+    if (
+      direct &&
+      (direct.role === 'router' || (direct.role === 'host' && direct.type === 'public' && direct.name !== 'rdv'))
+    )
+      return direct;
     if (!direct && /^r[ab]$/.test(node)) return this.node(node.slice(1));
     if (direct) throw new Error(`"${node}" is not a router or public host`);
     return this.node(node);
@@ -483,8 +513,12 @@ export class Lab {
     // `ip netns exec` execs the command in place (no fork), so the pid is the command's.
     const child = spawn('ip', ['netns', 'exec', this.ns(node), ...cmd], so);
     captureOutput(child);
-    child.on('error', () => { /* reported through exit/waitForEvent */ });
-    child.stdin?.on('error', () => { /* the child may not read its input */ });
+    child.on('error', () => {
+      /* reported through exit/waitForEvent */
+    });
+    child.stdin?.on('error', () => {
+      /* the child may not read its input */
+    });
     this.children.add(child);
     child.on('exit', () => this.children.delete(child));
     return child;
@@ -516,7 +550,8 @@ export class Lab {
     const e = this.edge(router);
     const ns = this.ns(e.name);
     await nsExec(ns, ['nft', 'delete', 'table', 'inet', 'labloss']);
-    if (pct > 0) await nsExec(ns, ['nft', '-f', '-'], { input: lossRuleset(uplink(this.prefix, e).inner, pct), check: true });
+    if (pct > 0)
+      await nsExec(ns, ['nft', '-f', '-'], { input: lossRuleset(uplink(this.prefix, e).inner, pct), check: true });
   }
 
   /** Rate-limit a router's WAN link to `mbit` Mbit/s in both directions (0 = unlimited). */
@@ -526,7 +561,10 @@ export class Lab {
     const up = uplink(this.prefix, e);
     // Shaping the egress of both ends of the WAN veth limits both directions
     // without an ifb device.
-    const ends: [string, string][] = [[this.ns(e.name), up.inner], [this.ns(up.upstreamNs), up.port]];
+    const ends: [string, string][] = [
+      [this.ns(e.name), up.inner],
+      [this.ns(up.upstreamNs), up.port],
+    ];
     for (const [ns, dev] of ends) {
       if (mbit === 0) {
         await nsExec(ns, ['tc', 'qdisc', 'del', 'dev', dev, 'root']);
@@ -534,8 +572,25 @@ export class Lab {
         const bytesPerSec = (mbit * 1e6) / 8;
         // At least 10 ms of traffic (and a few full packets) per burst, queue up to 100 ms.
         const burst = Math.max(16_000, Math.round(bytesPerSec / 100));
-        await nsExec(ns, ['tc', 'qdisc', 'replace', 'dev', dev, 'root', 'tbf', 'rate', `${mbit}mbit`,
-          'burst', String(burst), 'latency', '100ms'], { check: true });
+        await nsExec(
+          ns,
+          [
+            'tc',
+            'qdisc',
+            'replace',
+            'dev',
+            dev,
+            'root',
+            'tbf',
+            'rate',
+            `${mbit}mbit`,
+            'burst',
+            String(burst),
+            'latency',
+            '100ms',
+          ],
+          { check: true },
+        );
       }
     }
   }
@@ -566,7 +621,8 @@ export class Lab {
     const e = this.edge(router);
     const ns = this.ns(e.name);
     await nsExec(ns, ['nft', 'delete', 'table', 'inet', 'labblock']);
-    if (blocked) await nsExec(ns, ['nft', '-f', '-'], { input: blockUdpRuleset(uplink(this.prefix, e).inner), check: true });
+    if (blocked)
+      await nsExec(ns, ['nft', '-f', '-'], { input: blockUdpRuleset(uplink(this.prefix, e).inner), check: true });
   }
 
   /** Load an nft script into a node's namespace (escape hatch for special scenarios). */
@@ -597,7 +653,13 @@ export class Lab {
       const ns = this.ns(n.name);
       await ip(['netns', 'add', ns]);
       // IPv4 only: link-local IPv6 addresses would only add noise to host candidates.
-      await nsExec(ns, ['sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+      await nsExec(ns, [
+        'sysctl',
+        '-q',
+        '-w',
+        'net.ipv6.conf.all.disable_ipv6=1',
+        'net.ipv6.conf.default.disable_ipv6=1',
+      ]);
       await ip(['-n', ns, 'link', 'set', 'lo', 'up']);
     }
     // The internet: one bridge, no addresses, no routing; it only switches frames.
@@ -620,7 +682,20 @@ export class Lab {
       const up = uplink(p, n);
       const upNs = this.ns(up.upstreamNs);
       const bridge = up.upstreamNs === 'inet' ? IF.bridge(p) : IF.lan(p);
-      await ip(['-n', upNs, 'link', 'add', up.port, 'type', 'veth', 'peer', 'name', up.inner, 'netns', this.ns(n.name)]);
+      await ip([
+        '-n',
+        upNs,
+        'link',
+        'add',
+        up.port,
+        'type',
+        'veth',
+        'peer',
+        'name',
+        up.inner,
+        'netns',
+        this.ns(n.name),
+      ]);
       await ip(['-n', upNs, 'link', 'set', up.port, 'master', bridge, 'up']);
       await ip(['-n', this.ns(n.name), 'link', 'set', up.inner, 'up']);
     }
@@ -629,8 +704,8 @@ export class Lab {
       const ns = this.ns(n.name);
       const up = uplink(p, n);
       if (n.role === 'router') {
-        await ip(['-n', ns, 'addr', 'add', n.addrs[0]!, 'dev', up.inner]);
-        await ip(['-n', ns, 'addr', 'add', n.addrs[1]!, 'dev', IF.lan(p)]);
+        await ip(['-n', ns, 'addr', 'add', n.addrs[0], 'dev', up.inner]);
+        await ip(['-n', ns, 'addr', 'add', n.addrs[1], 'dev', IF.lan(p)]);
       } else {
         for (const a of n.addrs) await ip(['-n', ns, 'addr', 'add', a, 'dev', up.inner]);
       }
@@ -638,7 +713,7 @@ export class Lab {
     }
     for (const n of this.plan.nodes) {
       if (n.role !== 'router') continue;
-      const lanHost = n.lanHosts && n.lanHosts.length > 0 ? this.addr(n.lanHosts[0]!) : undefined;
+      const lanHost = n.lanHosts && n.lanHosts.length > 0 ? this.addr(n.lanHosts[0]) : undefined;
       await this.nft(n.name, routerRuleset(p, n.type!, lanHost));
     }
     for (const n of this.plan.nodes) {
@@ -666,16 +741,26 @@ async function listNamespaces(): Promise<string[]> {
   const r = await run('ip', ['netns', 'list'], { timeoutMs: 10_000 });
   if (r.code !== 0) return [];
   // Lines look like "name" or "name (id: 3)".
-  return r.stdout.split('\n').map((l) => l.trim().split(/\s+/)[0] ?? '').filter(Boolean);
+  return r.stdout
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/)[0] ?? '')
+    .filter(Boolean);
 }
 
 async function killNamespacePids(ns: string): Promise<void> {
   for (let round = 0; round < 5; round++) {
     const r = await run('ip', ['netns', 'pids', ns], { timeoutMs: 5000 });
-    const pids = r.stdout.split(/\s+/).map(Number).filter((n) => Number.isInteger(n) && n > 1 && n !== process.pid);
+    const pids = r.stdout
+      .split(/\s+/)
+      .map(Number)
+      .filter((n) => Number.isInteger(n) && n > 1 && n !== process.pid);
     if (pids.length === 0) return;
     for (const pid of pids) {
-      try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
     }
     await new Promise((r2) => setTimeout(r2, 50));
   }
@@ -685,7 +770,9 @@ async function writeState(state: LabState): Promise<void> {
   try {
     await mkdir(STATE_DIR, { recursive: true });
     await writeFile(join(STATE_DIR, `${state.prefix}.json`), JSON.stringify(state, null, 2));
-  } catch { /* only used by status/attach/prune: the lab works without it */ }
+  } catch {
+    /* only used by status/attach/prune: the lab works without it */
+  }
 }
 
 async function readState(prefix: string): Promise<LabState | null> {
@@ -714,12 +801,12 @@ export function parseTopologyArgs(spec0: string, flags: string[]): Topology {
     return s;
   };
   for (let i = 0; i < flags.length; i++) {
-    const f = flags[i]!;
+    const f = flags[i];
     const kv = () => {
       const v = flags[++i];
       const m = v?.match(/^([a-z]+)=([a-z0-9.]+)$/);
       if (!m) throw new Error(`${f} expects KEY=VALUE, got "${v ?? ''}"`);
-      return [m[1]!, m[2]!] as const;
+      return [m[1], m[2]] as const;
     };
     if (f === '--same-lan') topo.sameLan = true;
     else if (f === '--attacker') topo.attacker = true;
@@ -757,19 +844,32 @@ async function cli(argv: string[]): Promise<number> {
   const args: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     // Options after `exec HOST` belong to the command, not to us.
-    if (args[0] === 'exec' && args.length >= 2) { args.push(...argv.slice(i)); break; }
+    if (args[0] === 'exec' && args.length >= 2) {
+      args.push(...argv.slice(i));
+      break;
+    }
     if (argv[i] === '--prefix') prefix = argv[++i] ?? '';
-    else if (argv[i]!.startsWith('--prefix=')) prefix = argv[i]!.slice(9);
-    else args.push(argv[i]!);
+    else if (argv[i].startsWith('--prefix=')) prefix = argv[i].slice(9);
+    else args.push(argv[i]);
   }
   const [cmd, ...rest] = args;
   switch (cmd) {
     case 'up': {
       const [topoSpec, ...flags] = rest;
-      if (!topoSpec) { console.error(USAGE); return 2; }
+      if (!topoSpec) {
+        console.error(USAGE);
+        return 2;
+      }
       const why = await missingPrerequisites();
-      if (why) { console.error(`netns-lab: ${why}`); return 1; }
-      const lab = await Lab.up({ prefix: checkPrefix(prefix), topology: parseTopologyArgs(topoSpec, flags), persistent: true });
+      if (why) {
+        console.error(`netns-lab: ${why}`);
+        return 1;
+      }
+      const lab = await Lab.up({
+        prefix: checkPrefix(prefix),
+        topology: parseTopologyArgs(topoSpec, flags),
+        persistent: true,
+      });
       printLab(lab);
       return 0;
     }
@@ -780,12 +880,21 @@ async function cli(argv: string[]): Promise<number> {
     case 'exec': {
       const [host, ...command] = rest;
       const cmdArgs = command[0] === '--' ? command.slice(1) : command;
-      if (!host || cmdArgs.length === 0) { console.error(USAGE); return 2; }
+      if (!host || cmdArgs.length === 0) {
+        console.error(USAGE);
+        return 2;
+      }
       const ns = `${checkPrefix(prefix)}-${host}`;
-      if (!(await listNamespaces()).includes(ns)) { console.error(`netns-lab: no namespace ${ns} (is the lab up?)`); return 1; }
+      if (!(await listNamespaces()).includes(ns)) {
+        console.error(`netns-lab: no namespace ${ns} (is the lab up?)`);
+        return 1;
+      }
       const child = spawn('ip', ['netns', 'exec', ns, ...cmdArgs], { stdio: 'inherit' });
       return await new Promise<number>((r) => {
-        child.on('error', (e) => { console.error(String(e)); r(127); });
+        child.on('error', (e) => {
+          console.error(String(e));
+          r(127);
+        });
         child.on('exit', (code, sig) => r(code ?? (sig ? 128 : 1)));
       });
     }
@@ -825,17 +934,33 @@ async function cli(argv: string[]): Promise<number> {
 function printLab(lab: Lab): void {
   const t = lab.topology;
   const ty = (r: RouterType | RouterSpec) => JSON.stringify(r);
-  console.log(`lab ${lab.prefix}: a=${ty(t.a)} b=${ty(t.b)}${t.sameLan ? ' sameLan' : ''}${t.attacker ? ' attacker' : ''}${t.cgnat ? ' cgnat=' + JSON.stringify(t.cgnat) : ''}`);
+  console.log(
+    `lab ${lab.prefix}: a=${ty(t.a)} b=${ty(t.b)}${t.sameLan ? ' sameLan' : ''}${t.attacker ? ' attacker' : ''}${t.cgnat ? ' cgnat=' + JSON.stringify(t.cgnat) : ''}`,
+  );
   for (const n of lab.plan.nodes) {
-    const kind = n.role === 'router' ? `router ${n.type}` : n.role === 'internet' ? 'internet bridge' : n.type === 'public' ? 'public host' : 'host';
-    console.log(`  ${lab.ns(n.name).padEnd(16)} ${kind.padEnd(18)} ${n.addrs.join(' ')}${n.gateway ? ` via ${n.gateway}` : ''}`);
+    const kind =
+      n.role === 'router'
+        ? `router ${n.type}`
+        : n.role === 'internet'
+          ? 'internet bridge'
+          : n.type === 'public'
+            ? 'public host'
+            : 'host';
+    console.log(
+      `  ${lab.ns(n.name).padEnd(16)} ${kind.padEnd(18)} ${n.addrs.join(' ')}${n.gateway ? ` via ${n.gateway}` : ''}`,
+    );
   }
 }
 
 const isMain = process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url);
 if (isMain) {
   cli(process.argv.slice(2)).then(
-    (code) => { process.exitCode = code; },
-    (e: unknown) => { console.error(`netns-lab: ${e instanceof Error ? e.message : String(e)}`); process.exitCode = 1; },
+    (code) => {
+      process.exitCode = code;
+    },
+    (e: unknown) => {
+      console.error(`netns-lab: ${e instanceof Error ? e.message : String(e)}`);
+      process.exitCode = 1;
+    },
   );
 }

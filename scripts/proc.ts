@@ -40,17 +40,25 @@ export function run(cmd: string, args: string[], opts: ExecOptions = {}): Promis
     let stdout = '';
     let stderr = '';
     let timedOut = false;
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
-    child.stdin!.on('error', () => { /* the command may exit without reading its input */ });
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+    });
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+    });
+    child.stdin!.on('error', () => {
+      /* the command may exit without reading its input */
+    });
     const timer = setTimeout(() => {
       timedOut = true;
       killGroup(child, 'SIGKILL');
     }, timeoutMs);
-    child.on('error', (e) => { stderr += String(e); });
+    child.on('error', (e) => {
+      stderr += String(e);
+    });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
-      const res = { code: timedOut ? 124 : code ?? (signal ? 128 : 1), stdout, stderr };
+      const res = { code: timedOut ? 124 : (code ?? (signal ? 128 : 1)), stdout, stderr };
       if (opts.check && res.code !== 0) {
         rejectP(new Error(`${cmd} ${args.join(' ')} -> exit ${res.code}: ${stderr.trim() || stdout.trim()}`));
       } else resolveP(res);
@@ -61,7 +69,15 @@ export function run(cmd: string, args: string[], opts: ExecOptions = {}): Promis
 
 export function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
   if (child.pid === undefined) return;
-  try { process.kill(-child.pid, signal); } catch { try { child.kill(signal); } catch { /* gone */ } }
+  try {
+    process.kill(-child.pid, signal);
+  } catch {
+    try {
+      child.kill(signal);
+    } catch {
+      /* gone */
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -85,7 +101,9 @@ export function captureOutput(child: ChildProcess): void {
   if (logs.has(child)) return;
   const log: LineLog = { lines: [], stdout: '', stderr: '', waiters: new Set() };
   logs.set(child, log);
-  const wake = () => { for (const w of [...log.waiters]) w(); };
+  const wake = () => {
+    for (const w of [...log.waiters]) w();
+  };
   for (const stream of ['stdout', 'stderr'] as const) {
     const s = child[stream];
     if (!s) continue;
@@ -149,7 +167,10 @@ export function eventsOf(child: ChildProcess, match: EventMatch): Record<string,
  * tail of its stderr in the message.
  */
 export function waitForEvent(
-  child: ChildProcess, match: EventMatch, timeoutMs = 10_000, opts: { after?: number } = {},
+  child: ChildProcess,
+  match: EventMatch,
+  timeoutMs = 10_000,
+  opts: { after?: number } = {},
 ): Promise<Record<string, unknown>> {
   captureOutput(child);
   const log = logs.get(child)!;
@@ -160,19 +181,32 @@ export function waitForEvent(
     const finish = (err: Error | null, v?: Record<string, unknown>) => {
       clearTimeout(timer);
       log.waiters.delete(check);
-      if (err) rejectP(err); else resolveP(v!);
+      if (err) rejectP(err);
+      else resolveP(v!);
     };
     const check = () => {
       for (; scanned < log.lines.length; scanned++) {
-        const o = parseJsonLine(log.lines[scanned]!.text);
-        if (o && pred(o)) { scanned++; finish(null, o); return; }
+        const o = parseJsonLine(log.lines[scanned].text);
+        if (o && pred(o)) {
+          scanned++;
+          finish(null, o);
+          return;
+        }
       }
       if (child.exitCode !== null || child.signalCode !== null) {
-        finish(new Error(`process ${child.pid} exited (${child.exitCode ?? child.signalCode}) before ${label}; stderr tail:\n${tail(log.stderr)}`));
+        finish(
+          new Error(
+            `process ${child.pid} exited (${child.exitCode ?? child.signalCode}) before ${label}; stderr tail:\n${tail(log.stderr)}`,
+          ),
+        );
       }
     };
     const timer = setTimeout(() => {
-      finish(new Error(`timeout after ${timeoutMs} ms waiting for ${label} from pid ${child.pid}; stderr tail:\n${tail(log.stderr)}\nstdout tail:\n${tail(log.stdout)}`));
+      finish(
+        new Error(
+          `timeout after ${timeoutMs} ms waiting for ${label} from pid ${child.pid}; stderr tail:\n${tail(log.stderr)}\nstdout tail:\n${tail(log.stdout)}`,
+        ),
+      );
     }, timeoutMs);
     log.waiters.add(check);
     check();
@@ -192,8 +226,14 @@ function tail(s: string, n = 2000): string {
 export function waitExit(child: ChildProcess, timeoutMs = 10_000): Promise<number | null> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
   return new Promise((resolveP) => {
-    const timer = setTimeout(() => { child.off('exit', onExit); resolveP(null); }, timeoutMs);
-    const onExit = (code: number | null) => { clearTimeout(timer); resolveP(code); };
+    const timer = setTimeout(() => {
+      child.off('exit', onExit);
+      resolveP(null);
+    }, timeoutMs);
+    const onExit = (code: number | null) => {
+      clearTimeout(timer);
+      resolveP(code);
+    };
     child.once('exit', onExit);
   });
 }
@@ -227,4 +267,3 @@ export const CLI = {
   relay: distPath('relay/cli.js'),
   probe: distPath('scripts/lab-probe.js'),
 } as const;
-

@@ -5,11 +5,13 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import {
-  outputOf, probe, REFLECT_PORTS, startLab, startReflector, waitExit, waitForEvent, type Lab,
-} from './lab.js';
+import { outputOf, probe, REFLECT_PORTS, startLab, startReflector, waitExit, waitForEvent, type Lab } from './lab.js';
 
-interface Targets { p1: string; p2: string; ip2: string }
+interface Targets {
+  p1: string;
+  p2: string;
+  ip2: string;
+}
 
 function targets(lab: Lab): Targets {
   const [ip1, ip2] = lab.addrs('rdv');
@@ -21,7 +23,7 @@ async function mappings(lab: Lab, host: string): Promise<{ local: string; seen: 
   const t = targets(lab);
   const rep = await probe(lab, host, ['probe', '--to', t.p1, '--to', t.p2, '--to', t.ip2]);
   const seen = rep.results.map((r) => r.seen);
-  for (const [i, s] of seen.entries()) assert.ok(s, `${host}: no answer from ${rep.results[i]!.to}`);
+  for (const [i, s] of seen.entries()) assert.ok(s, `${host}: no answer from ${rep.results[i].to}`);
   return { local: rep.local, seen: seen as string[] };
 }
 
@@ -31,11 +33,21 @@ async function mappings(lab: Lab, host: string): Promise<{ local: string; seen: 
  */
 async function filtering(lab: Lab, host: string): Promise<{ port: boolean; ip: boolean; both: boolean }> {
   const t = targets(lab);
-  const rep = await probe(lab, host, ['probe', '--to', t.p1, '--to', `${t.p1}/port`, '--to', `${t.p1}/ip`, '--to', `${t.p1}/both`]);
+  const rep = await probe(lab, host, [
+    'probe',
+    '--to',
+    t.p1,
+    '--to',
+    `${t.p1}/port`,
+    '--to',
+    `${t.p1}/ip`,
+    '--to',
+    `${t.p1}/both`,
+  ]);
   // Control: the path itself works, so a missing answer below means filtering.
-  assert.ok(rep.results[0]!.seen, `${host}: no answer from ${t.p1} at all`);
+  assert.ok(rep.results[0].seen, `${host}: no answer from ${t.p1} at all`);
   const [, port, ip, both] = rep.results.map((r) => r.seen !== null);
-  return { port: port!, ip: ip!, both: both! };
+  return { port: port, ip: ip, both: both };
 }
 
 /** Datagrams arriving at host:port when rdv sends there unprompted (to the site's public address). */
@@ -48,8 +60,17 @@ async function unsolicited(lab: Lab, host: string, port: number): Promise<number
 }
 
 async function burst(lab: Lab, host: string, n: number, size = 0): Promise<number> {
-  const r = await probe<{ sent: number; received: number | null }>(lab, host,
-    ['burst', '--to', targets(lab).p1, '--n', String(n), '--size', String(size), '--tag', `b${Date.now()}`]);
+  const r = await probe<{ sent: number; received: number | null }>(lab, host, [
+    'burst',
+    '--to',
+    targets(lab).p1,
+    '--n',
+    String(n),
+    '--size',
+    String(size),
+    '--tag',
+    `b${Date.now()}`,
+  ]);
   assert.notEqual(r.received, null, `${host}: the reflector never answered the count query`);
   return r.received!;
 }
@@ -65,7 +86,7 @@ test('netns lab: cone (A, with a2 on the same LAN) and symmetric (B), attacker',
   await t.test('cone: endpoint-independent mapping (same mapped address for 3 destinations)', async () => {
     const m = await mappings(lab, 'a');
     assert.equal(new Set(m.seen).size, 1, `mappings differ: ${m.seen.join(' ')}`);
-    assert.equal(ipOf(m.seen[0]!), lab.addr('ra'));
+    assert.equal(ipOf(m.seen[0]), lab.addr('ra'));
   });
 
   await t.test('cone: port-restricted filtering (answers from another port or address dropped)', async () => {
@@ -82,7 +103,7 @@ test('netns lab: cone (A, with a2 on the same LAN) and symmetric (B), attacker',
 
   await t.test('same LAN: a and a2 share the public address and reach each other directly', async () => {
     const m2 = await mappings(lab, 'a2');
-    assert.equal(ipOf(m2.seen[0]!), lab.addr('ra'));
+    assert.equal(ipOf(m2.seen[0]), lab.addr('ra'));
     const listener = lab.spawnCli('a2', 'probe', ['listen', '--bind', `${lab.addr('a2')}:40001`, '--ms', '800']);
     await waitForEvent(listener, 'ready', 10_000);
     await probe(lab, 'a', ['send', '--to', `${lab.addr('a2')}:40001`, '--n', '3']);
@@ -96,7 +117,7 @@ test('netns lab: cone (A, with a2 on the same LAN) and symmetric (B), attacker',
     const toLan = await lab.exec('attacker', ['ip', 'route', 'get', lab.addr('a')]);
     assert.notEqual(toLan.code, 0, `attacker has a route to ${lab.addr('a')}: ${toLan.stdout}`);
     const m = await probe(lab, 'attacker', ['probe', '--to', targets(lab).p1]);
-    assert.equal(m.results[0]!.seen, `${lab.addr('attacker')}:${portOf(m.local)}`);
+    assert.equal(m.results[0].seen, `${lab.addr('attacker')}:${portOf(m.local)}`);
   });
 
   await t.test('loss: 30% on the WAN drops about 30% of 200 datagrams', async () => {
@@ -127,11 +148,20 @@ test('netns lab: cone (A, with a2 on the same LAN) and symmetric (B), attacker',
     assert.doesNotMatch(await lab.conntrack('ra'), new RegExp(`src=${lab.addr('a')} `));
 
     await lab.setUdpTimeout('ra', 1);
-    const sysctl = await lab.exec('ra', ['sysctl', '-n', 'net.netfilter.nf_conntrack_udp_timeout', 'net.netfilter.nf_conntrack_udp_timeout_stream']);
+    const sysctl = await lab.exec('ra', [
+      'sysctl',
+      '-n',
+      'net.netfilter.nf_conntrack_udp_timeout',
+      'net.netfilter.nf_conntrack_udp_timeout_stream',
+    ]);
     assert.deepEqual(sysctl.stdout.trim().split(/\s+/), ['1', '1']);
     await mappings(lab, 'a');
     await new Promise((r) => setTimeout(r, 2500));
-    assert.doesNotMatch(await lab.conntrack('ra'), new RegExp(`src=${lab.addr('a')} `), 'entries outlived a 1 s timeout');
+    assert.doesNotMatch(
+      await lab.conntrack('ra'),
+      new RegExp(`src=${lab.addr('a')} `),
+      'entries outlived a 1 s timeout',
+    );
     await lab.setUdpTimeout('ra', 30, 120);
   });
 });
@@ -144,7 +174,7 @@ test('netns lab: full cone (A) and public (B)', async (t) => {
   await t.test('fullcone: endpoint-independent mapping', async () => {
     const m = await mappings(lab, 'a');
     assert.equal(new Set(m.seen).size, 1, `mappings differ: ${m.seen.join(' ')}`);
-    assert.equal(ipOf(m.seen[0]!), lab.addr('ra'));
+    assert.equal(ipOf(m.seen[0]), lab.addr('ra'));
   });
 
   await t.test('fullcone: endpoint-independent filtering, unsolicited datagrams reach the host', async () => {
@@ -152,7 +182,7 @@ test('netns lab: full cone (A) and public (B)', async (t) => {
     assert.equal(await unsolicited(lab, 'a', 40_000), 5);
   });
 
-  await t.test('public: mapped address is the host\'s own, nothing filtered', async () => {
+  await t.test("public: mapped address is the host's own, nothing filtered", async () => {
     const m = await mappings(lab, 'b');
     assert.deepEqual(m.seen, Array(3).fill(`${lab.addr('b')}:${portOf(m.local)}`));
     assert.deepEqual(await filtering(lab, 'b'), { port: true, ip: true, both: true });
@@ -172,17 +202,20 @@ test('netns lab: CGNAT (symmetric carrier over a cone home router) and overlappi
   if (!lab) return;
   await startReflector(lab);
 
-  await t.test('the outer NAT decides: mapping depends on the destination, public address is the carrier\'s', async () => {
-    const m = await mappings(lab, 'a');
-    assert.equal(new Set(m.seen).size, 3, `expected 3 different mappings: ${m.seen.join(' ')}`);
-    for (const s of m.seen) assert.equal(ipOf(s), lab.publicAddr('a'));
-    assert.equal(lab.publicAddr('a'), lab.addr('ca'));
-  });
+  await t.test(
+    "the outer NAT decides: mapping depends on the destination, public address is the carrier's",
+    async () => {
+      const m = await mappings(lab, 'a');
+      assert.equal(new Set(m.seen).size, 3, `expected 3 different mappings: ${m.seen.join(' ')}`);
+      for (const s of m.seen) assert.equal(ipOf(s), lab.publicAddr('a'));
+      assert.equal(lab.publicAddr('a'), lab.addr('ca'));
+    },
+  );
 
   await t.test('both sites use the same private address, each behind its own NAT', async () => {
     assert.equal(lab.addr('a'), lab.addr('b'));
     const m = await mappings(lab, 'b');
     assert.equal(new Set(m.seen).size, 1);
-    assert.equal(ipOf(m.seen[0]!), lab.addr('rb'));
+    assert.equal(ipOf(m.seen[0]), lab.addr('rb'));
   });
 });

@@ -31,7 +31,18 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI, distPath, eventsOf, outputOf, run, stopProcess, waitExit, waitForEvent, type Lab } from './lab.js';
-import { ECHO, RDV, RDV_ALT, SECRET, SERVICE, sleep, startTunnelLab, uniquePrefix, type EchoResult, type TunnelLab } from './helpers.js';
+import {
+  ECHO,
+  RDV,
+  RDV_ALT,
+  SECRET,
+  SERVICE,
+  sleep,
+  startTunnelLab,
+  uniquePrefix,
+  type EchoResult,
+  type TunnelLab,
+} from './helpers.js';
 import { readPcapFile, type PcapPacket } from '../scripts/lab-attacker.js';
 
 const MB = 1024 * 1024;
@@ -61,7 +72,19 @@ async function waitOutput(child: ChildProcess, re: RegExp, timeoutMs: number): P
 async function capture(lab: Lab, node: string, iface: string, file: string, filter: string): Promise<ChildProcess> {
   // --immediate-mode: without it a packet can sit in the kernel's capture block
   // and be lost when tcpdump is stopped, so a late reply would go unseen.
-  const child = lab.spawn(node, ['tcpdump', '--immediate-mode', '-i', iface, '-n', '-U', '-s', '0', '-w', file, filter]);
+  const child = lab.spawn(node, [
+    'tcpdump',
+    '--immediate-mode',
+    '-i',
+    iface,
+    '-n',
+    '-U',
+    '-s',
+    '0',
+    '-w',
+    file,
+    filter,
+  ]);
   await waitOutput(child, /listening on/, 10_000);
   return child;
 }
@@ -69,14 +92,17 @@ async function capture(lab: Lab, node: string, iface: string, file: string, filt
 /** Stops a capture (SIGTERM: tcpdump flushes and prints its counters) and returns what it wrote. */
 async function finishCapture(child: ChildProcess, file: string): Promise<{ packets: PcapPacket[]; stats: string }> {
   await stopProcess(child, 3000);
-  const stats = outputOf(child).stderr.split('\n').filter((l) => /packets/.test(l)).join('; ');
+  const stats = outputOf(child)
+    .stderr.split('\n')
+    .filter((l) => /packets/.test(l))
+    .join('; ');
   return { packets: readPcapFile(file), stats };
 }
 
 function endpointOf(ev: Record<string, unknown> | undefined, what: string): { host: string; port: number } {
   const m = /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(String(ev?.remote));
   assert.ok(m, `${what}: a direct path event with a remote address, got ${JSON.stringify(ev)}`);
-  return { host: m[1]!, port: Number(m[2]) };
+  return { host: m[1], port: Number(m[2]) };
 }
 
 function assertExact(r: EchoResult, tl: TunnelLab, what: string): void {
@@ -94,8 +120,18 @@ async function settled(p: Promise<unknown>): Promise<boolean> {
 /** A second, independent `peer visit` on host a (its own session); resolves with its port once ready. */
 async function extraVisit(tl: TunnelLab, extra: string[] = []): Promise<{ child: ChildProcess; port: number }> {
   const child = tl.lab.spawnCli('a', 'peer', [
-    'visit', SERVICE, '--bind', '127.0.0.1:0', '--server', `${RDV.host}:${RDV.port}`, '--secret', SECRET,
-    '--no-admin', '--log-format', 'json', ...extra,
+    'visit',
+    SERVICE,
+    '--bind',
+    '127.0.0.1:0',
+    '--server',
+    `${RDV.host}:${RDV.port}`,
+    '--secret',
+    SECRET,
+    '--no-admin',
+    '--log-format',
+    'json',
+    ...extra,
   ]);
   const ready = await waitForEvent(child, 'ready', 30_000);
   return { child, port: Number(ready.port) };
@@ -103,7 +139,15 @@ async function extraVisit(tl: TunnelLab, extra: string[] = []): Promise<{ child:
 
 /** Echo transfer inside host a through a visitor port; the client's result line. */
 async function echoThrough(lab: Lab, port: number, bytes: number, timeoutMs = 30_000): Promise<EchoResult> {
-  const c = lab.spawnNode('a', ECHO, ['client', '--to', `127.0.0.1:${port}`, '--bytes', String(bytes), '--timeout-ms', String(timeoutMs)]);
+  const c = lab.spawnNode('a', ECHO, [
+    'client',
+    '--to',
+    `127.0.0.1:${port}`,
+    '--bytes',
+    String(bytes),
+    '--timeout-ms',
+    String(timeoutMs),
+  ]);
   try {
     return (await waitForEvent(c, 'result', timeoutMs + 5000)) as unknown as EchoResult;
   } finally {
@@ -119,13 +163,22 @@ function countBy<T>(xs: T[], f: (x: T) => string): Record<string, number> {
 
 test('attacker on the internet during a 20 MB transfer (fullcone x public): junk, forgeries, replays and 1,000 idle TCP connections change nothing and get no UDP reply', async (t) => {
   if (!(await hasTcpdump())) return void t.skip('tcpdump is not installed');
-  const tl = await startTunnelLab(t, { a: 'fullcone', b: 'public', attacker: true }, { prefix: uniquePrefix('atk'), noVisit: true });
+  const tl = await startTunnelLab(
+    t,
+    { a: 'fullcone', b: 'public', attacker: true },
+    { prefix: uniquePrefix('atk'), noVisit: true },
+  );
   if (!tl) return;
   const { lab } = tl;
   const p = lab.prefix;
   const dir = mkdtempSync(join(tmpdir(), 'hp-attack-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const files = { inet: join(dir, 'inet.pcap'), atk: join(dir, 'attacker.pcap'), a: join(dir, 'a.pcap'), b: join(dir, 'b.pcap') };
+  const files = {
+    inet: join(dir, 'inet.pcap'),
+    atk: join(dir, 'attacker.pcap'),
+    a: join(dir, 'a.pcap'),
+    b: join(dir, 'b.pcap'),
+  };
   const pubA = lab.publicAddr('a');
   const pubB = lab.publicAddr('b');
 
@@ -152,28 +205,75 @@ test('attacker on the internet during a 20 MB transfer (fullcone x public): junk
 
   // Paced (at least 19 s) so that it is still running while the whole UDP attack happens.
   const { child: client, result } = tl.startTransfer(20 * MB, { chunk: 64 * 1024, delayMs: 60, timeoutMs: 120_000 });
-  await waitForEvent(client, (o) => (o.event === 'progress' && Number(o.gotBytes) >= 1 * MB) || o.event === 'result', 30_000);
+  await waitForEvent(
+    client,
+    (o) => (o.event === 'progress' && Number(o.gotBytes) >= 1 * MB) || o.event === 'result',
+    30_000,
+  );
 
   const peers = [`${toServer.host}:${toServer.port}`, `${toVisitor.host}:${toVisitor.port}`];
-  const rdvUdp = [`${RDV.host}:${RDV.port}`, `${RDV.host}:${RDV_ALT.port}`, `${RDV_ALT.host}:${RDV.port}`, `${RDV_ALT.host}:${RDV_ALT.port}`];
+  const rdvUdp = [
+    `${RDV.host}:${RDV.port}`,
+    `${RDV.host}:${RDV_ALT.port}`,
+    `${RDV_ALT.host}:${RDV.port}`,
+    `${RDV_ALT.host}:${RDV_ALT.port}`,
+  ];
   const attackArgs = [
     ...peers.flatMap((x) => ['--udp-target', x]),
     ...rdvUdp.flatMap((x) => ['--stun-target', x]),
-    '--random', '1000', '--forged', '1000', '--stun-junk', '200',
-    '--learn', files.inet,
-    '--replay', files.inet, '--replay-head', '400', '--replay-tail', '800', '--replay-rounds', '3', '--replay-gap-ms', '400',
-    '--tcp', `${RDV.host}:${RDV.port}`, '--tcp-conns', String(TCP_CONNS), '--tcp-concurrency', '64', '--hold-ms', '13000',
-    '--pps', '15000',
+    '--random',
+    '1000',
+    '--forged',
+    '1000',
+    '--stun-junk',
+    '200',
+    '--learn',
+    files.inet,
+    '--replay',
+    files.inet,
+    '--replay-head',
+    '400',
+    '--replay-tail',
+    '800',
+    '--replay-rounds',
+    '3',
+    '--replay-gap-ms',
+    '400',
+    '--tcp',
+    `${RDV.host}:${RDV.port}`,
+    '--tcp-conns',
+    String(TCP_CONNS),
+    '--tcp-concurrency',
+    '64',
+    '--hold-ms',
+    '13000',
+    '--pps',
+    '15000',
   ];
   // 1,000 sockets need more descriptors than a default soft limit of 1024.
-  const attacker = lab.spawn('attacker', ['sh', '-c', 'ulimit -n 4096; exec "$@"', 'sh', process.execPath, ATTACKER_TOOL, ...attackArgs]);
+  const attacker = lab.spawn('attacker', [
+    'sh',
+    '-c',
+    'ulimit -n 4096; exec "$@"',
+    'sh',
+    process.execPath,
+    ATTACKER_TOOL,
+    ...attackArgs,
+  ]);
   const attackStart = Date.now();
 
   // While the attacker holds its connections, a peer from another address still gets in.
   const opened = await waitForEvent(attacker, 'tcp_opened', 60_000);
-  assert.equal(opened.connected, TCP_CONNS, `every TCP connection was accepted by the kernel: ${JSON.stringify(opened)}`);
+  assert.equal(
+    opened.connected,
+    TCP_CONNS,
+    `every TCP connection was accepted by the kernel: ${JSON.stringify(opened)}`,
+  );
   // Exact counts are checked on the final report; this snapshot only shows the limit already at work.
-  assert.ok(Number(opened.openAtEnd) >= PER_IP_LIMIT && Number((opened.errors as Record<string, number>).limit) > 0, `limit at work: ${JSON.stringify(opened)}`);
+  assert.ok(
+    Number(opened.openAtEnd) >= PER_IP_LIMIT && Number((opened.errors as Record<string, number>).limit) > 0,
+    `limit at work: ${JSON.stringify(opened)}`,
+  );
   const during = await extraVisit(tl);
   const rDuring = await echoThrough(lab, during.port, 1 * MB);
   assertExact(rDuring, tl, 'a new visitor while 256 idle connections are held');
@@ -196,54 +296,104 @@ test('attacker on the internet during a 20 MB transfer (fullcone x public): junk
   // answered, and that answer shows up in the same capture. So the capture
   // would have seen any reply, and the zero below means none was sent.
   const controlFrom = Date.now() / 1000;
-  const nat = await lab.execCli('attacker', 'peer', ['nat', '--server', `${RDV.host}:${RDV.port}`, '--json'], { timeoutMs: 20_000 });
+  const nat = await lab.execCli('attacker', 'peer', ['nat', '--server', `${RDV.host}:${RDV.port}`, '--json'], {
+    timeoutMs: 20_000,
+  });
   assert.equal(nat.code, 0, `peer nat from the attacker host: ${nat.stderr}`);
   await sleep(300);
   const capAll = await finishCapture(capAtk, files.atk);
   const atk = { ...capAll, packets: capAll.packets.filter((x) => x.ts < controlFrom) };
   const control = capAll.packets.filter((x) => x.ts >= controlFrom && x.proto === 'udp');
-  assert.ok(control.some((x) => x.src === RDV.host || x.src === RDV_ALT.host), `the control STUN answers were captured: ${control.length} of ${capAll.packets.length} (${capAll.stats}); ts ${capAll.packets.map((x) => x.ts).slice(-5).join(',')} vs ${controlFrom}; nat: ${nat.stdout.slice(0, 300)}`);
+  assert.ok(
+    control.some((x) => x.src === RDV.host || x.src === RDV_ALT.host),
+    `the control STUN answers were captured: ${control.length} of ${capAll.packets.length} (${capAll.stats}); ts ${capAll.packets
+      .map((x) => x.ts)
+      .slice(-5)
+      .join(',')} vs ${controlFrom}; nat: ${nat.stdout.slice(0, 300)}`,
+  );
   const atA = await finishCapture(capA, files.a);
   const atB = await finishCapture(capB, files.b);
 
   const udp = report.udp as Record<string, number> & { perTarget: Record<string, number> };
-  const tcp = report.tcp as { attempted: number; connected: number; errors: Record<string, number>; closedByServer: number; openAtEnd: number; openMs: number };
+  const tcp = report.tcp as {
+    attempted: number;
+    connected: number;
+    errors: Record<string, number>;
+    closedByServer: number;
+    openAtEnd: number;
+    openMs: number;
+  };
   const received = report.received as { count: number; from: Record<string, number> };
   const replies = atk.packets.filter((x) => x.proto === 'udp');
   const icmp = atk.packets.filter((x) => x.proto === 'icmp');
 
   t.diagnostic(`attack: ${JSON.stringify(udp)}`);
   t.diagnostic(`tcp: ${JSON.stringify(tcp)}; a second visitor during the hold echoed 1 MB in ${rDuring.ms} ms`);
-  t.diagnostic(`captures: internet bridge ${inet.packets.length} session datagrams (${inet.stats}); arrived at a ${atA.packets.length}, at b ${atB.packets.length}; back to the attacker: ${replies.length} UDP, ${icmp.length} ICMP ${JSON.stringify(countBy(icmp, (x) => `${x.src} type ${x.icmpType}/${x.icmpCode}`))}; control (peer nat afterwards): ${control.length} STUN answers captured`);
-  t.diagnostic(`20 MB echoed in ${r.ms} ms under attack; transfer still running when the UDP attack ended (${udpMs} ms after it began): ${transferStillRunning}`);
+  t.diagnostic(
+    `captures: internet bridge ${inet.packets.length} session datagrams (${inet.stats}); arrived at a ${atA.packets.length}, at b ${atB.packets.length}; back to the attacker: ${replies.length} UDP, ${icmp.length} ICMP ${JSON.stringify(countBy(icmp, (x) => `${x.src} type ${x.icmpType}/${x.icmpCode}`))}; control (peer nat afterwards): ${control.length} STUN answers captured`,
+  );
+  t.diagnostic(
+    `20 MB echoed in ${r.ms} ms under attack; transfer still running when the UDP attack ended (${udpMs} ms after it began): ${transferStillRunning}`,
+  );
 
   // The attack was real: everything was sent, and it reached both peers' hosts.
   assert.equal(udp.sendErrors, 0);
   assert.equal(udp.skippedAnswerable, 0, 'the junk never contained a STUN request a server must answer');
-  assert.ok(udp.learnedReceivers >= 2, `receiver indexes of both directions were learned from the capture: ${udp.learnedReceivers}`);
+  assert.ok(
+    udp.learnedReceivers >= 2,
+    `receiver indexes of both directions were learned from the capture: ${udp.learnedReceivers}`,
+  );
   assert.ok(udp.forgedLearned > 500, `forgeries carried real receiver indexes: ${udp.forgedLearned}`);
   assert.ok(udp.replayed >= 2000, `captured datagrams were replayed: ${udp.replayed}`);
-  assert.ok(udp.replayRecent >= 500, `replays recent enough to fall inside the receivers' replay window: ${udp.replayRecent}`);
-  for (const [ep, atHost] of [[peers[0]!, atB], [peers[1]!, atA]] as const) {
+  assert.ok(
+    udp.replayRecent >= 500,
+    `replays recent enough to fall inside the receivers' replay window: ${udp.replayRecent}`,
+  );
+  for (const [ep, atHost] of [
+    [peers[0], atB],
+    [peers[1], atA],
+  ] as const) {
     const sentTo = udp.perTarget[ep] ?? 0;
     assert.ok(sentTo >= 3000, `sent to ${ep}: ${sentTo}`);
     // Not all: a loaded machine makes tcpdump drop some (its stats say how many); most is proof enough.
-    assert.ok(atHost.packets.length >= sentTo * 0.75, `${ep}: ${atHost.packets.length} of ${sentTo} attack datagrams seen arriving at the host (${atHost.stats})`);
+    assert.ok(
+      atHost.packets.length >= sentTo * 0.75,
+      `${ep}: ${atHost.packets.length} of ${sentTo} attack datagrams seen arriving at the host (${atHost.stats})`,
+    );
   }
-  assert.equal(transferStillRunning, true, 'the UDP attack ended before the transfer did (it happened during the transfer)');
+  assert.equal(
+    transferStillRunning,
+    true,
+    'the UDP attack ended before the transfer did (it happened during the transfer)',
+  );
 
   // Silence: not one UDP datagram back, and no datagram hit a closed port (ICMP) at the peers.
   assert.match(atk.stats, /\b0 packets dropped by kernel/, 'the attacker-side capture missed nothing');
-  assert.equal(replies.length, 0, `UDP sent to the attacker: ${JSON.stringify(countBy(replies, (x) => `${x.src}:${x.sport} (${x.payload.length} B, first byte ${x.payload[0]})`))}`);
+  assert.equal(
+    replies.length,
+    0,
+    `UDP sent to the attacker: ${JSON.stringify(countBy(replies, (x) => `${x.src}:${x.sport} (${x.payload.length} B, first byte ${x.payload[0]})`))}`,
+  );
   assert.equal(received.count, 0, `the attacker's socket received: ${JSON.stringify(received.from)}`);
-  assert.equal(icmp.filter((x) => x.src === pubA || x.src === pubB).length, 0, 'attack datagrams reached open sockets on the peers (no port unreachable)');
+  assert.equal(
+    icmp.filter((x) => x.src === pubA || x.src === pubB).length,
+    0,
+    'attack datagrams reached open sockets on the peers (no port unreachable)',
+  );
 
   // The session was not steered: it stayed on the same direct path, and nobody ever pointed a path at the attacker.
   for (const who of ['visit', 'serve'] as const) {
     const evs = sessionPaths(who);
-    assert.equal(evs.length, pathEventsBefore[who], `${who} changed path during the attack: ${evs.map((e) => `${e.path} ${e.remote}`).join(' -> ')}`);
+    assert.equal(
+      evs.length,
+      pathEventsBefore[who],
+      `${who} changed path during the attack: ${evs.map((e) => `${e.path} ${e.remote}`).join(' -> ')}`,
+    );
     assert.equal(evs.at(-1)?.path, 'direct');
-    assert.ok(!tl.pathEvents(who).some((e) => String(e.remote).startsWith(ATTACKER)), `${who} has a path to the attacker`);
+    assert.ok(
+      !tl.pathEvents(who).some((e) => String(e.remote).startsWith(ATTACKER)),
+      `${who} has a path to the attacker`,
+    );
   }
 
   // TCP: the per-IP limit refused the excess with an error and a log line each; the idle rest were closed by the handshake timeout.
@@ -254,7 +404,10 @@ test('attacker on the internet during a 20 MB transfer (fullcone x public): junk
   const limitLines = tl.events('limit', 'rdv');
   // Logged, but summarised: at most one line per source per 10 s (a flood must not become a log flood).
   const attackerLines = limitLines.filter((e) => e.ip === ATTACKER);
-  assert.ok(attackerLines.length >= 1 && attackerLines.length <= 12, `limit log lines for the attacker: ${attackerLines.length}`);
+  assert.ok(
+    attackerLines.length >= 1 && attackerLines.length <= 12,
+    `limit log lines for the attacker: ${attackerLines.length}`,
+  );
   assert.equal(limitLines.filter((e) => e.ip !== ATTACKER).length, 0, 'nobody else hit a limit');
   assert.equal(heldStill, true, 'the second visitor got through while the attacker still held its connections');
 
@@ -269,16 +422,36 @@ test('attacker on the internet during a 20 MB transfer (fullcone x public): junk
 /** `peer keygen --out FILE` on the test host (the namespaces share the file system); the public key. */
 function keygen(file: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, [CLI.peer, 'keygen', '--out', file], { encoding: 'utf8', timeout: 30_000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`keygen: ${err.message} ${stderr}`));
-      else resolve(stdout.trim());
-    });
+    execFile(
+      process.execPath,
+      [CLI.peer, 'keygen', '--out', file],
+      { encoding: 'utf8', timeout: 30_000 },
+      (err, stdout, stderr) => {
+        if (err) reject(new Error(`keygen: ${err.message} ${stderr}`));
+        else resolve(stdout.trim());
+      },
+    );
   });
 }
 
-async function expectRefusedInLab(t: TestContext, tl: TunnelLab, args: string[], why: RegExp, label: string): Promise<void> {
+async function expectRefusedInLab(
+  t: TestContext,
+  tl: TunnelLab,
+  args: string[],
+  why: RegExp,
+  label: string,
+): Promise<void> {
   const child = tl.lab.spawnCli('a', 'peer', [
-    'visit', SERVICE, '--bind', '127.0.0.1:0', '--server', `${RDV.host}:${RDV.port}`, '--no-admin', '--log-format', 'json', ...args,
+    'visit',
+    SERVICE,
+    '--bind',
+    '127.0.0.1:0',
+    '--server',
+    `${RDV.host}:${RDV.port}`,
+    '--no-admin',
+    '--log-format',
+    'json',
+    ...args,
   ]);
   const code = await waitExit(child, 40_000);
   const err = outputOf(child).stderr;
@@ -292,18 +465,52 @@ async function expectRefusedInLab(t: TestContext, tl: TunnelLab, args: string[],
 test('cone x cone lab: wrong secret, wrong pinned server key and a visitor not in --allow are refused with --mode relay and --mode direct; the service sees only the legitimate connection', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'hp-attack-keys-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const f = { server: join(dir, 'server.json'), visitor: join(dir, 'visitor.json'), stranger: join(dir, 'stranger.json'), other: join(dir, 'other.json') };
-  const [serverPub, visitorPub, , otherPub] = await Promise.all([keygen(f.server), keygen(f.visitor), keygen(f.stranger), keygen(f.other)]);
-  const tl = await startTunnelLab(t, { a: 'cone', b: 'cone' }, {
-    prefix: uniquePrefix('keys'), noVisit: true, debug: false,
-    serveArgs: ['--identity', f.server, '--allow', visitorPub!],
-  });
+  const f = {
+    server: join(dir, 'server.json'),
+    visitor: join(dir, 'visitor.json'),
+    stranger: join(dir, 'stranger.json'),
+    other: join(dir, 'other.json'),
+  };
+  const [serverPub, visitorPub, , otherPub] = await Promise.all([
+    keygen(f.server),
+    keygen(f.visitor),
+    keygen(f.stranger),
+    keygen(f.other),
+  ]);
+  const tl = await startTunnelLab(
+    t,
+    { a: 'cone', b: 'cone' },
+    {
+      prefix: uniquePrefix('keys'),
+      noVisit: true,
+      debug: false,
+      serveArgs: ['--identity', f.server, '--allow', visitorPub],
+    },
+  );
   if (!tl) return;
-  const good = ['--identity', f.visitor, '--server-key', serverPub!];
+  const good = ['--identity', f.visitor, '--server-key', serverPub];
   for (const mode of ['relay', 'direct']) {
-    await expectRefusedInLab(t, tl, ['--secret', 'not the secret', '--mode', mode, ...good], /secret/i, `wrong secret, --mode ${mode}`);
-    await expectRefusedInLab(t, tl, ['--secret', SECRET, '--mode', mode, '--identity', f.visitor, '--server-key', otherPub!], /pinned key/, `wrong pinned server key, --mode ${mode}`);
-    await expectRefusedInLab(t, tl, ['--secret', SECRET, '--mode', mode, '--identity', f.stranger, '--server-key', serverPub!], /not in --allow/, `visitor not in --allow, --mode ${mode}`);
+    await expectRefusedInLab(
+      t,
+      tl,
+      ['--secret', 'not the secret', '--mode', mode, ...good],
+      /secret/i,
+      `wrong secret, --mode ${mode}`,
+    );
+    await expectRefusedInLab(
+      t,
+      tl,
+      ['--secret', SECRET, '--mode', mode, '--identity', f.visitor, '--server-key', otherPub],
+      /pinned key/,
+      `wrong pinned server key, --mode ${mode}`,
+    );
+    await expectRefusedInLab(
+      t,
+      tl,
+      ['--secret', SECRET, '--mode', mode, '--identity', f.stranger, '--server-key', serverPub],
+      /not in --allow/,
+      `visitor not in --allow, --mode ${mode}`,
+    );
   }
   // The right keys over a real NAT pair: direct, exact.
   const ok = await extraVisit(tl, ['--mode', 'direct', ...good]);

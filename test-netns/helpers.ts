@@ -9,7 +9,16 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import {
-  distPath, eventsOf, lineCount, outputOf, startLab, stopProcess, waitExit, waitForEvent, type Lab, type Topology,
+  distPath,
+  eventsOf,
+  lineCount,
+  outputOf,
+  startLab,
+  stopProcess,
+  waitExit,
+  waitForEvent,
+  type Lab,
+  type Topology,
 } from './lab.js';
 
 export const RDV = { host: '203.0.113.10', port: 7000 };
@@ -70,19 +79,41 @@ export class TunnelLab {
     this.opts = opts;
     const logArgs = this.logArgs;
     this.rdv = lab.spawnCli('rdv', 'rendezvous', [
-      '--listen', `${RDV.host}:${RDV.port}`, '--alt-udp', `${RDV_ALT.host}:${RDV_ALT.port}`, ...logArgs,
+      '--listen',
+      `${RDV.host}:${RDV.port}`,
+      '--alt-udp',
+      `${RDV_ALT.host}:${RDV_ALT.port}`,
+      ...logArgs,
     ]);
     this.echo = lab.spawnNode('b', ECHO, ['server', '--bind', '127.0.0.1:0']);
-    const [, echoReady] = await Promise.all([waitForEvent(this.rdv, 'ready', 15_000), waitForEvent(this.echo, 'ready', 15_000)]);
+    const [, echoReady] = await Promise.all([
+      waitForEvent(this.rdv, 'ready', 15_000),
+      waitForEvent(this.echo, 'ready', 15_000),
+    ]);
     this.echoPort = Number(echoReady.port);
-    this.serve = lab.spawnCli('b', 'peer', ['serve', '--name', SERVICE, '--local', `127.0.0.1:${this.echoPort}`, ...this.commonArgs, ...(opts.serveArgs ?? [])]);
+    this.serve = lab.spawnCli('b', 'peer', [
+      'serve',
+      '--name',
+      SERVICE,
+      '--local',
+      `127.0.0.1:${this.echoPort}`,
+      ...this.commonArgs,
+      ...(opts.serveArgs ?? []),
+    ]);
     await waitForEvent(this.serve, 'ready', 20_000);
     if (!opts.noVisit) await this.startVisit();
   }
 
   /** Starts `peer visit --bind 127.0.0.1:0` on host a; resolves once it is ready (its session is open). */
   async startVisit(): Promise<void> {
-    this.visit = this.lab.spawnCli('a', 'peer', ['visit', SERVICE, '--bind', '127.0.0.1:0', ...this.commonArgs, ...(this.opts.visitArgs ?? [])]);
+    this.visit = this.lab.spawnCli('a', 'peer', [
+      'visit',
+      SERVICE,
+      '--bind',
+      '127.0.0.1:0',
+      ...this.commonArgs,
+      ...(this.opts.visitArgs ?? []),
+    ]);
     const ready = await waitForEvent(this.visit, 'ready', 20_000);
     this.visitPort = Number(ready.port);
   }
@@ -90,8 +121,17 @@ export class TunnelLab {
   /** Client args for a transfer of `bytes` through the visitor's port. */
   private clientArgs(bytes: number, o: { delayMs?: number; chunk?: number; timeoutMs?: number }): string[] {
     return [
-      'client', '--to', `127.0.0.1:${this.visitPort}`, '--bytes', String(bytes),
-      '--chunk', String(o.chunk ?? 65536), '--delay-ms', String(o.delayMs ?? 0), '--timeout-ms', String(o.timeoutMs ?? 60_000),
+      'client',
+      '--to',
+      `127.0.0.1:${this.visitPort}`,
+      '--bytes',
+      String(bytes),
+      '--chunk',
+      String(o.chunk ?? 65536),
+      '--delay-ms',
+      String(o.delayMs ?? 0),
+      '--timeout-ms',
+      String(o.timeoutMs ?? 60_000),
     ];
   }
 
@@ -99,7 +139,10 @@ export class TunnelLab {
    * Starts an echo transfer inside host a; `result` resolves with the client's
    * final JSON line (it never rejects on a failed transfer: ok is false then).
    */
-  startTransfer(bytes: number, o: { delayMs?: number; chunk?: number; timeoutMs?: number } = {}): { child: ChildProcess; result: Promise<EchoResult> } {
+  startTransfer(
+    bytes: number,
+    o: { delayMs?: number; chunk?: number; timeoutMs?: number } = {},
+  ): { child: ChildProcess; result: Promise<EchoResult> } {
     const timeoutMs = o.timeoutMs ?? 60_000;
     const child = this.lab.spawnNode('a', ECHO, this.clientArgs(bytes, { ...o, timeoutMs }));
     const result = (async () => {
@@ -153,7 +196,7 @@ export class TunnelLab {
     const ev = this.pathEvents();
     const direct = ev.find((e) => e.path === 'direct');
     if (!direct || !ev.length) return null;
-    return Date.parse(String(direct.time)) - Date.parse(String(ev[0]!.time));
+    return Date.parse(String(direct.time)) - Date.parse(String(ev[0].time));
   }
 
   /** Writes every process's captured output to DIR/<test>-<proc>.log (NETNS_LOG_DIR, for debugging). */
@@ -185,7 +228,11 @@ export class TunnelLab {
  * A lab with the whole tunnel running; null when the machine cannot run
  * namespaces (the test is then marked skipped with the reason).
  */
-export async function startTunnelLab(t: TestContext, topology: Topology, opts: TunnelOptions = {}): Promise<TunnelLab | null> {
+export async function startTunnelLab(
+  t: TestContext,
+  topology: Topology,
+  opts: TunnelOptions = {},
+): Promise<TunnelLab | null> {
   const lab = await startLab(t, topology, opts.prefix);
   if (!lab) return null;
   const tl = new TunnelLab(lab);
@@ -201,7 +248,9 @@ export async function startTunnelLab(t: TestContext, topology: Topology, opts: T
 
 /** A unique lab prefix per test (parallel runs and leftovers never collide). */
 export function uniquePrefix(tag: string): string {
-  const rand = Math.floor(Math.random() * 0xfff).toString(16).padStart(3, '0');
+  const rand = Math.floor(Math.random() * 0xfff)
+    .toString(16)
+    .padStart(3, '0');
   return `${tag.replace(/[^a-z0-9]/g, '').slice(0, 6)}${rand}`.replace(/^[^a-z]/, 'x');
 }
 

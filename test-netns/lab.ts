@@ -47,7 +47,11 @@ export function probe<T = ProbeReport>(lab: Lab, node: string, args: string[]): 
 
 /** Start the UDP reflector on rdv (both addresses x REFLECT_PORTS); resolves once it is bound. */
 export async function startReflector(lab: Lab): Promise<ChildProcess> {
-  const args = ['reflect', ...lab.addrs('rdv').flatMap((a) => ['--ip', a]), ...REFLECT_PORTS.flatMap((p) => ['--port', String(p)])];
+  const args = [
+    'reflect',
+    ...lab.addrs('rdv').flatMap((a) => ['--ip', a]),
+    ...REFLECT_PORTS.flatMap((p) => ['--port', String(p)]),
+  ];
   const child = lab.spawnCli('rdv', 'probe', args);
   await waitForEvent(child, 'ready', 10_000);
   return child;

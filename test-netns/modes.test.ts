@@ -8,7 +8,11 @@ import { startTunnelLab, uniquePrefix, SERVICE, SECRET, RDV } from './helpers.js
 import { waitExit, outputOf, eventsOf, waitForEvent } from './lab.js';
 
 test('--mode direct, cone x cone: direct from the first byte, the relay is never used', async (t) => {
-  const tl = await startTunnelLab(t, { a: 'cone', b: 'cone' }, { prefix: uniquePrefix('md'), visitArgs: ['--mode', 'direct'], serveArgs: ['--mode', 'direct'] });
+  const tl = await startTunnelLab(
+    t,
+    { a: 'cone', b: 'cone' },
+    { prefix: uniquePrefix('md'), visitArgs: ['--mode', 'direct'], serveArgs: ['--mode', 'direct'] },
+  );
   if (!tl) return;
   const r = await tl.transfer(2_000_000);
   assert.ok(r.ok, r.error);
@@ -20,10 +24,26 @@ test('--mode direct, cone x cone: direct from the first byte, the relay is never
 });
 
 test('--mode direct, symmetric x symmetric: visit fails at start with a clear reason', async (t) => {
-  const tl = await startTunnelLab(t, { a: 'symmetric', b: 'symmetric' }, { prefix: uniquePrefix('mds'), noVisit: true });
+  const tl = await startTunnelLab(
+    t,
+    { a: 'symmetric', b: 'symmetric' },
+    { prefix: uniquePrefix('mds'), noVisit: true },
+  );
   if (!tl) return;
   const visit = tl.lab.spawnCli('a', 'peer', [
-    'visit', SERVICE, '--bind', '127.0.0.1:0', '--mode', 'direct', '--server', `${RDV.host}:${RDV.port}`, '--secret', SECRET, '--no-admin', '--log-format', 'json',
+    'visit',
+    SERVICE,
+    '--bind',
+    '127.0.0.1:0',
+    '--mode',
+    'direct',
+    '--server',
+    `${RDV.host}:${RDV.port}`,
+    '--secret',
+    SECRET,
+    '--no-admin',
+    '--log-format',
+    'json',
   ]);
   const code = await waitExit(visit, 40_000);
   assert.equal(code, 1, outputOf(visit).stderr);
@@ -33,7 +53,11 @@ test('--mode direct, symmetric x symmetric: visit fails at start with a clear re
 });
 
 test('--mode relay, cone x cone: stays on the relay and never punches', async (t) => {
-  const tl = await startTunnelLab(t, { a: 'cone', b: 'cone' }, { prefix: uniquePrefix('mr'), visitArgs: ['--mode', 'relay'] });
+  const tl = await startTunnelLab(
+    t,
+    { a: 'cone', b: 'cone' },
+    { prefix: uniquePrefix('mr'), visitArgs: ['--mode', 'relay'] },
+  );
   if (!tl) return;
   const r = await tl.transfer(2_000_000);
   assert.ok(r.ok, r.error);

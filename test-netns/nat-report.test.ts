@@ -18,7 +18,9 @@ interface NatJson {
 }
 
 async function natReport(lab: Lab, host: 'a' | 'b'): Promise<NatJson> {
-  const r = await lab.execCli(host, 'peer', ['nat', '--server', `${RDV.host}:${RDV.port}`, '--json'], { timeoutMs: 30_000 });
+  const r = await lab.execCli(host, 'peer', ['nat', '--server', `${RDV.host}:${RDV.port}`, '--json'], {
+    timeoutMs: 30_000,
+  });
   assert.equal(r.code, 0, `peer nat on ${host} failed (${r.code}): ${r.stderr}`);
   return JSON.parse(r.stdout) as NatJson;
 }
@@ -62,11 +64,22 @@ for (const [ta, tb] of LABS) {
   test(`peer nat --json names the lab NATs: a=${ta}, b=${tb}`, async (t) => {
     const lab = await startLab(t, { a: ta, b: tb }, uniquePrefix(`n${ta[0]}${tb[0]}`));
     if (!lab) return;
-    const rdv = lab.spawnCli('rdv', 'rendezvous', ['--listen', `${RDV.host}:${RDV.port}`, '--alt-udp', `${RDV_ALT.host}:${RDV_ALT.port}`, '--log-format', 'json']);
+    const rdv = lab.spawnCli('rdv', 'rendezvous', [
+      '--listen',
+      `${RDV.host}:${RDV.port}`,
+      '--alt-udp',
+      `${RDV_ALT.host}:${RDV_ALT.port}`,
+      '--log-format',
+      'json',
+    ]);
     await waitForEvent(rdv, 'ready', 15_000);
     const [ra, rb] = await Promise.all([natReport(lab, 'a'), natReport(lab, 'b')]);
-    t.diagnostic(`a (${ta}): mapping ${ra.mapping}, filtering ${ra.filtering}, ${ra.natType}, public ${ra.isPublic}, seen as ${ra.publicAddress.address}:${ra.publicAddress.port}`);
-    t.diagnostic(`b (${tb}): mapping ${rb.mapping}, filtering ${rb.filtering}, ${rb.natType}, public ${rb.isPublic}, seen as ${rb.publicAddress.address}:${rb.publicAddress.port}`);
+    t.diagnostic(
+      `a (${ta}): mapping ${ra.mapping}, filtering ${ra.filtering}, ${ra.natType}, public ${ra.isPublic}, seen as ${ra.publicAddress.address}:${ra.publicAddress.port}`,
+    );
+    t.diagnostic(
+      `b (${tb}): mapping ${rb.mapping}, filtering ${rb.filtering}, ${rb.natType}, public ${rb.isPublic}, seen as ${rb.publicAddress.address}:${rb.publicAddress.port}`,
+    );
     expectType(ta, ra, lab, 'a');
     expectType(tb, rb, lab, 'b');
   });

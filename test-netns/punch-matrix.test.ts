@@ -20,7 +20,9 @@ function expectedPlan(mine: RouterType, peer: RouterType): string {
   if (isHard(peer)) return 'spray-ports';
   return 'plain';
 }
-const planOf = (tl: TunnelLab, who: 'visit' | 'serve') => (tl.events('punch_start', who).at(0)?.plan as string | undefined) ?? (tl.events('punch_skipped', who).length ? 'none' : undefined);
+const planOf = (tl: TunnelLab, who: 'visit' | 'serve') =>
+  (tl.events('punch_start', who).at(0)?.plan as string | undefined) ??
+  (tl.events('punch_skipped', who).length ? 'none' : undefined);
 
 /**
  * Unordered pairs (visitor a, server b), plus the reverse of each hard-vs-easy
@@ -31,13 +33,15 @@ function pairs(): [RouterType, RouterType][] {
   const out: [RouterType, RouterType][] = [];
   for (let i = 0; i < ROUTER_TYPES.length; i++) {
     for (let j = i; j < ROUTER_TYPES.length; j++) {
-      const a = ROUTER_TYPES[i]!;
-      const b = ROUTER_TYPES[j]!;
+      const a = ROUTER_TYPES[i];
+      const b = ROUTER_TYPES[j];
       out.push([a, b]);
       if (isHard(a) !== isHard(b)) out.push([b, a]);
     }
   }
-  const only = process.env.NETNS_PAIRS?.split(',').map((s) => s.trim()).filter(Boolean);
+  const only = process.env.NETNS_PAIRS?.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   return only ? out.filter(([a, b]) => only.includes(`${a}-${b}`)) : out;
 }
 
@@ -57,7 +61,9 @@ test('punch matrix: every pair of {public, fullcone, cone, symmetric}', async (t
       if (!tl) return;
       const want = expectedPath(a, b);
       if (want === 'direct') {
-        await tl.waitPath('direct', 25_000).catch((e: Error) => assert.fail(`no direct path: ${e.message}\n${tl.dump()}`));
+        await tl
+          .waitPath('direct', 25_000)
+          .catch((e: Error) => assert.fail(`no direct path: ${e.message}\n${tl.dump()}`));
       } else {
         // Both sides know at once that no hole can be punched.
         await waitSkipped(tl);
@@ -67,7 +73,8 @@ test('punch matrix: every pair of {public, fullcone, cone, symmetric}', async (t
       assert.ok(r.ok, `transfer failed: ${JSON.stringify(r)}\n${tl.dump()}`);
       assert.equal(r.got, r.sent);
       assert.equal(tl.lastPath(), want, `path sequence ${tl.pathSequence().join(' -> ')}\n${tl.dump()}`);
-      if (want === 'relay') assert.ok(!tl.pathSequence().includes('direct'), 'symmetric x symmetric must never go direct');
+      if (want === 'relay')
+        assert.ok(!tl.pathSequence().includes('direct'), 'symmetric x symmetric must never go direct');
       // The plan shows the NAT classification and strategy both sides chose (birthday where one side is hard).
       assert.equal(planOf(tl, 'visit'), expectedPlan(a, b), 'visitor plan');
       assert.equal(planOf(tl, 'serve'), expectedPlan(b, a), 'server plan');
@@ -88,13 +95,19 @@ async function waitSkipped(tl: TunnelLab): Promise<void> {
 
 function renderMatrix(cells: Map<string, Cell>): string {
   const w = 27;
-  const lines = ['punch matrix (rows: visitor NAT, columns: server NAT; path, time from session start to direct, visitor plan)'];
+  const lines = [
+    'punch matrix (rows: visitor NAT, columns: server NAT; path, time from session start to direct, visitor plan)',
+  ];
   lines.push('visitor \\ server'.padEnd(18) + ROUTER_TYPES.map((x) => x.padEnd(w)).join(''));
   for (const a of ROUTER_TYPES) {
     let row = a.padEnd(18);
     for (const b of ROUTER_TYPES) {
       const c = cells.get(`${a}|${b}`);
-      const text = !c ? '.' : c.path === 'direct' ? `direct ${c.ms ?? '?'}ms ${c.plan ?? ''}` : `${c.path} (${c.plan ?? '?'})`;
+      const text = !c
+        ? '.'
+        : c.path === 'direct'
+          ? `direct ${c.ms ?? '?'}ms ${c.plan ?? ''}`
+          : `${c.path} (${c.plan ?? '?'})`;
       row += text.padEnd(w - 1) + ' ';
     }
     lines.push(row.trimEnd());
@@ -111,18 +124,28 @@ test('symmetric visitor vs cone server: direct through the birthday approach', a
   assert.equal(planOf(tl, 'serve'), 'spray-ports');
   // The server reaches the visitor through a mapping STUN never saw: one of the
   // extra sockets' (a symmetric NAT maps each destination to a new port).
-  const srflx = (tl.events('punch_start', 'serve')[0]!.candidates as string[]).filter((c) => c.startsWith(`${tl.lab.addr('ra')}:`));
+  const srflx = (tl.events('punch_start', 'serve')[0].candidates as string[]).filter((c) =>
+    c.startsWith(`${tl.lab.addr('ra')}:`),
+  );
   // The two sides log `direct` independently: the server's can come a moment after the visitor's.
   await tl.waitPath('direct', 10_000, 'serve');
-  const serverPath = tl.pathEvents('serve').filter((e) => e.path === 'direct').at(-1)!;
-  assert.ok(!srflx.includes(String(serverPath.remote)), `server path ${serverPath.remote} is a STUN candidate ${srflx.join(',')}`);
+  const serverPath = tl
+    .pathEvents('serve')
+    .filter((e) => e.path === 'direct')
+    .at(-1)!;
+  assert.ok(
+    !srflx.includes(String(serverPath.remote)),
+    `server path ${serverPath.remote} is a STUN candidate ${srflx.join(',')}`,
+  );
   assert.equal(String(serverPath.remote).split(':')[0], tl.lab.addr('ra'));
   const r = await tl.transfer(4 * MB, { timeoutMs: 30_000 });
   assert.ok(r.ok, `transfer failed: ${JSON.stringify(r)}\n${tl.dump()}`);
   assert.equal(r.got, r.sent);
   assert.equal(tl.lastPath(), 'direct');
   assert.equal(tl.lastPath('serve'), 'direct');
-  t.diagnostic(`direct after ${tl.timeToDirect()} ms via ${direct.remote} (visitor) / ${serverPath.remote} (server); 4 MB in ${r.ms} ms`);
+  t.diagnostic(
+    `direct after ${tl.timeToDirect()} ms via ${direct.remote} (visitor) / ${serverPath.remote} (server); 4 MB in ${r.ms} ms`,
+  );
 });
 
 test('symmetric vs symmetric: stays on the relay, data correct', async (t) => {

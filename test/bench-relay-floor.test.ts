@@ -67,7 +67,10 @@ test('relay-floor carries bytes intact through its sealed relay, two connections
 });
 
 test('relay-floor refuses to start without its addresses', async (t) => {
-  const child = spawn(process.execPath, [TOOL, 'visit', '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const child = spawn(process.execPath, [TOOL, 'visit', '--listen', '127.0.0.1:0'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
   captureOutput(child);
   t.after(() => stopProcess(child, 1000));
   const e = await waitForEvent(child, 'error', 10_000);

@@ -177,7 +177,8 @@ test('ByteQueue fuzz: push, pushCopy of overwritten sources and copyOut match a 
         out.fill(0xee);
         q.copyOut(out, at, n);
         const want = ref.take(n);
-        if (!out.subarray(at, at + n).equals(want)) assert.fail(`seed ${seed} op ${op}: copyOut of ${n} bytes differs from the reference`);
+        if (!out.subarray(at, at + n).equals(want))
+          assert.fail(`seed ${seed} op ${op}: copyOut of ${n} bytes differs from the reference`);
         assert.equal(out[at + n], 0xee, 'copyOut wrote past n');
         if (at > 0) assert.equal(out[at - 1], 0xee, 'copyOut wrote before offset');
         copyOuts++;
@@ -271,7 +272,11 @@ test('Kcp.onRelease: each sent segment is reported once, after its ACK, as a vie
   link.a.onRelease = (seg) => {
     const i = msgs.findIndex((m) => m.buffer === seg.buffer);
     // Checked at release time: KCP must not have touched the bytes.
-    const ok = i >= 0 && Buffer.from(seg).equals(copies[i].subarray(seg.byteOffset - msgs[i].byteOffset, seg.byteOffset - msgs[i].byteOffset + seg.length));
+    const ok =
+      i >= 0 &&
+      Buffer.from(seg).equals(
+        copies[i].subarray(seg.byteOffset - msgs[i].byteOffset, seg.byteOffset - msgs[i].byteOffset + seg.length),
+      );
     released.push({ msg: i, view: seg, bytesOk: ok });
   };
   for (const m of msgs) assert.equal(link.a.send(m, true), 0);
@@ -281,23 +286,38 @@ test('Kcp.onRelease: each sent segment is reported once, after its ACK, as a vie
   // ACKs lost: b gets every message, but a has nothing acknowledged and releases nothing.
   link.dropBtoA = true;
   const got: Buffer[] = [];
-  assert.ok(link.runUntil(() => {
-    for (let m = link.b.recv(); m; m = link.b.recv()) got.push(m);
-    return got.length === msgs.length;
-  }, 5000), 'b received everything');
+  assert.ok(
+    link.runUntil(() => {
+      for (let m = link.b.recv(); m; m = link.b.recv()) got.push(m);
+      return got.length === msgs.length;
+    }, 5000),
+    'b received everything',
+  );
   link.runUntil(() => false, 300); // retransmissions go on, still without ACKs
   assert.equal(released.length, 0, 'released before being acknowledged');
   assert.equal(link.a.waitSnd(), segmentsSent);
 
   link.dropBtoA = false;
-  assert.ok(link.runUntil(() => link.a.waitSnd() === 0, 10_000), 'everything acknowledged');
+  assert.ok(
+    link.runUntil(() => link.a.waitSnd() === 0, 10_000),
+    'everything acknowledged',
+  );
   link.runUntil(() => false, 200); // late duplicate ACKs must not release anything again
   assert.equal(released.length, segmentsSent, 'one release per segment');
-  assert.ok(released.every((r) => r.msg >= 0), 'every released view points into an owned buffer (no copy)');
-  assert.ok(released.every((r) => r.bytesOk), 'a released view holds exactly the bytes sent');
+  assert.ok(
+    released.every((r) => r.msg >= 0),
+    'every released view points into an owned buffer (no copy)',
+  );
+  assert.ok(
+    released.every((r) => r.bytesOk),
+    'a released view holds exactly the bytes sent',
+  );
   // Per message, the released views tile it exactly, each byte once.
   msgs.forEach((m, i) => {
-    const views = released.filter((r) => r.msg === i).map((r) => r.view).sort((x, y) => x.byteOffset - y.byteOffset);
+    const views = released
+      .filter((r) => r.msg === i)
+      .map((r) => r.view)
+      .sort((x, y) => x.byteOffset - y.byteOffset);
     assert.equal(views.length, Math.max(1, Math.ceil(m.length / MSS)), `message ${i} segment count`);
     let pos = m.byteOffset;
     for (const v of views) {
@@ -334,13 +354,15 @@ test('Kcp.onRelease with a BlockPool: one-segment frames from the pool all come 
       return false;
     }, 15);
   }
-  assert.ok(link.runUntil(() => {
-    for (let m = link.b.recv(); m; m = link.b.recv()) {
-      hashOut.update(m);
-      received++;
-    }
-    return received === sent.length && link.a.waitSnd() === 0;
-  }, 10_000));
+  assert.ok(
+    link.runUntil(() => {
+      for (let m = link.b.recv(); m; m = link.b.recv()) {
+        hashOut.update(m);
+        received++;
+      }
+      return received === sent.length && link.a.waitSnd() === 0;
+    }, 10_000),
+  );
   // Blocks were reused while frames were still in flight: a block released too
   // early would have been overwritten before it reached b.
   assert.equal(hashOut.digest('hex'), hashIn.digest('hex'));

@@ -15,7 +15,9 @@ import { generateIdentity, signRegistration, type Identity } from '../src/crypto
 /** Why the cluster tests cannot run here, or null. */
 export function redisMissing(): string | null {
   const r = spawnSync('redis-server', ['--version'], { encoding: 'utf8' });
-  return r.error || r.status !== 0 ? 'redis-server is not installed (apt-get install redis-server); skipping the cluster tests' : null;
+  return r.error || r.status !== 0
+    ? 'redis-server is not installed (apt-get install redis-server); skipping the cluster tests'
+    : null;
 }
 
 export async function freePort(): Promise<number> {
@@ -43,8 +45,24 @@ export class RedisProc {
 
   /** (Re)starts the server on the same port; resolves once it answers PING. */
   async restart(): Promise<void> {
-    if (this.child && this.child.exitCode === null && this.child.signalCode === null) throw new Error('redis-server is still running');
-    this.child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no'], { stdio: 'ignore' });
+    if (this.child && this.child.exitCode === null && this.child.signalCode === null)
+      throw new Error('redis-server is still running');
+    this.child = spawn(
+      'redis-server',
+      [
+        '--port',
+        String(this.port),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--protected-mode',
+        'no',
+      ],
+      { stdio: 'ignore' },
+    );
     const deadline = Date.now() + 10_000;
     while (Date.now() < deadline) {
       if (await pingRedis(this.port)) return;
@@ -84,7 +102,11 @@ export function sleep(ms: number): Promise<void> {
 }
 
 /** Polls `cond` every `everyMs` until it holds or `timeoutMs` passes; returns whether it held. */
-export async function until(cond: () => boolean | Promise<boolean>, timeoutMs: number, everyMs = 100): Promise<boolean> {
+export async function until(
+  cond: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  everyMs = 100,
+): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (await cond()) return true;
@@ -116,7 +138,8 @@ export class SimPeer {
     this.fs.on('message', (m: ControlMessage) => this.onMessage(m));
     this.fs.on('close', () => {
       this.closedFlag = true;
-      for (const w of this.registerWaiters.splice(0)) w({ type: 'error', code: 'internal', message: 'connection closed' });
+      for (const w of this.registerWaiters.splice(0))
+        w({ type: 'error', code: 'internal', message: 'connection closed' });
       for (const [k, w] of this.waiters) {
         this.waiters.delete(k);
         w({ type: 'error', code: 'internal', message: 'connection closed' });
@@ -129,7 +152,10 @@ export class SimPeer {
   }
 
   /** Connects (from `localAddress`, any 127/8 address, so many peers stay under the per-IP limit) and says hello. */
-  static connect(port: number, opts: { localAddress?: string; identity?: Identity; timeoutMs?: number } = {}): Promise<SimPeer> {
+  static connect(
+    port: number,
+    opts: { localAddress?: string; identity?: Identity; timeoutMs?: number } = {},
+  ): Promise<SimPeer> {
     return new Promise((resolve, reject) => {
       const socket = net.connect({ port, host: '127.0.0.1', localAddress: opts.localAddress });
       const peer = new SimPeer(socket, opts.identity);
@@ -141,7 +167,9 @@ export class SimPeer {
         clearTimeout(timer);
         reject(e);
       });
-      socket.once('connect', () => peer.fs.send({ type: 'hello', version: PROTOCOL_VERSION, software: 'cluster-test' }));
+      socket.once('connect', () =>
+        peer.fs.send({ type: 'hello', version: PROTOCOL_VERSION, software: 'cluster-test' }),
+      );
       peer.fs.once('message', (m: ControlMessage) => {
         clearTimeout(timer);
         if (m.type !== 'welcome') return reject(new Error(`expected welcome, got ${m.type}`));
@@ -157,12 +185,20 @@ export class SimPeer {
     this.marker = name;
     const sig = signRegistration(this.identity, Buffer.from(this.welcome.nonce, 'base64'), name);
     return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve({ type: 'error', code: 'timeout', message: 'no answer to register' }), timeoutMs);
+      const timer = setTimeout(
+        () => resolve({ type: 'error', code: 'timeout', message: 'no answer to register' }),
+        timeoutMs,
+      );
       this.registerWaiters.push((m) => {
         clearTimeout(timer);
         resolve(m);
       });
-      this.fs.send({ type: 'register', name, key: Buffer.from(this.identity.publicKey).toString('base64'), sig: Buffer.from(sig).toString('base64') });
+      this.fs.send({
+        type: 'register',
+        name,
+        key: Buffer.from(this.identity.publicKey).toString('base64'),
+        sig: Buffer.from(sig).toString('base64'),
+      });
     });
   }
 
@@ -172,13 +208,25 @@ export class SimPeer {
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.waiters.delete(reqId);
-        resolve({ type: 'error', code: 'timeout', message: `no answer to connect ${name} within ${timeoutMs} ms`, reqId });
+        resolve({
+          type: 'error',
+          code: 'timeout',
+          message: `no answer to connect ${name} within ${timeoutMs} ms`,
+          reqId,
+        });
       }, timeoutMs);
       this.waiters.set(reqId, (m) => {
         clearTimeout(timer);
         resolve(m);
       });
-      this.fs.send({ type: 'connect', reqId, name, hs: Buffer.from('hello').toString('base64'), mode: 'relay', candidates: [] });
+      this.fs.send({
+        type: 'connect',
+        reqId,
+        name,
+        hs: Buffer.from('hello').toString('base64'),
+        mode: 'relay',
+        candidates: [],
+      });
     });
   }
 
@@ -196,7 +244,12 @@ export class SimPeer {
         return;
       case 'incoming':
         this.incoming.push(m.sid);
-        this.fs.send({ type: 'accept', sid: m.sid, hs: Buffer.from(`served-by:${this.marker}`).toString('base64'), candidates: [] });
+        this.fs.send({
+          type: 'accept',
+          sid: m.sid,
+          hs: Buffer.from(`served-by:${this.marker}`).toString('base64'),
+          candidates: [],
+        });
         return;
       case 'connected':
         this.waiters.get(m.reqId)?.(m);

@@ -56,7 +56,16 @@ describe('rendezvous cluster at scale', { skip: missing ?? false }, () => {
     nodes = await Promise.all(
       ids.map(async (id) => {
         const statusPort = await freePort();
-        const n = await procs.rendezvous(['--registry', redis.url, '--node-id', id, '--registry-ttl', '6', '--status', `127.0.0.1:${statusPort}`]);
+        const n = await procs.rendezvous([
+          '--registry',
+          redis.url,
+          '--node-id',
+          id,
+          '--registry-ttl',
+          '6',
+          '--status',
+          `127.0.0.1:${statusPort}`,
+        ]);
         return { port: n.port, id, statusPort };
       }),
     );
@@ -98,9 +107,15 @@ describe('rendezvous cluster at scale', { skip: missing ?? false }, () => {
     assert.equal(keys, NAMES);
 
     // Two visitor connections per node; each name is asked for from both nodes that do not hold it.
-    const visitors = await Promise.all(nodes.flatMap((n, k) => [0, 1].map((j) => SimPeer.connect(n.port, { localAddress: SOURCES[(k * 2 + j) % SOURCES.length] }))));
+    const visitors = await Promise.all(
+      nodes.flatMap((n, k) =>
+        [0, 1].map((j) => SimPeer.connect(n.port, { localAddress: SOURCES[(k * 2 + j) % SOURCES.length] })),
+      ),
+    );
     sims.push(...visitors);
-    const jobs = names.flatMap((name, i) => [1, 2].map((d) => ({ name, i, from: (owner(i) + d) % nodes.length, pick: i % 2 })));
+    const jobs = names.flatMap((name, i) =>
+      [1, 2].map((d) => ({ name, i, from: (owner(i) + d) % nodes.length, pick: i % 2 })),
+    );
     const lat: number[] = [];
     const t1 = performance.now();
     const answers = await pool(jobs, 64, async (job) => {
@@ -114,19 +129,29 @@ describe('rendezvous cluster at scale', { skip: missing ?? false }, () => {
     });
     const connectMs = performance.now() - t1;
     const wrong = answers.map((m, k) => ({ m, job: jobs[k] })).filter(({ m, job }) => servedBy(m) !== job.name);
-    assert.equal(wrong.length, 0, `every connect answered by the right server; first miss: ${JSON.stringify(wrong[0])}`);
-    for (let i = 0; i < NAMES; i++) assert.equal(serves[i].incoming.length, 2, `${names[i]} got one incoming per visit`);
+    assert.equal(
+      wrong.length,
+      0,
+      `every connect answered by the right server; first miss: ${JSON.stringify(wrong[0])}`,
+    );
+    for (let i = 0; i < NAMES; i++)
+      assert.equal(serves[i].incoming.length, 2, `${names[i]} got one incoming per visit`);
 
     // From the owning node itself too (local brokering in a cluster).
     const local = await visitors[owner(7) * 2].connectTo(names[7]);
     assert.equal(servedBy(local), names[7]);
-    if (local.type === 'connected') visitors[owner(7) * 2].fs.send({ type: 'path_report', sid: local.sid, path: 'closed' });
+    if (local.type === 'connected')
+      visitors[owner(7) * 2].fs.send({ type: 'path_report', sid: local.sid, path: 'closed' });
 
     // Each node holds its share; the forwarded path_report ended every session on the owning node.
-    const ended = await until(async () => {
-      const st = await Promise.all(nodes.map((n) => getJson(n.statusPort, '/status')));
-      return st.every((s) => (s.sessions as unknown[]).length === 0);
-    }, 10_000, 200);
+    const ended = await until(
+      async () => {
+        const st = await Promise.all(nodes.map((n) => getJson(n.statusPort, '/status')));
+        return st.every((s) => (s.sessions as unknown[]).length === 0);
+      },
+      10_000,
+      200,
+    );
     assert.ok(ended, 'sessions ended through forwarded path_report');
     const st = await Promise.all(nodes.map((n) => getJson(n.statusPort, '/status')));
     const held = st.map((s) => (s.cluster as { names: number }).names);
@@ -146,7 +171,9 @@ describe('rendezvous cluster at scale', { skip: missing ?? false }, () => {
     };
     const cross = await seq(true);
     const same = await seq(false);
-    process.stderr.write(`# sequential connect round trip: cross-node p50 ${percentile(cross, 50).toFixed(2)} ms, same node p50 ${percentile(same, 50).toFixed(2)} ms (ratio ${(percentile(cross, 50) / percentile(same, 50)).toFixed(2)})\n`);
+    process.stderr.write(
+      `# sequential connect round trip: cross-node p50 ${percentile(cross, 50).toFixed(2)} ms, same node p50 ${percentile(same, 50).toFixed(2)} ms (ratio ${(percentile(cross, 50) / percentile(same, 50)).toFixed(2)})\n`,
+    );
 
     lat.sort((a, b) => a - b);
     process.stderr.write(
@@ -158,7 +185,11 @@ describe('rendezvous cluster at scale', { skip: missing ?? false }, () => {
   test('racing claims for one name on three nodes: exactly one key wins, every time', async () => {
     for (let round = 0; round < 5; round++) {
       const name = `contested-${round}`;
-      const racers = await Promise.all(Array.from({ length: 24 }, (_, i) => SimPeer.connect(nodes[i % nodes.length].port, { localAddress: SOURCES[i % SOURCES.length] })));
+      const racers = await Promise.all(
+        Array.from({ length: 24 }, (_, i) =>
+          SimPeer.connect(nodes[i % nodes.length].port, { localAddress: SOURCES[i % SOURCES.length] }),
+        ),
+      );
       sims.push(...racers);
       const replies = await Promise.all(racers.map((r) => r.register(name)));
       const winners = replies.filter((r) => r.type === 'registered').length;
@@ -167,12 +198,31 @@ describe('rendezvous cluster at scale', { skip: missing ?? false }, () => {
       assert.equal(taken, 23, `round ${round}: everyone else refused`);
       const rec = JSON.parse((await client.get(`holepunch:name:${name}`)) ?? 'null');
       const winner = racers[replies.findIndex((r) => r.type === 'registered')];
-      assert.equal(rec?.key, Buffer.from(winner.identity.publicKey).toString('base64'), 'Redis records the winner\'s key');
+      assert.equal(
+        rec?.key,
+        Buffer.from(winner.identity.publicKey).toString('base64'),
+        "Redis records the winner's key",
+      );
     }
   });
 
   test('junk and forged messages on the bus are ignored; nodes keep brokering', async () => {
-    const junk = ['', 'not json', '{}', '[1,2]', JSON.stringify({ t: 'connect', from: 'x' }), JSON.stringify({ t: 'deliver', from: 's-a', v: 999_999, m: { type: 'punch', sid: 'ab', delayMs: 0, candidates: [] } }), JSON.stringify({ t: 'gone', from: 'nobody', v: -1 }), JSON.stringify({ t: 'moved', from: 'x', name: 'sim-1', reg: 'not-the-reg' }), 'x'.repeat(100_000)];
+    const junk = [
+      '',
+      'not json',
+      '{}',
+      '[1,2]',
+      JSON.stringify({ t: 'connect', from: 'x' }),
+      JSON.stringify({
+        t: 'deliver',
+        from: 's-a',
+        v: 999_999,
+        m: { type: 'punch', sid: 'ab', delayMs: 0, candidates: [] },
+      }),
+      JSON.stringify({ t: 'gone', from: 'nobody', v: -1 }),
+      JSON.stringify({ t: 'moved', from: 'x', name: 'sim-1', reg: 'not-the-reg' }),
+      'x'.repeat(100_000),
+    ];
     for (const n of nodes) for (const j of junk) await client.publish(`holepunch:bus:${n.id}`, j);
     const v = await SimPeer.connect(nodes[2].port);
     sims.push(v);

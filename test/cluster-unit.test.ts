@@ -6,7 +6,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { checkRegistryUrl, encodeRecord, newNameRecord, parseNameRecord, parseNodeRecord, redactUrl, ticketRoute } from '../rendezvous/cluster/records.js';
+import {
+  checkRegistryUrl,
+  encodeRecord,
+  newNameRecord,
+  parseNameRecord,
+  parseNodeRecord,
+  redactUrl,
+  ticketRoute,
+} from '../rendezvous/cluster/records.js';
 import { parseBus } from '../rendezvous/cluster/bus.js';
 import { issueTicket, newSessionId } from '../src/wire/ticket.js';
 import { FatalError, ServerList, withFailover } from '../peer/control-client.js';
@@ -16,20 +24,32 @@ test('name records round-trip; anything else reads as absent', () => {
   const r = newNameRecord('node-a', 'a2V5');
   assert.deepEqual(parseNameRecord(encodeRecord(r)), r);
   assert.notEqual(newNameRecord('node-a', 'a2V5').reg, r.reg, 'each registration gets its own reg');
-  for (const bad of [null, undefined, '', 'null', '[]', '{"node":1}', '{"node":"a","key":"k"}', '{', '"str"']) assert.equal(parseNameRecord(bad), null, String(bad));
+  for (const bad of [null, undefined, '', 'null', '[]', '{"node":1}', '{"node":"a","key":"k"}', '{', '"str"'])
+    assert.equal(parseNameRecord(bad), null, String(bad));
   assert.equal(parseNodeRecord('{"node":"a","advertise":"h:1"}'), null, 'a node record needs its instance');
 });
 
 test('bus messages: valid ones parse, junk (including random bytes) gives null and never throws', () => {
   const ok = parseBus(JSON.stringify({ t: 'gone', from: 'a', v: 3 }));
   assert.deepEqual(ok, { t: 'gone', from: 'a', v: 3 });
-  const connect = { t: 'connect', from: 'a', v: 1, addr: '127.0.0.1:5', rtt: null, m: { type: 'connect', reqId: 'r', name: 'svc', hs: 'aGk=', mode: 'relay' } };
+  const connect = {
+    t: 'connect',
+    from: 'a',
+    v: 1,
+    addr: '127.0.0.1:5',
+    rtt: null,
+    m: { type: 'connect', reqId: 'r', name: 'svc', hs: 'aGk=', mode: 'relay' },
+  };
   assert.equal(parseBus(JSON.stringify(connect))?.t, 'connect');
-  assert.equal(parseBus(JSON.stringify({ ...connect, m: { ...connect.m, name: 'bad name!' } })), null, 'inner control message validated too');
+  assert.equal(
+    parseBus(JSON.stringify({ ...connect, m: { ...connect.m, name: 'bad name!' } })),
+    null,
+    'inner control message validated too',
+  );
   assert.equal(parseBus(JSON.stringify({ t: 'gone', from: 'a', v: -1 })), null);
   assert.equal(parseBus(JSON.stringify({ t: 'unknown', from: 'a' })), null);
   let seed = 1;
-  const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  const rnd = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
   for (let i = 0; i < 2000; i++) {
     const len = Math.floor(rnd() * 200);
     const text = Buffer.from(Array.from({ length: len }, () => Math.floor(rnd() * 256))).toString('latin1');
@@ -42,7 +62,8 @@ test('ticket routing reads the session id and role without the key; malformed ti
   const sid = newSessionId();
   assert.deepEqual(ticketRoute(issueTicket(key, sid, 'visitor')), { sid, role: 'visitor' });
   assert.deepEqual(ticketRoute(issueTicket(key, sid, 'server')), { sid, role: 'server' });
-  for (const bad of ['', 'AAAA', Buffer.alloc(29, 7).toString('base64url'), Buffer.alloc(30).toString('base64url')]) assert.equal(ticketRoute(bad), null);
+  for (const bad of ['', 'AAAA', Buffer.alloc(29, 7).toString('base64url'), Buffer.alloc(30).toString('base64url')])
+    assert.equal(ticketRoute(bad), null);
 });
 
 test('registry URLs: redis:// with an optional numeric database; passwords never shown', () => {
@@ -96,6 +117,13 @@ test('failover: next node on connection errors and service_unavailable, never pa
   assert.deepEqual(tried, [1], 'name_taken is final');
 
   const single = new Error('cannot reach the rendezvous at 127.0.0.1:1: connection refused');
-  await assert.rejects(withFailover(new ServerList([a]), async () => Promise.reject(single)), (e) => e === single, 'one address: its error, unchanged');
-  await assert.rejects(withFailover(new ServerList([a, b]), async (s) => Promise.reject(new Error(`down ${s.port}`))), /no rendezvous could take us: down 1; down 2/);
+  await assert.rejects(
+    withFailover(new ServerList([a]), async () => Promise.reject(single)),
+    (e) => e === single,
+    'one address: its error, unchanged',
+  );
+  await assert.rejects(
+    withFailover(new ServerList([a, b]), async (s) => Promise.reject(new Error(`down ${s.port}`))),
+    /no rendezvous could take us: down 1; down 2/,
+  );
 });

@@ -51,7 +51,15 @@ describe('rendezvous cluster on Redis', { skip: missing ?? false }, () => {
     await redis?.stop();
   });
 
-  const nodeArgs = (id: string, extra: string[] = []) => ['--registry', redis.url, '--node-id', id, '--registry-ttl', String(TTL_S), ...extra];
+  const nodeArgs = (id: string, extra: string[] = []) => [
+    '--registry',
+    redis.url,
+    '--node-id',
+    id,
+    '--registry-ttl',
+    String(TTL_S),
+    ...extra,
+  ];
 
   async function cluster(t: { after(fn: () => Promise<void>): void }, ids: string[]) {
     const p = new Procs();
@@ -92,12 +100,25 @@ describe('rendezvous cluster on Redis', { skip: missing ?? false }, () => {
     });
   }
 
-  test('duplicate name across nodes is refused while its owner lives; a dead node\'s names expire within the TTL', async (t) => {
+  test("duplicate name across nodes is refused while its owner lives; a dead node's names expire within the TTL", async (t) => {
     const { p, nodes, echo } = await cluster(t, ['dup-a', 'dup-b']);
     const [A, B] = nodes;
     // Single address on purpose: this serve keeps retrying A and never moves its name.
     await p.serve('dup-name', `127.0.0.1:${echo.port}`, A.addr, SECRET, ['--mode', 'relay', ...PEER]);
-    const second = p.spawnCli('peer', ['serve', '--name', 'dup-name', '--local', `127.0.0.1:${echo.port}`, '--server', B.addr, '--secret', SECRET, '--log-format', 'json', ...PEER]);
+    const second = p.spawnCli('peer', [
+      'serve',
+      '--name',
+      'dup-name',
+      '--local',
+      `127.0.0.1:${echo.port}`,
+      '--server',
+      B.addr,
+      '--secret',
+      SECRET,
+      '--log-format',
+      'json',
+      ...PEER,
+    ]);
     const code = await waitExit(second, 15_000);
     assert.notEqual(code, 0, 'a second serve with the same name on another node exits non-zero');
     assert.match(outputOf(second).stderr, /already served by someone else/);
@@ -111,14 +132,22 @@ describe('rendezvous cluster on Redis', { skip: missing ?? false }, () => {
     process.kill(-A.child.pid!, 'SIGKILL');
     const killedAt = Date.now();
     const early = await sim.register('dup-name');
-    assert.equal(early.type === 'error' && early.code, 'name_taken', 'still refused right after the owner node died (within the TTL)');
+    assert.equal(
+      early.type === 'error' && early.code,
+      'name_taken',
+      'still refused right after the owner node died (within the TTL)',
+    );
     let took: number | null = null;
-    const ok = await until(async () => {
-      const r = await sim.register('dup-name');
-      if (r.type === 'registered') took = Date.now() - killedAt;
-      return r.type === 'registered';
-    }, (TTL_S + 4) * 1000, 250);
-    assert.ok(ok, 'the name can be registered elsewhere once the dead node\'s entry expired');
+    const ok = await until(
+      async () => {
+        const r = await sim.register('dup-name');
+        if (r.type === 'registered') took = Date.now() - killedAt;
+        return r.type === 'registered';
+      },
+      (TTL_S + 4) * 1000,
+      250,
+    );
+    assert.ok(ok, "the name can be registered elsewhere once the dead node's entry expired");
     process.stderr.write(`# dead node's name free again after ${took} ms (TTL ${TTL_S} s)\n`);
     assert.ok(took! <= (TTL_S + 1.5) * 1000, `expired within the TTL (+ polling slack): ${took} ms`);
   });
@@ -152,7 +181,9 @@ describe('rendezvous cluster on Redis', { skip: missing ?? false }, () => {
 
     const mark = lineCount(serve);
     process.kill(-A.child.pid!, 'SIGKILL');
-    const moved = await waitForEvent(serve, (o) => o.event === 'ready' && o.reconnect === true, 20_000, { after: mark });
+    const moved = await waitForEvent(serve, (o) => o.event === 'ready' && o.reconnect === true, 20_000, {
+      after: mark,
+    });
     assert.equal(moved.server, B.addr, 'serve re-registered through node B');
 
     // The direct tunnel never needed node A: the open connection and new ones keep working.
@@ -200,7 +231,15 @@ describe('rendezvous cluster on Redis', { skip: missing ?? false }, () => {
     t.after(() => again.close());
     const other = await SimPeer.connect(A.port);
     t.after(() => other.close());
-    assert.ok(await until(async () => (await other.register('sticky')).type === 'error' && (await again.register('sticky')).type === 'registered', 5000, 100), 'same key re-registers during the outage');
+    assert.ok(
+      await until(
+        async () =>
+          (await other.register('sticky')).type === 'error' && (await again.register('sticky')).type === 'registered',
+        5000,
+        100,
+      ),
+      'same key re-registers during the outage',
+    );
     assert.equal((await other.register('sticky')).type, 'error');
 
     const upMarks = nodes.map((n) => lineCount(n.child));
@@ -208,10 +247,14 @@ describe('rendezvous cluster on Redis', { skip: missing ?? false }, () => {
     await Promise.all(nodes.map((n, i) => waitForEvent(n.child, 'registry_up', 15_000, { after: upMarks[i] })));
     // Node A wrote its name back; a visit through B reaches it again.
     // (The real serve answers our dummy handshake with auth_failed: that answer came from it, through both nodes.)
-    const back = await until(async () => {
-      const r = await sim.connectTo('survivor', 5000);
-      return r.type === 'error' && r.code === 'auth_failed';
-    }, 10_000, 250);
+    const back = await until(
+      async () => {
+        const r = await sim.connectTo('survivor', 5000);
+        return r.type === 'error' && r.code === 'auth_failed';
+      },
+      10_000,
+      250,
+    );
     assert.ok(back, 'cross-node brokering works again');
     const after = await p.visit('survivor', B.addr, SECRET, ['--mode', 'relay', ...PEER]);
     const r2 = await echoTransfer(after.port, 256 * 1024, 30_000);

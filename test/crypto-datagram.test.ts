@@ -59,7 +59,10 @@ function sealRaw(keys: SessionKeys, type: number, counter: bigint, payload: Uint
   writeDatagramHeader(out, { type, receiver: keys.remoteIndex, counter });
   const nonce = new Uint8Array(12);
   nonce.set(out.subarray(5, 13), 4);
-  out.set(sodium.crypto_aead_chacha20poly1305_ietf_encrypt(payload, out.subarray(0, 13), null, nonce, keys.sendKey), 13);
+  out.set(
+    sodium.crypto_aead_chacha20poly1305_ietf_encrypt(payload, out.subarray(0, 13), null, nonce, keys.sendKey),
+    13,
+  );
   return out;
 }
 
@@ -87,10 +90,13 @@ test(`datagram AEAD backend in use: ${describeAead(datagramAead())}`, () => {
   // sodium-native addon ships prebuilt for this platform, so it must load; so
   // must the OpenSSL one wherever npm built it.
   const [small, large] = [smallBackend, largeBackend];
-  assert.equal(describeAead(datagramAead()), small === large ? small : `${small} up to ${MAX_DATAGRAM_LEN} B, ${large} above`);
+  assert.equal(
+    describeAead(datagramAead()),
+    small === large ? small : `${small} up to ${MAX_DATAGRAM_LEN} B, ${large} above`,
+  );
 });
 
-test('the backend in use opens into the caller\'s buffer where it can (no allocation per relay record)', () => {
+test("the backend in use opens into the caller's buffer where it can (no allocation per relay record)", () => {
   // node:crypto (the last fallback) and the WASM build always return new memory.
   const writesInto = (backend: string) => backend === 'sodium-native' || backend === 'openssl';
   const be = datagramAead();
@@ -104,7 +110,8 @@ test('the backend in use opens into the caller\'s buffer where it can (no alloca
     const opened = be.open(key, out, into);
     assert.ok(opened, `${n} bytes open`);
     assert.deepEqual(opened, payload);
-    if (writesInto(n > MAX_DATAGRAM_PAYLOAD ? largeBackend : smallBackend)) assert.equal(opened.buffer, into.buffer, `${n} bytes: a view of the caller's buffer`);
+    if (writesInto(n > MAX_DATAGRAM_PAYLOAD ? largeBackend : smallBackend))
+      assert.equal(opened.buffer, into.buffer, `${n} bytes: a view of the caller's buffer`);
   }
 });
 
@@ -140,7 +147,13 @@ test('seal/open round trip for every type, empty and maximal payloads, both dire
   const oa = new DatagramOpener(a);
   const ob = new DatagramOpener(b);
   const rand = rng(1);
-  const types = [DatagramType.Data, DatagramType.Probe, DatagramType.ProbeAck, DatagramType.Heartbeat, DatagramType.HeartbeatAck];
+  const types = [
+    DatagramType.Data,
+    DatagramType.Probe,
+    DatagramType.ProbeAck,
+    DatagramType.Heartbeat,
+    DatagramType.HeartbeatAck,
+  ];
   let counter = 0n;
   for (const type of types) {
     for (const n of [0, 1, 24, 1371, MAX_DATAGRAM_PAYLOAD]) {
@@ -279,7 +292,11 @@ test('counter limit: the sealer stops at 2^53-1 with RekeyNeededError; the opene
   const d1 = s.seal(DatagramType.Data, new Uint8Array(2));
   const d2 = s.seal(DatagramType.Data, new Uint8Array(2));
   assert.throws(() => s.seal(DatagramType.Data, new Uint8Array(2)), RekeyNeededError);
-  assert.throws(() => s.seal(DatagramType.Data, new Uint8Array(2)), RekeyNeededError, 'stays refused, never wraps to 0');
+  assert.throws(
+    () => s.seal(DatagramType.Data, new Uint8Array(2)),
+    RekeyNeededError,
+    'stays refused, never wraps to 0',
+  );
   assert.equal(o.open(d2)?.counter, BigInt(MAX_COUNTER));
   assert.equal(o.open(d1)?.counter, BigInt(MAX_COUNTER) - 1n);
   // Validly sealed datagrams beyond the limit (only a buggy sender could make
@@ -307,9 +324,10 @@ test('destroy() wipes keys: sealer refuses, opener opens nothing', () => {
 
 test('every AEAD backend agrees with plain libsodium, byte for byte, and opens the others', () => {
   const backends = allDatagramAeads();
-  assert.deepEqual(backends.map((b) => b.name).filter((n) => n !== 'raw'), [
-    'wrapper', 'native', 'by-size', ...(nativeSodiumOn ? ['sodium-native'] : []), ...(opensslOn ? ['openssl'] : []),
-  ]);
+  assert.deepEqual(
+    backends.map((b) => b.name).filter((n) => n !== 'raw'),
+    ['wrapper', 'native', 'by-size', ...(nativeSodiumOn ? ['sodium-native'] : []), ...(opensslOn ? ['openssl'] : [])],
+  );
   const rand = rng(99);
   for (let i = 0; i < 240; i++) {
     const key = bytes(32, rand);

@@ -110,7 +110,8 @@ test('fuzz open(): random, mutated and replayed datagrams are all refused withou
   }
   // Fresh datagrams that are never delivered intact during the loop.
   const fresh: Uint8Array[] = [];
-  for (let i = 0; i < 64; i++) fresh.push(sealer.seal(DatagramType.Data, randomBytes(rand, int(rand, MAX_DATAGRAM_PAYLOAD + 1))));
+  for (let i = 0; i < 64; i++)
+    fresh.push(sealer.seal(DatagramType.Data, randomBytes(rand, int(rand, MAX_DATAGRAM_PAYLOAD + 1))));
   const highest = opener.highestCounter;
   const acceptedCount = opener.stats.accepted;
 

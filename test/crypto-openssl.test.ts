@@ -16,7 +16,9 @@ const addon = (() => {
     return null;
   }
 })();
-const skip = addon ? false : 'the optional @ronomon/crypto-async addon is not installed here (no compiler at install time)';
+const skip = addon
+  ? false
+  : 'the optional @ronomon/crypto-async addon is not installed here (no compiler at install time)';
 
 test('the real addon passes the self-test and is the one in use', { skip }, () => {
   assert.equal(agreesWithNodeCrypto(addon!), true);

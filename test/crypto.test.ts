@@ -132,7 +132,10 @@ test('wrong secret: the responder rejects the init with auth_failed', () => {
 
 test('different context (service or rendezvous session): auth_failed', () => {
   const hs = createInitiator(PSK, { initiatorIndex: 1, conv: 2, context: 'ssh-home|rv-session-42' });
-  expectHsError(() => respond(PSK, hs.message, { responderIndex: 3, context: 'ssh-home|rv-session-43' }), 'auth_failed');
+  expectHsError(
+    () => respond(PSK, hs.message, { responderIndex: 3, context: 'ssh-home|rv-session-43' }),
+    'auth_failed',
+  );
   const bytes = new TextEncoder().encode('ssh-home|rv-session-42');
   assert.doesNotThrow(() => respond(PSK, hs.message, { responderIndex: 3, context: bytes }));
 });
@@ -253,7 +256,10 @@ test('a PSK holder sending a low-order ephemeral gets weak_key, not a zero share
 });
 
 test('local misuse is a TypeError, not a HandshakeError', () => {
-  assert.throws(() => createInitiator(PSK.subarray(0, 16), { initiatorIndex: 1, conv: 2, context: CONTEXT }), TypeError);
+  assert.throws(
+    () => createInitiator(PSK.subarray(0, 16), { initiatorIndex: 1, conv: 2, context: CONTEXT }),
+    TypeError,
+  );
   assert.throws(() => createInitiator(PSK, { initiatorIndex: -1, conv: 2, context: CONTEXT }), TypeError);
   assert.throws(() => createInitiator(PSK, { initiatorIndex: 1, conv: 2 ** 32, context: CONTEXT }), TypeError);
   const hs = createInitiator(PSK, { initiatorIndex: 1, conv: 2, context: CONTEXT });

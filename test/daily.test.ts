@@ -21,7 +21,13 @@ function tmpdir(t: { after(fn: () => void): void }): string {
 }
 
 /** Runs a CLI to completion; resolves with its exit code and output. */
-async function runCli(p: Procs, which: 'peer' | 'rendezvous' | 'relay', args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 15_000) {
+async function runCli(
+  p: Procs,
+  which: 'peer' | 'rendezvous' | 'relay',
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  timeoutMs = 15_000,
+) {
   const child = p.spawnCli(which, args, env);
   child.stdin?.end();
   const code = await waitExit(child, timeoutMs);
@@ -109,7 +115,10 @@ mode = "auto"
   const readyB = await waitForEvent(visit, (o) => o.event === 'ready' && o.name === 'beta', 15_000);
   const peerMetrics = String((await waitForEvent(visit, 'metrics', 5000)).listen);
 
-  const [ra, rb] = await Promise.all([echoTransfer(Number(readyA.port), 300_000), echoTransfer(Number(readyB.port), 200_000)]);
+  const [ra, rb] = await Promise.all([
+    echoTransfer(Number(readyA.port), 300_000),
+    echoTransfer(Number(readyB.port), 200_000),
+  ]);
   assert.equal(ra.got, ra.sent);
   assert.equal(rb.got, rb.sent);
   assert.equal(ra.gotBytes, 300_000);
@@ -124,7 +133,10 @@ mode = "auto"
   assert.equal(status.entries.length, 2);
   assert.deepEqual(status.entries.map((e: { name: string }) => e.name).sort(), ['alpha', 'beta']);
   assert.equal(status.tunnels.length, 2);
-  for (const [name, size] of [['alpha', 300_000], ['beta', 200_000]] as const) {
+  for (const [name, size] of [
+    ['alpha', 300_000],
+    ['beta', 200_000],
+  ] as const) {
     const tun = status.tunnels.find((x: { name: string }) => x.name === name);
     assert.ok(tun, `tunnel ${name} listed`);
     assert.equal(tun.kind, 'visit');
@@ -156,11 +168,18 @@ mode = "auto"
 
   // The peer's metrics count exactly the application bytes sent and received.
   const pm = (await httpGet(`http://${peerMetrics}/metrics`)).text;
-  for (const [name, size] of [['alpha', 300_000], ['beta', 200_000]] as const) {
+  for (const [name, size] of [
+    ['alpha', 300_000],
+    ['beta', 200_000],
+  ] as const) {
     assert.equal(sample(pm, 'holepunch_peer_stream_bytes_total', { kind: 'visit', name, direction: 'sent' }), size);
     assert.equal(sample(pm, 'holepunch_peer_stream_bytes_total', { kind: 'visit', name, direction: 'received' }), size);
     assert.equal(sample(pm, 'holepunch_peer_sessions_total', { name }), 1);
-    assert.equal((sample(pm, 'holepunch_peer_tunnels', { name, path: 'relay' }) ?? 0) + (sample(pm, 'holepunch_peer_tunnels', { name, path: 'direct' }) ?? 0), 1);
+    assert.equal(
+      (sample(pm, 'holepunch_peer_tunnels', { name, path: 'relay' }) ?? 0) +
+        (sample(pm, 'holepunch_peer_tunnels', { name, path: 'direct' }) ?? 0),
+      1,
+    );
     assert.equal(sample(pm, 'holepunch_peer_up', { name }), 1);
   }
 
@@ -168,7 +187,11 @@ mode = "auto"
   const rm = (await httpGet(`http://${rdvMetrics}/metrics`)).text;
   assert.equal(sample(rm, 'holepunch_rendezvous_names'), 2);
   assert.equal(sample(rm, 'holepunch_rendezvous_peers'), 4, 'two serve and two visit control connections');
-  assert.equal((sample(rm, 'holepunch_rendezvous_sessions', { path: 'relay' }) ?? 0) + (sample(rm, 'holepunch_rendezvous_sessions', { path: 'direct' }) ?? 0), 2);
+  assert.equal(
+    (sample(rm, 'holepunch_rendezvous_sessions', { path: 'relay' }) ?? 0) +
+      (sample(rm, 'holepunch_rendezvous_sessions', { path: 'direct' }) ?? 0),
+    2,
+  );
   assert.equal(sample(rm, 'holepunch_rendezvous_sessions', { path: 'pending' }), 0, 'both peers reported their path');
   assert.equal(sample(rm, 'holepunch_rendezvous_sessions_total'), 2);
   const relayed = sample(rm, 'holepunch_rendezvous_relay_bytes_total') ?? 0;
@@ -185,7 +208,11 @@ mode = "auto"
     assert.match(s.visitor.address, /^127\.0\.0\.1:\d+$/);
     assert.ok(s.uptimeS >= 0);
   }
-  assert.equal((await fetch(`http://${rdvMetrics}/status`, { method: 'POST', signal: AbortSignal.timeout(5000) })).status, 405, 'read-only');
+  assert.equal(
+    (await fetch(`http://${rdvMetrics}/status`, { method: 'POST', signal: AbortSignal.timeout(5000) })).status,
+    405,
+    'read-only',
+  );
 });
 
 test('config errors name the file, the line and the key', async (t) => {
@@ -193,13 +220,33 @@ test('config errors name the file, the line and the key', async (t) => {
   t.after(() => p.cleanup());
   const dir = tmpdir(t);
   const cases: { which: 'peer' | 'rendezvous' | 'relay'; body: string; expect: RegExp }[] = [
-    { which: 'peer', body: 'server = "127.0.0.1:7000"\nsecret = "x"\n\n[[serve]]\nname = "a"\nlocal = "127.0.0.1:22"\n\n[[serve]]\nname = "b"\nlocl = "127.0.0.1:23"\n', expect: /:10: key "serve\[1\]\.locl": unknown key/ },
-    { which: 'peer', body: 'server = "127.0.0.1:7000"\n\n[[visit]]\nname = "db"\nbind = "127.0.0.1:99999"\n', expect: /:5: key "visit\[0\]\.bind": expected HOST:PORT/ },
-    { which: 'peer', body: 'secret = "x"\nmode = "fast"\n', expect: /:2: key "mode": invalid option: expected one of "auto"\|"direct"\|"relay"/ },
+    {
+      which: 'peer',
+      body: 'server = "127.0.0.1:7000"\nsecret = "x"\n\n[[serve]]\nname = "a"\nlocal = "127.0.0.1:22"\n\n[[serve]]\nname = "b"\nlocl = "127.0.0.1:23"\n',
+      expect: /:10: key "serve\[1\]\.locl": unknown key/,
+    },
+    {
+      which: 'peer',
+      body: 'server = "127.0.0.1:7000"\n\n[[visit]]\nname = "db"\nbind = "127.0.0.1:99999"\n',
+      expect: /:5: key "visit\[0\]\.bind": expected HOST:PORT/,
+    },
+    {
+      which: 'peer',
+      body: 'secret = "x"\nmode = "fast"\n',
+      expect: /:2: key "mode": invalid option: expected one of "auto"\|"direct"\|"relay"/,
+    },
     { which: 'peer', body: 'quiet = "yes"\n', expect: /:1: key "quiet": expected boolean, got string "yes"/ },
     { which: 'peer', body: 'server = "127.0.0.1:7000"\n[[serve]\nname = "a"\n', expect: /:2: invalid TOML/ },
-    { which: 'rendezvous', body: '# rendezvous\nlisten = "0.0.0.0:7000"\nmetrcs = "127.0.0.1:9100"\n', expect: /:3: key "metrcs": unknown key/ },
-    { which: 'relay', body: 'listen = "0.0.0.0:7001"\nkey = 5\n', expect: /:2: key "key": expected string, got number 5/ },
+    {
+      which: 'rendezvous',
+      body: '# rendezvous\nlisten = "0.0.0.0:7000"\nmetrcs = "127.0.0.1:9100"\n',
+      expect: /:3: key "metrcs": unknown key/,
+    },
+    {
+      which: 'relay',
+      body: 'listen = "0.0.0.0:7001"\nkey = 5\n',
+      expect: /:2: key "key": expected string, got number 5/,
+    },
   ];
   for (const [i, c] of cases.entries()) {
     const file = path.join(dir, `bad${i}.toml`);
@@ -217,7 +264,13 @@ test('config errors name the file, the line and the key', async (t) => {
 });
 
 /** Writes `total` bytes in paced chunks; calls `midway` once after `at` bytes. Resolves with the sha256 of what was sent and of what came back. */
-function pacedEcho(port: number, total: number, at: number, midway: () => void, timeoutMs = 30_000): Promise<{ sent: string; got: string; gotBytes: number; how: string }> {
+function pacedEcho(
+  port: number,
+  total: number,
+  at: number,
+  midway: () => void,
+  timeoutMs = 30_000,
+): Promise<{ sent: string; got: string; gotBytes: number; how: string }> {
   return new Promise((resolve, reject) => {
     const sentH = crypto.createHash('sha256');
     const gotH = crypto.createHash('sha256');
@@ -295,7 +348,10 @@ test('SIGTERM on visit: stops accepting, open streams finish with no byte lost, 
   assert.equal(await idleOutcome, 'end', 'the idle connection got a FIN');
   assert.equal(await waitExit(visit.child, 10_000), 0);
   assert.ok(eventsOf(visit.child, 'shutdown').length === 1);
-  assert.ok(eventsOf(visit.child, (o) => o.event === 'drained' && o.forced === 1).length === 1, 'one connection was ended at the deadline');
+  assert.ok(
+    eventsOf(visit.child, (o) => o.event === 'drained' && o.forced === 1).length === 1,
+    'one connection was ended at the deadline',
+  );
 });
 
 test('SIGTERM on serve: gives up its name, the open stream finishes with no byte lost, exit 0', async (t) => {
@@ -303,7 +359,13 @@ test('SIGTERM on serve: gives up its name, the open stream finishes with no byte
   t.after(() => p.cleanup());
   const rdv = await p.rendezvous();
   const echo = await p.echoServer();
-  const serve = await p.serve('echo', `127.0.0.1:${echo.port}`, rdv.addr, SECRET, ['--mode', 'relay', '--no-admin', '--drain-timeout', '20']);
+  const serve = await p.serve('echo', `127.0.0.1:${echo.port}`, rdv.addr, SECRET, [
+    '--mode',
+    'relay',
+    '--no-admin',
+    '--drain-timeout',
+    '20',
+  ]);
   const visit = await p.visit('echo', rdv.addr, SECRET, ['--mode', 'relay', '--no-admin']);
   const r = await pacedEcho(visit.port, 1_000_000, 200_000, () => serve.kill('SIGTERM'));
   assert.equal(r.how, 'end');
@@ -348,9 +410,16 @@ test('no secret or token is ever logged, even at --log-level debug and on errors
   const token = 'T0ken-' + crypto.randomBytes(9).toString('hex');
   const rdv = await p.rendezvous(['--token', token, '--log-level', 'debug']);
   const echo = await p.echoServer();
-  const serve = p.spawnCli('peer', ['serve', '--name', 'echo', '--local', `127.0.0.1:${echo.port}`, '--log-level', 'debug', '--no-admin'], { PEER_SERVER: rdv.addr, PEER_SECRET: secret, PEER_TOKEN: token });
+  const serve = p.spawnCli(
+    'peer',
+    ['serve', '--name', 'echo', '--local', `127.0.0.1:${echo.port}`, '--log-level', 'debug', '--no-admin'],
+    { PEER_SERVER: rdv.addr, PEER_SECRET: secret, PEER_TOKEN: token },
+  );
   const cfg = path.join(dir, 'visit.toml');
-  fs.writeFileSync(cfg, `server = "${rdv.addr}"\nsecret = "${secret}"\ntoken = "${token}"\nlog-level = "debug"\nlog-format = "json"\nadmin = false\n[[visit]]\nname = "echo"\nbind = "127.0.0.1:0"\n`);
+  fs.writeFileSync(
+    cfg,
+    `server = "${rdv.addr}"\nsecret = "${secret}"\ntoken = "${token}"\nlog-level = "debug"\nlog-format = "json"\nadmin = false\n[[visit]]\nname = "echo"\nbind = "127.0.0.1:0"\n`,
+  );
   // Text logs from serve: wait for its ready line the plain way.
   const deadline = Date.now() + 15_000;
   while (!/ready:/.test(outputOf(serve).stderr) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
@@ -359,13 +428,45 @@ test('no secret or token is ever logged, even at --log-level debug and on errors
   const ready = await waitForEvent(visit, 'ready', 15_000);
   const tr = await echoTransfer(Number(ready.port), 20_000);
   assert.equal(tr.got, tr.sent);
-  const bad = await runCli(p, 'peer', ['visit', 'echo', '--bind', '127.0.0.1:0', '--server', rdv.addr, '--secret', wrong, '--token', token, '--log-level', 'debug', '--no-admin']);
+  const bad = await runCli(p, 'peer', [
+    'visit',
+    'echo',
+    '--bind',
+    '127.0.0.1:0',
+    '--server',
+    rdv.addr,
+    '--secret',
+    wrong,
+    '--token',
+    token,
+    '--log-level',
+    'debug',
+    '--no-admin',
+  ]);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /handshake failed/);
-  const badToken = await runCli(p, 'peer', ['visit', 'echo', '--stdio', '--server', rdv.addr, '--secret', secret, '--token', wrong, '--log-level', 'debug', '--log-format', 'json']);
+  const badToken = await runCli(p, 'peer', [
+    'visit',
+    'echo',
+    '--stdio',
+    '--server',
+    rdv.addr,
+    '--secret',
+    secret,
+    '--token',
+    wrong,
+    '--log-level',
+    'debug',
+    '--log-format',
+    'json',
+  ]);
   assert.equal(badToken.code, 1);
   await p.cleanup();
-  const all = [rdv.child, serve, visit].map((c) => outputOf(c).stdout + outputOf(c).stderr).join('\n') + bad.stderr + bad.stdout + badToken.stderr;
+  const all =
+    [rdv.child, serve, visit].map((c) => outputOf(c).stdout + outputOf(c).stderr).join('\n') +
+    bad.stderr +
+    bad.stdout +
+    badToken.stderr;
   assert.ok(all.length > 2000, 'debug logging produced output');
   for (const s of [secret, wrong, token]) assert.ok(!all.includes(s), `"${s.slice(0, 6)}..." never appears in any log`);
 });
@@ -389,15 +490,59 @@ test('keygen, serve --identity --allow, visit --identity --server-key', async (t
 
   const rdv = await p.rendezvous();
   const echo = await p.echoServer();
-  await p.serve('echo', `127.0.0.1:${echo.port}`, rdv.addr, SECRET, ['--mode', 'relay', '--no-admin', '--identity', path.join(dir, 'server.json'), '--allow', visitorKey]);
-  const ok = await p.visit('echo', rdv.addr, SECRET, ['--mode', 'relay', '--no-admin', '--identity', path.join(dir, 'visitor.json'), '--server-key', serverKey]);
+  await p.serve('echo', `127.0.0.1:${echo.port}`, rdv.addr, SECRET, [
+    '--mode',
+    'relay',
+    '--no-admin',
+    '--identity',
+    path.join(dir, 'server.json'),
+    '--allow',
+    visitorKey,
+  ]);
+  const ok = await p.visit('echo', rdv.addr, SECRET, [
+    '--mode',
+    'relay',
+    '--no-admin',
+    '--identity',
+    path.join(dir, 'visitor.json'),
+    '--server-key',
+    serverKey,
+  ]);
   const r = await echoTransfer(ok.port, 10_000);
   assert.equal(r.got, r.sent);
 
-  const wrongPin = await runCli(p, 'peer', ['visit', 'echo', '--bind', '127.0.0.1:0', '--server', rdv.addr, '--secret', SECRET, '--mode', 'relay', '--no-admin', '--identity', path.join(dir, 'visitor.json'), '--server-key', visitorKey]);
+  const wrongPin = await runCli(p, 'peer', [
+    'visit',
+    'echo',
+    '--bind',
+    '127.0.0.1:0',
+    '--server',
+    rdv.addr,
+    '--secret',
+    SECRET,
+    '--mode',
+    'relay',
+    '--no-admin',
+    '--identity',
+    path.join(dir, 'visitor.json'),
+    '--server-key',
+    visitorKey,
+  ]);
   assert.equal(wrongPin.code, 1);
   assert.match(wrongPin.stderr, /does not hold the pinned key/);
-  const noId = await runCli(p, 'peer', ['visit', 'echo', '--bind', '127.0.0.1:0', '--server', rdv.addr, '--secret', SECRET, '--mode', 'relay', '--no-admin']);
+  const noId = await runCli(p, 'peer', [
+    'visit',
+    'echo',
+    '--bind',
+    '127.0.0.1:0',
+    '--server',
+    rdv.addr,
+    '--secret',
+    SECRET,
+    '--mode',
+    'relay',
+    '--no-admin',
+  ]);
   assert.equal(noId.code, 1);
   assert.match(noId.stderr, /refused us/);
 });

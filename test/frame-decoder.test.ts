@@ -187,7 +187,10 @@ test('transient decoder: one byte at a time, and exactly one header at a time', 
   for (const step of [1, FRAME_HEADER_LEN, FRAME_HEADER_LEN + 1]) {
     // Short bodies only, so byte-at-a-time stays fast; two maximal frames at the end.
     const parts: Buffer[] = [];
-    for (let i = 0; i < 200; i++) parts.push(encodeFrame(i % 3 ? FrameKind.Datagram : FrameKind.Control, pool.subarray(i * 37, i * 37 + (next() % 300))));
+    for (let i = 0; i < 200; i++)
+      parts.push(
+        encodeFrame(i % 3 ? FrameKind.Datagram : FrameKind.Control, pool.subarray(i * 37, i * 37 + (next() % 300))),
+      );
     parts.push(encodeFrame(FrameKind.Datagram, pool.subarray(0, MAX_RELAY_DATAGRAM_LEN)));
     parts.push(encodeFrame(FrameKind.Control, pool.subarray(5, 5 + MAX_CONTROL_FRAME)));
     parts.push(encodeFrame(FrameKind.Datagram, Buffer.alloc(0)));
@@ -212,11 +215,27 @@ function badHeaders(): { name: string; header: Buffer; error: FrameError }[] {
     return h;
   };
   return [
-    { name: 'datagram one byte too large', header: encodeFrameHeader(FrameKind.Datagram, MAX_RELAY_DATAGRAM_LEN + 1), error: { code: 'frame_too_large', length: MAX_RELAY_DATAGRAM_LEN + 1, max: MAX_RELAY_DATAGRAM_LEN } },
-    { name: 'control one byte too large', header: encodeFrameHeader(FrameKind.Control, MAX_CONTROL_FRAME + 1), error: { code: 'frame_too_large', length: MAX_CONTROL_FRAME + 1, max: MAX_CONTROL_FRAME } },
-    { name: '4 GiB datagram', header: encodeFrameHeader(FrameKind.Datagram, 0xffffffff), error: { code: 'frame_too_large', length: 0xffffffff, max: MAX_RELAY_DATAGRAM_LEN } },
+    {
+      name: 'datagram one byte too large',
+      header: encodeFrameHeader(FrameKind.Datagram, MAX_RELAY_DATAGRAM_LEN + 1),
+      error: { code: 'frame_too_large', length: MAX_RELAY_DATAGRAM_LEN + 1, max: MAX_RELAY_DATAGRAM_LEN },
+    },
+    {
+      name: 'control one byte too large',
+      header: encodeFrameHeader(FrameKind.Control, MAX_CONTROL_FRAME + 1),
+      error: { code: 'frame_too_large', length: MAX_CONTROL_FRAME + 1, max: MAX_CONTROL_FRAME },
+    },
+    {
+      name: '4 GiB datagram',
+      header: encodeFrameHeader(FrameKind.Datagram, 0xffffffff),
+      error: { code: 'frame_too_large', length: 0xffffffff, max: MAX_RELAY_DATAGRAM_LEN },
+    },
     { name: 'bad version 0', header: withVersion(0), error: { code: 'bad_version', version: 0 } },
-    { name: 'bad version 2', header: withVersion(PROTOCOL_VERSION + 1), error: { code: 'bad_version', version: PROTOCOL_VERSION + 1 } },
+    {
+      name: 'bad version 2',
+      header: withVersion(PROTOCOL_VERSION + 1),
+      error: { code: 'bad_version', version: PROTOCOL_VERSION + 1 },
+    },
     { name: 'bad kind 0', header: encodeFrameHeader(0 as FrameKind, 1), error: { code: 'bad_kind', kind: 0 } },
     { name: 'bad kind 3', header: encodeFrameHeader(3 as FrameKind, 1), error: { code: 'bad_kind', kind: 3 } },
     { name: 'bad kind 255', header: encodeFrameHeader(255 as FrameKind, 0), error: { code: 'bad_kind', kind: 255 } },
@@ -228,7 +247,10 @@ test('transient decoder reports the same errors as FrameDecoder, from the header
   const pool = noisePool(next);
   for (const bad of badHeaders()) {
     // A few good frames (one spanning), then the bad header and nothing else: no body ever arrives.
-    const good = [encodeFrame(FrameKind.Control, pool.subarray(0, 100)), encodeFrame(FrameKind.Datagram, pool.subarray(0, 40_000))];
+    const good = [
+      encodeFrame(FrameKind.Control, pool.subarray(0, 100)),
+      encodeFrame(FrameKind.Datagram, pool.subarray(0, 40_000)),
+    ];
     const prefix = Buffer.concat(good);
     const input = Buffer.concat([prefix, bad.header]);
     // Every cut of the bad header into two reads (0 and 6: it arrives whole), and the prefix cut too.
@@ -242,7 +264,11 @@ test('transient decoder reports the same errors as FrameDecoder, from the header
       const third = cut < input.length ? pair.push(input.subarray(cut)) : null;
       const all = [first, second, third].filter((r) => r !== null);
       for (const r of all) assertSameFrames(r.ref, r.dut, where);
-      assert.equal(all.reduce((k, r) => k + r.dut.length, 0), good.length, `${where}: the frames before the error`);
+      assert.equal(
+        all.reduce((k, r) => k + r.dut.length, 0),
+        good.length,
+        `${where}: the frames before the error`,
+      );
       // The error comes on the push that completes the header, from both.
       const last = all[all.length - 1];
       assert.deepEqual(last.refError, bad.error, `${where}: reference`);
@@ -265,7 +291,12 @@ test('transient decoder: a bad header after good frames in the same read returns
   const pool = noisePool(mulberry32u(77));
   for (const bad of badHeaders()) {
     const pair = new Pair();
-    const input = Buffer.concat([encodeFrame(FrameKind.Datagram, pool.subarray(0, 1000)), encodeFrame(FrameKind.Control, pool.subarray(0, 10)), bad.header, pool.subarray(0, 5000)]);
+    const input = Buffer.concat([
+      encodeFrame(FrameKind.Datagram, pool.subarray(0, 1000)),
+      encodeFrame(FrameKind.Control, pool.subarray(0, 10)),
+      bad.header,
+      pool.subarray(0, 5000),
+    ]);
     const r = pair.push(input);
     assertSameFrames(r.ref, r.dut, bad.name);
     assert.equal(r.dut.length, 2, bad.name);
@@ -290,7 +321,7 @@ test('transient decoder fuzz: 20,000 random and mutated streams agree with Frame
       for (let i = 0; i < input.length; i++) input[i] = next() & 0xff;
     } else if (shape === 1) {
       // A random header (random length, version and kind) and a little body.
-      const h = encodeFrameHeader((next() % 4) as FrameKind, next() % 4 === 0 ? next() : next() % 70_000);
+      const h = encodeFrameHeader(next() % 4, next() % 4 === 0 ? next() : next() % 70_000);
       if (next() % 4 === 0) h[4] = next() & 0xff;
       input = Buffer.concat([h, pool.subarray(0, next() % 2000)]);
     } else {
@@ -315,7 +346,10 @@ test('transient decoder fuzz: 20,000 random and mutated streams agree with Frame
     let failedAt = -1;
     for (let guard = 0; off < input.length && guard < 100_000; guard++) {
       const r = next() % 3;
-      const n = Math.min(input.length - off, r === 0 ? 1 + (next() % 8) : r === 1 ? 1 + (next() % 512) : 1 + (next() % 80_000));
+      const n = Math.min(
+        input.length - off,
+        r === 0 ? 1 + (next() % 8) : r === 1 ? 1 + (next() % 512) : 1 + (next() % 80_000),
+      );
       const where = `case ${cases}, at ${off}`;
       const out = pair.push(input.subarray(off, off + n));
       off += n;
@@ -335,7 +369,8 @@ test('transient decoder fuzz: 20,000 random and mutated streams agree with Frame
   assert.equal(cases, 20_000, 'ran out of time before 20,000 cases');
   // The fuzzer must reach both outcomes and every error, or it tests little.
   assert.ok(frames > 10_000, `only ${frames} frames`);
-  for (const code of ['frame_too_large', 'bad_version', 'bad_kind']) assert.ok((byCode[code] ?? 0) > 100, `${code}: ${byCode[code] ?? 0}`);
+  for (const code of ['frame_too_large', 'bad_version', 'bad_kind'])
+    assert.ok((byCode[code] ?? 0) > 100, `${code}: ${byCode[code] ?? 0}`);
   assert.ok(errors > 1000);
 });
 
@@ -375,7 +410,10 @@ test('FramedSocket.connect over loopback: two connections reading into the share
   try {
     const receive = (index: number) =>
       new Promise<{ count: number; hash: string }>((resolve, reject) => {
-        const fs = FramedSocket.connect({ host: '127.0.0.1', port }, { maxDatagramFrame: MAX_RELAY_DATAGRAM_LEN, maxControlFrame: MAX_CONTROL_FRAME });
+        const fs = FramedSocket.connect(
+          { host: '127.0.0.1', port },
+          { maxDatagramFrame: MAX_RELAY_DATAGRAM_LEN, maxControlFrame: MAX_CONTROL_FRAME },
+        );
         const h = createHash('sha256');
         let count = 0;
         // A listener must consume the body before returning: hashing does.
@@ -383,7 +421,11 @@ test('FramedSocket.connect over loopback: two connections reading into the share
           h.update(body);
           count++;
         });
-        fs.on('close', (reason: unknown) => (count === streams[index].starts.length ? resolve({ count, hash: h.digest('hex') }) : reject(new Error(`closed after ${count} frames: ${String(reason)}`))));
+        fs.on('close', (reason: unknown) =>
+          count === streams[index].starts.length
+            ? resolve({ count, hash: h.digest('hex') })
+            : reject(new Error(`closed after ${count} frames: ${String(reason)}`)),
+        );
         fs.socket.on('end', () => fs.close());
       });
     const got = await withTimeout(Promise.all([receive(0), receive(1)]), 30_000, 'loopback frames');

@@ -25,7 +25,14 @@ function randomBytes(next: () => number, n: number): Buffer {
 const SEEDS: ControlMessage[] = [
   { type: 'hello', version: 1, software: 'x', token: 't' },
   { type: 'register', name: 'ssh-home', key: 'AAAA', sig: 'BBBB' },
-  { type: 'connect', reqId: 'r1', name: 'ssh-home', hs: 'AAAA', mode: 'auto', candidates: [{ kind: 'srflx', address: '203.0.113.1', port: 4000, family: 'IPv4' }] },
+  {
+    type: 'connect',
+    reqId: 'r1',
+    name: 'ssh-home',
+    hs: 'AAAA',
+    mode: 'auto',
+    candidates: [{ kind: 'srflx', address: '203.0.113.1', port: 4000, family: 'IPv4' }],
+  },
   { type: 'accept', sid: 's', hs: 'AAAA', candidates: [] },
   { type: 'punch', sid: 's', delayMs: 10, candidates: [] },
   { type: 'relay_bind', ticket: 'abc' },
@@ -46,7 +53,7 @@ test('control frame parser: 100,000 random and mutated inputs, no throw, bounded
       input = randomBytes(next, next() % 64);
     } else if (kind === 1) {
       // A header with a random length and kind: must be rejected or waited on, never allocated.
-      input = Buffer.concat([encodeFrameHeader((next() % 4) as FrameKind, next()), randomBytes(next, next() % 16)]);
+      input = Buffer.concat([encodeFrameHeader(next() % 4, next()), randomBytes(next, next() % 16)]);
     } else {
       const seed = encodeControl(SEEDS[next() % SEEDS.length]);
       input = Buffer.from(seed);

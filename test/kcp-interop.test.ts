@@ -150,17 +150,26 @@ async function exchange(c: Case, seed: number): Promise<string> {
       fwds.push(fwd);
       toC = fwd.port;
     }
-    ours.start(oursPort(conv, (b) => ours.transmit(b), c.settings), toC);
+    ours.start(
+      oursPort(conv, (b) => ours.transmit(b), c.settings),
+      toC,
+    );
     // C must answer to whoever reaches it: the forwarder's port, or ours directly.
     const fromOursPort = c.loss ? fwds[0].port : portOurs;
-    theirs.start(cPort(conv, (b) => theirs.transmit(b), c.settings), fromOursPort);
+    theirs.start(
+      cPort(conv, (b) => theirs.transmit(b), c.settings),
+      fromOursPort,
+    );
 
     const done = () => ours.received === dataC.length && theirs.received === dataOurs.length;
     const deadline = t0 + c.timeoutMs;
     while (!done()) {
       if (performance.now() > deadline) {
-        assert.fail(`timeout after ${c.timeoutMs} ms: ours got ${ours.received}/${dataC.length}, ` +
-          `ikcp got ${theirs.received}/${dataOurs.length}` + (fwds[0] ? ` fwd ${JSON.stringify(fwds[0].stats)}` : ''));
+        assert.fail(
+          `timeout after ${c.timeoutMs} ms: ours got ${ours.received}/${dataC.length}, ` +
+            `ikcp got ${theirs.received}/${dataOurs.length}` +
+            (fwds[0] ? ` fwd ${JSON.stringify(fwds[0].stats)}` : ''),
+        );
       }
       await new Promise((r) => setTimeout(r, 20));
     }
@@ -174,10 +183,12 @@ async function exchange(c: Case, seed: number): Promise<string> {
     assert.equal(theirs.inputErrors, 0, 'ikcp accepted every datagram we produced');
     const fs = fwds[0]?.stats;
     if (c.loss) {
-      assert.ok(fs!.dropped > 0 && fs!.duplicated > 0 && fs!.reordered > 0, 'the link really misbehaved');
+      assert.ok(fs.dropped > 0 && fs.duplicated > 0 && fs.reordered > 0, 'the link really misbehaved');
     }
-    return `${(c.bytes / 1e6).toFixed(2)} MB each way in ${Math.round(performance.now() - t0)} ms` +
-      (fs ? `, fwd ${JSON.stringify(fs)}` : '');
+    return (
+      `${(c.bytes / 1e6).toFixed(2)} MB each way in ${Math.round(performance.now() - t0)} ms` +
+      (fs ? `, fwd ${JSON.stringify(fs)}` : '')
+    );
   } finally {
     await ours.close();
     await theirs.close();
@@ -185,24 +196,38 @@ async function exchange(c: Case, seed: number): Promise<string> {
   }
 }
 
-const mk = (stream: boolean, nodelay: Settings['nodelay'], wnd = 128): Settings =>
-  ({ stream, nodelay, wnd, mtu: 1400 });
+const mk = (stream: boolean, nodelay: Settings['nodelay'], wnd = 128): Settings => ({
+  stream,
+  nodelay,
+  wnd,
+  mtu: 1400,
+});
 
 const cases: [string, Case][] = [
   ['message mode, fast, lossless', { settings: mk(false, FAST), bytes: 4_000_000, timeoutMs: 20000 }],
   ['stream mode, fast, lossless', { settings: mk(true, FAST), bytes: 4_000_000, timeoutMs: 20000 }],
   ['message mode, normal, lossless', { settings: mk(false, NORMAL), bytes: 1_000_000, timeoutMs: 20000 }],
   ['stream mode, normal, lossless', { settings: mk(true, NORMAL), bytes: 1_000_000, timeoutMs: 20000 }],
-  ['message mode, fast, 10% loss + reorder + dup',
-    { settings: mk(false, FAST), bytes: 1_000_000, loss: { drop: 0.1, reorder: 0.05, dup: 0.05 }, timeoutMs: 20000 }],
-  ['stream mode, fast, 10% loss + reorder + dup',
-    { settings: mk(true, FAST), bytes: 1_000_000, loss: { drop: 0.1, reorder: 0.05, dup: 0.05 }, timeoutMs: 20000 }],
-  ['message mode, fast, 30% loss + reorder + dup',
-    { settings: mk(false, FAST), bytes: 1_000_000, loss: { drop: 0.3, reorder: 0.05, dup: 0.05 }, timeoutMs: 25000 }],
-  ['stream mode, fast, 30% loss + reorder + dup',
-    { settings: mk(true, FAST), bytes: 1_000_000, loss: { drop: 0.3, reorder: 0.05, dup: 0.05 }, timeoutMs: 25000 }],
-  ['stream mode, normal, 10% loss + reorder + dup',
-    { settings: mk(true, NORMAL), bytes: 512_000, loss: { drop: 0.1, reorder: 0.05, dup: 0.05 }, timeoutMs: 25000 }],
+  [
+    'message mode, fast, 10% loss + reorder + dup',
+    { settings: mk(false, FAST), bytes: 1_000_000, loss: { drop: 0.1, reorder: 0.05, dup: 0.05 }, timeoutMs: 20000 },
+  ],
+  [
+    'stream mode, fast, 10% loss + reorder + dup',
+    { settings: mk(true, FAST), bytes: 1_000_000, loss: { drop: 0.1, reorder: 0.05, dup: 0.05 }, timeoutMs: 20000 },
+  ],
+  [
+    'message mode, fast, 30% loss + reorder + dup',
+    { settings: mk(false, FAST), bytes: 1_000_000, loss: { drop: 0.3, reorder: 0.05, dup: 0.05 }, timeoutMs: 25000 },
+  ],
+  [
+    'stream mode, fast, 30% loss + reorder + dup',
+    { settings: mk(true, FAST), bytes: 1_000_000, loss: { drop: 0.3, reorder: 0.05, dup: 0.05 }, timeoutMs: 25000 },
+  ],
+  [
+    'stream mode, normal, 10% loss + reorder + dup',
+    { settings: mk(true, NORMAL), bytes: 512_000, loss: { drop: 0.1, reorder: 0.05, dup: 0.05 }, timeoutMs: 25000 },
+  ],
 ];
 
 let seed = 1;
@@ -238,7 +263,8 @@ test('ikcp.c rejects nothing we send and we reject a datagram from a different c
  * every retransmission decision). Runs in memory over a simulated bottleneck.
  */
 function traceRun(
-  impl: 'ours' | 'c', src: Buffer,
+  impl: 'ours' | 'c',
+  src: Buffer,
   opts: { loss: number; stream: boolean; nodelay: Settings['nodelay']; stall?: boolean },
 ): string[] {
   const trace: string[] = [];
@@ -308,7 +334,10 @@ for (const [name, o] of [
       assert.ok(cmds(c).has(83) && cmds(c).has(84), 'the stall made ikcp send WASK and WINS');
     }
     for (let i = 0; i < Math.min(ours.length, c.length); i++) {
-      if (ours[i] !== c[i]) assert.fail(`first difference at datagram ${i} of ${c.length}:\n ours ${ours[i].slice(0, 120)}\n C    ${c[i].slice(0, 120)}`);
+      if (ours[i] !== c[i])
+        assert.fail(
+          `first difference at datagram ${i} of ${c.length}:\n ours ${ours[i].slice(0, 120)}\n C    ${c[i].slice(0, 120)}`,
+        );
     }
     assert.equal(ours.length, c.length);
   });

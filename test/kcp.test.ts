@@ -7,8 +7,18 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import {
-  Kcp, KcpError, KCP_OVERHEAD, CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS,
-  decodeSegmentHeader, encodeSegmentHeader, readConv, kcpErrorName, Slab,
+  Kcp,
+  KcpError,
+  KCP_OVERHEAD,
+  CMD_ACK,
+  CMD_PUSH,
+  CMD_WASK,
+  CMD_WINS,
+  decodeSegmentHeader,
+  encodeSegmentHeader,
+  readConv,
+  kcpErrorName,
+  Slab,
 } from '../src/kcp/index.js';
 import type { SegmentHeader } from '../src/kcp/index.js';
 import { SimLink, segments } from './helpers/kcp-link.js';
@@ -27,16 +37,23 @@ const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 test('header encode/decode round-trips and is little-endian as in ikcp.c', () => {
   const h: SegmentHeader = {
-    conv: 0x11223344, cmd: CMD_PUSH, frg: 7, wnd: 0xabcd,
-    ts: 0xfffffffe, sn: 0x80000001, una: 0x01020304, len: 5,
+    conv: 0x11223344,
+    cmd: CMD_PUSH,
+    frg: 7,
+    wnd: 0xabcd,
+    ts: 0xfffffffe,
+    sn: 0x80000001,
+    una: 0x01020304,
+    len: 5,
   };
   const buf = Buffer.alloc(30);
   assert.equal(encodeSegmentHeader(buf, 3, h), 27);
   assert.deepEqual(
     [...buf.subarray(3, 27)],
-    [0x44, 0x33, 0x22, 0x11, 81, 7, 0xcd, 0xab,
-      0xfe, 0xff, 0xff, 0xff, 0x01, 0x00, 0x00, 0x80,
-      0x04, 0x03, 0x02, 0x01, 0x05, 0x00, 0x00, 0x00],
+    [
+      0x44, 0x33, 0x22, 0x11, 81, 7, 0xcd, 0xab, 0xfe, 0xff, 0xff, 0xff, 0x01, 0x00, 0x00, 0x80, 0x04, 0x03, 0x02, 0x01,
+      0x05, 0x00, 0x00, 0x00,
+    ],
   );
   assert.deepEqual(decodeSegmentHeader(buf, 3), h);
   assert.equal(decodeSegmentHeader(buf, 7), null, 'fewer than 24 bytes left');
@@ -56,7 +73,14 @@ test('a PUSH on the wire carries conv, sn, una, wnd, ts and the payload', () => 
   const d = out[0];
   assert.equal(d.length, KCP_OVERHEAD + 5);
   assert.deepEqual(decodeSegmentHeader(d), {
-    conv: 0xdeadbeef, cmd: CMD_PUSH, frg: 0, wnd: 128, ts: 1234, sn: 0, una: 0, len: 5,
+    conv: 0xdeadbeef,
+    cmd: CMD_PUSH,
+    frg: 0,
+    wnd: 128,
+    ts: 1234,
+    sn: 0,
+    una: 0,
+    len: 5,
   });
   assert.equal(d.subarray(KCP_OVERHEAD).toString(), 'hello');
 });
@@ -70,8 +94,14 @@ test('several segments are packed into one datagram up to the MTU', () => {
   for (let i = 0; i < 10; i++) k.send(Buffer.alloc(40, i));
   k.update(0);
   // 10 segments of 64 bytes; 3 fit in 200 bytes.
-  assert.deepEqual(out.map((d) => d.length), [192, 192, 192, 64]);
-  assert.deepEqual(out.flatMap((d) => segments(d).map((s) => s.sn)), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  assert.deepEqual(
+    out.map((d) => d.length),
+    [192, 192, 192, 64],
+  );
+  assert.deepEqual(
+    out.flatMap((d) => segments(d).map((s) => s.sn)),
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+  );
   for (const d of out) assert.ok(d.length <= 200);
 });
 
@@ -93,7 +123,10 @@ test('segments cut for a larger MTU go out one per datagram after setMtu shrinks
   k.update(1000);
   assert.ok(out.length >= 4, `${out.length} datagrams`);
   for (const d of out) assert.ok(d.length > 0, 'an empty datagram was emitted');
-  assert.deepEqual(out.map((d) => segments(d).map((s) => s.len)), [[7000], [7000], [7000], [7000]]);
+  assert.deepEqual(
+    out.map((d) => segments(d).map((s) => s.len)),
+    [[7000], [7000], [7000], [7000]],
+  );
 });
 
 // ------------------------------------------------------------------ transfer
@@ -144,8 +177,14 @@ test('stream mode coalesces small sends into full segments and delivers one byte
   const all = Buffer.concat(parts);
   assert.equal(link.a.waitSnd(), Math.ceil(all.length / 1376), 'coalesced into full MSS segments');
   link.a.update(0);
-  const pushes = link.log.filter((l) => l.from === 'a').flatMap((l) => l.segs).filter((s) => s.cmd === CMD_PUSH);
-  assert.deepEqual(pushes.map((s) => s.len), [1376, 1376, all.length - 2752]);
+  const pushes = link.log
+    .filter((l) => l.from === 'a')
+    .flatMap((l) => l.segs)
+    .filter((s) => s.cmd === CMD_PUSH);
+  assert.deepEqual(
+    pushes.map((s) => s.len),
+    [1376, 1376, all.length - 2752],
+  );
   assert.ok(pushes.every((s) => s.frg === 0));
   // A later small send extends the partial tail only while it is still queued.
   link.a.send(Buffer.from('tail'));
@@ -165,10 +204,13 @@ test('sequence numbers wrap around 2^32', () => {
   const msgs = Array.from({ length: 40 }, (_, i) => randomBytes(100 + i * 97)); // 1- and multi-fragment
   for (const m of msgs) assert.equal(link.a.send(m), 0);
   const got: Buffer[] = [];
-  assert.ok(link.runUntil(() => {
-    got.push(...drain(link.b));
-    return got.length === msgs.length && link.a.waitSnd() === 0;
-  }, 20000), 'all messages delivered and acked');
+  assert.ok(
+    link.runUntil(() => {
+      got.push(...drain(link.b));
+      return got.length === msgs.length && link.a.waitSnd() === 0;
+    }, 20000),
+    'all messages delivered and acked',
+  );
   assert.deepEqual(got.map(sha), msgs.map(sha));
   const sa = link.a.snapshot();
   const sb = link.b.snapshot();
@@ -188,10 +230,12 @@ test('timestamps wrap around 2^32 without disturbing RTT or retransmission', () 
   const data = randomBytes(200_000);
   for (let i = 0; i < data.length; i += 5000) link.a.send(data.subarray(i, i + 5000));
   const got: Buffer[] = [];
-  assert.ok(link.runUntil(() => {
-    got.push(...drain(link.b));
-    return link.a.waitSnd() === 0;
-  }, 10000));
+  assert.ok(
+    link.runUntil(() => {
+      got.push(...drain(link.b));
+      return link.a.waitSnd() === 0;
+    }, 10000),
+  );
   got.push(...drain(link.b));
   assert.equal(sha(Buffer.concat(got)), sha(data));
   assert.ok(link.now > 0xffffffff);
@@ -254,7 +298,10 @@ test('retransmits after a dropped datagram (RTO) and fast-resends on skipped ACK
     f.a.send(Buffer.alloc(50, i));
     f.runUntil(() => false, 10); // one segment per flush interval
   }
-  assert.ok(f.runUntil(() => f.a.waitSnd() === 0, 500), 'recovered without waiting for the 1 s RTO');
+  assert.ok(
+    f.runUntil(() => f.a.waitSnd() === 0, 500),
+    'recovered without waiting for the 1 s RTO',
+  );
   assert.ok(f.now - t0 < 1000);
   const sendsV = f.log.filter((l) => l.from === 'a' && l.segs.some((s) => s.sn === victim && s.cmd === CMD_PUSH));
   assert.equal(sendsV.length, 2);
@@ -269,7 +316,11 @@ test('congestion window (nc=0): slow start grows cwnd, a timeout collapses it to
   link.a.setWndSize(256, 256);
   link.b.setWndSize(256, 256);
   for (let i = 0; i < 400; i++) link.a.send(Buffer.alloc(1000));
-  const pushes = () => link.log.filter((l) => l.from === 'a').flatMap((l) => l.segs).filter((s) => s.cmd === CMD_PUSH);
+  const pushes = () =>
+    link.log
+      .filter((l) => l.from === 'a')
+      .flatMap((l) => l.segs)
+      .filter((s) => s.cmd === CMD_PUSH);
   link.a.update(0);
   assert.equal(pushes().length, 0, 'ikcp starts with cwnd 0: the first flush only raises it to 1');
   link.a.update(10);
@@ -293,15 +344,24 @@ test('full window then zero-window probing: WASK/WINS are exchanged and transfer
   const data = randomBytes(400 * 1000);
   for (let i = 0; i < data.length; i += 1000) link.a.send(data.subarray(i, i + 1000));
   // The receiver does not read: its queue fills and it advertises wnd 0.
-  assert.ok(link.runUntil(() => link.a.snapshot().rmtWnd === 0, 2000), 'remote window closed');
+  assert.ok(
+    link.runUntil(() => link.a.snapshot().rmtWnd === 0, 2000),
+    'remote window closed',
+  );
   assert.equal(link.b.snapshot().nrcvQue, 128);
   const closedAt = link.now;
   // Nothing moves; after PROBE_INIT (7 s) the sender asks, the receiver tells (still 0).
-  assert.ok(link.runUntil(() => link.cmdsFrom('a', closedAt).includes(CMD_WASK), 8000, 10), 'WASK sent');
+  assert.ok(
+    link.runUntil(() => link.cmdsFrom('a', closedAt).includes(CMD_WASK), 8000, 10),
+    'WASK sent',
+  );
   const waskAt = link.log.find((l) => l.from === 'a' && l.at >= closedAt && l.segs.some((s) => s.cmd === CMD_WASK))!.at;
   assert.ok(waskAt - closedAt >= 7000, `probe waited ${waskAt - closedAt} ms`);
   link.runUntil(() => link.cmdsFrom('b', waskAt).includes(CMD_WINS), 100);
-  const wins = link.log.filter((l) => l.from === 'b' && l.at >= waskAt).flatMap((l) => l.segs).find((s) => s.cmd === CMD_WINS);
+  const wins = link.log
+    .filter((l) => l.from === 'b' && l.at >= waskAt)
+    .flatMap((l) => l.segs)
+    .find((s) => s.cmd === CMD_WINS);
   assert.ok(wins, 'WINS answered the probe');
   assert.equal(wins.wnd, 0);
   assert.equal(link.a.snapshot().rmtWnd, 0);
@@ -310,10 +370,12 @@ test('full window then zero-window probing: WASK/WINS are exchanged and transfer
   const readAt = link.now;
   link.step(10);
   assert.ok(link.cmdsFrom('b', readAt).includes(CMD_WINS), 'window update after reading');
-  assert.ok(link.runUntil(() => {
-    got.push(...drain(link.b));
-    return link.a.waitSnd() === 0;
-  }, 5000));
+  assert.ok(
+    link.runUntil(() => {
+      got.push(...drain(link.b));
+      return link.a.waitSnd() === 0;
+    }, 5000),
+  );
   got.push(...drain(link.b));
   assert.equal(sha(Buffer.concat(got)), sha(data));
 });
@@ -326,7 +388,10 @@ test('dead link: a segment sent dead_link times sets the flag', () => {
   link.a.send(Buffer.from('anyone?'));
   assert.equal(link.a.isDeadLink(), false);
   assert.ok(link.runUntil(() => link.a.isDeadLink(), 60000, 10));
-  const pushes = link.log.filter((l) => l.from === 'a').flatMap((l) => l.segs).filter((s) => s.cmd === CMD_PUSH);
+  const pushes = link.log
+    .filter((l) => l.from === 'a')
+    .flatMap((l) => l.segs)
+    .filter((s) => s.cmd === CMD_PUSH);
   assert.equal(pushes.length, 5);
   assert.equal(link.a.snapshot().state, -1);
 });
@@ -356,7 +421,15 @@ test('bad input is rejected with an error code and leaves no trace in the state'
   const b = link.b;
   const seg = (h: Partial<SegmentHeader>, payload = Buffer.alloc(0)): Buffer => {
     const full: SegmentHeader = {
-      conv: 0x1234, cmd: CMD_PUSH, frg: 0, wnd: 0, ts: 0, sn: 1, una: 0, len: payload.length, ...h,
+      conv: 0x1234,
+      cmd: CMD_PUSH,
+      frg: 0,
+      wnd: 0,
+      ts: 0,
+      sn: 1,
+      una: 0,
+      len: payload.length,
+      ...h,
     };
     const out = Buffer.alloc(KCP_OVERHEAD + payload.length);
     encodeSegmentHeader(out, 0, full);
@@ -375,13 +448,21 @@ test('bad input is rejected with an error code and leaves no trace in the state'
     ['payload cut short', good.subarray(0, good.length - 1), KcpError.LenBeyondDatagram],
     ['good then wrong conv', Buffer.concat([good, seg({ conv: 9 })]), KcpError.WrongConv],
     ['good then unknown cmd', Buffer.concat([good, seg({ cmd: 99, sn: 2 })]), KcpError.UnknownCmd],
-    ['good then len beyond', Buffer.concat([good, seg({ sn: 2, len: 1000 }, Buffer.from('z'))]), KcpError.LenBeyondDatagram],
+    [
+      'good then len beyond',
+      Buffer.concat([good, seg({ sn: 2, len: 1000 }, Buffer.from('z'))]),
+      KcpError.LenBeyondDatagram,
+    ],
     ['good then partial header', Buffer.concat([good, Buffer.alloc(10)]), KcpError.Truncated],
-    ['good ack then corrupt', Buffer.concat([seg({ cmd: CMD_ACK, sn: 0, una: 1 }), seg({ cmd: 200 })]), KcpError.UnknownCmd],
+    [
+      'good ack then corrupt',
+      Buffer.concat([seg({ cmd: CMD_ACK, sn: 0, una: 1 }), seg({ cmd: 200 })]),
+      KcpError.UnknownCmd,
+    ],
     ['wask then corrupt', Buffer.concat([seg({ cmd: CMD_WASK }), seg({ conv: 1 })]), KcpError.WrongConv],
   ];
   for (const junk of [null, undefined, 'a string', 42, {}, [1, 2, 3]]) {
-    assert.equal(b.input(junk as unknown as Uint8Array), KcpError.TooShort, `junk ${String(junk)}`);
+    assert.equal(b.input(junk as Uint8Array), KcpError.TooShort, `junk ${String(junk)}`);
   }
   for (const [name, d, code] of cases) {
     const before = b.snapshot();
@@ -407,7 +488,7 @@ test('input never throws on random garbage, and conv-correct fuzz keeps state co
   const k = new Kcp(7, () => {});
   k.update(0);
   let seed = 42;
-  const rnd = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 4294967296);
+  const rnd = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 4294967296;
   for (let i = 0; i < 3000; i++) {
     const len = Math.floor(rnd() * 120);
     const d = Buffer.alloc(len);
@@ -422,7 +503,7 @@ test('input never throws on random garbage, and conv-correct fuzz keeps state co
   }
   const s = k.snapshot();
   assert.ok(s.nrcvQue <= s.rcvWnd && s.nrcvBuf <= s.rcvWnd);
-  assert.ok(((s.sndNxt - s.sndUna) >>> 0) <= s.sndWnd);
+  assert.ok((s.sndNxt - s.sndUna) >>> 0 <= s.sndWnd);
 });
 
 test('error codes are negative, distinct and named', () => {
@@ -447,10 +528,12 @@ test('setWndSize grows the rings without losing in-flight or buffered segments',
   link.a.setWndSize(1024, 1024);
   link.b.setWndSize(1024, 1024);
   link.filter = () => true;
-  assert.ok(link.runUntil(() => {
-    got.push(...drain(link.b));
-    return link.a.waitSnd() === 0;
-  }, 5000));
+  assert.ok(
+    link.runUntil(() => {
+      got.push(...drain(link.b));
+      return link.a.waitSnd() === 0;
+    }, 5000),
+  );
   got.push(...drain(link.b));
   assert.equal(sha(Buffer.concat(got)), sha(data));
 });
@@ -532,7 +615,10 @@ test('retransmitNow resends every unacknowledged segment at the next flush, not 
   assert.equal(link.a.waitSnd(), 3, 'nothing would move before the 5 s timeout');
   const t0 = link.now;
   link.a.retransmitNow();
-  assert.ok(link.runUntil(() => link.a.waitSnd() === 0, 200), 'delivered and acknowledged within a flush or two');
+  assert.ok(
+    link.runUntil(() => link.a.waitSnd() === 0, 200),
+    'delivered and acknowledged within a flush or two',
+  );
   assert.ok(link.now - t0 < 100);
   assert.equal(link.a.snapshot().xmit, 3, 'counted as resends');
   for (let i = 0; i < 3; i++) assert.deepEqual(link.b.recv(), Buffer.alloc(100, i));

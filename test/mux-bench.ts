@@ -41,11 +41,11 @@ async function baseline(): Promise<number> {
   const l = link([(m) => (got += m.length), () => {}], [() => resume?.(), () => {}]);
   const src = Buffer.alloc(64 * 1024, 1);
   const t0 = performance.now();
-  for (let sent = 0; sent < TOTAL; ) {
+  for (let sent = 0; sent < TOTAL;) {
     while (!l.canSend(0)) await new Promise<void>((r) => (resume = r));
     for (let off = 0; off < src.length && l.canSend(0); off += FRAME, sent += FRAME) {
       const m = Buffer.allocUnsafe(FRAME);
-      src.copy(m, 0, off % src.length, off % src.length + FRAME);
+      src.copy(m, 0, off % src.length, (off % src.length) + FRAME);
       l.send(0, m);
     }
   }
@@ -55,7 +55,10 @@ async function baseline(): Promise<number> {
 
 async function viaMux(streams: number): Promise<number> {
   const muxes: Mux[] = [];
-  const l = link([(m) => muxes[1].receive(m), (m) => muxes[0].receive(m)], [() => muxes[0].pump(), () => muxes[1].pump()]);
+  const l = link(
+    [(m) => muxes[1].receive(m), (m) => muxes[0].receive(m)],
+    [() => muxes[0].pump(), () => muxes[1].pump()],
+  );
   muxes.push(
     new Mux({ role: 'client', sendMessage: (f) => l.send(0, f), canSend: () => l.canSend(0) }),
     new Mux({ role: 'server', sendMessage: (f) => l.send(1, f), canSend: () => l.canSend(1) }),

@@ -22,7 +22,11 @@ class KcpSide {
   dropped = 0;
   peer!: KcpSide;
 
-  constructor(role: 'client' | 'server', private readonly lossPercent: number, private readonly rng: () => number) {
+  constructor(
+    role: 'client' | 'server',
+    private readonly lossPercent: number,
+    private readonly rng: () => number,
+  ) {
     this.kcp = new Kcp(0x11223344, (buf) => this.peer.inbox.push(Buffer.from(buf)));
     this.kcp.setNodelay(1, 10, 2, 1);
     this.kcp.setWndSize(256, 256);
@@ -141,7 +145,10 @@ test('mux over real KCP with 3% loss: 20 echoed streams, sha256-checked, and an 
   assert.ok(finished < 20, 'bulk streams were still running');
   // Ahead of the chat frame: what KCP already held (waitSnd < KCP_BACKLOG) plus at most
   // one frame per bulk stream (round-robin). Without the mux's short queue it would wait behind ~2 MB.
-  assert.ok(framesBetween >= 0 && framesBetween <= KCP_BACKLOG + 20 + 4, `${framesBetween} frames before the chat message`);
+  assert.ok(
+    framesBetween >= 0 && framesBetween <= KCP_BACKLOG + 20 + 4,
+    `${framesBetween} frames before the chat message`,
+  );
 
   chat.end();
   await p.run(() => finished === 20, 100_000);
@@ -149,5 +156,7 @@ test('mux over real KCP with 3% loss: 20 echoed streams, sha256-checked, and an 
   await p.run(() => p.a.mux.streamCount === 0 && p.b.mux.streamCount === 0, 10_000);
   assert.equal(p.a.kcp.isDeadLink(), false);
   assert.ok(p.a.dropped + p.b.dropped > 20, 'loss was exercised');
-  t.diagnostic(`chat waited behind ${framesBetween} frames; virtual time ${p.now() - 1000} ms; ${p.b.mux.framesReceived} frames to B; ${p.a.dropped + p.b.dropped} datagrams dropped`);
+  t.diagnostic(
+    `chat waited behind ${framesBetween} frames; virtual time ${p.now() - 1000} ms; ${p.b.mux.framesReceived} frames to B; ${p.a.dropped + p.b.dropped} datagrams dropped`,
+  );
 });

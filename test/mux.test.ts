@@ -345,7 +345,10 @@ test('mux: maxStreams is enforced with RST, and room frees up as streams close',
   assert.equal(held.length, 5);
   const refused = await withTimeout(Promise.all(outcomes.slice(5)), 5000, 'refusals');
   assert.deepEqual(refused, ['ECONNREFUSED', 'ECONNREFUSED', 'ECONNREFUSED']);
-  assert.deepEqual(held.map((s) => s.id), opened.slice(0, 5).map((s) => s.id));
+  assert.deepEqual(
+    held.map((s) => s.id),
+    opened.slice(0, 5).map((s) => s.id),
+  );
 
   for (const s of opened.slice(0, 5)) s.end();
   for (const s of held) s.end();

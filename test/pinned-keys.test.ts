@@ -29,12 +29,18 @@ interface Key {
 function keygen(dir: string, name: string): Promise<Key> {
   const file = join(dir, `${name}.json`);
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, [CLI.peer, 'keygen', '--out', file], { encoding: 'utf8', timeout: 30_000 }, (err, stdout, stderr) => {
-      if (err) return reject(new Error(`keygen ${name}: ${err.message} ${stderr}`));
-      const pub = stdout.trim();
-      if (!/^[A-Za-z0-9+/]{43}=$/.test(pub)) return reject(new Error(`keygen prints a base64 Ed25519 public key, got ${JSON.stringify(stdout)}`));
-      resolve({ file, pub });
-    });
+    execFile(
+      process.execPath,
+      [CLI.peer, 'keygen', '--out', file],
+      { encoding: 'utf8', timeout: 30_000 },
+      (err, stdout, stderr) => {
+        if (err) return reject(new Error(`keygen ${name}: ${err.message} ${stderr}`));
+        const pub = stdout.trim();
+        if (!/^[A-Za-z0-9+/]{43}=$/.test(pub))
+          return reject(new Error(`keygen prints a base64 Ed25519 public key, got ${JSON.stringify(stdout)}`));
+        resolve({ file, pub });
+      },
+    );
   });
 }
 
@@ -46,8 +52,10 @@ after(() => rmSync(keyDir, { recursive: true, force: true }));
 /** The four key pairs, made once for the whole file (keygen is a process start each). */
 function allKeys(): Promise<Keys> {
   keysOnce ??= (async () => {
-    const [server, visitor, stranger, other] = await Promise.all(['server', 'visitor', 'stranger', 'other'].map((n) => keygen(keyDir, n)));
-    return { server: server!, visitor: visitor!, stranger: stranger!, other: other! };
+    const [server, visitor, stranger, other] = await Promise.all(
+      ['server', 'visitor', 'stranger', 'other'].map((n) => keygen(keyDir, n)),
+    );
+    return { server: server, visitor: visitor, stranger: stranger, other: other };
   })();
   return keysOnce;
 }
@@ -71,20 +79,44 @@ async function fixture(t: { after(fn: () => unknown): void }): Promise<Fixture> 
   const rdv = await p.rendezvous();
   const echo = await p.echoServer();
   const serve = await p.serve(NAME, `127.0.0.1:${echo.port}`, rdv.addr, SECRET, [
-    '--identity', keys.server.file, '--allow', keys.visitor.pub, ...QUIET,
+    '--identity',
+    keys.server.file,
+    '--allow',
+    keys.visitor.pub,
+    ...QUIET,
   ]);
   return { p, rdv, echo, serve, keys };
 }
 
 function visitArgs(f: Fixture, mode: string, extra: string[], secret = SECRET, server = f.rdv.addr): string[] {
-  return ['visit', NAME, '--bind', '127.0.0.1:0', '--server', server, '--secret', secret, '--mode', mode, '--log-format', 'json', ...QUIET, ...extra];
+  return [
+    'visit',
+    NAME,
+    '--bind',
+    '127.0.0.1:0',
+    '--server',
+    server,
+    '--secret',
+    secret,
+    '--mode',
+    mode,
+    '--log-format',
+    'json',
+    ...QUIET,
+    ...extra,
+  ];
 }
 
 /**
  * Runs a visitor that must be refused: exit code 1, an `error` line matching
  * `why`, never `ready`, and no connection reached the service.
  */
-async function expectRefused(f: Fixture, args: string[], why: RegExp, server?: { echo: Fixture['echo'] }): Promise<string> {
+async function expectRefused(
+  f: Fixture,
+  args: string[],
+  why: RegExp,
+  server?: { echo: Fixture['echo'] },
+): Promise<string> {
   const echo = server?.echo ?? f.echo;
   const before = echo.connections();
   const child = f.p.spawnCli('peer', args);
@@ -108,19 +140,38 @@ for (const mode of ['relay', 'direct'] as const) {
     const serveMark = lineCount(f.serve);
 
     await t.test('wrong secret (right keys)', async () => {
-      await expectRefused(f, visitArgs(f, mode, ['--identity', visitor.file, '--server-key', server.pub], 'not the secret'), /secret/i);
-      await waitForEvent(f.serve, (o) => o.event === 'error' && /secret/i.test(String(o.message)), 5000, { after: serveMark });
+      await expectRefused(
+        f,
+        visitArgs(f, mode, ['--identity', visitor.file, '--server-key', server.pub], 'not the secret'),
+        /secret/i,
+      );
+      await waitForEvent(f.serve, (o) => o.event === 'error' && /secret/i.test(String(o.message)), 5000, {
+        after: serveMark,
+      });
     });
 
     await t.test('wrong pinned server key (right secret)', async () => {
-      const msg = await expectRefused(f, visitArgs(f, mode, ['--identity', visitor.file, '--server-key', other.pub]), /pinned key/);
+      const msg = await expectRefused(
+        f,
+        visitArgs(f, mode, ['--identity', visitor.file, '--server-key', other.pub]),
+        /pinned key/,
+      );
       assert.ok(msg.includes(other.pub), 'the message names the pinned key');
     });
 
     await t.test('visitor key not in --allow', async () => {
       const mark = lineCount(f.serve);
-      await expectRefused(f, visitArgs(f, mode, ['--identity', stranger.file, '--server-key', server.pub]), /not in --allow/);
-      const ev = await waitForEvent(f.serve, (o) => o.event === 'error' && /refused a visitor/.test(String(o.message)), 5000, { after: mark });
+      await expectRefused(
+        f,
+        visitArgs(f, mode, ['--identity', stranger.file, '--server-key', server.pub]),
+        /not in --allow/,
+      );
+      const ev = await waitForEvent(
+        f.serve,
+        (o) => o.event === 'error' && /refused a visitor/.test(String(o.message)),
+        5000,
+        { after: mark },
+      );
       assert.match(String(ev.message), new RegExp(stranger.pub.replace(/[+/=]/g, '\\$&')));
     });
 
@@ -129,7 +180,15 @@ for (const mode of ['relay', 'direct'] as const) {
     });
 
     await t.test('the same server still admits the allowed visitor with the right pin', async () => {
-      const v = await f.p.visit(NAME, f.rdv.addr, SECRET, ['--mode', mode, '--identity', visitor.file, '--server-key', server.pub, ...QUIET]);
+      const v = await f.p.visit(NAME, f.rdv.addr, SECRET, [
+        '--mode',
+        mode,
+        '--identity',
+        visitor.file,
+        '--server-key',
+        server.pub,
+        ...QUIET,
+      ]);
       const path = await waitForEvent(v.child, (o) => o.event === 'path' && o.path === mode, 15_000);
       assert.match(String(path.remote), /^127\.0\.0\.1:\d+$/);
       const r = await echoTransfer(v.port, 1024 * 1024, 30_000);
@@ -149,7 +208,12 @@ test('an impostor that knows the secret but not the pinned key is refused (relay
   const evilEcho = await f.p.echoServer();
   await f.p.serve(NAME, `127.0.0.1:${evilEcho.port}`, evilRdv.addr, SECRET, ['--mode', 'auto', ...QUIET]);
   for (const mode of ['relay', 'direct']) {
-    await expectRefused(f, visitArgs(f, mode, ['--identity', visitor.file, '--server-key', server.pub], SECRET, evilRdv.addr), /does not hold the pinned key/, { echo: evilEcho });
+    await expectRefused(
+      f,
+      visitArgs(f, mode, ['--identity', visitor.file, '--server-key', server.pub], SECRET, evilRdv.addr),
+      /does not hold the pinned key/,
+      { echo: evilEcho },
+    );
   }
   assert.equal(evilEcho.connections(), 0);
   // Without the pin the same visitor would have trusted the impostor: the pin is what refused it.
@@ -162,7 +226,13 @@ test('an impostor that knows the secret but not the pinned key is refused (relay
 test('--mode auto with pinned keys on both sides: relay first, then direct; 4 MB exact', async (t) => {
   const f = await fixture(t);
   const { visitor, server } = f.keys;
-  const v = await f.p.visit(NAME, f.rdv.addr, SECRET, ['--identity', visitor.file, '--server-key', server.pub, ...QUIET]);
+  const v = await f.p.visit(NAME, f.rdv.addr, SECRET, [
+    '--identity',
+    visitor.file,
+    '--server-key',
+    server.pub,
+    ...QUIET,
+  ]);
   await waitForEvent(v.child, (o) => o.event === 'path' && o.path === 'direct', 15_000);
   await waitForEvent(f.serve, (o) => o.event === 'path' && o.path === 'direct', 15_000);
   const r = await echoTransfer(v.port, 4 * 1024 * 1024, 60_000);

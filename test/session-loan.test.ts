@@ -92,9 +92,9 @@ async function transfer(data: Buffer, onChunk: (chunk: Uint8Array) => void): Pro
         s.once('error', reject);
       });
     });
-    const out = a.mux.openStream() as MuxStream;
+    const out = a.mux.openStream();
     const scratch = Buffer.alloc(200 * 1024);
-    for (let pos = 0; pos < data.length; ) {
+    for (let pos = 0; pos < data.length;) {
       const n = Math.min(scratch.length, data.length - pos);
       data.copy(scratch, 0, pos, pos + n);
       const more = out.writeTransient(scratch.subarray(0, n));
@@ -159,7 +159,7 @@ test('without a sink, chunks go through the Readable and are never reused under 
         s.once('error', reject);
       });
     });
-    const out = a.mux.openStream() as MuxStream;
+    const out = a.mux.openStream();
     out.end(data);
     assert.equal(sha(await withTimeout(got, 60_000, 'transfer did not finish')), sha(data));
   } finally {
@@ -186,7 +186,7 @@ test('a datagram too large for any path is refused, not thrown on, and the sessi
       });
     });
     const data = randomBytes(200_000);
-    (a.mux.openStream() as MuxStream).end(data);
+    a.mux.openStream().end(data);
     assert.equal(sha(await withTimeout(got, 30_000, 'transfer after junk')), sha(data));
   } finally {
     close();

@@ -50,7 +50,17 @@ class MemPath implements Path {
   peer!: { session: Session; path: MemPath };
   /** Called after each delivery (the test's trigger point). */
   onDelivered: (() => void) | null = null;
-  readonly stats: PathStats = { sent: 0, largest: 0, large: 0, largeAfterMark: 0, sentAfterMark: 0, emptyData: 0, refused: 0, lost: 0, rejectedByPeer: 0 };
+  readonly stats: PathStats = {
+    sent: 0,
+    largest: 0,
+    large: 0,
+    largeAfterMark: 0,
+    sentAfterMark: 0,
+    emptyData: 0,
+    refused: 0,
+    lost: 0,
+    rejectedByPeer: 0,
+  };
   private queue: Buffer[] = [];
   /** The batch being delivered, and the next one of it to go. */
   private batch: Buffer[] = [];
@@ -124,7 +134,7 @@ class MemPath implements Path {
     this.timer = null;
     this.batch = this.queue;
     this.queue = [];
-    for (this.next = 0; this.next < this.batch.length && !this.closed; ) {
+    for (this.next = 0; this.next < this.batch.length && !this.closed;) {
       const d = this.batch[this.next++];
       if (!this.peer.session.receive(d, this.peer.path)) this.stats.rejectedByPeer++;
       this.onDelivered?.();
@@ -213,9 +223,11 @@ function sha256(b: Uint8Array): string {
  */
 function violation(sides: Side[]): string | null {
   for (const s of sides) {
-    if (s.udp.stats.large > 0) return `${s.session.sid}: ${s.udp.stats.large} datagrams above ${MAX_DATAGRAM_LEN} bytes offered to UDP`;
+    if (s.udp.stats.large > 0)
+      return `${s.session.sid}: ${s.udp.stats.large} datagrams above ${MAX_DATAGRAM_LEN} bytes offered to UDP`;
     if (s.session.oversizeDropped > 0) return `${s.session.sid}: ${s.session.oversizeDropped} segments found no path`;
-    if (s.relay.stats.rejectedByPeer + s.udp.stats.rejectedByPeer > 0) return `${s.session.sid}: the peer refused datagrams`;
+    if (s.relay.stats.rejectedByPeer + s.udp.stats.rejectedByPeer > 0)
+      return `${s.session.sid}: the peer refused datagrams`;
     if (s.session.closed) return `${s.session.sid} closed: ${s.session.closeReason}`;
   }
   return null;
@@ -225,7 +237,13 @@ function violation(sides: Side[]): string | null {
  * A sends `up` bytes to B, B sends `down` bytes back, on one stream; resolves
  * with the hashes each side received, or rejects at the first violation().
  */
-async function transfer(a: Side, b: Side, up: Buffer, down: Buffer, timeoutMs: number): Promise<{ atB: string; atA: string }> {
+async function transfer(
+  a: Side,
+  b: Side,
+  up: Buffer,
+  down: Buffer,
+  timeoutMs: number,
+): Promise<{ atB: string; atA: string }> {
   const atB = new Promise<string>((resolve, reject) => {
     b.session.mux.once('stream', (s: MuxStream) => {
       readAll(s).then((got) => resolve(sha256(got)), reject);
@@ -243,7 +261,11 @@ async function transfer(a: Side, b: Side, up: Buffer, down: Buffer, timeoutMs: n
     }, 5);
   });
   try {
-    const [hb, ha] = await withTimeout(Promise.race([Promise.all([atB, atA]), watchdog]), timeoutMs, 'transfer across the path switch');
+    const [hb, ha] = await withTimeout(
+      Promise.race([Promise.all([atB, atA]), watchdog]),
+      timeoutMs,
+      'transfer across the path switch',
+    );
     return { atB: hb, atA: ha };
   } finally {
     clearInterval(watch);
@@ -252,7 +274,11 @@ async function transfer(a: Side, b: Side, up: Buffer, down: Buffer, timeoutMs: n
 
 function assertNothingLargeOnUdp(...sides: Side[]): void {
   for (const s of sides) {
-    assert.equal(s.udp.stats.large, 0, `${s.udp.remote}: datagrams above ${MAX_DATAGRAM_LEN} bytes offered to UDP (largest ${s.udp.stats.largest})`);
+    assert.equal(
+      s.udp.stats.large,
+      0,
+      `${s.udp.remote}: datagrams above ${MAX_DATAGRAM_LEN} bytes offered to UDP (largest ${s.udp.stats.largest})`,
+    );
     assert.equal(s.udp.stats.refused, 0);
     assert.ok(s.udp.stats.largest <= MAX_DATAGRAM_LEN);
     // A segment too big for the path is skipped without leaving an empty datagram in its place.
@@ -353,7 +379,10 @@ test('relay closed after the move once nothing relay-sized is in flight: the tra
   report(t, a, b);
   assert.equal(got.atB, sha256(up), 'A -> B bytes');
   assert.equal(got.atA, sha256(down), 'B -> A bytes');
-  assert.ok(relayClosedAt > 0, `the relay was closed at ${relayClosedAt} datagrams after the move (never, or before it carried any)`);
+  assert.ok(
+    relayClosedAt > 0,
+    `the relay was closed at ${relayClosedAt} datagrams after the move (never, or before it carried any)`,
+  );
   // Closed while the transfer was still running, not after it.
   assert.ok(bytesInAtClose > 0 && bytesInAtClose < UP, `relay closed when B had ${bytesInAtClose} bytes`);
   for (const s of [a, b]) {
@@ -415,9 +444,21 @@ test('after a direct path, a fallback to the relay keeps UDP-sized segments (so 
   s.end(data);
   const got: Buffer[] = [];
   const done = new Promise<void>((resolve, reject) => {
-    b.session.mux.once('stream', (x: MuxStream) => x.on('data', (c: Buffer) => got.push(c)).on('end', resolve).on('error', reject));
+    b.session.mux.once('stream', (x: MuxStream) =>
+      x
+        .on('data', (c: Buffer) => got.push(c))
+        .on('end', resolve)
+        .on('error', reject),
+    );
   });
-  await Promise.race([done, new Promise((_, rej) => setTimeout(() => rej(new Error('transfer over the relay timed out')), 20_000))]);
+  await Promise.race([
+    done,
+    new Promise((_, rej) => setTimeout(() => rej(new Error('transfer over the relay timed out')), 20_000)),
+  ]);
   assert.deepEqual(Buffer.concat(got), data);
-  assert.equal(a.relay.stats.largest <= 1452, true, `largest relay datagram after the fallback: ${a.relay.stats.largest}`);
+  assert.equal(
+    a.relay.stats.largest <= 1452,
+    true,
+    `largest relay datagram after the fallback: ${a.relay.stats.largest}`,
+  );
 });

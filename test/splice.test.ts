@@ -79,7 +79,11 @@ async function slowReaderTransfer(t: T, size: number, reverse: boolean) {
   const at2 = sink(c2);
   c2.resume();
   await withTimeout(Promise.all([w1, w2]), 20_000, 'writers');
-  await waitFor(() => at2.bytes >= d12.length && at1.bytes >= d21.length, 20_000, `both directions complete (${at2.bytes}, ${at1.bytes})`);
+  await waitFor(
+    () => at2.bytes >= d12.length && at1.bytes >= d21.length,
+    20_000,
+    `both directions complete (${at2.bytes}, ${at1.bytes})`,
+  );
   await sleep(20);
   assert.equal(at2.bytes, d12.length);
   assert.equal(at1.bytes, d21.length);
@@ -124,10 +128,14 @@ test('splice: a busy second pair does not corrupt the queued bytes of a backed-u
   const atX = sink(x.c2);
   x.c2.resume();
   await withTimeout(Promise.all([wx, wy]), 20_000, 'writers');
-  await waitFor(() => atX.bytes >= size && atY.bytes >= size, 20_000, `both pairs complete (${atX.bytes}, ${atY.bytes})`);
+  await waitFor(
+    () => atX.bytes >= size && atY.bytes >= size,
+    20_000,
+    `both pairs complete (${atX.bytes}, ${atY.bytes})`,
+  );
   assert.ok(retiredReadBuffers() > retiredBefore);
   assert.equal(atY.digest(), sha(dy), 'pair Y corrupted');
-  assert.equal(atX.digest(), sha(dx), 'pair X (the backed-up one) corrupted by pair Y\'s reads');
+  assert.equal(atX.digest(), sha(dx), "pair X (the backed-up one) corrupted by pair Y's reads");
 });
 
 test('splice: rest bytes go first, then what the old socket had buffered, then the live stream', async (t) => {

@@ -29,7 +29,10 @@ function findBinary(name: string): string | null {
 }
 
 const bin = findBinary(BIN);
-const skip = bin === null ? `${BIN} not found on PATH: install the Debian/Ubuntu package "coturn" to run this interop test` : false;
+const skip =
+  bin === null
+    ? `${BIN} not found on PATH: install the Debian/Ubuntu package "coturn" to run this interop test`
+    : false;
 
 /** Runs the client with a hard time limit: on a protocol mismatch it can block forever. */
 function runClient(args: string[]): Promise<string> {
@@ -58,65 +61,91 @@ test('turnutils_stunclient against the single-address server prints the mapped a
   assert.match(out, new RegExp(`UDP reflexive addr: 127\\.0\\.0\\.1:${seen[0]}\\b`), out);
 });
 
-test('turnutils_stunclient RFC 5780 run against 127.0.0.1 + 127.0.0.2: OTHER-ADDRESS, RESPONSE-ORIGIN from the changed address', { skip }, async (t) => {
-  const srv = new StunServer({ primary: { address: '127.0.0.1', port: 0 }, alternate: { address: '127.0.0.2', port: 0 } });
-  await srv.listen();
-  t.after(() => srv.close());
-  const [pp, , , aa] = srv.endpoints;
-  const seen = sourcePorts(srv.sockets[0]);
-  const out = await runClient(['-f', '-p', String(pp.port), '127.0.0.1']);
-  assert.match(out, new RegExp(`UDP reflexive addr: 127\\.0\\.0\\.1:${seen[0]}\\b`), out);
-  assert.match(out, new RegExp(`Other addr: : 127\\.0\\.0\\.2:${aa.port}\\b`), out);
-  assert.match(out, new RegExp(`Response origin: : 127\\.0\\.0\\.1:${pp.port}\\b`), out);
-  // Its CHANGE-REQUEST (IP and port) was answered from the alternate socket.
-  assert.match(out, new RegExp(`Response origin: : 127\\.0\\.0\\.2:${aa.port}\\b`), out);
-  assert.doesNotMatch(out, /error/i, out);
-});
+test(
+  'turnutils_stunclient RFC 5780 run against 127.0.0.1 + 127.0.0.2: OTHER-ADDRESS, RESPONSE-ORIGIN from the changed address',
+  { skip },
+  async (t) => {
+    const srv = new StunServer({
+      primary: { address: '127.0.0.1', port: 0 },
+      alternate: { address: '127.0.0.2', port: 0 },
+    });
+    await srv.listen();
+    t.after(() => srv.close());
+    const [pp, , , aa] = srv.endpoints;
+    const seen = sourcePorts(srv.sockets[0]);
+    const out = await runClient(['-f', '-p', String(pp.port), '127.0.0.1']);
+    assert.match(out, new RegExp(`UDP reflexive addr: 127\\.0\\.0\\.1:${seen[0]}\\b`), out);
+    assert.match(out, new RegExp(`Other addr: : 127\\.0\\.0\\.2:${aa.port}\\b`), out);
+    assert.match(out, new RegExp(`Response origin: : 127\\.0\\.0\\.1:${pp.port}\\b`), out);
+    // Its CHANGE-REQUEST (IP and port) was answered from the alternate socket.
+    assert.match(out, new RegExp(`Response origin: : 127\\.0\\.0\\.2:${aa.port}\\b`), out);
+    assert.doesNotMatch(out, /error/i, out);
+  },
+);
 
 const turnserver = findBinary('turnserver');
-const skipServer = turnserver === null ? 'turnserver not found on PATH: install the Debian/Ubuntu package "coturn" to run this interop test' : false;
+const skipServer =
+  turnserver === null
+    ? 'turnserver not found on PATH: install the Debian/Ubuntu package "coturn" to run this interop test'
+    : false;
 
-test('our client and detectNat against coturn turnserver (RFC 5780 on 127.0.0.1 + 127.0.0.2)', { skip: skipServer, timeout: 20_000 }, async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'stun-interop-'));
-  // turnserver listens on PORT and PORT+1 on both IPs; pick a random pair in a quiet range.
-  const port = 40000 + 2 * Math.floor(Math.random() * 5000);
-  const child = spawn(
-    turnserver!,
-    ['-n', '--stun-only', '--no-cli', '--no-tls', '--no-dtls', '--listening-ip=127.0.0.1', '--listening-ip=127.0.0.2', `--listening-port=${port}`,
-      `--pidfile=${join(dir, 'pid')}`, `--userdb=${join(dir, 'db')}`, '--log-file=stdout', '--simple-log'],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let log = '';
-  child.stdout.on('data', (d) => (log += d));
-  child.stderr.on('data', (d) => (log += d));
-  t.after(async () => {
-    if (child.exitCode === null) {
-      const gone = new Promise((r) => child.once('exit', r));
-      child.kill('SIGKILL');
-      await gone;
+test(
+  'our client and detectNat against coturn turnserver (RFC 5780 on 127.0.0.1 + 127.0.0.2)',
+  { skip: skipServer, timeout: 20_000 },
+  async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'stun-interop-'));
+    // turnserver listens on PORT and PORT+1 on both IPs; pick a random pair in a quiet range.
+    const port = 40000 + 2 * Math.floor(Math.random() * 5000);
+    const child = spawn(
+      turnserver!,
+      [
+        '-n',
+        '--stun-only',
+        '--no-cli',
+        '--no-tls',
+        '--no-dtls',
+        '--listening-ip=127.0.0.1',
+        '--listening-ip=127.0.0.2',
+        `--listening-port=${port}`,
+        `--pidfile=${join(dir, 'pid')}`,
+        `--userdb=${join(dir, 'db')}`,
+        '--log-file=stdout',
+        '--simple-log',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let log = '';
+    child.stdout.on('data', (d) => (log += d));
+    child.stderr.on('data', (d) => (log += d));
+    t.after(async () => {
+      if (child.exitCode === null) {
+        const gone = new Promise((r) => child.once('exit', r));
+        child.kill('SIGKILL');
+        await gone;
+      }
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const s = dgram.createSocket('udp4');
+    await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+    t.after(() => new Promise<void>((r) => s.close(() => r())));
+
+    // Wait for it to come up: the client retransmits, so a few tries cover startup.
+    const server = { address: '127.0.0.1', port };
+    let first = null;
+    for (let i = 0; i < 10 && first === null && child.exitCode === null; i++) {
+      first = await stunBinding(s, server, { timeoutMs: 500, rtoMs: 100 }).catch(() => null);
     }
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const s = dgram.createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
-  t.after(() => new Promise<void>((r) => s.close(() => r())));
+    assert.ok(first, `turnserver did not answer:\n${log}`);
+    assert.deepEqual(first.mapped, { address: '127.0.0.1', port: s.address().port, family: 'IPv4' });
+    assert.match(first.software ?? '', /coturn/i);
+    assert.equal(first.otherAddress?.address, '127.0.0.2');
+    const changed = await stunBinding(s, server, { changeIp: true, changePort: true });
+    assert.deepEqual(changed.source, first.otherAddress);
 
-  // Wait for it to come up: the client retransmits, so a few tries cover startup.
-  const server = { address: '127.0.0.1', port };
-  let first = null;
-  for (let i = 0; i < 10 && first === null && child.exitCode === null; i++) {
-    first = await stunBinding(s, server, { timeoutMs: 500, rtoMs: 100 }).catch(() => null);
-  }
-  assert.ok(first, `turnserver did not answer:\n${log}`);
-  assert.deepEqual(first.mapped, { address: '127.0.0.1', port: s.address().port, family: 'IPv4' });
-  assert.match(first.software ?? '', /coturn/i);
-  assert.equal(first.otherAddress?.address, '127.0.0.2');
-  const changed = await stunBinding(s, server, { changeIp: true, changePort: true });
-  assert.deepEqual(changed.source, first.otherAddress);
-
-  const report = await detectNat(server, { probeTimeoutMs: 1000 });
-  assert.equal(report.mapping, 'endpoint-independent');
-  assert.equal(report.filtering, 'endpoint-independent');
-  assert.equal(report.isPublic, true);
-  assert.equal(report.natType, 'open');
-});
+    const report = await detectNat(server, { probeTimeoutMs: 1000 });
+    assert.equal(report.mapping, 'endpoint-independent');
+    assert.equal(report.filtering, 'endpoint-independent');
+    assert.equal(report.isPublic, true);
+    assert.equal(report.natType, 'open');
+  },
+);

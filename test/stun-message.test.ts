@@ -63,7 +63,11 @@ test('RFC 5769 IPv4 response: XOR-MAPPED-ADDRESS, SOFTWARE, FINGERPRINT', () => 
 test('RFC 5769 IPv6 response: XOR-MAPPED-ADDRESS over cookie and transaction id', () => {
   const m = decodeStun(RFC5769_IPV6_RESPONSE);
   assert.ok(m);
-  assert.deepEqual(m.xorMappedAddress, { address: '2001:db8:1234:5678:11:2233:4455:6677', port: 32853, family: 'IPv6' });
+  assert.deepEqual(m.xorMappedAddress, {
+    address: '2001:db8:1234:5678:11:2233:4455:6677',
+    port: 32853,
+    family: 'IPv6',
+  });
   assert.equal(m.fingerprint, true);
 });
 
@@ -89,11 +93,7 @@ test('our FINGERPRINT equals the RFC 5769 one when re-encoding the same attribut
     cls: src.cls,
     method: src.method,
     transactionId: src.transactionId,
-    attributes: [
-      { type: StunAttr.Software, value: Buffer.from('test vector') },
-      src.attributes![1],
-      mi,
-    ],
+    attributes: [{ type: StunAttr.Software, value: Buffer.from('test vector') }, src.attributes![1], mi],
     fingerprint: true,
   });
   const expected = Buffer.from(RFC5769_IPV4_RESPONSE);
@@ -206,7 +206,11 @@ function rng(seed: number) {
     s >>>= 0;
     return s;
   };
-  return { next, int: (n: number) => next() % n, bytes: (n: number) => Buffer.from(Array.from({ length: n }, () => next() & 0xff)) };
+  return {
+    next,
+    int: (n: number) => next() % n,
+    bytes: (n: number) => Buffer.from(Array.from({ length: n }, () => next() & 0xff)),
+  };
 }
 
 function randomEndpoint(r: ReturnType<typeof rng>) {
@@ -241,7 +245,11 @@ test('encode/decode round trip: 2000 seeded random messages, IPv4 and IPv6, all 
     const { attributes, ...fields } = d;
     assert.ok(attributes);
     assert.deepEqual({ ...fields, fingerprint: fields.fingerprint ?? false }, { ...m, fingerprint: m.fingerprint });
-    assert.deepEqual(encodeStun({ ...fields, attributes: [] }), wire, `message ${i} does not re-encode to the same bytes`);
+    assert.deepEqual(
+      encodeStun({ ...fields, attributes: [] }),
+      wire,
+      `message ${i} does not re-encode to the same bytes`,
+    );
   }
 });
 
@@ -264,63 +272,82 @@ test('address helpers: IPv6 text forms, v4-mapped, equality', () => {
   assert.ok(sameAddress('::1', '0:0:0:0:0:0:0:1'));
   assert.ok(sameAddress('::ffff:10.0.0.1', '10.0.0.1'));
   assert.ok(!sameEndpoint({ address: '10.0.0.1', port: 1 }, { address: '10.0.0.1', port: 2 }));
-  assert.deepEqual(toEndpoint({ address: '::ffff:10.1.2.3', port: 9, family: 'IPv6' }), { address: '10.1.2.3', port: 9, family: 'IPv4' });
+  assert.deepEqual(toEndpoint({ address: '::ffff:10.1.2.3', port: 9, family: 'IPv6' }), {
+    address: '10.1.2.3',
+    port: 9,
+    family: 'IPv4',
+  });
   // A v4-mapped client address is encoded as plain IPv4.
   const m = decodeStun(
-    encodeStun({ cls: 2, method: 1, transactionId: Buffer.alloc(12), xorMappedAddress: { address: '::ffff:10.1.2.3', port: 5, family: 'IPv6' } }),
+    encodeStun({
+      cls: 2,
+      method: 1,
+      transactionId: Buffer.alloc(12),
+      xorMappedAddress: { address: '::ffff:10.1.2.3', port: 5, family: 'IPv6' },
+    }),
   );
   assert.deepEqual(m?.xorMappedAddress, { address: '10.1.2.3', port: 5, family: 'IPv4' });
 });
 
 // ---------------------------------------------------------------- fuzz
 
-test('fuzz: 100k seeded random and mutated inputs never throw (decodeStun and StunResponder.handle)', { timeout: 120_000 }, (t) => {
-  const r = rng(20260521);
-  const seeds: Buffer[] = [RFC5769_REQUEST, RFC5769_IPV4_RESPONSE, RFC5769_IPV6_RESPONSE];
-  for (let i = 0; i < 50; i++) seeds.push(encodeStun(randomMessage(r)));
-  const responder = new StunResponder({ primary: { address: '127.0.0.1', port: 3478 }, alternate: { address: '127.0.0.2', port: 3479 } });
-  const rinfo = { address: '192.0.2.1', port: 4000, family: 'IPv4' };
-  let accepted = 0;
-  let answered = 0;
-  const started = performance.now();
-  for (let i = 0; i < 100_000; i++) {
-    let input: Buffer;
-    const kind = r.int(4);
-    if (kind === 0) {
-      input = r.bytes(r.int(120));
-    } else if (kind === 1) {
-      // A valid header with random attribute bytes: reaches the attribute parser every time.
-      const body = r.bytes(4 * r.int(30));
-      input = Buffer.concat([header(r.int(0x4000), body.length), body]);
-    } else {
-      input = Buffer.from(seeds[r.int(seeds.length)]);
-      const edits = 1 + r.int(4);
-      for (let e = 0; e < edits; e++) {
-        const op = r.int(5);
-        if (op === 0 && input.length > 0) input[r.int(input.length)] ^= 1 << r.int(8);
-        else if (op === 1 && input.length > 0) input[r.int(input.length)] = r.next() & 0xff;
-        else if (op === 2) input = input.subarray(0, r.int(input.length + 1));
-        else if (op === 3) input = Buffer.concat([input, r.bytes(r.int(12))]);
-        else if (input.length >= 2) input.writeUInt16BE(r.int(0x10000), r.int(input.length - 1)); // e.g. a length field
+test(
+  'fuzz: 100k seeded random and mutated inputs never throw (decodeStun and StunResponder.handle)',
+  { timeout: 120_000 },
+  (t) => {
+    const r = rng(20260521);
+    const seeds: Buffer[] = [RFC5769_REQUEST, RFC5769_IPV4_RESPONSE, RFC5769_IPV6_RESPONSE];
+    for (let i = 0; i < 50; i++) seeds.push(encodeStun(randomMessage(r)));
+    const responder = new StunResponder({
+      primary: { address: '127.0.0.1', port: 3478 },
+      alternate: { address: '127.0.0.2', port: 3479 },
+    });
+    const rinfo = { address: '192.0.2.1', port: 4000, family: 'IPv4' };
+    let accepted = 0;
+    let answered = 0;
+    const started = performance.now();
+    for (let i = 0; i < 100_000; i++) {
+      let input: Buffer;
+      const kind = r.int(4);
+      if (kind === 0) {
+        input = r.bytes(r.int(120));
+      } else if (kind === 1) {
+        // A valid header with random attribute bytes: reaches the attribute parser every time.
+        const body = r.bytes(4 * r.int(30));
+        input = Buffer.concat([header(r.int(0x4000), body.length), body]);
+      } else {
+        input = Buffer.from(seeds[r.int(seeds.length)]);
+        const edits = 1 + r.int(4);
+        for (let e = 0; e < edits; e++) {
+          const op = r.int(5);
+          if (op === 0 && input.length > 0) input[r.int(input.length)] ^= 1 << r.int(8);
+          else if (op === 1 && input.length > 0) input[r.int(input.length)] = r.next() & 0xff;
+          else if (op === 2) input = input.subarray(0, r.int(input.length + 1));
+          else if (op === 3) input = Buffer.concat([input, r.bytes(r.int(12))]);
+          else if (input.length >= 2) input.writeUInt16BE(r.int(0x10000), r.int(input.length - 1)); // e.g. a length field
+        }
+        // Keep the length field consistent half the time so the body is actually parsed.
+        if (kind === 3 && input.length >= 20 && (input.length - 20) % 4 === 0)
+          input.writeUInt16BE(input.length - 20, 2);
       }
-      // Keep the length field consistent half the time so the body is actually parsed.
-      if (kind === 3 && input.length >= 20 && (input.length - 20) % 4 === 0) input.writeUInt16BE(input.length - 20, 2);
+      const m = decodeStun(input);
+      const reply = responder.handle(input, rinfo, i & 3);
+      if (reply !== null) {
+        answered++;
+        assert.ok(m !== null && m.cls === StunClass.Request, 'only decodable requests may be answered');
+        assert.ok(decodeStun(reply.reply), 'our reply must decode');
+      }
+      if (m !== null) {
+        accepted++;
+        assert.ok(isStunPacket(input));
+        assert.equal(m.transactionId.length, 12);
+      }
     }
-    const m = decodeStun(input);
-    const reply = responder.handle(input, rinfo, i & 3);
-    if (reply !== null) {
-      answered++;
-      assert.ok(m !== null && m.cls === StunClass.Request, 'only decodable requests may be answered');
-      assert.ok(decodeStun(reply.reply), 'our reply must decode');
-    }
-    if (m !== null) {
-      accepted++;
-      assert.ok(isStunPacket(input));
-      assert.equal(m.transactionId.length, 12);
-    }
-  }
-  const ms = performance.now() - started;
-  // Diagnostic only: the shared machine makes timing unsuitable for pass/fail.
-  t.diagnostic(`fuzz: 100000 inputs, ${accepted} decoded as STUN, ${answered} answered by the responder, ${ms.toFixed(0)} ms`);
-  assert.ok(accepted > 0, 'the fuzzer should also produce some valid messages');
-});
+    const ms = performance.now() - started;
+    // Diagnostic only: the shared machine makes timing unsuitable for pass/fail.
+    t.diagnostic(
+      `fuzz: 100000 inputs, ${accepted} decoded as STUN, ${answered} answered by the responder, ${ms.toFixed(0)} ms`,
+    );
+    assert.ok(accepted > 0, 'the fuzzer should also produce some valid messages');
+  },
+);

@@ -37,22 +37,66 @@ test('classifyMapping: RFC 5780 tests I/II/III', () => {
   // Test III not needed when I == II (RFC skips it).
   assert.equal(classifyMapping(probes(1000, 1000, 1000).slice(0, 2)), 'endpoint-independent');
   // Same mapped port but a different mapped IP (multi-address NAT pool) is still dependent.
-  assert.equal(classifyMapping([{ server: P, mapped: m(1) }, { server: AP, mapped: { address: '203.0.113.6', port: 1 } }]), 'address-dependent');
+  assert.equal(
+    classifyMapping([
+      { server: P, mapped: m(1) },
+      { server: AP, mapped: { address: '203.0.113.6', port: 1 } },
+    ]),
+    'address-dependent',
+  );
 });
 
 test('classifyMapping: partial servers and missing answers', () => {
   // Port-only alternate: the same IP on two ports.
-  assert.equal(classifyMapping([{ server: P, mapped: m(5) }, { server: PA, mapped: m(5) }]), 'endpoint-independent');
-  assert.equal(classifyMapping([{ server: P, mapped: m(5) }, { server: PA, mapped: m(6) }]), 'address-and-port-dependent');
+  assert.equal(
+    classifyMapping([
+      { server: P, mapped: m(5) },
+      { server: PA, mapped: m(5) },
+    ]),
+    'endpoint-independent',
+  );
+  assert.equal(
+    classifyMapping([
+      { server: P, mapped: m(5) },
+      { server: PA, mapped: m(6) },
+    ]),
+    'address-and-port-dependent',
+  );
   // IP-only alternate: different across IPs, port dependence not visible.
-  assert.equal(classifyMapping([{ server: P, mapped: m(5) }, { server: AP, mapped: m(6) }]), 'address-dependent');
+  assert.equal(
+    classifyMapping([
+      { server: P, mapped: m(5) },
+      { server: AP, mapped: m(6) },
+    ]),
+    'address-dependent',
+  );
   // Not enough distinct destinations.
   assert.equal(classifyMapping([]), 'unknown');
   assert.equal(classifyMapping([{ server: P, mapped: m(5) }]), 'unknown');
-  assert.equal(classifyMapping([{ server: P, mapped: m(5) }, { server: P, mapped: m(6) }]), 'unknown');
-  assert.equal(classifyMapping([{ server: P, mapped: m(5) }, { server: AP, mapped: null }, { server: AA, mapped: null }]), 'unknown');
+  assert.equal(
+    classifyMapping([
+      { server: P, mapped: m(5) },
+      { server: P, mapped: m(6) },
+    ]),
+    'unknown',
+  );
+  assert.equal(
+    classifyMapping([
+      { server: P, mapped: m(5) },
+      { server: AP, mapped: null },
+      { server: AA, mapped: null },
+    ]),
+    'unknown',
+  );
   // Test II lost, III answered: still two destinations.
-  assert.equal(classifyMapping([{ server: P, mapped: m(5) }, { server: AP, mapped: null }, { server: AA, mapped: m(5) }]), 'endpoint-independent');
+  assert.equal(
+    classifyMapping([
+      { server: P, mapped: m(5) },
+      { server: AP, mapped: null },
+      { server: AA, mapped: m(5) },
+    ]),
+    'endpoint-independent',
+  );
   // IPv6 text forms compare by value.
   assert.equal(
     classifyMapping([
@@ -90,7 +134,10 @@ test('natTypeFrom and isHardNat for every combination', () => {
       const got = natTypeFrom(mapping, filtering, false);
       if (mapping === 'address-dependent' || mapping === 'address-and-port-dependent') assert.equal(got, 'symmetric');
       else assert.equal(got, expected[`${mapping}/${filtering}`] ?? 'unknown', `${mapping}/${filtering}`);
-      assert.equal(isHardNat({ mapping, isPublic: false }), mapping === 'address-dependent' || mapping === 'address-and-port-dependent');
+      assert.equal(
+        isHardNat({ mapping, isPublic: false }),
+        mapping === 'address-dependent' || mapping === 'address-and-port-dependent',
+      );
       assert.equal(isHardNat({ mapping, isPublic: true }), false);
     }
   }
@@ -102,7 +149,10 @@ test('natTypeFrom and isHardNat for every combination', () => {
 // ---------------------------------------------------------------- detectNat over loopback
 
 test('detectNat on loopback against an RFC 5780 server: endpoint-independent, open, public', async (t) => {
-  const srv = new StunServer({ primary: { address: '127.0.0.1', port: 0 }, alternate: { address: '127.0.0.2', port: 0 } });
+  const srv = new StunServer({
+    primary: { address: '127.0.0.1', port: 0 },
+    alternate: { address: '127.0.0.2', port: 0 },
+  });
   await srv.listen();
   t.after(() => srv.close());
   const r = await detectNat(srv.address(), { timeoutMs: 2000, probeTimeoutMs: 1000 });
@@ -131,7 +181,10 @@ test('detectNat against a single-address server: public address only, mapping/fi
 });
 
 test('detectNat uses a given socket for the mapping tests and leaves it open', async (t) => {
-  const srv = new StunServer({ primary: { address: '127.0.0.1', port: 0 }, alternate: { address: '127.0.0.2', port: 0 } });
+  const srv = new StunServer({
+    primary: { address: '127.0.0.1', port: 0 },
+    alternate: { address: '127.0.0.2', port: 0 },
+  });
   await srv.listen();
   t.after(() => srv.close());
   const s = dgram.createSocket('udp4');
@@ -178,13 +231,19 @@ async function natSimulator(
   const a = await bind('127.0.0.1', 0);
   await bind('127.0.0.2', p);
   await bind('127.0.0.2', a);
-  const responder = new StunResponder({ primary: { address: '127.0.0.1', port: p }, alternate: { address: '127.0.0.2', port: a } });
+  const responder = new StunResponder({
+    primary: { address: '127.0.0.1', port: p },
+    alternate: { address: '127.0.0.2', port: a },
+  });
   sockets.forEach((s, i) =>
     s.on('message', (msg, rinfo) => {
       const out = responder.handle(msg, rinfo, i);
       if (!out) return;
       const req = decodeStun(msg)!;
-      const change = { changeIp: req.changeRequest?.changeIp ?? false, changePort: req.changeRequest?.changePort ?? false };
+      const change = {
+        changeIp: req.changeRequest?.changeIp ?? false,
+        changePort: req.changeRequest?.changePort ?? false,
+      };
       if ((change.changeIp || change.changePort) && filters(change)) return;
       const res = decodeStun(out.reply)!;
       if (res.cls === StunClass.SuccessResponse) {
@@ -209,12 +268,47 @@ test('detectNat through simulated NATs: each mapping/filtering class and the der
     filtering: Behavior;
     natType: NatType;
   }[] = [
-    { name: 'full cone', mapFor: (c) => shifted(c, 7), filters: () => false, mapping: 'endpoint-independent', filtering: 'endpoint-independent', natType: 'full-cone' },
-    { name: 'restricted cone', mapFor: (c) => shifted(c, 7), filters: (ch) => ch.changeIp, mapping: 'endpoint-independent', filtering: 'address-dependent', natType: 'restricted-cone' },
-    { name: 'port-restricted cone', mapFor: (c) => shifted(c, 7), filters: () => true, mapping: 'endpoint-independent', filtering: 'address-and-port-dependent', natType: 'port-restricted-cone' },
+    {
+      name: 'full cone',
+      mapFor: (c) => shifted(c, 7),
+      filters: () => false,
+      mapping: 'endpoint-independent',
+      filtering: 'endpoint-independent',
+      natType: 'full-cone',
+    },
+    {
+      name: 'restricted cone',
+      mapFor: (c) => shifted(c, 7),
+      filters: (ch) => ch.changeIp,
+      mapping: 'endpoint-independent',
+      filtering: 'address-dependent',
+      natType: 'restricted-cone',
+    },
+    {
+      name: 'port-restricted cone',
+      mapFor: (c) => shifted(c, 7),
+      filters: () => true,
+      mapping: 'endpoint-independent',
+      filtering: 'address-and-port-dependent',
+      natType: 'port-restricted-cone',
+    },
     // Socket index 0/1 are on the primary IP, 2/3 on the alternate.
-    { name: 'address-dependent', mapFor: (c, i) => shifted(c, 100 + (i >> 1)), filters: () => true, mapping: 'address-dependent', filtering: 'address-and-port-dependent', natType: 'symmetric' },
-    { name: 'symmetric', mapFor: (c, i) => shifted(c, 100 + i), filters: () => true, mapping: 'address-and-port-dependent', filtering: 'address-and-port-dependent', natType: 'symmetric' },
+    {
+      name: 'address-dependent',
+      mapFor: (c, i) => shifted(c, 100 + (i >> 1)),
+      filters: () => true,
+      mapping: 'address-dependent',
+      filtering: 'address-and-port-dependent',
+      natType: 'symmetric',
+    },
+    {
+      name: 'symmetric',
+      mapFor: (c, i) => shifted(c, 100 + i),
+      filters: () => true,
+      mapping: 'address-and-port-dependent',
+      filtering: 'address-and-port-dependent',
+      natType: 'symmetric',
+    },
   ];
   for (const c of cases) {
     const server = await natSimulator(t, c.mapFor, c.filters);
@@ -229,11 +323,19 @@ test('detectNat through simulated NATs: each mapping/filtering class and the der
 
 test('detectNat hairpin test: true when the public address reaches the socket, false when it does not', async (t) => {
   // 127.0.0.3 is not an interface address (so: behind NAT) yet is local, so a wildcard-bound socket receives it.
-  const hairpins = await natSimulator(t, (c) => ({ ...c, address: '127.0.0.3' }), () => false);
+  const hairpins = await natSimulator(
+    t,
+    (c) => ({ ...c, address: '127.0.0.3' }),
+    () => false,
+  );
   const r1 = await detectNat(hairpins, { probeTimeoutMs: 400 });
   assert.equal(r1.isPublic, false);
   assert.equal(r1.hairpinning, true);
-  const nowhere = await natSimulator(t, (c) => shifted(c, 7), () => false);
+  const nowhere = await natSimulator(
+    t,
+    (c) => shifted(c, 7),
+    () => false,
+  );
   const r2 = await detectNat(nowhere, { probeTimeoutMs: 400 });
   assert.equal(r2.hairpinning, false);
 });

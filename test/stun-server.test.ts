@@ -4,7 +4,15 @@ import dgram from 'node:dgram';
 import { performance } from 'node:perf_hooks';
 import { StunResponder, StunServer } from '../src/stun/server.js';
 import { stunBinding, StunError } from '../src/stun/client.js';
-import { decodeStun, encodeStun, newTransactionId, StunAttr, StunClass, StunMethod, type StunMessage } from '../src/stun/message.js';
+import {
+  decodeStun,
+  encodeStun,
+  newTransactionId,
+  StunAttr,
+  StunClass,
+  StunMethod,
+  type StunMessage,
+} from '../src/stun/message.js';
 
 type Ctx = { after: (fn: () => unknown) => void };
 
@@ -14,11 +22,23 @@ async function udp(t: Ctx, address = '127.0.0.1'): Promise<dgram.Socket> {
     s.once('error', reject);
     s.bind(0, address, () => resolve());
   });
-  t.after(() => new Promise<void>((r) => { try { s.close(() => r()); } catch { r(); } }));
+  t.after(
+    () =>
+      new Promise<void>((r) => {
+        try {
+          s.close(() => r());
+        } catch {
+          r();
+        }
+      }),
+  );
   return s;
 }
 
-async function stunServer(t: Ctx, opts: Partial<ConstructorParameters<typeof StunServer>[0]> = {}): Promise<StunServer> {
+async function stunServer(
+  t: Ctx,
+  opts: Partial<ConstructorParameters<typeof StunServer>[0]> = {},
+): Promise<StunServer> {
   const srv = new StunServer({ primary: { address: '127.0.0.1', port: 0 }, ...opts });
   await srv.listen();
   t.after(() => srv.close());
@@ -109,17 +129,34 @@ test('single-address server: CHANGE-REQUEST with a flag gets 420 naming CHANGE-R
     return true;
   });
 
-  const ok = await exchange(c, bindingRequest({ changeRequest: { changeIp: false, changePort: false } }), srv.address());
+  const ok = await exchange(
+    c,
+    bindingRequest({ changeRequest: { changeIp: false, changePort: false } }),
+    srv.address(),
+  );
   assert.equal(ok?.msg.cls, StunClass.SuccessResponse);
 });
 
 test('unknown comprehension-required attribute gets 420 with UNKNOWN-ATTRIBUTES; unknown optional ones are ignored', async (t) => {
   const srv = await stunServer(t);
   const c = await udp(t);
-  const r = await exchange(c, bindingRequest({ attributes: [{ type: 0x0024, value: Buffer.alloc(4) }, { type: 0x8029, value: Buffer.alloc(8) }] }), srv.address());
+  const r = await exchange(
+    c,
+    bindingRequest({
+      attributes: [
+        { type: 0x0024, value: Buffer.alloc(4) },
+        { type: 0x8029, value: Buffer.alloc(8) },
+      ],
+    }),
+    srv.address(),
+  );
   assert.equal(r?.msg.errorCode?.code, 420);
   assert.deepEqual(r?.msg.unknownAttributes, [0x0024]);
-  const ok = await exchange(c, bindingRequest({ attributes: [{ type: 0x8029, value: Buffer.alloc(8) }], fingerprint: true }), srv.address());
+  const ok = await exchange(
+    c,
+    bindingRequest({ attributes: [{ type: 0x8029, value: Buffer.alloc(8) }], fingerprint: true }),
+    srv.address(),
+  );
   assert.equal(ok?.msg.cls, StunClass.SuccessResponse);
 });
 
@@ -188,7 +225,12 @@ test('junk gets no reply (300 ms of silence); non-STUN datagrams reach onOtherDa
   const srv = await stunServer(t, { onOtherDatagram: (msg, _rinfo, socket) => others.push({ msg, socket }) });
   const c = await udp(t);
   const tid = newTransactionId();
-  const good = encodeStun({ cls: StunClass.Request, method: StunMethod.Binding, transactionId: tid, fingerprint: true });
+  const good = encodeStun({
+    cls: StunClass.Request,
+    method: StunMethod.Binding,
+    transactionId: tid,
+    fingerprint: true,
+  });
   const badFp = Buffer.from(good);
   badFp[badFp.length - 1] ^= 0xff;
   const sealedLike = Buffer.concat([Buffer.from([0xa1]), Buffer.alloc(40, 0x55)]);
@@ -197,7 +239,12 @@ test('junk gets no reply (300 ms of silence); non-STUN datagrams reach onOtherDa
     sealedLike,
     Buffer.alloc(0),
     badFp,
-    encodeStun({ cls: StunClass.SuccessResponse, method: StunMethod.Binding, transactionId: tid, xorMappedAddress: { address: '1.2.3.4', port: 1, family: 'IPv4' } }),
+    encodeStun({
+      cls: StunClass.SuccessResponse,
+      method: StunMethod.Binding,
+      transactionId: tid,
+      xorMappedAddress: { address: '1.2.3.4', port: 1, family: 'IPv4' },
+    }),
     encodeStun({ cls: StunClass.Indication, method: StunMethod.Binding, transactionId: tid }),
     encodeStun({ cls: StunClass.Request, method: 0x003, transactionId: tid }), // TURN Allocate
     good.subarray(0, 19),
@@ -212,21 +259,29 @@ test('junk gets no reply (300 ms of silence); non-STUN datagrams reach onOtherDa
   );
   assert.equal(others[1].socket, srv.sockets[0]);
   // The silence meant something: the same socket still answers a valid request.
-  const r = await exchange(c, { cls: StunClass.Request, method: StunMethod.Binding, transactionId: tid, fingerprint: true }, srv.address());
+  const r = await exchange(
+    c,
+    { cls: StunClass.Request, method: StunMethod.Binding, transactionId: tid, fingerprint: true },
+    srv.address(),
+  );
   assert.equal(r?.msg.cls, StunClass.SuccessResponse);
   assert.ok(srv.responder.stats.ignored >= 5);
 });
 
 test('onOtherDatagram can answer through the socket it was given (shared punch-coordination port)', async (t) => {
   const srv = await stunServer(t, {
-    onOtherDatagram: (msg, rinfo, socket) => socket.send(Buffer.concat([Buffer.from('echo:'), msg]), rinfo.port, rinfo.address),
+    onOtherDatagram: (msg, rinfo, socket) =>
+      socket.send(Buffer.concat([Buffer.from('echo:'), msg]), rinfo.port, rinfo.address),
   });
   const c = await udp(t);
   const heard = collect(c, 300);
   await send(c, Buffer.from([0xa2, 1, 2, 3]), srv.address());
   const got = await heard;
   assert.equal(got.length, 1);
-  assert.equal(got[0].msg.toString('hex'), Buffer.concat([Buffer.from('echo:'), Buffer.from([0xa2, 1, 2, 3])]).toString('hex'));
+  assert.equal(
+    got[0].msg.toString('hex'),
+    Buffer.concat([Buffer.from('echo:'), Buffer.from([0xa2, 1, 2, 3])]).toString('hex'),
+  );
 });
 
 test('client ignores unrelated datagrams and wrong transaction ids; other listeners still see every datagram', async (t) => {
@@ -239,8 +294,19 @@ test('client ignores unrelated datagrams and wrong transaction ids; other listen
     if (!req) return;
     const to = { address: rinfo.address, port: rinfo.port };
     const wrongTid = newTransactionId();
-    const wrong = encodeStun({ cls: StunClass.SuccessResponse, method: 1, transactionId: wrongTid, xorMappedAddress: { address: '9.9.9.9', port: 9, family: 'IPv4' } });
-    const right = encodeStun({ cls: StunClass.SuccessResponse, method: 1, transactionId: req.transactionId, xorMappedAddress: { address: '203.0.113.7', port: 4242, family: 'IPv4' }, fingerprint: true });
+    const wrong = encodeStun({
+      cls: StunClass.SuccessResponse,
+      method: 1,
+      transactionId: wrongTid,
+      xorMappedAddress: { address: '9.9.9.9', port: 9, family: 'IPv4' },
+    });
+    const right = encodeStun({
+      cls: StunClass.SuccessResponse,
+      method: 1,
+      transactionId: req.transactionId,
+      xorMappedAddress: { address: '203.0.113.7', port: 4242, family: 'IPv4' },
+      fingerprint: true,
+    });
     const sealed = Buffer.concat([Buffer.from([0xa1]), Buffer.alloc(30, 1)]);
     // Junk, a response for someone else, a sealed datagram, a request bearing our id, then the answer.
     void (async () => {
@@ -268,7 +334,12 @@ test('retransmits the same transaction with doubling RTO until answered', async 
     const req = decodeStun(msg)!;
     arrivals.push({ at: performance.now(), tid: req.transactionId.toString('hex') });
     if (arrivals.length === 3) {
-      const res = encodeStun({ cls: StunClass.SuccessResponse, method: 1, transactionId: req.transactionId, mappedAddress: { address: '127.0.0.1', port: rinfo.port, family: 'IPv4' } });
+      const res = encodeStun({
+        cls: StunClass.SuccessResponse,
+        method: 1,
+        transactionId: req.transactionId,
+        mappedAddress: { address: '127.0.0.1', port: rinfo.port, family: 'IPv4' },
+      });
       fake.send(res, rinfo.port, rinfo.address);
     }
   });
@@ -288,12 +359,15 @@ test('timeout rejects with a clear error, bounded retransmissions, and leaves no
   const c = await udp(t);
   const before = c.listenerCount('message');
   const started = performance.now();
-  await assert.rejects(stunBinding(c, { address: '127.0.0.1', port: silent.address().port }, { timeoutMs: 400, rtoMs: 50, retries: 2 }), (e: unknown) => {
-    assert.ok(e instanceof StunError);
-    assert.equal(e.code, 'ESTUNTIMEOUT');
-    assert.match(e.message, /timed out after 400 ms \(3 requests sent/);
-    return true;
-  });
+  await assert.rejects(
+    stunBinding(c, { address: '127.0.0.1', port: silent.address().port }, { timeoutMs: 400, rtoMs: 50, retries: 2 }),
+    (e: unknown) => {
+      assert.ok(e instanceof StunError);
+      assert.equal(e.code, 'ESTUNTIMEOUT');
+      assert.match(e.message, /timed out after 400 ms \(3 requests sent/);
+      return true;
+    },
+  );
   assert.ok(performance.now() - started >= 395);
   assert.equal(requests, 3);
   assert.equal(c.listenerCount('message'), before);
@@ -303,7 +377,11 @@ test('abort and socket close reject the pending binding', async (t) => {
   const silent = await udp(t);
   const c = await udp(t);
   const ac = new AbortController();
-  const p = stunBinding(c, { address: '127.0.0.1', port: silent.address().port }, { signal: ac.signal, timeoutMs: 5000 });
+  const p = stunBinding(
+    c,
+    { address: '127.0.0.1', port: silent.address().port },
+    { signal: ac.signal, timeoutMs: 5000 },
+  );
   ac.abort();
   await assert.rejects(p, { code: 'ESTUNABORTED' });
   const d = dgram.createSocket('udp4');
@@ -337,8 +415,14 @@ test('StunResponder: out-of-range socket index and bad config', () => {
   assert.equal(r.handle(req, { address: '127.0.0.1', port: 1 }, 1), null);
   assert.equal(r.handle(req, { address: '127.0.0.1', port: 1 }, -1), null);
   assert.ok(r.handle(req, { address: '127.0.0.1', port: 1 }, 0));
-  assert.throws(() => new StunResponder({ primary: { address: '0.0.0.0', port: 1 }, alternate: { address: '10.0.0.2', port: 2 } }), /concrete IPs/);
-  assert.throws(() => new StunResponder({ primary: { address: '127.0.0.1', port: 1 }, alternate: { address: '::1', port: 2 } }), /same family/);
+  assert.throws(
+    () => new StunResponder({ primary: { address: '0.0.0.0', port: 1 }, alternate: { address: '10.0.0.2', port: 2 } }),
+    /concrete IPs/,
+  );
+  assert.throws(
+    () => new StunResponder({ primary: { address: '127.0.0.1', port: 1 }, alternate: { address: '::1', port: 2 } }),
+    /same family/,
+  );
   assert.throws(() => new StunResponder({ primary: { address: 'example', port: 1 } }), /IP literal/);
   // A wildcard primary still answers; it just cannot name RESPONSE-ORIGIN.
   const w = new StunResponder({ primary: { address: '0.0.0.0', port: 3478 } });

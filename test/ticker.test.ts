@@ -90,4 +90,3 @@ test('isDue: a 2 s heartbeat on 1 s ticks fires every 2 s even after a slow answ
   assert.equal(isDue(4499, 5000, 1000), false);
   assert.equal(isDue(4500, 5000, 1000), true);
 });
-

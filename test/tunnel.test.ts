@@ -9,7 +9,11 @@ import { encodeFrameHeader, FrameKind, FrameDecoder } from '../src/wire/frame.js
 import { parseControl } from '../src/wire/control.js';
 
 /** One rendezvous + one echo service + serve + visit, the common fixture; relay path unless told otherwise. */
-async function tunnel(t: { after(fn: () => Promise<void>): void }, serveExtra: string[] = ['--mode', 'relay'], visitExtra: string[] = ['--mode', 'relay']) {
+async function tunnel(
+  t: { after(fn: () => Promise<void>): void },
+  serveExtra: string[] = ['--mode', 'relay'],
+  visitExtra: string[] = ['--mode', 'relay'],
+) {
   const p = new Procs();
   t.after(() => p.cleanup());
   const rdv = await p.rendezvous();
@@ -66,7 +70,10 @@ test('echo through visit --stdio (ssh ProxyCommand style)', async (t) => {
   const code = await waitExit(child, 20_000);
   assert.equal(code, 0, stderr);
   assert.match(stderr, /"event":"ready"/);
-  assert.equal(crypto.createHash('sha256').update(Buffer.concat(chunks)).digest('hex'), crypto.createHash('sha256').update(payload).digest('hex'));
+  assert.equal(
+    crypto.createHash('sha256').update(Buffer.concat(chunks)).digest('hex'),
+    crypto.createHash('sha256').update(payload).digest('hex'),
+  );
 });
 
 test('50 MB both ways, sha256 equal', async (t) => {
@@ -140,7 +147,18 @@ test('wrong secret: both sides report it, visit exits non-zero, the service neve
   const rdv = await p.rendezvous();
   const echo = await p.echoServer();
   const serve = await p.serve('echo', `127.0.0.1:${echo.port}`, rdv.addr, SECRET);
-  const child = p.spawnCli('peer', ['visit', 'echo', '--bind', '127.0.0.1:0', '--server', rdv.addr, '--secret', 'not the secret', '--log-format', 'json']);
+  const child = p.spawnCli('peer', [
+    'visit',
+    'echo',
+    '--bind',
+    '127.0.0.1:0',
+    '--server',
+    rdv.addr,
+    '--secret',
+    'not the secret',
+    '--log-format',
+    'json',
+  ]);
   const code = await waitExit(child, 20_000);
   assert.notEqual(code, 0);
   assert.equal(code !== null, true, 'visit must exit by itself');
@@ -155,7 +173,16 @@ test('unknown name: visit exits non-zero with a one-line reason', async (t) => {
   const p = new Procs();
   t.after(() => p.cleanup());
   const rdv = await p.rendezvous();
-  const child = p.spawnCli('peer', ['visit', 'nobody-here', '--bind', '127.0.0.1:0', '--server', rdv.addr, '--secret', SECRET]);
+  const child = p.spawnCli('peer', [
+    'visit',
+    'nobody-here',
+    '--bind',
+    '127.0.0.1:0',
+    '--server',
+    rdv.addr,
+    '--secret',
+    SECRET,
+  ]);
   const code = await waitExit(child, 15_000);
   assert.equal(code, 1);
   const lines = outputOf(child).stderr.trim().split('\n');
@@ -169,7 +196,19 @@ test('a name already taken is refused while its owner is connected', async (t) =
   const rdv = await p.rendezvous();
   const echo = await p.echoServer();
   const first = await p.serve('taken', `127.0.0.1:${echo.port}`, rdv.addr, SECRET);
-  const second = p.spawnCli('peer', ['serve', '--name', 'taken', '--local', `127.0.0.1:${echo.port}`, '--server', rdv.addr, '--secret', SECRET, '--log-format', 'json']);
+  const second = p.spawnCli('peer', [
+    'serve',
+    '--name',
+    'taken',
+    '--local',
+    `127.0.0.1:${echo.port}`,
+    '--server',
+    rdv.addr,
+    '--secret',
+    SECRET,
+    '--log-format',
+    'json',
+  ]);
   assert.equal(await waitExit(second, 15_000), 1);
   const err = await waitForEvent(second, 'error', 1000);
   assert.match(String(err.message), /already served/);
@@ -228,7 +267,10 @@ test('malformed and oversized control frames get an error, and the rendezvous ke
   assert.equal(oversized.closed, true);
   assert.deepEqual((oversized.messages[0] as { code: string }).code, 'frame_too_large');
   const junkJson = Buffer.from('{"type":"hello","version":"one"}');
-  const bad = await rawExchange(rdv.port, Buffer.concat([encodeFrameHeader(FrameKind.Control, junkJson.length), junkJson]));
+  const bad = await rawExchange(
+    rdv.port,
+    Buffer.concat([encodeFrameHeader(FrameKind.Control, junkJson.length), junkJson]),
+  );
   assert.equal(bad.closed, true);
   assert.equal((bad.messages[0] as { code: string }).code, 'bad_message');
   const garbage = await rawExchange(rdv.port, crypto.randomBytes(64));
@@ -245,11 +287,32 @@ test('--token gates who may register and visit', async (t) => {
   t.after(() => p.cleanup());
   const rdv = await p.rendezvous(['--token', 'let-me-in']);
   const echo = await p.echoServer();
-  const noToken = p.spawnCli('peer', ['serve', '--name', 'x', '--local', `127.0.0.1:${echo.port}`, '--server', rdv.addr, '--secret', SECRET]);
+  const noToken = p.spawnCli('peer', [
+    'serve',
+    '--name',
+    'x',
+    '--local',
+    `127.0.0.1:${echo.port}`,
+    '--server',
+    rdv.addr,
+    '--secret',
+    SECRET,
+  ]);
   assert.equal(await waitExit(noToken, 10_000), 1);
   assert.match(outputOf(noToken).stderr, /token/);
   await p.serve('x', `127.0.0.1:${echo.port}`, rdv.addr, SECRET, ['--token', 'let-me-in']);
-  const badVisit = p.spawnCli('peer', ['visit', 'x', '--bind', '127.0.0.1:0', '--server', rdv.addr, '--secret', SECRET, '--token', 'wrong']);
+  const badVisit = p.spawnCli('peer', [
+    'visit',
+    'x',
+    '--bind',
+    '127.0.0.1:0',
+    '--server',
+    rdv.addr,
+    '--secret',
+    SECRET,
+    '--token',
+    'wrong',
+  ]);
   assert.equal(await waitExit(badVisit, 10_000), 1);
   const visit = await p.visit('x', rdv.addr, SECRET, ['--token', 'let-me-in']);
   const r = await echoTransfer(visit.port, 1000);
@@ -262,13 +325,31 @@ test('a port already in use and an unreachable rendezvous are clear errors', asy
   p.track(busy);
   await new Promise<void>((r) => busy.listen(0, '127.0.0.1', () => r()));
   const busyPort = (busy.address() as net.AddressInfo).port;
-  const v = p.spawnCli('peer', ['visit', 'echo', '--bind', `127.0.0.1:${busyPort}`, '--server', rdv.addr, '--secret', SECRET]);
+  const v = p.spawnCli('peer', [
+    'visit',
+    'echo',
+    '--bind',
+    `127.0.0.1:${busyPort}`,
+    '--server',
+    rdv.addr,
+    '--secret',
+    SECRET,
+  ]);
   assert.equal(await waitExit(v, 15_000), 1);
   assert.match(outputOf(v).stderr, /already in use/);
   const r2 = p.spawnCli('rendezvous', ['--listen', rdv.addr]);
   assert.equal(await waitExit(r2, 10_000), 1);
   assert.match(outputOf(r2).stderr, /already in use/);
-  const u = p.spawnCli('peer', ['visit', 'echo', '--bind', '127.0.0.1:0', '--server', `127.0.0.1:${busyPort}`, '--secret', SECRET]);
+  const u = p.spawnCli('peer', [
+    'visit',
+    'echo',
+    '--bind',
+    '127.0.0.1:0',
+    '--server',
+    `127.0.0.1:${busyPort}`,
+    '--secret',
+    SECRET,
+  ]);
   assert.equal(await waitExit(u, 15_000), 1);
   assert.match(outputOf(u).stderr, /is a rendezvous listening there/);
 });
@@ -290,7 +371,18 @@ test('standalone relay: rendezvous --relay hands out a separate relay process', 
   // A relay with a different key refuses the rendezvous's tickets.
   const rdvBad = await p.rendezvous(['--relay', `127.0.0.1:${rr.port}`, '--relay-key', 'some-other-key']);
   await p.serve('echo2', `127.0.0.1:${echo.port}`, rdvBad.addr, SECRET, ['--mode', 'relay']);
-  const bad = p.spawnCli('peer', ['visit', 'echo2', '--bind', '127.0.0.1:0', '--server', rdvBad.addr, '--secret', SECRET, '--mode', 'relay']);
+  const bad = p.spawnCli('peer', [
+    'visit',
+    'echo2',
+    '--bind',
+    '127.0.0.1:0',
+    '--server',
+    rdvBad.addr,
+    '--secret',
+    SECRET,
+    '--mode',
+    'relay',
+  ]);
   assert.equal(await waitExit(bad, 20_000), 1);
   assert.match(outputOf(bad).stderr, /relay/i);
 });
@@ -312,7 +404,10 @@ test('one stalled session does not slow another on the relay', async (t) => {
   p.track(firehose);
   await new Promise<void>((r) => firehose.listen(0, '127.0.0.1', () => r()));
   const echo = await p.echoServer();
-  await p.serve('hose', `127.0.0.1:${(firehose.address() as net.AddressInfo).port}`, rdv.addr, SECRET, ['--mode', 'relay']);
+  await p.serve('hose', `127.0.0.1:${(firehose.address() as net.AddressInfo).port}`, rdv.addr, SECRET, [
+    '--mode',
+    'relay',
+  ]);
   await p.serve('echo', `127.0.0.1:${echo.port}`, rdv.addr, SECRET, ['--mode', 'relay']);
   const stalled = await p.visit('hose', rdv.addr, SECRET, ['--mode', 'relay']);
   const healthy = await p.visit('echo', rdv.addr, SECRET, ['--mode', 'relay']);

@@ -12,7 +12,11 @@ import { once } from 'node:events';
 import { createHash, randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import {
-  ReadTarget, canSwitchToUserReads, sharedReadBuffer, switchToUserReads, userReadOptions,
+  ReadTarget,
+  canSwitchToUserReads,
+  sharedReadBuffer,
+  switchToUserReads,
+  userReadOptions,
 } from '../src/transport/user-reads.js';
 import { bridgeUserReads } from '../src/session/bridge.js';
 import type { MuxStream } from '../src/mux/index.js';
@@ -115,7 +119,10 @@ test('canSwitchToUserReads is false with writes still queued; the socket is left
   assert.ok(accepted.writableLength > 0, 'precondition: a write is still queued');
   assert.equal(canSwitchToUserReads(accepted), false);
   let called = 0;
-  assert.equal(switchToUserReads(accepted, () => (called++, true)), null);
+  assert.equal(
+    switchToUserReads(accepted, () => (called++, true)),
+    null,
+  );
   assert.equal(accepted.destroyed, false);
   assert.equal(accepted.readyState, 'open');
 
@@ -146,7 +153,10 @@ test('canSwitchToUserReads is false once the end of stream was read, even before
   await sleep(100); // the FIN follows the data at once on loopback
   assert.equal(accepted.readableEnded, false, 'precondition: end not emitted yet');
   assert.equal(canSwitchToUserReads(accepted), false, 'the read EOF would be lost with the old object');
-  assert.equal(switchToUserReads(accepted, () => true), null);
+  assert.equal(
+    switchToUserReads(accepted, () => true),
+    null,
+  );
   assert.equal(accepted.destroyed, false);
 
   // Untouched: the data and the end are still there.
@@ -199,7 +209,11 @@ test('ReadTarget: early chunks are copied and reading pauses until a handler is 
     s.end(data);
   });
   const target = new ReadTarget();
-  const client = net.connect({ port: (server.address() as AddressInfo).port, host: '127.0.0.1', onread: userReadOptions(target.onChunk) });
+  const client = net.connect({
+    port: (server.address() as AddressInfo).port,
+    host: '127.0.0.1',
+    onread: userReadOptions(target.onChunk),
+  });
   client.on('error', () => {});
   t.after(() => client.destroy());
 
@@ -251,7 +265,7 @@ test('bridgeUserReads: an accepted socket moved to user reads reaches a mux stre
   const acceptedStream = new Promise<MuxStream>((r) => p.b.once('stream', r));
   const s = p.a.openStream();
   s.on('error', () => {});
-  const done = bridgeUserReads(moved.socket, target, s as unknown as BridgeRemote, moved.rest);
+  const done = bridgeUserReads(moved.socket, target, s, moved.rest);
   const far = await withTimeout(acceptedStream, 5000, 'stream at the far mux');
   const got = readAll(far);
   client.end(data.subarray(100_000));
@@ -282,7 +296,12 @@ test('bridgeUserReads after ReadTarget kept a small early chunk: reading restart
     setTimeout(() => sock.end(later), 200).unref();
   });
   const target = new ReadTarget();
-  const sock = net.connect({ port: (server.address() as AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true, onread: userReadOptions(target.onChunk) });
+  const sock = net.connect({
+    port: (server.address() as AddressInfo).port,
+    host: '127.0.0.1',
+    allowHalfOpen: true,
+    onread: userReadOptions(target.onChunk),
+  });
   sock.on('error', () => {});
   t.after(() => sock.destroy());
   await waitFor(() => target.early.length > 0, 5000, 'the banner arrived before the bridge');
@@ -291,7 +310,7 @@ test('bridgeUserReads after ReadTarget kept a small early chunk: reading restart
   const acceptedStream = new Promise<MuxStream>((r) => p.b.once('stream', r));
   const s = p.a.openStream();
   s.on('error', () => {});
-  void bridgeUserReads(sock, target, s as unknown as BridgeRemote);
+  void bridgeUserReads(sock, target, s);
   const far = await withTimeout(acceptedStream, 5000, 'stream at the far mux');
   const received = await withTimeout(readAll(far), 3000, 'the bytes after the banner');
   assert.equal(sha(received), sha(Buffer.concat([Buffer.from('SSH-2.0-banner\r\n'), later])));

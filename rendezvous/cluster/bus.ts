@@ -16,7 +16,14 @@ const v = z.number().int().min(0);
 
 export const BusMessage = z.discriminatedUnion('t', [
   // visitor's node -> owning node: broker this connect for visitor `v` of node `from`.
-  z.object({ t: z.literal('connect'), from: node, v, addr: z.string().max(80), rtt: z.number().nullable(), m: ControlMessage }),
+  z.object({
+    t: z.literal('connect'),
+    from: node,
+    v,
+    addr: z.string().max(80),
+    rtt: z.number().nullable(),
+    m: ControlMessage,
+  }),
   // owning node -> visitor's node: hand `m` (connected, error, punch) to visitor `v`. `relay`: where its relay leg goes.
   z.object({ t: z.literal('deliver'), from: node, v, m: ControlMessage, relay: z.string().max(300).optional() }),
   // visitor's node -> owning node: visitor `v` sent candidates / path_report for a session brokered there.

@@ -7,7 +7,15 @@ import { encodeBus, parseBus, type BusMessage } from './bus.js';
 import { encodeRecord, newNameRecord, redactUrl, ticketRoute, type NameRecord, type NodeRecord } from './records.js';
 import { forwardRelayLeg } from './relay-forward.js';
 import { RedisStore } from './store.js';
-import type { ClaimOutcome, Cluster, ClusterHost, ClusterStatus, PeerLink, RemoteConnect, VisitorSessionMessage } from './types.js';
+import type {
+  ClaimOutcome,
+  Cluster,
+  ClusterHost,
+  ClusterStatus,
+  PeerLink,
+  RemoteConnect,
+  VisitorSessionMessage,
+} from './types.js';
 
 export interface RedisClusterOptions {
   /** redis://HOST:PORT/DB */
@@ -110,22 +118,43 @@ export class RedisCluster implements Cluster {
     this.host = host;
     const adv = this.opts.advertise ?? { host: listening.host, port: listening.port };
     if (adv.host === '0.0.0.0' || adv.host === '::') {
-      log.warn('cluster', `listening on all addresses: other nodes will reach this node's relay at ${adv.host}:${adv.port}, which only works on one host; pass --advertise HOST:PORT`);
+      log.warn(
+        'cluster',
+        `listening on all addresses: other nodes will reach this node's relay at ${adv.host}:${adv.port}, which only works on one host; pass --advertise HOST:PORT`,
+      );
     }
     this.advertise = formatHostPort(adv);
-    this.nodeRecord = { node: this.opts.nodeId, advertise: this.advertise, instance: this.instance, started: Date.now() };
+    this.nodeRecord = {
+      node: this.opts.nodeId,
+      advertise: this.advertise,
+      instance: this.instance,
+      started: Date.now(),
+    };
     const where = redactUrl(this.opts.url);
     this.store.on('message', (text: string) => this.onBus(text));
     this.store.on('down', (reason: string) => {
-      log.error('registry_down', `lost the cluster registry at ${where} (${reason}): serving the ${this.held.size} name(s) held here; registrations and visits to other nodes are refused until it is back`, { registry: where, reason });
+      log.error(
+        'registry_down',
+        `lost the cluster registry at ${where} (${reason}): serving the ${this.held.size} name(s) held here; registrations and visits to other nodes are refused until it is back`,
+        { registry: where, reason },
+      );
     });
     this.store.on('up', () => {
-      log.info('registry_up', `cluster registry at ${where} is reachable: node "${this.opts.nodeId}" re-asserts its ${this.held.size} name(s)`, { registry: where, node: this.opts.nodeId, names: this.held.size });
+      log.info(
+        'registry_up',
+        `cluster registry at ${where} is reachable: node "${this.opts.nodeId}" re-asserts its ${this.held.size} name(s)`,
+        { registry: where, node: this.opts.nodeId, names: this.held.size },
+      );
       this.recent.clear();
       this.beatSoon();
     });
     const up = await this.store.start(this.opts.nodeId, this.opts.startWaitMs ?? 3000);
-    if (!up) log.error('registry_down', `cannot reach the cluster registry at ${where} (${this.store.lastError || 'no answer'}); serving without it and retrying`, { registry: where });
+    if (!up)
+      log.error(
+        'registry_down',
+        `cannot reach the cluster registry at ${where} (${this.store.lastError || 'no answer'}); serving without it and retrying`,
+        { registry: where },
+      );
     else await this.beatSoon();
     this.heartbeatTimer = setInterval(() => void this.beatSoon(), Math.max(200, Math.floor(this.ttlMs / 3)));
     this.heartbeatTimer.unref();
@@ -176,7 +205,8 @@ export class RedisCluster implements Cluster {
     this.held.set(name.toLowerCase(), { name, key, record, text, owner });
     const prev = reply.previous;
     // The same key held it on another node: that node still thinks it serves the name; tell it to let go.
-    if (prev && prev.node !== this.opts.nodeId) void this.publish(prev.node, { t: 'moved', from: this.opts.nodeId, name: name.toLowerCase(), reg: prev.reg });
+    if (prev && prev.node !== this.opts.nodeId)
+      void this.publish(prev.node, { t: 'moved', from: this.opts.nodeId, name: name.toLowerCase(), reg: prev.reg });
     return { ok: true };
   }
 
@@ -221,11 +251,24 @@ export class RedisCluster implements Cluster {
     } catch (e) {
       return unavailable(`cannot look up "${m.name}": ${(e as Error).message}`);
     }
-    if (!holder || holder.node === this.opts.nodeId) return { ok: false, code: 'unknown_name', message: `no peer is serving "${m.name}"` };
+    if (!holder || holder.node === this.opts.nodeId)
+      return { ok: false, code: 'unknown_name', message: `no peer is serving "${m.name}"` };
     const lv = this.localVisitor(visitor);
     if (!lv) return unavailable('too many visitors on this node');
-    const sent = await this.publish(holder.node, { t: 'connect', from: this.opts.nodeId, v: lv.id, addr: visitor.fs.remote.slice(0, 80), rtt: visitor.rttMs, m });
-    if (sent === 0) return { ok: false, code: 'unknown_name', message: `"${m.name}" is registered on node "${holder.node}", which is not answering (it may have just died; its names expire within ${Math.round(this.ttlMs / 1000)} s)` };
+    const sent = await this.publish(holder.node, {
+      t: 'connect',
+      from: this.opts.nodeId,
+      v: lv.id,
+      addr: visitor.fs.remote.slice(0, 80),
+      rtt: visitor.rttMs,
+      m,
+    });
+    if (sent === 0)
+      return {
+        ok: false,
+        code: 'unknown_name',
+        message: `"${m.name}" is registered on node "${holder.node}", which is not answering (it may have just died; its names expire within ${Math.round(this.ttlMs / 1000)} s)`,
+      };
     if (sent < 0) return unavailable(`cannot reach node "${holder.node}"`);
     lv.nodes.add(holder.node);
     return { ok: true };
@@ -257,8 +300,14 @@ export class RedisCluster implements Cluster {
     if (!route || !f || !f.relay || f.relayTaken) return false;
     f.relayTaken = true;
     const sid = route.sid;
-    this.opts.log.debug('relay_forward', `relay leg of session ${sid} goes to node "${f.node}" at ${formatHostPort(f.relay)}`, { sid, node: f.node });
-    forwardRelayLeg(fs, ticket, f.relay, (reason) => this.opts.log.debug('relay_forward_end', `forwarded relay leg of session ${sid} ended: ${reason}`, { sid }));
+    this.opts.log.debug(
+      'relay_forward',
+      `relay leg of session ${sid} goes to node "${f.node}" at ${formatHostPort(f.relay)}`,
+      { sid, node: f.node },
+    );
+    forwardRelayLeg(fs, ticket, f.relay, (reason) =>
+      this.opts.log.debug('relay_forward_end', `forwarded relay leg of session ${sid} ended: ${reason}`, { sid }),
+    );
     return true;
   }
 
@@ -319,7 +368,10 @@ export class RedisCluster implements Cluster {
         const h = this.held.get(m.name);
         if (!h || h.record.reg !== m.reg) return;
         this.held.delete(m.name);
-        this.opts.log.info('name_moved', `"${h.name}" is now served through node "${m.from}"`, { name: h.name, node: m.from });
+        this.opts.log.info('name_moved', `"${h.name}" is now served through node "${m.from}"`, {
+          name: h.name,
+          node: m.from,
+        });
         this.host.nameLost(h.name, false);
         return;
       }
@@ -335,7 +387,10 @@ export class RedisCluster implements Cluster {
       return;
     }
     if (m.type === 'connected') {
-      if (this.forwarded.size >= MAX_FORWARDED) return lv.conn.fs.fail('limit', 'this rendezvous node has too many sessions; try again later', { reqId: m.reqId });
+      if (this.forwarded.size >= MAX_FORWARDED)
+        return lv.conn.fs.fail('limit', 'this rendezvous node has too many sessions; try again later', {
+          reqId: m.reqId,
+        });
       let to: HostPort | null = null;
       try {
         to = relay ? parseHostPort(relay, '127.0.0.1', 'relay') : null;
@@ -359,7 +414,13 @@ export class RedisCluster implements Cluster {
       return rv;
     }
     const send = (m: ControlMessage): boolean => {
-      void this.publish(node, { t: 'deliver', from: this.opts.nodeId, v, m, relay: m.type === 'connected' ? this.advertise : undefined });
+      void this.publish(node, {
+        t: 'deliver',
+        from: this.opts.nodeId,
+        v,
+        m,
+        relay: m.type === 'connected' ? this.advertise : undefined,
+      });
       return true;
     };
     rv = {
@@ -393,11 +454,18 @@ export class RedisCluster implements Cluster {
       // On the first beat an old record is our own previous run (restarted within the TTL); later, it is another process.
       const first = this.beats++ === 0;
       if (prev && prev.instance !== this.instance && !first) {
-        log.error('node_id_conflict', `another live process uses --node-id "${this.opts.nodeId}" (advertising ${prev.advertise}); give each node its own id`, { node: this.opts.nodeId });
+        log.error(
+          'node_id_conflict',
+          `another live process uses --node-id "${this.opts.nodeId}" (advertising ${prev.advertise}); give each node its own id`,
+          { node: this.opts.nodeId },
+        );
       }
       this.rttMs = await this.store.ping();
       const held = [...this.held.values()];
-      const lost = await this.store.refresh(held.map((h) => ({ name: h.name, record: h.text })), this.ttlMs);
+      const lost = await this.store.refresh(
+        held.map((h) => ({ name: h.name, record: h.text })),
+        this.ttlMs,
+      );
       for (const l of lost) this.onLost(l.name, l.holder);
       await this.checkNodes();
     } catch (e) {
@@ -411,7 +479,12 @@ export class RedisCluster implements Cluster {
     if (!h) return;
     this.held.delete(k);
     const conflict = !holder || holder.key !== h.key;
-    if (conflict) this.opts.log.error('name_conflict', `"${name}" is now held by another key on node "${holder?.node ?? '?'}" (registered while this node could not reach the registry); dropping it here`, { name });
+    if (conflict)
+      this.opts.log.error(
+        'name_conflict',
+        `"${name}" is now held by another key on node "${holder?.node ?? '?'}" (registered while this node could not reach the registry); dropping it here`,
+        { name },
+      );
     this.host?.nameLost(name, conflict);
   }
 
@@ -432,7 +505,9 @@ export class RedisCluster implements Cluster {
         continue;
       }
       this.suspect.delete(id);
-      this.opts.log.warn('node_gone', `node "${id}" stopped its heartbeat: ending the sessions brokered with it`, { node: id });
+      this.opts.log.warn('node_gone', `node "${id}" stopped its heartbeat: ending the sessions brokered with it`, {
+        node: id,
+      });
       for (const [key, rv] of this.remote) {
         if (rv.node !== id) continue;
         this.remote.delete(key);
@@ -444,5 +519,9 @@ export class RedisCluster implements Cluster {
 }
 
 function unavailable(what: string): { ok: false; code: 'service_unavailable'; message: string } {
-  return { ok: false, code: 'service_unavailable', message: `the cluster registry is unreachable: ${what}; try again shortly` };
+  return {
+    ok: false,
+    code: 'service_unavailable',
+    message: `the cluster registry is unreachable: ${what}; try again shortly`,
+  };
 }

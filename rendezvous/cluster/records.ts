@@ -57,8 +57,14 @@ export function parseNameRecord(text: string | null | undefined): NameRecord | n
 
 export function parseNodeRecord(text: string | null | undefined): NodeRecord | null {
   const o = parseObject(text);
-  if (!o || typeof o.node !== 'string' || typeof o.advertise !== 'string' || typeof o.instance !== 'string') return null;
-  return { node: o.node, advertise: o.advertise, instance: o.instance, started: typeof o.started === 'number' ? o.started : 0 };
+  if (!o || typeof o.node !== 'string' || typeof o.advertise !== 'string' || typeof o.instance !== 'string')
+    return null;
+  return {
+    node: o.node,
+    advertise: o.advertise,
+    instance: o.instance,
+    started: typeof o.started === 'number' ? o.started : 0,
+  };
 }
 
 function parseObject(text: string | null | undefined): Record<string, unknown> | null {
@@ -72,7 +78,12 @@ function parseObject(text: string | null | undefined): Record<string, unknown> |
 }
 
 export function defaultNodeId(): string {
-  const host = os.hostname().replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 40) || 'node';
+  const host =
+    os
+      .hostname()
+      .replace(/[^A-Za-z0-9._-]/g, '-')
+      .replace(/^[^A-Za-z0-9]+/, '')
+      .slice(0, 40) || 'node';
   return `${host}-${crypto.randomBytes(3).toString('hex')}`;
 }
 
@@ -105,7 +116,8 @@ export function checkRegistryUrl(url: string): string | null {
   } catch {
     return `invalid --registry "${url}": expected redis://HOST:PORT/DB`;
   }
-  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') return `invalid --registry "${redactUrl(url)}": only redis:// and rediss:// are supported`;
+  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:')
+    return `invalid --registry "${redactUrl(url)}": only redis:// and rediss:// are supported`;
   if (!u.hostname) return `invalid --registry "${redactUrl(url)}": no host`;
   const db = u.pathname.replace(/^\//, '');
   if (db && !/^\d+$/.test(db)) return `invalid --registry "${redactUrl(url)}": the path must be a database number`;

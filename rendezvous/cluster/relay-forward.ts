@@ -10,7 +10,13 @@ import type { HostPort } from '../../src/util/addr.js';
  * the two sockets with backpressure. Bytes are never parsed here, as in the
  * relay itself. `onEnd` runs once when either side goes away.
  */
-export function forwardRelayLeg(fs: FramedSocket, ticket: string, to: HostPort, onEnd: (reason: string) => void, connectTimeoutMs = 10_000): void {
+export function forwardRelayLeg(
+  fs: FramedSocket,
+  ticket: string,
+  to: HostPort,
+  onEnd: (reason: string) => void,
+  connectTimeoutMs = 10_000,
+): void {
   const rest = fs.detach();
   const visitor = fs.socket;
   const upstream = net.connect({ host: to.host, port: to.port });
@@ -24,7 +30,10 @@ export function forwardRelayLeg(fs: FramedSocket, ticket: string, to: HostPort, 
     upstream.destroy();
     onEnd(reason);
   };
-  const timer = setTimeout(() => end(`no connection to ${to.host}:${to.port} within ${connectTimeoutMs} ms`), connectTimeoutMs);
+  const timer = setTimeout(
+    () => end(`no connection to ${to.host}:${to.port} within ${connectTimeoutMs} ms`),
+    connectTimeoutMs,
+  );
   timer.unref();
   // Anything the visitor sent after relay_bind waits in the kernel until the pipe runs.
   visitor.pause();
@@ -36,7 +45,9 @@ export function forwardRelayLeg(fs: FramedSocket, ticket: string, to: HostPort, 
     upstream.pipe(visitor);
     visitor.resume();
   });
-  upstream.on('error', (e: NodeJS.ErrnoException) => end(`relay of the owning node ${to.host}:${to.port}: ${e.code ?? e.message}`));
+  upstream.on('error', (e: NodeJS.ErrnoException) =>
+    end(`relay of the owning node ${to.host}:${to.port}: ${e.code ?? e.message}`),
+  );
   visitor.on('error', () => end('visitor connection error'));
   upstream.on('close', () => end('owning node closed the relay leg'));
   visitor.on('close', () => end('visitor closed the relay leg'));

@@ -1,7 +1,15 @@
 import { EventEmitter } from 'node:events';
 import { Redis } from 'ioredis';
 import { CLAIM, HEARTBEAT, REFRESH, RELEASE } from './scripts.js';
-import { busChannel, nameKey, nodeKey, parseNameRecord, parseNodeRecord, type NameRecord, type NodeRecord } from './records.js';
+import {
+  busChannel,
+  nameKey,
+  nodeKey,
+  parseNameRecord,
+  parseNodeRecord,
+  type NameRecord,
+  type NodeRecord,
+} from './records.js';
 
 export interface StoreOptions {
   url: string;
@@ -104,11 +112,19 @@ export class RedisStore extends EventEmitter {
   }
 
   /** Compare-and-refresh; returns the names now held by someone else, with what holds them. */
-  async refresh(entries: { name: string; record: string }[], ttlMs: number): Promise<{ name: string; holder: NameRecord | null }[]> {
+  async refresh(
+    entries: { name: string; record: string }[],
+    ttlMs: number,
+  ): Promise<{ name: string; holder: NameRecord | null }[]> {
     const lost: { name: string; holder: NameRecord | null }[] = [];
     for (let i = 0; i < entries.length; i += REFRESH_CHUNK) {
       const chunk = entries.slice(i, i + REFRESH_CHUNK);
-      const reply = await this.cmd.hpRefresh(chunk.length, ...chunk.map((e) => nameKey(e.name)), ttlMs, ...chunk.map((e) => e.record));
+      const reply = await this.cmd.hpRefresh(
+        chunk.length,
+        ...chunk.map((e) => nameKey(e.name)),
+        ttlMs,
+        ...chunk.map((e) => e.record),
+      );
       for (let j = 0; j + 1 < reply.length; j += 2) {
         const e = chunk[Number(reply[j]) - 1];
         if (e) lost.push({ name: e.name, holder: parseNameRecord(String(reply[j + 1])) });

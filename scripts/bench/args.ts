@@ -1,6 +1,16 @@
 /** Command-line options of `npm run bench` (pure parsing). */
 
-export const SECTIONS = ['direct', 'relay', 'connect', 'latency', 'streams', 'idle', 'rendezvous', 'loss', 'profile'] as const;
+export const SECTIONS = [
+  'direct',
+  'relay',
+  'connect',
+  'latency',
+  'streams',
+  'idle',
+  'rendezvous',
+  'loss',
+  'profile',
+] as const;
 export type Section = (typeof SECTIONS)[number];
 
 export interface BenchArgs {
@@ -22,11 +32,17 @@ export const USAGE = `usage: npm run bench -- [--quick] [--runs N] [--only SECTI
   --only       run these sections; results.json keeps the other sections' figures from earlier runs`;
 
 export function parseBenchArgs(argv: readonly string[]): BenchArgs {
-  const a: BenchArgs = { runs: 3, only: SECTIONS.filter((s) => s !== 'profile'), seconds: 5, write: true, install: true };
+  const a: BenchArgs = {
+    runs: 3,
+    only: SECTIONS.filter((s) => s !== 'profile'),
+    seconds: 5,
+    write: true,
+    install: true,
+  };
   let quick = false;
   let runsGiven = false;
   for (let i = 0; i < argv.length; i++) {
-    const f = argv[i]!;
+    const f = argv[i];
     const value = (): string => {
       const v = argv[++i];
       if (v === undefined) throw new Error(`${f} needs a value`);
@@ -39,8 +55,15 @@ export function parseBenchArgs(argv: readonly string[]): BenchArgs {
       a.runs = positiveInt(value(), f);
       runsGiven = true;
     } else if (f === '--seconds') a.seconds = positiveInt(value(), f);
-    else if (f === '--only') a.only = value().split(',').map((s) => checkSection(s.trim()));
-    else if (f.startsWith('--only=')) a.only = f.slice(7).split(',').map((s) => checkSection(s.trim()));
+    else if (f === '--only')
+      a.only = value()
+        .split(',')
+        .map((s) => checkSection(s.trim()));
+    else if (f.startsWith('--only='))
+      a.only = f
+        .slice(7)
+        .split(',')
+        .map((s) => checkSection(s.trim()));
     else throw new Error(`unknown option ${f}\n${USAGE}`);
   }
   if (quick) {
@@ -57,6 +80,7 @@ function positiveInt(v: string, flag: string): number {
 }
 
 function checkSection(s: string): Section {
-  if (!(SECTIONS as readonly string[]).includes(s)) throw new Error(`unknown section "${s}" (one of ${SECTIONS.join(', ')})`);
+  if (!(SECTIONS as readonly string[]).includes(s))
+    throw new Error(`unknown section "${s}" (one of ${SECTIONS.join(', ')})`);
   return s as Section;
 }

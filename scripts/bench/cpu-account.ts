@@ -45,11 +45,17 @@ export interface CpuBreakdown {
 
 /** Pure: the aggregate `cpu` line of /proc/stat. */
 export function parseMachineTicks(procStat: string): MachineTicks {
-  const line = procStat.split('\n', 1)[0]!;
+  const line = procStat.split('\n', 1)[0];
   const f = line.trim().split(/\s+/).slice(1).map(Number);
   // user nice system idle iowait irq softirq steal
   const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = f;
-  return { user: user + nice, system: system + irq, softirq, idle: idle + iowait, total: user + nice + system + idle + iowait + irq + softirq + steal };
+  return {
+    user: user + nice,
+    system: system + irq,
+    softirq,
+    idle: idle + iowait,
+    total: user + nice + system + idle + iowait + irq + softirq + steal,
+  };
 }
 
 /** Pure: which program a process is, from its comm and command line; null for everything else. */
@@ -104,7 +110,13 @@ export function breakdown(a: CpuSnapshot, b: CpuSnapshot, seconds: number, hz: n
     seconds: round(seconds),
     cores: b.cores,
     by_role: Object.fromEntries(Object.entries(byRole).map(([r, t]) => [r, cores(t)])),
-    machine: { busy: round(b.cores - idle), user: share('user'), system: share('system'), softirq: share('softirq'), idle },
+    machine: {
+      busy: round(b.cores - idle),
+      user: share('user'),
+      system: share('system'),
+      softirq: share('softirq'),
+      idle,
+    },
   };
 }
 

@@ -28,8 +28,9 @@ export function areaOf(url: string, fn: string): string {
   if (url.startsWith('wasm://') || url.includes('libsodium') || url.includes('sodium-native')) return 'libsodium';
   if (url.includes('@ronomon/crypto-async')) return 'openssl AEAD';
   const m = url.match(/\/dist\/(src\/[a-z]+|peer|relay|rendezvous|scripts)\//);
-  if (m) return m[1]!;
-  if (url.includes('node_modules/pino') || url.includes('thread-stream') || url.includes('sonic-boom')) return 'logging';
+  if (m) return m[1];
+  if (url.includes('node_modules/pino') || url.includes('thread-stream') || url.includes('sonic-boom'))
+    return 'logging';
   if (url.includes('node_modules/zod')) return 'zod';
   if (url.startsWith('node:')) {
     const mod = url.slice(5).replace(/^internal\//, '');
@@ -55,7 +56,7 @@ export function summarizeProfile(file: string, topN = 15): ProfileSummary {
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const self = new Map<number, number>();
   for (let i = 0; i < p.samples.length; i++) {
-    const id = p.samples[i]!;
+    const id = p.samples[i];
     self.set(id, (self.get(id) ?? 0) + (p.timeDeltas[i + 1] ?? p.timeDeltas[i] ?? 0));
   }
   const areas = new Map<string, number>();
@@ -76,6 +77,9 @@ export function summarizeProfile(file: string, topN = 15): ProfileSummary {
   return {
     busy_ms: Math.round(busy / 1000),
     areas: Object.fromEntries([...areas].sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, pct(v)])),
-    top: [...fns].sort((a, b) => b[1] - a[1]).slice(0, topN).map(([k, v]) => `${pct(v)}% ${k}`),
+    top: [...fns]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, topN)
+      .map(([k, v]) => `${pct(v)}% ${k}`),
   };
 }

@@ -29,9 +29,13 @@ export async function ensureReferences(install: boolean, say: (s: string) => voi
     say(`installing ${pkgs.join(' ')} (apt-get, --no-install-recommends) ...`);
     // --no-install-recommends: wireguard-tools otherwise recommends a kernel module package and a kernel image.
     const r = await run('apt-get', ['install', '-y', '--no-install-recommends', ...pkgs], {
-      timeoutMs: 300_000, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+      timeoutMs: 300_000,
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
     });
-    if (r.code !== 0) say(`apt-get failed (exit ${r.code}); try: apt-get update && apt-get install -y --no-install-recommends ${pkgs.join(' ')}\n${r.stderr.trim().slice(-500)}`);
+    if (r.code !== 0)
+      say(
+        `apt-get failed (exit ${r.code}); try: apt-get update && apt-get install -y --no-install-recommends ${pkgs.join(' ')}\n${r.stderr.trim().slice(-500)}`,
+      );
   } else {
     say(`missing ${pkgs.join(' ')}: install with  sudo apt-get install -y --no-install-recommends ${pkgs.join(' ')}`);
   }

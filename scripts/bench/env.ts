@@ -7,7 +7,15 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import {
-  CLI, Lab, distPath, eventsOf, lineCount, outputOf, stopProcess, waitForEvent, type Topology,
+  CLI,
+  Lab,
+  distPath,
+  eventsOf,
+  lineCount,
+  outputOf,
+  stopProcess,
+  waitForEvent,
+  type Topology,
 } from '../netns-lab.js';
 
 export const RDV = { host: '203.0.113.10', port: 7000 };
@@ -67,9 +75,15 @@ export class BenchEnv {
       e.rdv = e.startRendezvous();
       e.svc = lab.spawnNode('b', TOOL.svc, ['--bind', '127.0.0.1:0']);
       e.iperfd = lab.spawn('b', ['iperf3', '-s', '-p', String(IPERF_PORT)]);
-      const [, svcReady] = await Promise.all([waitForEvent(e.rdv, 'ready', 20_000), waitForEvent(e.svc, 'ready', 20_000)]);
+      const [, svcReady] = await Promise.all([
+        waitForEvent(e.rdv, 'ready', 20_000),
+        waitForEvent(e.svc, 'ready', 20_000),
+      ]);
       e.svcPort = Number(svcReady.port);
-      await Promise.all([e.startServe('svc', `127.0.0.1:${e.svcPort}`), e.startServe('iperf', `127.0.0.1:${IPERF_PORT}`)]);
+      await Promise.all([
+        e.startServe('svc', `127.0.0.1:${e.svcPort}`),
+        e.startServe('iperf', `127.0.0.1:${IPERF_PORT}`),
+      ]);
     } catch (err) {
       await lab.down();
       throw err;
@@ -89,16 +103,44 @@ export class BenchEnv {
   }
 
   startRendezvous(o: { cpuProfDir?: string } = {}): ChildProcess {
-    return this.lab.spawn('rdv', [...nodeArgs(o), CLI.rendezvous,
-      '--listen', `${RDV.host}:${RDV.port}`, '--alt-udp', `${RDV_ALT.host}:${RDV_ALT.port}`, '--log-format', 'json', '--log-level', 'info']);
+    return this.lab.spawn('rdv', [
+      ...nodeArgs(o),
+      CLI.rendezvous,
+      '--listen',
+      `${RDV.host}:${RDV.port}`,
+      '--alt-udp',
+      `${RDV_ALT.host}:${RDV_ALT.port}`,
+      '--log-format',
+      'json',
+      '--log-level',
+      'info',
+    ]);
   }
 
   /** (Re)starts `peer serve --name name` on b; resolves once registered. */
   async startServe(name: string, local: string, o: PeerProcOptions = {}): Promise<ChildProcess> {
     const old = this.serves.get(name);
     if (old) await stopProcess(old, 3000);
-    const child = this.lab.spawn('b', [...nodeArgs(o), CLI.peer, 'serve', '--name', name, '--local', local,
-      '--server', `${RDV.host}:${RDV.port}`, '--mode', o.mode ?? 'auto', '--log-format', 'json', ...(o.extra ?? [])], { env: env() });
+    const child = this.lab.spawn(
+      'b',
+      [
+        ...nodeArgs(o),
+        CLI.peer,
+        'serve',
+        '--name',
+        name,
+        '--local',
+        local,
+        '--server',
+        `${RDV.host}:${RDV.port}`,
+        '--mode',
+        o.mode ?? 'auto',
+        '--log-format',
+        'json',
+        ...(o.extra ?? []),
+      ],
+      { env: env() },
+    );
     this.serves.set(name, child);
     await waitForEvent(child, 'ready', 20_000);
     return child;
@@ -106,8 +148,25 @@ export class BenchEnv {
 
   /** Starts `peer visit name --bind 127.0.0.1:0` on a; resolves once it is ready. */
   async startVisit(name: string, o: PeerProcOptions = {}): Promise<Visit> {
-    const child = this.lab.spawn('a', [...nodeArgs(o), CLI.peer, 'visit', name, '--bind', '127.0.0.1:0',
-      '--server', `${RDV.host}:${RDV.port}`, '--mode', o.mode ?? 'auto', '--log-format', 'json', ...(o.extra ?? [])], { env: env() });
+    const child = this.lab.spawn(
+      'a',
+      [
+        ...nodeArgs(o),
+        CLI.peer,
+        'visit',
+        name,
+        '--bind',
+        '127.0.0.1:0',
+        '--server',
+        `${RDV.host}:${RDV.port}`,
+        '--mode',
+        o.mode ?? 'auto',
+        '--log-format',
+        'json',
+        ...(o.extra ?? []),
+      ],
+      { env: env() },
+    );
     const ready = await waitForEvent(child, 'ready', 30_000);
     return { child, port: Number(ready.port) };
   }
@@ -116,7 +175,9 @@ export class BenchEnv {
   async waitDirect(v: Visit, timeoutMs = 15_000): Promise<void> {
     const last = eventsOf(v.child, 'path').at(-1);
     if (last?.path === 'direct') return;
-    await waitForEvent(v.child, (o) => o.event === 'path' && o.path === 'direct', timeoutMs, { after: lineCount(v.child) });
+    await waitForEvent(v.child, (o) => o.event === 'path' && o.path === 'direct', timeoutMs, {
+      after: lineCount(v.child),
+    });
   }
 
   /** Path of the visitor's session right now, from its `path` events. */
@@ -127,17 +188,28 @@ export class BenchEnv {
   /** Runs a bench tool (tools/*.js) in a node to completion; returns its `result` (or `error`) line. */
   async tool(node: string, script: string, args: string[], timeoutMs: number): Promise<Record<string, unknown>> {
     const r = await this.lab.exec(node, [process.execPath, script, ...args], { timeoutMs, env: env() });
-    const lines = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = r.stdout
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     const res = lines.find((l) => l.event === 'result');
     if (!res) {
       const err = lines.find((l) => l.event === 'error');
-      throw new Error(`${script.split('/').pop()} in ${node} failed (exit ${r.code}): ${String(err?.message ?? '')} ${r.stderr.trim().slice(-800)}`);
+      throw new Error(
+        `${script.split('/').pop()} in ${node} failed (exit ${r.code}): ${String(err?.message ?? '')} ${r.stderr.trim().slice(-800)}`,
+      );
     }
     return res;
   }
 
   /** Starts a bench tool that keeps running; resolves with the child once `event` is printed. */
-  async spawnTool(node: string, script: string, args: string[], event: string, timeoutMs: number): Promise<{ child: ChildProcess; first: Record<string, unknown> }> {
+  async spawnTool(
+    node: string,
+    script: string,
+    args: string[],
+    event: string,
+    timeoutMs: number,
+  ): Promise<{ child: ChildProcess; first: Record<string, unknown> }> {
     const child = this.lab.spawnNode(node, script, args, { env: env() });
     const first = await waitForEvent(child, event, timeoutMs);
     return { child, first };

@@ -13,7 +13,13 @@ export interface IperfRun {
  * One TCP stream for `seconds` (the first second omitted: slow start and
  * window growth are the same warm-up for every contender); reverse = server sends.
  */
-export async function iperf(lab: Lab, node: string, host: string, port: number, o: { reverse?: boolean; seconds: number; ensureServer?: () => Promise<boolean> }): Promise<IperfRun> {
+export async function iperf(
+  lab: Lab,
+  node: string,
+  host: string,
+  port: number,
+  o: { reverse?: boolean; seconds: number; ensureServer?: () => Promise<boolean> },
+): Promise<IperfRun> {
   // The server serves one test at a time and only notices the previous one has
   // ended when its connections close; through a tunnel that close can lag.
   for (let attempt = 0; ; attempt++) {
@@ -35,15 +41,36 @@ export async function iperf(lab: Lab, node: string, host: string, port: number, 
   }
 }
 
-async function iperfOnce(lab: Lab, node: string, host: string, port: number, o: { reverse?: boolean; seconds: number }): Promise<IperfRun> {
-  const args = ['iperf3', '-c', host, '-p', String(port), '-t', String(o.seconds), '-O', '1', '-J', '--connect-timeout', '5000'];
+async function iperfOnce(
+  lab: Lab,
+  node: string,
+  host: string,
+  port: number,
+  o: { reverse?: boolean; seconds: number },
+): Promise<IperfRun> {
+  const args = [
+    'iperf3',
+    '-c',
+    host,
+    '-p',
+    String(port),
+    '-t',
+    String(o.seconds),
+    '-O',
+    '1',
+    '-J',
+    '--connect-timeout',
+    '5000',
+  ];
   if (o.reverse) args.push('-R');
   const r = await lab.exec(node, args, { timeoutMs: (o.seconds + 25) * 1000 });
   let j: { error?: string; end?: { sum_received?: { bits_per_second?: number }; sum_sent?: { retransmits?: number } } };
   try {
     j = JSON.parse(r.stdout);
   } catch {
-    throw new Error(`iperf3 to ${host}:${port} from ${node}: exit ${r.code}, no JSON: ${(r.stderr || r.stdout).trim().slice(-300)}`);
+    throw new Error(
+      `iperf3 to ${host}:${port} from ${node}: exit ${r.code}, no JSON: ${(r.stderr || r.stdout).trim().slice(-300)}`,
+    );
   }
   if (j.error) throw new Error(`iperf3 to ${host}:${port} from ${node}: ${j.error}`);
   const bps = j.end?.sum_received?.bits_per_second;

@@ -5,7 +5,11 @@ import { execFileSync } from 'node:child_process';
 let hz = 0;
 export function clockTicks(): number {
   if (!hz) {
-    try { hz = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100; } catch { hz = 100; }
+    try {
+      hz = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+    } catch {
+      hz = 100;
+    }
   }
   return hz;
 }
@@ -37,7 +41,7 @@ export async function cpuPercent(pids: number[], ms: number): Promise<number[]> 
   await new Promise((r) => setTimeout(r, ms));
   const c1 = pids.map(cpuSeconds);
   const secs = Number(process.hrtime.bigint() - t0) / 1e9;
-  return pids.map((_, i) => ((c1[i]! - c0[i]!) / secs) * 100);
+  return pids.map((_, i) => ((c1[i] - c0[i]) / secs) * 100);
 }
 
 /** The 1-minute load average and CPU count, for noting how busy the shared machine was. */

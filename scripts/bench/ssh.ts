@@ -28,17 +28,48 @@ export async function startSshR(lab: Lab, tmp: string, targetPort: number): Prom
   const host = lab.addr('rdv');
   const sshPort = 2222;
   const fwdPort = 5301;
-  await writeFile(`${dir}/sshd_config`, [
-    `Port ${sshPort}`, `ListenAddress ${host}`, `HostKey ${dir}/host_key`, `PidFile ${dir}/sshd.pid`,
-    `AuthorizedKeysFile ${dir}/authorized_keys`, 'PasswordAuthentication no', 'KbdInteractiveAuthentication no',
-    'UsePAM no', 'StrictModes no', 'PermitRootLogin prohibit-password', 'GatewayPorts clientspecified',
-    'AllowTcpForwarding yes', 'LogLevel ERROR', '',
-  ].join('\n'));
+  await writeFile(
+    `${dir}/sshd_config`,
+    [
+      `Port ${sshPort}`,
+      `ListenAddress ${host}`,
+      `HostKey ${dir}/host_key`,
+      `PidFile ${dir}/sshd.pid`,
+      `AuthorizedKeysFile ${dir}/authorized_keys`,
+      'PasswordAuthentication no',
+      'KbdInteractiveAuthentication no',
+      'UsePAM no',
+      'StrictModes no',
+      'PermitRootLogin prohibit-password',
+      'GatewayPorts clientspecified',
+      'AllowTcpForwarding yes',
+      'LogLevel ERROR',
+      '',
+    ].join('\n'),
+  );
   const sshd = lab.spawn('rdv', ['/usr/sbin/sshd', '-D', '-e', '-f', `${dir}/sshd_config`]);
   await sleep(300);
-  const client = lab.spawn('b', ['ssh', '-N', '-i', `${dir}/id`, '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null',
-    '-o', 'ExitOnForwardFailure=yes', '-o', 'ServerAliveInterval=5', '-o', 'LogLevel=ERROR', '-p', String(sshPort),
-    '-R', `0.0.0.0:${fwdPort}:127.0.0.1:${targetPort}`, `root@${host}`]);
+  const client = lab.spawn('b', [
+    'ssh',
+    '-N',
+    '-i',
+    `${dir}/id`,
+    '-o',
+    'StrictHostKeyChecking=no',
+    '-o',
+    'UserKnownHostsFile=/dev/null',
+    '-o',
+    'ExitOnForwardFailure=yes',
+    '-o',
+    'ServerAliveInterval=5',
+    '-o',
+    'LogLevel=ERROR',
+    '-p',
+    String(sshPort),
+    '-R',
+    `0.0.0.0:${fwdPort}:127.0.0.1:${targetPort}`,
+    `root@${host}`,
+  ]);
   const stop = async () => {
     await stopProcess(client, 1000);
     await stopProcess(sshd, 1000);

@@ -8,11 +8,11 @@ export function median(xs: readonly number[]): number {
 export function percentile(xs: readonly number[], p: number): number {
   const v = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
   if (v.length === 0) return NaN;
-  if (p <= 0) return v[0]!;
-  if (p >= 100) return v[v.length - 1]!;
-  if (p === 50 && v.length % 2 === 0) return (v[v.length / 2 - 1]! + v[v.length / 2]!) / 2;
+  if (p <= 0) return v[0];
+  if (p >= 100) return v[v.length - 1];
+  if (p === 50 && v.length % 2 === 0) return (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
   const rank = Math.ceil((p / 100) * v.length);
-  return v[Math.min(v.length, Math.max(1, rank)) - 1]!;
+  return v[Math.min(v.length, Math.max(1, rank)) - 1];
 }
 
 /** Rounds for display and JSON; keeps NaN as null-able by the caller. */

@@ -35,7 +35,11 @@ export async function startWireguard(lab: Lab, tmp: string): Promise<WgTunnel> {
     { node: 'a', dev: 'wga', addr: '10.99.0.1', keys: await genKeys() },
     { node: 'b', dev: 'wgb', addr: '10.99.0.2', keys: await genKeys() },
   ];
-  const procs = hosts.map((h) => lab.spawn(h.node, ['wireguard-go', '-f', h.dev], { env: { ...process.env, WG_PROCESS_FOREGROUND: '1', LOG_LEVEL: 'error' } }));
+  const procs = hosts.map((h) =>
+    lab.spawn(h.node, ['wireguard-go', '-f', h.dev], {
+      env: { ...process.env, WG_PROCESS_FOREGROUND: '1', LOG_LEVEL: 'error' },
+    }),
+  );
   const stop = async () => {
     for (const h of hosts) await lab.exec(h.node, ['ip', 'link', 'del', h.dev]);
     for (const p of procs) p.kill('SIGTERM');
@@ -49,11 +53,30 @@ export async function startWireguard(lab: Lab, tmp: string): Promise<WgTunnel> {
       }
     }
     for (const [i, h] of hosts.entries()) {
-      const other = hosts[1 - i]!;
+      const other = hosts[1 - i];
       const keyFile = `${tmp}/wg-${h.node}.key`;
       await run('sh', ['-c', `umask 077; cat > ${keyFile}`], { input: h.keys.priv + '\n', check: true });
-      await lab.exec(h.node, ['wg', 'set', h.dev, 'listen-port', String(PORT), 'private-key', keyFile,
-        'peer', other.keys.pub, 'allowed-ips', `${other.addr}/32`, 'endpoint', `${lab.publicAddr(other.node)}:${PORT}`, 'persistent-keepalive', '1'], { check: true });
+      await lab.exec(
+        h.node,
+        [
+          'wg',
+          'set',
+          h.dev,
+          'listen-port',
+          String(PORT),
+          'private-key',
+          keyFile,
+          'peer',
+          other.keys.pub,
+          'allowed-ips',
+          `${other.addr}/32`,
+          'endpoint',
+          `${lab.publicAddr(other.node)}:${PORT}`,
+          'persistent-keepalive',
+          '1',
+        ],
+        { check: true },
+      );
       await lab.exec(h.node, ['ip', 'addr', 'add', `${h.addr}/24`, 'dev', h.dev], { check: true });
       await lab.exec(h.node, ['ip', 'link', 'set', h.dev, 'up'], { check: true });
     }
@@ -61,12 +84,13 @@ export async function startWireguard(lab: Lab, tmp: string): Promise<WgTunnel> {
     for (let i = 0; ; i++) {
       const hs = await Promise.all(hosts.map((h) => lab.exec(h.node, ['wg', 'show', h.dev, 'latest-handshakes'])));
       if (hs.every((r) => Number(r.stdout.trim().split(/\s+/)[1] ?? 0) > 0)) break;
-      if (i > 50) throw new Error(`no handshake across the NATs: ${(await lab.exec('a', ['wg', 'show', 'wga'])).stdout}`);
+      if (i > 50)
+        throw new Error(`no handshake across the NATs: ${(await lab.exec('a', ['wg', 'show', 'wga'])).stdout}`);
       await sleep(200);
     }
   } catch (e) {
     await stop();
     throw e;
   }
-  return { addrB: hosts[1]!.addr, stop };
+  return { addrB: hosts[1].addr, stop };
 }

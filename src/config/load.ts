@@ -22,7 +22,10 @@ export function loadConfigFile<S extends z.ZodType>(file: string, schema: S): z.
     text = fs.readFileSync(file, 'utf8');
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    throw new ConfigError(`cannot read config file ${file}: ${err.code === 'ENOENT' ? 'no such file' : (err.code ?? err.message)}`, file);
+    throw new ConfigError(
+      `cannot read config file ${file}: ${err.code === 'ENOENT' ? 'no such file' : (err.code ?? err.message)}`,
+      file,
+    );
   }
   return parseConfig(text, schema, file);
 }
@@ -44,7 +47,9 @@ export function parseConfig<S extends z.ZodType>(text: string, schema: S, file =
   if (r.success) return r.data;
   const lines = keyLines(text);
   // An unknown key usually explains the "missing" one next to it (a typo), so it goes first.
-  const issue = [...r.error.issues].sort((a, b) => Number(b.code === 'unrecognized_keys') - Number(a.code === 'unrecognized_keys'))[0];
+  const issue = [...r.error.issues].sort(
+    (a, b) => Number(b.code === 'unrecognized_keys') - Number(a.code === 'unrecognized_keys'),
+  )[0];
   let path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
   let what = issue.message.charAt(0).toLowerCase() + issue.message.slice(1);
   if (issue.code === 'unrecognized_keys') {

@@ -34,7 +34,9 @@ const hostPortList = z.string().refine(
 const name = z.string().regex(NAME_RE, 'must be 1-63 of A-Z a-z 0-9 . _ - starting with a letter or digit');
 const nonEmpty = z.string().min(1, 'must not be empty');
 const mode = z.enum(['auto', 'direct', 'relay']);
-const publicKey = z.string().regex(/^[A-Za-z0-9+/]{43}=?$/, 'expected a public key as printed by `peer keygen` (base64, 32 bytes)');
+const publicKey = z
+  .string()
+  .regex(/^[A-Za-z0-9+/]{43}=?$/, 'expected a public key as printed by `peer keygen` (base64, 32 bytes)');
 
 const logKeys = {
   'log-level': z.enum(['debug', 'info', 'warn', 'error']).optional(),

@@ -30,12 +30,7 @@
  * or node:crypto's OpenSSL).
  */
 import crypto from 'node:crypto';
-import {
-  AEAD_TAG_LEN,
-  DATAGRAM_HEADER_LEN,
-  DATAGRAM_OVERHEAD,
-  MAX_DATAGRAM_LEN,
-} from '../wire/datagram.js';
+import { AEAD_TAG_LEN, DATAGRAM_HEADER_LEN, DATAGRAM_OVERHEAD, MAX_DATAGRAM_LEN } from '../wire/datagram.js';
 import { nativeSodium, rawSodium, sodium, type NativeSodium, type RawSodium } from './sodium.js';
 import { inPlaceOpenSsl, OPENSSL_AEAD, type InPlaceCipher } from './openssl.js';
 
@@ -76,8 +71,13 @@ class SodiumNativeAead implements DatagramAead {
     const body = DATAGRAM_HEADER_LEN;
     loadNonce(this.nonce, out);
     this.lib.crypto_aead_chacha20poly1305_ietf_encrypt_detached(
-      out.subarray(body, body + n), out.subarray(body + n, body + n + AEAD_TAG_LEN), payload,
-      out.subarray(0, DATAGRAM_HEADER_LEN), null, this.nonce, key,
+      out.subarray(body, body + n),
+      out.subarray(body + n, body + n + AEAD_TAG_LEN),
+      payload,
+      out.subarray(0, DATAGRAM_HEADER_LEN),
+      null,
+      this.nonce,
+      key,
     );
   }
 
@@ -88,8 +88,13 @@ class SodiumNativeAead implements DatagramAead {
     loadNonce(this.nonce, datagram);
     try {
       this.lib.crypto_aead_chacha20poly1305_ietf_decrypt_detached(
-        plain, null, datagram.subarray(body, body + n), datagram.subarray(body + n, body + n + AEAD_TAG_LEN),
-        datagram.subarray(0, DATAGRAM_HEADER_LEN), this.nonce, key,
+        plain,
+        null,
+        datagram.subarray(body, body + n),
+        datagram.subarray(body + n, body + n + AEAD_TAG_LEN),
+        datagram.subarray(0, DATAGRAM_HEADER_LEN),
+        this.nonce,
+        key,
       );
     } catch {
       return null;
@@ -115,8 +120,27 @@ class OpenSslAead implements DatagramAead {
     const o = asBuffer(out);
     loadNonce(this.nonce, o);
     // Header as AD, ciphertext after it, tag after that: all in `out`.
-    this.lib.cipher(OPENSSL_AEAD, 1, asBuffer(key), 0, AEAD_KEY_LEN, this.nonce, 0, NONCE_LEN,
-      asBuffer(payload), 0, n, o, body, o, 0, body, o, body + n, AEAD_TAG_LEN);
+    this.lib.cipher(
+      OPENSSL_AEAD,
+      1,
+      asBuffer(key),
+      0,
+      AEAD_KEY_LEN,
+      this.nonce,
+      0,
+      NONCE_LEN,
+      asBuffer(payload),
+      0,
+      n,
+      o,
+      body,
+      o,
+      0,
+      body,
+      o,
+      body + n,
+      AEAD_TAG_LEN,
+    );
   }
 
   open(key: Uint8Array, datagram: Uint8Array, into?: Uint8Array): Uint8Array | null {
@@ -126,8 +150,27 @@ class OpenSslAead implements DatagramAead {
     const plain = into && into.length >= n ? into.subarray(0, n) : pooledBytes(n);
     loadNonce(this.nonce, d);
     try {
-      this.lib.cipher(OPENSSL_AEAD, 0, asBuffer(key), 0, AEAD_KEY_LEN, this.nonce, 0, NONCE_LEN,
-        d, body, n, asBuffer(plain), 0, d, 0, body, d, body + n, AEAD_TAG_LEN);
+      this.lib.cipher(
+        OPENSSL_AEAD,
+        0,
+        asBuffer(key),
+        0,
+        AEAD_KEY_LEN,
+        this.nonce,
+        0,
+        NONCE_LEN,
+        d,
+        body,
+        n,
+        asBuffer(plain),
+        0,
+        d,
+        0,
+        body,
+        d,
+        body + n,
+        AEAD_TAG_LEN,
+      );
     } catch {
       // A bad tag. `plain` holds unauthenticated bytes: the caller drops it.
       return null;
@@ -168,7 +211,18 @@ class RawAead implements DatagramAead {
     this.loadHeapNonce(heap);
     heap.set(payload, body);
     const rc = this.lib._crypto_aead_chacha20poly1305_ietf_encrypt_detached(
-      body, body + n, 0, body, n, 0, ad, DATAGRAM_HEADER_LEN, 0, 0, this.nonceP, this.keyP,
+      body,
+      body + n,
+      0,
+      body,
+      n,
+      0,
+      ad,
+      DATAGRAM_HEADER_LEN,
+      0,
+      0,
+      this.nonceP,
+      this.keyP,
     );
     if (rc !== 0) throw new Error('libsodium: encryption failed');
     out.set(heap.subarray(body, body + n + AEAD_TAG_LEN), DATAGRAM_HEADER_LEN);
@@ -183,7 +237,17 @@ class RawAead implements DatagramAead {
     heap.set(datagram, ad);
     this.loadHeapNonce(heap);
     const rc = this.lib._crypto_aead_chacha20poly1305_ietf_decrypt_detached(
-      body, 0, body, n, 0, body + n, ad, DATAGRAM_HEADER_LEN, 0, this.nonceP, this.keyP,
+      body,
+      0,
+      body,
+      n,
+      0,
+      body + n,
+      ad,
+      DATAGRAM_HEADER_LEN,
+      0,
+      this.nonceP,
+      this.keyP,
     );
     if (rc !== 0) return null;
     const plain = pooledBytes(n);
@@ -218,7 +282,13 @@ class WrapperAead implements DatagramAead {
     const ad = datagram.subarray(0, DATAGRAM_HEADER_LEN);
     loadNonce(this.nonce, ad);
     try {
-      return sodium().crypto_aead_chacha20poly1305_ietf_decrypt(null, datagram.subarray(DATAGRAM_HEADER_LEN), ad, this.nonce, key);
+      return sodium().crypto_aead_chacha20poly1305_ietf_decrypt(
+        null,
+        datagram.subarray(DATAGRAM_HEADER_LEN),
+        ad,
+        this.nonce,
+        key,
+      );
     } catch {
       return null;
     }
@@ -254,7 +324,6 @@ class NativeAead implements DatagramAead {
     }
     return new Uint8Array(plain.buffer, plain.byteOffset, plain.length);
   }
-
 }
 
 /** UDP-sized datagrams to one backend, relay-sized records to another (see the top of this file). */

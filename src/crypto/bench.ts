@@ -92,14 +92,16 @@ function benchHandshake(n: number): number {
     const hs = createInitiator(psk, { initiatorIndex: i, conv: i, context: 'bench' });
     hs.finish(respond(psk, hs.message, { responderIndex: i, context: 'bench' }).response);
   }
-  return (cpuMs(t)) / n;
+  return cpuMs(t) / n;
 }
 
 async function main(): Promise<void> {
   await cryptoReady();
   const packets = Number(process.argv[2] ?? 50_000);
   const r = benchSealer(packets);
-  console.log(`DatagramSealer.seal  ${r.seal.toFixed(1)} MB/s payload (${PACKET}-byte datagrams, best of ${ROUNDS} x ${packets})`);
+  console.log(
+    `DatagramSealer.seal  ${r.seal.toFixed(1)} MB/s payload (${PACKET}-byte datagrams, best of ${ROUNDS} x ${packets})`,
+  );
   console.log(`DatagramOpener.open  ${r.open.toFixed(1)} MB/s payload`);
   for (const be of allDatagramAeads()) {
     const x = benchBackend(be, packets);

@@ -30,7 +30,8 @@ export class RekeyNeededError extends Error {
 }
 
 function checkKey(name: string, key: Uint8Array): Uint8Array {
-  if (!(key instanceof Uint8Array) || key.length !== AEAD_KEY_LEN) throw new TypeError(`${name} must be ${AEAD_KEY_LEN} bytes`);
+  if (!(key instanceof Uint8Array) || key.length !== AEAD_KEY_LEN)
+    throw new TypeError(`${name} must be ${AEAD_KEY_LEN} bytes`);
   // A private copy (also when given a Buffer, whose slice() would alias), so
   // the caller wiping or reusing its key object cannot affect us.
   return new Uint8Array(key);
@@ -66,7 +67,8 @@ export class DatagramSealer {
     this.receiver = keys.remoteIndex >>> 0;
     this.aead = datagramAead();
     const start = opts.initialCounter ?? 0;
-    if (!Number.isSafeInteger(start) || start < 0) throw new TypeError('initialCounter must be a non-negative safe integer');
+    if (!Number.isSafeInteger(start) || start < 0)
+      throw new TypeError('initialCounter must be a non-negative safe integer');
     this.counter = start;
   }
 
@@ -95,7 +97,8 @@ export class DatagramSealer {
    */
   sealInto(type: DatagramType, payload: Uint8Array, out: Uint8Array): void {
     const c = this.claimCounter(type, payload);
-    if (out.length !== DATAGRAM_OVERHEAD + payload.length) throw new RangeError(`output must be ${DATAGRAM_OVERHEAD + payload.length} bytes, not ${out.length}`);
+    if (out.length !== DATAGRAM_OVERHEAD + payload.length)
+      throw new RangeError(`output must be ${DATAGRAM_OVERHEAD + payload.length} bytes, not ${out.length}`);
     this.writeHeader(out, type, c);
     this.aead.seal(this.key, payload, out);
     // Only advance once the packet exists: a throw above must not burn a
@@ -107,7 +110,8 @@ export class DatagramSealer {
   private claimCounter(type: DatagramType, payload: Uint8Array): number {
     if (!isDatagramType(type)) throw new TypeError(`not a datagram type: ${type}`);
     const n = payload.length;
-    if (n > MAX_RELAY_DATAGRAM_PAYLOAD) throw new RangeError(`payload ${n} bytes exceeds ${MAX_RELAY_DATAGRAM_PAYLOAD}`);
+    if (n > MAX_RELAY_DATAGRAM_PAYLOAD)
+      throw new RangeError(`payload ${n} bytes exceeds ${MAX_RELAY_DATAGRAM_PAYLOAD}`);
     const c = this.counter;
     if (c > MAX_COUNTER) throw new RekeyNeededError();
     return c;

@@ -155,7 +155,8 @@ export function createInitiator(psk: Uint8Array, opts: InitiatorOptions): Initia
     if (!eph) throw new HandshakeError('already_finished', 'handshake already finished');
     const r = decodeHandshakeResponse(response);
     if (typeof r === 'string') throw new HandshakeError(r, `response: ${r}`);
-    if (r.initiatorIndex !== opts.initiatorIndex) throw new HandshakeError('auth_failed', 'response is for another handshake');
+    if (r.initiatorIndex !== opts.initiatorIndex)
+      throw new HandshakeError('auth_failed', 'response is for another handshake');
     const resp = Uint8Array.prototype.slice.call(response, 0, HANDSHAKE_RESPONSE_LEN);
     if (!macMatches(responseMac(macKey, ctx, init, resp), r.mac)) {
       throw new HandshakeError('auth_failed', 'response MAC mismatch (wrong secret or context?)');

@@ -87,7 +87,18 @@ export function parsePublicKey(text: string): Uint8Array {
 
 /** Identity file: JSON with base64 keys, written 0600. */
 export function serializeIdentity(id: Identity): string {
-  return JSON.stringify({ type: 'holepunch-identity', version: 1, publicKey: encodePublicKey(id.publicKey), secretKey: Buffer.from(id.secretKey).toString('base64') }, null, 2) + '\n';
+  return (
+    JSON.stringify(
+      {
+        type: 'holepunch-identity',
+        version: 1,
+        publicKey: encodePublicKey(id.publicKey),
+        secretKey: Buffer.from(id.secretKey).toString('base64'),
+      },
+      null,
+      2,
+    ) + '\n'
+  );
 }
 
 export function parseIdentity(text: string, source = 'identity file'): Identity {

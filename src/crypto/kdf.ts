@@ -55,7 +55,12 @@ export function initMac(macKey: Uint8Array, ctxHash: Uint8Array, init: Uint8Arra
 }
 
 /** MAC carried in the response: over the context hash, the whole init, and the response body. */
-export function responseMac(macKey: Uint8Array, ctxHash: Uint8Array, init: Uint8Array, response: Uint8Array): Uint8Array {
+export function responseMac(
+  macKey: Uint8Array,
+  ctxHash: Uint8Array,
+  init: Uint8Array,
+  response: Uint8Array,
+): Uint8Array {
   return sodium().crypto_generichash(
     HS_MAC_LEN,
     concat([ctxHash, init.subarray(0, HANDSHAKE_INIT_LEN), response.subarray(0, HS_MAC_OFFSET)]),

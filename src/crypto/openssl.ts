@@ -25,12 +25,23 @@ export interface InPlaceCipher {
   cipher(
     algorithm: string,
     encrypt: 0 | 1,
-    key: Buffer, keyOffset: number, keySize: number,
-    iv: Buffer, ivOffset: number, ivSize: number,
-    source: Buffer, sourceOffset: number, sourceSize: number,
-    target: Buffer, targetOffset: number,
-    aad: Buffer, aadOffset: number, aadSize: number,
-    tag: Buffer, tagOffset: number, tagSize: number,
+    key: Buffer,
+    keyOffset: number,
+    keySize: number,
+    iv: Buffer,
+    ivOffset: number,
+    ivSize: number,
+    source: Buffer,
+    sourceOffset: number,
+    sourceSize: number,
+    target: Buffer,
+    targetOffset: number,
+    aad: Buffer,
+    aadOffset: number,
+    aadSize: number,
+    tag: Buffer,
+    tagOffset: number,
+    tagSize: number,
   ): number;
 }
 
@@ -58,14 +69,74 @@ export function agreesWithNodeCrypto(lib: InPlaceCipher): boolean {
   const expected = Buffer.concat([c.update(plain), c.final(), c.getAuthTag()]);
 
   const out = Buffer.alloc(plain.length + 16);
-  lib.cipher(OPENSSL_AEAD, 1, key, 0, 32, nonce, 0, 12, plain, 0, plain.length, out, 0, aad, 0, aad.length, out, plain.length, 16);
+  lib.cipher(
+    OPENSSL_AEAD,
+    1,
+    key,
+    0,
+    32,
+    nonce,
+    0,
+    12,
+    plain,
+    0,
+    plain.length,
+    out,
+    0,
+    aad,
+    0,
+    aad.length,
+    out,
+    plain.length,
+    16,
+  );
   if (!out.equals(expected)) return false;
   const back = Buffer.alloc(plain.length);
-  lib.cipher(OPENSSL_AEAD, 0, key, 0, 32, nonce, 0, 12, out, 0, plain.length, back, 0, aad, 0, aad.length, out, plain.length, 16);
+  lib.cipher(
+    OPENSSL_AEAD,
+    0,
+    key,
+    0,
+    32,
+    nonce,
+    0,
+    12,
+    out,
+    0,
+    plain.length,
+    back,
+    0,
+    aad,
+    0,
+    aad.length,
+    out,
+    plain.length,
+    16,
+  );
   if (!back.equals(plain)) return false;
   out[0] ^= 1;
   try {
-    lib.cipher(OPENSSL_AEAD, 0, key, 0, 32, nonce, 0, 12, out, 0, plain.length, back, 0, aad, 0, aad.length, out, plain.length, 16);
+    lib.cipher(
+      OPENSSL_AEAD,
+      0,
+      key,
+      0,
+      32,
+      nonce,
+      0,
+      12,
+      out,
+      0,
+      plain.length,
+      back,
+      0,
+      aad,
+      0,
+      aad.length,
+      out,
+      plain.length,
+      16,
+    );
     return false; // a forgery opened
   } catch {
     return true;

@@ -40,12 +40,31 @@ export interface RawSodium {
   HEAPU8: Uint8Array;
   _malloc(n: number): number;
   _crypto_aead_chacha20poly1305_ietf_encrypt_detached(
-    c: number, mac: number, maclenP: number, m: number, mlenLo: number, mlenHi: number,
-    ad: number, adlenLo: number, adlenHi: number, nsec: number, npub: number, k: number,
+    c: number,
+    mac: number,
+    maclenP: number,
+    m: number,
+    mlenLo: number,
+    mlenHi: number,
+    ad: number,
+    adlenLo: number,
+    adlenHi: number,
+    nsec: number,
+    npub: number,
+    k: number,
   ): number;
   _crypto_aead_chacha20poly1305_ietf_decrypt_detached(
-    m: number, nsec: number, c: number, clenLo: number, clenHi: number, mac: number,
-    ad: number, adlenLo: number, adlenHi: number, npub: number, k: number,
+    m: number,
+    nsec: number,
+    c: number,
+    clenLo: number,
+    clenHi: number,
+    mac: number,
+    ad: number,
+    adlenLo: number,
+    adlenHi: number,
+    npub: number,
+    k: number,
   ): number;
 }
 
@@ -72,11 +91,23 @@ export function rawSodium(): RawSodium | null {
  */
 export interface NativeSodium {
   crypto_aead_chacha20poly1305_ietf_encrypt_detached(
-    c: Uint8Array, mac: Uint8Array, m: Uint8Array, ad: Uint8Array, nsec: null, npub: Uint8Array, k: Uint8Array,
+    c: Uint8Array,
+    mac: Uint8Array,
+    m: Uint8Array,
+    ad: Uint8Array,
+    nsec: null,
+    npub: Uint8Array,
+    k: Uint8Array,
   ): number;
   /** Throws when the tag does not verify. */
   crypto_aead_chacha20poly1305_ietf_decrypt_detached(
-    m: Uint8Array, nsec: null, c: Uint8Array, mac: Uint8Array, ad: Uint8Array, npub: Uint8Array, k: Uint8Array,
+    m: Uint8Array,
+    nsec: null,
+    c: Uint8Array,
+    mac: Uint8Array,
+    ad: Uint8Array,
+    npub: Uint8Array,
+    k: Uint8Array,
   ): void;
 }
 

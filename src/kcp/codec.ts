@@ -35,9 +35,16 @@ export function write32(b: Uint8Array, p: number, v: number): void {
 
 /** Writes one header at p; the caller guarantees 24 bytes of room. Returns p + 24. */
 export function writeHeader(
-  b: Uint8Array, p: number,
-  conv: number, cmd: number, frg: number, wnd: number,
-  ts: number, sn: number, una: number, len: number,
+  b: Uint8Array,
+  p: number,
+  conv: number,
+  cmd: number,
+  frg: number,
+  wnd: number,
+  ts: number,
+  sn: number,
+  una: number,
+  len: number,
 ): number {
   write32(b, p, conv);
   b[p + 4] = cmd;

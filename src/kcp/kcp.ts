@@ -19,11 +19,30 @@
  * `(a - b) | 0`, which is ikcp.c's _itimediff and wraps at 2^32.
  */
 import {
-  ASK_SEND, ASK_TELL, CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS,
-  DEAD_LINK_DEFAULT, FASTACK_LIMIT, INTERVAL_DEFAULT, INTERVAL_MAX, INTERVAL_MIN,
-  KCP_OVERHEAD, MTU_DEFAULT, MTU_MIN, PROBE_INIT, PROBE_LIMIT,
-  RTO_DEFAULT, RTO_MAX, RTO_NODELAY_MIN, RTO_NORMAL_MIN,
-  THRESH_INIT, THRESH_MIN, WND_RCV_DEFAULT, WND_SND_DEFAULT,
+  ASK_SEND,
+  ASK_TELL,
+  CMD_ACK,
+  CMD_PUSH,
+  CMD_WASK,
+  CMD_WINS,
+  DEAD_LINK_DEFAULT,
+  FASTACK_LIMIT,
+  INTERVAL_DEFAULT,
+  INTERVAL_MAX,
+  INTERVAL_MIN,
+  KCP_OVERHEAD,
+  MTU_DEFAULT,
+  MTU_MIN,
+  PROBE_INIT,
+  PROBE_LIMIT,
+  RTO_DEFAULT,
+  RTO_MAX,
+  RTO_NODELAY_MIN,
+  RTO_NORMAL_MIN,
+  THRESH_INIT,
+  THRESH_MIN,
+  WND_RCV_DEFAULT,
+  WND_SND_DEFAULT,
 } from './constants.js';
 import { read32, writeHeader } from './codec.js';
 import { KcpError } from './errors.js';
@@ -954,9 +973,15 @@ export class Kcp {
     const oldMask = this.sbMask;
     const old = this.sbLive
       ? {
-        live: this.sbLive, buf: this.sbBuf, len: this.sbLen, frg: this.sbFrg,
-        resendts: this.sbResendts, rto: this.sbRto, fastack: this.sbFastack, xmit: this.sbXmit,
-      }
+          live: this.sbLive,
+          buf: this.sbBuf,
+          len: this.sbLen,
+          frg: this.sbFrg,
+          resendts: this.sbResendts,
+          rto: this.sbRto,
+          fastack: this.sbFastack,
+          xmit: this.sbXmit,
+        }
       : null;
     this.sbLive = new Uint8Array(cap);
     this.sbBuf = new Array<Buffer | undefined>(cap).fill(undefined);

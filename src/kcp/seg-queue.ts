@@ -42,10 +42,18 @@ export class SegQueue {
   }
 
   // Accessors by position from the head (0 = oldest). No bounds checks: hot path.
-  buf(k: number): Uint8Array { return this.bufs[(this.head + k) & this.mask]!; }
-  off(k: number): number { return this.offs[(this.head + k) & this.mask]; }
-  len(k: number): number { return this.lens[(this.head + k) & this.mask]; }
-  frg(k: number): number { return this.frgs[(this.head + k) & this.mask]; }
+  buf(k: number): Uint8Array {
+    return this.bufs[(this.head + k) & this.mask]!;
+  }
+  off(k: number): number {
+    return this.offs[(this.head + k) & this.mask];
+  }
+  len(k: number): number {
+    return this.lens[(this.head + k) & this.mask];
+  }
+  frg(k: number): number {
+    return this.frgs[(this.head + k) & this.mask];
+  }
 
   /** Replaces the newest entry's payload (stream-mode coalescing). */
   setTail(buf: Uint8Array, off: number, len: number): void {

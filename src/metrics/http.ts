@@ -15,12 +15,18 @@ export interface ObserveServerOptions {
  * (JSON). Nothing here changes state, so it needs no authentication beyond
  * where it listens; bind it to loopback or a private address.
  */
-export async function startObserveServer(opts: ObserveServerOptions): Promise<{ server: http.Server; address: string; port: number; close(): Promise<void> }> {
+export async function startObserveServer(
+  opts: ObserveServerOptions,
+): Promise<{ server: http.Server; address: string; port: number; close(): Promise<void> }> {
   const server = http.createServer((req, res) => void handle(opts, req, res));
   server.keepAliveTimeout = 5_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) =>
-      reject(new Error(`cannot listen on ${opts.listen.host}:${opts.listen.port}: ${e.code === 'EADDRINUSE' ? 'the port is already in use' : (e.code ?? e.message)}`)),
+      reject(
+        new Error(
+          `cannot listen on ${opts.listen.host}:${opts.listen.port}: ${e.code === 'EADDRINUSE' ? 'the port is already in use' : (e.code ?? e.message)}`,
+        ),
+      ),
     );
     server.listen({ host: opts.listen.host, port: opts.listen.port }, () => resolve());
   });
@@ -41,8 +47,10 @@ async function handle(opts: ObserveServerOptions, req: http.IncomingMessage, res
   const path = (req.url ?? '/').split('?')[0];
   if (req.method !== 'GET' && req.method !== 'HEAD') return reply(res, 405, 'text/plain', 'read-only: GET only\n');
   try {
-    if (path === '/metrics' && opts.registry) return reply(res, 200, opts.registry.contentType, await opts.registry.metrics());
-    if (path === '/status' && opts.status) return reply(res, 200, 'application/json', JSON.stringify(await opts.status(), null, 2) + '\n');
+    if (path === '/metrics' && opts.registry)
+      return reply(res, 200, opts.registry.contentType, await opts.registry.metrics());
+    if (path === '/status' && opts.status)
+      return reply(res, 200, 'application/json', JSON.stringify(await opts.status(), null, 2) + '\n');
     const paths = [opts.registry ? '/metrics' : '', opts.status ? '/status' : ''].filter(Boolean).join(' ');
     return reply(res, 404, 'text/plain', `not found; try ${paths}\n`);
   } catch (e) {

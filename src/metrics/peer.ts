@@ -27,7 +27,12 @@ export function createPeerMetrics(source: () => PeerMetricsEntry[]): Registry {
     if (!cache || now - cache.at > 200) cache = { at: now, entries: source() };
     return cache.entries;
   };
-  const counter = (name: string, help: string, pick: (t: TunnelTotals) => number, extra?: { label: string; values: [string, (t: TunnelTotals) => number][] }) =>
+  const counter = (
+    name: string,
+    help: string,
+    pick: (t: TunnelTotals) => number,
+    extra?: { label: string; values: [string, (t: TunnelTotals) => number][] },
+  ) =>
     new Counter({
       name,
       help,
@@ -36,7 +41,8 @@ export function createPeerMetrics(source: () => PeerMetricsEntry[]): Registry {
       collect() {
         this.reset();
         for (const e of entries()) {
-          if (extra) for (const [v, f] of extra.values) this.inc({ kind: e.kind, name: e.name, [extra.label]: v }, f(e.totals));
+          if (extra)
+            for (const [v, f] of extra.values) this.inc({ kind: e.kind, name: e.name, [extra.label]: v }, f(e.totals));
           else this.inc({ kind: e.kind, name: e.name }, pick(e.totals));
         }
       },
@@ -49,16 +55,25 @@ export function createPeerMetrics(source: () => PeerMetricsEntry[]): Registry {
       ['received', (t) => t.bytesReceived],
     ],
   });
-  counter('holepunch_peer_wire_bytes_total', 'Sealed datagram bytes on the active paths (overhead, retransmissions, heartbeats included)', () => 0, {
-    label: 'direction',
-    values: [
-      ['sent', (t) => t.wireBytesOut],
-      ['received', (t) => t.wireBytesIn],
-    ],
-  });
+  counter(
+    'holepunch_peer_wire_bytes_total',
+    'Sealed datagram bytes on the active paths (overhead, retransmissions, heartbeats included)',
+    () => 0,
+    {
+      label: 'direction',
+      values: [
+        ['sent', (t) => t.wireBytesOut],
+        ['received', (t) => t.wireBytesIn],
+      ],
+    },
+  );
   counter('holepunch_peer_punch_attempts_total', 'Hole punching rounds started', (t) => t.punchAttempts);
   counter('holepunch_peer_punch_successes_total', 'Direct paths confirmed', (t) => t.punchSuccesses);
-  counter('holepunch_peer_rejected_datagrams_total', 'Datagrams dropped: failed authentication, replayed, or for another receiver', (t) => t.rejectedDatagrams);
+  counter(
+    'holepunch_peer_rejected_datagrams_total',
+    'Datagrams dropped: failed authentication, replayed, or for another receiver',
+    (t) => t.rejectedDatagrams,
+  );
 
   new Gauge({
     name: 'holepunch_peer_tunnels',
@@ -81,7 +96,11 @@ export function createPeerMetrics(source: () => PeerMetricsEntry[]): Registry {
     registers: [registry],
     collect() {
       this.reset();
-      for (const e of entries()) this.set({ kind: e.kind, name: e.name }, e.tunnels.reduce((n, t) => n + t.streams, 0));
+      for (const e of entries())
+        this.set(
+          { kind: e.kind, name: e.name },
+          e.tunnels.reduce((n, t) => n + t.streams, 0),
+        );
     },
   });
   new Gauge({

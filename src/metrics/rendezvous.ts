@@ -18,8 +18,18 @@ export function createRendezvousMetrics(server: RendezvousServer): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const pairLabels = ['visitor_nat', 'server_nat'] as const;
-  const attempts = new Counter({ name: 'holepunch_rendezvous_punch_attempts_total', help: 'Punches ordered, by the NAT types of the two peers', labelNames: pairLabels, registers: [registry] });
-  const successes = new Counter({ name: 'holepunch_rendezvous_punch_successes_total', help: 'Sessions that reported a direct path, by the NAT types of the two peers', labelNames: pairLabels, registers: [registry] });
+  const attempts = new Counter({
+    name: 'holepunch_rendezvous_punch_attempts_total',
+    help: 'Punches ordered, by the NAT types of the two peers',
+    labelNames: pairLabels,
+    registers: [registry],
+  });
+  const successes = new Counter({
+    name: 'holepunch_rendezvous_punch_successes_total',
+    help: 'Sessions that reported a direct path, by the NAT types of the two peers',
+    labelNames: pairLabels,
+    registers: [registry],
+  });
   const pair = (v?: NatInfo, s?: NatInfo) => ({ visitor_nat: natLabel(v), server_nat: natLabel(s) });
   server.events.on('punch', (v?: NatInfo, s?: NatInfo) => attempts.inc(pair(v, s)));
   server.events.on('punch_success', (v?: NatInfo, s?: NatInfo) => successes.inc(pair(v, s)));
@@ -58,8 +68,16 @@ export function createRendezvousMetrics(server: RendezvousServer): Registry {
     },
   });
   total('holepunch_rendezvous_sessions_total', 'Sessions brokered', () => server.stats.connects);
-  total('holepunch_rendezvous_relay_bytes_total', 'Bytes forwarded by the embedded relay (both directions, framing included)', () => server.relay?.bytesForwarded ?? 0);
-  gauge('holepunch_rendezvous_relay_sessions', 'Paired sessions on the embedded relay', () => server.relay?.sessionCount ?? 0);
+  total(
+    'holepunch_rendezvous_relay_bytes_total',
+    'Bytes forwarded by the embedded relay (both directions, framing included)',
+    () => server.relay?.bytesForwarded ?? 0,
+  );
+  gauge(
+    'holepunch_rendezvous_relay_sessions',
+    'Paired sessions on the embedded relay',
+    () => server.relay?.sessionCount ?? 0,
+  );
   new Counter({
     name: 'holepunch_rendezvous_rejected_datagrams_total',
     help: 'UDP datagrams on the STUN port that were not a valid Binding request (dropped or answered with an error)',
@@ -72,7 +90,15 @@ export function createRendezvousMetrics(server: RendezvousServer): Registry {
       this.inc({ reason: 'error_response' }, st?.errors ?? 0);
     },
   });
-  total('holepunch_rendezvous_limits_hit_total', 'Requests refused because a limit was reached (connections, sessions, names, memory)', () => server.stats.limitsHit ?? 0);
-  total('holepunch_rendezvous_unknown_name_total', 'Visits refused because nobody serves the name', () => server.stats.rejected);
+  total(
+    'holepunch_rendezvous_limits_hit_total',
+    'Requests refused because a limit was reached (connections, sessions, names, memory)',
+    () => server.stats.limitsHit ?? 0,
+  );
+  total(
+    'holepunch_rendezvous_unknown_name_total',
+    'Visits refused because nobody serves the name',
+    () => server.stats.rejected,
+  );
   return registry;
 }

@@ -9,13 +9,20 @@ export interface MuxStreamError extends Error {
 
 export function resetReasonName(reason: number): string {
   switch (reason) {
-    case MuxResetReason.Cancel: return 'cancel';
-    case MuxResetReason.Refused: return 'refused';
-    case MuxResetReason.TooManyStreams: return 'too many streams';
-    case MuxResetReason.ProtocolError: return 'protocol error';
-    case MuxResetReason.FlowControl: return 'flow control violation';
-    case MuxResetReason.GoingAway: return 'going away';
-    default: return `reason ${reason}`;
+    case MuxResetReason.Cancel:
+      return 'cancel';
+    case MuxResetReason.Refused:
+      return 'refused';
+    case MuxResetReason.TooManyStreams:
+      return 'too many streams';
+    case MuxResetReason.ProtocolError:
+      return 'protocol error';
+    case MuxResetReason.FlowControl:
+      return 'flow control violation';
+    case MuxResetReason.GoingAway:
+      return 'going away';
+    default:
+      return `reason ${reason}`;
   }
 }
 
@@ -32,7 +39,12 @@ function codeFor(reason: number): MuxStreamError['code'] {
   }
 }
 
-export function streamError(code: MuxStreamError['code'], message: string, resetReason?: number, cause?: unknown): MuxStreamError {
+export function streamError(
+  code: MuxStreamError['code'],
+  message: string,
+  resetReason?: number,
+  cause?: unknown,
+): MuxStreamError {
   const err = new Error(message, cause === undefined ? undefined : { cause }) as MuxStreamError;
   err.code = code;
   if (resetReason !== undefined) err.resetReason = resetReason;

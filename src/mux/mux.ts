@@ -157,7 +157,8 @@ export class Mux extends EventEmitter {
     });
     let refusal: Error | null = null;
     if (this.closed) refusal = streamError('ECONNABORTED', 'mux is closed');
-    else if (this.streams.size >= this.maxStreams) refusal = streamError('ECONNREFUSED', `too many streams (${this.maxStreams})`, MuxResetReason.TooManyStreams);
+    else if (this.streams.size >= this.maxStreams)
+      refusal = streamError('ECONNREFUSED', `too many streams (${this.maxStreams})`, MuxResetReason.TooManyStreams);
     else if (id > MAX_STREAM_ID) refusal = streamError('ECONNREFUSED', 'stream ids exhausted');
     if (refusal) {
       stream.abort(refusal, false);
@@ -270,7 +271,12 @@ export class Mux extends EventEmitter {
   /** Stops at once without telling the peer (the transport is gone); streams fail with ECONNABORTED. */
   destroy(err?: Error): void {
     if (this.closed) return;
-    const streamErr = streamError('ECONNABORTED', err ? `mux destroyed: ${err.message}` : 'mux destroyed', undefined, err);
+    const streamErr = streamError(
+      'ECONNABORTED',
+      err ? `mux destroyed: ${err.message}` : 'mux destroyed',
+      undefined,
+      err,
+    );
     this.closed = true;
     for (const s of [...this.streams.values()]) s.abort(streamErr, false);
     this.shutDown(err);

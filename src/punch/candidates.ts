@@ -28,7 +28,11 @@ export interface Gathered {
  * the NAT's mapping behaviour by asking the server's second address too
  * (RFC 5780 OTHER-ADDRESS), when it has one.
  */
-export async function gatherCandidates(ps: PeerSocket, stun: { address: string; port: number } | null, opts: { includeLoopback: boolean; timeoutMs?: number }): Promise<Gathered> {
+export async function gatherCandidates(
+  ps: PeerSocket,
+  stun: { address: string; port: number } | null,
+  opts: { includeLoopback: boolean; timeoutMs?: number },
+): Promise<Gathered> {
   const candidates = hostCandidates(ps.port, opts.includeLoopback);
   const nat: NatInfo = { mapping: 'unknown', filtering: 'unknown' };
   if (!stun) return { candidates, nat };

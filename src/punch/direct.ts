@@ -112,7 +112,9 @@ export class DirectPathManager {
     this.controlling = opts.session.opts.role === 'visitor';
     const index = opts.session.opts.keys.localIndex;
     opts.socket.register(index, (msg, header, rinfo, sock) => this.onDatagram(msg, header, rinfo, sock));
-    opts.session.on('control', (type: DatagramType, payload: Uint8Array, from: Path) => this.onControl(type, payload, from));
+    opts.session.on('control', (type: DatagramType, payload: Uint8Array, from: Path) =>
+      this.onControl(type, payload, from),
+    );
     opts.session.once('close', () => this.close());
   }
 
@@ -137,13 +139,22 @@ export class DirectPathManager {
     }
     this.attempts++;
     const started = performance.now() + delayMs;
-    const p = { until: started + this.attemptMs(plan), started, plan, timer: setTimeout(() => void this.probeLoop(), delayMs) };
+    const p = {
+      until: started + this.attemptMs(plan),
+      started,
+      plan,
+      timer: setTimeout(() => void this.probeLoop(), delayMs),
+    };
     this.punching = p;
-    this.opts.log.debug('punch_start', `punching ${this.opts.session.sid} (${plan.kind}) to ${this.candidates.length} candidates`, {
-      sid: this.opts.session.sid,
-      plan: plan.kind,
-      candidates: this.candidates.map((c) => `${c.address}:${c.port}`),
-    });
+    this.opts.log.debug(
+      'punch_start',
+      `punching ${this.opts.session.sid} (${plan.kind}) to ${this.candidates.length} candidates`,
+      {
+        sid: this.opts.session.sid,
+        plan: plan.kind,
+        candidates: this.candidates.map((c) => `${c.address}:${c.port}`),
+      },
+    );
   }
 
   /**
@@ -212,14 +223,21 @@ export class DirectPathManager {
   private onDatagram(msg: Buffer, h: DatagramHeader, rinfo: dgram.RemoteInfo, sock: dgram.Socket): void {
     // Nearly every datagram of an established session arrives on its path: skip building the map key.
     const best = this.best?.path;
-    const path = best && best.socket === sock && best.port === rinfo.port && best.address === rinfo.address ? best : this.pathFor(sock, rinfo.address, rinfo.port);
+    const path =
+      best && best.socket === sock && best.port === rinfo.port && best.address === rinfo.address
+        ? best
+        : this.pathFor(sock, rinfo.address, rinfo.port);
     if (!this.opts.session.receive(msg, path)) return;
     const now = performance.now();
     this.socketRecv.set(sock, now);
     if (path === this.best?.path) {
       this.lastDirectRecv = now;
       if (h.counter > this.bestCounter) this.bestCounter = h.counter;
-    } else if (!this.controlling && (h.type === DatagramType.Data || h.type === DatagramType.Heartbeat) && h.counter > this.bestCounter) {
+    } else if (
+      !this.controlling &&
+      (h.type === DatagramType.Data || h.type === DatagramType.Heartbeat) &&
+      h.counter > this.bestCounter
+    ) {
       this.onNomination(path, now, h.counter);
     }
   }
@@ -336,7 +354,11 @@ export class DirectPathManager {
     // Once the controlling peer has nominated a path, only its nominations move us.
     if (cur && !this.controlling && this.followed) return;
     if (cur && !betterPath({ address: path.address, rttMs }, { address: cur.path.address, rttMs: cur.rttMs })) return;
-    this.opts.log.debug('punch_ok', `direct path ${path.remote} confirmed, rtt ${rttMs.toFixed(1)} ms, we are seen as ${observed}`, { sid: this.opts.session.sid, rttMs, observed });
+    this.opts.log.debug(
+      'punch_ok',
+      `direct path ${path.remote} confirmed, rtt ${rttMs.toFixed(1)} ms, we are seen as ${observed}`,
+      { sid: this.opts.session.sid, rttMs, observed },
+    );
     this.adopt(path, rttMs, false);
   }
 
@@ -351,7 +373,8 @@ export class DirectPathManager {
     if (this.graceTimer) clearTimeout(this.graceTimer);
     this.graceTimer = null;
     if (!cur) this.successes++;
-    if (nominated) this.opts.log.debug('path_followed', `following the peer onto ${path.remote}`, { sid: this.opts.session.sid });
+    if (nominated)
+      this.opts.log.debug('path_followed', `following the peer onto ${path.remote}`, { sid: this.opts.session.sid });
     this.opts.session.usePath(path);
     // Nominate at once (the controlled peer follows the path our heartbeats use),
     // rather than at the next heartbeat, while the peer still holds its punching sockets.
@@ -396,7 +419,9 @@ export class DirectPathManager {
     this.followed = false;
     this.nominationCheck = null;
     this.stopHeartbeat();
-    this.opts.log.warn('direct_lost', `no answer on the direct path ${dead.path.remote} for ${deadAfter / 1000} s`, { sid: this.opts.session.sid });
+    this.opts.log.warn('direct_lost', `no answer on the direct path ${dead.path.remote} for ${deadAfter / 1000} s`, {
+      sid: this.opts.session.sid,
+    });
     const relay = this.opts.relay();
     if (relay && !relay.closed) this.opts.session.usePath(relay);
     this.scheduleRetry();
@@ -406,7 +431,11 @@ export class DirectPathManager {
     const plan = this.punching?.plan;
     this.stopPunching();
     if (this.best) return;
-    this.opts.log.info('punch_failed', `no direct path to the peer this time${this.opts.relay() ? '; staying on the relay' : ''}`, { sid: this.opts.session.sid, plan: plan?.kind });
+    this.opts.log.info(
+      'punch_failed',
+      `no direct path to the peer this time${this.opts.relay() ? '; staying on the relay' : ''}`,
+      { sid: this.opts.session.sid, plan: plan?.kind },
+    );
     this.scheduleRetry(plan);
   }
 

@@ -3,7 +3,12 @@ import { isStunPacket } from '../stun/message.js';
 import { peekDatagramHeader, type DatagramHeader } from '../wire/datagram.js';
 
 /** Receives datagrams addressed to one session (by its local receiver index), with the header already parsed for routing. */
-export type DatagramHandler = (msg: Buffer, header: DatagramHeader, rinfo: dgram.RemoteInfo, socket: dgram.Socket) => void;
+export type DatagramHandler = (
+  msg: Buffer,
+  header: DatagramHeader,
+  rinfo: dgram.RemoteInfo,
+  socket: dgram.Socket,
+) => void;
 
 /**
  * The peer's UDP endpoint (Tailscale would call it magicsock): one socket that

@@ -8,7 +8,8 @@ import type { NatInfo } from '../wire/control.js';
  *  - spray-ports: the peer is the symmetric one: probe random ports on its public IP.
  *  - none: both symmetric; no hole can be punched, stay on the relay.
  */
-export type PunchPlan = { kind: 'plain' } | { kind: 'open-sockets' } | { kind: 'spray-ports' } | { kind: 'none'; reason: string };
+export type PunchPlan =
+  { kind: 'plain' } | { kind: 'open-sockets' } | { kind: 'spray-ports' } | { kind: 'none'; reason: string };
 
 export function isHard(nat: NatInfo | undefined): boolean {
   return nat?.mapping === 'address-dependent' || nat?.mapping === 'address-and-port-dependent';
@@ -17,7 +18,8 @@ export function isHard(nat: NatInfo | undefined): boolean {
 export function planPunch(mine: NatInfo | undefined, peer: NatInfo | undefined): PunchPlan {
   const iAmHard = isHard(mine);
   const peerIsHard = isHard(peer);
-  if (iAmHard && peerIsHard) return { kind: 'none', reason: 'both NATs map per destination (symmetric); staying on the relay' };
+  if (iAmHard && peerIsHard)
+    return { kind: 'none', reason: 'both NATs map per destination (symmetric); staying on the relay' };
   if (iAmHard) return { kind: 'open-sockets' };
   if (peerIsHard) return { kind: 'spray-ports' };
   return { kind: 'plain' };

@@ -11,7 +11,13 @@ import { MuxResetReason } from '../wire/mux-frame.js';
  * Resolves when both directions are finished or one side failed.
  */
 export function bridge(
-  local: { readable: Readable; writable: Writable; destroy(err?: Error): void; reset?(): void; pipeTo?(remote: Duplex): void },
+  local: {
+    readable: Readable;
+    writable: Writable;
+    destroy(err?: Error): void;
+    reset?(): void;
+    pipeTo?(remote: Duplex): void;
+  },
   remote: Sinkable & Duplex & { reset?(reason?: number): void },
 ): Promise<void> {
   return new Promise((resolve) => {

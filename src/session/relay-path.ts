@@ -32,7 +32,10 @@ export class RelayPath extends EventEmitter implements Path {
   static open(host: string, port: number, ticket: string, timeoutMs = 15_000): Promise<RelayPath> {
     const path = new RelayPath(`${host}:${port}`);
     return new Promise((resolve, reject) => {
-      const fs = FramedSocket.connect({ host, port }, { idleTimeoutMs: timeoutMs, maxDatagramFrame: MAX_RELAY_DATAGRAM_LEN });
+      const fs = FramedSocket.connect(
+        { host, port },
+        { idleTimeoutMs: timeoutMs, maxDatagramFrame: MAX_RELAY_DATAGRAM_LEN },
+      );
       const socket = fs.socket;
       path.fs = fs;
       let settled = false;
@@ -42,7 +45,9 @@ export class RelayPath extends EventEmitter implements Path {
         fs.destroy();
         reject(new Error(msg));
       };
-      socket.once('error', (e: NodeJS.ErrnoException) => fail(`cannot reach the relay at ${host}:${port}: ${e.code ?? e.message}`));
+      socket.once('error', (e: NodeJS.ErrnoException) =>
+        fail(`cannot reach the relay at ${host}:${port}: ${e.code ?? e.message}`),
+      );
       socket.once('connect', () => fs.send({ type: 'relay_bind', ticket }));
       fs.on('message', (m: ControlMessage) => {
         if (m.type === 'relay_ready' && !settled) {

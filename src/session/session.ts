@@ -4,7 +4,13 @@ import { Kcp, KCP_OVERHEAD, RTO_NODELAY_MIN } from '../kcp/index.js';
 import { MUX_HEADER_LEN } from '../wire/mux-frame.js';
 import { Mux } from '../mux/index.js';
 import { DatagramOpener, DatagramSealer, type SessionKeys } from '../crypto/index.js';
-import { DatagramType, DATAGRAM_OVERHEAD, MAX_DATAGRAM_LEN, MAX_DATAGRAM_PAYLOAD, sealedLength } from '../wire/datagram.js';
+import {
+  DatagramType,
+  DATAGRAM_OVERHEAD,
+  MAX_DATAGRAM_LEN,
+  MAX_DATAGRAM_PAYLOAD,
+  sealedLength,
+} from '../wire/datagram.js';
 import type { Logger } from '../util/log.js';
 import { sharedBlockPool } from '../util/block-pool.js';
 import { beginLoan, endLoan } from '../util/loan.js';
@@ -120,7 +126,10 @@ export class Session extends EventEmitter {
     const deadAfter = opts.deadAfterMs ?? 30_000;
     const keepaliveMs = opts.keepaliveMs ?? 5_000;
     const resolution = tickFor(Math.min(keepaliveMs, deadAfter));
-    this.keepalive = processTicker.subscribe((now) => this.checkAlive(now, deadAfter, keepaliveMs, resolution), resolution);
+    this.keepalive = processTicker.subscribe(
+      (now) => this.checkAlive(now, deadAfter, keepaliveMs, resolution),
+      resolution,
+    );
     this.kick();
   }
 
@@ -189,11 +198,14 @@ export class Session extends EventEmitter {
       // Segments cut for the relay's 64 KiB records are still in flight (or
       // being retransmitted) after a move to UDP: they finish by the relay.
       const big = this.largeRecordPath;
-      if (big && !big.closed && buf.length + DATAGRAM_OVERHEAD <= big.maxDatagram) return this.sendSealed(DatagramType.Data, buf, big);
+      if (big && !big.closed && buf.length + DATAGRAM_OVERHEAD <= big.maxDatagram)
+        return this.sendSealed(DatagramType.Data, buf, big);
       // No such path, and none will come back for this session: fail now with
       // the reason, rather than retransmit into nothing until KCP gives up.
       this.oversizeDropped++;
-      this.close('the relay closed while data cut into relay-sized records was unacknowledged, and UDP cannot carry those');
+      this.close(
+        'the relay closed while data cut into relay-sized records was unacknowledged, and UDP cannot carry those',
+      );
       return;
     }
     this.sendSealed(DatagramType.Data, buf);

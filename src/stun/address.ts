@@ -82,7 +82,8 @@ export function ipToBytes(address: string): Buffer | null {
   const halves = text.split('::');
   const head = halves[0] === '' ? [] : halves[0].split(':');
   const rest = halves.length > 1 && halves[1] !== '' ? halves[1].split(':') : [];
-  const groups = halves.length > 1 ? [...head, ...new Array<string>(8 - head.length - rest.length).fill('0'), ...rest] : head;
+  const groups =
+    halves.length > 1 ? [...head, ...new Array<string>(8 - head.length - rest.length).fill('0'), ...rest] : head;
   if (groups.length !== 8) return null;
   groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
   if (tailBytes.length === 4) out.set(tailBytes, 12);
@@ -100,7 +101,7 @@ export function bytesToIp(bytes: Uint8Array): string {
   // Compress the longest run of two or more zero groups (first one on a tie).
   let bestStart = -1;
   let bestLen = 1;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (groups[i] !== 0) {
       i++;
       continue;

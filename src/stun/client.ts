@@ -12,7 +12,16 @@
 import type dgram from 'node:dgram';
 import { performance } from 'node:perf_hooks';
 import { toEndpoint, type Endpoint } from './address.js';
-import { decodeStun, encodeStun, isStunPacket, mappedAddressOf, newTransactionId, StunClass, StunMethod, type StunMessage } from './message.js';
+import {
+  decodeStun,
+  encodeStun,
+  isStunPacket,
+  mappedAddressOf,
+  newTransactionId,
+  StunClass,
+  StunMethod,
+  type StunMessage,
+} from './message.js';
 
 export interface StunBindingOptions {
   /** RFC 5780 CHANGE-REQUEST flags: ask the server to answer from its other IP and/or port. */
@@ -43,7 +52,8 @@ export interface StunBindingResult {
   attempts: number;
 }
 
-export type StunErrorCode = 'ESTUNTIMEOUT' | 'ESTUNERROR' | 'ESTUNBADRESPONSE' | 'ESTUNCLOSED' | 'ESTUNABORTED' | 'ESTUNSEND';
+export type StunErrorCode =
+  'ESTUNTIMEOUT' | 'ESTUNERROR' | 'ESTUNBADRESPONSE' | 'ESTUNCLOSED' | 'ESTUNABORTED' | 'ESTUNSEND';
 
 export class StunError extends Error {
   constructor(
@@ -77,7 +87,8 @@ export function stunBinding(
   const rtoMs = Math.max(1, opts.rtoMs ?? DEFAULT_STUN_RTO_MS);
   const transactionId = newTransactionId();
   const req: StunMessage = { cls: StunClass.Request, method: StunMethod.Binding, transactionId, fingerprint: true };
-  if (opts.changeIp || opts.changePort) req.changeRequest = { changeIp: !!opts.changeIp, changePort: !!opts.changePort };
+  if (opts.changeIp || opts.changePort)
+    req.changeRequest = { changeIp: !!opts.changeIp, changePort: !!opts.changePort };
   const packet = encodeStun(req);
   const target = `${server.address}:${server.port}`;
 
@@ -149,7 +160,13 @@ export function stunBinding(
     };
 
     const deadline = setTimeout(
-      () => finish(new StunError(`STUN binding to ${target} timed out after ${timeoutMs} ms (${attempts} requests sent, no matching response)`, 'ESTUNTIMEOUT')),
+      () =>
+        finish(
+          new StunError(
+            `STUN binding to ${target} timed out after ${timeoutMs} ms (${attempts} requests sent, no matching response)`,
+            'ESTUNTIMEOUT',
+          ),
+        ),
       timeoutMs,
     );
 

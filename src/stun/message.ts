@@ -181,7 +181,8 @@ export function encodeStun(msg: StunMessage): Buffer {
   if (msg.transactionId.length !== TRANSACTION_ID_LEN) throw new Error('transaction id must be 12 bytes');
   const xorKey = xorKeyFor(msg.transactionId);
   const attrs: RawAttribute[] = [];
-  if (msg.xorMappedAddress) attrs.push({ type: StunAttr.XorMappedAddress, value: encodeAddress(msg.xorMappedAddress, xorKey) });
+  if (msg.xorMappedAddress)
+    attrs.push({ type: StunAttr.XorMappedAddress, value: encodeAddress(msg.xorMappedAddress, xorKey) });
   if (msg.mappedAddress) attrs.push({ type: StunAttr.MappedAddress, value: encodeAddress(msg.mappedAddress, null) });
   if (msg.responseOrigin) attrs.push({ type: StunAttr.ResponseOrigin, value: encodeAddress(msg.responseOrigin, null) });
   if (msg.otherAddress) attrs.push({ type: StunAttr.OtherAddress, value: encodeAddress(msg.otherAddress, null) });

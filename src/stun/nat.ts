@@ -56,7 +56,9 @@ export interface MappingProbe {
  * - fewer than two distinct destinations answered: unknown.
  */
 export function classifyMapping(probes: readonly MappingProbe[]): MappingBehavior {
-  const answered = probes.filter((p): p is MappingProbe & { mapped: NonNullable<MappingProbe['mapped']> } => p.mapped !== null);
+  const answered = probes.filter(
+    (p): p is MappingProbe & { mapped: NonNullable<MappingProbe['mapped']> } => p.mapped !== null,
+  );
   const distinct = answered.filter((p, i) => answered.findIndex((q) => sameEndpoint(q.server, p.server)) === i);
   if (distinct.length < 2) return 'unknown';
   if (distinct.every((p) => sameEndpoint(p.mapped, distinct[0].mapped))) return 'endpoint-independent';
@@ -157,7 +159,10 @@ export interface DetectNatOptions {
  * mapping/filtering are 'unknown'. Rejects (StunError) only when the server
  * does not answer the first Binding.
  */
-export async function detectNat(server: { address: string; port: number }, opts: DetectNatOptions = {}): Promise<NatReport> {
+export async function detectNat(
+  server: { address: string; port: number },
+  opts: DetectNatOptions = {},
+): Promise<NatReport> {
   const serverEp = await resolveEndpoint(server);
   const timeoutMs = opts.timeoutMs ?? 4000;
   const probeTimeoutMs = opts.probeTimeoutMs ?? 1500;
@@ -174,7 +179,9 @@ export async function detectNat(server: { address: string; port: number }, opts:
     const a = opts.socket ?? (await fresh());
     const first = await stunBinding(a, serverEp, { ...common, timeoutMs });
     const localAddress = await localEndpointToward(a, serverEp);
-    const isPublic = sameEndpoint(first.mapped, localAddress) || (isInterfaceAddress(first.mapped.address) && first.mapped.port === localAddress.port);
+    const isPublic =
+      sameEndpoint(first.mapped, localAddress) ||
+      (isInterfaceAddress(first.mapped.address) && first.mapped.port === localAddress.port);
     const other = first.otherAddress;
 
     // ---- mapping (§4.3): same socket toward primary, alt-IP:primary-port, alt-IP:alt-port
@@ -187,7 +194,10 @@ export async function detectNat(server: { address: string; port: number }, opts:
       const altPort = other.port !== serverEp.port;
       if (altIp) targets.push({ ...serverEp, address: other.address });
       if (altPort) targets.push({ ...other, address: altIp ? other.address : serverEp.address });
-      if (!altIp) notes.push('server alternate has the same IP: address-dependent and endpoint-independent mapping cannot be told apart');
+      if (!altIp)
+        notes.push(
+          'server alternate has the same IP: address-dependent and endpoint-independent mapping cannot be told apart',
+        );
       if (!altPort) notes.push('server alternate has the same port: port dependence of the mapping is not tested');
       for (const t of targets) {
         const r = await tryBinding(a, t, { ...common, timeoutMs });
@@ -207,12 +217,36 @@ export async function detectNat(server: { address: string; port: number }, opts:
       const results: FilteringResults = {};
       const expectFrom = (ip: string, port: number) => ({ address: ip, port });
       if (altIp && altPort) {
-        results.changeIpAndPort = await changeTest(b, serverEp, { changeIp: true, changePort: true }, expectFrom(other.address, other.port), probeTimeoutMs, notes, common);
+        results.changeIpAndPort = await changeTest(
+          b,
+          serverEp,
+          { changeIp: true, changePort: true },
+          expectFrom(other.address, other.port),
+          probeTimeoutMs,
+          notes,
+          common,
+        );
       } else if (altIp) {
-        results.changeIp = await changeTest(b, serverEp, { changeIp: true }, expectFrom(other.address, serverEp.port), probeTimeoutMs, notes, common);
+        results.changeIp = await changeTest(
+          b,
+          serverEp,
+          { changeIp: true },
+          expectFrom(other.address, serverEp.port),
+          probeTimeoutMs,
+          notes,
+          common,
+        );
       }
       if (altPort && results.changeIpAndPort !== true && results.changeIp !== true) {
-        results.changePort = await changeTest(b, serverEp, { changePort: true }, expectFrom(serverEp.address, other.port), probeTimeoutMs, notes, common);
+        results.changePort = await changeTest(
+          b,
+          serverEp,
+          { changePort: true },
+          expectFrom(serverEp.address, other.port),
+          probeTimeoutMs,
+          notes,
+          common,
+        );
       }
       filtering = classifyFiltering(results);
     }
@@ -240,7 +274,11 @@ export async function detectNat(server: { address: string; port: number }, opts:
   }
 }
 
-async function tryBinding(socket: dgram.Socket, to: Endpoint, opts: Parameters<typeof stunBinding>[2]): Promise<StunBindingResult | null> {
+async function tryBinding(
+  socket: dgram.Socket,
+  to: Endpoint,
+  opts: Parameters<typeof stunBinding>[2],
+): Promise<StunBindingResult | null> {
   try {
     return await stunBinding(socket, to, opts);
   } catch (err) {
@@ -263,11 +301,19 @@ async function changeTest(
   notes: string[],
   common: { signal?: AbortSignal },
 ): Promise<boolean | undefined> {
-  const what = change.changeIp && change.changePort ? 'change IP and port' : change.changeIp ? 'change IP' : 'change port';
+  const what =
+    change.changeIp && change.changePort ? 'change IP and port' : change.changeIp ? 'change IP' : 'change port';
   try {
-    const r = await stunBinding(socket, server, { ...common, ...change, timeoutMs, rtoMs: Math.max(50, Math.floor(timeoutMs / 6)) });
+    const r = await stunBinding(socket, server, {
+      ...common,
+      ...change,
+      timeoutMs,
+      rtoMs: Math.max(50, Math.floor(timeoutMs / 6)),
+    });
     if (!sameEndpoint(r.source, expectFrom)) {
-      notes.push(`filtering test (${what}): response came from ${r.source.address}:${r.source.port}, expected ${expectFrom.address}:${expectFrom.port}; ignored`);
+      notes.push(
+        `filtering test (${what}): response came from ${r.source.address}:${r.source.port}, expected ${expectFrom.address}:${expectFrom.port}; ignored`,
+      );
       return undefined;
     }
     return true;
@@ -285,7 +331,12 @@ async function changeTest(
  * Sends a Binding request from `from` to `target` (the public address of
  * `to`) and reports whether `to` received it within the time.
  */
-async function hairpinTest(to: dgram.Socket, from: dgram.Socket, target: Endpoint, timeoutMs: number): Promise<boolean> {
+async function hairpinTest(
+  to: dgram.Socket,
+  from: dgram.Socket,
+  target: Endpoint,
+  timeoutMs: number,
+): Promise<boolean> {
   const transactionId = newTransactionId();
   const packet = encodeStun({ cls: StunClass.Request, method: StunMethod.Binding, transactionId, fingerprint: true });
   return new Promise<boolean>((resolve) => {

@@ -71,9 +71,12 @@ export class StunResponder {
     const ips = [opts.primary.address];
     const ports = [opts.primary.port];
     if (opts.alternate) {
-      if (familyOf(opts.alternate.address) !== family) throw new Error('alternate STUN address must be an IP of the same family');
+      if (familyOf(opts.alternate.address) !== family)
+        throw new Error('alternate STUN address must be an IP of the same family');
       if (isWildcard(opts.primary.address) || isWildcard(opts.alternate.address)) {
-        throw new Error('RFC 5780 needs concrete IPs: bind the primary and alternate to specific addresses, not a wildcard');
+        throw new Error(
+          'RFC 5780 needs concrete IPs: bind the primary and alternate to specific addresses, not a wildcard',
+        );
       }
       if (opts.alternate.address !== opts.primary.address) ips.push(opts.alternate.address);
       if (opts.alternate.port !== opts.primary.port) ports.push(opts.alternate.port);
@@ -81,7 +84,7 @@ export class StunResponder {
     }
     this.ipCount = ips.length;
     this.portCount = ports.length;
-    this.endpoints = ips.flatMap((address) => ports.map((port): Endpoint => ({ address, port, family: family as Family })));
+    this.endpoints = ips.flatMap((address) => ports.map((port): Endpoint => ({ address, port, family: family })));
     this.software = opts.software === undefined ? DEFAULT_SOFTWARE : opts.software;
   }
 
@@ -95,7 +98,11 @@ export class StunResponder {
    * Returns null (send nothing) for anything but a well-formed Binding
    * request. Never throws on network input.
    */
-  handle(packet: Uint8Array, rinfo: { address: string; port: number; family?: string | number }, localIndex: number): StunReply | null {
+  handle(
+    packet: Uint8Array,
+    rinfo: { address: string; port: number; family?: string | number },
+    localIndex: number,
+  ): StunReply | null {
     if (!Number.isInteger(localIndex) || localIndex < 0 || localIndex >= this.endpoints.length) return null;
     const req = isStunPacket(packet) ? decodeStun(packet) : null;
     if (req === null || req.cls !== StunClass.Request || req.method !== StunMethod.Binding) {
@@ -113,7 +120,8 @@ export class StunResponder {
     const to = { address: rinfo.address, port: req.responsePort ?? rinfo.port };
 
     const unknown = (req.attributes ?? []).map((a) => a.type).filter((t) => t < 0x8000 && !TOLERATED_REQUIRED.has(t));
-    if (unknown.length > 0) return this.error(req, localIndex, to, 420, 'Unknown Attribute', [...new Set(unknown)].slice(0, 16));
+    if (unknown.length > 0)
+      return this.error(req, localIndex, to, 420, 'Unknown Attribute', [...new Set(unknown)].slice(0, 16));
 
     const ipIdx = Math.floor(localIndex / this.portCount);
     const portIdx = localIndex % this.portCount;
@@ -148,7 +156,14 @@ export class StunResponder {
     return ipIdx * this.portCount + portIdx;
   }
 
-  private error(req: StunMessage, via: number, to: StunReply['to'], code: number, reason: string, unknown?: number[]): StunReply {
+  private error(
+    req: StunMessage,
+    via: number,
+    to: StunReply['to'],
+    code: number,
+    reason: string,
+    unknown?: number[],
+  ): StunReply {
     this.stats.errors++;
     const res: StunMessage = {
       cls: StunClass.ErrorResponse,
@@ -216,7 +231,8 @@ export class StunServer {
         return;
       } catch (err) {
         await this.closeSockets();
-        const retriable = (err as NodeJS.ErrnoException).code === 'EADDRINUSE' && (primary.port === 0 || alternate?.port === 0);
+        const retriable =
+          (err as NodeJS.ErrnoException).code === 'EADDRINUSE' && (primary.port === 0 || alternate?.port === 0);
         if (!retriable || attempt >= 4) throw err;
       }
     }

@@ -1,8 +1,15 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import {
-  FRAME_HEADER_LEN, FrameDecoder, FrameKind, TransientFrameDecoder, describeFrameError, encodeFrameHeader, writeFrameHeader,
-  MAX_CONTROL_FRAME, MAX_DATAGRAM_FRAME,
+  FRAME_HEADER_LEN,
+  FrameDecoder,
+  FrameKind,
+  TransientFrameDecoder,
+  describeFrameError,
+  encodeFrameHeader,
+  writeFrameHeader,
+  MAX_CONTROL_FRAME,
+  MAX_DATAGRAM_FRAME,
 } from '../wire/frame.js';
 import { userReadOptions } from './user-reads.js';
 import { ControlMessage, ErrorCode, encodeControl, parseControl } from '../wire/control.js';
@@ -64,7 +71,9 @@ export class FramedSocket extends EventEmitter {
     this.decoder = transientReads ? new TransientFrameDecoder(maxBody) : new FrameDecoder(maxBody);
     socket.setNoDelay(true);
     if (opts.idleTimeoutMs) {
-      socket.setTimeout(opts.idleTimeoutMs, () => this.fail('timeout', `no traffic for ${Math.round(opts.idleTimeoutMs! / 1000)} s`));
+      socket.setTimeout(opts.idleTimeoutMs, () =>
+        this.fail('timeout', `no traffic for ${Math.round(opts.idleTimeoutMs! / 1000)} s`),
+      );
     }
     // Frames (and 'datagram' bodies) from a transient read alias the shared
     // buffer: every listener consumes them synchronously (see connect()).
@@ -168,7 +177,8 @@ export class FramedSocket extends EventEmitter {
 
   private onData(chunk: Buffer | Uint8Array): void {
     if (this.closed) return;
-    const { frames, error } = this.decoder instanceof FrameDecoder ? this.decoder.push(chunk as Buffer) : this.decoder.push(chunk);
+    const { frames, error } =
+      this.decoder instanceof FrameDecoder ? this.decoder.push(chunk as Buffer) : this.decoder.push(chunk);
     for (const f of frames) {
       if (this.closed) return;
       if (f.kind === FrameKind.Datagram) {
@@ -179,6 +189,14 @@ export class FramedSocket extends EventEmitter {
       if (!r.ok) return this.fail('bad_message', r.error);
       this.emit('message', r.msg);
     }
-    if (error) this.fail(error.code === 'frame_too_large' ? 'frame_too_large' : error.code === 'bad_version' ? 'bad_version' : 'bad_message', describeFrameError(error));
+    if (error)
+      this.fail(
+        error.code === 'frame_too_large'
+          ? 'frame_too_large'
+          : error.code === 'bad_version'
+            ? 'bad_version'
+            : 'bad_message',
+        describeFrameError(error),
+      );
   }
 }

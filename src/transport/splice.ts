@@ -65,7 +65,13 @@ export class TokenBucket {
  * two sockets to use from now on (new objects when the sockets could move to
  * shared-buffer reads; otherwise the same ones, joined with pipe()).
  */
-export function splice(a: net.Socket, b: net.Socket, restA: Uint8Array, restB: Uint8Array, opts: SpliceOptions = {}): [net.Socket, net.Socket] {
+export function splice(
+  a: net.Socket,
+  b: net.Socket,
+  restA: Uint8Array,
+  restB: Uint8Array,
+  opts: SpliceOptions = {},
+): [net.Socket, net.Socket] {
   if (restA.length) b.write(restA);
   if (restB.length) a.write(restB);
   // A socket that cannot move (data still queued, or not a plain TCP
@@ -76,8 +82,18 @@ export function splice(a: net.Socket, b: net.Socket, restA: Uint8Array, restB: U
   let nb: net.Socket | null = null;
   const bufA = new OwnReadBuffer();
   const bufB = new OwnReadBuffer();
-  const ha = forwarder(() => na!, () => nb!, bufA, opts);
-  const hb = forwarder(() => nb!, () => na!, bufB, opts);
+  const ha = forwarder(
+    () => na!,
+    () => nb!,
+    bufA,
+    opts,
+  );
+  const hb = forwarder(
+    () => nb!,
+    () => na!,
+    bufB,
+    opts,
+  );
   const ma = switchToUserReads(a, ha, bufA)!;
   const mb = switchToUserReads(b, hb, bufB)!;
   na = ma.socket;
@@ -86,13 +102,18 @@ export function splice(a: net.Socket, b: net.Socket, restA: Uint8Array, restB: U
   // flowing mode, but the order is kept if there were).
   for (const c of ma.rest) nb.write(c);
   for (const c of mb.rest) na.write(c);
-  na.on('end', () => nb!.end());
-  nb.on('end', () => na!.end());
+  na.on('end', () => nb.end());
+  nb.on('end', () => na.end());
   return [na, nb];
 }
 
 /** Forwards what `src()` reads to `dst()`: pauses on backpressure and on rate-limit debt, resumes when both clear. */
-function forwarder(src: () => net.Socket, dst: () => net.Socket, own: OwnReadBuffer, opts: SpliceOptions): ChunkHandler {
+function forwarder(
+  src: () => net.Socket,
+  dst: () => net.Socket,
+  own: OwnReadBuffer,
+  opts: SpliceOptions,
+): ChunkHandler {
   const bucket = opts.rateBytesPerSec ? new TokenBucket(opts.rateBytesPerSec) : null;
   let timer: NodeJS.Timeout | null = null;
   const tryResume = () => {

@@ -104,7 +104,13 @@ export function canSwitchToUserReads(sock: net.Socket): boolean {
   const handle = s._handle;
   if (!handle || typeof handle.readStop !== 'function' || typeof handle.useUserBuffer !== 'function') return false;
   // An end of stream already read would be lost with the old object.
-  return !sock.destroyed && !sock.connecting && sock.writableLength === 0 && !sock.readableEnded && s._readableState?.ended === false;
+  return (
+    !sock.destroyed &&
+    !sock.connecting &&
+    sock.writableLength === 0 &&
+    !sock.readableEnded &&
+    s._readableState?.ended === false
+  );
 }
 
 /** A socket moved to user reads, and what the old one had read but nobody consumed yet, in order. */
@@ -140,6 +146,12 @@ export function switchToUserReads(sock: net.Socket, handler: ChunkHandler, own?:
   sock.destroy();
   // `handle` is how Node itself builds a socket around an accepted connection
   // (net.Server, child_process); the public typings leave it out.
-  const opts = { handle, allowHalfOpen, readable: true, writable: true, onread: userReadOptions(handler, own) } as net.SocketConstructorOpts;
+  const opts = {
+    handle,
+    allowHalfOpen,
+    readable: true,
+    writable: true,
+    onread: userReadOptions(handler, own),
+  } as net.SocketConstructorOpts;
   return { socket: new net.Socket(opts), rest };
 }

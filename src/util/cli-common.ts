@@ -4,8 +4,19 @@ import { createLogger, type LogFormat, type Logger, type LogLevel } from './log.
 /** Options every command shares. */
 export function addLogOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--log-format <format>', 'log output: text for people, json for scripts (one object per line, each with an "event")').choices(['text', 'json']).default('text'))
-    .addOption(new Option('--log-level <level>', 'least severe level to print').choices(['debug', 'info', 'warn', 'error']).default('info'))
+    .addOption(
+      new Option(
+        '--log-format <format>',
+        'log output: text for people, json for scripts (one object per line, each with an "event")',
+      )
+        .choices(['text', 'json'])
+        .default('text'),
+    )
+    .addOption(
+      new Option('--log-level <level>', 'least severe level to print')
+        .choices(['debug', 'info', 'warn', 'error'])
+        .default('info'),
+    )
     .option('-q, --quiet', 'print warnings and errors only');
 }
 

@@ -46,8 +46,7 @@ export function createLogger(opts: LogOptions = {}): Logger {
 
 function wrap(p: pino.Logger): Logger {
   const at =
-    (lvl: 'debug' | 'info' | 'warn' | 'error') =>
-    (event: string, msg: string, fields?: Record<string, unknown>) =>
+    (lvl: 'debug' | 'info' | 'warn' | 'error') => (event: string, msg: string, fields?: Record<string, unknown>) =>
       p[lvl]({ ...fields, event }, msg);
   return {
     debug: at('debug'),

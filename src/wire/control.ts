@@ -13,7 +13,11 @@ import { FrameKind, encodeFrame } from './frame.js';
 /** Service names: DNS-label-like, so they also work as an ssh %h. */
 export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const name = z.string().regex(NAME_RE, 'name must be 1-63 of A-Z a-z 0-9 . _ - and start with a letter or digit');
-const b64 = (max: number) => z.string().max(max).regex(/^[A-Za-z0-9+/=_-]*$/, 'expected base64');
+const b64 = (max: number) =>
+  z
+    .string()
+    .max(max)
+    .regex(/^[A-Za-z0-9+/=_-]*$/, 'expected base64');
 const reqId = z.string().min(1).max(64);
 const sid = z.string().min(1).max(64);
 const port = z.number().int().min(0).max(65535);
@@ -33,7 +37,9 @@ export type Candidate = z.infer<typeof Candidate>;
 
 export const NatInfo = z.object({
   mapping: z.enum(['endpoint-independent', 'address-dependent', 'address-and-port-dependent', 'unknown']),
-  filtering: z.enum(['endpoint-independent', 'address-dependent', 'address-and-port-dependent', 'unknown']).default('unknown'),
+  filtering: z
+    .enum(['endpoint-independent', 'address-dependent', 'address-and-port-dependent', 'unknown'])
+    .default('unknown'),
 });
 export type NatInfo = z.infer<typeof NatInfo>;
 
@@ -59,7 +65,12 @@ export type ErrorCode = z.infer<typeof ErrorCode>;
 
 const messages = [
   // peer -> rendezvous: first frame on a control connection.
-  z.object({ type: z.literal('hello'), version: z.number().int(), software: z.string().max(64), token: z.string().max(256).optional() }),
+  z.object({
+    type: z.literal('hello'),
+    version: z.number().int(),
+    software: z.string().max(64),
+    token: z.string().max(256).optional(),
+  }),
   // rendezvous -> peer. `nonce` is signed by `register`; `relay` null means "same host/port as this connection".
   z.object({
     type: z.literal('welcome'),
@@ -123,7 +134,13 @@ const messages = [
     idSig: b64(128).optional(),
   }),
   // rendezvous -> both peers of a session: punch now. `delayMs` is chosen from each side's RTT so probes leave together.
-  z.object({ type: z.literal('punch'), sid, delayMs: z.number().int().min(0).max(10_000), candidates: z.array(Candidate).max(16), peerNat: NatInfo.optional() }),
+  z.object({
+    type: z.literal('punch'),
+    sid,
+    delayMs: z.number().int().min(0).max(10_000),
+    candidates: z.array(Candidate).max(16),
+    peerNat: NatInfo.optional(),
+  }),
   // peer -> rendezvous: my candidates changed / learned for session `sid` (e.g. after STUN on the session socket).
   z.object({ type: z.literal('candidates'), sid, candidates: z.array(Candidate).max(16), nat: NatInfo.optional() }),
   // peer -> rendezvous (only when welcome.features lists it): session `sid` moved to `path`, or ended; feeds status and metrics.
@@ -133,7 +150,13 @@ const messages = [
   // first frame on a relay connection; the relay answers relay_ready once both sides of the session are there.
   z.object({ type: z.literal('relay_bind'), ticket: b64(512) }),
   z.object({ type: z.literal('relay_ready') }),
-  z.object({ type: z.literal('error'), code: ErrorCode, message: z.string().max(512), reqId: reqId.optional(), sid: sid.optional() }),
+  z.object({
+    type: z.literal('error'),
+    code: ErrorCode,
+    message: z.string().max(512),
+    reqId: reqId.optional(),
+    sid: sid.optional(),
+  }),
 ] as const;
 
 export const ControlMessage = z.discriminatedUnion('type', messages);

@@ -92,7 +92,7 @@ export class FrameDecoder {
       const length = head.readUInt32BE(0);
       if (this.buffered < FRAME_HEADER_LEN + length) break;
       const whole = this.take(FRAME_HEADER_LEN + length);
-      frames.push({ kind: head[5] as FrameKind, body: whole.subarray(FRAME_HEADER_LEN) });
+      frames.push({ kind: head[5], body: whole.subarray(FRAME_HEADER_LEN) });
     }
     return { frames, error: null };
   }
@@ -191,7 +191,7 @@ export class TransientFrameDecoder {
       const total = FRAME_HEADER_LEN + frameBodyLength(chunk, p);
       if (n - p < total) break;
       const body = chunk.subarray(p + FRAME_HEADER_LEN, p + total);
-      frames.push({ kind: chunk[p + 5] as FrameKind, body: Buffer.from(body.buffer, body.byteOffset, body.length) });
+      frames.push({ kind: chunk[p + 5], body: Buffer.from(body.buffer, body.byteOffset, body.length) });
       p += total;
     }
     if (p < n) {
@@ -232,7 +232,7 @@ export class TransientFrameDecoder {
     this.pendingFill += take;
     p += take;
     if (this.pendingFill === pending.length) {
-      frames.push({ kind: pending[5] as FrameKind, body: pending.subarray(FRAME_HEADER_LEN) });
+      frames.push({ kind: pending[5], body: pending.subarray(FRAME_HEADER_LEN) });
       this.pending = null;
       this.pendingFill = 0;
     }

@@ -163,9 +163,13 @@ export function decodeHandshakeResponse(buf: Uint8Array): HandshakeResponseField
  */
 export function peekHandshake(
   buf: Uint8Array,
-): { kind: HandshakeKind.Init; initiatorIndex: number; conv: number } | { kind: HandshakeKind.Response; initiatorIndex: number; responderIndex: number } | null {
+):
+  | { kind: HandshakeKind.Init; initiatorIndex: number; conv: number }
+  | { kind: HandshakeKind.Response; initiatorIndex: number; responderIndex: number }
+  | null {
   if (!(buf instanceof Uint8Array) || buf.length !== HANDSHAKE_INIT_LEN || buf[1] !== HANDSHAKE_VERSION) return null;
-  if (buf[0] === HandshakeKind.Init) return { kind: HandshakeKind.Init, initiatorIndex: readU32(buf, 2), conv: readU32(buf, 6) };
+  if (buf[0] === HandshakeKind.Init)
+    return { kind: HandshakeKind.Init, initiatorIndex: readU32(buf, 2), conv: readU32(buf, 6) };
   if (buf[0] === HandshakeKind.Response) {
     return { kind: HandshakeKind.Response, responderIndex: readU32(buf, 2), initiatorIndex: readU32(buf, 6) };
   }

@@ -73,8 +73,7 @@ export type MuxDecodeError =
   | 'stream-id'; // 0 where a stream is required, or non-zero on PING/PONG
 
 export type MuxDecodeResult =
-  | { ok: true; frame: MuxFrame }
-  | { ok: false; error: MuxDecodeError; streamId: number | null };
+  { ok: true; frame: MuxFrame } | { ok: false; error: MuxDecodeError; streamId: number | null };
 
 const EMPTY = new Uint8Array(0);
 
@@ -132,7 +131,11 @@ export function encodeMuxControl(cmd: MuxCmd, streamId: number, arg: number): Bu
  * Lets the multiplexer copy queued bytes straight into the outgoing message:
  * one allocation and one copy per frame.
  */
-export function allocMuxData(streamId: number, payloadLen: number, alloc: (size: number) => Buffer = Buffer.allocUnsafe): Buffer {
+export function allocMuxData(
+  streamId: number,
+  payloadLen: number,
+  alloc: (size: number) => Buffer = Buffer.allocUnsafe,
+): Buffer {
   const out = alloc(MUX_HEADER_LEN + payloadLen);
   writeMuxHeader(out, MuxCmd.Data, streamId, payloadLen);
   return out;

@@ -37,10 +37,14 @@ export type TicketCheck = { ok: true; ticket: Ticket } | { ok: false; error: str
 export function verifyTicket(key: Uint8Array, encoded: string, now = Date.now()): TicketCheck {
   const b = Buffer.from(encoded, 'base64url');
   if (b.length !== TICKET_LEN || (b[8] !== 1 && b[8] !== 2)) return { ok: false, error: 'malformed relay ticket' };
-  if (!crypto.timingSafeEqual(mac(key, b.subarray(0, 13)), b.subarray(13))) return { ok: false, error: 'relay ticket was not issued by this relay\'s rendezvous' };
+  if (!crypto.timingSafeEqual(mac(key, b.subarray(0, 13)), b.subarray(13)))
+    return { ok: false, error: "relay ticket was not issued by this relay's rendezvous" };
   const expires = b.readUInt32BE(9);
   if (expires * 1000 < now) return { ok: false, error: 'relay ticket expired' };
-  return { ok: true, ticket: { sid: b.subarray(0, 8).toString('hex'), role: b[8] === 1 ? 'visitor' : 'server', expires } };
+  return {
+    ok: true,
+    ticket: { sid: b.subarray(0, 8).toString('hex'), role: b[8] === 1 ? 'visitor' : 'server', expires },
+  };
 }
 
 export function newSessionId(): string {

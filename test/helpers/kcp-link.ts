@@ -32,7 +32,11 @@ export class SimLink {
   readonly log: { from: 'a' | 'b'; at: number; segs: SegmentHeader[] }[] = [];
   private inflight: { at: number; to: 'a' | 'b'; d: Buffer }[] = [];
 
-  constructor(conv: number, readonly delay = 5, opts: { stream?: boolean } = {}) {
+  constructor(
+    conv: number,
+    readonly delay = 5,
+    opts: { stream?: boolean } = {},
+  ) {
     this.a = new Kcp(conv, (d) => this.carry(d, 'a'), opts);
     this.b = new Kcp(conv, (d) => this.carry(d, 'b'), opts);
   }

@@ -105,10 +105,13 @@ export async function createLossyForwarder(opts: LossyForwarderOptions): Promise
     for (let c = 0; c < copies; c++) {
       if (rand() < reorderRate) {
         stats.reordered++;
-        const t = setTimeout(() => {
-          timers.delete(t);
-          send(msg, port, address);
-        }, 1 + Math.floor(rand() * maxDelay));
+        const t = setTimeout(
+          () => {
+            timers.delete(t);
+            send(msg, port, address);
+          },
+          1 + Math.floor(rand() * maxDelay),
+        );
         timers.add(t);
       } else {
         send(msg, port, address);

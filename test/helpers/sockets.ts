@@ -21,7 +21,11 @@ export async function connectPair(
   clientOpts: Partial<net.NetConnectOpts> = {},
 ): Promise<{ client: net.Socket; accepted: net.Socket }> {
   const accepted = once(server, 'connection') as Promise<[net.Socket]>;
-  const client = net.connect({ ...clientOpts, port: (server.address() as AddressInfo).port, host: '127.0.0.1' } as net.NetConnectOpts);
+  const client = net.connect({
+    ...clientOpts,
+    port: (server.address() as AddressInfo).port,
+    host: '127.0.0.1',
+  } as net.NetConnectOpts);
   client.on('error', () => {});
   t.after(() => client.destroy());
   await once(client, 'connect');

@@ -31,15 +31,51 @@ export class Procs {
     return { child, port, addr: `127.0.0.1:${port}` };
   }
 
-  async serve(name: string, local: string, server: string, secret: string, extra: string[] = []): Promise<ChildProcess> {
-    const child = this.spawnCli('peer', ['serve', '--name', name, '--local', local, '--server', server, '--secret', secret, '--log-format', 'json', ...extra]);
+  async serve(
+    name: string,
+    local: string,
+    server: string,
+    secret: string,
+    extra: string[] = [],
+  ): Promise<ChildProcess> {
+    const child = this.spawnCli('peer', [
+      'serve',
+      '--name',
+      name,
+      '--local',
+      local,
+      '--server',
+      server,
+      '--secret',
+      secret,
+      '--log-format',
+      'json',
+      ...extra,
+    ]);
     await waitForEvent(child, 'ready', 15_000);
     return child;
   }
 
   /** Starts `visit --bind 127.0.0.1:0`; resolves with the bound port once ready. */
-  async visit(name: string, server: string, secret: string, extra: string[] = []): Promise<{ child: ChildProcess; port: number }> {
-    const child = this.spawnCli('peer', ['visit', name, '--bind', '127.0.0.1:0', '--server', server, '--secret', secret, '--log-format', 'json', ...extra]);
+  async visit(
+    name: string,
+    server: string,
+    secret: string,
+    extra: string[] = [],
+  ): Promise<{ child: ChildProcess; port: number }> {
+    const child = this.spawnCli('peer', [
+      'visit',
+      name,
+      '--bind',
+      '127.0.0.1:0',
+      '--server',
+      server,
+      '--secret',
+      secret,
+      '--log-format',
+      'json',
+      ...extra,
+    ]);
     const ready = await waitForEvent(child, 'ready', 15_000);
     return { child, port: Number(ready.port) };
   }
@@ -73,7 +109,11 @@ export class Procs {
  * Sends `size` random bytes to host:port, half-closes, and collects what comes
  * back until the far end closes. Resolves with hashes of both; rejects on timeout.
  */
-export function echoTransfer(port: number, size: number, timeoutMs = 60_000): Promise<{ sent: string; got: string; gotBytes: number; ms: number }> {
+export function echoTransfer(
+  port: number,
+  size: number,
+  timeoutMs = 60_000,
+): Promise<{ sent: string; got: string; gotBytes: number; ms: number }> {
   return new Promise((resolve, reject) => {
     const t0 = Date.now();
     const sentHash = crypto.createHash('sha256');

@@ -30,7 +30,12 @@ export async function benchConnect(ctx: Ctx): Promise<SectionResult> {
   let directMissing = 0;
   const phases: Record<string, number>[] = [];
   for (let i = 0; i < args.runs; i++) {
-    const r = await env.tool('a', TOOL.cold, ['--server', `${RDV.host}:${RDV.port}`, '--name', 'svc', '--warm', '20'], 60_000);
+    const r = await env.tool(
+      'a',
+      TOOL.cold,
+      ['--server', `${RDV.host}:${RDV.port}`, '--name', 'svc', '--warm', '20'],
+      60_000,
+    );
     cold.push(...(r.tunnelColdMs as number[]));
     processStart.push(Number(r.firstByteMs));
     ready.push(Number(r.readyMs));
@@ -38,7 +43,9 @@ export async function benchConnect(ctx: Ctx): Promise<SectionResult> {
     else direct.push(Number(r.directMs));
     warm.push(...(r.warmMs as number[]));
     phases.push(r.phases as Record<string, number>);
-    say(`  run ${i + 1}: cold first byte (accept, no tunnel) ${median(r.tunnelColdMs as number[]).toFixed(0)} ms, from process start ${Number(r.firstByteMs).toFixed(0)} ms (ready ${Number(r.readyMs).toFixed(0)} ms), direct ${r.directMs === null ? 'never' : Number(r.directMs).toFixed(0) + ' ms'}, warm stream open ${median(r.warmMs as number[]).toFixed(2)} ms`);
+    say(
+      `  run ${i + 1}: cold first byte (accept, no tunnel) ${median(r.tunnelColdMs as number[]).toFixed(0)} ms, from process start ${Number(r.firstByteMs).toFixed(0)} ms (ready ${Number(r.readyMs).toFixed(0)} ms), direct ${r.directMs === null ? 'never' : Number(r.directMs).toFixed(0) + ' ms'}, warm stream open ${median(r.warmMs as number[]).toFixed(2)} ms`,
+    );
   }
   const procReady: number[] = [];
   const procDirect: number[] = [];
@@ -48,14 +55,20 @@ export async function benchConnect(ctx: Ctx): Promise<SectionResult> {
     try {
       const rd = await waitForEvent(v.child, 'ready', 1);
       procReady.push(Date.parse(String(rd.time)) - t0);
-      const pd = await waitForEvent(v.child, (o) => o.event === 'path' && o.path === 'direct', 10_000).catch(() => null);
+      const pd = await waitForEvent(v.child, (o) => o.event === 'path' && o.path === 'direct', 10_000).catch(
+        () => null,
+      );
       if (pd) procDirect.push(Date.parse(String(pd.time)) - t0);
     } finally {
       await stopProcess(v.child, 3000);
     }
   }
-  say(`  cold phases (median ms): ${JSON.stringify(Object.fromEntries(Object.keys(phases[0] ?? {}).map((k) => [k, Math.round(median(phases.map((p) => p[k]!)))])))}`);
-  say(`  CLI process (node boot included): spawn -> ready ${median(procReady).toFixed(0)} ms, spawn -> direct ${median(procDirect).toFixed(0)} ms`);
+  say(
+    `  cold phases (median ms): ${JSON.stringify(Object.fromEntries(Object.keys(phases[0] ?? {}).map((k) => [k, Math.round(median(phases.map((p) => p[k])))])))}`,
+  );
+  say(
+    `  CLI process (node boot included): spawn -> ready ${median(procReady).toFixed(0)} ms, spawn -> direct ${median(procDirect).toFixed(0)} ms`,
+  );
   return {
     cold_first_byte_ms: jsonNum(median(cold)),
     // From a fresh visitor's start (scrypt of the secret included, node boot not).
@@ -64,9 +77,15 @@ export async function benchConnect(ctx: Ctx): Promise<SectionResult> {
     time_to_direct_ms: jsonNum(median(direct)),
     direct_missing_runs: directMissing,
     warm_stream_first_byte_ms: { median: jsonNum(median(warm), 3), samples: warm.length },
-    process: { spawn_to_ready_ms: jsonNum(median(procReady)), spawn_to_direct_ms: jsonNum(median(procDirect)), runs: { ready: procReady, direct: procDirect } },
+    process: {
+      spawn_to_ready_ms: jsonNum(median(procReady)),
+      spawn_to_direct_ms: jsonNum(median(procDirect)),
+      runs: { ready: procReady, direct: procDirect },
+    },
     // Where the cold time goes (medians, ms); see tools/cold.ts for the phase boundaries.
-    cold_phases_ms: Object.fromEntries(Object.keys(phases[0] ?? {}).map((k) => [k, jsonNum(median(phases.map((p) => p[k]!)))])),
+    cold_phases_ms: Object.fromEntries(
+      Object.keys(phases[0] ?? {}).map((k) => [k, jsonNum(median(phases.map((p) => p[k])))]),
+    ),
     runs: { cold, processStart, ready, direct },
   };
 }

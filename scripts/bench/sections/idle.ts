@@ -16,11 +16,19 @@ export async function benchIdle(ctx: Ctx, count = 100, sampleMs = 50_000, settle
   const serve = env.serves.get('svc')!;
   const rssServeBefore = rssMb(serve.pid!);
   const t0 = Date.now();
-  const mv = await env.spawnTool('a', TOOL.multiVisit, ['--server', `${RDV.host}:${RDV.port}`, '--name', 'svc', '--count', String(count), '--parallel', '5'], 'ready', 240_000);
+  const mv = await env.spawnTool(
+    'a',
+    TOOL.multiVisit,
+    ['--server', `${RDV.host}:${RDV.port}`, '--name', 'svc', '--count', String(count), '--parallel', '5'],
+    'ready',
+    240_000,
+  );
   try {
     // Settle first: once set-up stops allocating, V8's memory reducer runs a
     // few full GCs (0.1-0.3 s of CPU, once); that is start-up work, not idling.
-    say(`  ${mv.first.sessions} tunnels open in ${Date.now() - t0} ms, ${mv.first.direct} on the direct path; settling ${settleMs / 1000} s`);
+    say(
+      `  ${mv.first.sessions} tunnels open in ${Date.now() - t0} ms, ${mv.first.direct} on the direct path; settling ${settleMs / 1000} s`,
+    );
     await new Promise((r) => setTimeout(r, settleMs));
     const pids = [serve.pid!, mv.child.pid!, env.rdv.pid!];
     // Several windows, each one "run": the figure is their median, as for every
@@ -29,10 +37,10 @@ export async function benchIdle(ctx: Ctx, count = 100, sampleMs = 50_000, settle
     const windowMs = args.runs === 1 ? Math.min(sampleMs, 15_000) : sampleMs / windows;
     const per: number[][] = [];
     for (let i = 0; i < windows; i++) per.push(await cpuPercent(pids, windowMs));
-    const mid = (k: number) => median(per.map((w) => w[k]!));
+    const mid = (k: number) => median(per.map((w) => w[k]));
     const serveCpu = mid(0);
     const visitCpu = mid(1);
-    const totalCpu = median(per.map((w) => w[0]! + w[1]!));
+    const totalCpu = median(per.map((w) => w[0] + w[1]));
     const r = {
       tunnels: mv.first.sessions,
       direct: mv.first.direct,
@@ -42,7 +50,7 @@ export async function benchIdle(ctx: Ctx, count = 100, sampleMs = 50_000, settle
       serve_cpu_pct: jsonNum(serveCpu, 3),
       visitors_cpu_pct: jsonNum(visitCpu, 3),
       total_cpu_pct: jsonNum(totalCpu, 3),
-      total_cpu_pct_mean: jsonNum(per.reduce((a, w) => a + w[0]! + w[1]!, 0) / per.length, 3),
+      total_cpu_pct_mean: jsonNum(per.reduce((a, w) => a + w[0] + w[1], 0) / per.length, 3),
       rendezvous_cpu_pct: jsonNum(mid(2), 3),
       windows_cpu_pct: per.map((w) => w.map((x) => jsonNum(x, 3))),
       serve_rss_mb: jsonNum(rssMb(serve.pid!), 1),
@@ -50,7 +58,9 @@ export async function benchIdle(ctx: Ctx, count = 100, sampleMs = 50_000, settle
       visitors_rss_mb: jsonNum(rssMb(mv.child.pid!), 1),
       setup_ms: Date.now() - t0,
     };
-    say(`  CPU over ${r.sample_s} s: serve ${r.serve_cpu_pct}%, visitors ${r.visitors_cpu_pct}% of one core; RSS serve ${r.serve_rss_mb} MB, visitors ${r.visitors_rss_mb} MB`);
+    say(
+      `  CPU over ${r.sample_s} s: serve ${r.serve_cpu_pct}%, visitors ${r.visitors_cpu_pct}% of one core; RSS serve ${r.serve_rss_mb} MB, visitors ${r.visitors_rss_mb} MB`,
+    );
     return r;
   } finally {
     await stopProcess(mv.child, 5000);

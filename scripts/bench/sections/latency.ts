@@ -14,34 +14,60 @@ export async function benchLatency(ctx: Ctx): Promise<SectionResult> {
   const { env, args, say } = ctx;
   const visit = await env.startVisit('svc');
   const per: Record<Load, { p50: number[]; p99: number[]; mbps: number[] }> = {
-    none: { p50: [], p99: [], mbps: [] }, up: { p50: [], p99: [], mbps: [] }, down: { p50: [], p99: [], mbps: [] },
+    none: { p50: [], p99: [], mbps: [] },
+    up: { p50: [], p99: [], mbps: [] },
+    down: { p50: [], p99: [], mbps: [] },
   };
   try {
     await env.waitDirect(visit);
     for (let i = 0; i < args.runs; i++) {
       for (const load of ['none', 'up', 'down'] as Load[]) {
         const samples = load === 'none' ? 300 : 150;
-        const r = await env.tool('a', TOOL.rtt, ['--to', `127.0.0.1:${visit.port}`, '--samples', String(samples), '--load', load,
-          '--gap-ms', load === 'none' ? '2' : '5', '--warm-ms', '1500'], 120_000);
+        const r = await env.tool(
+          'a',
+          TOOL.rtt,
+          [
+            '--to',
+            `127.0.0.1:${visit.port}`,
+            '--samples',
+            String(samples),
+            '--load',
+            load,
+            '--gap-ms',
+            load === 'none' ? '2' : '5',
+            '--warm-ms',
+            '1500',
+          ],
+          120_000,
+        );
         const s = r.samples as number[];
         const mbps = Object.values(r.loadMbps as Record<string, number>)[0] ?? 0;
         per[load].p50.push(percentile(s, 50));
         per[load].p99.push(percentile(s, 99));
         per[load].mbps.push(mbps);
-        say(`  run ${i + 1} load ${load.padEnd(4)}: rtt p50 ${percentile(s, 50).toFixed(2)} ms, p99 ${percentile(s, 99).toFixed(2)} ms${load === 'none' ? '' : `, bulk ${mbps.toFixed(0)} Mbit/s`} (path ${env.pathOf(visit)})`);
+        say(
+          `  run ${i + 1} load ${load.padEnd(4)}: rtt p50 ${percentile(s, 50).toFixed(2)} ms, p99 ${percentile(s, 99).toFixed(2)} ms${load === 'none' ? '' : `, bulk ${mbps.toFixed(0)} Mbit/s`} (path ${env.pathOf(visit)})`,
+        );
       }
     }
   } finally {
     await stopProcess(visit.child, 3000);
   }
-  const fig = (l: Load) => ({ p50_ms: jsonNum(median(per[l].p50), 3), p99_ms: jsonNum(median(per[l].p99), 3), ...(l === 'none' ? {} : { bulk_mbps: jsonNum(median(per[l].mbps)) }) });
+  const fig = (l: Load) => ({
+    p50_ms: jsonNum(median(per[l].p50), 3),
+    p99_ms: jsonNum(median(per[l].p99), 3),
+    ...(l === 'none' ? {} : { bulk_mbps: jsonNum(median(per[l].mbps)) }),
+  });
   const extra = (l: Load) => median(per[l].p50) - median(per.none.p50);
   return {
     idle: fig('none'),
     load_up: fig('up'),
     load_down: fig('down'),
     extra_p50_ms: { up: jsonNum(extra('up'), 3), down: jsonNum(extra('down'), 3) },
-    extra_p99_ms: { up: jsonNum(median(per.up.p99) - median(per.none.p99), 3), down: jsonNum(median(per.down.p99) - median(per.none.p99), 3) },
+    extra_p99_ms: {
+      up: jsonNum(median(per.up.p99) - median(per.none.p99), 3),
+      down: jsonNum(median(per.down.p99) - median(per.none.p99), 3),
+    },
     runs: per,
   };
 }

@@ -23,8 +23,11 @@ export async function benchLoss(ctx: Ctx): Promise<SectionResult> {
       for (const pct of [0, 1, 10]) {
         await lab.setLoss('ra', pct);
         await lab.setLoss('rb', pct);
-        const r = await iperf(lab, 'a', '127.0.0.1', visit.port, { seconds: args.seconds, ensureServer: () => env.ensureIperf() });
-        runs[String(pct)]!.push(r.mbps);
+        const r = await iperf(lab, 'a', '127.0.0.1', visit.port, {
+          seconds: args.seconds,
+          ensureServer: () => env.ensureIperf(),
+        });
+        runs[String(pct)].push(r.mbps);
         say(`  run ${i + 1} loss ${String(pct).padStart(2)}%: ${r.mbps.toFixed(1)} Mbit/s (path ${env.pathOf(visit)})`);
       }
     }
@@ -34,14 +37,14 @@ export async function benchLoss(ctx: Ctx): Promise<SectionResult> {
     await lab.setLoss('rb', 0);
     await stopProcess(visit.child, 3000);
   }
-  const m = (k: string) => median(runs[k]!);
+  const m = (k: string) => median(runs[k]);
   return {
     mbps: { loss0: jsonNum(m('0')), loss1: jsonNum(m('1')), loss10: jsonNum(m('10')) },
     ratio: { loss1: jsonNum(ratio(m('1'), m('0')), 3), loss10: jsonNum(ratio(m('10'), m('0')), 3) },
     // The same from each run's own triple, less sensitive to drift between runs.
     ratio_median_of_runs: {
-      loss1: jsonNum(median(runs['1']!.map((x, i) => x / runs['0']![i]!)), 3),
-      loss10: jsonNum(median(runs['10']!.map((x, i) => x / runs['0']![i]!)), 3),
+      loss1: jsonNum(median(runs['1'].map((x, i) => x / runs['0'][i])), 3),
+      loss10: jsonNum(median(runs['10'].map((x, i) => x / runs['0'][i])), 3),
     },
     runs,
     path_changes: pathChanges,

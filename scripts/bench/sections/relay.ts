@@ -15,13 +15,19 @@ import { jsonNum, median, ratio } from '../stats.js';
 import { measureCpu, perGbps, type CpuBreakdown } from '../cpu-account.js';
 
 type Dir = 'up' | 'down';
-interface Measured { mbps: number; cpu: CpuBreakdown | null }
+interface Measured {
+  mbps: number;
+  cpu: CpuBreakdown | null;
+}
 
 /**
  * One iperf3 run with the machine's CPU sampled inside it (from 1.5 s in to
  * 1 s before the end), when the run is long enough for that window.
  */
-async function measured(run: () => Promise<{ mbps: number }>, seconds: number): Promise<Measured & { busyRetries?: number }> {
+async function measured(
+  run: () => Promise<{ mbps: number }>,
+  seconds: number,
+): Promise<Measured & { busyRetries?: number }> {
   const window = (seconds - 2.5) * 1000;
   const cpu = window >= 1000 ? measureCpu(1500, window).catch(() => null) : Promise.resolve(null);
   const r = await run();
@@ -32,7 +38,10 @@ async function measured(run: () => Promise<{ mbps: number }>, seconds: number): 
 function cpuLine(m: Measured): string {
   if (!m.cpu) return '';
   const g = perGbps(m.cpu, m.mbps);
-  const roles = Object.entries(g.by_role).filter(([r, v]) => r !== 'bench' && v! >= 0.005).map(([r, v]) => `${r} ${v!.toFixed(2)}`).join(', ');
+  const roles = Object.entries(g.by_role)
+    .filter(([r, v]) => r !== 'bench' && v >= 0.005)
+    .map(([r, v]) => `${r} ${v.toFixed(2)}`)
+    .join(', ');
   return ` | cpu ${m.cpu.machine.busy.toFixed(2)}/${m.cpu.cores} cores busy (softirq ${m.cpu.machine.softirq.toFixed(2)}); per Gbit/s ${g.busy.toFixed(2)} cores: ${roles}`;
 }
 
@@ -70,7 +79,10 @@ function contender(name: string, label: string, host: string, port: number): Con
 }
 
 type Mbps = Record<Dir, number[]>;
-const mbpsOf = (runs: Record<Dir, Measured[]>): Mbps => ({ up: runs.up.map((m) => m.mbps), down: runs.down.map((m) => m.mbps) });
+const mbpsOf = (runs: Record<Dir, Measured[]>): Mbps => ({
+  up: runs.up.map((m) => m.mbps),
+  down: runs.down.map((m) => m.mbps),
+});
 const medians = (x: Mbps) => ({ up: jsonNum(median(x.up)), down: jsonNum(median(x.down)), runs: x });
 const ratios = (a: Mbps, b: Mbps) => ({
   up: jsonNum(ratio(median(a.up), median(b.up)), 3),
@@ -147,8 +159,13 @@ export async function benchRelay(ctx: Ctx): Promise<SectionResult> {
       }
     }
     const cpu = { ours: cpuSummary(ours.runs), ssh_r: cpuSummary(ref.runs), floor: cpuSummary(flr.runs) };
-    const cpuOf = new Map([[ours, cpu.ours], [ref, cpu.ssh_r], [flr, cpu.floor]]);
-    const why = (d: CpuFigures) => `${d.busy_cores_per_gbps ?? 'n/a'} cores per Gbit/s, ${d.idle_cores ?? 'n/a'} cores idle`;
+    const cpuOf = new Map([
+      [ours, cpu.ours],
+      [ref, cpu.ssh_r],
+      [flr, cpu.floor],
+    ]);
+    const why = (d: CpuFigures) =>
+      `${d.busy_cores_per_gbps ?? 'n/a'} cores per Gbit/s, ${d.idle_cores ?? 'n/a'} cores idle`;
     for (const dir of ['up', 'down'] as const) {
       say(`  cpu ${dir.padEnd(4)} ${contenders.map((c) => `${c.name} ${why(cpuOf.get(c)![dir])}`).join('; ')}`);
     }

@@ -13,7 +13,12 @@ export async function benchStreams(ctx: Ctx, count = 500, bytes = 65536): Promis
   try {
     await env.waitDirect(visit);
     for (let i = 0; i < args.runs; i++) {
-      const r = await env.tool('a', TOOL.streams, ['--to', `127.0.0.1:${visit.port}`, '--count', String(count), '--bytes', String(bytes)], 200_000);
+      const r = await env.tool(
+        'a',
+        TOOL.streams,
+        ['--to', `127.0.0.1:${visit.port}`, '--count', String(count), '--bytes', String(bytes)],
+        200_000,
+      );
       ms.push(Number(r.ms));
       if (!r.ok) {
         allExact = false;

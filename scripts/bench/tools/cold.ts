@@ -18,8 +18,14 @@ import { connect, flags, hostPort, MODE, num, out, runTool } from './common.js';
 function firstByte(s: net.Socket): Promise<void> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('no byte back within 10 s')), 10_000);
-    s.once('data', () => { clearTimeout(timer); resolve(); });
-    s.once('error', (e) => { clearTimeout(timer); reject(e); });
+    s.once('data', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    s.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
   });
 }
 
@@ -64,12 +70,24 @@ runTool(async () => {
   const peer = new VisitPeer({ name: m.get('name') ?? 'svc', server, secret, mode, log });
   // Phase marks around TunnelHost's steps (wrapped on this instance only).
   const marks: Record<string, number> = {};
-  const mark = (k: string) => { marks[k] ??= performance.now() - t0; };
+  const mark = (k: string) => {
+    marks[k] ??= performance.now() - t0;
+  };
   const host = peer.host;
   const gather = host.gather.bind(host);
-  host.gather = async (c) => { mark('gatherStart'); const g = await gather(c); mark('gatherEnd'); return g; };
+  host.gather = async (c) => {
+    mark('gatherStart');
+    const g = await gather(c);
+    mark('gatherEnd');
+    return g;
+  };
   const start = host.start.bind(host);
-  host.start = async (a) => { mark('connected'); const t = await start(a); mark('relayPaired'); return t; };
+  host.start = async (a) => {
+    mark('connected');
+    const t = await start(a);
+    mark('relayPaired');
+    return t;
+  };
   await peer.init();
   const addr = await peer.listen({ host: '127.0.0.1', port: 0 });
   const readyMs = performance.now() - t0;
@@ -82,7 +100,10 @@ runTool(async () => {
   if (mode !== 'relay' && directMs === null) {
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, num(m, 'direct-timeout-ms', 5000));
-      directWaiter = () => { clearTimeout(timer); resolve(); };
+      directWaiter = () => {
+        clearTimeout(timer);
+        resolve();
+      };
     });
   }
   const warmMs: number[] = [];
@@ -92,7 +113,9 @@ runTool(async () => {
   // wait for a whole new session: control, STUN, introduction, handshake, relay.
   const tunnelColdMs: number[] = [];
   for (let i = 0; i < 3; i++) {
-    (peer as unknown as { session: { close(r: string): void } | null }).session?.close('bench: tunnel-cold measurement');
+    (peer as unknown as { session: { close(r: string): void } | null }).session?.close(
+      'bench: tunnel-cold measurement',
+    );
     tunnelColdMs.push(await timeFirstByte(addr.port));
   }
   peer.stop();
@@ -107,6 +130,14 @@ runTool(async () => {
     relayPair: r((marks.relayPaired ?? NaN) - (marks.connected ?? NaN)),
     listenAndFirstByte: r(firstByteMs - (marks.relayPaired ?? NaN)),
   };
-  out({ event: 'result', readyMs: r(readyMs), firstByteMs: r(firstByteMs), tunnelColdMs: tunnelColdMs.map(r), directMs: directMs === null ? null : r(directMs), warmMs: warmMs.map(r), phases });
+  out({
+    event: 'result',
+    readyMs: r(readyMs),
+    firstByteMs: r(firstByteMs),
+    tunnelColdMs: tunnelColdMs.map(r),
+    directMs: directMs === null ? null : r(directMs),
+    warmMs: warmMs.map(r),
+    phases,
+  });
   setTimeout(() => process.exit(0), 100);
 }, 60_000);

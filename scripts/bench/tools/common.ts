@@ -9,9 +9,10 @@ export function out(obj: Record<string, unknown>): void {
 export function flags(argv: readonly string[]): Map<string, string> {
   const m = new Map<string, string>();
   for (let i = 0; i < argv.length; i += 2) {
-    const k = argv[i]!;
+    const k = argv[i];
     const v = argv[i + 1];
-    if (!k.startsWith('--') || v === undefined) throw new Error(`expected --flag value pairs, got "${argv.slice(i).join(' ')}"`);
+    if (!k.startsWith('--') || v === undefined)
+      throw new Error(`expected --flag value pairs, got "${argv.slice(i).join(' ')}"`);
     m.set(k.slice(2), v);
   }
   return m;
@@ -36,9 +37,18 @@ export function connect(to: { host: string; port: number }, timeoutMs = 10_000):
   return new Promise((resolve, reject) => {
     const s = net.connect({ host: to.host, port: to.port, allowHalfOpen: true });
     s.setNoDelay(true);
-    const timer = setTimeout(() => { s.destroy(); reject(new Error(`connect to ${to.host}:${to.port} timed out`)); }, timeoutMs);
-    s.once('connect', () => { clearTimeout(timer); resolve(s); });
-    s.once('error', (e) => { clearTimeout(timer); reject(e); });
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`connect to ${to.host}:${to.port} timed out`));
+    }, timeoutMs);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      resolve(s);
+    });
+    s.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
   });
 }
 
@@ -50,7 +60,9 @@ export function runTool(main: () => Promise<void>, deadlineMs = 300_000): void {
   }, deadlineMs);
   t.unref();
   main().then(
-    () => { if (!process.exitCode) process.exitCode = 0; },
+    () => {
+      if (!process.exitCode) process.exitCode = 0;
+    },
     (e: unknown) => {
       out({ event: 'error', message: e instanceof Error ? e.message : String(e) });
       process.exit(1);

@@ -13,7 +13,10 @@ async function echoOnce(port: number): Promise<void> {
   const s = await connect({ host: '127.0.0.1', port });
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('echo through a new tunnel timed out')), 15_000);
-    s.once('data', () => { clearTimeout(timer); resolve(); });
+    s.once('data', () => {
+      clearTimeout(timer);
+      resolve();
+    });
     s.once('error', reject);
     s.write(Buffer.from([MODE.echo, 0x2e]));
   });
@@ -43,7 +46,8 @@ runTool(async () => {
     }
   };
   await Promise.all(Array.from({ length: parallel }, worker));
-  const directCount = () => peers.filter((p) => [...p.host.tunnels.values()].some((t) => t.session.path?.kind === 'direct')).length;
+  const directCount = () =>
+    peers.filter((p) => [...p.host.tunnels.values()].some((t) => t.session.path?.kind === 'direct')).length;
   const deadline = Date.now() + num(m, 'direct-wait-ms', 15_000);
   while (directCount() < count && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
   out({ event: 'ready', sessions: peers.length, direct: directCount(), ms: Date.now() - t0 });

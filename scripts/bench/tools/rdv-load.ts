@@ -36,7 +36,10 @@ class Conn {
     this.socket = net.connect({ host: server.host, port: server.port, localAddress });
     this.socket.setNoDelay(true);
     this.socket.on('error', () => {});
-    this.socket.on('close', () => { this.closed = true; onClose(); });
+    this.socket.on('close', () => {
+      this.closed = true;
+      onClose();
+    });
     this.socket.on('data', (chunk: Buffer) => {
       const { frames } = this.dec.push(chunk);
       for (const f of frames) {
@@ -46,7 +49,9 @@ class Conn {
         else this.onMessage(m);
       }
     });
-    this.socket.once('connect', () => this.send({ type: 'hello', version: PROTOCOL_VERSION, software: 'bench-load/1' }));
+    this.socket.once('connect', () =>
+      this.send({ type: 'hello', version: PROTOCOL_VERSION, software: 'bench-load/1' }),
+    );
   }
 
   send(m: Record<string, unknown>): void {
@@ -61,12 +66,19 @@ function servePeer(server: { host: string; port: number }, ip: string, name: str
   return new Promise((resolve, reject) => {
     const id = generateIdentity();
     let registered = false;
-    const c = new Conn(server, ip, () => { if (!registered) reject(new Error(`serve peer ${name} closed before registering`)); });
+    const c = new Conn(server, ip, () => {
+      if (!registered) reject(new Error(`serve peer ${name} closed before registering`));
+    });
     conns.push(c);
     c.onMessage = (m) => {
       if (m.type === 'welcome') {
         const sig = signRegistration(id, Buffer.from(String(m.nonce), 'base64'), name);
-        c.send({ type: 'register', name, key: Buffer.from(id.publicKey).toString('base64'), sig: Buffer.from(sig).toString('base64') });
+        c.send({
+          type: 'register',
+          name,
+          key: Buffer.from(id.publicKey).toString('base64'),
+          sig: Buffer.from(sig).toString('base64'),
+        });
       } else if (m.type === 'registered') {
         registered = true;
         resolve();
@@ -79,23 +91,43 @@ function servePeer(server: { host: string; port: number }, ip: string, name: str
   });
 }
 
-interface IntroStats { connected: number; errors: Map<string, number>; latencies: number[] }
+interface IntroStats {
+  connected: number;
+  errors: Map<string, number>;
+  latencies: number[];
+}
 
 /** One simulated visitor connection keeping `window` connect requests in flight until `stopAt`. */
-function visitor(server: { host: string; port: number }, ip: string, names: string[], o: { window: number; perConn: number; stopAt: number }, st: IntroStats): Promise<void> {
+function visitor(
+  server: { host: string; port: number },
+  ip: string,
+  names: string[],
+  o: { window: number; perConn: number; stopAt: number },
+  st: IntroStats,
+): Promise<void> {
   return new Promise((resolve) => {
     const start = () => {
       let issued = 0;
       let answered = 0;
       let seq = 0;
       const pending = new Map<string, number>();
-      const c = new Conn(server, ip, () => { if (performance.now() < o.stopAt) start(); else resolve(); });
+      const c = new Conn(server, ip, () => {
+        if (performance.now() < o.stopAt) start();
+        else resolve();
+      });
       const ask = () => {
         while (pending.size < o.window && issued < o.perConn && performance.now() < o.stopAt) {
           const reqId = `r${++seq}`;
           pending.set(reqId, performance.now());
           issued++;
-          c.send({ type: 'connect', reqId, name: names[(Math.random() * names.length) | 0], hs: FAKE_HS, mode: 'relay', candidates: [] });
+          c.send({
+            type: 'connect',
+            reqId,
+            name: names[(Math.random() * names.length) | 0],
+            hs: FAKE_HS,
+            mode: 'relay',
+            candidates: [],
+          });
         }
         if (pending.size === 0 && (issued >= o.perConn || performance.now() >= o.stopAt)) c.socket.end();
       };
@@ -137,7 +169,7 @@ runTool(async () => {
   const worker = async () => {
     while (next < peers) {
       const i = next++;
-      await servePeer(server, `127.0.1.${1 + Math.floor(i / perIp)}`, names[i]!, conns);
+      await servePeer(server, `127.0.1.${1 + Math.floor(i / perIp)}`, names[i], conns);
     }
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
@@ -151,8 +183,17 @@ runTool(async () => {
     const i0 = performance.now();
     const stopAt = i0 + introMs;
     const visitors = num(m, 'visitors', 40);
-    await Promise.all(Array.from({ length: visitors }, (_, i) =>
-      visitor(server, `127.0.2.${1 + i}`, names, { window: num(m, 'window', 8), perConn: num(m, 'per-visitor', 240), stopAt }, st)));
+    await Promise.all(
+      Array.from({ length: visitors }, (_, i) =>
+        visitor(
+          server,
+          `127.0.2.${1 + i}`,
+          names,
+          { window: num(m, 'window', 8), perConn: num(m, 'per-visitor', 240), stopAt },
+          st,
+        ),
+      ),
+    );
     const lat = st.latencies.sort((a, b) => a - b);
     const r = {
       introductions: st.connected,

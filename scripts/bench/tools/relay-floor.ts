@@ -23,12 +23,23 @@
 import net from 'node:net';
 import { createHash } from 'node:crypto';
 import {
-  DatagramOpener, DatagramSealer, cryptoReady, createInitiator, randomIndex, respond, type SessionKeys,
+  DatagramOpener,
+  DatagramSealer,
+  cryptoReady,
+  createInitiator,
+  randomIndex,
+  respond,
+  type SessionKeys,
 } from '../../../src/crypto/index.js';
 import { FramedSocket } from '../../../src/transport/framed-socket.js';
 import { splice } from '../../../src/transport/splice.js';
 import { ReadTarget, switchToUserReads, userReadOptions } from '../../../src/transport/user-reads.js';
-import { DatagramType, MAX_RELAY_DATAGRAM_LEN, MAX_RELAY_DATAGRAM_PAYLOAD, sealedLength } from '../../../src/wire/datagram.js';
+import {
+  DatagramType,
+  MAX_RELAY_DATAGRAM_LEN,
+  MAX_RELAY_DATAGRAM_PAYLOAD,
+  sealedLength,
+} from '../../../src/wire/datagram.js';
 import { flags, hostPort, out, runTool } from './common.js';
 
 /** A PSK both ends know; this tool carries benchmark bytes, nothing worth a secret. */
@@ -150,10 +161,13 @@ async function serve(m: Map<string, string>): Promise<void> {
       setTimeout(() => dial(up, fail), 200);
     });
     leg.once('datagram', (init: Buffer) => {
-      dial(() => {}, (e) => {
-        out({ event: 'error', message: e.message });
-        process.exit(1);
-      });
+      dial(
+        () => {},
+        (e) => {
+          out({ event: 'error', message: e.message });
+          process.exit(1);
+        },
+      );
       let keys: SessionKeys;
       try {
         const r = respond(PSK, init, { responderIndex: randomIndex(), context: CONTEXT });

@@ -10,19 +10,26 @@ import { connect, flags, hostPort, MODE, num, out, runTool } from './common.js';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A bulk stream: 'up' writes to the sink, 'down' reads from the source. Counts bytes. */
-async function startLoad(to: { host: string; port: number }, dir: 'up' | 'down'): Promise<{ bytes: () => number; stop: () => void }> {
+async function startLoad(
+  to: { host: string; port: number },
+  dir: 'up' | 'down',
+): Promise<{ bytes: () => number; stop: () => void }> {
   const s = await connect(to);
   let bytes = 0;
   s.on('error', () => {});
   if (dir === 'up') {
     const chunk = Buffer.alloc(64 * 1024, 0x41);
     s.write(Buffer.from([MODE.sink]));
-    const pump = () => { while (!s.destroyed && s.write(chunk)) bytes += chunk.length; };
+    const pump = () => {
+      while (!s.destroyed && s.write(chunk)) bytes += chunk.length;
+    };
     s.on('drain', pump);
     pump();
   } else {
     s.write(Buffer.from([MODE.source]));
-    s.on('data', (d: Buffer) => { bytes += d.length; });
+    s.on('data', (d: Buffer) => {
+      bytes += d.length;
+    });
   }
   return { bytes: () => bytes, stop: () => s.destroy() };
 }
@@ -31,7 +38,10 @@ function echoOnce(s: net.Socket, msg: Buffer): Promise<number> {
   return new Promise((resolve, reject) => {
     let got = 0;
     const t0 = performance.now();
-    const timer = setTimeout(() => { s.off('data', onData); reject(new Error('echo timed out after 10 s')); }, 10_000);
+    const timer = setTimeout(() => {
+      s.off('data', onData);
+      reject(new Error('echo timed out after 10 s'));
+    }, 10_000);
     const onData = (d: Buffer) => {
       got += d.length;
       if (got >= msg.length) {
@@ -52,7 +62,8 @@ runTool(async () => {
   const size = num(m, 'size', 32);
   const gap = num(m, 'gap-ms', 2);
   const load = m.get('load') ?? 'none';
-  const dirs: ('up' | 'down')[] = load === 'both' ? ['up', 'down'] : load === 'up' ? ['up'] : load === 'down' ? ['down'] : [];
+  const dirs: ('up' | 'down')[] =
+    load === 'both' ? ['up', 'down'] : load === 'up' ? ['up'] : load === 'down' ? ['down'] : [];
   const echo = await connect(to);
   echo.write(Buffer.from([MODE.echo]));
   const msg = Buffer.alloc(size, 0x78);
@@ -68,7 +79,9 @@ runTool(async () => {
   }
   const secs = (performance.now() - t0) / 1000;
   const loadMbps: Record<string, number> = {};
-  dirs.forEach((d, i) => { loadMbps[d] = ((loads[i]!.bytes() - before[i]!) * 8) / 1e6 / secs; });
+  dirs.forEach((d, i) => {
+    loadMbps[d] = ((loads[i].bytes() - before[i]) * 8) / 1e6 / secs;
+  });
   for (const l of loads) l.stop();
   echo.destroy();
   out({ event: 'result', samples: rtts.map((x) => Math.round(x * 1000) / 1000), loadMbps });

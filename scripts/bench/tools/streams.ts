@@ -11,7 +11,11 @@ function pattern(id: number, bytes: number): Buffer {
   const b = Buffer.allocUnsafe(bytes);
   let x = (id * 2654435761) >>> 0 || 1;
   for (let i = 0; i < bytes; i++) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
     b[i] = x & 0xff;
   }
   return b;
@@ -32,7 +36,9 @@ async function one(to: { host: string; port: number }, id: number, bytes: number
       }
     });
     s.on('error', reject);
-    s.on('close', () => { if (got < bytes) reject(new Error(`stream ${id}: closed after ${got} of ${bytes} bytes`)); });
+    s.on('close', () => {
+      if (got < bytes) reject(new Error(`stream ${id}: closed after ${got} of ${bytes} bytes`));
+    });
     s.write(Buffer.concat([Buffer.from([MODE.echo]), data]));
   });
 }
@@ -46,7 +52,9 @@ runTool(async () => {
   const results = await Promise.allSettled(Array.from({ length: count }, (_, i) => one(to, i + 1, bytes)));
   const ms = performance.now() - t0;
   const exact = results.filter((r) => r.status === 'fulfilled' && r.value).length;
-  const errors = results.flatMap((r) => (r.status === 'rejected' ? [String((r.reason as Error)?.message ?? r.reason)] : [])).slice(0, 5);
+  const errors = results
+    .flatMap((r) => (r.status === 'rejected' ? [String((r.reason as Error)?.message ?? r.reason)] : []))
+    .slice(0, 5);
   out({ event: 'result', ok: exact === count, ms: Math.round(ms), exact, count, bytes, errors });
   setTimeout(() => process.exit(0), 50);
 }, 180_000);

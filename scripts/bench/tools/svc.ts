@@ -23,7 +23,9 @@ function handle(s: net.Socket): void {
       s.resume();
       s.on('end', () => s.end());
     } else if (mode === MODE.source) {
-      const pump = () => { while (!s.destroyed && s.write(CHUNK)); };
+      const pump = () => {
+        while (!s.destroyed && s.write(CHUNK));
+      };
       s.on('drain', pump);
       s.on('end', () => s.destroy());
       s.on('close', () => s.off('drain', pump));

@@ -14,7 +14,11 @@ function bind(addr: { host: string; port: number }): Promise<dgram.Socket> {
   return new Promise((resolve, reject) => {
     const s = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 * 1024 * 1024, sendBufferSize: 8 * 1024 * 1024 });
     s.once('error', reject);
-    s.bind({ address: addr.host, port: addr.port }, () => { s.off('error', reject); s.on('error', () => {}); resolve(s); });
+    s.bind({ address: addr.host, port: addr.port }, () => {
+      s.off('error', reject);
+      s.on('error', () => {});
+      resolve(s);
+    });
   });
 }
 

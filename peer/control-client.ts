@@ -6,16 +6,14 @@ import { PROTOCOL_VERSION } from '../src/wire/frame.js';
 import type { ControlMessage, MessageOf } from '../src/wire/control.js';
 import type { HostPort } from '../src/util/addr.js';
 import { isDue, processTicker } from '../src/util/ticker.js';
+import { CodedError, codeOf, type ErrorCode } from '../src/util/errors.js';
 
 export const SOFTWARE = 'holepunch/0.1';
 
-/** A failure the user must fix (wrong token, unknown name...): retrying will not help. */
-export class FatalError extends Error {
-  constructor(
-    message: string,
-    readonly code: string,
-  ) {
-    super(message);
+/** A failure the user must fix (wrong token, unknown name...): retrying will not help. Other CodedErrors may pass. */
+export class FatalError extends CodedError {
+  constructor(message: string, code: ErrorCode) {
+    super(code, message);
   }
 }
 
@@ -60,7 +58,8 @@ export class ControlClient extends EventEmitter {
       };
       socket.once('error', (e: NodeJS.ErrnoException) =>
         fail(
-          new Error(
+          new CodedError(
+            'unreachable',
             `cannot reach the rendezvous at ${where}: ${e.code === 'ECONNREFUSED' ? 'connection refused' : (e.code ?? e.message)}`,
           ),
         ),
@@ -81,7 +80,7 @@ export class ControlClient extends EventEmitter {
             fail(
               m.code === 'bad_token' || m.code === 'bad_version'
                 ? new FatalError(`rendezvous refused us: ${m.message}`, m.code)
-                : new Error(`rendezvous error: ${m.message}`),
+                : new CodedError(m.code, `rendezvous error: ${m.message}`),
             );
           }
           return;
@@ -96,18 +95,19 @@ export class ControlClient extends EventEmitter {
         }
         this.emit('message', m);
       });
-      fs.on('protocolError', (code: string, msg: string) =>
+      fs.on('protocolError', (code: ErrorCode, msg: string) =>
         fail(
-          new Error(
-            code === 'timeout' && !settled
-              ? `no answer from ${where} within ${Math.round((this.opts.connectTimeoutMs ?? 10_000) / 1000)} s: is a rendezvous listening there?`
-              : `rendezvous protocol error: ${msg}`,
-          ),
+          code === 'timeout' && !settled
+            ? new CodedError(
+                'unreachable',
+                `no answer from ${where} within ${Math.round((this.opts.connectTimeoutMs ?? 10_000) / 1000)} s: is a rendezvous listening there?`,
+              )
+            : new CodedError(code, `rendezvous protocol error: ${msg}`),
         ),
       );
       fs.on('close', () => {
         this.isClosed = true;
-        fail(new Error(`the rendezvous at ${where} closed the connection`));
+        fail(new CodedError('unreachable', `the rendezvous at ${where} closed the connection`));
         this.stopPing();
         this.emit('close');
       });
@@ -142,11 +142,11 @@ export class ControlClient extends EventEmitter {
       };
       const onClose = () => {
         done();
-        reject(new Error('the rendezvous closed the connection'));
+        reject(new CodedError('disconnected', 'the rendezvous closed the connection'));
       };
       const timer = setTimeout(() => {
         done();
-        reject(new Error(`no answer from the rendezvous within ${timeoutMs / 1000} s`));
+        reject(new CodedError('timeout', `no answer from the rendezvous within ${timeoutMs / 1000} s`));
       }, timeoutMs);
       this.on('message', onMsg);
       this.on('close', onClose);
@@ -247,5 +247,5 @@ export async function withFailover<T>(list: ServerList, attempt: (server: HostPo
   const last = errors[errors.length - 1];
   throw last instanceof FatalError
     ? new FatalError(`no rendezvous could take us: ${reasons}`, last.code)
-    : new Error(`no rendezvous could take us: ${reasons}`);
+    : new CodedError(codeOf(last), `no rendezvous could take us: ${reasons}`);
 }

@@ -118,7 +118,7 @@ export class TunnelHost {
     const plan = planPunch(this.gathered?.nat, t.peerNat);
     if (plan.kind === 'none' && this.opts.mode === 'direct' && t.session.path?.kind !== 'direct') {
       // Nothing to wait for: say so now rather than after the punch timeout.
-      t.session.close(`no direct path is possible: ${plan.reason.replace(/; staying on the relay$/, '')}`);
+      t.session.close(`no direct path is possible: ${plan.cause}`);
       return;
     }
     t.direct?.punch(m.candidates, plan, m.delayMs);

@@ -4,6 +4,7 @@
  * This is the per-packet hot path: a seal costs one output allocation (none
  * with sealInto), an open one plaintext allocation plus the small result object.
  */
+import { CodedError } from '../util/errors.js';
 import {
   DATAGRAM_OVERHEAD,
   MAX_DATAGRAM_LEN,
@@ -21,11 +22,10 @@ const TWO_POW_32 = 0x1_0000_0000;
 const MAX_COUNTER_HI = Math.floor(MAX_COUNTER / TWO_POW_32);
 
 /** Thrown by seal() when the counter space is used up; the session must handshake again. */
-export class RekeyNeededError extends Error {
+export class RekeyNeededError extends CodedError {
   override readonly name = 'RekeyNeededError';
-  readonly code = 'rekey_needed';
   constructor() {
-    super('datagram counter exhausted: a new handshake is needed');
+    super('rekey_needed', 'datagram counter exhausted: a new handshake is needed');
   }
 }
 

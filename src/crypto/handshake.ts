@@ -7,6 +7,7 @@
  * Network bytes only ever produce HandshakeError; TypeError means the local
  * caller passed a bad argument (wrong PSK length, index not a uint32).
  */
+import { CodedError } from '../util/errors.js';
 import {
   HANDSHAKE_INIT_LEN,
   HANDSHAKE_RESPONSE_LEN,
@@ -33,13 +34,13 @@ export type HandshakeErrorCode =
   /** finish() after a successful finish(): the ephemeral secret is gone. */
   | 'already_finished';
 
-export class HandshakeError extends Error {
+export class HandshakeError extends CodedError {
   override readonly name = 'HandshakeError';
   constructor(
-    readonly code: HandshakeErrorCode,
+    override readonly code: HandshakeErrorCode,
     message?: string,
   ) {
-    super(message ?? code);
+    super(code, message ?? code);
   }
 }
 

@@ -1,5 +1,6 @@
 import type net from 'node:net';
 import type { MuxStream, TunnelHost } from './tunnel.js';
+import { sleep } from '../src/util/backoff.js';
 
 interface Entry {
   sock: net.Socket;
@@ -65,6 +66,6 @@ export async function flushSessions(host: TunnelHost, timeoutMs: number): Promis
     for (const t of host.tunnels.values())
       if (!t.session.closed) pending += t.session.kcp.waitSnd() + t.session.mux.openStreams().length;
     if (pending === 0) return;
-    await new Promise((r) => setTimeout(r, 20));
+    await sleep(20);
   }
 }

@@ -8,7 +8,7 @@ import { gatherCandidates, type Gathered } from '../src/punch/candidates.js';
 import { PeerSocket } from '../src/punch/peer-socket.js';
 import { planPunch } from '../src/punch/strategy.js';
 import type { Candidate, MessageOf, Mode, NatInfo } from '../src/wire/control.js';
-import type { HostPort } from '../src/util/addr.js';
+import { unmapIPv4, type HostPort } from '../src/util/addr.js';
 import type { Logger } from '../src/util/log.js';
 import type { ControlClient } from './control-client.js';
 import type { Sinkable } from '../src/session/bridge.js';
@@ -96,7 +96,7 @@ export class TunnelHost {
   /** Candidates for a new session, from STUN on the data socket (empty with --mode relay). */
   async gather(control: ControlClient): Promise<Gathered> {
     if (!this.socket || !control.welcome) return { candidates: [], nat: { mapping: 'unknown', filtering: 'unknown' } };
-    const host = control.remoteAddress?.replace(/^::ffff:/, '') ?? this.opts.server.host;
+    const host = control.remoteAddress !== undefined ? unmapIPv4(control.remoteAddress) : this.opts.server.host;
     const loopback = host.startsWith('127.') || host === '::1';
     this.gathered = await gatherCandidates(
       this.socket,

@@ -24,6 +24,7 @@
 import dgram from 'node:dgram';
 import { fileURLToPath } from 'node:url';
 import { resolve } from 'node:path';
+import { sleep } from '../src/util/backoff.js';
 
 export type Change = 'none' | 'port' | 'ip' | 'both';
 
@@ -90,8 +91,6 @@ function bind(sock: dgram.Socket, host: string, port: number): Promise<void> {
     });
   });
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // -- reflector ---------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import { nullLogger } from '../src/util/log.js';
 import { mulberry32 } from '../src/util/prng.js';
 import { readAll, withTimeout } from './mux-harness.js';
 import { sessionKeys } from './helpers/session-keys.js';
+import { sleep } from '../src/util/backoff.js';
 
 await cryptoReady();
 
@@ -362,7 +363,7 @@ test('relay closed after the move once nothing relay-sized is in flight: the tra
   const closeRelayWhenSafe = (async () => {
     const deadline = Date.now() + 60_000;
     while (Date.now() < deadline && !over) {
-      await new Promise((r) => setTimeout(r, 2));
+      await sleep(2);
       if (boundary.size < 2) continue;
       if (![a, b].every((s) => allAckedBefore(s, boundary.get(s)!))) continue;
       for (const s of [a, b]) {
@@ -416,7 +417,7 @@ test('relay closed while relay-sized segments are unacknowledged: the session cl
   s.end(up);
   b.session.mux.once('stream', (x: MuxStream) => x.resume().on('error', () => {}));
   const deadline = Date.now() + 30_000;
-  while (Date.now() < deadline && !a.session.closed) await new Promise((r) => setTimeout(r, 5));
+  while (Date.now() < deadline && !a.session.closed) await sleep(5);
   report(t, a, b);
   assert.ok(moved, 'never moved');
   // The first relay-sized segment that finds no path ends the session with a

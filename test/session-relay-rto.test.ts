@@ -18,6 +18,7 @@ import type { MuxStream } from '../src/mux/index.js';
 import { nullLogger } from '../src/util/log.js';
 import { readAll, withTimeout } from './mux-harness.js';
 import { sessionKeys } from './helpers/session-keys.js';
+import { sleep } from '../src/util/backoff.js';
 
 await cryptoReady();
 
@@ -70,7 +71,7 @@ async function transferWithDelayJump(kind: PathKind, size: number): Promise<numb
     out.write(data.subarray(0, half));
     // Let the first half flow on the fast path, so KCP's RTO is measured small.
     await withTimeout(new Promise<void>((r) => out.write(Buffer.alloc(0), () => r())), 20_000, 'first half not taken');
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
     pa.delayMs = pb.delayMs = 250;
     out.end(data.subarray(half));
     const received = await withTimeout(got, 30_000, 'transfer did not finish');

@@ -1,3 +1,4 @@
+import { readU32BE } from './bytes.js';
 /**
  * Sealed datagram layout, shared by every data path (direct UDP and relay).
  *
@@ -85,5 +86,5 @@ export function payloadLength(datagramLen: number): number {
  */
 export function readReceiverIndex(buf: Uint8Array): number {
   if (buf.length < DATAGRAM_OVERHEAD || buf.length > MAX_DATAGRAM_LEN || !isDatagramType(buf[0])) return -1;
-  return ((buf[1] << 24) | (buf[2] << 16) | (buf[3] << 8) | buf[4]) >>> 0;
+  return readU32BE(buf, 1);
 }

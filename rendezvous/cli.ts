@@ -5,7 +5,7 @@ import { parseHostPort } from '../src/util/addr.js';
 import { RendezvousServer } from './server.js';
 import { checkRegistryUrl, defaultNodeId, NODE_ID_RE, RedisCluster } from './cluster/index.js';
 import { ConfigError, layered, loadConfigFile, RendezvousConfig } from '../src/config/index.js';
-import { createRendezvousMetrics } from '../src/metrics/rendezvous.js';
+import { createRendezvousMetrics } from './metrics.js';
 import { startObserveServer } from '../src/metrics/http.js';
 import { formatHostPort } from '../src/util/addr.js';
 import { CodedError, listenError } from '../src/util/errors.js';

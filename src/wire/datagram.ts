@@ -74,11 +74,6 @@ export function sealedLength(payloadLen: number): number {
   return payloadLen + DATAGRAM_OVERHEAD;
 }
 
-/** Plaintext size carried by a sealed datagram of `datagramLen` bytes; negative when too short. */
-export function payloadLength(datagramLen: number): number {
-  return datagramLen - DATAGRAM_OVERHEAD;
-}
-
 /**
  * Receiver index of a datagram without authenticating it, for routing an
  * incoming datagram to its session; -1 when the bytes cannot be one of ours.

@@ -3,8 +3,9 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { FramedSocket } from '../src/transport/framed-socket.js';
 import { PROTOCOL_VERSION } from '../src/wire/frame.js';
-import type { ControlMessage, MessageOf } from '../src/wire/control.js';
+import type { ControlMessage, MessageOf, Mode } from '../src/wire/control.js';
 import type { HostPort } from '../src/util/addr.js';
+import type { Logger } from '../src/util/log.js';
 import { isDue, processTicker } from '../src/util/ticker.js';
 import { CodedError, codeOf, type ErrorCode } from '../src/util/errors.js';
 
@@ -15,6 +16,18 @@ export class FatalError extends CodedError {
   constructor(message: string, code: ErrorCode) {
     super(code, message);
   }
+}
+
+/** What serve and visit both take: the rendezvous to use and the session's secret, mode and logger. */
+export interface PeerOptions {
+  name: string;
+  server: HostPort;
+  /** Every rendezvous node to use, in order (`--server a:7000,b:7000`); default: just `server`. */
+  servers?: HostPort[];
+  secret: string;
+  token?: string;
+  mode: Mode;
+  log: Logger;
 }
 
 export interface ControlClientOptions {

@@ -1,11 +1,11 @@
 import crypto from 'node:crypto';
 import net from 'node:net';
-import { ControlClient, FatalError, ServerList, withFailover } from './control-client.js';
+import { ControlClient, FatalError, ServerList, withFailover, type PeerOptions } from './control-client.js';
 import { bridgeUserReads } from '../src/session/bridge.js';
 import { ReadTarget, userReadOptions } from '../src/transport/user-reads.js';
 import { TunnelHost, type MuxStream } from './tunnel.js';
 import { MuxResetReason } from '../src/wire/mux-frame.js';
-import { StreamSet, flushSessions } from './drain.js';
+import { StreamSet, drainAndFlush } from './drain.js';
 import { cryptoReady, deriveSecretKey, respond, HandshakeError } from '../src/crypto/index.js';
 import {
   encodePublicKey,
@@ -16,21 +16,12 @@ import {
   verifyVisit,
   type Identity,
 } from '../src/crypto/identity.js';
-import type { ControlMessage, MessageOf, Mode } from '../src/wire/control.js';
+import type { ControlMessage, MessageOf } from '../src/wire/control.js';
 import type { HostPort } from '../src/util/addr.js';
-import type { Logger } from '../src/util/log.js';
 import { Backoff, sleep } from '../src/util/backoff.js';
 
-export interface ServeOptions {
-  name: string;
+export interface ServeOptions extends PeerOptions {
   local: HostPort;
-  server: HostPort;
-  /** Every rendezvous node to use, in order (`--server a:7000,b:7000`); default: just `server`. */
-  servers?: HostPort[];
-  secret: string;
-  token?: string;
-  mode: Mode;
-  log: Logger;
   /** Long-term key: holds the name, and signs handshakes for visitors that pin it (`visit --server-key`). */
   identity?: Identity;
   /** Pinned visitor keys: when non-empty, only visitors holding one of these may open a session. */
@@ -83,10 +74,7 @@ export class ServePeer {
     this.draining = true;
     this.stopped = true;
     this.control?.close();
-    const forced = await this.streams.drain(graceMs);
-    if (forced)
-      this.opts.log.info('drained', `ended ${forced} open connection(s) with a FIN`, { name: this.opts.name, forced });
-    await flushSessions(this.host, 2000);
+    await drainAndFlush(this, graceMs);
     this.stop();
   }
 

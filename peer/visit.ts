@@ -1,28 +1,19 @@
 import crypto from 'node:crypto';
 import net from 'node:net';
-import { ControlClient, FatalError, ServerList, withFailover } from './control-client.js';
+import { ControlClient, FatalError, ServerList, withFailover, type PeerOptions } from './control-client.js';
 import type { Session } from '../src/session/session.js';
 import { bridge, bridgeUserReads, socketEnd } from '../src/session/bridge.js';
 import { ReadTarget, switchToUserReads } from '../src/transport/user-reads.js';
 import { TunnelHost, type MuxStream } from './tunnel.js';
-import { StreamSet, flushSessions } from './drain.js';
+import { StreamSet, drainAndFlush } from './drain.js';
 import { cryptoReady, deriveSecretKey, createInitiator, HandshakeError } from '../src/crypto/index.js';
 import { encodePublicKey, identityReady, signVisit, verifyAccept, type Identity } from '../src/crypto/identity.js';
-import type { ControlMessage, MessageOf, Mode } from '../src/wire/control.js';
+import type { ControlMessage, MessageOf } from '../src/wire/control.js';
 import type { HostPort } from '../src/util/addr.js';
-import type { Logger } from '../src/util/log.js';
 import { Backoff, sleep } from '../src/util/backoff.js';
 import { codeOf, listenError } from '../src/util/errors.js';
 
-export interface VisitOptions {
-  name: string;
-  server: HostPort;
-  /** Every rendezvous node to use, in order (`--server a:7000,b:7000`); default: just `server`. */
-  servers?: HostPort[];
-  secret: string;
-  token?: string;
-  mode: Mode;
-  log: Logger;
+export interface VisitOptions extends PeerOptions {
   /** Sign our handshakes with this key, for servers that pin visitors (`serve --allow`). */
   identity?: Identity;
   /** Pinned server key: refuse a server that cannot sign with it, whatever the rendezvous says. */
@@ -97,10 +88,7 @@ export class VisitPeer {
   async drain(graceMs: number): Promise<void> {
     this.draining = true;
     this.server?.close();
-    const forced = await this.streams.drain(graceMs);
-    if (forced)
-      this.opts.log.info('drained', `ended ${forced} open connection(s) with a FIN`, { name: this.opts.name, forced });
-    await flushSessions(this.host, 2000);
+    await drainAndFlush(this, graceMs);
     this.stop();
   }
 

@@ -60,7 +60,8 @@ export class ControlClient extends EventEmitter {
     return new Promise((resolve, reject) => {
       const started = Date.now();
       const socket = net.connect({ host, port });
-      const fs = new FramedSocket(socket, { idleTimeoutMs: this.opts.connectTimeoutMs ?? 10_000 });
+      const connectTimeoutMs = this.opts.connectTimeoutMs ?? 10_000;
+      const fs = new FramedSocket(socket, { idleTimeoutMs: connectTimeoutMs });
       this.fs = fs;
       let settled = false;
       const fail = (err: Error) => {
@@ -113,7 +114,7 @@ export class ControlClient extends EventEmitter {
           code === 'timeout' && !settled
             ? new CodedError(
                 'unreachable',
-                `no answer from ${where} within ${Math.round((this.opts.connectTimeoutMs ?? 10_000) / 1000)} s: is a rendezvous listening there?`,
+                `no answer from ${where} within ${Math.round(connectTimeoutMs / 1000)} s: is a rendezvous listening there?`,
               )
             : new CodedError(code, `rendezvous protocol error: ${msg}`),
         ),

@@ -25,7 +25,7 @@ function assertCode(r: { code: number | null; errors: Record<string, unknown>[] 
   assert.equal(r.errors[r.errors.length - 1].code, expected, JSON.stringify(r.errors));
 }
 
-test('error events carry a code: wrong secret, unknown name, port in use, bad flag, unreachable rendezvous', async (t) => {
+test('error events carry a code: wrong secret, unknown name, port in use, bad flag, no rendezvous', async (t) => {
   const p = new Procs();
   t.after(() => p.cleanup());
   const rdv = await p.rendezvous();

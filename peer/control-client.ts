@@ -70,14 +70,10 @@ export class ControlClient extends EventEmitter {
         fs.destroy();
         reject(err);
       };
-      socket.once('error', (e: NodeJS.ErrnoException) =>
-        fail(
-          new CodedError(
-            'unreachable',
-            `cannot reach the rendezvous at ${where}: ${e.code === 'ECONNREFUSED' ? 'connection refused' : (e.code ?? e.message)}`,
-          ),
-        ),
-      );
+      socket.once('error', (e: NodeJS.ErrnoException) => {
+        const why = e.code === 'ECONNREFUSED' ? 'connection refused' : (e.code ?? e.message);
+        fail(new CodedError('unreachable', `cannot reach the rendezvous at ${where}: ${why}`));
+      });
       socket.once('connect', () =>
         fs.send({ type: 'hello', version: PROTOCOL_VERSION, software: SOFTWARE, token: this.opts.token }),
       );
@@ -114,7 +110,8 @@ export class ControlClient extends EventEmitter {
           code === 'timeout' && !settled
             ? new CodedError(
                 'unreachable',
-                `no answer from ${where} within ${Math.round(connectTimeoutMs / 1000)} s: is a rendezvous listening there?`,
+                `no answer from ${where} within ${Math.round(connectTimeoutMs / 1000)} s: ` +
+                  'is a rendezvous listening there?',
               )
             : new CodedError(code, `rendezvous protocol error: ${msg}`),
         ),

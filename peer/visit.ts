@@ -148,7 +148,7 @@ export class VisitPeer {
     }
   }
 
-  /** With --bind, a dead session is re-opened in the background (REOPEN backoff): the next connection finds it ready. */
+  /** With --bind, a dead session is re-opened in the background (REOPEN backoff) for the next connection. */
   private scheduleReopen(): void {
     if (!this.server || this.stopped || this.draining || this.reopenTimer) return;
     this.reopenTimer = setTimeout(() => {

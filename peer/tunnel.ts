@@ -8,7 +8,7 @@ import { gatherCandidates, type Gathered } from '../src/punch/candidates.js';
 import { PeerSocket } from '../src/punch/peer-socket.js';
 import { planPunch } from '../src/punch/strategy.js';
 import type { Candidate, MessageOf, Mode, NatInfo } from '../src/wire/control.js';
-import type { HostPort } from '../src/util/addr.js';
+import { unmapIPv4, type HostPort } from '../src/util/addr.js';
 import type { Logger } from '../src/util/log.js';
 import type { ControlClient } from './control-client.js';
 import type { Sinkable } from '../src/session/bridge.js';
@@ -96,7 +96,7 @@ export class TunnelHost {
   /** Candidates for a new session, from STUN on the data socket (empty with --mode relay). */
   async gather(control: ControlClient): Promise<Gathered> {
     if (!this.socket || !control.welcome) return { candidates: [], nat: { mapping: 'unknown', filtering: 'unknown' } };
-    const host = control.remoteAddress?.replace(/^::ffff:/, '') ?? this.opts.server.host;
+    const host = control.remoteAddress !== undefined ? unmapIPv4(control.remoteAddress) : this.opts.server.host;
     const loopback = host.startsWith('127.') || host === '::1';
     this.gathered = await gatherCandidates(
       this.socket,
@@ -118,7 +118,7 @@ export class TunnelHost {
     const plan = planPunch(this.gathered?.nat, t.peerNat);
     if (plan.kind === 'none' && this.opts.mode === 'direct' && t.session.path?.kind !== 'direct') {
       // Nothing to wait for: say so now rather than after the punch timeout.
-      t.session.close(`no direct path is possible: ${plan.reason.replace(/; staying on the relay$/, '')}`);
+      t.session.close(`no direct path is possible: ${plan.cause}`);
       return;
     }
     t.direct?.punch(m.candidates, plan, m.delayMs);

@@ -177,9 +177,11 @@ export class RendezvousServer {
     const fs = new FramedSocket(socket, { idleTimeoutMs: this.opts.handshakeTimeoutMs ?? 10_000 });
     const perIp = this.perIp.get(ip) ?? 0;
     if (perIp >= (this.opts.maxConnsPerIp ?? 256))
-      return this.limit(fs, `too many connections from your address (limit ${this.opts.maxConnsPerIp ?? 256})`, { ip });
+      return this.limit(fs, `too many connections from your address (limit ${this.opts.maxConnsPerIp ?? 256})`, {
+        fields: { ip },
+      });
     if (this.conns.size >= (this.opts.maxConnections ?? 20_000) || this.memoryHigh)
-      return this.limit(fs, 'the rendezvous is full; try again later', { ip });
+      return this.limit(fs, 'the rendezvous is full; try again later', { fields: { ip } });
     this.perIp.set(ip, perIp + 1);
     const conn: Conn = { fs, ip, nonce: crypto.randomBytes(24), hello: false, names: new Set(), rttMs: null };
     this.conns.add(conn);
@@ -266,13 +268,9 @@ export class RendezvousServer {
   }
 
   /** A limit was hit: clear error to this client, a log line, everyone else carries on. */
-  private limit(
-    fs: PeerLink['fs'],
-    message: string,
-    fields: Record<string, unknown> = {},
-    extra: { reqId?: string } = {},
-    close = true,
-  ): void {
+  private limit(fs: PeerLink['fs'], message: string, opts: LimitOptions = {}): void {
+    const { fields = {}, close = true } = opts;
+    const extra = opts.reqId === undefined ? {} : { reqId: opts.reqId };
     this.stats.limitsHit++;
     // One line per source per 10 s, with a count of what was left out: a flood
     // of refused connections must not turn into a flood of log lines.
@@ -297,7 +295,10 @@ export class RendezvousServer {
   private onRegister(conn: Conn, m: MessageOf<'register'>): void {
     const maxNames = this.opts.maxNamesPerConn ?? 16;
     if (!conn.names.has(m.name.toLowerCase()) && conn.names.size >= maxNames) {
-      return this.limit(conn.fs, `one connection may hold at most ${maxNames} names`, { name: m.name }, {}, false);
+      return this.limit(conn.fs, `one connection may hold at most ${maxNames} names`, {
+        fields: { name: m.name },
+        close: false,
+      });
     }
     const key = Buffer.from(m.key, 'base64');
     if (!verifyRegistration(key, Buffer.from(m.sig, 'base64'), conn.nonce, m.name)) {
@@ -355,19 +356,19 @@ export class RendezvousServer {
     }
     const sid = newSessionId();
     if (this.sessions.size >= (this.opts.maxSessions ?? 100_000) || this.memoryHigh) {
-      return this.limit(
-        conn.fs,
-        'the rendezvous has too many sessions; try again later',
-        {},
-        { reqId: m.reqId },
-        false,
-      );
+      return this.limit(conn.fs, 'the rendezvous has too many sessions; try again later', {
+        reqId: m.reqId,
+        close: false,
+      });
     }
     const perConn = this.opts.maxSessionsPerConn ?? 256;
     let mine = 0;
     for (const x of this.sessions.values()) if (x.visitor === conn) mine++;
     if (mine >= perConn) {
-      return this.limit(conn.fs, `one connection may open at most ${perConn} sessions`, {}, { reqId: m.reqId }, false);
+      return this.limit(conn.fs, `one connection may open at most ${perConn} sessions`, {
+        reqId: m.reqId,
+        close: false,
+      });
     }
     const s: Brokered = {
       sid,
@@ -537,4 +538,14 @@ function tokenMatches(expected: string, given: string | undefined): boolean {
   const a = crypto.createHash('sha256').update(expected).digest();
   const b = crypto.createHash('sha256').update(given).digest();
   return crypto.timingSafeEqual(a, b);
+}
+
+/** How `limit()` answers the client that hit a limit. */
+interface LimitOptions {
+  /** Extra fields for the `limit` log line (`ip` also keys its rate limit). */
+  fields?: Record<string, unknown>;
+  /** The request refused, echoed in the error so the client can match it. */
+  reqId?: string;
+  /** Close the connection after the error (default): false refuses one request and keeps the connection. */
+  close?: boolean;
 }

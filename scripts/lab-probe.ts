@@ -31,6 +31,7 @@
 import dgram from 'node:dgram';
 import { fileURLToPath } from 'node:url';
 import { resolve } from 'node:path';
+import { sleep } from '../src/util/backoff.js';
 
 export type Change = 'none' | 'port' | 'ip' | 'both';
 
@@ -97,8 +98,6 @@ function bind(sock: dgram.Socket, host: string, port: number): Promise<void> {
     });
   });
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** JSON of `obj` with a "pad" field making it exactly `size` bytes (or as small as it gets). */
 function padded(obj: Record<string, unknown>, size: number): string {

@@ -1,3 +1,4 @@
+import { readU32BE } from './bytes.js';
 /**
  * Sealed datagram layout, shared by every data path (direct UDP and relay).
  *
@@ -91,11 +92,6 @@ export function sealedLength(payloadLen: number): number {
   return payloadLen + DATAGRAM_OVERHEAD;
 }
 
-/** Plaintext size carried by a sealed datagram of `datagramLen` bytes; negative when too short. */
-export function payloadLength(datagramLen: number): number {
-  return datagramLen - DATAGRAM_OVERHEAD;
-}
-
 /**
  * Receiver index of a datagram without authenticating it, for routing an
  * incoming datagram to its session; -1 when the bytes cannot be one of ours.
@@ -103,5 +99,5 @@ export function payloadLength(datagramLen: number): number {
  */
 export function readReceiverIndex(buf: Uint8Array): number {
   if (buf.length < DATAGRAM_OVERHEAD || buf.length > MAX_UDP_DATAGRAM_LEN || !isDatagramType(buf[0])) return -1;
-  return ((buf[1] << 24) | (buf[2] << 16) | (buf[3] << 8) | buf[4]) >>> 0;
+  return readU32BE(buf, 1);
 }

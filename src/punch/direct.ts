@@ -207,7 +207,10 @@ export class DirectPathManager implements PathSource {
    * different working pair and close the sockets of the other's choice.
    */
   private readonly controlling: boolean;
-  /** Highest packet counter received on the current path: an older datagram still in flight on a previous path is no nomination. */
+  /**
+   * Highest packet counter received on the current path: an older datagram
+   * still in flight on a previous path is no nomination.
+   */
   private bestCounter = -1n;
   /** Controlled side: a path the peer nominated, which our own probe is checking. */
   private nominationCheck: { path: DirectPath; at: number; counter: bigint } | null = null;

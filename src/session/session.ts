@@ -49,6 +49,8 @@ const WINDOW_STEP_MS = 50;
  * the safety net for the latter.
  */
 const RELAY_MIN_RTO_MS = 2000;
+/** KCP's internal interval (nodelay mode): the granularity of its ack and retransmission timers. */
+const KCP_INTERVAL_MS = 10;
 /** The longest a KCP flush timer sleeps while data is in flight, whatever check() says. */
 const MAX_FLUSH_DELAY_MS = 5_000;
 /** KCP windows in UDP-sized segments: ~1.4 MB in flight, enough for 100+ MB/s at LAN round-trip times. */
@@ -115,7 +117,7 @@ export class Session extends EventEmitter {
     this.sealer = new DatagramSealer(opts.keys);
     this.opener = new DatagramOpener(opts.keys);
     this.kcp = new Kcp(opts.keys.conv, (buf) => this.output(buf));
-    this.kcp.setNodelay(1, 10, 2, 1);
+    this.kcp.setNodelay(1, KCP_INTERVAL_MS, 2, 1);
     // A relay-sized frame's block goes back to the pool once KCP has it acknowledged.
     this.kcp.onRelease = (segment) => sharedBlockPool.give(segment);
     this.mux = new Mux({

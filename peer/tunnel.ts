@@ -3,7 +3,7 @@ import { Session } from '../src/session/session.js';
 import { RelayPath } from '../src/session/relay-path.js';
 import type { Path } from '../src/session/path.js';
 import type { SessionKeys } from '../src/crypto/index.js';
-import { DirectPathManager } from '../src/punch/direct.js';
+import { DirectPathManager, RELAY_LOST_GRACE_MS } from '../src/punch/direct.js';
 import { gatherCandidates, type Gathered } from '../src/punch/candidates.js';
 import { PeerSocket } from '../src/punch/peer-socket.js';
 import { planPunch } from '../src/punch/strategy.js';
@@ -12,6 +12,9 @@ import { unmapIPv4, type HostPort } from '../src/util/addr.js';
 import type { Logger } from '../src/util/log.js';
 import type { ControlClient } from './control-client.js';
 import type { Sinkable } from '../src/session/bridge.js';
+
+/** A `punch` that arrives before its session exists is kept this long for it. */
+const EARLY_PUNCH_KEEP_MS = 10_000;
 
 /** What the peer commands use of a mux stream; `reset` takes a MuxResetReason code. */
 export type MuxStream = Duplex &
@@ -111,7 +114,7 @@ export class TunnelHost {
     const t = this.tunnels.get(m.sid);
     if (!t) {
       if (this.early.size < 256) this.early.set(m.sid, m);
-      setTimeout(() => this.early.delete(m.sid), 10_000).unref();
+      setTimeout(() => this.early.delete(m.sid), EARLY_PUNCH_KEEP_MS).unref();
       return;
     }
     if (m.peerNat) t.peerNat = m.peerNat;
@@ -170,6 +173,7 @@ export class TunnelHost {
         relay: () => tunnel.relay,
         requestRepunch: () => void this.repunch(control, sid),
       });
+      tunnel.direct.deliverTo(session.deliver);
       const early = this.early.get(sid);
       if (early) {
         this.early.delete(sid);
@@ -182,22 +186,22 @@ export class TunnelHost {
       try {
         const relay = await RelayPath.open(relayHost, relayPort, args.ticket);
         tunnel.relay = relay;
-        session.setLargeRecordPath(relay);
-        relay.on('datagram', (d: Buffer) => session.receive(d, relay));
+        // Like every path: received datagrams go to the session, availability is reported, the session chooses.
+        relay.deliverTo(session.deliver);
         relay.on('close', () => {
           tunnel.relay = null;
-          session.setLargeRecordPath(null);
+          session.setPath('relay', null);
           if (session.path !== relay) return;
           // A session that was direct before may punch again rather than die with the relay.
-          if (tunnel.direct?.recover(20_000, 'relay connection lost')) {
+          if (tunnel.direct?.recover(RELAY_LOST_GRACE_MS, 'relay connection lost')) {
             log.warn('relay_lost', `session ${sid} lost the relay; punching again`, { sid });
             return;
           }
           session.close('relay connection lost');
         });
         session.once('close', () => relay.close());
-        // Relay first, unless a hole already opened while the relay connected.
-        if (!session.path) session.usePath(relay);
+        // The session moves onto it unless a hole already opened while the relay connected.
+        session.setPath('relay', relay);
       } catch (e) {
         session.close((e as Error).message);
         throw e;

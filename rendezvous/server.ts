@@ -44,6 +44,9 @@ export interface RendezvousOptions {
   cluster?: Cluster;
 }
 
+/** How long the serve peer has to answer an `incoming` (accept or reject) unless configured. */
+const ACCEPT_TIMEOUT_MS = 10_000;
+
 /** Per-connection state on the rendezvous. */
 interface Conn {
   fs: FramedSocket;
@@ -54,8 +57,22 @@ interface Conn {
   rttMs: number | null;
 }
 
+/**
+ * Where a brokered session stands (docs/ARCHITECTURE.md). The timer belongs
+ * to 'awaiting-answer' and is stopped by the one transition place,
+ * moveSession(), when the state is left.
+ */
+export type BrokeredState =
+  /** `incoming` went to the serve peer; its accept or reject must come before the timer fires. */
+  | { readonly name: 'awaiting-answer'; readonly timer: NodeJS.Timeout }
+  /** Answered with accept: the rendezvous only coordinates (re-)punching, for as long as both peers stay. */
+  | { readonly name: 'connected' }
+  /** Rejected, timed out, reported closed, or a peer went away: the record is gone. */
+  | { readonly name: 'ended' };
+
 interface Brokered {
   sid: string;
+  state: BrokeredState;
   /** A local connection, or (in a cluster) the stand-in for a visitor connected to another node. */
   visitor: PeerLink;
   server: Conn;
@@ -63,7 +80,6 @@ interface Brokered {
   mode: MessageOf<'connect'>['mode'];
   visitorCandidates: Candidate[];
   visitorNat?: NatInfo;
-  timer?: NodeJS.Timeout;
   // For status and metrics (additive): what the peers reported.
   name?: string;
   serverNat?: NatInfo;
@@ -202,7 +218,7 @@ export class RendezvousServer {
       this.opts.log.info('unregistered', `"${name}" went away`, { name });
     }
     for (const s of this.sessions.values()) {
-      if (s.visitor === conn || s.server === conn) this.endSession(s.sid);
+      if (s.visitor === conn || s.server === conn) this.endSession(s.sid, 'a peer disconnected');
     }
   }
 
@@ -370,8 +386,14 @@ export class RendezvousServer {
         close: false,
       });
     }
+    const timer = setTimeout(() => {
+      conn.fs.send({ type: 'error', code: 'timeout', message: `"${m.name}" did not answer in time`, reqId: m.reqId });
+      this.endSession(sid, 'no answer in time');
+    }, this.opts.acceptTimeoutMs ?? ACCEPT_TIMEOUT_MS);
+    timer.unref();
     const s: Brokered = {
       sid,
+      state: { name: 'awaiting-answer', timer },
       visitor: conn,
       server: reg.conn,
       reqId: m.reqId,
@@ -384,11 +406,6 @@ export class RendezvousServer {
     };
     this.sessions.set(sid, s);
     this.stats.connects++;
-    s.timer = setTimeout(() => {
-      conn.fs.send({ type: 'error', code: 'timeout', message: `"${m.name}" did not answer in time`, reqId: m.reqId });
-      this.endSession(sid);
-    }, this.opts.acceptTimeoutMs ?? 10_000);
-    s.timer.unref();
     reg.conn.fs.send({
       type: 'incoming',
       sid,
@@ -404,11 +421,11 @@ export class RendezvousServer {
 
   private onAnswer(conn: Conn, m: MessageOf<'accept'> | MessageOf<'reject'>): void {
     const s = this.sessions.get(m.sid);
-    if (!s || s.server !== conn) return; // late or forged answer: nothing to do
-    clearTimeout(s.timer);
+    // Late, repeated or forged answer: nothing to do.
+    if (!s || s.server !== conn || s.state.name !== 'awaiting-answer') return;
     if (m.type === 'reject') {
       s.visitor.fs.send({ type: 'error', code: m.code, message: m.message, reqId: s.reqId, sid: s.sid });
-      this.endSession(s.sid);
+      this.endSession(s.sid, 'rejected by the server');
       return;
     }
     s.visitor.fs.send({
@@ -424,7 +441,7 @@ export class RendezvousServer {
     });
     // From here on the rendezvous only coordinates punching (and re-punching)
     // for this session; the record lives as long as both control connections.
-    s.timer = undefined;
+    this.moveSession(s, { name: 'connected' }, 'accepted');
     s.serverNat = m.nat;
     if (s.mode !== 'relay' && s.visitorCandidates.length && m.candidates.length) {
       this.events.emit('punch', s.visitorNat, s.serverNat);
@@ -453,7 +470,7 @@ export class RendezvousServer {
     if (!this.sessions.has(m.sid) && this.opts.cluster?.fromVisitor(conn, m)) return;
     const s = this.sessions.get(m.sid);
     if (!s || (s.visitor !== conn && s.server !== conn)) return;
-    if (m.path === 'closed') return this.endSession(s.sid);
+    if (m.path === 'closed') return this.endSession(s.sid, 'a peer reported it closed');
     s.path = m.path;
     if (m.path === 'direct' && !s.directOnce) {
       s.directOnce = true;
@@ -476,7 +493,7 @@ export class RendezvousServer {
     const now = Date.now();
     const sessions: SessionInfo[] = [];
     for (const s of this.sessions.values()) {
-      if (s.timer) continue; // still waiting for the server's answer
+      if (s.state.name === 'awaiting-answer') continue;
       sessions.push({
         sid: s.sid,
         name: s.name ?? '',
@@ -504,7 +521,7 @@ export class RendezvousServer {
       visitorMessage: (visitor, m) =>
         m.type === 'candidates' ? this.onCandidates(visitor, m) : this.onPathReport(visitor, m),
       visitorGone: (visitor) => {
-        for (const s of this.sessions.values()) if (s.visitor === visitor) this.endSession(s.sid);
+        for (const s of this.sessions.values()) if (s.visitor === visitor) this.endSession(s.sid, 'the visitor left');
       },
       nameLost: (name, conflict) => {
         const reg = this.registry.lookup(name);
@@ -521,11 +538,24 @@ export class RendezvousServer {
     };
   }
 
-  private endSession(sid: string): void {
+  private endSession(sid: string, why: string): void {
     const s = this.sessions.get(sid);
-    if (!s) return;
-    clearTimeout(s.timer);
-    this.sessions.delete(sid);
+    if (s) this.moveSession(s, { name: 'ended' }, why);
+  }
+
+  /** The one place a brokered session changes state: logs it and stops the timer of the state it leaves. */
+  private moveSession(s: Brokered, next: BrokeredState, why: string): void {
+    const prev = s.state;
+    if (prev.name === 'ended' || prev === next) return;
+    s.state = next;
+    if (prev.name === 'awaiting-answer') clearTimeout(prev.timer);
+    if (next.name === 'ended') this.sessions.delete(s.sid);
+    this.opts.log.debug('session_state', `session ${s.sid}: ${prev.name} -> ${next.name} (${why})`, {
+      sid: s.sid,
+      from: prev.name,
+      to: next.name,
+      why,
+    });
   }
 }
 

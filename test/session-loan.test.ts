@@ -27,8 +27,8 @@ function pair(): { a: Session; b: Session; close(): void } {
   const pb = new MemPath('relay', 'relay-b', MAX_RELAY_DATAGRAM_LEN);
   pa.peer = { session: b, path: pb };
   pb.peer = { session: a, path: pa };
-  a.usePath(pa);
-  b.usePath(pb);
+  a.setPath(pa.kind, pa);
+  b.setPath(pb.kind, pb);
   return {
     a,
     b,

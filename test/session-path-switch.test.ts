@@ -46,8 +46,7 @@ function connect(udpLoss: number, seed: number): { a: Side; b: Side; close(): vo
   a.udp.peer = { session: b.session, path: b.udp };
   b.udp.peer = { session: a.session, path: a.udp };
   for (const s of [a, b]) {
-    s.session.setLargeRecordPath(s.relay);
-    s.session.usePath(s.relay);
+    s.session.setPath('relay', s.relay);
   }
   return {
     a,
@@ -78,7 +77,7 @@ function unreceived(from: Side, to: Side): number {
 /** Moves a session to UDP; from now on its relay counts what it still carries. */
 function moveToUdp(s: Side): void {
   s.relay.mark = true;
-  s.session.usePath(s.udp);
+  s.session.setPath('direct', s.udp);
   assert.equal(s.session.path, s.udp);
 }
 
@@ -246,7 +245,7 @@ test('relay closed after the move once nothing relay-sized is in flight: the tra
       if (boundary.size < 2) continue;
       if (![a, b].every((s) => allAckedBefore(s, boundary.get(s)!))) continue;
       for (const s of [a, b]) {
-        s.session.setLargeRecordPath(null);
+        s.session.setPath('relay', null);
         s.relay.close();
       }
       relayClosedAt = a.relay.stats.sentAfterMark + b.relay.stats.sentAfterMark;
@@ -287,7 +286,7 @@ test('relay closed while relay-sized segments are unacknowledged: the session cl
     moveToUdp(b);
     // The relay goes away at the same moment, with records still queued on it.
     for (const s of [a, b]) {
-      s.session.setLargeRecordPath(null);
+      s.session.setPath('relay', null);
       s.relay.close();
     }
   };
@@ -315,8 +314,10 @@ test('after a direct path, a fallback to the relay keeps UDP-sized segments (so 
   moveToUdp(b);
   assert.ok(a.session.kcp.snapshot().mss < 1452);
   // Back to the relay (the direct path died): segments stay UDP-sized.
-  a.session.usePath(a.relay);
-  b.session.usePath(b.relay);
+  a.session.setPath('direct', null);
+  b.session.setPath('direct', null);
+  assert.equal(a.session.path, a.relay);
+  assert.equal(b.session.path, b.relay);
   assert.ok(a.session.kcp.snapshot().mss < 1452, `mss ${a.session.kcp.snapshot().mss} after the fallback`);
   const data = randomBytes(2 * 1024 * 1024);
   const s = a.session.mux.openStream();

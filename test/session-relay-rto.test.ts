@@ -33,8 +33,8 @@ async function transferWithDelayJump(kind: PathKind, size: number): Promise<numb
   const pb = new MemPath(kind, 'b', max, { delayMs: 2 });
   pa.peer = { session: b, path: pb };
   pb.peer = { session: a, path: pa };
-  a.usePath(pa);
-  b.usePath(pb);
+  a.setPath(pa.kind, pa);
+  b.setPath(pb.kind, pb);
   try {
     const data = randomBytes(size);
     const got = new Promise<Buffer>((resolve) => b.mux.on('stream', (s: MuxStream) => resolve(readAll(s))));

@@ -141,7 +141,11 @@ test('closed guards every public method; recover() hopes for nothing before a fi
 test('a plan of none leaves the manager idle', async (t) => {
   const { a, close } = await pair();
   t.after(close);
-  a.direct.punch([here(9)], { kind: 'none', reason: 'both NATs are symmetric' });
+  a.direct.punch([here(9)], {
+    kind: 'none',
+    cause: 'both NATs are symmetric',
+    reason: 'both NATs are symmetric; staying on the relay',
+  });
   assert.equal(a.direct.stateName, 'idle');
   assert.equal(a.direct.attempts, 0);
 });

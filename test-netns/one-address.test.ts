@@ -157,7 +157,7 @@ for (const [a, b] of [
       if (!tl) return;
       await tl.lab.nft(
         'rdv',
-        `table inet blockalt { chain input { type filter hook input priority filter; policy accept; udp dport ${ALT_PORT} drop } }`,
+        `table inet blockalt {\n  chain input {\n    type filter hook input priority filter; policy accept;\n    udp dport ${ALT_PORT} drop\n  }\n}\n`,
       );
       await tl.startVisit();
       await tl

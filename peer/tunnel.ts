@@ -7,6 +7,7 @@ import { DirectPathManager, RELAY_LOST_GRACE_MS } from '../src/punch/direct.js';
 import { gatherCandidates, type Gathered } from '../src/punch/candidates.js';
 import { PeerSocket } from '../src/punch/peer-socket.js';
 import { planPunch } from '../src/punch/strategy.js';
+import { PunchMemoryStore, PunchPlanner } from '../src/punch/planner.js';
 import type { Candidate, MessageOf, Mode, NatInfo } from '../src/wire/control.js';
 import { unmapIPv4, type HostPort } from '../src/util/addr.js';
 import type { Logger } from '../src/util/log.js';
@@ -71,6 +72,8 @@ export class TunnelHost {
   private early = new Map<string, MessageOf<'punch'>>();
   private socket: PeerSocket | null = null;
   gathered: Gathered | null = null;
+  /** Punch plans that failed per pair of NATs, for every session of this process. */
+  private readonly punchMemory = new PunchMemoryStore();
   /** Counters of sessions that have closed; live ones are added in totals(). */
   private retired: TunnelTotals = {
     sessions: 0,
@@ -118,7 +121,8 @@ export class TunnelHost {
       return;
     }
     if (m.peerNat) t.peerNat = m.peerNat;
-    const plan = planPunch(this.gathered?.nat, t.peerNat);
+    const fallback = planPunch(this.gathered?.nat, t.peerNat);
+    const plan = t.direct ? t.direct.planFor(m.candidates, fallback) : fallback;
     if (plan.kind === 'none' && this.opts.mode === 'direct' && t.session.path?.kind !== 'direct') {
       // Nothing to wait for: say so now rather than after the punch timeout.
       t.session.close(`no direct path is possible: ${plan.cause}`);
@@ -172,6 +176,15 @@ export class TunnelHost {
         log,
         relay: () => tunnel.relay,
         requestRepunch: () => void this.repunch(control, sid),
+        planner: new PunchPlanner({
+          role: args.role,
+          store: this.punchMemory,
+          localNat: () => this.gathered?.nat,
+          localCandidates: () => this.gathered?.candidates ?? [],
+          peerNat: () => tunnel.peerNat,
+          log,
+          sid,
+        }),
       });
       tunnel.direct.deliverTo(session.deliver);
       const early = this.early.get(sid);

@@ -11,6 +11,7 @@ import { isDue, processTicker, tickFor } from '../util/ticker.js';
 import { Backoff } from '../util/backoff.js';
 import type { PeerSocket } from './peer-socket.js';
 import { betterPath, type PunchPlan } from './strategy.js';
+import type { PunchPlanner } from './planner.js';
 
 // Timing. Every interval, timeout, budget and backoff of the direct path, in
 // one place (like Tailscale's magicsock.go). Measured effects: docs/BENCHMARKS.md.
@@ -106,6 +107,11 @@ export interface DirectOptions {
   sprayRate?: number;
   /** Asks the peer (through the rendezvous) to punch again, with fresh candidates. */
   requestRepunch?: () => void;
+  /**
+   * Chooses each round's plan and escalates after a failed one (planner.ts).
+   * Without it, every retry repeats the plan of the round that failed.
+   */
+  planner?: PunchPlanner;
 }
 
 const MAX_CANDIDATES = 16;
@@ -271,6 +277,16 @@ export class DirectPathManager implements PathSource {
     if (was.round && was.round !== now.round) this.endRound(was.round);
   }
 
+  /**
+   * The plan for a round toward `candidates` (added to ours): the planner's,
+   * which escalates past plans that failed for this pair of NATs, or
+   * `fallback` without a planner.
+   */
+  planFor(candidates: Candidate[], fallback: PunchPlan): PunchPlan {
+    for (const c of candidates) this.addCandidate(c);
+    return this.opts.planner?.decide(this.candidates).plan ?? fallback;
+  }
+
   /** Starts (or restarts) punching toward `candidates` after `delayMs`. */
   punch(candidates: Candidate[], plan: PunchPlan, delayMs = 0): void {
     const s = this.state;
@@ -283,16 +299,17 @@ export class DirectPathManager implements PathSource {
     }
     const round = this.roundFor(plan, delayMs);
     if (s.name === 'idle') this.transition({ name: 'punching', round, grace: s.grace }, 'punch');
-    else if (s.name !== 'punching' && s.round !== round) this.transition({ ...s, round }, 'punch: a new round');
+    else if (s.round !== round) this.transition({ ...s, round }, `punch: a new round (${plan.kind})`);
   }
 
   /**
    * The round under way, its end pushed back to give new candidates their
-   * time; or a new round, which the caller hands to the next state.
+   * time; or a new round, which the caller hands to the next state (also
+   * when the plan changed: the peer escalated, and so must we).
    */
   private roundFor(plan: PunchPlan, delayMs: number): Round {
     const cur = this.round;
-    if (cur) {
+    if (cur && cur.plan.kind === plan.kind) {
       cur.until = Math.max(cur.until, performance.now() + delayMs + this.attemptMs(plan));
       return cur;
     }
@@ -482,6 +499,7 @@ export class DirectPathManager implements PathSource {
       this.opts.session.sendSealed(DatagramType.ProbeAck, encodeProbe(probe.id, from.remote), from);
       // Triggered check: the peer reached us from an address we did not know (peer-reflexive).
       if (!this.path && !this.candidates.some((c) => c.address === from.address && c.port === from.port)) {
+        this.opts.planner?.peerSeenAs(this.candidates, from, this.round?.plan.kind === 'spray-ports');
         this.addCandidate({ address: from.address, port: from.port, family: 'IPv4', kind: 'prflx' });
         this.sendProbe(from);
       }
@@ -493,6 +511,7 @@ export class DirectPathManager implements PathSource {
       if (!ack || !sent || sent.path !== from) return;
       this.probes.delete(ack.id);
       from.verifiedAt = performance.now();
+      this.opts.planner?.selfSeenAs(ack.addr, from.socket !== this.opts.socket.socket);
       if (this.nominationCheck?.path === from) {
         if (this.nominationCheck.counter > this.bestCounter) this.bestCounter = this.nominationCheck.counter;
         this.nominationCheck = null;
@@ -543,6 +562,7 @@ export class DirectPathManager implements PathSource {
       this.transition({ ...cur, path, rttMs }, nominated ? 'the peer nominated another path' : 'a better path');
     } else {
       this.successes++;
+      this.opts.planner?.succeeded();
       const heartbeat = this.startHeartbeat();
       this.transition(
         { name: 'direct', path, rttMs, followed: nominated, heartbeat, round },
@@ -605,17 +625,22 @@ export class DirectPathManager implements PathSource {
       `no direct path to the peer this time${this.opts.relay() ? '; staying on the relay' : ''}`,
       { sid: this.opts.session.sid, plan: p.plan.kind },
     );
-    // Retry with the same plan as this round: the NATs have not changed type.
-    const retry = s.name === 'retry-wait' ? s.retry : this.retryTimer(p.plan);
+    // With a planner, the next round escalates (and waits longer the more
+    // rounds failed); without, it repeats this round's plan after the backoff.
+    const planner = this.opts.planner;
+    planner?.failed();
+    const delay = planner ? planner.decide(this.candidates).delayMs : undefined;
+    const retry = s.name === 'retry-wait' ? s.retry : this.retryTimer(p.plan, delay);
     this.transition({ name: 'retry-wait', retry, round: null, grace: s.grace }, 'no probe answered in the round');
   }
 
   /** The timer of a `retry-wait` state: asks the peer to punch again and starts (or extends) a round. */
-  private retryTimer(plan: PunchPlan): NodeJS.Timeout {
+  private retryTimer(lastPlan: PunchPlan, delayMs = this.backoff.next()): NodeJS.Timeout {
     const timer = setTimeout(() => {
       const s = this.state;
       if (s.name !== 'retry-wait' || s.retry !== timer) return;
       this.opts.requestRepunch?.();
+      const plan = this.opts.planner?.decide(this.candidates).plan ?? lastPlan;
       this.plan = plan;
       if (plan.kind === 'none') {
         this.opts.log.info('punch_skipped', plan.reason, { sid: this.opts.session.sid });
@@ -625,7 +650,7 @@ export class DirectPathManager implements PathSource {
         return this.transition(next, 'retry, with no plan');
       }
       this.transition({ name: 'punching', round: this.roundFor(plan, 0), grace: s.grace }, 'retry');
-    }, this.backoff.next());
+    }, delayMs);
     timer.unref();
     return timer;
   }

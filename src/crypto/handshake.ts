@@ -23,17 +23,8 @@ import { PSK_LEN, contextHash, handshakeKeys, initMac, responseMac, sessionKeys,
 import { sodium } from './sodium.js';
 import { checkU32 } from '../wire/bytes.js';
 
-export type HandshakeErrorCode =
-  /** Not a handshake message of the expected kind and length. */
-  | 'bad_format'
-  /** A handshake message from a protocol version we do not speak. */
-  | 'bad_version'
-  /** MAC mismatch: wrong secret, different context, or tampered/misrouted message. */
-  | 'auth_failed'
-  /** Authenticated, but the peer's ephemeral key is a low-order point. */
-  | 'weak_key'
-  /** finish() after a successful finish(): the ephemeral secret is gone. */
-  | 'already_finished';
+import type { HandshakeErrorCode } from '../util/errors.js';
+export type { HandshakeErrorCode };
 
 export class HandshakeError extends CodedError {
   override readonly name = 'HandshakeError';

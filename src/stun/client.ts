@@ -53,8 +53,8 @@ export interface StunBindingResult {
   attempts: number;
 }
 
-export type StunErrorCode =
-  'ESTUNTIMEOUT' | 'ESTUNERROR' | 'ESTUNBADRESPONSE' | 'ESTUNCLOSED' | 'ESTUNABORTED' | 'ESTUNSEND';
+import type { StunErrorCode } from '../util/errors.js';
+export type { StunErrorCode };
 
 export class StunError extends CodedError {
   constructor(

@@ -5,8 +5,23 @@
  * with cause and fix for each, is in docs/CLI.md and docs/TROUBLESHOOTING.md.
  */
 import type { ErrorCode as WireErrorCode } from '../wire/control.js';
-import type { HandshakeErrorCode } from '../crypto/handshake.js';
-import type { StunErrorCode } from '../stun/client.js';
+
+/** Codes of a failed handshake (src/crypto/handshake.ts HandshakeError). */
+export type HandshakeErrorCode =
+  /** Not a handshake message of the expected kind and length. */
+  | 'bad_format'
+  /** A handshake message from a protocol version we do not speak. */
+  | 'bad_version'
+  /** MAC mismatch: wrong secret, different context, or tampered/misrouted message. */
+  | 'auth_failed'
+  /** Authenticated, but the peer's ephemeral key is a low-order point. */
+  | 'weak_key'
+  /** finish() after a successful finish(): the ephemeral secret is gone. */
+  | 'already_finished';
+
+/** Codes of a failed STUN transaction (src/stun/client.ts StunError). */
+export type StunErrorCode =
+  'ESTUNTIMEOUT' | 'ESTUNERROR' | 'ESTUNBADRESPONSE' | 'ESTUNCLOSED' | 'ESTUNABORTED' | 'ESTUNSEND';
 
 /** Codes raised on this machine (the wire and handshake codes are below). */
 export type LocalErrorCode =

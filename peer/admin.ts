@@ -165,7 +165,8 @@ export function adminRequest(socketPath: string, cmd: string, timeoutMs = 5000):
       reject(
         new Error(
           e.code === 'ENOENT' || e.code === 'ECONNREFUSED'
-            ? `no running peer at ${socketPath} (is \`peer serve\`, \`visit --bind\` or \`run\` running as this user? else pass its --admin PATH)`
+            ? `no running peer at ${socketPath} (is \`peer serve\`, \`visit --bind\` or \`run\` ` +
+                `running as this user? else pass its --admin PATH)`
             : e.code === 'EACCES'
               ? `permission denied on ${socketPath}: run as the user that runs the peer`
               : `cannot reach ${socketPath}: ${e.code ?? e.message}`,

@@ -144,7 +144,8 @@ test('symmetric visitor vs cone server: direct through the birthday approach', a
   assert.equal(tl.lastPath(), 'direct');
   assert.equal(tl.lastPath('serve'), 'direct');
   t.diagnostic(
-    `direct after ${tl.timeToDirect()} ms via ${direct.remote} (visitor) / ${serverPath.remote} (server); 4 MB in ${r.ms} ms`,
+    `direct after ${tl.timeToDirect()} ms via ${direct.remote} (visitor) / ` +
+      `${serverPath.remote} (server); 4 MB in ${r.ms} ms`,
   );
 });
 

@@ -94,7 +94,7 @@ test('server list: preferred first, moves past a lost node, stays on one that wo
   assert.throws(() => new ServerList([]));
 });
 
-test('failover: next node on connection errors and service_unavailable, never past an answer every node would give', async () => {
+test('failover: next node on connection errors and service_unavailable, not on a final answer', async () => {
   const [a, b, c] = [hp(1), hp(2), hp(3)];
   const tried: number[] = [];
   const got = await withFailover(new ServerList([a, b, c]), async (s) => {

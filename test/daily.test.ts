@@ -56,7 +56,8 @@ async function httpGet(url: string): Promise<{ status: number; text: string }> {
   return { status: r.status, text: await r.text() };
 }
 
-test('config file: one `peer run` serves two services, another visits both; status --json, metrics and rendezvous status agree with what was sent', async (t) => {
+// status --json, metrics and the rendezvous status agree with what was sent.
+test('config file: one `peer run` serves two services, another visits both; the status views agree', async (t) => {
   const p = new Procs();
   t.after(() => p.cleanup());
   const dir = tmpdir(t);
@@ -223,7 +224,9 @@ test('config errors name the file, the line and the key', async (t) => {
   const cases: { which: 'peer' | 'rendezvous' | 'relay'; body: string; expect: RegExp }[] = [
     {
       which: 'peer',
-      body: 'server = "127.0.0.1:7000"\nsecret = "x"\n\n[[serve]]\nname = "a"\nlocal = "127.0.0.1:22"\n\n[[serve]]\nname = "b"\nlocl = "127.0.0.1:23"\n',
+      body:
+        'server = "127.0.0.1:7000"\nsecret = "x"\n\n[[serve]]\nname = "a"\nlocal = ' +
+        '"127.0.0.1:22"\n\n[[serve]]\nname = "b"\nlocl = "127.0.0.1:23"\n',
       expect: /:10: key "serve\[1\]\.locl": unknown key/,
     },
     {
@@ -264,7 +267,10 @@ test('config errors name the file, the line and the key', async (t) => {
   assert.match(missing.stderr, /cannot read config file .*nope\.toml: no such file/);
 });
 
-/** Writes `total` bytes in paced chunks; calls `midway` once after `at` bytes. Resolves with the sha256 of what was sent and of what came back. */
+/**
+ * Writes `total` bytes in paced chunks; calls `midway` once after `at` bytes. Resolves with the sha256 of what was
+ * sent and of what came back.
+ */
 function pacedEcho(
   port: number,
   total: number,
@@ -317,7 +323,7 @@ function pacedEcho(
   });
 }
 
-test('SIGTERM on visit: stops accepting, open streams finish with no byte lost, an idle one gets a FIN, exit 0', async (t) => {
+test('SIGTERM on visit: stops accepting, open streams finish losing nothing, idle one gets FIN, exit 0', async (t) => {
   const p = new Procs();
   t.after(() => p.cleanup());
   const rdv = await p.rendezvous();
@@ -419,7 +425,9 @@ test('no secret or token is ever logged, even at --log-level debug and on errors
   const cfg = path.join(dir, 'visit.toml');
   fs.writeFileSync(
     cfg,
-    `server = "${rdv.addr}"\nsecret = "${secret}"\ntoken = "${token}"\nlog-level = "debug"\nlog-format = "json"\nadmin = false\n[[visit]]\nname = "echo"\nbind = "127.0.0.1:0"\n`,
+    `server = "${rdv.addr}"\nsecret = "${secret}"\ntoken = "${token}"\nlog-level = ` +
+      `"debug"\nlog-format = "json"\nadmin = false\n[[visit]]\nname = "echo"\nbind = ` +
+      `"127.0.0.1:0"\n`,
   );
   // Text logs from serve: wait for its ready line the plain way.
   const deadline = Date.now() + 15_000;

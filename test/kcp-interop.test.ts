@@ -337,7 +337,8 @@ for (const [name, o] of [
     for (let i = 0; i < Math.min(ours.length, c.length); i++) {
       if (ours[i] !== c[i])
         assert.fail(
-          `first difference at datagram ${i} of ${c.length}:\n ours ${ours[i].slice(0, 120)}\n C    ${c[i].slice(0, 120)}`,
+          `first difference at datagram ${i} of ${c.length}:\n` +
+            ` ours ${ours[i].slice(0, 120)}\n C    ${c[i].slice(0, 120)}`,
         );
     }
     assert.equal(ours.length, c.length);

@@ -109,7 +109,7 @@ test('switchToUserReads keeps allowHalfOpen: the moved socket replies after the 
   assert.deepEqual(errors, []);
 });
 
-test('canSwitchToUserReads is false with writes still queued; the socket is left untouched and keeps working', async (t) => {
+test('canSwitchToUserReads is false with writes queued; the socket is left untouched and works', async (t) => {
   const server = await listen(t);
   const { client, accepted } = await connectPair(t, server);
   // The client does not read yet, so the kernel buffers fill and the rest stays queued in the socket.
@@ -247,7 +247,7 @@ test('ReadTarget: early chunks are copied and reading pauses until a handler is 
 /** What the peer passes as the remote (peer/tunnel.ts types a MuxStream the same way). */
 type BridgeRemote = Parameters<typeof bridgeUserReads>[2];
 
-test('bridgeUserReads: an accepted socket moved to user reads reaches a mux stream exact, rest first, then end', async (t) => {
+test('bridgeUserReads: an accepted socket on user reads reaches a mux stream exact, rest first, end', async (t) => {
   const server = await listen(t, { allowHalfOpen: true });
   const { client, accepted } = await connectPair(t, server);
   const p = createMuxPair();

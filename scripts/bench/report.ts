@@ -74,7 +74,8 @@ export function goalRows(r: Json): GoalRow[] {
       'relay-path throughput (up / down)',
       minOf(rl.ratio?.up, rl.ratio?.down),
       `${f(rl.ours_mbps?.up)} / ${f(rl.ours_mbps?.down)} Mbit/s`,
-      `ssh -R ${f(rl.ssh_r_mbps?.up)} / ${f(rl.ssh_r_mbps?.down)} Mbit/s${rl.floor_mbps ? `; design floor ${f(rl.floor_mbps.up)} / ${f(rl.floor_mbps.down)}` : ''}`,
+      `ssh -R ${f(rl.ssh_r_mbps?.up)} / ${f(rl.ssh_r_mbps?.down)} ` +
+        `Mbit/s${rl.floor_mbps ? `; design floor ${f(rl.floor_mbps.up)} / ${f(rl.floor_mbps.down)}` : ''}`,
       '>= 1.0x',
       (v) => v >= 1,
     ),
@@ -83,7 +84,8 @@ export function goalRows(r: Json): GoalRow[] {
       'cold first byte (accept, no tunnel)',
       num(c.cold_first_byte_ms),
       `${f(c.cold_first_byte_ms, 0, ' ms')}`,
-      `warm ${f(c.warm_stream_first_byte_ms?.median, 2, ' ms')}; process start ${f(c.process_start_first_byte_ms, 0, ' ms')}`,
+      `warm ${f(c.warm_stream_first_byte_ms?.median, 2, ' ms')}; process start ` +
+        `${f(c.process_start_first_byte_ms, 0, ' ms')}`,
       '<= 150 ms',
       (v) => v <= 150,
     ),

@@ -113,7 +113,7 @@ export class AdminServer {
   private async answer(line: string): Promise<unknown> {
     let req: { cmd?: unknown };
     try {
-      req = JSON.parse(line);
+      req = JSON.parse(line) as { cmd?: unknown };
     } catch {
       return { ok: false, error: 'request is not JSON' };
     }

@@ -74,7 +74,7 @@ addLogOptions(program);
 program.action(async (_o: unknown, cmd: Command) => {
   let file: RendezvousConfig | null = null;
   let configError: ConfigError | null = null;
-  const flags = cmd.opts() as { config?: string };
+  const flags = cmd.opts<{ config?: string }>();
   if (flags.config) {
     try {
       file = loadConfigFile(flags.config, RendezvousConfig);

@@ -152,7 +152,7 @@ export class RedisCluster implements Cluster {
         { registry: where, node: this.opts.nodeId, names: this.held.size },
       );
       this.recent.clear();
-      this.beatSoon();
+      void this.beatSoon();
     });
     const up = await this.store.start(this.opts.nodeId, this.opts.startWaitMs ?? 3000);
     if (!up)

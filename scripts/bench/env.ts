@@ -198,7 +198,7 @@ export class BenchEnv {
       const err = lines.find((l) => l.event === 'error');
       throw new Error(
         `${script.split('/').pop()} in ${node} failed (exit ${r.code}): ` +
-          `${String(err?.message ?? '')} ${r.stderr.trim().slice(-800)}`,
+          `${typeof err?.message === 'string' ? err.message : ''} ${r.stderr.trim().slice(-800)}`,
       );
     }
     return res;

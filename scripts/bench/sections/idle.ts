@@ -28,7 +28,7 @@ export async function benchIdle(ctx: Ctx, count = 100, sampleMs = 50_000, settle
     // Settle first: once set-up stops allocating, V8's memory reducer runs a
     // few full GCs (0.1-0.3 s of CPU, once); that is start-up work, not idling.
     say(
-      `  ${mv.first.sessions} tunnels open in ${Date.now() - t0} ms, ${mv.first.direct} on ` +
+      `  ${String(mv.first.sessions)} tunnels open in ${Date.now() - t0} ms, ${String(mv.first.direct)} on ` +
         `the direct path; settling ${settleMs / 1000} s`,
     );
     await sleep(settleMs);

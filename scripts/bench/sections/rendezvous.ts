@@ -62,7 +62,7 @@ export async function benchRendezvous(ctx: Ctx, peers = 10_000): Promise<Section
       'registered',
       300_000,
     );
-    say(`  ${peers} serve peers registered in ${gen.first.ms} ms`);
+    say(`  ${peers} serve peers registered in ${String(gen.first.ms)} ms`);
     await sleep(2500);
     const rssRegistered = rssMb(rdv.pid!);
     const cpu0 = cpuSeconds(rdv.pid!);

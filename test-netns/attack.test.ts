@@ -402,7 +402,7 @@ test('attacker during a 20 MB transfer (fullcone x public): junk, forgeries, rep
     assert.equal(
       evs.length,
       pathEventsBefore[who],
-      `${who} changed path during the attack: ${evs.map((e) => `${e.path} ${e.remote}`).join(' -> ')}`,
+      `${who} changed path during the attack: ${evs.map((e) => `${String(e.path)} ${String(e.remote)}`).join(' -> ')}`,
     );
     assert.equal(evs.at(-1)?.path, 'direct');
     assert.ok(

@@ -97,7 +97,9 @@ for (const [ta, tb] of [
     // If the path fell back, give the re-punch its time; then it must be direct.
     if (tl.lastPath() !== 'direct') await tl.waitPath('direct', 30_000, 'visit', tl.mark());
     const seq = (who: 'visit' | 'serve') =>
-      tl.pathEvents(who).map((e) => `${e.path}(${e.remote})@${Date.parse(String(e.time)) - flushedAt}ms`);
+      tl
+        .pathEvents(who)
+        .map((e) => `${String(e.path)}(${String(e.remote)})@${Date.parse(String(e.time)) - flushedAt}ms`);
     const after = tl.pathEvents().length - pathsBefore;
     t.diagnostic(`visitor paths (times relative to the flush): ${seq('visit').join(' -> ')}`);
     t.diagnostic(`server paths: ${seq('serve').join(' -> ')}`);

@@ -28,9 +28,9 @@ function getJson(port: number, path: string): Promise<Record<string, unknown>> {
       res.on('data', (d: string) => (body += d));
       res.on('end', () => {
         try {
-          resolve(JSON.parse(body));
+          resolve(JSON.parse(body) as Record<string, unknown>);
         } catch (e) {
-          reject(e);
+          reject(e instanceof Error ? e : new Error(String(e)));
         }
       });
     });
@@ -93,7 +93,7 @@ describe('rendezvous cluster at scale', { skip: missing ?? false }, () => {
 
     // What lives in Redis: one record per name, pointing at the node holding its connection.
     for (let i = 0; i < NAMES; i += 97) {
-      const rec = JSON.parse((await client.get(`holepunch:name:${names[i]}`)) ?? 'null');
+      const rec = JSON.parse((await client.get(`holepunch:name:${names[i]}`)) ?? 'null') as { node: string } | null;
       assert.equal(rec?.node, nodes[owner(i)].id, `${names[i]} is recorded on its node`);
     }
     let keys = 0;
@@ -201,7 +201,7 @@ describe('rendezvous cluster at scale', { skip: missing ?? false }, () => {
       const taken = replies.filter((r) => r.type === 'error' && r.code === 'name_taken').length;
       assert.equal(winners, 1, `round ${round}: one winner`);
       assert.equal(taken, 23, `round ${round}: everyone else refused`);
-      const rec = JSON.parse((await client.get(`holepunch:name:${name}`)) ?? 'null');
+      const rec = JSON.parse((await client.get(`holepunch:name:${name}`)) ?? 'null') as { key: string } | null;
       const winner = racers[replies.findIndex((r) => r.type === 'registered')];
       assert.equal(
         rec?.key,

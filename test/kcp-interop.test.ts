@@ -240,7 +240,7 @@ for (const [name, c] of cases) {
   });
 }
 
-test('ikcp.c rejects nothing we send and we reject a datagram from a different conv', async () => {
+test('ikcp.c rejects nothing we send and we reject a datagram from a different conv', () => {
   // Direct check on the addon without sockets: a wrong-conv C datagram is refused, state intact.
   const out: Buffer[] = [];
   // ikcp.c's default window and MTU.

@@ -31,7 +31,7 @@ interface Side {
 }
 
 /** Two sessions, both on the relay, the UDP paths ready; the relay registered for large records. */
-function connect(udpLoss: number, seed: number): { a: Side; b: Side; close(): void } {
+function connect(udpLoss: number, seed: number): { a: Side; b: Side; close: () => void } {
   const keys = sessionKeys('session-path-switch test');
   const rng = mulberry32(seed);
   const side = (role: 'visitor' | 'server', k: SessionKeys, name: string): Side => ({

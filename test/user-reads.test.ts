@@ -138,8 +138,8 @@ test('canSwitchToUserReads is false with writes queued; the socket is left untou
   assert.equal(hash.digest('hex'), sha(big));
   const gotPing = once(accepted, 'data');
   client.write('ping');
-  const [chunk] = await withTimeout(gotPing, 5000, 'data on the untouched socket');
-  assert.equal((chunk as Buffer).toString(), 'ping');
+  const [chunk] = (await withTimeout(gotPing, 5000, 'data on the untouched socket')) as [Buffer];
+  assert.equal(chunk.toString(), 'ping');
   assert.equal(called, 0);
   assert.equal(await getConnections(server), 1, 'the server still counts it');
 });
@@ -243,9 +243,6 @@ test('ReadTarget: early chunks are copied and reading pauses until a handler is 
 });
 
 // ------------------------------------------------------------------ bridgeUserReads (the visit path)
-
-/** What the peer passes as the remote (peer/tunnel.ts types a MuxStream the same way). */
-type BridgeRemote = Parameters<typeof bridgeUserReads>[2];
 
 test('bridgeUserReads: an accepted socket on user reads reaches a mux stream exact, rest first, end', async (t) => {
   const server = await listen(t, { allowHalfOpen: true });

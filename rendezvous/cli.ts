@@ -236,8 +236,8 @@ interface ClusterFlags {
 }
 
 /**
- * --registry and its companions: a RedisCluster, or undefined for a single in-memory node. Bad values end the
- * process.
+ * --registry and its companions: a RedisCluster, or undefined
+ * for a single in-memory node. Bad values end the process.
  */
 function clusterFrom(f: ClusterFlags, listenHost: string, log: Logger): RedisCluster | undefined {
   if (!f.registry) {
@@ -262,8 +262,8 @@ function clusterFrom(f: ClusterFlags, listenHost: string, log: Logger): RedisClu
 }
 
 /**
- * What the read-only /status endpoint shows: peers, names, and each brokered session with its path, RTTs and NAT
- * types.
+ * What the read-only /status endpoint shows: peers, names,
+ * and each brokered session with its path, RTTs and NAT types.
  */
 function rendezvousStatus(server: RendezvousServer, started: number) {
   const snap = server.snapshot();

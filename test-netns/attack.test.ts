@@ -69,8 +69,8 @@ async function waitOutput(child: ChildProcess, re: RegExp, timeoutMs: number): P
 }
 
 /**
- * Starts tcpdump in a node writing a pcap (packet-buffered, so it can be read while it runs); resolves once it
- * listens.
+ * Starts tcpdump in a node writing a pcap (packet-buffered,
+ * so it can be read while it runs); resolves once it listens.
  */
 async function capture(lab: Lab, node: string, iface: string, file: string, filter: string): Promise<ChildProcess> {
   // --immediate-mode: without it a packet can sit in the kernel's capture block
@@ -411,8 +411,8 @@ test('attacker during a 20 MB transfer (fullcone x public): junk, forgeries, rep
     );
   }
 
-  // TCP: the per-IP limit refused the excess with an error and a log line each; the idle rest were closed by the
-  // handshake timeout.
+  // TCP: the per-IP limit refused the excess with an error and a log
+  // line each; the idle rest were closed by the handshake timeout.
   assert.equal(tcp.connected, TCP_CONNS);
   assert.equal(tcp.errors.limit, TCP_CONNS - PER_IP_LIMIT);
   assert.equal(tcp.errors.timeout, PER_IP_LIMIT, `idle connections are timed out: ${JSON.stringify(tcp)}`);

@@ -225,8 +225,8 @@ describe('rendezvous cluster on Redis', { skip: missing ?? false }, () => {
     // Cross-node visits fail clearly, not wrongly.
     const cross = await sim.connectTo('survivor', 10_000);
     assert.equal(cross.type === 'error' && cross.code, 'service_unavailable');
-    // A serve whose connection drops during the outage gets its name back on the same node with the same key; no
-    // other key does.
+    // A serve whose connection drops during the outage gets its name
+    // back on the same node with the same key; no other key does.
     sticky.close();
     const again = await SimPeer.connect(A.port, { identity: sticky.identity });
     t.after(() => again.close());

@@ -91,8 +91,8 @@ export class RedisCluster implements Cluster {
   private visitors = new Map<number, LocalVisitor>();
   private visitorIds = new WeakMap<PeerLink, number>();
   /**
-   * Random start: a restarted node with the same --node-id does not reuse the numbers other nodes may still
-   * remember.
+   * Random start: a restarted node with the same --node-id
+   * does not reuse the numbers other nodes may still remember.
    */
   private nextVisitor = crypto.randomInt(1, 2 ** 31);
   private forwarded = new Map<string, ForwardedSession>();
@@ -222,8 +222,8 @@ export class RedisCluster implements Cluster {
     const h = this.held.get(k);
     if (!h || h.owner !== owner) return;
     this.held.delete(k);
-    // Compare-and-delete: if another registration replaced ours meanwhile, it stays. Unreachable Redis: the TTL
-    // ends it.
+    // Compare-and-delete: if another registration replaced ours
+    // meanwhile, it stays. Unreachable Redis: the TTL ends it.
     if (this.store.up) this.store.release(h.name, h.text).catch(() => undefined);
     else this.recent.set(k, { h, until: Date.now() + this.ttlMs });
   }
@@ -461,8 +461,8 @@ export class RedisCluster implements Cluster {
     const { log } = this.opts;
     try {
       const prev = await this.store.heartbeat(this.nodeRecord, encodeRecord(this.nodeRecord), this.ttlMs);
-      // On the first beat an old record is our own previous run (restarted within the TTL); later, it is another
-      // process.
+      // On the first beat an old record is our own previous run
+      // (restarted within the TTL); later, it is another process.
       const first = this.beats++ === 0;
       if (prev && prev.instance !== this.instance && !first) {
         log.error(

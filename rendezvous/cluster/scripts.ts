@@ -49,8 +49,8 @@ return 0
 `;
 
 /**
- * Node heartbeat. KEYS[1] node key; ARGV: record, TTL ms. Returns what was there before (to spot a duplicate
- * --node-id).
+ * Node heartbeat. KEYS[1] node key; ARGV: record, TTL ms.
+ * Returns what was there before (to spot a duplicate --node-id).
  */
 export const HEARTBEAT = `
 local cur = redis.call('GET', KEYS[1])

@@ -113,7 +113,7 @@ export class AdminServer {
   private async answer(line: string): Promise<unknown> {
     let req: { cmd?: unknown };
     try {
-      req = JSON.parse(line);
+      req = JSON.parse(line) as { cmd?: unknown };
     } catch {
       return { ok: false, error: 'request is not JSON' };
     }
@@ -165,7 +165,8 @@ export function adminRequest(socketPath: string, cmd: string, timeoutMs = 5000):
       reject(
         new Error(
           e.code === 'ENOENT' || e.code === 'ECONNREFUSED'
-            ? `no running peer at ${socketPath} (is \`peer serve\`, \`visit --bind\` or \`run\` running as this user? else pass its --admin PATH)`
+            ? `no running peer at ${socketPath} (is \`peer serve\`, \`visit --bind\` or \`run\` ` +
+                `running as this user? else pass its --admin PATH)`
             : e.code === 'EACCES'
               ? `permission denied on ${socketPath}: run as the user that runs the peer`
               : `cannot reach ${socketPath}: ${e.code ?? e.message}`,

@@ -95,7 +95,10 @@ export class PeerApp {
     return peer;
   }
 
-  /** Opens the session and, with a bind address, the listener (logging `ready`); with stdio, carries one connection and resolves when it ends. */
+  /**
+   * Opens the session and, with a bind address, the listener (logging `ready`); with stdio, carries one connection
+   * and resolves when it ends.
+   */
   async startVisit(spec: VisitSpec, log = this.log): Promise<VisitPeer> {
     const peer = new VisitPeer({ ...spec, log });
     const entry: Entry = { kind: 'visit', spec, peer };

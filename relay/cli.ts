@@ -29,10 +29,10 @@ const program = new Command('relay')
   .showHelpAfterError('(run with --help for usage)');
 addLogOptions(program);
 
-program.action(async (_o: unknown, cmd: Command) => {
+program.action((_o: unknown, cmd: Command) => {
   let file: RelayConfig | null = null;
   let configError: ConfigError | null = null;
-  const flags = cmd.opts() as { config?: string };
+  const flags = cmd.opts<{ config?: string }>();
   if (flags.config) {
     try {
       file = loadConfigFile(flags.config, RelayConfig);

@@ -13,7 +13,8 @@ import type { Logger } from '../src/util/log.js';
 
 const program = new Command('rendezvous')
   .description(
-    'The public meeting point: peers register names, visitors are introduced to them, and traffic is relayed when no direct path can be punched. It never sees plaintext.',
+    'The public meeting point: peers register names, visitors are introduced to them, and ' +
+      'traffic is relayed when no direct path can be punched. It never sees plaintext.',
   )
   .addHelpText(
     'after',
@@ -78,7 +79,7 @@ addLogOptions(program);
 program.action(async (_o: unknown, cmd: Command) => {
   let file: RendezvousConfig | null = null;
   let configError: ConfigError | null = null;
-  const flags = cmd.opts() as { config?: string };
+  const flags = cmd.opts<{ config?: string }>();
   if (flags.config) {
     try {
       file = loadConfigFile(flags.config, RendezvousConfig);
@@ -160,7 +161,8 @@ program.action(async (_o: unknown, cmd: Command) => {
     const stun = server.stun!.endpoints.map((e) => `${e.address}:${e.port}`);
     log.info(
       'ready',
-      `rendezvous listening on ${addr.address}:${addr.port}, STUN on udp ${stun.join(', ')}${relay ? '' : ' (relay embedded)'}`,
+      `rendezvous listening on ${addr.address}:${addr.port}, STUN on udp ` +
+        `${stun.join(', ')}${relay ? '' : ' (relay embedded)'}`,
       {
         address: addr.address,
         port: addr.port,
@@ -263,7 +265,10 @@ interface ClusterFlags {
   registryTtl: string;
 }
 
-/** --registry and its companions: a RedisCluster, or undefined for a single in-memory node. Bad values end the process. */
+/**
+ * --registry and its companions: a RedisCluster, or undefined
+ * for a single in-memory node. Bad values end the process.
+ */
 function clusterFrom(f: ClusterFlags, listenHost: string, log: Logger): RedisCluster | undefined {
   if (!f.registry) {
     if (f.nodeId || f.advertise) die(log, '--node-id and --advertise only apply with --registry', 'usage');
@@ -286,7 +291,10 @@ function clusterFrom(f: ClusterFlags, listenHost: string, log: Logger): RedisClu
   return new RedisCluster({ url: f.registry, nodeId, advertise, ttlMs: ttl * 1000, log });
 }
 
-/** What the read-only /status endpoint shows: peers, names, and each brokered session with its path, RTTs and NAT types. */
+/**
+ * What the read-only /status endpoint shows: peers, names,
+ * and each brokered session with its path, RTTs and NAT types.
+ */
 function rendezvousStatus(server: RendezvousServer, started: number) {
   const snap = server.snapshot();
   const stun = server.stun?.responder.stats;

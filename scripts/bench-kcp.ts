@@ -5,7 +5,8 @@
  * through test/helpers/lossy-udp. Reports MB/s and CPU ms per MB (median of
  * N runs) and writes the "kcp" key of bench/results.json.
  *
- *   npm run bench:kcp          (or: node dist/scripts/bench-kcp.js [--mb 40] [--mb-loss 12] [--runs 3] [--cap-ms 10000] [--no-write])
+ *   npm run bench:kcp
+ *     (or: node dist/scripts/bench-kcp.js [--mb 40] [--mb-loss 12] [--runs 3] [--cap-ms 10000] [--no-write])
  *
  * Both ends live in this one process, so CPU per MB is the cost of sender +
  * receiver (+ forwarder when lossy) together; it is the same harness for both

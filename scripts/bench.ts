@@ -7,7 +7,8 @@
  *
  *   npm run bench                      all sections, 3 runs each (about 8-10 minutes)
  *   npm run bench -- --quick           1 run each, shorter transfers
- *   npm run bench -- --only direct     one section (direct, relay, connect, latency, streams, idle, rendezvous, loss, profile)
+ *   npm run bench -- --only direct     one section (direct, relay, connect, latency, streams, idle,
+ *                                      rendezvous, loss, profile)
  *
  * Needs root (network namespaces). See docs/BENCHMARKS.md.
  */
@@ -67,7 +68,8 @@ async function main(): Promise<number> {
   const started = Date.now();
   const machine = describeMachine();
   say(
-    `bench: ${machine.cpus} x ${machine.cpu_model}, node ${machine.node}, load average ${machine.load_average_start.join(' ')} (shared machine: figures are noisy)`,
+    `bench: ${machine.cpus} x ${machine.cpu_model}, node ${machine.node}, load average ` +
+      `${machine.load_average_start.join(' ')} (shared machine: figures are noisy)`,
   );
   const missing = await ensureReferences(args.install, say);
   const tmp = await mkdtemp(join(tmpdir(), 'hp-bench-'));
@@ -131,7 +133,8 @@ async function main(): Promise<number> {
   const merged = mergeResults(readResults(RESULTS), sections, meta);
   say('\n' + formatTable(goalRows(merged)));
   say(
-    `\n(${meta.duration_s} s; load average ${machine.load_average_start.join(' ')} at start, ${machine.load_average_end.join(' ')} at end)`,
+    `\n(${meta.duration_s} s; load average ${machine.load_average_start.join(' ')} at ` +
+      `start, ${machine.load_average_end.join(' ')} at end)`,
   );
   if (args.write) {
     writeResults(RESULTS, merged);

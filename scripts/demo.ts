@@ -39,7 +39,7 @@ async function main(): Promise<void> {
 
   const rdv = start(CLI.rendezvous, ['--listen', '127.0.0.1:0']);
   const rdvReady = await waitForEvent(rdv, 'ready', 10_000);
-  const server = `127.0.0.1:${rdvReady.port}`;
+  const server = `127.0.0.1:${String(rdvReady.port)}`;
   console.log(`2. rendezvous listening on ${server}`);
 
   const serve = start(CLI.peer, [
@@ -59,7 +59,7 @@ async function main(): Promise<void> {
   const visit = start(CLI.peer, ['visit', 'demo', '--bind', '127.0.0.1:0', '--server', server, '--secret', secret]);
   const v = await waitForEvent(visit, 'ready', 15_000);
   const path = await waitForEvent(visit, 'path', 15_000);
-  console.log(`4. peer visit exposes "demo" on 127.0.0.1:${v.port} (path: ${path.path})`);
+  console.log(`4. peer visit exposes "demo" on 127.0.0.1:${String(v.port)} (path: ${String(path.path)})`);
 
   const body = await new Promise<string>((resolve, reject) => {
     http
@@ -71,7 +71,7 @@ async function main(): Promise<void> {
       .on('error', reject);
   });
   console.log(`5. fetched through the tunnel: ${body.trim()}`);
-  console.log(`\nTry it yourself:  curl http://127.0.0.1:${v.port}/`);
+  console.log(`\nTry it yourself:  curl http://127.0.0.1:${String(v.port)}/`);
   if (once) return shutdown(0);
   console.log('Press Ctrl-C to stop.');
   process.on('SIGINT', () => void shutdown(0));

@@ -126,7 +126,8 @@ function client(args: Map<string, string>): void {
   const nextChunk = (): Buffer => {
     const n = Math.min(chunk, total - sentBytes);
     const b = Buffer.from(block.subarray(0, n));
-    if (n >= 4) b.writeUInt32BE(index++ >>> 0, 0); // varies every chunk, so a duplicated or swapped chunk changes the hash
+    // Varies every chunk, so a duplicated or swapped chunk changes the hash.
+    if (n >= 4) b.writeUInt32BE(index++ >>> 0, 0);
     return b.subarray(0, n);
   };
   const pump = () => {
@@ -154,7 +155,8 @@ try {
   else if (mode === 'client') client(args);
   else
     throw new Error(
-      'usage: lab-echo server --bind HOST:PORT | client --to HOST:PORT --bytes N [--chunk N] [--delay-ms N] [--timeout-ms N]',
+      'usage: lab-echo server --bind HOST:PORT | client --to HOST:PORT --bytes N [--chunk N] ' +
+        '[--delay-ms N] [--timeout-ms N]',
     );
 } catch (e) {
   process.stderr.write(`lab-echo: ${(e as Error).message}\n`);

@@ -196,7 +196,8 @@ export function waitForEvent(
       if (child.exitCode !== null || child.signalCode !== null) {
         finish(
           new Error(
-            `process ${child.pid} exited (${child.exitCode ?? child.signalCode}) before ${label}; stderr tail:\n${tail(log.stderr)}`,
+            `process ${child.pid} exited (${child.exitCode ?? child.signalCode}) before ${label}; ` +
+              `stderr tail:\n${tail(log.stderr)}`,
           ),
         );
       }
@@ -204,7 +205,8 @@ export function waitForEvent(
     const timer = setTimeout(() => {
       finish(
         new Error(
-          `timeout after ${timeoutMs} ms waiting for ${label} from pid ${child.pid}; stderr tail:\n${tail(log.stderr)}\nstdout tail:\n${tail(log.stdout)}`,
+          `timeout after ${timeoutMs} ms waiting for ${label} from pid ${child.pid}; stderr ` +
+            `tail:\n${tail(log.stderr)}\nstdout tail:\n${tail(log.stdout)}`,
         ),
       );
     }, timeoutMs);

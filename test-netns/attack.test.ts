@@ -68,7 +68,10 @@ async function waitOutput(child: ChildProcess, re: RegExp, timeoutMs: number): P
   throw new Error(`no ${re} within ${timeoutMs} ms (exit ${child.exitCode}): ${outputOf(child).stderr.slice(-1000)}`);
 }
 
-/** Starts tcpdump in a node writing a pcap (packet-buffered, so it can be read while it runs); resolves once it listens. */
+/**
+ * Starts tcpdump in a node writing a pcap (packet-buffered,
+ * so it can be read while it runs); resolves once it listens.
+ */
 async function capture(lab: Lab, node: string, iface: string, file: string, filter: string): Promise<ChildProcess> {
   // --immediate-mode: without it a packet can sit in the kernel's capture block
   // and be lost when tcpdump is stopped, so a late reply would go unseen.
@@ -161,7 +164,9 @@ function countBy<T>(xs: T[], f: (x: T) => string): Record<string, number> {
   return o;
 }
 
-test('attacker on the internet during a 20 MB transfer (fullcone x public): junk, forgeries, replays and 1,000 idle TCP connections change nothing and get no UDP reply', async (t) => {
+// The attacker is on the internet and opens 1,000 idle TCP connections; none of it changes the transfer,
+// and it gets no UDP reply.
+test('attacker during a 20 MB transfer (fullcone x public): junk, forgeries, replays, idle TCP', async (t) => {
   if (!(await hasTcpdump())) return void t.skip('tcpdump is not installed');
   const tl = await startTunnelLab(
     t,
@@ -306,10 +311,13 @@ test('attacker on the internet during a 20 MB transfer (fullcone x public): junk
   const control = capAll.packets.filter((x) => x.ts >= controlFrom && x.proto === 'udp');
   assert.ok(
     control.some((x) => x.src === RDV.host || x.src === RDV_ALT.host),
-    `the control STUN answers were captured: ${control.length} of ${capAll.packets.length} (${capAll.stats}); ts ${capAll.packets
-      .map((x) => x.ts)
-      .slice(-5)
-      .join(',')} vs ${controlFrom}; nat: ${nat.stdout.slice(0, 300)}`,
+    `the control STUN answers were captured: ${control.length} of ${capAll.packets.length} ` +
+      `(${capAll.stats}); ts ` +
+      `${capAll.packets
+        .map((x) => x.ts)
+        .slice(-5)
+        .join(',')} vs ` +
+      `${controlFrom}; nat: ${nat.stdout.slice(0, 300)}`,
   );
   const atA = await finishCapture(capA, files.a);
   const atB = await finishCapture(capB, files.b);
@@ -330,10 +338,15 @@ test('attacker on the internet during a 20 MB transfer (fullcone x public): junk
   t.diagnostic(`attack: ${JSON.stringify(udp)}`);
   t.diagnostic(`tcp: ${JSON.stringify(tcp)}; a second visitor during the hold echoed 1 MB in ${rDuring.ms} ms`);
   t.diagnostic(
-    `captures: internet bridge ${inet.packets.length} session datagrams (${inet.stats}); arrived at a ${atA.packets.length}, at b ${atB.packets.length}; back to the attacker: ${replies.length} UDP, ${icmp.length} ICMP ${JSON.stringify(countBy(icmp, (x) => `${x.src} type ${x.icmpType}/${x.icmpCode}`))}; control (peer nat afterwards): ${control.length} STUN answers captured`,
+    `captures: internet bridge ${inet.packets.length} session datagrams (${inet.stats}); ` +
+      `arrived at a ${atA.packets.length}, at b ${atB.packets.length}; back to the attacker: ` +
+      `${replies.length} UDP, ${icmp.length} ICMP ` +
+      `${JSON.stringify(countBy(icmp, (x) => `${x.src} type ${x.icmpType}/${x.icmpCode}`))}; ` +
+      `control (peer nat afterwards): ${control.length} STUN answers captured`,
   );
   t.diagnostic(
-    `20 MB echoed in ${r.ms} ms under attack; transfer still running when the UDP attack ended (${udpMs} ms after it began): ${transferStillRunning}`,
+    `20 MB echoed in ${r.ms} ms under attack; transfer still running when the UDP attack ` +
+      `ended (${udpMs} ms after it began): ${transferStillRunning}`,
   );
 
   // The attack was real: everything was sent, and it reached both peers' hosts.
@@ -372,7 +385,9 @@ test('attacker on the internet during a 20 MB transfer (fullcone x public): junk
   assert.equal(
     replies.length,
     0,
-    `UDP sent to the attacker: ${JSON.stringify(countBy(replies, (x) => `${x.src}:${x.sport} (${x.payload.length} B, first byte ${x.payload[0]})`))}`,
+    `UDP sent to the attacker: ${JSON.stringify(
+      countBy(replies, (x) => `${x.src}:${x.sport} (${x.payload.length} B, first byte ${x.payload[0]})`),
+    )}`,
   );
   assert.equal(received.count, 0, `the attacker's socket received: ${JSON.stringify(received.from)}`);
   assert.equal(
@@ -387,7 +402,7 @@ test('attacker on the internet during a 20 MB transfer (fullcone x public): junk
     assert.equal(
       evs.length,
       pathEventsBefore[who],
-      `${who} changed path during the attack: ${evs.map((e) => `${e.path} ${e.remote}`).join(' -> ')}`,
+      `${who} changed path during the attack: ${evs.map((e) => `${String(e.path)} ${String(e.remote)}`).join(' -> ')}`,
     );
     assert.equal(evs.at(-1)?.path, 'direct');
     assert.ok(
@@ -396,7 +411,8 @@ test('attacker on the internet during a 20 MB transfer (fullcone x public): junk
     );
   }
 
-  // TCP: the per-IP limit refused the excess with an error and a log line each; the idle rest were closed by the handshake timeout.
+  // TCP: the per-IP limit refused the excess with an error and a log
+  // line each; the idle rest were closed by the handshake timeout.
   assert.equal(tcp.connected, TCP_CONNS);
   assert.equal(tcp.errors.limit, TCP_CONNS - PER_IP_LIMIT);
   assert.equal(tcp.errors.timeout, PER_IP_LIMIT, `idle connections are timed out: ${JSON.stringify(tcp)}`);
@@ -462,7 +478,8 @@ async function expectRefusedInLab(
   t.diagnostic(`${label}: exit 1, "${msg}"`);
 }
 
-test('cone x cone lab: wrong secret, wrong pinned server key and a visitor not in --allow are refused with --mode relay and --mode direct; the service sees only the legitimate connection', async (t) => {
+// The service sees only the legitimate connection.
+test('cone x cone: wrong secret, wrong pinned key, visitor not in --allow refused (relay and direct)', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'hp-attack-keys-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const f = {

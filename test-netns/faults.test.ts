@@ -35,7 +35,8 @@ test('cone x cone: the session goes direct and 50 MB come back with the same sha
   assert.equal(tl.lastPath(), 'direct', `paths: ${tl.pathSequence().join(' -> ')}`);
   assert.equal(tl.lastPath('serve'), 'direct');
   t.diagnostic(
-    `50 MB echoed (100 MB through the tunnel) in ${r.ms} ms, ${rate(r)} each way; time to direct ${tl.timeToDirect()} ms; paths ${tl.pathSequence().join(' -> ')}`,
+    `50 MB echoed (100 MB through the tunnel) in ${r.ms} ms, ${rate(r)} each way; time to ` +
+      `direct ${tl.timeToDirect()} ms; paths ${tl.pathSequence().join(' -> ')}`,
   );
 });
 
@@ -68,7 +69,8 @@ test('a stream opened on the relay keeps flowing, byte for byte, after the move 
   // One TCP connection, one stream: the server side saw exactly one.
   assert.equal(tl.events('session_closed', 'serve').length, 0);
   t.diagnostic(
-    `moved to direct ${Date.parse(String(direct.time)) - started} ms after start, transfer of ${r.bytes} bytes took ${r.ms} ms; paths ${tl.pathSequence().join(' -> ')}`,
+    `moved to direct ${Date.parse(String(direct.time)) - started} ms after start, transfer ` +
+      `of ${r.bytes} bytes took ${r.ms} ms; paths ${tl.pathSequence().join(' -> ')}`,
   );
 });
 
@@ -79,7 +81,7 @@ for (const [ta, tb] of [
   ['cone', 'cone'],
   ['cone', 'symmetric'],
 ] as const) {
-  test(`both NATs forget their mappings (conntrack -F) mid-transfer, ${ta} x ${tb}: the transfer completes exactly and ends direct`, async (t) => {
+  test(`both NATs forget their mappings (conntrack -F) mid-transfer, ${ta} x ${tb}: exact, ends direct`, async (t) => {
     const tl = await startTunnelLab(t, { a: ta, b: tb }, { prefix: uniquePrefix(`fl${ta[0]}${tb[0]}`) });
     if (!tl) return;
     await tl.waitPath('direct', 20_000);
@@ -95,12 +97,16 @@ for (const [ta, tb] of [
     // If the path fell back, give the re-punch its time; then it must be direct.
     if (tl.lastPath() !== 'direct') await tl.waitPath('direct', 30_000, 'visit', tl.mark());
     const seq = (who: 'visit' | 'serve') =>
-      tl.pathEvents(who).map((e) => `${e.path}(${e.remote})@${Date.parse(String(e.time)) - flushedAt}ms`);
+      tl
+        .pathEvents(who)
+        .map((e) => `${String(e.path)}(${String(e.remote)})@${Date.parse(String(e.time)) - flushedAt}ms`);
     const after = tl.pathEvents().length - pathsBefore;
     t.diagnostic(`visitor paths (times relative to the flush): ${seq('visit').join(' -> ')}`);
     t.diagnostic(`server paths: ${seq('serve').join(' -> ')}`);
     t.diagnostic(
-      `direct_lost: visit ${tl.events('direct_lost').length}, serve ${tl.events('direct_lost', 'serve').length}; ${after} path events after the flush; transfer ${r.ms} ms`,
+      `direct_lost: visit ${tl.events('direct_lost').length}, serve ` +
+        `${tl.events('direct_lost', 'serve').length}; ${after} path events after the flush; ` +
+        `transfer ${r.ms} ms`,
     );
     assert.equal(tl.lastPath(), 'direct');
   });
@@ -126,7 +132,7 @@ test('rendezvous killed during a direct transfer: the transfer completes, and ne
   assert.ok(tl.events('disconnected', 'serve').length >= 1, 'serve did not notice the rendezvous going away');
 });
 
-test('5 s UDP mapping timeout in both NATs, tunnel idle 40 s: the next request goes direct with no new punch', async (t) => {
+test('5 s UDP mapping timeout in both NATs, idle 40 s: the next request goes direct, no new punch', async (t) => {
   const tl = await startTunnelLab(
     t,
     { a: { type: 'cone', udpTimeout: 5 }, b: { type: 'cone', udpTimeout: 5 } },
@@ -156,7 +162,9 @@ test('5 s UDP mapping timeout in both NATs, tunnel idle 40 s: the next request g
   assert.equal(tl.lastPath(), 'direct');
   assert.equal(tl.lastPath('serve'), 'direct');
   t.diagnostic(
-    `idle 40 s with 5 s UDP timeouts: no path change, no punch, no direct_lost (lines after mark: visit ${tl.mark('visit') - mark.visit}, serve ${tl.mark('serve') - mark.serve}); ra conntrack udp entries: ${conntrackBefore.split('\n').filter(Boolean).length}`,
+    `idle 40 s with 5 s UDP timeouts: no path change, no punch, no direct_lost (lines after ` +
+      `mark: visit ${tl.mark('visit') - mark.visit}, serve ${tl.mark('serve') - mark.serve}); ` +
+      `ra conntrack udp entries: ${conntrackBefore.split('\n').filter(Boolean).length}`,
   );
 });
 

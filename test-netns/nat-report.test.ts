@@ -75,10 +75,12 @@ for (const [ta, tb] of LABS) {
     await waitForEvent(rdv, 'ready', 15_000);
     const [ra, rb] = await Promise.all([natReport(lab, 'a'), natReport(lab, 'b')]);
     t.diagnostic(
-      `a (${ta}): mapping ${ra.mapping}, filtering ${ra.filtering}, ${ra.natType}, public ${ra.isPublic}, seen as ${ra.publicAddress.address}:${ra.publicAddress.port}`,
+      `a (${ta}): mapping ${ra.mapping}, filtering ${ra.filtering}, ${ra.natType}, public ` +
+        `${ra.isPublic}, seen as ${ra.publicAddress.address}:${ra.publicAddress.port}`,
     );
     t.diagnostic(
-      `b (${tb}): mapping ${rb.mapping}, filtering ${rb.filtering}, ${rb.natType}, public ${rb.isPublic}, seen as ${rb.publicAddress.address}:${rb.publicAddress.port}`,
+      `b (${tb}): mapping ${rb.mapping}, filtering ${rb.filtering}, ${rb.natType}, public ` +
+        `${rb.isPublic}, seen as ${rb.publicAddress.address}:${rb.publicAddress.port}`,
     );
     expectType(ta, ra, lab, 'a');
     expectType(tb, rb, lab, 'b');

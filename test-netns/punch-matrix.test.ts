@@ -135,7 +135,7 @@ test('symmetric visitor vs cone server: direct through the birthday approach', a
     .at(-1)!;
   assert.ok(
     !srflx.includes(String(serverPath.remote)),
-    `server path ${serverPath.remote} is a STUN candidate ${srflx.join(',')}`,
+    `server path ${String(serverPath.remote)} is a STUN candidate ${srflx.join(',')}`,
   );
   assert.equal(String(serverPath.remote).split(':')[0], tl.lab.addr('ra'));
   const r = await tl.transfer(4 * MB, { timeoutMs: 30_000 });
@@ -144,7 +144,8 @@ test('symmetric visitor vs cone server: direct through the birthday approach', a
   assert.equal(tl.lastPath(), 'direct');
   assert.equal(tl.lastPath('serve'), 'direct');
   t.diagnostic(
-    `direct after ${tl.timeToDirect()} ms via ${direct.remote} (visitor) / ${serverPath.remote} (server); 4 MB in ${r.ms} ms`,
+    `direct after ${tl.timeToDirect()} ms via ${String(direct.remote)} (visitor) / ` +
+      `${String(serverPath.remote)} (server); 4 MB in ${r.ms} ms`,
   );
 });
 

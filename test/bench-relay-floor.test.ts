@@ -56,8 +56,8 @@ test('relay-floor carries bytes intact through its sealed relay, two connections
   };
   const echo = await procs.echoServer();
   const relay = await start(['relay', '--a', '127.0.0.1:0', '--b', '127.0.0.1:0']);
-  await start(['serve', '--relay', `127.0.0.1:${relay.b}`, '--local', `127.0.0.1:${echo.port}`]);
-  const visit = await start(['visit', '--listen', '127.0.0.1:0', '--relay', `127.0.0.1:${relay.a}`]);
+  await start(['serve', '--relay', `127.0.0.1:${String(relay.b)}`, '--local', `127.0.0.1:${echo.port}`]);
+  const visit = await start(['visit', '--listen', '127.0.0.1:0', '--relay', `127.0.0.1:${String(relay.a)}`]);
 
   const size = 3 * 1024 * 1024 + 12_345; // several 64 KiB records and a ragged end
   const [x, y] = await Promise.all([roundTrip(Number(visit.port), size), roundTrip(Number(visit.port), size)]);

@@ -139,7 +139,7 @@ function fillSeeded(buf: Uint8Array, next: () => number): void {
   for (let i = whole; i < buf.length; i++) buf[i] = next();
 }
 
-test('ByteQueue fuzz: push, pushCopy of overwritten sources and copyOut match a reference; every block goes back', () => {
+test('ByteQueue fuzz: push, pushCopy of overwritten sources, copyOut match a reference; all blocks return', () => {
   for (const seed of [1, 0xbeef, 20260101]) {
     const rnd = mulberry32(seed);
     const bytes = mulberry32u(seed ^ 0x5a5a5a5a);
@@ -259,7 +259,7 @@ class KcpPair extends SimLink {
 
 const MSS = 1400 - KCP_OVERHEAD;
 
-test('Kcp.onRelease: each sent segment is reported once, after its ACK, as a view of the owned buffer with the bytes sent', () => {
+test('Kcp.onRelease: each sent segment reported once, after its ACK, as a view of the owned buffer', () => {
   const link = new KcpPair();
   const sizes = [1, 100, MSS - 1, MSS, MSS + 1, 5000, 3 * MSS, 40_000];
   const msgs = sizes.map((n) => {
@@ -329,7 +329,7 @@ test('Kcp.onRelease: each sent segment is reported once, after its ACK, as a vie
   got.forEach((g, i) => assert.equal(sha(g), sha(copies[i]), `message ${i} at b`));
 });
 
-test('Kcp.onRelease with a BlockPool: one-segment frames from the pool all come back once acknowledged (the session pattern)', () => {
+test('Kcp.onRelease with a BlockPool: one-segment pool frames all come back once acked (as in Session)', () => {
   const link = new KcpPair();
   const pool = new CountingPool(MSS, 10_000);
   link.a.onRelease = (seg) => pool.give(seg);
@@ -374,7 +374,7 @@ test('Kcp.onRelease with a BlockPool: one-segment frames from the pool all come 
 
 // ------------------------------------------------------------------ MuxStream.writeTransient
 
-test('MuxStream.writeTransient: 5 MB from one overwritten buffer arrive exact through a Mux pair, honouring false/sendable', async (t) => {
+test('MuxStream.writeTransient: 5 MB from one reused buffer arrive exact, honouring false/sendable', async (t) => {
   const p = createMuxPair();
   t.after(() => p.close());
   const accepted = new Promise<MuxStream>((r) => p.b.once('stream', r));

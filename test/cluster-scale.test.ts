@@ -28,9 +28,9 @@ function getJson(port: number, path: string): Promise<Record<string, unknown>> {
       res.on('data', (d: string) => (body += d));
       res.on('end', () => {
         try {
-          resolve(JSON.parse(body));
+          resolve(JSON.parse(body) as Record<string, unknown>);
         } catch (e) {
-          reject(e);
+          reject(e instanceof Error ? e : new Error(String(e)));
         }
       });
     });
@@ -77,7 +77,7 @@ describe('rendezvous cluster at scale', { skip: missing ?? false }, () => {
     await redis?.stop();
   });
 
-  test(`${NAMES} simulated serve registrations spread over 3 nodes, each reachable by name from every other node`, async () => {
+  test(`${NAMES} simulated serve registrations over 3 nodes, each reachable by name from every node`, async () => {
     const names = Array.from({ length: NAMES }, (_, i) => `sim-${i}`);
     const owner = (i: number) => i % nodes.length;
     const t0 = performance.now();
@@ -93,7 +93,7 @@ describe('rendezvous cluster at scale', { skip: missing ?? false }, () => {
 
     // What lives in Redis: one record per name, pointing at the node holding its connection.
     for (let i = 0; i < NAMES; i += 97) {
-      const rec = JSON.parse((await client.get(`holepunch:name:${names[i]}`)) ?? 'null');
+      const rec = JSON.parse((await client.get(`holepunch:name:${names[i]}`)) ?? 'null') as { node: string } | null;
       assert.equal(rec?.node, nodes[owner(i)].id, `${names[i]} is recorded on its node`);
     }
     let keys = 0;
@@ -172,13 +172,18 @@ describe('rendezvous cluster at scale', { skip: missing ?? false }, () => {
     const cross = await seq(true);
     const same = await seq(false);
     process.stderr.write(
-      `# sequential connect round trip: cross-node p50 ${percentile(cross, 50).toFixed(2)} ms, same node p50 ${percentile(same, 50).toFixed(2)} ms (ratio ${(percentile(cross, 50) / percentile(same, 50)).toFixed(2)})\n`,
+      `# sequential connect round trip: cross-node p50 ${percentile(cross, 50).toFixed(2)} ` +
+        `ms, same node p50 ${percentile(same, 50).toFixed(2)} ms (ratio ` +
+        `${(percentile(cross, 50) / percentile(same, 50)).toFixed(2)})\n`,
     );
 
     lat.sort((a, b) => a - b);
     process.stderr.write(
-      `# ${NAMES} registrations over 3 nodes in ${Math.round(regMs)} ms (${Math.round(NAMES / (regMs / 1000))}/s incl. connect); ` +
-        `${jobs.length} cross-node connects in ${Math.round(connectMs)} ms, round trip p50 ${percentile(lat, 50).toFixed(1)} ms, p99 ${percentile(lat, 99).toFixed(1)} ms (64 in flight)\n`,
+      `# ${NAMES} registrations over 3 nodes in ${Math.round(regMs)} ms ` +
+        `(${Math.round(NAMES / (regMs / 1000))}/s incl. connect); ` +
+        `${jobs.length} cross-node connects in ${Math.round(connectMs)} ms, ` +
+        `round trip p50 ${percentile(lat, 50).toFixed(1)} ms, ` +
+        `p99 ${percentile(lat, 99).toFixed(1)} ms (64 in flight)\n`,
     );
   });
 
@@ -196,7 +201,7 @@ describe('rendezvous cluster at scale', { skip: missing ?? false }, () => {
       const taken = replies.filter((r) => r.type === 'error' && r.code === 'name_taken').length;
       assert.equal(winners, 1, `round ${round}: one winner`);
       assert.equal(taken, 23, `round ${round}: everyone else refused`);
-      const rec = JSON.parse((await client.get(`holepunch:name:${name}`)) ?? 'null');
+      const rec = JSON.parse((await client.get(`holepunch:name:${name}`)) ?? 'null') as { key: string } | null;
       const winner = racers[replies.findIndex((r) => r.type === 'registered')];
       assert.equal(
         rec?.key,

@@ -100,7 +100,7 @@ describe('rendezvous cluster on Redis', { skip: missing ?? false }, () => {
     });
   }
 
-  test("duplicate name across nodes is refused while its owner lives; a dead node's names expire within the TTL", async (t) => {
+  test("duplicate name across nodes refused while its owner lives; a dead node's names expire (TTL)", async (t) => {
     const { p, nodes, echo } = await cluster(t, ['dup-a', 'dup-b']);
     const [A, B] = nodes;
     // Single address on purpose: this serve keeps retrying A and never moves its name.
@@ -167,7 +167,7 @@ describe('rendezvous cluster on Redis', { skip: missing ?? false }, () => {
     assert.ok(Date.now() - t0 < TTL_S * 1000);
   });
 
-  test('node A killed: serve fails over to B, the next visit succeeds, a direct tunnel up at the time keeps working', async (t) => {
+  test('node A killed: serve fails over to B, next visit succeeds, an open direct tunnel keeps working', async (t) => {
     const { p, nodes, echo } = await cluster(t, ['fo-a', 'fo-b']);
     const [A, B] = nodes;
     const list = `${A.addr},${B.addr}`;
@@ -225,7 +225,8 @@ describe('rendezvous cluster on Redis', { skip: missing ?? false }, () => {
     // Cross-node visits fail clearly, not wrongly.
     const cross = await sim.connectTo('survivor', 10_000);
     assert.equal(cross.type === 'error' && cross.code, 'service_unavailable');
-    // A serve whose connection drops during the outage gets its name back on the same node with the same key; no other key does.
+    // A serve whose connection drops during the outage gets its name
+    // back on the same node with the same key; no other key does.
     sticky.close();
     const again = await SimPeer.connect(A.port, { identity: sticky.identity });
     t.after(() => again.close());

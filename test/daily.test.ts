@@ -14,6 +14,12 @@ import crypto from 'node:crypto';
 import { Procs, echoTransfer, connectOutcome, waitForEvent, waitExit, outputOf, SECRET } from './helpers/tunnel.js';
 import { eventsOf, lineCount } from '../scripts/proc.js';
 import { sleep } from '../src/util/backoff.js';
+import type { PeerStatus } from '../peer/app.js';
+
+/** The part of the rendezvous /status answer this file reads. */
+interface RendezvousStatus {
+  sessions: { name: string; path: string; visitor: { address: string }; uptimeS: number }[];
+}
 
 function tmpdir(t: { after(fn: () => void): void }): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hp-daily-'));
@@ -47,7 +53,10 @@ function sample(text: string, metric: string, labels: Record<string, string> = {
   return undefined;
 }
 
-function tunnelPath(status: { tunnels: { name: string; path: string }[] }, name: string): string | undefined {
+function tunnelPath(
+  status: { tunnels: { name: string; path: string | null }[] },
+  name: string,
+): string | null | undefined {
   return status.tunnels.find((x) => x.name === name)?.path;
 }
 
@@ -56,7 +65,8 @@ async function httpGet(url: string): Promise<{ status: number; text: string }> {
   return { status: r.status, text: await r.text() };
 }
 
-test('config file: one `peer run` serves two services, another visits both; status --json, metrics and rendezvous status agree with what was sent', async (t) => {
+// status --json, metrics and the rendezvous status agree with what was sent.
+test('config file: one `peer run` serves two services, another visits both; the status views agree', async (t) => {
   const p = new Procs();
   t.after(() => p.cleanup());
   const dir = tmpdir(t);
@@ -130,15 +140,15 @@ mode = "auto"
   // peer status --json through the admin socket, from the real binary.
   const st = await runCli(p, 'peer', ['status', '--json', '--admin', visitSock]);
   assert.equal(st.code, 0, st.stderr);
-  const status = JSON.parse(st.stdout);
+  const status = JSON.parse(st.stdout) as PeerStatus;
   assert.equal(status.entries.length, 2);
-  assert.deepEqual(status.entries.map((e: { name: string }) => e.name).sort(), ['alpha', 'beta']);
+  assert.deepEqual(status.entries.map((e) => e.name).sort(), ['alpha', 'beta']);
   assert.equal(status.tunnels.length, 2);
   for (const [name, size] of [
     ['alpha', 300_000],
     ['beta', 200_000],
   ] as const) {
-    const tun = status.tunnels.find((x: { name: string }) => x.name === name);
+    const tun = status.tunnels.find((x) => x.name === name);
     assert.ok(tun, `tunnel ${name} listed`);
     assert.equal(tun.kind, 'visit');
     if (name === 'alpha') {
@@ -146,10 +156,10 @@ mode = "auto"
       assert.equal(tun.remote, rdv.addr, 'remote is the relay (embedded in the rendezvous)');
     } else {
       assert.ok(tun.path === 'relay' || tun.path === 'direct', `beta path ${tun.path}`);
-      assert.match(tun.remote, /^127\.0\.0\.1:\d+$/);
+      assert.match(tun.remote ?? '', /^127\.0\.0\.1:\d+$/);
     }
     assert.equal(typeof tun.rttMs, 'number');
-    assert.ok(tun.rttMs > 0 && tun.rttMs < 1000, `rtt ${tun.rttMs}`);
+    assert.ok(tun.rttMs !== null && tun.rttMs > 0 && tun.rttMs < 1000, `rtt ${tun.rttMs}`);
     assert.equal(tun.bytesSent, size);
     assert.equal(tun.bytesReceived, size);
     assert.ok(tun.wireBytesSent > size, 'wire bytes include sealing overhead');
@@ -158,8 +168,8 @@ mode = "auto"
     assert.match(tun.sid, /^[0-9a-f]+$/);
     if (name === 'alpha') assert.equal(tun.nat.local, null, '--mode relay never runs STUN: NAT not known');
     else {
-      assert.equal(typeof tun.nat.local.type, 'string', 'NAT type from STUN on the data socket');
-      assert.equal(typeof tun.nat.peer.type, 'string', "the server's NAT type");
+      assert.equal(typeof tun.nat.local?.type, 'string', 'NAT type from STUN on the data socket');
+      assert.equal(typeof tun.nat.peer?.type, 'string', "the server's NAT type");
     }
   }
   const text = await runCli(p, 'peer', ['status', '--admin', visitSock]);
@@ -202,8 +212,8 @@ mode = "auto"
   assert.notEqual(sample(rm, 'holepunch_rendezvous_rejected_datagrams_total', { reason: 'ignored' }), undefined);
   const rs = await httpGet(`http://${rdvMetrics}/status`);
   assert.equal(rs.status, 200);
-  const rstatus = JSON.parse(rs.text);
-  assert.deepEqual(rstatus.sessions.map((s: { name: string }) => s.name).sort(), ['alpha', 'beta']);
+  const rstatus = JSON.parse(rs.text) as RendezvousStatus;
+  assert.deepEqual(rstatus.sessions.map((s) => s.name).sort(), ['alpha', 'beta']);
   for (const s of rstatus.sessions) {
     assert.equal(s.path, s.name === 'alpha' ? 'relay' : tunnelPath(status, 'beta'));
     assert.match(s.visitor.address, /^127\.0\.0\.1:\d+$/);
@@ -223,7 +233,9 @@ test('config errors name the file, the line and the key', async (t) => {
   const cases: { which: 'peer' | 'rendezvous' | 'relay'; body: string; expect: RegExp }[] = [
     {
       which: 'peer',
-      body: 'server = "127.0.0.1:7000"\nsecret = "x"\n\n[[serve]]\nname = "a"\nlocal = "127.0.0.1:22"\n\n[[serve]]\nname = "b"\nlocl = "127.0.0.1:23"\n',
+      body:
+        'server = "127.0.0.1:7000"\nsecret = "x"\n\n[[serve]]\nname = "a"\nlocal = ' +
+        '"127.0.0.1:22"\n\n[[serve]]\nname = "b"\nlocl = "127.0.0.1:23"\n',
       expect: /:10: key "serve\[1\]\.locl": unknown key/,
     },
     {
@@ -264,7 +276,10 @@ test('config errors name the file, the line and the key', async (t) => {
   assert.match(missing.stderr, /cannot read config file .*nope\.toml: no such file/);
 });
 
-/** Writes `total` bytes in paced chunks; calls `midway` once after `at` bytes. Resolves with the sha256 of what was sent and of what came back. */
+/**
+ * Writes `total` bytes in paced chunks; calls `midway` once after `at` bytes. Resolves with the sha256 of what was
+ * sent and of what came back.
+ */
 function pacedEcho(
   port: number,
   total: number,
@@ -317,7 +332,7 @@ function pacedEcho(
   });
 }
 
-test('SIGTERM on visit: stops accepting, open streams finish with no byte lost, an idle one gets a FIN, exit 0', async (t) => {
+test('SIGTERM on visit: stops accepting, open streams finish losing nothing, idle one gets FIN, exit 0', async (t) => {
   const p = new Procs();
   t.after(() => p.cleanup());
   const rdv = await p.rendezvous();
@@ -336,7 +351,8 @@ test('SIGTERM on visit: stops accepting, open streams finish with no byte lost, 
   idle.write('hello');
   await new Promise<void>((r) => idle.once('data', () => r()));
 
-  let refusedAfterTerm: Promise<string> | null = null;
+  // (Assigned in a callback, which narrowing cannot see.)
+  let refusedAfterTerm = null as Promise<string> | null;
   const r = await pacedEcho(visit.port, 1_000_000, 200_000, () => {
     visit.child.kill('SIGTERM');
     // Give the signal a moment to land, then a new connection must be refused.
@@ -419,7 +435,9 @@ test('no secret or token is ever logged, even at --log-level debug and on errors
   const cfg = path.join(dir, 'visit.toml');
   fs.writeFileSync(
     cfg,
-    `server = "${rdv.addr}"\nsecret = "${secret}"\ntoken = "${token}"\nlog-level = "debug"\nlog-format = "json"\nadmin = false\n[[visit]]\nname = "echo"\nbind = "127.0.0.1:0"\n`,
+    `server = "${rdv.addr}"\nsecret = "${secret}"\ntoken = "${token}"\nlog-level = ` +
+      `"debug"\nlog-format = "json"\nadmin = false\n[[visit]]\nname = "echo"\nbind = ` +
+      `"127.0.0.1:0"\n`,
   );
   // Text logs from serve: wait for its ready line the plain way.
   const deadline = Date.now() + 15_000;

@@ -242,7 +242,7 @@ function badHeaders(): { name: string; header: Buffer; error: FrameError }[] {
   ];
 }
 
-test('transient decoder reports the same errors as FrameDecoder, from the header alone, also when it spans reads', () => {
+test('transient decoder: same errors as FrameDecoder, from the header alone, also across reads', () => {
   const next = mulberry32u(0xe4404);
   const pool = noisePool(next);
   for (const bad of badHeaders()) {
@@ -374,7 +374,7 @@ test('transient decoder fuzz: 20,000 random and mutated streams agree with Frame
   assert.ok(errors > 1000);
 });
 
-test('FramedSocket.connect over loopback: two connections reading into the shared buffer get every datagram exact', async () => {
+test('FramedSocket.connect on loopback: two connections sharing the read buffer get every datagram', async () => {
   const next = mulberry32u(0x10bac);
   const pool = noisePool(next);
   // Per connection: 400 datagram frames, bodies 0..64 KiB, written in random slices.

@@ -240,7 +240,7 @@ for (const [name, c] of cases) {
   });
 }
 
-test('ikcp.c rejects nothing we send and we reject a datagram from a different conv', async () => {
+test('ikcp.c rejects nothing we send and we reject a datagram from a different conv', () => {
   // Direct check on the addon without sockets: a wrong-conv C datagram is refused, state intact.
   const out: Buffer[] = [];
   // ikcp.c's default window and MTU.
@@ -337,7 +337,8 @@ for (const [name, o] of [
     for (let i = 0; i < Math.min(ours.length, c.length); i++) {
       if (ours[i] !== c[i])
         assert.fail(
-          `first difference at datagram ${i} of ${c.length}:\n ours ${ours[i].slice(0, 120)}\n C    ${c[i].slice(0, 120)}`,
+          `first difference at datagram ${i} of ${c.length}:\n` +
+            ` ours ${ours[i].slice(0, 120)}\n C    ${c[i].slice(0, 120)}`,
         );
     }
     assert.equal(ours.length, c.length);

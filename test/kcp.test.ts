@@ -462,7 +462,7 @@ test('bad input is rejected with an error code and leaves no trace in the state'
     ['wask then corrupt', Buffer.concat([seg({ cmd: CMD_WASK }), seg({ conv: 1 })]), KcpError.WrongConv],
   ];
   for (const junk of [null, undefined, 'a string', 42, {}, [1, 2, 3]]) {
-    assert.equal(b.input(junk as Uint8Array), KcpError.TooShort, `junk ${String(junk)}`);
+    assert.equal(b.input(junk as Uint8Array), KcpError.TooShort, `junk ${JSON.stringify(junk)}`);
   }
   for (const [name, d, code] of cases) {
     const before = b.snapshot();

@@ -24,7 +24,7 @@ function idleConnection(port: number, waitMs = 700): Promise<{ outcome: string; 
   });
 }
 
-test('--max-conns-per-ip: counts live connections exactly (relay legs included) and refuses the rest with a clear error', async (t) => {
+test('--max-conns-per-ip: counts live connections (relay legs too), refuses the rest with a clear error', async (t) => {
   const p = new Procs();
   t.after(() => p.cleanup());
   const rdv = await p.rendezvous(['--max-conns-per-ip', '8']);

@@ -7,7 +7,7 @@
  * like the mux's own framing).
  */
 import { once } from 'node:events';
-import { Mux } from '../src/mux/index.js';
+import { Mux, type MuxStream } from '../src/mux/index.js';
 import { decodeMuxFrame, encodeMuxData } from '../src/wire/mux-frame.js';
 
 const TOTAL = 64 * 1024 * 1024;
@@ -65,7 +65,7 @@ async function viaMux(streams: number): Promise<number> {
   );
   const [a, b] = muxes;
   let got = 0;
-  b.on('stream', (s) => {
+  b.on('stream', (s: MuxStream) => {
     s.on('error', () => {});
     s.on('data', (c: Buffer) => (got += c.length));
   });

@@ -99,7 +99,7 @@ function kcpPair(lossPercent: number) {
   return { a, b, run, close, now: () => now };
 }
 
-test('mux over real KCP with 3% loss: 20 echoed streams, sha256-checked, and an interactive stream stays prompt', async (t) => {
+test('mux over real KCP, 3% loss: 20 echoed streams, sha256-checked; an interactive one stays prompt', async (t) => {
   const p = kcpPair(3);
   t.after(() => p.close());
   p.b.mux.on('stream', (s: MuxStream) => s.pipe(s));
@@ -157,6 +157,7 @@ test('mux over real KCP with 3% loss: 20 echoed streams, sha256-checked, and an 
   assert.equal(p.a.kcp.isDeadLink(), false);
   assert.ok(p.a.dropped + p.b.dropped > 20, 'loss was exercised');
   t.diagnostic(
-    `chat waited behind ${framesBetween} frames; virtual time ${p.now() - 1000} ms; ${p.b.mux.framesReceived} frames to B; ${p.a.dropped + p.b.dropped} datagrams dropped`,
+    `chat waited behind ${framesBetween} frames; virtual time ${p.now() - 1000} ms; ` +
+      `${p.b.mux.framesReceived} frames to B; ${p.a.dropped + p.b.dropped} datagrams dropped`,
   );
 });

@@ -140,7 +140,7 @@ test('mux: reset propagates with its code, refusal is ECONNREFUSED', async (t) =
 });
 
 for (const window of [64 * 1024, 256 * 1024]) {
-  test(`mux: flow control, a consumer that does not read stops the sender after one window (${window / 1024} KiB)`, async (t) => {
+  test(`mux: flow control, a consumer that does not read stops the sender after ${window / 1024} KiB`, async (t) => {
     const p = pair(t, { a: { initialWindow: window }, b: { initialWindow: window } });
     let bs: MuxStream | undefined;
     p.b.on('stream', (s: MuxStream) => (bs = s)); // no reader attached: nothing consumed

@@ -134,7 +134,8 @@ async function expectRefused(
 }
 
 for (const mode of ['relay', 'direct'] as const) {
-  test(`--mode ${mode}: wrong secret, wrong pinned server key, visitor not in --allow, no visitor key: each refused, exit 1, service untouched`, async (t) => {
+  // Wrong secret, wrong pinned server key, visitor not in --allow, no visitor key: service untouched.
+  test(`--mode ${mode}: bad secret, pinned key, --allow or visitor key: refused, exit 1`, async (t) => {
     const f = await fixture(t);
     const { visitor, stranger, server, other } = f.keys;
     const serveMark = lineCount(f.serve);
@@ -199,7 +200,7 @@ for (const mode of ['relay', 'direct'] as const) {
   });
 }
 
-test('an impostor that knows the secret but not the pinned key is refused (relay and direct); the real server is accepted', async (t) => {
+test('impostor with the secret but not the pinned key refused (relay, direct); real server accepted', async (t) => {
   const f = await fixture(t);
   const { visitor, server } = f.keys;
   // A second rendezvous plays the compromised one: it introduces the visitor to

@@ -279,7 +279,7 @@ test('ICMP too big: lowers to the hint at once and validates it with a probe of 
   assert.deepEqual(p.probes, [1372], 'nothing above the hint is probed before the raise timer');
 });
 
-test('ICMP too big that lies (the path is smaller still): the validation probe fails, back to base, then search', () => {
+test('lying ICMP too big (path smaller still): the validation probe fails, back to base, then search', () => {
   const { s, p } = at1472();
   p.limit = v4(1280);
   p.send({ type: 'ptb', mtu: 1400 });

@@ -19,7 +19,7 @@ import { sessionKeys } from './helpers/session-keys.js';
 
 await cryptoReady();
 
-function pair(): { a: Session; b: Session; close(): void } {
+function pair(): { a: Session; b: Session; close: () => void } {
   const k = sessionKeys('session-loan test');
   const a = new Session({ keys: k.visitor, role: 'visitor', log: nullLogger, sid: 'loan-a' });
   const b = new Session({ keys: k.server, role: 'server', log: nullLogger, sid: 'loan-b' });

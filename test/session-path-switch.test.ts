@@ -31,7 +31,7 @@ interface Side {
 }
 
 /** Two sessions, both on the relay, the UDP paths ready; the relay registered for large records. */
-function connect(udpLoss: number, seed: number): { a: Side; b: Side; close(): void } {
+function connect(udpLoss: number, seed: number): { a: Side; b: Side; close: () => void } {
   const keys = sessionKeys('session-path-switch test');
   const rng = mulberry32(seed);
   const side = (role: 'visitor' | 'server', k: SessionKeys, name: string): Side => ({
@@ -170,8 +170,10 @@ function report(t: { diagnostic(m: string): void }, ...sides: Side[]): void {
     const r = s.relay.stats;
     const u = s.udp.stats;
     t.diagnostic(
-      `${s.session.sid}: relay ${r.sent} sent (largest ${r.largest}, ${r.sentAfterMark} after the move of which ${r.largeAfterMark} > ${MAX_DATAGRAM_LEN}, ${r.lost} lost); ` +
-        `udp ${u.sent} sent (largest ${u.largest}, ${u.lost} lost, ${u.emptyData} empty DATA); oversizeDropped ${s.session.oversizeDropped}; kcp xmit ${s.session.kcp.snapshot().xmit}`,
+      `${s.session.sid}: relay ${r.sent} sent (largest ${r.largest}, ${r.sentAfterMark} after ` +
+        `the move of which ${r.largeAfterMark} > ${MAX_DATAGRAM_LEN}, ${r.lost} lost); ` +
+        `udp ${u.sent} sent (largest ${u.largest}, ${u.lost} lost, ${u.emptyData} empty DATA); ` +
+        `oversizeDropped ${s.session.oversizeDropped}; kcp xmit ${s.session.kcp.snapshot().xmit}`,
     );
   }
 }
@@ -179,7 +181,7 @@ function report(t: { diagnostic(m: string): void }, ...sides: Side[]): void {
 const UP = 20 * 1024 * 1024;
 const DOWN = 12 * 1024 * 1024;
 
-test('relay -> UDP mid-transfer: relay-sized segments finish over the relay, UDP never sees one, data exact', async (t) => {
+test('relay -> UDP mid-transfer: relay-sized segments finish on the relay, none on UDP, data exact', async (t) => {
   const { a, b, close } = connect(0.005, 0x5eed1);
   t.after(close);
   const up = randomBytes(UP);
@@ -216,7 +218,7 @@ test('relay -> UDP mid-transfer: relay-sized segments finish over the relay, UDP
   }
 });
 
-test('relay closed after the move once nothing relay-sized is in flight: the transfer completes over UDP alone', async (t) => {
+test('relay closed after the move, nothing relay-sized in flight: the transfer completes on UDP', async (t) => {
   const { a, b, close } = connect(0, 0x5eed2);
   t.after(close);
   const up = randomBytes(UP);
@@ -274,7 +276,8 @@ test('relay closed after the move once nothing relay-sized is in flight: the tra
   assertNothingLargeOnUdp(a, b);
 });
 
-test('relay closed while relay-sized segments are unacknowledged: the session closes at once with the reason, nothing large goes over UDP', async (t) => {
+// The session closes with the reason.
+test('relay closed with relay-sized segments unacked: session closes at once, nothing large on UDP', async (t) => {
   const { a, b, close } = connect(0, 0x5eed3);
   t.after(close);
   const up = randomBytes(8 * 1024 * 1024);
@@ -306,7 +309,7 @@ test('relay closed while relay-sized segments are unacknowledged: the session cl
   assertNothingLargeOnUdp(a, b);
 });
 
-test('after a direct path, a fallback to the relay keeps UDP-sized segments (so losing the relay too cannot strand data)', async (t) => {
+test('after direct, a fallback to the relay keeps UDP-sized segments (losing it cannot strand data)', async (t) => {
   const { a, b, close } = connect(0, 0x5eed4);
   t.after(close);
   assert.ok(a.session.kcp.snapshot().mss > 60_000, 'relay-sized segments before any direct path');

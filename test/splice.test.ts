@@ -92,7 +92,7 @@ async function slowReaderTransfer(t: T, size: number, reverse: boolean) {
   assert.equal(at1.digest(), sha(d21), 'c2 -> c1 bytes corrupted');
 }
 
-test('splice: 20 MB one way arrive exact while a slow reader forces backpressure and retired read buffers', async (t) => {
+test('splice: 20 MB one way arrive exact; a slow reader forces backpressure and retired read buffers', async (t) => {
   await slowReaderTransfer(t, 20 * 1024 * 1024, false);
 });
 
@@ -101,7 +101,7 @@ test('splice: 20 MB one way arrive exact while a slow reader forces backpressure
 // be retired: every other socket would still read into it and overwrite bytes
 // a queued write points at (c2 then received some of its own outgoing bytes).
 // Each spliced side has its own buffer since; this pins that down.
-test('splice: 20 MB each way at once arrive exact, with a slow reader forcing backpressure and retired read buffers', async (t) => {
+test('splice: 20 MB each way at once arrive exact; a slow reader forces backpressure, retired buffers', async (t) => {
   await slowReaderTransfer(t, 20 * 1024 * 1024, true);
 });
 
@@ -214,7 +214,7 @@ test('splice: rateBytesPerSec holds each direction near the limit, and the bytes
   assert.equal(at2.digest(), sha(data));
 });
 
-test('splice: a socket that cannot move (a write still queued) falls back to pipe(), same bytes and counts', async (t) => {
+test('splice: a socket that cannot move (write queued) falls back to pipe(), same bytes and counts', async (t) => {
   const { c1, s1, c2, s2 } = await twoLegs(t);
   // A corked write stays queued: s2 cannot move to shared-buffer reads.
   s2.cork();
@@ -267,7 +267,7 @@ test('TokenBucket: free within the burst, exact wait in debt, the wait shrinks a
   assert.equal(slow.wait(), 250);
 });
 
-test('splice: end() on one side reaches the other as end, and the reverse direction stays open (half-close)', async (t) => {
+test('splice: end() on one side reaches the other as end; the reverse stays open (half-close)', async (t) => {
   const { c1, s1, c2, s2 } = await twoLegs(t, { allowHalfOpen: true });
   const [n1, n2] = splice(s1, s2, EMPTY, EMPTY);
   for (const s of [n1, n2]) {

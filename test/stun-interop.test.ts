@@ -62,7 +62,7 @@ test('turnutils_stunclient against the single-address server prints the mapped a
 });
 
 test(
-  'turnutils_stunclient RFC 5780 run against 127.0.0.1 + 127.0.0.2: OTHER-ADDRESS, RESPONSE-ORIGIN from the changed address',
+  'turnutils_stunclient RFC 5780 run against 127.0.0.1 + .2: OTHER-ADDRESS, RESPONSE-ORIGIN from the other one',
   { skip },
   async (t) => {
     const srv = new StunServer({

@@ -324,7 +324,8 @@ test(
           else if (op === 1 && input.length > 0) input[r.int(input.length)] = r.next() & 0xff;
           else if (op === 2) input = input.subarray(0, r.int(input.length + 1));
           else if (op === 3) input = Buffer.concat([input, r.bytes(r.int(12))]);
-          else if (input.length >= 2) input.writeUInt16BE(r.int(0x10000), r.int(input.length - 1)); // e.g. a length field
+          // op 4: overwrite a 16-bit word, e.g. a length field
+          else if (input.length >= 2) input.writeUInt16BE(r.int(0x10000), r.int(input.length - 1));
         }
         // Keep the length field consistent half the time so the body is actually parsed.
         if (kind === 3 && input.length >= 20 && (input.length - 20) % 4 === 0)

@@ -143,7 +143,8 @@ test('natTypeFrom and isHardNat for every combination', () => {
   }
   assert.equal(natTypeFrom('endpoint-independent', 'endpoint-independent', true), 'open');
   assert.equal(natTypeFrom('unknown', 'unknown', true), 'open');
-  assert.equal(natTypeFrom('endpoint-independent', 'address-and-port-dependent', true), 'port-restricted-cone'); // firewall, no NAT
+  // A firewall, no NAT:
+  assert.equal(natTypeFrom('endpoint-independent', 'address-and-port-dependent', true), 'port-restricted-cone');
 });
 
 // ---------------------------------------------------------------- detectNat over loopback
@@ -168,7 +169,7 @@ test('detectNat on loopback against an RFC 5780 server: endpoint-independent, op
   assert.equal(isHardNat(r), false);
 });
 
-test('detectNat against a single-address server: public address only, mapping/filtering unknown, said in notes', async (t) => {
+test('detectNat, single-address server: public address only, mapping/filtering unknown, in notes', async (t) => {
   const srv = new StunServer({ primary: { address: '127.0.0.1', port: 0 } });
   await srv.listen();
   t.after(() => srv.close());

@@ -91,7 +91,7 @@ const bindingRequest = (extra: Partial<StunMessage> = {}): StunMessage => ({
   ...extra,
 });
 
-test('single-address server: XOR-MAPPED-ADDRESS and MAPPED-ADDRESS equal the client socket, FINGERPRINT, no OTHER-ADDRESS', async (t) => {
+test('single-address server: (XOR-)MAPPED-ADDRESS = client socket, FINGERPRINT, no OTHER-ADDRESS', async (t) => {
   const srv = await stunServer(t);
   const c = await udp(t);
   const r = await exchange(c, bindingRequest(), srv.address());
@@ -113,7 +113,7 @@ test('single-address server: XOR-MAPPED-ADDRESS and MAPPED-ADDRESS equal the cli
   assert.equal(res.attempts, 1);
 });
 
-test('single-address server: CHANGE-REQUEST with a flag gets 420 naming CHANGE-REQUEST; with no flags it is answered', async (t) => {
+test('single-address server: CHANGE-REQUEST with a flag gets 420 naming it; with no flags, answered', async (t) => {
   const srv = await stunServer(t);
   const c = await udp(t);
   const r = await exchange(c, bindingRequest({ changeRequest: { changeIp: false, changePort: true } }), srv.address());
@@ -138,7 +138,7 @@ test('single-address server: CHANGE-REQUEST with a flag gets 420 naming CHANGE-R
   assert.equal(ok?.msg.cls, StunClass.SuccessResponse);
 });
 
-test('unknown comprehension-required attribute gets 420 with UNKNOWN-ATTRIBUTES; unknown optional ones are ignored', async (t) => {
+test('unknown comprehension-required attribute: 420 with UNKNOWN-ATTRIBUTES; optional ones ignored', async (t) => {
   const srv = await stunServer(t);
   const c = await udp(t);
   const r = await exchange(
@@ -161,7 +161,8 @@ test('unknown comprehension-required attribute gets 420 with UNKNOWN-ATTRIBUTES;
   assert.equal(ok?.msg.cls, StunClass.SuccessResponse);
 });
 
-test('RFC 5780 server on 127.0.0.1 + 127.0.0.2: CHANGE-REQUEST answered from the other IP/port, OTHER-ADDRESS and RESPONSE-ORIGIN', async (t) => {
+// The answers carry OTHER-ADDRESS and RESPONSE-ORIGIN.
+test('RFC 5780 server on 127.0.0.1 + .2: CHANGE-REQUEST answered from the other IP/port, with origin', async (t) => {
   const srv = await stunServer(t, { alternate: { address: '127.0.0.2', port: 0 } });
   const [pp, pa, ap, aa] = srv.endpoints;
   assert.equal(srv.endpoints.length, 4);
@@ -221,7 +222,7 @@ test('RESPONSE-PORT sends the response to that port on the client IP', async (t)
   assert.deepEqual(decodeStun(gotB[0].msg)?.xorMappedAddress?.port, a.address().port);
 });
 
-test('junk gets no reply (300 ms of silence); non-STUN datagrams reach onOtherDatagram with their socket', async (t) => {
+test('junk gets no reply (300 ms of silence); non-STUN datagrams reach onOtherDatagram with socket', async (t) => {
   const others: { msg: Buffer; socket: dgram.Socket }[] = [];
   const srv = await stunServer(t, { onOtherDatagram: (msg, _rinfo, socket) => others.push({ msg, socket }) });
   const c = await udp(t);
@@ -285,7 +286,7 @@ test('onOtherDatagram can answer through the socket it was given (shared punch-c
   );
 });
 
-test('client ignores unrelated datagrams and wrong transaction ids; other listeners still see every datagram', async (t) => {
+test('client ignores unrelated datagrams and wrong transaction ids; other listeners see them all', async (t) => {
   const fake = await udp(t); // a hand-driven "server"
   const c = await udp(t);
   const seenByOther: Buffer[] = [];

@@ -66,7 +66,7 @@ test('echo through visit --stdio (ssh ProxyCommand style)', async (t) => {
   const chunks: Buffer[] = [];
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => chunks.push(d));
-  child.stderr.on('data', (d: Buffer) => (stderr += d));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   child.stdin.end(payload);
   const code = await waitExit(child, 20_000);
   assert.equal(code, 0, stderr);
@@ -113,7 +113,7 @@ test('half-close: FIN reaches the service and the reply still comes back', async
     const s = net.connect({ port: visit.port, host: '127.0.0.1', allowHalfOpen: true });
     let out = '';
     const timer = setTimeout(() => reject(new Error('no reply after half-close')), 15_000);
-    s.on('data', (d) => (out += d));
+    s.on('data', (d) => (out += d.toString()));
     s.on('end', () => {
       clearTimeout(timer);
       s.end();
@@ -360,17 +360,17 @@ test('standalone relay: rendezvous --relay hands out a separate relay process', 
   t.after(() => p.cleanup());
   const relay = p.spawnCli('relay', ['--listen', '127.0.0.1:0', '--key', 'relay-key-1', '--log-format', 'json']);
   const rr = await waitForEvent(relay, 'ready', 10_000);
-  const rdv = await p.rendezvous(['--relay', `127.0.0.1:${rr.port}`, '--relay-key', 'relay-key-1']);
+  const rdv = await p.rendezvous(['--relay', `127.0.0.1:${String(rr.port)}`, '--relay-key', 'relay-key-1']);
   const echo = await p.echoServer();
   await p.serve('echo', `127.0.0.1:${echo.port}`, rdv.addr, SECRET, ['--mode', 'relay']);
   const visit = await p.visit('echo', rdv.addr, SECRET, ['--mode', 'relay']);
   const ev = await waitForEvent(visit.child, 'path', 10_000);
   assert.equal(ev.path, 'relay');
-  assert.equal(ev.remote, `127.0.0.1:${rr.port}`, 'the relay path goes to the standalone relay');
+  assert.equal(ev.remote, `127.0.0.1:${String(rr.port)}`, 'the relay path goes to the standalone relay');
   const r = await echoTransfer(visit.port, 2_000_000);
   assert.equal(r.got, r.sent);
   // A relay with a different key refuses the rendezvous's tickets.
-  const rdvBad = await p.rendezvous(['--relay', `127.0.0.1:${rr.port}`, '--relay-key', 'some-other-key']);
+  const rdvBad = await p.rendezvous(['--relay', `127.0.0.1:${String(rr.port)}`, '--relay-key', 'some-other-key']);
   await p.serve('echo2', `127.0.0.1:${echo.port}`, rdvBad.addr, SECRET, ['--mode', 'relay']);
   const bad = p.spawnCli('peer', [
     'visit',

@@ -109,7 +109,7 @@ test('switchToUserReads keeps allowHalfOpen: the moved socket replies after the 
   assert.deepEqual(errors, []);
 });
 
-test('canSwitchToUserReads is false with writes still queued; the socket is left untouched and keeps working', async (t) => {
+test('canSwitchToUserReads is false with writes queued; the socket is left untouched and works', async (t) => {
   const server = await listen(t);
   const { client, accepted } = await connectPair(t, server);
   // The client does not read yet, so the kernel buffers fill and the rest stays queued in the socket.
@@ -138,8 +138,8 @@ test('canSwitchToUserReads is false with writes still queued; the socket is left
   assert.equal(hash.digest('hex'), sha(big));
   const gotPing = once(accepted, 'data');
   client.write('ping');
-  const [chunk] = await withTimeout(gotPing, 5000, 'data on the untouched socket');
-  assert.equal((chunk as Buffer).toString(), 'ping');
+  const [chunk] = (await withTimeout(gotPing, 5000, 'data on the untouched socket')) as [Buffer];
+  assert.equal(chunk.toString(), 'ping');
   assert.equal(called, 0);
   assert.equal(await getConnections(server), 1, 'the server still counts it');
 });
@@ -244,10 +244,7 @@ test('ReadTarget: early chunks are copied and reading pauses until a handler is 
 
 // ------------------------------------------------------------------ bridgeUserReads (the visit path)
 
-/** What the peer passes as the remote (peer/tunnel.ts types a MuxStream the same way). */
-type BridgeRemote = Parameters<typeof bridgeUserReads>[2];
-
-test('bridgeUserReads: an accepted socket moved to user reads reaches a mux stream exact, rest first, then end', async (t) => {
+test('bridgeUserReads: an accepted socket on user reads reaches a mux stream exact, rest first, end', async (t) => {
   const server = await listen(t, { allowHalfOpen: true });
   const { client, accepted } = await connectPair(t, server);
   const p = createMuxPair();

@@ -24,7 +24,8 @@ export const BusMessage = z.discriminatedUnion('t', [
     rtt: z.number().nullable(),
     m: ControlMessage,
   }),
-  // owning node -> visitor's node: hand `m` (connected, error, punch) to visitor `v`. `relay`: where its relay leg goes.
+  // owning node -> visitor's node: hand `m` (connected, error,
+  // punch) to visitor `v`. `relay`: where its relay leg goes.
   z.object({ t: z.literal('deliver'), from: node, v, m: ControlMessage, relay: z.string().max(300).optional() }),
   // visitor's node -> owning node: visitor `v` sent candidates / path_report for a session brokered there.
   z.object({ t: z.literal('visitor'), from: node, v, m: ControlMessage }),

@@ -90,7 +90,10 @@ export class RedisCluster implements Cluster {
   private recent = new Map<string, { h: Held; until: number }>();
   private visitors = new Map<number, LocalVisitor>();
   private visitorIds = new WeakMap<PeerLink, number>();
-  /** Random start: a restarted node with the same --node-id does not reuse the numbers other nodes may still remember. */
+  /**
+   * Random start: a restarted node with the same --node-id
+   * does not reuse the numbers other nodes may still remember.
+   */
   private nextVisitor = crypto.randomInt(1, 2 ** 31);
   private forwarded = new Map<string, ForwardedSession>();
   private remote = new Map<string, RemoteVisitor>();
@@ -120,7 +123,8 @@ export class RedisCluster implements Cluster {
     if (adv.host === '0.0.0.0' || adv.host === '::') {
       log.warn(
         'cluster',
-        `listening on all addresses: other nodes will reach this node's relay at ${adv.host}:${adv.port}, which only works on one host; pass --advertise HOST:PORT`,
+        `listening on all addresses: other nodes will reach this node's relay at ` +
+          `${adv.host}:${adv.port}, which only works on one host; pass --advertise HOST:PORT`,
       );
     }
     this.advertise = formatHostPort(adv);
@@ -135,24 +139,27 @@ export class RedisCluster implements Cluster {
     this.store.on('down', (reason: string) => {
       log.error(
         'registry_down',
-        `lost the cluster registry at ${where} (${reason}): serving the ${this.held.size} name(s) held here; registrations and visits to other nodes are refused until it is back`,
+        `lost the cluster registry at ${where} (${reason}): serving the ${this.held.size} ` +
+          `name(s) held here; registrations and visits to other nodes are refused until it is back`,
         { registry: where, reason },
       );
     });
     this.store.on('up', () => {
       log.info(
         'registry_up',
-        `cluster registry at ${where} is reachable: node "${this.opts.nodeId}" re-asserts its ${this.held.size} name(s)`,
+        `cluster registry at ${where} is reachable: node "${this.opts.nodeId}" re-asserts its ` +
+          `${this.held.size} name(s)`,
         { registry: where, node: this.opts.nodeId, names: this.held.size },
       );
       this.recent.clear();
-      this.beatSoon();
+      void this.beatSoon();
     });
     const up = await this.store.start(this.opts.nodeId, this.opts.startWaitMs ?? 3000);
     if (!up)
       log.error(
         'registry_down',
-        `cannot reach the cluster registry at ${where} (${this.store.lastError || 'no answer'}); serving without it and retrying`,
+        `cannot reach the cluster registry at ${where} ` +
+          `(${this.store.lastError || 'no answer'}); serving without it and retrying`,
         { registry: where },
       );
     else await this.beatSoon();
@@ -215,7 +222,8 @@ export class RedisCluster implements Cluster {
     const h = this.held.get(k);
     if (!h || h.owner !== owner) return;
     this.held.delete(k);
-    // Compare-and-delete: if another registration replaced ours meanwhile, it stays. Unreachable Redis: the TTL ends it.
+    // Compare-and-delete: if another registration replaced ours
+    // meanwhile, it stays. Unreachable Redis: the TTL ends it.
     if (this.store.up) this.store.release(h.name, h.text).catch(() => undefined);
     else this.recent.set(k, { h, until: Date.now() + this.ttlMs });
   }
@@ -267,7 +275,9 @@ export class RedisCluster implements Cluster {
       return {
         ok: false,
         code: 'unknown_name',
-        message: `"${m.name}" is registered on node "${holder.node}", which is not answering (it may have just died; its names expire within ${Math.round(this.ttlMs / 1000)} s)`,
+        message:
+          `"${m.name}" is registered on node "${holder.node}", which is not answering (it may ` +
+          `have just died; its names expire within ${Math.round(this.ttlMs / 1000)} s)`,
       };
     if (sent < 0) return unavailable(`cannot reach node "${holder.node}"`);
     lv.nodes.add(holder.node);
@@ -451,12 +461,14 @@ export class RedisCluster implements Cluster {
     const { log } = this.opts;
     try {
       const prev = await this.store.heartbeat(this.nodeRecord, encodeRecord(this.nodeRecord), this.ttlMs);
-      // On the first beat an old record is our own previous run (restarted within the TTL); later, it is another process.
+      // On the first beat an old record is our own previous run
+      // (restarted within the TTL); later, it is another process.
       const first = this.beats++ === 0;
       if (prev && prev.instance !== this.instance && !first) {
         log.error(
           'node_id_conflict',
-          `another live process uses --node-id "${this.opts.nodeId}" (advertising ${prev.advertise}); give each node its own id`,
+          `another live process uses --node-id "${this.opts.nodeId}" (advertising ` +
+            `${prev.advertise}); give each node its own id`,
           { node: this.opts.nodeId },
         );
       }
@@ -482,7 +494,8 @@ export class RedisCluster implements Cluster {
     if (conflict)
       this.opts.log.error(
         'name_conflict',
-        `"${name}" is now held by another key on node "${holder?.node ?? '?'}" (registered while this node could not reach the registry); dropping it here`,
+        `"${name}" is now held by another key on node "${holder?.node ?? '?'}" (registered ` +
+          `while this node could not reach the registry); dropping it here`,
         { name },
       );
     this.host?.nameLost(name, conflict);

@@ -48,7 +48,10 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `;
 
-/** Node heartbeat. KEYS[1] node key; ARGV: record, TTL ms. Returns what was there before (to spot a duplicate --node-id). */
+/**
+ * Node heartbeat. KEYS[1] node key; ARGV: record, TTL ms.
+ * Returns what was there before (to spot a duplicate --node-id).
+ */
 export const HEARTBEAT = `
 local cur = redis.call('GET', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])

@@ -100,10 +100,11 @@ export class RedisStore extends EventEmitter {
     });
   }
 
-  async close(): Promise<void> {
+  close(): Promise<void> {
     this.closed = true;
     this.cmd.disconnect();
     this.sub.disconnect();
+    return Promise.resolve();
   }
 
   async claim(name: string, record: string, pubKey: string, ttlMs: number): Promise<ClaimReply> {

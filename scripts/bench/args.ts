@@ -26,8 +26,10 @@ export interface BenchArgs {
   install: boolean;
 }
 
-export const USAGE = `usage: npm run bench -- [--quick] [--runs N] [--only SECTION[,SECTION]] [--seconds S] [--no-write] [--no-install]
-  sections: ${SECTIONS.join(', ')} (profile runs only when named)
+export const USAGE =
+  'usage: npm run bench -- [--quick] [--runs N] [--only SECTION[,SECTION]] [--seconds S] ' +
+  '[--no-write] [--no-install]\n' +
+  `  sections: ${SECTIONS.join(', ')} (profile runs only when named)
   --quick      one run per figure, shorter transfers
   --only       run these sections; results.json keeps the other sections' figures from earlier runs`;
 

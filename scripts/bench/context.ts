@@ -9,7 +9,7 @@ export interface Ctx {
   missing: Set<string>;
   /** scratch directory for keys, configs and profiles (removed at the end) */
   tmp: string;
-  say(s: string): void;
+  say: (s: string) => void;
 }
 
 /** Figures of one section, as written under its key in bench/results.json. */

@@ -34,7 +34,8 @@ export async function ensureReferences(install: boolean, say: (s: string) => voi
     });
     if (r.code !== 0)
       say(
-        `apt-get failed (exit ${r.code}); try: apt-get update && apt-get install -y --no-install-recommends ${pkgs.join(' ')}\n${r.stderr.trim().slice(-500)}`,
+        `apt-get failed (exit ${r.code}); try: apt-get update && apt-get install -y ` +
+          `--no-install-recommends ${pkgs.join(' ')}\n${r.stderr.trim().slice(-500)}`,
       );
   } else {
     say(`missing ${pkgs.join(' ')}: install with  sudo apt-get install -y --no-install-recommends ${pkgs.join(' ')}`);

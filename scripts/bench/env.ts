@@ -197,7 +197,8 @@ export class BenchEnv {
     if (!res) {
       const err = lines.find((l) => l.event === 'error');
       throw new Error(
-        `${script.split('/').pop()} in ${node} failed (exit ${r.code}): ${String(err?.message ?? '')} ${r.stderr.trim().slice(-800)}`,
+        `${script.split('/').pop()} in ${node} failed (exit ${r.code}): ` +
+          `${typeof err?.message === 'string' ? err.message : ''} ${r.stderr.trim().slice(-800)}`,
       );
     }
     return res;

@@ -67,7 +67,7 @@ async function iperfOnce(
   const r = await lab.exec(node, args, { timeoutMs: (o.seconds + 25) * 1000 });
   let j: { error?: string; end?: { sum_received?: { bits_per_second?: number }; sum_sent?: { retransmits?: number } } };
   try {
-    j = JSON.parse(r.stdout);
+    j = JSON.parse(r.stdout) as typeof j;
   } catch {
     throw new IperfError(
       `iperf3 to ${host}:${port} from ${node}: exit ${r.code}, no JSON: ${(r.stderr || r.stdout).trim().slice(-300)}`,

@@ -6,7 +6,17 @@
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 
-type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+/** A parsed JSON object, of no known shape: fields are read through `at`. */
+type Json = Record<string, unknown>;
+
+/** The value at `path` inside `x`, or undefined where any step is missing or not an object. */
+const at = (x: unknown, ...path: string[]): unknown => {
+  for (const k of path) {
+    if (x === null || typeof x !== 'object') return undefined;
+    x = (x as Json)[k];
+  }
+  return x;
+};
 
 export const GOAL_KEYS = [
   'direct_vs_wireguard_go',
@@ -43,13 +53,14 @@ const f = (x: unknown, d = 0, unit = '') => (num(x) === null ? 'n/a' : `${(x as 
 
 /** Pure: the goal rows from the sections of a results object. */
 export function goalRows(r: Json): GoalRow[] {
-  const d = r.direct ?? {},
-    rl = r.relay ?? {},
-    c = r.connect ?? {},
-    l = r.latency ?? {},
-    lo = r.loss ?? {},
-    i = r.idle ?? {},
-    z = r.rendezvous ?? {};
+  const d = r.direct,
+    rl = r.relay,
+    c = r.connect,
+    l = r.latency,
+    lo = r.loss,
+    i = r.idle,
+    z = r.rendezvous;
+  const floor = at(rl, 'floor_mbps');
   const row = (
     key: GoalKey,
     figure: string,
@@ -63,72 +74,74 @@ export function goalRows(r: Json): GoalRow[] {
     row(
       'direct_vs_wireguard_go',
       'direct-path throughput (up / down)',
-      minOf(d.ratio?.up, d.ratio?.down),
-      `${f(d.ours_mbps?.up)} / ${f(d.ours_mbps?.down)} Mbit/s`,
-      `wireguard-go ${f(d.wireguard_go_mbps?.up)} / ${f(d.wireguard_go_mbps?.down)} Mbit/s`,
+      minOf(at(d, 'ratio', 'up'), at(d, 'ratio', 'down')),
+      `${f(at(d, 'ours_mbps', 'up'))} / ${f(at(d, 'ours_mbps', 'down'))} Mbit/s`,
+      `wireguard-go ${f(at(d, 'wireguard_go_mbps', 'up'))} / ${f(at(d, 'wireguard_go_mbps', 'down'))} Mbit/s`,
       '>= 1.0x',
       (v) => v >= 1,
     ),
     row(
       'relay_vs_ssh_r',
       'relay-path throughput (up / down)',
-      minOf(rl.ratio?.up, rl.ratio?.down),
-      `${f(rl.ours_mbps?.up)} / ${f(rl.ours_mbps?.down)} Mbit/s`,
-      `ssh -R ${f(rl.ssh_r_mbps?.up)} / ${f(rl.ssh_r_mbps?.down)} Mbit/s${rl.floor_mbps ? `; design floor ${f(rl.floor_mbps.up)} / ${f(rl.floor_mbps.down)}` : ''}`,
+      minOf(at(rl, 'ratio', 'up'), at(rl, 'ratio', 'down')),
+      `${f(at(rl, 'ours_mbps', 'up'))} / ${f(at(rl, 'ours_mbps', 'down'))} Mbit/s`,
+      `ssh -R ${f(at(rl, 'ssh_r_mbps', 'up'))} / ${f(at(rl, 'ssh_r_mbps', 'down'))} Mbit/s` +
+        (floor ? `; design floor ${f(at(floor, 'up'))} / ${f(at(floor, 'down'))}` : ''),
       '>= 1.0x',
       (v) => v >= 1,
     ),
     row(
       'cold_first_byte_ms',
       'cold first byte (accept, no tunnel)',
-      num(c.cold_first_byte_ms),
-      `${f(c.cold_first_byte_ms, 0, ' ms')}`,
-      `warm ${f(c.warm_stream_first_byte_ms?.median, 2, ' ms')}; process start ${f(c.process_start_first_byte_ms, 0, ' ms')}`,
+      num(at(c, 'cold_first_byte_ms')),
+      `${f(at(c, 'cold_first_byte_ms'), 0, ' ms')}`,
+      `warm ${f(at(c, 'warm_stream_first_byte_ms', 'median'), 2, ' ms')}; process start ` +
+        `${f(at(c, 'process_start_first_byte_ms'), 0, ' ms')}`,
       '<= 150 ms',
       (v) => v <= 150,
     ),
     row(
       'time_to_direct_ms',
       'time to `direct` (cone/cone)',
-      num(c.time_to_direct_ms),
-      `${f(c.time_to_direct_ms, 0, ' ms')}`,
-      `CLI incl. node boot ${f(c.process?.spawn_to_direct_ms, 0, ' ms')}`,
+      num(at(c, 'time_to_direct_ms')),
+      `${f(at(c, 'time_to_direct_ms'), 0, ' ms')}`,
+      `CLI incl. node boot ${f(at(c, 'process', 'spawn_to_direct_ms'), 0, ' ms')}`,
       '< 1000 ms',
       (v) => v < 1000,
     ),
     row(
       'echo_rtt_under_load_extra_ms',
       'echo RTT under bulk load (p50, worse dir.)',
-      maxOf(l.extra_p50_ms?.up, l.extra_p50_ms?.down),
-      `up ${f(l.load_up?.p50_ms, 2)} / down ${f(l.load_down?.p50_ms, 2)} ms`,
-      `idle ${f(l.idle?.p50_ms, 2)} ms`,
+      maxOf(at(l, 'extra_p50_ms', 'up'), at(l, 'extra_p50_ms', 'down')),
+      `up ${f(at(l, 'load_up', 'p50_ms'), 2)} / down ${f(at(l, 'load_down', 'p50_ms'), 2)} ms`,
+      `idle ${f(at(l, 'idle', 'p50_ms'), 2)} ms`,
       '<= idle + 20 ms',
       (v) => v <= 20,
     ),
     row(
       'loss10_ratio',
       'throughput at 10% loss',
-      num(lo.ratio?.loss10),
-      `${f(lo.mbps?.loss10, 1)} Mbit/s (1%: ${f(lo.mbps?.loss1, 1)})`,
-      `lossless ${f(lo.mbps?.loss0, 1)} Mbit/s`,
+      num(at(lo, 'ratio', 'loss10')),
+      `${f(at(lo, 'mbps', 'loss10'), 1)} Mbit/s (1%: ${f(at(lo, 'mbps', 'loss1'), 1)})`,
+      `lossless ${f(at(lo, 'mbps', 'loss0'), 1)} Mbit/s`,
       '>= 0.30x',
       (v) => v >= 0.3,
     ),
     row(
       'idle100_cpu_pct',
       '100 idle tunnels, CPU (serve + visitors)',
-      num(i.total_cpu_pct),
-      `${f(i.serve_cpu_pct, 2)}% + ${f(i.visitors_cpu_pct, 2)}%`,
-      `RSS ${f(i.serve_rss_mb)} + ${f(i.visitors_rss_mb)} MB`,
+      num(at(i, 'total_cpu_pct')),
+      `${f(at(i, 'serve_cpu_pct'), 2)}% + ${f(at(i, 'visitors_cpu_pct'), 2)}%`,
+      `RSS ${f(at(i, 'serve_rss_mb'))} + ${f(at(i, 'visitors_rss_mb'))} MB`,
       '< 2% of a core',
       (v) => v < 2,
     ),
     row(
       'rendezvous_10k_rss_mb',
       'rendezvous RSS, 10,000 peers',
-      num(z.rss_mb?.max),
-      `${f(z.rss_mb?.max, 0, ' MB')}`,
-      `${f(z.introductions_per_s)} introductions/s`,
+      num(at(z, 'rss_mb', 'max')),
+      `${f(at(z, 'rss_mb', 'max'), 0, ' MB')}`,
+      `${f(at(z, 'introductions_per_s'))} introductions/s`,
       '< 300 MB',
       (v) => v < 300,
     ),
@@ -188,11 +201,16 @@ export function mergeResults(prev: Json, sections: Json, meta: Json): Json {
   merged.goals = Object.fromEntries(rows.map((r) => [r.key, { value: r.value, goal: r.goal, holds: r.holds }]));
   // A full run describes the file; a partial one (--only) is noted beside it, so the
   // machine and load of the run most figures come from stay readable.
-  const full = ['direct', 'relay', 'connect', 'latency', 'streams', 'idle', 'rendezvous', 'loss'].every((k) =>
-    (meta.sections_attempted ?? meta.sections_run ?? []).includes(k),
+  const attempted = meta.sections_attempted ?? meta.sections_run;
+  const full = ['direct', 'relay', 'connect', 'latency', 'streams', 'idle', 'rendezvous', 'loss'].every(
+    (k) => Array.isArray(attempted) && attempted.includes(k),
   );
   if (full || !prev.bench) merged.bench = meta;
-  else merged.bench = { ...prev.bench, partial_runs: [...(prev.bench.partial_runs ?? []), meta].slice(-5) };
+  else {
+    const partial = at(prev.bench, 'partial_runs');
+    const earlier: unknown[] = Array.isArray(partial) ? partial : [];
+    merged.bench = { ...(prev.bench as Json), partial_runs: [...earlier, meta].slice(-5) };
+  }
   // Goal keys first, for people reading the file; then everything else in its old order.
   const ordered: Json = {};
   for (const k of GOAL_KEYS) ordered[k] = merged[k];

@@ -98,7 +98,7 @@ export class DatagramSealer {
 
   /** The counter for the next datagram, after checking the call; does not advance it. */
   private claimCounter(type: DatagramType, payload: Uint8Array): number {
-    if (!isDatagramType(type)) throw new TypeError(`not a datagram type: ${type}`);
+    if (!isDatagramType(type)) throw new TypeError(`not a datagram type: ${String(type)}`);
     const n = payload.length;
     if (n > MAX_RELAY_DATAGRAM_PAYLOAD)
       throw new RangeError(`payload ${n} bytes exceeds ${MAX_RELAY_DATAGRAM_PAYLOAD}`);

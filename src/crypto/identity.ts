@@ -104,7 +104,7 @@ export function serializeIdentity(id: Identity): string {
 export function parseIdentity(text: string, source = 'identity file'): Identity {
   let o: { type?: unknown; publicKey?: unknown; secretKey?: unknown };
   try {
-    o = JSON.parse(text);
+    o = JSON.parse(text) as typeof o;
   } catch {
     throw new Error(`${source} is not valid JSON (make one with \`peer keygen --out FILE\`)`);
   }

@@ -20,7 +20,10 @@
 import crypto from 'node:crypto';
 import { optionalAddon } from '../util/optional-addon.js';
 
-/** The one call we use: crypto-async's synchronous, 19-argument cipher(); returns bytes written, throws on a bad tag. */
+/**
+ * The one call we use: crypto-async's synchronous, 19-argument
+ * cipher(); returns bytes written, throws on a bad tag.
+ */
 export interface InPlaceCipher {
   cipher(
     algorithm: string,

@@ -17,7 +17,7 @@ export class SegQueue {
   constructor(capacity = 64) {
     let cap = 16;
     while (cap < capacity) cap <<= 1;
-    this.bufs = new Array(cap).fill(undefined);
+    this.bufs = new Array<Uint8Array | undefined>(cap).fill(undefined);
     this.offs = new Int32Array(cap);
     this.lens = new Int32Array(cap);
     this.frgs = new Uint8Array(cap);
@@ -71,7 +71,7 @@ export class SegQueue {
 
   private grow(): void {
     const cap = (this.mask + 1) * 2;
-    const bufs: (Uint8Array | undefined)[] = new Array(cap).fill(undefined);
+    const bufs = new Array<Uint8Array | undefined>(cap).fill(undefined);
     const offs = new Int32Array(cap);
     const lens = new Int32Array(cap);
     const frgs = new Uint8Array(cap);

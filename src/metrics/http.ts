@@ -7,8 +7,8 @@ export interface ObserveServerOptions {
   listen: HostPort;
   /** Served at /metrics in the Prometheus text format. */
   registry?: Registry;
-  /** Served at /status as JSON. */
-  status?: () => unknown | Promise<unknown>;
+  /** Served at /status as JSON; may return a promise of it. */
+  status?: () => unknown;
 }
 
 /**

@@ -105,12 +105,13 @@ export class Mux extends EventEmitter {
     this.maxStreams = clampInt(opts.maxStreams ?? DEFAULT_MAX_STREAMS, 0, 0x7fffffff);
     this.sendHighWater = clampInt(opts.sendHighWater ?? DEFAULT_SEND_HIGH_WATER, 1, MAX_WINDOW);
     this.nextLocalId = this.role === 'client' ? 1 : 2;
-    const mux = this;
+    // The getter's own `this` is the host object; the arrow reads this Mux's current value.
+    const framePayload = () => this.maxFramePayload;
     this.host = {
       get maxFramePayload() {
-        return mux.maxFramePayload;
+        return framePayload();
       },
-      allocFrame: opts.allocFrame ?? Buffer.allocUnsafe,
+      allocFrame: opts.allocFrame ?? ((size) => Buffer.allocUnsafe(size)),
       sendControl: (frame) => this.queueControl(frame),
       markReady: (s) => this.markReady(s),
       forget: (s) => {

@@ -12,7 +12,7 @@ const MAX_CREDIT = 0xffffffff;
 export interface StreamHost {
   readonly maxFramePayload: number;
   /** Memory for an outgoing DATA frame (see MuxOptions.allocFrame). */
-  allocFrame(size: number): Buffer;
+  allocFrame: (size: number) => Buffer;
   /** Queue a header-only frame ahead of all stream data and make sure it gets sent. */
   sendControl(frame: Buffer): void;
   /** The stream has something to send (data with credit, or its FIN). */

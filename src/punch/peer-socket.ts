@@ -2,7 +2,10 @@ import dgram from 'node:dgram';
 import { isStunPacket } from '../stun/message.js';
 import { peekDatagramHeader, type DatagramHeader } from '../wire/datagram.js';
 
-/** Receives datagrams addressed to one session (by its local receiver index), with the header already parsed for routing. */
+/**
+ * Receives datagrams addressed to one session (by its local
+ * receiver index), with the header already parsed for routing.
+ */
 export type DatagramHandler = (
   msg: Buffer,
   header: DatagramHeader,

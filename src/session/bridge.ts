@@ -31,7 +31,8 @@ export function bridge(
     else local.readable.pipe(remote);
     sinkInto(remote, local.writable);
     local.readable.on('error', () => {
-      remote.reset ? remote.reset(MuxResetReason.Cancel) : remote.destroy();
+      if (remote.reset) remote.reset(MuxResetReason.Cancel);
+      else remote.destroy();
       done();
     });
     remote.on('error', () => {

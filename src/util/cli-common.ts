@@ -60,7 +60,7 @@ export function onShutdown(log: Logger, stop: () => void | Promise<void>, graceM
     stopping = true;
     log.info('shutdown', `received ${sig}, shutting down`);
     setTimeout(() => process.exit(0), graceMs).unref();
-    Promise.resolve(stop()).finally(() => setTimeout(() => process.exit(0), 100).unref());
+    void Promise.resolve(stop()).finally(() => setTimeout(() => process.exit(0), 100).unref());
   };
   process.on('SIGINT', () => handler('SIGINT'));
   process.on('SIGTERM', () => handler('SIGTERM'));

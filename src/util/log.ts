@@ -62,7 +62,7 @@ function wrap(p: pino.Logger): Logger {
 export function formatText(jsonLine: string): string {
   let o: Record<string, unknown>;
   try {
-    o = JSON.parse(jsonLine);
+    o = JSON.parse(jsonLine) as Record<string, unknown>;
   } catch {
     return jsonLine;
   }
@@ -71,7 +71,9 @@ export function formatText(jsonLine: string): string {
     .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
     .join(' ');
   const t = typeof time === 'string' ? time.slice(11, 23) : '';
-  return `${t} ${String(level).toUpperCase().padEnd(5)} ${event}: ${message ?? ''}${extras ? '  ' + extras : ''}\n`;
+  const text =
+    message === undefined || message === null ? '' : typeof message === 'string' ? message : JSON.stringify(message);
+  return `${t} ${String(level).toUpperCase().padEnd(5)} ${String(event)}: ${text}${extras ? '  ' + extras : ''}\n`;
 }
 
 /** A logger that drops everything; for library code used without a CLI. */

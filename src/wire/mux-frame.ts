@@ -124,7 +124,7 @@ export function encodeMuxControl(cmd: MuxCmd, streamId: number, arg: number): Bu
 export function allocMuxData(
   streamId: number,
   payloadLen: number,
-  alloc: (size: number) => Buffer = Buffer.allocUnsafe,
+  alloc: (size: number) => Buffer = (size) => Buffer.allocUnsafe(size),
 ): Buffer {
   const out = alloc(MUX_HEADER_LEN + payloadLen);
   writeMuxHeader(out, MuxCmd.Data, streamId, payloadLen);

@@ -44,7 +44,11 @@ export async function benchConnect(ctx: Ctx): Promise<SectionResult> {
     warm.push(...(r.warmMs as number[]));
     phases.push(r.phases as Record<string, number>);
     say(
-      `  run ${i + 1}: cold first byte (accept, no tunnel) ${median(r.tunnelColdMs as number[]).toFixed(0)} ms, from process start ${Number(r.firstByteMs).toFixed(0)} ms (ready ${Number(r.readyMs).toFixed(0)} ms), direct ${r.directMs === null ? 'never' : Number(r.directMs).toFixed(0) + ' ms'}, warm stream open ${median(r.warmMs as number[]).toFixed(2)} ms`,
+      `  run ${i + 1}: cold first byte (accept, no tunnel) ` +
+        `${median(r.tunnelColdMs as number[]).toFixed(0)} ms, from process start ` +
+        `${Number(r.firstByteMs).toFixed(0)} ms (ready ${Number(r.readyMs).toFixed(0)} ms), ` +
+        `direct ${r.directMs === null ? 'never' : Number(r.directMs).toFixed(0) + ' ms'}, warm ` +
+        `stream open ${median(r.warmMs as number[]).toFixed(2)} ms`,
     );
   }
   const procReady: number[] = [];
@@ -63,11 +67,14 @@ export async function benchConnect(ctx: Ctx): Promise<SectionResult> {
       await stopProcess(v.child, 3000);
     }
   }
+  const phaseMedians = Object.keys(phases[0] ?? {}).map((k): [string, number] => [
+    k,
+    Math.round(median(phases.map((p) => p[k]))),
+  ]);
+  say(`  cold phases (median ms): ${JSON.stringify(Object.fromEntries(phaseMedians))}`);
   say(
-    `  cold phases (median ms): ${JSON.stringify(Object.fromEntries(Object.keys(phases[0] ?? {}).map((k) => [k, Math.round(median(phases.map((p) => p[k])))])))}`,
-  );
-  say(
-    `  CLI process (node boot included): spawn -> ready ${median(procReady).toFixed(0)} ms, spawn -> direct ${median(procDirect).toFixed(0)} ms`,
+    `  CLI process (node boot included): spawn -> ready ${median(procReady).toFixed(0)} ms, ` +
+      `spawn -> direct ${median(procDirect).toFixed(0)} ms`,
   );
   return {
     cold_first_byte_ms: jsonNum(median(cold)),

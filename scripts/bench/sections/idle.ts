@@ -28,7 +28,8 @@ export async function benchIdle(ctx: Ctx, count = 100, sampleMs = 50_000, settle
     // Settle first: once set-up stops allocating, V8's memory reducer runs a
     // few full GCs (0.1-0.3 s of CPU, once); that is start-up work, not idling.
     say(
-      `  ${mv.first.sessions} tunnels open in ${Date.now() - t0} ms, ${mv.first.direct} on the direct path; settling ${settleMs / 1000} s`,
+      `  ${String(mv.first.sessions)} tunnels open in ${Date.now() - t0} ms, ${String(mv.first.direct)} on ` +
+        `the direct path; settling ${settleMs / 1000} s`,
     );
     await sleep(settleMs);
     const pids = [serve.pid!, mv.child.pid!, env.rdv.pid!];
@@ -60,7 +61,8 @@ export async function benchIdle(ctx: Ctx, count = 100, sampleMs = 50_000, settle
       setup_ms: Date.now() - t0,
     };
     say(
-      `  CPU over ${r.sample_s} s: serve ${r.serve_cpu_pct}%, visitors ${r.visitors_cpu_pct}% of one core; RSS serve ${r.serve_rss_mb} MB, visitors ${r.visitors_rss_mb} MB`,
+      `  CPU over ${r.sample_s} s: serve ${r.serve_cpu_pct}%, visitors ${r.visitors_cpu_pct}% ` +
+        `of one core; RSS serve ${r.serve_rss_mb} MB, visitors ${r.visitors_rss_mb} MB`,
     );
     return r;
   } finally {

@@ -46,7 +46,9 @@ export async function benchLatency(ctx: Ctx): Promise<SectionResult> {
         per[load].p99.push(percentile(s, 99));
         per[load].mbps.push(mbps);
         say(
-          `  run ${i + 1} load ${load.padEnd(4)}: rtt p50 ${percentile(s, 50).toFixed(2)} ms, p99 ${percentile(s, 99).toFixed(2)} ms${load === 'none' ? '' : `, bulk ${mbps.toFixed(0)} Mbit/s`} (path ${env.pathOf(visit)})`,
+          `  run ${i + 1} load ${load.padEnd(4)}: ` +
+            `rtt p50 ${percentile(s, 50).toFixed(2)} ms, p99 ${percentile(s, 99).toFixed(2)} ms` +
+            `${load === 'none' ? '' : `, bulk ${mbps.toFixed(0)} Mbit/s`} (path ${env.pathOf(visit)})`,
         );
       }
     }

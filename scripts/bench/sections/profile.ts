@@ -118,7 +118,7 @@ export async function benchProfile(ctx: Ctx): Promise<SectionResult> {
       ['--to', `127.0.0.1:${v.port}`, '--count', '500', '--bytes', '65536'],
       200_000,
     );
-    say(`  profiled streams: ${r.exact}/500 exact in ${r.ms} ms`);
+    say(`  profiled streams: ${String(r.exact)}/500 exact in ${String(r.ms)} ms`);
     await stopProcess(v.child, 5000);
     await env.startServe('svc', `127.0.0.1:${env.svcPort}`);
     out.streams = { ms: r.ms, serve: summarizeDir(ds), visit: summarizeDir(dv) };

@@ -42,7 +42,10 @@ function cpuLine(m: Measured): string {
     .filter(([r, v]) => r !== 'bench' && v >= 0.005)
     .map(([r, v]) => `${r} ${v.toFixed(2)}`)
     .join(', ');
-  return ` | cpu ${m.cpu.machine.busy.toFixed(2)}/${m.cpu.cores} cores busy (softirq ${m.cpu.machine.softirq.toFixed(2)}); per Gbit/s ${g.busy.toFixed(2)} cores: ${roles}`;
+  return (
+    ` | cpu ${m.cpu.machine.busy.toFixed(2)}/${m.cpu.cores} cores busy (softirq ` +
+    `${m.cpu.machine.softirq.toFixed(2)}); per Gbit/s ${g.busy.toFixed(2)} cores: ${roles}`
+  );
 }
 
 interface CpuFigures {

@@ -62,7 +62,7 @@ export async function benchRendezvous(ctx: Ctx, peers = 10_000): Promise<Section
       'registered',
       300_000,
     );
-    say(`  ${peers} serve peers registered in ${gen.first.ms} ms`);
+    say(`  ${peers} serve peers registered in ${String(gen.first.ms)} ms`);
     await sleep(2500);
     const rssRegistered = rssMb(rdv.pid!);
     const cpu0 = cpuSeconds(rdv.pid!);
@@ -79,10 +79,12 @@ export async function benchRendezvous(ctx: Ctx, peers = 10_000): Promise<Section
     }[];
     for (const [i, r] of rr.entries())
       say(
-        `  round ${i + 1}: ${r.perSecond} introductions/s (p50 ${r.latencyMs.p50?.toFixed(1)} ms, errors ${JSON.stringify(r.errors)})`,
+        `  round ${i + 1}: ${r.perSecond} introductions/s (p50 ${r.latencyMs.p50?.toFixed(1)} ` +
+          `ms, errors ${JSON.stringify(r.errors)})`,
       );
     say(
-      `  rendezvous RSS: ${rssIdle.toFixed(0)} MB idle, ${rssRegistered.toFixed(0)} MB with ${peers} peers, ${maxRss.toFixed(0)} MB max`,
+      `  rendezvous RSS: ${rssIdle.toFixed(0)} MB idle, ${rssRegistered.toFixed(0)} MB with ` +
+        `${peers} peers, ${maxRss.toFixed(0)} MB max`,
     );
     return {
       peers,

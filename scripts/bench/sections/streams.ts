@@ -24,7 +24,9 @@ export async function benchStreams(ctx: Ctx, count = 500, bytes = 65536): Promis
         allExact = false;
         errors.push(...(r.errors as string[]));
       }
-      say(`  run ${i + 1}: ${r.exact}/${count} streams exact in ${r.ms} ms (path ${env.pathOf(visit)})`);
+      say(
+        `  run ${i + 1}: ${String(r.exact)}/${count} streams exact in ${String(r.ms)} ms (path ${env.pathOf(visit)})`,
+      );
     }
   } finally {
     await stopProcess(visit.child, 3000);

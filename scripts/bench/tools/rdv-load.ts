@@ -133,7 +133,7 @@ function visitor(
       };
       c.onMessage = (m) => {
         if (m.type === 'welcome') return ask();
-        const reqId = String(m.reqId ?? '');
+        const reqId = typeof m.reqId === 'string' ? m.reqId : '';
         const t = pending.get(reqId);
         if (t === undefined) return;
         pending.delete(reqId);

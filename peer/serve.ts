@@ -135,6 +135,8 @@ export class ServePeer {
       },
     );
     this.registered = true;
+    // Live sessions move to this connection and re-announce themselves (resume).
+    this.host.adoptControl(control);
     control.once('close', () => {
       this.registered = false;
       this.servers.lost(server);

@@ -11,6 +11,12 @@ import { encodePublicKey, identityReady, signVisit, verifyAccept, type Identity 
 import type { ControlMessage, MessageOf, Mode } from '../src/wire/control.js';
 import type { HostPort } from '../src/util/addr.js';
 import type { Logger } from '../src/util/log.js';
+import { Backoff, sleep } from '../src/util/backoff.js';
+
+/** Reconnecting the control connection of a live session: first wait, cap of the backoff, and a bound on attempts. */
+export const CONTROL_RECONNECT_FIRST_MS = 250;
+export const CONTROL_RECONNECT_MAX_MS = 10_000;
+const MAX_CONTROL_RECONNECTS = 10_000;
 
 export interface VisitOptions {
   name: string;
@@ -43,6 +49,7 @@ export class VisitPeer {
   private draining = false;
   private reopenTimer: NodeJS.Timeout | null = null;
   private reopenDelay = 0;
+  private keepingControl = false;
 
   readonly host: TunnelHost;
   private readonly servers: ServerList;
@@ -215,9 +222,40 @@ export class VisitPeer {
     control.once('close', () => {
       this.servers.lost(server);
       if (this.control === control) this.control = null;
+      void this.keepControl();
     });
     this.control = control;
+    this.host.adoptControl(control);
     return control;
+  }
+
+  /**
+   * The control connection was lost while a session is live: reconnect (any
+   * node of --server, with backoff) and re-announce the session with its
+   * resume proof, so the rendezvous can broker a new punch for it.
+   */
+  private async keepControl(): Promise<void> {
+    if (this.keepingControl) return;
+    this.keepingControl = true;
+    const backoff = new Backoff({ initialMs: CONTROL_RECONNECT_FIRST_MS, maxMs: CONTROL_RECONNECT_MAX_MS });
+    try {
+      for (let attempt = 1; attempt <= MAX_CONTROL_RECONNECTS; attempt++) {
+        if (this.stopped || !this.connected || (this.control && !this.control.isClosed)) return;
+        await sleep(backoff.next());
+        if (this.stopped || !this.connected) return;
+        try {
+          await this.ensureControl();
+          return;
+        } catch (e) {
+          this.opts.log.warn('reconnect_failed', `rendezvous not reachable yet: ${(e as Error).message}`, {
+            attempt,
+            retryInMs: backoff.peek(),
+          });
+        }
+      }
+    } finally {
+      this.keepingControl = false;
+    }
   }
 
   private async openSession(): Promise<Session> {

@@ -62,8 +62,9 @@ program.action(async (_o: unknown, cmd: Command) => {
   const server = net.createServer((socket) => {
     const fs = new FramedSocket(socket, { idleTimeoutMs: 10_000 });
     fs.once('message', (m: ControlMessage) => {
+      if (m.type === 'relay_resume') return relay.resume(fs, m);
       if (m.type !== 'relay_bind') return fs.fail('bad_message', 'expected relay_bind first');
-      relay.adopt(fs, m.ticket);
+      relay.adopt(fs, m.ticket, m.resume);
     });
   });
   onShutdown(log, () => {

@@ -9,6 +9,7 @@ import { PROTOCOL_VERSION } from '../src/wire/frame.js';
 import type { Candidate, ControlMessage, MessageOf, NatInfo } from '../src/wire/control.js';
 import { issueTicket, newSessionId, relayKeyFrom } from '../src/wire/ticket.js';
 import { Relay } from '../relay/relay.js';
+import { checkResumeToken, parseAnchor } from '../src/crypto/resume.js';
 import { Registry } from './registry.js';
 import { StunServer } from '../src/stun/server.js';
 import { punchDelays } from './punch-timing.js';
@@ -42,7 +43,16 @@ export interface RendezvousOptions {
   relayRate?: number;
   /** Share names and broker sessions with other nodes (docs/CLUSTER.md); unset: a single node with its in-memory registry. */
   cluster?: Cluster;
+  /** How long a session whose peer lost its control connection waits for `session_resume` (and the relay for `relay_resume`). */
+  resumeTimeoutMs?: number;
 }
+
+/**
+ * How long the rendezvous keeps a session whose peer's control connection
+ * went away, for that peer to come back with `session_resume`. Above the
+ * peers' default --resume-timeout (120 s).
+ */
+export const RDV_RESUME_TIMEOUT_MS = 130_000;
 
 /** Per-connection state on the rendezvous. */
 interface Conn {
@@ -70,6 +80,12 @@ interface Brokered {
   startedAt?: number;
   path?: 'pending' | 'relay' | 'direct';
   directOnce?: boolean;
+  // Resuming (docs/PROTOCOL.md "Resuming a session"), additive: each side's resume chain value,
+  // the server's last candidates, and which sides lost their control connection (with the timer that ends the wait).
+  held?: { visitor?: Uint8Array; server?: Uint8Array };
+  serverCandidates?: Candidate[];
+  away?: Set<'visitor' | 'server'>;
+  resumeTimer?: NodeJS.Timeout;
 }
 
 /** One brokered session as the status endpoint shows it. */
@@ -200,7 +216,9 @@ export class RendezvousServer {
       this.opts.log.info('unregistered', `"${name}" went away`, { name });
     }
     for (const s of this.sessions.values()) {
-      if (s.visitor === conn || s.server === conn) this.endSession(s.sid);
+      if (s.visitor === conn || s.server === conn) {
+        if (!this.awaitResume(s, s.visitor === conn ? 'visitor' : 'server')) this.endSession(s.sid);
+      }
     }
   }
 
@@ -211,7 +229,11 @@ export class RendezvousServer {
         this.onClose(conn); // now the relay's to account for
         // In a cluster, a visitor's leg for a session another node brokers is piped to that node's relay.
         if (this.opts.cluster?.takeRelayLeg(fs, m.ticket)) return;
-        return this.relay.adopt(fs, m.ticket);
+        return this.relay.adopt(fs, m.ticket, m.resume);
+      }
+      if (m.type === 'relay_resume' && this.relay) {
+        this.onClose(conn);
+        return this.relay.resume(fs, m);
       }
       if (m.type !== 'hello') return fs.fail('bad_message', 'expected hello first');
       if (m.version !== PROTOCOL_VERSION)
@@ -236,7 +258,7 @@ export class RendezvousServer {
         },
         udpPort: this.udpPort,
         relay: this.opts.relay ? { host: this.opts.relay.host, port: this.opts.relay.port } : null,
-        features: ['path_report'],
+        features: ['path_report', 'resume'],
       });
       // Measure the round trip now, so a punch can be timed to leave both peers together.
       fs.send({ type: 'ping', t: performance.now() });
@@ -257,6 +279,10 @@ export class RendezvousServer {
         return this.onCandidates(conn, m);
       case 'path_report':
         return this.onPathReport(conn, m);
+      case 'session_commit':
+        return this.onSessionCommit(conn, m);
+      case 'session_resume':
+        return this.onSessionResume(conn, m);
       case 'pong':
         if (m.t <= performance.now()) conn.rttMs = performance.now() - m.t;
         return;
@@ -425,6 +451,7 @@ export class RendezvousServer {
     // for this session; the record lives as long as both control connections.
     s.timer = undefined;
     s.serverNat = m.nat;
+    s.serverCandidates = m.candidates;
     if (s.mode !== 'relay' && s.visitorCandidates.length && m.candidates.length) {
       this.events.emit('punch', s.visitorNat, s.serverNat);
       const d = punchDelays(s.visitor.rttMs, s.server.rttMs);
@@ -444,7 +471,99 @@ export class RendezvousServer {
     const s = this.sessions.get(m.sid);
     if (!s || (s.visitor !== conn && s.server !== conn)) return;
     const other = s.visitor === conn ? s.server : s.visitor;
+    if (s.visitor === conn) {
+      s.visitorCandidates = m.candidates;
+      if (m.nat) s.visitorNat = m.nat;
+    } else {
+      s.serverCandidates = m.candidates;
+      if (m.nat) s.serverNat = m.nat;
+    }
     other.fs.send({ type: 'punch', sid: s.sid, delayMs: 0, candidates: m.candidates, peerNat: m.nat });
+  }
+
+  /** A side of a session gives the anchor of its resume chain; only its first, on its own connection, counts. */
+  private onSessionCommit(conn: PeerLink, m: MessageOf<'session_commit'>): void {
+    const s = this.sessions.get(m.sid);
+    if (!s || s.timer || (s.visitor !== conn && s.server !== conn)) return;
+    const role = s.visitor === conn ? 'visitor' : 'server';
+    const anchor = parseAnchor(m.anchor);
+    s.held ??= {};
+    if (!anchor || s.held[role]) return;
+    s.held[role] = anchor;
+  }
+
+  /**
+   * A side of a session is back on a new connection (its old one died, or
+   * its address changed): with a token from its chain, it takes its side of
+   * the session over, and both sides are told to punch again. A wrong proof or
+   * an unknown session is answered with an error and changes nothing.
+   */
+  private onSessionResume(conn: Conn, m: MessageOf<'session_resume'>): void {
+    const s = this.sessions.get(m.sid);
+    const held = s?.held?.[m.role];
+    if (!s || s.timer) {
+      conn.fs.send({ type: 'error', code: 'unknown_session', message: 'no such session here', sid: m.sid });
+      return;
+    }
+    const check = held ? checkResumeToken(held, m.token, m.sid, m.role, 'rendezvous') : null;
+    if (!check?.ok) {
+      const why = check ? check.reason : `the ${m.role} side of this session cannot be resumed (no anchor)`;
+      this.opts.log.warn('resume_rejected', why, { sid: m.sid, role: m.role, remote: conn.fs.remote });
+      conn.fs.send({ type: 'error', code: 'bad_proof', message: why, sid: m.sid });
+      return;
+    }
+    s.held![m.role] = check.next;
+    if (m.role === 'visitor') {
+      s.visitor = conn;
+      s.visitorCandidates = m.candidates;
+      if (m.nat) s.visitorNat = m.nat;
+    } else {
+      s.server = conn;
+      s.serverCandidates = m.candidates;
+      if (m.nat) s.serverNat = m.nat;
+    }
+    s.away?.delete(m.role);
+    if (!s.away?.size && s.resumeTimer) {
+      clearTimeout(s.resumeTimer);
+      s.resumeTimer = undefined;
+    }
+    this.opts.log.info('session_resumed', `session ${s.sid}: the ${m.role} is back`, {
+      sid: s.sid,
+      role: m.role,
+      remote: conn.fs.remote,
+    });
+    conn.fs.send({ type: 'session_resumed', sid: s.sid });
+    // Punch again, both ways, with what each side last said about itself.
+    if (s.mode === 'relay' || s.away?.size) return;
+    const d = punchDelays(s.visitor.rttMs, s.server.rttMs);
+    if (s.serverCandidates?.length)
+      s.visitor.fs.send({
+        type: 'punch',
+        sid: s.sid,
+        delayMs: d.visitor,
+        candidates: s.serverCandidates,
+        peerNat: s.serverNat,
+      });
+    if (s.visitorCandidates.length)
+      s.server.fs.send({
+        type: 'punch',
+        sid: s.sid,
+        delayMs: d.server,
+        candidates: s.visitorCandidates,
+        peerNat: s.visitorNat,
+      });
+  }
+
+  /** `role`'s control connection went away: keep the session for a resume if that side can resume. */
+  private awaitResume(s: Brokered, role: 'visitor' | 'server'): boolean {
+    if (s.timer || !s.held?.[role]) return false;
+    s.away ??= new Set();
+    s.away.add(role);
+    if (!s.resumeTimer) {
+      s.resumeTimer = setTimeout(() => this.endSession(s.sid), this.opts.resumeTimeoutMs ?? RDV_RESUME_TIMEOUT_MS);
+      s.resumeTimer.unref();
+    }
+    return true;
   }
 
   /** A peer says its session moved to another path: status and metrics only, nothing is routed by it. */
@@ -524,6 +643,7 @@ export class RendezvousServer {
     const s = this.sessions.get(sid);
     if (!s) return;
     clearTimeout(s.timer);
+    clearTimeout(s.resumeTimer);
     this.sessions.delete(sid);
   }
 }

@@ -7,6 +7,7 @@ import { FramedSocket } from '../src/transport/framed-socket.js';
 import { relayKeyFrom } from '../src/wire/ticket.js';
 import type { ControlMessage } from '../src/wire/control.js';
 import { Relay } from './relay.js';
+import { cryptoReady } from '../src/crypto/sodium.js';
 import { ConfigError, layered, loadConfigFile, RelayConfig } from '../src/config/index.js';
 
 const program = new Command('relay')
@@ -83,14 +84,17 @@ program.action(async (_o: unknown, cmd: Command) => {
       if (!(x instanceof ExitSignal)) throw x;
     }
   });
-  server.listen({ host: listen.host, port: listen.port }, () => {
-    const a = server.address() as net.AddressInfo;
-    log.info('ready', `relay listening on ${a.address}:${a.port}`, {
-      address: a.address,
-      port: a.port,
-      listen: `${a.address}:${a.port}`,
-    });
-  });
+  // Resume proofs (relay_resume) are checked with libsodium's BLAKE2b.
+  void cryptoReady().then(() =>
+    server.listen({ host: listen.host, port: listen.port }, () => {
+      const a = server.address() as net.AddressInfo;
+      log.info('ready', `relay listening on ${a.address}:${a.port}`, {
+        address: a.address,
+        port: a.port,
+        listen: `${a.address}:${a.port}`,
+      });
+    }),
+  );
 });
 
 program.parseAsync(process.argv).catch((e) => {

@@ -10,6 +10,7 @@ import type { Candidate, ControlMessage, MessageOf, NatInfo } from '../src/wire/
 import { issueTicket, newSessionId, relayKeyFrom } from '../src/wire/ticket.js';
 import { Relay } from '../relay/relay.js';
 import { checkResumeToken, parseAnchor } from '../src/crypto/resume.js';
+import { cryptoReady } from '../src/crypto/sodium.js';
 import { Registry } from './registry.js';
 import { StunServer } from '../src/stun/server.js';
 import { punchDelays } from './punch-timing.js';
@@ -126,7 +127,7 @@ export class RendezvousServer {
   }
 
   async listen(): Promise<net.AddressInfo> {
-    await identityReady();
+    await Promise.all([identityReady(), cryptoReady()]);
     // A global memory bound: past it, new work is refused while existing sessions go on.
     this.memTimer = setInterval(() => {
       const high = process.memoryUsage().rss > (this.opts.maxMemoryMb ?? 1024) * 1024 * 1024;

@@ -485,8 +485,11 @@ class ResumablePair {
     if (leg.timer) clearTimeout(leg.timer);
     if (this.legs[leg.role] === leg) this.legs[leg.role] = null;
     const other = this.legs[otherRole(leg.role)];
-    if (other && !other.dead && !leg.discarding && !leg.stash && !leg.cursor.atBoundary)
-      other.socket.write(leg.cursor.padding());
+    if (other && !other.dead) {
+      if (!leg.discarding && !leg.stash && !leg.cursor.atBoundary) other.socket.write(leg.cursor.padding());
+      // The other side's frame in progress went, in part, to this leg: its rest is for nobody.
+      if (!other.stash && !other.cursor.atBoundary) other.discarding = true;
+    }
     leg.stash = null;
     leg.socket.destroy();
   }

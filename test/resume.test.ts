@@ -182,14 +182,15 @@ test('relay: a leg lost mid-frame is taken back with relay_resume; bad proofs ch
   s.sock.write(dg('s1'));
   await until('first datagrams', () => v.datagrams.length === 1 && s.datagrams.length === 1);
 
-  // The visitor's leg dies (RST) in the middle of a frame it was sending.
+  // The visitor's leg dies (RST) in the middle of a frame it was sending, and of one it was receiving.
   const half = dg('cut-in-the-middle');
   v.sock.write(half.subarray(0, 9));
+  const sHalf = dg('server-frame-cut');
+  s.sock.write(sHalf.subarray(0, 10));
+  await until('the relay read both halves', () => relay.bytesForwarded >= 4 + 4 + 6 + 9 + 10 + 2 * 6 - 12);
   await sleep(50);
   v.sock.resetAndDestroy();
   await until('half-open', () => relay.halfOpenCount === 1);
-  // The server keeps sending while the visitor is away: it must wait, not vanish.
-  s.sock.write(dg('s2-while-away'));
 
   // Refusals: unknown session, forged token, a token of the other role; each leaves the session as it was.
   const unknown = await client(port, {
@@ -215,8 +216,12 @@ test('relay: a leg lost mid-frame is taken back with relay_resume; bad proofs ch
   const tok = vChain.next()!;
   const v2 = await client(port, { type: 'relay_resume', sid, role: 'visitor', token: tok });
   await until('relay_ready on the new leg', () => v2.msgs.some((m) => m.type === 'relay_ready'));
-  await until('what the server sent meanwhile', () => v2.datagrams.length === 1);
-  assert.equal(v2.datagrams[0].toString(), 's2-while-away');
+  // The rest of the server's cut frame is for nobody (its start went to the dead leg); the next frame is whole.
+  s.sock.write(sHalf.subarray(10));
+  s.sock.write(dg('s2-after-resume'));
+  await until('the server frame after the resume', () => v2.datagrams.length === 1);
+  assert.equal(v2.datagrams[0].toString(), 's2-after-resume');
+  assert.equal(v2.error, null);
   v2.sock.write(dg('v2-after-resume'));
   await until('the server reads the new leg', () => s.datagrams.length >= 3);
   // The frame cut by the dying leg arrives completed with padding (dropped by a real peer), then the new one whole.
@@ -234,15 +239,24 @@ test('relay: a leg lost mid-frame is taken back with relay_resume; bad proofs ch
   await until('still joined', () => v2.datagrams.length === 2);
   assert.equal(v2.datagrams[1].toString(), 's3');
 
+  // Lost again, at a frame boundary: what the server sends meanwhile waits for the next leg.
+  v2.sock.resetAndDestroy();
+  await until('half-open again', () => relay.halfOpenCount === 1);
+  s.sock.write(dg('s4-while-away'));
+  await sleep(50);
+  const v3 = await client(port, { type: 'relay_resume', sid, role: 'visitor', token: vChain.next()! });
+  await until('what the server sent meanwhile', () => v3.datagrams.length === 1);
+  assert.equal(v3.datagrams[0].toString(), 's4-while-away');
+
   // A clean close (FIN) ends the session on purpose: the other leg is closed, nothing to resume.
   const closed = new Promise<void>((r) => s.sock.once('close', () => r()));
-  v2.sock.end();
+  v3.sock.end();
   await closed;
   await until('session gone', () => relay.sessionCount === 0);
   const late = await client(port, { type: 'relay_resume', sid, role: 'visitor', token: vChain.next()! });
   await until('late resume refused', () => !!lastError(late));
   assert.equal(lastError(late)!.code, 'unknown_session');
-  for (const c of [v, s, v2, unknown, forged, wrongRole, replay, late]) c.sock.destroy();
+  for (const c of [v, s, v2, v3, unknown, forged, wrongRole, replay, late]) c.sock.destroy();
 });
 
 test('relay: a half-open session ends after the resume timeout', async (t) => {

@@ -8,6 +8,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import crypto from 'node:crypto';
+import { FrameDecoder } from '../src/wire/frame.js';
+import { encodeControl, parseControl, type ControlMessage } from '../src/wire/control.js';
 import { eventsOf } from '../scripts/proc.js';
 import { Procs, echoTransfer, outputOf, waitForEvent, SECRET } from './helpers/tunnel.js';
 
@@ -121,4 +124,62 @@ test('relay leg and control connection cut mid-transfer: the same session resume
     for (const e of eventsOf(child, 'path')) assert.equal(e.sid, sid, 'one session id throughout');
   }
   assert.ok(relayProxy.conns.length >= 3, 'a new relay connection replaced the cut one');
+});
+
+/** A raw control client: hello, then whatever the test sends; collects every message. */
+async function rawClient(port: number, first: ControlMessage[]): Promise<{ msgs: ControlMessage[]; sock: net.Socket }> {
+  const sock = net.connect({ port, host: '127.0.0.1' });
+  const msgs: ControlMessage[] = [];
+  const dec = new FrameDecoder(() => 1 << 20);
+  sock.on('data', (d: Buffer) => {
+    for (const f of dec.push(d).frames) {
+      const p = parseControl(f.body);
+      if (p.ok) msgs.push(p.msg);
+    }
+  });
+  sock.on('error', () => {});
+  await new Promise<void>((r) => sock.once('connect', () => r()));
+  for (const m of first) sock.write(encodeControl(m));
+  return { msgs, sock };
+}
+
+test('attack: knowing the session id without the keys, nobody can resume it at the rendezvous or the relay', async (t) => {
+  const p = new Procs();
+  t.after(() => p.cleanup());
+  const rdv = await p.rendezvous();
+  const echo = await p.echoServer();
+  const serve = await p.serve('roam2', `127.0.0.1:${echo.port}`, rdv.addr, SECRET, ['--mode', 'relay', '--no-admin']);
+  const visit = await p.visit('roam2', rdv.addr, SECRET, ['--mode', 'relay', '--no-admin']);
+  const sid = String((await waitForEvent(visit.child, 'path', 10_000)).sid);
+  const forged = () => crypto.randomBytes(32).toString('base64url');
+  const hello: ControlMessage = { type: 'hello', version: 1, software: 'attacker' };
+
+  // Through the rendezvous: take over either side of the session.
+  const atk = await rawClient(rdv.port, [
+    hello,
+    { type: 'session_resume', sid, role: 'visitor', token: forged(), candidates: [] },
+    { type: 'session_resume', sid, role: 'server', token: forged(), candidates: [] },
+    { type: 'session_resume', sid: '0011223344556677', role: 'visitor', token: forged(), candidates: [] },
+  ]);
+  t.after(() => atk.sock.destroy());
+  await until('three refusals', () => atk.msgs.filter((m) => m.type === 'error').length === 3, 10_000);
+  const codes = atk.msgs.filter((m) => m.type === 'error').map((m) => (m as { code: string }).code);
+  assert.deepEqual(codes, ['bad_proof', 'bad_proof', 'unknown_session']);
+  assert.ok(!atk.msgs.some((m) => m.type === 'session_resumed' || m.type === 'punch'), 'nothing was granted');
+
+  // Through the (embedded) relay: take over a relay leg.
+  const leg = await rawClient(rdv.port, [{ type: 'relay_resume', sid, role: 'server', token: forged() }]);
+  t.after(() => leg.sock.destroy());
+  await until('relay refusal', () => leg.msgs.some((m) => m.type === 'error'), 10_000);
+  assert.equal((leg.msgs.find((m) => m.type === 'error') as { code: string }).code, 'bad_proof');
+  assert.ok(!leg.msgs.some((m) => m.type === 'relay_ready'));
+
+  // The session is untouched: same id, still carrying data.
+  const r = await echoTransfer(visit.port, 2_000_000);
+  assert.equal(r.got, r.sent);
+  for (const child of [visit.child, serve]) {
+    assert.equal(eventsOf(child, 'session_closed').length, 0);
+    assert.equal(eventsOf(child, 'resume').length, 0);
+    for (const e of eventsOf(child, 'path')) assert.equal(e.sid, sid);
+  }
 });

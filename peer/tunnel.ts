@@ -20,6 +20,8 @@ import type { ControlMessage } from '../src/wire/control.js';
 // Resuming (docs/PROTOCOL.md "Resuming a session"): timings in one place.
 /** How long a session waits for a lost path (relay leg, control connection) to come back before it ends. */
 export const RESUME_TIMEOUT_MS = 120_000;
+/** A session never ends on silence sooner than this (the session's own former default). */
+export const SESSION_SILENCE_MIN_MS = 30_000;
 /** First wait before taking a lost relay leg back, and the cap its backoff grows to. */
 export const RELAY_RESUME_FIRST_MS = 100;
 export const RELAY_RESUME_MAX_MS = 5_000;
@@ -164,7 +166,9 @@ export class TunnelHost {
   }): Promise<Tunnel> {
     const { log, mode } = this.opts;
     const { sid, control } = args;
-    const session = new Session({ keys: args.keys, role: args.role, log, sid });
+    // A session outlives its paths for the resume timeout: silence ends it only after that (PROTOCOL.md section 6).
+    const deadAfterMs = Math.max(SESSION_SILENCE_MIN_MS, this.opts.resumeTimeoutMs ?? RESUME_TIMEOUT_MS);
+    const session = new Session({ keys: args.keys, role: args.role, log, sid, deadAfterMs });
     const tunnel: Tunnel = {
       session,
       direct: null,

@@ -31,6 +31,8 @@ export interface VisitOptions {
   identity?: Identity;
   /** Pinned server key: refuse a server that cannot sign with it, whatever the rendezvous says. */
   serverKey?: Uint8Array;
+  /** How long a session waits for a lost path to come back (--resume-timeout). */
+  resumeTimeoutMs?: number;
 }
 
 /**
@@ -57,7 +59,12 @@ export class VisitPeer {
   readonly streams = new StreamSet();
 
   constructor(readonly opts: VisitOptions) {
-    this.host = new TunnelHost({ log: opts.log, mode: opts.mode, server: opts.server });
+    this.host = new TunnelHost({
+      log: opts.log,
+      mode: opts.mode,
+      server: opts.server,
+      resumeTimeoutMs: opts.resumeTimeoutMs,
+    });
     this.servers = new ServerList(opts.servers?.length ? opts.servers : [opts.server]);
   }
 

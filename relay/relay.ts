@@ -145,6 +145,15 @@ export class Relay {
     this.resumes++;
   }
 
+  /**
+   * The rendezvous saw that side of the session close its control connection
+   * itself (its process stopped or died): it will not resume, so its leg, if
+   * already lost, ends the session now, and a later loss ends it at once.
+   */
+  sideGone(sid: string, role: TicketRole): void {
+    this.resumable.get(sid)?.sideGone(role);
+  }
+
   close(): void {
     for (const p of this.pending.values()) {
       clearTimeout(p.timer);
@@ -326,6 +335,11 @@ class ResumablePair {
 
   get halfOpen(): boolean {
     return !this.legs.visitor || !this.legs.server;
+  }
+
+  sideGone(role: TicketRole): void {
+    this.held[role] = null;
+    if (!this.legs[role]) this.end(`the ${role} side is gone`);
   }
 
   /** Checks a resume proof and, if it holds, makes `fs` this side's leg. Returns why not, or null. */

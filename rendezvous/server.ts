@@ -63,6 +63,8 @@ interface Conn {
   hello: boolean;
   names: Set<string>;
   rttMs: number | null;
+  /** The peer closed the connection itself (a FIN): it stopped, or its process died; it will not resume. */
+  peerEnded?: boolean;
 }
 
 interface Brokered {
@@ -202,6 +204,9 @@ export class RendezvousServer {
     this.conns.add(conn);
     fs.on('protocolError', (code, message) => log.warn('protocol_error', message, { remote: fs.remote, code }));
     fs.on('message', (m: ControlMessage) => this.onMessage(conn, m));
+    socket.once('end', () => {
+      conn.peerEnded = true;
+    });
     fs.on('close', () => this.onClose(conn));
   }
 
@@ -218,7 +223,10 @@ export class RendezvousServer {
     }
     for (const s of this.sessions.values()) {
       if (s.visitor === conn || s.server === conn) {
-        if (!this.awaitResume(s, s.visitor === conn ? 'visitor' : 'server')) this.endSession(s.sid);
+        const role = s.visitor === conn ? 'visitor' : 'server';
+        // A FIN is a peer that closed on purpose or died: no resume for that side, here or on the relay.
+        if (conn.peerEnded) this.relay?.sideGone(s.sid, role);
+        if (conn.peerEnded || !this.awaitResume(s, role)) this.endSession(s.sid);
       }
     }
   }

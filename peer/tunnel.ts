@@ -14,6 +14,7 @@ import type { Logger } from '../src/util/log.js';
 import type { ControlClient } from './control-client.js';
 import type { Sinkable } from '../src/session/bridge.js';
 import { ResumeChain } from '../src/crypto/resume.js';
+import { NetWatch } from '../src/util/netwatch.js';
 import { Backoff, sleep } from '../src/util/backoff.js';
 import type { ControlMessage } from '../src/wire/control.js';
 
@@ -110,14 +111,43 @@ export class TunnelHost {
     punchSuccesses: 0,
   };
 
-  constructor(readonly opts: { log: Logger; mode: Mode; server: HostPort; resumeTimeoutMs?: number }) {}
+  private readonly netwatch = new NetWatch();
+
+  constructor(readonly opts: { log: Logger; mode: Mode; server: HostPort; resumeTimeoutMs?: number }) {
+    this.netwatch.on('change', (added: string[], removed: string[]) => this.localChange(added, removed));
+  }
 
   /** Opens the UDP socket unless punching is off. */
   async open(): Promise<void> {
     if (this.opts.mode !== 'relay' && !this.socket) this.socket = await PeerSocket.open();
+    this.netwatch.start();
+  }
+
+  /**
+   * Our own addresses changed. Connections bound to an address that went
+   * away are dead without knowing it (no FIN or RST will ever come): drop them
+   * at once rather than wait for TCP to give up. The relay legs are taken
+   * back (relay_resume) and the control connection comes back (its owner
+   * reconnects), re-announcing every session with fresh candidates, which
+   * makes the rendezvous order a new punch.
+   */
+  private localChange(added: string[], removed: string[]): void {
+    const { log } = this.opts;
+    log.info('local_address_changed', `local addresses changed: +[${added.join(' ')}] -[${removed.join(' ')}]`, {
+      added,
+      removed,
+    });
+    const controls = new Set<ControlClient>();
+    for (const t of this.tunnels.values()) {
+      if (t.session.closed) continue;
+      t.relay?.abandon('local address changed');
+      if (t.control && !t.control.isClosed) controls.add(t.control);
+    }
+    for (const c of controls) c.abandon();
   }
 
   close(): void {
+    this.netwatch.stop();
     for (const t of this.tunnels.values()) t.session.close('shutting down');
     this.socket?.close();
     this.socket = null;
@@ -267,9 +297,12 @@ export class TunnelHost {
     if (tunnel.relay === relay) tunnel.relay = null;
     session.setLargeRecordPath(null);
     if (session.closed) return;
-    const onRelay = session.path === relay;
-    if (onRelay && tunnel.direct?.recover(20_000, 'relay connection lost'))
-      log.warn('relay_lost', `session ${session.sid} lost the relay; punching again`, { sid: session.sid });
+    log.warn('relay_lost', `session ${session.sid} lost its relay leg; taking it back`, { sid: session.sid });
+    // Punch again too (without a deadline: the session's bound is the resume timeout).
+    if (session.path === relay && tunnel.direct) {
+      tunnel.direct.punch([], planPunch(this.gathered?.nat, tunnel.peerNat), 0);
+      if (tunnel.control) void this.repunch(tunnel.control, session.sid);
+    }
     void this.resumeRelay(tunnel);
   }
 

@@ -141,6 +141,16 @@ export class RelayPath extends EventEmitter implements Path {
     this.shutdown('closed locally');
   }
 
+  /**
+   * Drops the connection without a FIN (a RST, if it gets anywhere): the
+   * relay then keeps the session for a resume, where a FIN would end it.
+   * For a leg whose local address went away.
+   */
+  abandon(reason: string): void {
+    this.fs?.socket.resetAndDestroy();
+    this.shutdown(reason);
+  }
+
   private shutdown(reason: string): void {
     if (this.isClosed) return;
     this.isClosed = true;

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { CodedError } from '../src/util/errors.js';
 
 /**
  * The local admin socket: a unix socket that answers `peer status`. One JSON
@@ -58,7 +59,8 @@ export class AdminServer {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     if (fs.existsSync(this.socketPath)) {
       if (await isLive(this.socketPath))
-        throw new Error(
+        throw new CodedError(
+          'address_in_use',
           `admin socket ${this.socketPath} is in use by another running peer (give this one its own --admin PATH)`,
         );
       fs.unlinkSync(this.socketPath);
@@ -66,7 +68,9 @@ export class AdminServer {
     const server = net.createServer((sock) => this.onConnection(sock));
     await new Promise<void>((resolve, reject) => {
       server.once('error', (e: NodeJS.ErrnoException) =>
-        reject(new Error(`cannot create admin socket ${this.socketPath}: ${e.code ?? e.message}`)),
+        reject(
+          new CodedError('listen_failed', `cannot create admin socket ${this.socketPath}: ${e.code ?? e.message}`),
+        ),
       );
       // umask-independent: nobody else may connect between listen() and chmod().
       const old = process.umask(0o177);

@@ -3,7 +3,7 @@ import { ServePeer } from './serve.js';
 import { VisitPeer } from './visit.js';
 import { AdminServer } from './admin.js';
 import type { TunnelInfo } from './tunnel.js';
-import { createPeerMetrics, type PeerMetricsEntry } from '../src/metrics/peer.js';
+import { createPeerMetrics, type PeerMetricsEntry } from './metrics.js';
 import { startObserveServer } from '../src/metrics/http.js';
 import { natTypeFrom } from '../src/stun/nat.js';
 import { formatHostPort, type HostPort } from '../src/util/addr.js';

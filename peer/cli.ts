@@ -5,6 +5,7 @@ import path from 'node:path';
 import { Command, Option } from 'commander';
 import { addLogOptions, die, ExitSignal, loggerFrom, onShutdown } from '../src/util/cli-common.js';
 import { parseHostPort, type HostPort } from '../src/util/addr.js';
+import { codeOf } from '../src/util/errors.js';
 import { NAME_RE, type Mode } from '../src/wire/control.js';
 import type { Logger } from '../src/util/log.js';
 import { detectNat } from '../src/stun/nat.js';
@@ -114,13 +115,13 @@ interface LogOpts {
 function setup(cmd: Command): { file: PeerConfig | null; log: Logger } {
   const o = cmd.opts() as LogOpts & { config?: string };
   let file: PeerConfig | null = null;
-  let configError: string | null = null;
+  let configError: ConfigError | null = null;
   if (o.config) {
     try {
       file = loadConfigFile(o.config, PeerConfig);
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e;
-      configError = e.message;
+      configError = e;
     }
   }
   const log = loggerFrom({
@@ -134,14 +135,14 @@ function setup(cmd: Command): { file: PeerConfig | null; log: Logger } {
 
 function checkName(log: Logger, name: string): void {
   if (!NAME_RE.test(name))
-    die(log, `invalid name "${name}": use 1-63 of A-Z a-z 0-9 . _ - starting with a letter or digit`);
+    die(log, `invalid name "${name}": use 1-63 of A-Z a-z 0-9 . _ - starting with a letter or digit`, 'usage');
 }
 
 function parseOrDie(log: Logger, value: string, what: string, defaultHost: string): HostPort {
   try {
     return parseHostPort(value, defaultHost, what);
   } catch (e) {
-    return die(log, (e as Error).message);
+    return die(log, (e as Error).message, 'usage');
   }
 }
 
@@ -149,7 +150,7 @@ function keyOrDie(log: Logger, text: string, what: string): Uint8Array {
   try {
     return parsePublicKey(text);
   } catch (e) {
-    return die(log, `${what}: ${(e as Error).message}`);
+    return die(log, `${what}: ${(e as Error).message}`, 'usage');
   }
 }
 
@@ -161,6 +162,7 @@ function loadIdentity(log: Logger, file: string): Identity {
     return die(
       log,
       `cannot read identity file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message} (make one with \`peer keygen --out ${file}\`)`,
+      'identity',
     );
   }
   try {
@@ -168,7 +170,7 @@ function loadIdentity(log: Logger, file: string): Identity {
     if (mode) log.warn('insecure_identity', `identity file ${file} is readable by other users; chmod 600 it`, { file });
     return parseIdentity(text, `identity file ${file}`);
   } catch (e) {
-    return die(log, (e as Error).message);
+    return die(log, (e as Error).message, 'identity');
   }
 }
 
@@ -183,12 +185,17 @@ function commonFor(
 ) {
   const resumeS = Number(layered<string | number>(cmd, 'resumeTimeout', { top: file?.['resume-timeout'] }));
   if (!Number.isFinite(resumeS) || resumeS < 1)
-    die(log, `invalid --resume-timeout "${String(resumeS)}": expected seconds >= 1`);
+    die(log, `invalid --resume-timeout "${String(resumeS)}": expected seconds >= 1`, 'usage');
   const server = layered<string>(cmd, 'server', { entry: entry.server, top: file?.server });
   const secret = layered<string>(cmd, 'secret', { entry: entry.secret, top: file?.secret });
   if (!server)
-    die(log, `${label}: no rendezvous: pass --server HOST:PORT, set PEER_SERVER, or set server in the config file`);
-  if (!secret) die(log, `${label}: no secret: pass --secret, set PEER_SECRET, or set secret in the config file`);
+    die(
+      log,
+      `${label}: no rendezvous: pass --server HOST:PORT, set PEER_SERVER, or set server in the config file`,
+      'usage',
+    );
+  if (!secret)
+    die(log, `${label}: no secret: pass --secret, set PEER_SECRET, or set secret in the config file`, 'usage');
   // A comma-separated list names several rendezvous nodes of one cluster: used in order, failing over (docs/CLUSTER.md).
   const parts = server.split(',').filter((s) => s.trim());
   const servers =
@@ -218,11 +225,12 @@ async function runAll(
     die(
       log,
       'nothing to run: give --name/--local (serve), a NAME (visit), or [[serve]]/[[visit]] entries in the --config file',
+      'usage',
     );
   const o = cmd.opts() as { drainTimeout: string };
   const drainS = Number(layered<string | number>(cmd, 'drainTimeout', { top: file?.['drain-timeout'] }));
   if (!Number.isFinite(drainS) || drainS < 0)
-    die(log, `invalid --drain-timeout "${o.drainTimeout}": expected seconds >= 0`);
+    die(log, `invalid --drain-timeout "${o.drainTimeout}": expected seconds >= 0`, 'usage');
   const app = new PeerApp(log);
   const stdio = visits.some((v) => v.bind === null);
   const several = serves.length + visits.length > 1;
@@ -250,7 +258,7 @@ async function runAll(
     }
   } catch (e) {
     if (e instanceof ExitSignal) return;
-    die(log, (e as Error).message);
+    die(log, e as Error);
   }
 }
 
@@ -273,7 +281,7 @@ async function startAdmin(
     await app.startAdmin(where);
     log.debug('admin', `admin socket at ${where}`, { path: where });
   } catch (e) {
-    if (explicit) die(log, (e as Error).message);
+    if (explicit) die(log, e as Error);
     log.warn('admin_unavailable', `no admin socket: ${(e as Error).message}`, { path: where });
   }
 }
@@ -302,11 +310,11 @@ tunnelOptions(program.command('serve'))
       checkName(log, o.name);
       const fromFile = entries.find((e) => e.name.toLowerCase() === o.name!.toLowerCase());
       const local = o.local ?? fromFile?.local;
-      if (!local) die(log, `serve "${o.name}": missing --local HOST:PORT`);
+      if (!local) die(log, `serve "${o.name}": missing --local HOST:PORT`, 'usage');
       entries = [{ ...fromFile, name: o.name, local }];
-    } else if (o.local) die(log, 'serve: --local needs --name');
+    } else if (o.local) die(log, 'serve: --local needs --name', 'usage');
     else if (!entries.length)
-      die(log, 'serve needs --name NAME --local HOST:PORT (or [[serve]] entries in --config FILE)');
+      die(log, 'serve needs --name NAME --local HOST:PORT (or [[serve]] entries in --config FILE)', 'usage');
     const specs = entries.map((e) => serveSpec(cmd, log, file, e, identity, o.allow));
     await runAll(cmd, log, file, specs, []);
   });
@@ -352,13 +360,13 @@ tunnelOptions(program.command('visit'))
     if (name) {
       checkName(log, name);
       const fromFile = file?.visit.find((e) => e.name.toLowerCase() === name.toLowerCase());
-      if (o.bind && o.stdio) die(log, 'visit needs exactly one of --bind HOST:PORT or --stdio');
+      if (o.bind && o.stdio) die(log, 'visit needs exactly one of --bind HOST:PORT or --stdio', 'usage');
       const bind = o.stdio ? null : (o.bind ?? fromFile?.bind);
-      if (bind === undefined) die(log, 'visit needs exactly one of --bind HOST:PORT or --stdio');
+      if (bind === undefined) die(log, 'visit needs exactly one of --bind HOST:PORT or --stdio', 'usage');
       specs = [visitSpec(cmd, log, file, { ...fromFile, name, bind }, identity, o.serverKey)];
     } else {
-      if (o.bind || o.stdio) die(log, 'visit: --bind and --stdio need a NAME');
-      if (!file?.visit.length) die(log, 'visit needs a NAME (or [[visit]] entries in --config FILE)');
+      if (o.bind || o.stdio) die(log, 'visit: --bind and --stdio need a NAME', 'usage');
+      if (!file?.visit.length) die(log, 'visit needs a NAME (or [[visit]] entries in --config FILE)', 'usage');
       specs = file.visit.map((e) => visitSpec(cmd, log, file, e, identity, o.serverKey));
     }
     await runAll(cmd, log, file, [], specs);
@@ -397,7 +405,7 @@ tunnelOptions(program.command('run'))
   )
   .action(async (_o: unknown, cmd: Command) => {
     const { file, log } = setup(cmd);
-    if (!file) die(log, 'run needs --config FILE');
+    if (!file) die(log, 'run needs --config FILE', 'usage');
     await identityReady();
     const identity = identityFor(cmd, log, file);
     const serves = file.serve.map((e) => serveSpec(cmd, log, file, e, identity));
@@ -416,6 +424,7 @@ program
       die(
         null,
         `no running peer found (no live admin socket in ${defaultAdminDir()}); is \`peer serve\`, \`peer visit --bind\` or \`peer run\` running as this user?`,
+        'no_peer',
       );
     try {
       for (const sock of sockets) {
@@ -424,7 +433,7 @@ program
         process.stdout.write(o.json ? JSON.stringify(reply) + '\n' : formatStatus(reply));
       }
     } catch (e) {
-      die(null, (e as Error).message);
+      die(null, (e as Error).message, 'no_peer');
     }
   });
 
@@ -443,6 +452,7 @@ program
       die(
         null,
         `${o.out} already exists (use --force to replace it; visitors or servers pinning its key would then refuse you)`,
+        'usage',
       );
     const id = generateIdentity();
     try {
@@ -451,7 +461,7 @@ program
       fs.writeFileSync(o.out, serializeIdentity(id), { mode: 0o600, flag: o.force ? 'w' : 'wx' });
       fs.chmodSync(o.out, 0o600);
     } catch (e) {
-      die(null, `cannot write ${o.out}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      die(null, `cannot write ${o.out}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'identity');
     }
     process.stdout.write(encodePublicKey(id.publicKey) + '\n');
     process.stderr.write(`key pair written to ${o.out}\n`);
@@ -494,10 +504,10 @@ addLogOptions(program.command('nat'))
         process.stdout.write(lines.join('\n') + '\n');
       }
     } catch (e) {
-      die(log, `NAT test against ${server.host}:${server.port} failed: ${(e as Error).message}`);
+      die(log, `NAT test against ${server.host}:${server.port} failed: ${(e as Error).message}`, codeOf(e));
     }
   });
 
 program.parseAsync(process.argv).catch((e) => {
-  if (!(e instanceof ExitSignal)) die(null, (e as Error).message);
+  if (!(e instanceof ExitSignal)) die(null, e as Error);
 });

@@ -3,20 +3,31 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { FramedSocket } from '../src/transport/framed-socket.js';
 import { PROTOCOL_VERSION } from '../src/wire/frame.js';
-import type { ControlMessage, MessageOf } from '../src/wire/control.js';
+import type { ControlMessage, MessageOf, Mode } from '../src/wire/control.js';
 import type { HostPort } from '../src/util/addr.js';
+import type { Logger } from '../src/util/log.js';
 import { isDue, processTicker } from '../src/util/ticker.js';
+import { CodedError, codeOf, type ErrorCode } from '../src/util/errors.js';
 
 export const SOFTWARE = 'holepunch/0.1';
 
-/** A failure the user must fix (wrong token, unknown name...): retrying will not help. */
-export class FatalError extends Error {
-  constructor(
-    message: string,
-    readonly code: string,
-  ) {
-    super(message);
+/** A failure the user must fix (wrong token, unknown name...): retrying will not help. Other CodedErrors may pass. */
+export class FatalError extends CodedError {
+  constructor(message: string, code: ErrorCode) {
+    super(code, message);
   }
+}
+
+/** What serve and visit both take: the rendezvous to use and the session's secret, mode and logger. */
+export interface PeerOptions {
+  name: string;
+  server: HostPort;
+  /** Every rendezvous node to use, in order (`--server a:7000,b:7000`); default: just `server`. */
+  servers?: HostPort[];
+  secret: string;
+  token?: string;
+  mode: Mode;
+  log: Logger;
 }
 
 export interface ControlClientOptions {
@@ -49,7 +60,8 @@ export class ControlClient extends EventEmitter {
     return new Promise((resolve, reject) => {
       const started = Date.now();
       const socket = net.connect({ host, port });
-      const fs = new FramedSocket(socket, { idleTimeoutMs: this.opts.connectTimeoutMs ?? 10_000 });
+      const connectTimeoutMs = this.opts.connectTimeoutMs ?? 10_000;
+      const fs = new FramedSocket(socket, { idleTimeoutMs: connectTimeoutMs });
       this.fs = fs;
       let settled = false;
       const fail = (err: Error) => {
@@ -58,13 +70,10 @@ export class ControlClient extends EventEmitter {
         fs.destroy();
         reject(err);
       };
-      socket.once('error', (e: NodeJS.ErrnoException) =>
-        fail(
-          new Error(
-            `cannot reach the rendezvous at ${where}: ${e.code === 'ECONNREFUSED' ? 'connection refused' : (e.code ?? e.message)}`,
-          ),
-        ),
-      );
+      socket.once('error', (e: NodeJS.ErrnoException) => {
+        const why = e.code === 'ECONNREFUSED' ? 'connection refused' : (e.code ?? e.message);
+        fail(new CodedError('unreachable', `cannot reach the rendezvous at ${where}: ${why}`));
+      });
       socket.once('connect', () =>
         fs.send({ type: 'hello', version: PROTOCOL_VERSION, software: SOFTWARE, token: this.opts.token }),
       );
@@ -81,7 +90,7 @@ export class ControlClient extends EventEmitter {
             fail(
               m.code === 'bad_token' || m.code === 'bad_version'
                 ? new FatalError(`rendezvous refused us: ${m.message}`, m.code)
-                : new Error(`rendezvous error: ${m.message}`),
+                : new CodedError(m.code, `rendezvous error: ${m.message}`),
             );
           }
           return;
@@ -96,18 +105,20 @@ export class ControlClient extends EventEmitter {
         }
         this.emit('message', m);
       });
-      fs.on('protocolError', (code: string, msg: string) =>
+      fs.on('protocolError', (code: ErrorCode, msg: string) =>
         fail(
-          new Error(
-            code === 'timeout' && !settled
-              ? `no answer from ${where} within ${Math.round((this.opts.connectTimeoutMs ?? 10_000) / 1000)} s: is a rendezvous listening there?`
-              : `rendezvous protocol error: ${msg}`,
-          ),
+          code === 'timeout' && !settled
+            ? new CodedError(
+                'unreachable',
+                `no answer from ${where} within ${Math.round(connectTimeoutMs / 1000)} s: ` +
+                  'is a rendezvous listening there?',
+              )
+            : new CodedError(code, `rendezvous protocol error: ${msg}`),
         ),
       );
       fs.on('close', () => {
         this.isClosed = true;
-        fail(new Error(`the rendezvous at ${where} closed the connection`));
+        fail(new CodedError('unreachable', `the rendezvous at ${where} closed the connection`));
         this.stopPing();
         this.emit('close');
       });
@@ -142,11 +153,11 @@ export class ControlClient extends EventEmitter {
       };
       const onClose = () => {
         done();
-        reject(new Error('the rendezvous closed the connection'));
+        reject(new CodedError('disconnected', 'the rendezvous closed the connection'));
       };
       const timer = setTimeout(() => {
         done();
-        reject(new Error(`no answer from the rendezvous within ${timeoutMs / 1000} s`));
+        reject(new CodedError('timeout', `no answer from the rendezvous within ${timeoutMs / 1000} s`));
       }, timeoutMs);
       this.on('message', onMsg);
       this.on('close', onClose);
@@ -256,5 +267,5 @@ export async function withFailover<T>(list: ServerList, attempt: (server: HostPo
   const last = errors[errors.length - 1];
   throw last instanceof FatalError
     ? new FatalError(`no rendezvous could take us: ${reasons}`, last.code)
-    : new Error(`no rendezvous could take us: ${reasons}`);
+    : new CodedError(codeOf(last), `no rendezvous could take us: ${reasons}`);
 }

@@ -1,5 +1,7 @@
 import type net from 'node:net';
 import type { MuxStream, TunnelHost } from './tunnel.js';
+import { sleep } from '../src/util/backoff.js';
+import type { Logger } from '../src/util/log.js';
 
 interface Entry {
   sock: net.Socket;
@@ -65,6 +67,21 @@ export async function flushSessions(host: TunnelHost, timeoutMs: number): Promis
     for (const t of host.tunnels.values())
       if (!t.session.closed) pending += t.session.kcp.waitSnd() + t.session.mux.openStreams().length;
     if (pending === 0) return;
-    await new Promise((r) => setTimeout(r, 20));
+    await sleep(20);
   }
+}
+
+/**
+ * The common part of serve's and visit's graceful shutdown, once they stopped
+ * taking new work: open connections get `graceMs` to finish, the rest end with
+ * a FIN (logged as `drained`), and the FINs get 2 s to be acknowledged.
+ */
+export async function drainAndFlush(
+  peer: { streams: StreamSet; host: TunnelHost; opts: { log: Logger; name: string } },
+  graceMs: number,
+): Promise<void> {
+  const forced = await peer.streams.drain(graceMs);
+  if (forced)
+    peer.opts.log.info('drained', `ended ${forced} open connection(s) with a FIN`, { name: peer.opts.name, forced });
+  await flushSessions(peer.host, 2000);
 }

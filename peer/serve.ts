@@ -1,11 +1,11 @@
 import crypto from 'node:crypto';
 import net from 'node:net';
-import { ControlClient, FatalError, ServerList, withFailover } from './control-client.js';
+import { ControlClient, FatalError, ServerList, withFailover, type PeerOptions } from './control-client.js';
 import { bridgeUserReads } from '../src/session/bridge.js';
 import { ReadTarget, userReadOptions } from '../src/transport/user-reads.js';
 import { TunnelHost, type MuxStream } from './tunnel.js';
 import { MuxResetReason } from '../src/wire/mux-frame.js';
-import { StreamSet, flushSessions } from './drain.js';
+import { StreamSet, drainAndFlush } from './drain.js';
 import { cryptoReady, deriveSecretKey, respond, HandshakeError } from '../src/crypto/index.js';
 import {
   encodePublicKey,
@@ -16,20 +16,12 @@ import {
   verifyVisit,
   type Identity,
 } from '../src/crypto/identity.js';
-import type { ControlMessage, MessageOf, Mode } from '../src/wire/control.js';
+import type { ControlMessage, MessageOf } from '../src/wire/control.js';
 import type { HostPort } from '../src/util/addr.js';
-import type { Logger } from '../src/util/log.js';
+import { Backoff, sleep } from '../src/util/backoff.js';
 
-export interface ServeOptions {
-  name: string;
+export interface ServeOptions extends PeerOptions {
   local: HostPort;
-  server: HostPort;
-  /** Every rendezvous node to use, in order (`--server a:7000,b:7000`); default: just `server`. */
-  servers?: HostPort[];
-  secret: string;
-  token?: string;
-  mode: Mode;
-  log: Logger;
   /** Long-term key: holds the name, and signs handshakes for visitors that pin it (`visit --server-key`). */
   identity?: Identity;
   /** Pinned visitor keys: when non-empty, only visitors holding one of these may open a session. */
@@ -89,10 +81,7 @@ export class ServePeer {
     this.draining = true;
     this.stopped = true;
     this.control?.close();
-    const forced = await this.streams.drain(graceMs);
-    if (forced)
-      this.opts.log.info('drained', `ended ${forced} open connection(s) with a FIN`, { name: this.opts.name, forced });
-    await flushSessions(this.host, 2000);
+    await drainAndFlush(this, graceMs);
     this.stop();
   }
 
@@ -154,10 +143,10 @@ export class ServePeer {
   }
 
   private async reconnectLoop(): Promise<void> {
-    let delay = this.opts.minBackoffMs ?? 500;
-    const max = this.opts.maxBackoffMs ?? 30_000;
+    const backoff = new Backoff({ initialMs: this.opts.minBackoffMs ?? 500, maxMs: this.opts.maxBackoffMs ?? 30_000 });
     for (let attempt = 1; !this.stopped; attempt++) {
-      await sleep(delay * (0.8 + Math.random() * 0.4));
+      // +-20 % jitter, so servers that lost the same rendezvous do not all come back at once.
+      await sleep(backoff.next() * (0.8 + Math.random() * 0.4));
       if (this.stopped) return;
       try {
         await this.connectOnce();
@@ -165,11 +154,10 @@ export class ServePeer {
       } catch (e) {
         const err = e as Error;
         if (err instanceof FatalError && err.code !== 'name_taken') {
-          this.opts.log.error('error', `reconnect refused: ${err.message}`);
+          this.opts.log.error('error', `reconnect refused: ${err.message}`, { code: err.code });
         } else {
-          this.opts.log.warn('reconnect_failed', err.message, { attempt, retryInMs: Math.min(delay * 2, max) });
+          this.opts.log.warn('reconnect_failed', err.message, { attempt, retryInMs: backoff.peek() });
         }
-        delay = Math.min(delay * 2, max);
       }
     }
   }
@@ -193,8 +181,9 @@ export class ServePeer {
     const hsInit = Buffer.from(m.hs, 'base64');
     const refusal = this.checkVisitorKey(m, hsInit);
     if (refusal) {
-      log.error('error', `refused a visitor: ${refusal}`, { sid: m.sid });
-      control.send({ type: 'reject', sid: m.sid, code: 'auth_failed', message: `handshake failed: ${refusal}` });
+      log.error('error', `refused a visitor: ${refusal}`, { sid: m.sid, code: 'auth_failed' });
+      // The message is the reason alone: the visitor shows it after its own "refused us:".
+      control.send({ type: 'reject', sid: m.sid, code: 'auth_failed', message: refusal });
       return;
     }
     let result;
@@ -205,12 +194,15 @@ export class ServePeer {
       });
     } catch (e) {
       const code = e instanceof HandshakeError ? e.code : 'internal';
-      log.error('error', `a visitor failed the handshake (${code}): wrong --secret on the visitor?`, { sid: m.sid });
+      log.error('error', `a visitor failed the handshake (${code}): wrong --secret on the visitor?`, {
+        sid: m.sid,
+        code: 'auth_failed',
+      });
       control.send({
         type: 'reject',
         sid: m.sid,
         code: 'auth_failed',
-        message: 'handshake failed: the visitor and the server do not share the same --secret',
+        message: 'the visitor and the server do not share the same --secret (check --secret / PEER_SECRET)',
       });
       return;
     }
@@ -276,8 +268,4 @@ export class ServePeer {
       stream.reset(MuxResetReason.Refused);
     });
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

@@ -9,7 +9,7 @@ import { gatherCandidates, type Gathered } from '../src/punch/candidates.js';
 import { PeerSocket } from '../src/punch/peer-socket.js';
 import { planPunch } from '../src/punch/strategy.js';
 import type { Candidate, MessageOf, Mode, NatInfo } from '../src/wire/control.js';
-import type { HostPort } from '../src/util/addr.js';
+import { unmapIPv4, type HostPort } from '../src/util/addr.js';
 import type { Logger } from '../src/util/log.js';
 import type { ControlClient } from './control-client.js';
 import type { Sinkable } from '../src/session/bridge.js';
@@ -32,6 +32,9 @@ export const RELAY_RESUME_ATTEMPT_MS = 5_000;
 export const SESSION_RESUME_ANSWER_MS = 10_000;
 /** Bound on relay resume attempts of one loss (the time bound is the resume timeout). */
 const MAX_RELAY_RESUME_ATTEMPTS = 1000;
+
+/** A `punch` that arrives before its session exists is kept this long for it. */
+const EARLY_PUNCH_KEEP_MS = 10_000;
 
 /** What the peer commands use of a mux stream; `reset` takes a MuxResetReason code. */
 export type MuxStream = Duplex &
@@ -156,7 +159,7 @@ export class TunnelHost {
   /** Candidates for a new session, from STUN on the data socket (empty with --mode relay). */
   async gather(control: ControlClient): Promise<Gathered> {
     if (!this.socket || !control.welcome) return { candidates: [], nat: { mapping: 'unknown', filtering: 'unknown' } };
-    const host = control.remoteAddress?.replace(/^::ffff:/, '') ?? this.opts.server.host;
+    const host = control.remoteAddress !== undefined ? unmapIPv4(control.remoteAddress) : this.opts.server.host;
     const loopback = host.startsWith('127.') || host === '::1';
     this.gathered = await gatherCandidates(
       this.socket,
@@ -171,14 +174,14 @@ export class TunnelHost {
     const t = this.tunnels.get(m.sid);
     if (!t) {
       if (this.early.size < 256) this.early.set(m.sid, m);
-      setTimeout(() => this.early.delete(m.sid), 10_000).unref();
+      setTimeout(() => this.early.delete(m.sid), EARLY_PUNCH_KEEP_MS).unref();
       return;
     }
     if (m.peerNat) t.peerNat = m.peerNat;
     const plan = planPunch(this.gathered?.nat, t.peerNat);
     if (plan.kind === 'none' && this.opts.mode === 'direct' && t.session.path?.kind !== 'direct') {
       // Nothing to wait for: say so now rather than after the punch timeout.
-      t.session.close(`no direct path is possible: ${plan.reason.replace(/; staying on the relay$/, '')}`);
+      t.session.close(`no direct path is possible: ${plan.cause}`);
       return;
     }
     t.direct?.punch(m.candidates, plan, m.delayMs);
@@ -246,6 +249,7 @@ export class TunnelHost {
         relay: () => tunnel.relay,
         requestRepunch: () => void this.repunch(tunnel.control ?? control, sid),
       });
+      tunnel.direct.deliverTo(session.deliver);
       const early = this.early.get(sid);
       if (early) {
         this.early.delete(sid);
@@ -278,11 +282,10 @@ export class TunnelHost {
   private attachRelay(tunnel: Tunnel, relay: RelayPath): void {
     const { session } = tunnel;
     tunnel.relay = relay;
-    session.setLargeRecordPath(relay);
-    relay.on('datagram', (d: Buffer) => session.receive(d, relay));
+    // Like every path: received datagrams go to the session, availability is reported, the session chooses.
+    relay.deliverTo(session.deliver);
     relay.on('close', () => this.relayLost(tunnel, relay));
-    const p = session.path;
-    if (!p || p.closed || p.kind === 'relay') session.usePath(relay);
+    session.setPath('relay', relay);
   }
 
   /**
@@ -295,11 +298,12 @@ export class TunnelHost {
     const { session } = tunnel;
     const { log } = this.opts;
     if (tunnel.relay === relay) tunnel.relay = null;
-    session.setLargeRecordPath(null);
+    const onRelay = session.path === relay;
+    session.setPath('relay', null);
     if (session.closed) return;
     log.warn('relay_lost', `session ${session.sid} lost its relay leg; taking it back`, { sid: session.sid });
     // Punch again too (without a deadline: the session's bound is the resume timeout).
-    if (session.path === relay && tunnel.direct) {
+    if (onRelay && tunnel.direct) {
       tunnel.direct.punch([], planPunch(this.gathered?.nat, tunnel.peerNat), 0);
       if (tunnel.control) void this.repunch(tunnel.control, session.sid);
     }

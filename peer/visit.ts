@@ -1,32 +1,24 @@
 import crypto from 'node:crypto';
 import net from 'node:net';
-import { ControlClient, FatalError, ServerList, withFailover } from './control-client.js';
+import { ControlClient, FatalError, ServerList, withFailover, type PeerOptions } from './control-client.js';
 import type { Session } from '../src/session/session.js';
 import { bridge, bridgeUserReads, socketEnd } from '../src/session/bridge.js';
 import { ReadTarget, switchToUserReads } from '../src/transport/user-reads.js';
 import { TunnelHost, type MuxStream } from './tunnel.js';
-import { StreamSet, flushSessions } from './drain.js';
+import { StreamSet, drainAndFlush } from './drain.js';
 import { cryptoReady, deriveSecretKey, createInitiator, HandshakeError } from '../src/crypto/index.js';
 import { encodePublicKey, identityReady, signVisit, verifyAccept, type Identity } from '../src/crypto/identity.js';
-import type { ControlMessage, MessageOf, Mode } from '../src/wire/control.js';
+import type { ControlMessage, MessageOf } from '../src/wire/control.js';
 import type { HostPort } from '../src/util/addr.js';
-import type { Logger } from '../src/util/log.js';
 import { Backoff, sleep } from '../src/util/backoff.js';
+import { codeOf, listenError } from '../src/util/errors.js';
 
 /** Reconnecting the control connection of a live session: first wait, cap of the backoff, and a bound on attempts. */
 export const CONTROL_RECONNECT_FIRST_MS = 250;
 export const CONTROL_RECONNECT_MAX_MS = 10_000;
 const MAX_CONTROL_RECONNECTS = 10_000;
 
-export interface VisitOptions {
-  name: string;
-  server: HostPort;
-  /** Every rendezvous node to use, in order (`--server a:7000,b:7000`); default: just `server`. */
-  servers?: HostPort[];
-  secret: string;
-  token?: string;
-  mode: Mode;
-  log: Logger;
+export interface VisitOptions extends PeerOptions {
   /** Sign our handshakes with this key, for servers that pin visitors (`serve --allow`). */
   identity?: Identity;
   /** Pinned server key: refuse a server that cannot sign with it, whatever the rendezvous says. */
@@ -50,7 +42,7 @@ export class VisitPeer {
   private stopped = false;
   private draining = false;
   private reopenTimer: NodeJS.Timeout | null = null;
-  private reopenDelay = 0;
+  private readonly reopen = new Backoff(REOPEN);
   private keepingControl = false;
 
   readonly host: TunnelHost;
@@ -83,19 +75,10 @@ export class VisitPeer {
     const server = net.createServer({ allowHalfOpen: true }, (sock) => void this.onLocalConnection(sock));
     this.server = server;
     await new Promise<void>((resolve, reject) => {
-      server.once('error', (e: NodeJS.ErrnoException) =>
-        reject(
-          new FatalError(
-            e.code === 'EADDRINUSE'
-              ? `cannot listen on ${bind.host}:${bind.port}: the port is already in use`
-              : `cannot listen on ${bind.host}:${bind.port}: ${e.code ?? e.message}`,
-            e.code ?? 'listen',
-          ),
-        ),
-      );
+      server.once('error', (e: NodeJS.ErrnoException) => reject(listenError(e, `${bind.host}:${bind.port}`)));
       server.listen({ host: bind.host, port: bind.port }, () => resolve());
     });
-    server.on('error', (e) => this.opts.log.error('error', `listener failed: ${e.message}`));
+    server.on('error', (e) => this.opts.log.error('error', `listener failed: ${e.message}`, { code: 'listen_failed' }));
     return server.address() as net.AddressInfo;
   }
 
@@ -118,10 +101,7 @@ export class VisitPeer {
   async drain(graceMs: number): Promise<void> {
     this.draining = true;
     this.server?.close();
-    const forced = await this.streams.drain(graceMs);
-    if (forced)
-      this.opts.log.info('drained', `ended ${forced} open connection(s) with a FIN`, { name: this.opts.name, forced });
-    await flushSessions(this.host, 2000);
+    await drainAndFlush(this, graceMs);
     this.stop();
   }
 
@@ -141,7 +121,9 @@ export class VisitPeer {
     try {
       session = await this.sessionWithRetry();
     } catch (e) {
-      this.opts.log.error('error', `cannot open a tunnel to "${this.opts.name}": ${(e as Error).message}`);
+      this.opts.log.error('error', `cannot open a tunnel to "${this.opts.name}": ${(e as Error).message}`, {
+        code: codeOf(e),
+      });
       sock.destroy();
       return;
     }
@@ -162,43 +144,40 @@ export class VisitPeer {
    * restarting) rather than failing at once. Errors retrying cannot fix end it.
    */
   private async sessionWithRetry(attempts = 5): Promise<Session> {
-    let delay = 250;
+    const backoff = new Backoff(CONNECTION_RETRY);
     for (let i = 1; ; i++) {
       try {
         return await this.getSession();
       } catch (e) {
         if (i >= attempts || this.stopped || !retriable(e)) throw e;
+        const delay = backoff.next();
         this.opts.log.warn('reconnect_failed', `tunnel to "${this.opts.name}" not open yet: ${(e as Error).message}`, {
           name: this.opts.name,
           attempt: i,
           retryInMs: delay,
         });
-        await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(delay * 2, 4000);
+        await sleep(delay);
       }
     }
   }
 
-  /** With --bind, a session that dies is re-opened in the background (backoff 0.5 s doubling to 30 s), so the next connection finds it ready. */
+  /** With --bind, a dead session is re-opened in the background (REOPEN backoff) for the next connection. */
   private scheduleReopen(): void {
     if (!this.server || this.stopped || this.draining || this.reopenTimer) return;
-    this.reopenDelay = this.reopenDelay ? Math.min(this.reopenDelay * 2, 30_000) : 500;
     this.reopenTimer = setTimeout(() => {
       this.reopenTimer = null;
       if (this.connected || this.stopped) return;
       this.getSession().then(
-        () => {
-          this.reopenDelay = 0;
-        },
+        () => this.reopen.reset(),
         (e: Error) => {
           this.opts.log.warn('reconnect_failed', `re-opening the tunnel to "${this.opts.name}": ${e.message}`, {
             name: this.opts.name,
-            retryInMs: Math.min(this.reopenDelay * 2, 30_000),
+            retryInMs: this.reopen.peek(),
           });
           if (retriable(e)) this.scheduleReopen();
         },
       );
-    }, this.reopenDelay);
+    }, this.reopen.next());
     this.reopenTimer.unref();
   }
 
@@ -301,12 +280,9 @@ export class VisitPeer {
       // A node cut off from the cluster registry cannot find names on other nodes: let the retry use another node.
       if (e instanceof FatalError && e.code === 'service_unavailable' && this.servers.servers.length > 1)
         control.close();
-      if (e instanceof FatalError && e.code === 'auth_failed') {
-        const why = /pinned|--allow|key/.test(e.message)
-          ? e.message.replace(/^handshake failed: /, '')
-          : 'it rejected our secret (check --secret / PEER_SECRET)';
-        throw new FatalError(`handshake failed: "${name}" refused us: ${why}`, 'auth_failed');
-      }
+      // The server's refusal names its reason (secret, --allow); it only ever answers auth_failed for these.
+      if (e instanceof FatalError && e.code === 'auth_failed')
+        throw new FatalError(`handshake failed: "${name}" refused us: ${e.message}`, 'auth_failed');
       throw e;
     }
     const pinned = this.opts.serverKey;
@@ -353,6 +329,11 @@ export class VisitPeer {
   }
 }
 
+/** A connection that arrives while the session is down retries opening it after 250 ms, 500 ms... up to 4 s apart. */
+const CONNECTION_RETRY = { initialMs: 250, maxMs: 4000 };
+/** With --bind, a dead session is re-opened in the background after 0.5 s, 1 s... up to 30 s apart. */
+const REOPEN = { initialMs: 500, maxMs: 30_000 };
+
 /** Failures that may go away by themselves (server restarting, network blip); a wrong secret or key will not. */
 function retriable(e: unknown): boolean {
   return (
@@ -374,12 +355,15 @@ function waitForDirect(session: Session, name: string, timeoutMs = 20_000): Prom
     };
     const fail = (why: string) =>
       reject(
-        new FatalError(`${why} to "${name}" (--mode direct never uses the relay; try --mode auto)`, 'no_direct_path'),
+        new FatalError(
+          `no direct path to "${name}": ${why} (--mode direct never uses the relay; try --mode auto)`,
+          'no_direct_path',
+        ),
       );
     const timer = setTimeout(() => {
       done();
       session.close('no direct path');
-      fail(`no direct path could be punched within ${timeoutMs / 1000} s`);
+      fail(`none could be punched within ${timeoutMs / 1000} s`);
     }, timeoutMs);
     const onPath = (p: { kind: string }) => {
       if (p.kind !== 'direct') return;
@@ -388,7 +372,7 @@ function waitForDirect(session: Session, name: string, timeoutMs = 20_000): Prom
     };
     const onClose = (reason: string) => {
       done();
-      fail(reason.startsWith('no direct path') ? reason : `the session closed before a direct path opened (${reason})`);
+      fail(`the session closed before one opened (${reason})`);
     };
     session.on('path', onPath);
     session.on('close', onClose);

@@ -32,14 +32,14 @@ addLogOptions(program);
 
 program.action(async (_o: unknown, cmd: Command) => {
   let file: RelayConfig | null = null;
-  let configError: string | null = null;
+  let configError: ConfigError | null = null;
   const flags = cmd.opts() as { config?: string };
   if (flags.config) {
     try {
       file = loadConfigFile(flags.config, RelayConfig);
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e;
-      configError = e.message;
+      configError = e;
     }
   }
   const pick = <T>(key: string, fileKey: keyof RelayConfig) =>
@@ -52,12 +52,16 @@ program.action(async (_o: unknown, cmd: Command) => {
   });
   if (configError) return die(log, configError);
   if (!o.key)
-    return die(log, "relay needs a key: --key K, RELAY_KEY, or key in the config file (the rendezvous's --relay-key)");
+    return die(
+      log,
+      "relay needs a key: --key K, RELAY_KEY, or key in the config file (the rendezvous's --relay-key)",
+      'usage',
+    );
   let listen;
   try {
     listen = parseHostPort(o.listen, '0.0.0.0', '--listen');
   } catch (e) {
-    return die(log, (e as Error).message);
+    return die(log, (e as Error).message, 'usage');
   }
   const relay = new Relay({ key: relayKeyFrom(o.key), log });
   const server = net.createServer((socket) => {
@@ -74,12 +78,9 @@ program.action(async (_o: unknown, cmd: Command) => {
   });
   server.once('error', (e: NodeJS.ErrnoException) => {
     try {
-      die(
-        log,
-        e.code === 'EADDRINUSE'
-          ? `cannot listen on ${o.listen}: the port is already in use`
-          : `cannot start: ${e.message}`,
-      );
+      if (e.code === 'EADDRINUSE')
+        die(log, `cannot listen on ${o.listen}: the port is already in use`, 'address_in_use');
+      else die(log, `cannot start: ${e.message}`, 'listen_failed');
     } catch (x) {
       if (!(x instanceof ExitSignal)) throw x;
     }
@@ -98,5 +99,5 @@ program.action(async (_o: unknown, cmd: Command) => {
 });
 
 program.parseAsync(process.argv).catch((e) => {
-  if (!(e instanceof ExitSignal)) die(null, (e as Error).message);
+  if (!(e instanceof ExitSignal)) die(null, e as Error);
 });

@@ -5,9 +5,10 @@ import { parseHostPort } from '../src/util/addr.js';
 import { RendezvousServer } from './server.js';
 import { checkRegistryUrl, defaultNodeId, NODE_ID_RE, RedisCluster } from './cluster/index.js';
 import { ConfigError, layered, loadConfigFile, RendezvousConfig } from '../src/config/index.js';
-import { createRendezvousMetrics } from '../src/metrics/rendezvous.js';
+import { createRendezvousMetrics } from './metrics.js';
 import { startObserveServer } from '../src/metrics/http.js';
 import { formatHostPort } from '../src/util/addr.js';
+import { CodedError, listenError } from '../src/util/errors.js';
 import type { Logger } from '../src/util/log.js';
 
 const program = new Command('rendezvous')
@@ -71,14 +72,14 @@ addLogOptions(program);
 
 program.action(async (_o: unknown, cmd: Command) => {
   let file: RendezvousConfig | null = null;
-  let configError: string | null = null;
+  let configError: ConfigError | null = null;
   const flags = cmd.opts() as { config?: string };
   if (flags.config) {
     try {
       file = loadConfigFile(flags.config, RendezvousConfig);
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e;
-      configError = e.message;
+      configError = e;
     }
   }
   // Flags, then environment variables, then the file, then defaults.
@@ -109,9 +110,9 @@ program.action(async (_o: unknown, cmd: Command) => {
     metrics = o.metrics ? parseHostPort(o.metrics, '127.0.0.1', '--metrics') : undefined;
     status = o.status ? parseHostPort(o.status, '127.0.0.1', '--status') : undefined;
   } catch (e) {
-    return die(log, (e as Error).message);
+    return die(log, (e as Error).message, 'usage');
   }
-  if (relay && !o.relayKey) die(log, '--relay needs --relay-key (the same key the relay was started with)');
+  if (relay && !o.relayKey) die(log, '--relay needs --relay-key (the same key the relay was started with)', 'usage');
   const limits = limitsFrom(log, (key, fileKey) => pick<string | number>(key, fileKey as keyof RendezvousConfig));
   const cluster = clusterFrom(
     {
@@ -174,17 +175,26 @@ program.action(async (_o: unknown, cmd: Command) => {
     }
   } catch (e) {
     if (e instanceof ExitSignal) return;
-    const err = e as NodeJS.ErrnoException;
-    die(
-      log,
-      err.message.startsWith('cannot listen')
-        ? err.message
-        : err.code === 'EADDRINUSE'
-          ? `cannot listen on ${o.listen}: the port is already in use`
-          : `cannot start: ${err.message}`,
-    );
+    die(log, startFailure(e, o.listen));
   }
 });
+
+/**
+ * Why the server could not start, as a coded error. Our own listeners throw
+ * CodedErrors. A system error (it has a `syscall`) comes straight from the TCP
+ * listen or the cluster registry. The server words its UDP (STUN) listen failure
+ * itself, keeping the errno in `code` but no `syscall`: that message is passed on.
+ */
+function startFailure(e: unknown, listen: string): CodedError {
+  if (e instanceof CodedError) return e;
+  const err = e as NodeJS.ErrnoException;
+  if (!err.syscall && err.code)
+    return new CodedError(err.code === 'EADDRINUSE' ? 'address_in_use' : 'listen_failed', err.message);
+  if (err.code === 'EADDRINUSE') return listenError(err, listen);
+  return new CodedError(err.syscall === 'listen' ? 'listen_failed' : 'internal', `cannot start: ${err.message}`, {
+    cause: e,
+  });
+}
 
 /** Limit options: whole numbers within sane bounds, named in the error when not. */
 const LIMITS = [
@@ -210,7 +220,7 @@ function limitsFrom(
     if (raw === undefined) continue;
     const n = Number(raw);
     if (!Number.isFinite(n) || n < min || n > max)
-      die(log, `invalid --${flag} "${raw}": expected a number from ${min} to ${max}`);
+      die(log, `invalid --${flag} "${raw}": expected a number from ${min} to ${max}`, 'usage');
     out[opt] = Math.round(n * scale);
   }
   return out;
@@ -226,22 +236,22 @@ interface ClusterFlags {
 /** --registry and its companions: a RedisCluster, or undefined for a single in-memory node. Bad values end the process. */
 function clusterFrom(f: ClusterFlags, listenHost: string, log: Logger): RedisCluster | undefined {
   if (!f.registry) {
-    if (f.nodeId || f.advertise) die(log, '--node-id and --advertise only apply with --registry');
+    if (f.nodeId || f.advertise) die(log, '--node-id and --advertise only apply with --registry', 'usage');
     return undefined;
   }
   const bad = checkRegistryUrl(f.registry);
-  if (bad) die(log, bad);
+  if (bad) die(log, bad, 'usage');
   const nodeId = f.nodeId ?? defaultNodeId();
   if (!NODE_ID_RE.test(nodeId))
-    die(log, `invalid --node-id "${nodeId}": use 1-64 of A-Z a-z 0-9 . _ - starting with a letter or digit`);
+    die(log, `invalid --node-id "${nodeId}": use 1-64 of A-Z a-z 0-9 . _ - starting with a letter or digit`, 'usage');
   const ttl = Number(f.registryTtl);
   if (!Number.isFinite(ttl) || ttl < 1 || ttl > 3600)
-    die(log, `invalid --registry-ttl "${f.registryTtl}": expected seconds between 1 and 3600`);
+    die(log, `invalid --registry-ttl "${f.registryTtl}": expected seconds between 1 and 3600`, 'usage');
   let advertise;
   try {
     advertise = f.advertise ? parseHostPort(f.advertise, listenHost, '--advertise') : undefined;
   } catch (e) {
-    return die(log, (e as Error).message);
+    return die(log, (e as Error).message, 'usage');
   }
   return new RedisCluster({ url: f.registry, nodeId, advertise, ttlMs: ttl * 1000, log });
 }
@@ -270,5 +280,5 @@ function rendezvousStatus(server: RendezvousServer, started: number) {
 }
 
 program.parseAsync(process.argv).catch((e) => {
-  if (!(e instanceof ExitSignal)) die(null, (e as Error).message);
+  if (!(e instanceof ExitSignal)) die(null, e as Error);
 });

@@ -55,6 +55,9 @@ export interface RendezvousOptions {
  */
 export const RDV_RESUME_TIMEOUT_MS = 130_000;
 
+/** How long the serve peer has to answer an `incoming` (accept or reject) unless configured. */
+const ACCEPT_TIMEOUT_MS = 10_000;
+
 /** Per-connection state on the rendezvous. */
 interface Conn {
   fs: FramedSocket;
@@ -67,8 +70,31 @@ interface Conn {
   peerEnded?: boolean;
 }
 
+/**
+ * Where a brokered session stands (docs/ARCHITECTURE.md). The timer belongs
+ * to 'awaiting-answer' and is stopped by the one transition place,
+ * moveSession(), when the state is left.
+ */
+export type BrokeredState =
+  /** `incoming` went to the serve peer; its accept or reject must come before the timer fires. */
+  | { readonly name: 'awaiting-answer'; readonly timer: NodeJS.Timeout }
+  /** Answered with accept: the rendezvous only coordinates (re-)punching, for as long as both peers stay. */
+  | { readonly name: 'connected' }
+  /**
+   * A side whose control connection went away (`away`) can come back with
+   * `session_resume` (PROTOCOL.md section 6) before the timer ends the session.
+   */
+  | {
+      readonly name: 'awaiting-resume';
+      readonly away: ReadonlySet<'visitor' | 'server'>;
+      readonly timer: NodeJS.Timeout;
+    }
+  /** Rejected, timed out, reported closed, or a peer went away: the record is gone. */
+  | { readonly name: 'ended' };
+
 interface Brokered {
   sid: string;
+  state: BrokeredState;
   /** A local connection, or (in a cluster) the stand-in for a visitor connected to another node. */
   visitor: PeerLink;
   server: Conn;
@@ -76,7 +102,6 @@ interface Brokered {
   mode: MessageOf<'connect'>['mode'];
   visitorCandidates: Candidate[];
   visitorNat?: NatInfo;
-  timer?: NodeJS.Timeout;
   // For status and metrics (additive): what the peers reported.
   name?: string;
   serverNat?: NatInfo;
@@ -87,8 +112,6 @@ interface Brokered {
   // the server's last candidates, and which sides lost their control connection (with the timer that ends the wait).
   held?: { visitor?: Uint8Array; server?: Uint8Array };
   serverCandidates?: Candidate[];
-  away?: Set<'visitor' | 'server'>;
-  resumeTimer?: NodeJS.Timeout;
 }
 
 /** One brokered session as the status endpoint shows it. */
@@ -196,9 +219,11 @@ export class RendezvousServer {
     const fs = new FramedSocket(socket, { idleTimeoutMs: this.opts.handshakeTimeoutMs ?? 10_000 });
     const perIp = this.perIp.get(ip) ?? 0;
     if (perIp >= (this.opts.maxConnsPerIp ?? 256))
-      return this.limit(fs, `too many connections from your address (limit ${this.opts.maxConnsPerIp ?? 256})`, { ip });
+      return this.limit(fs, `too many connections from your address (limit ${this.opts.maxConnsPerIp ?? 256})`, {
+        fields: { ip },
+      });
     if (this.conns.size >= (this.opts.maxConnections ?? 20_000) || this.memoryHigh)
-      return this.limit(fs, 'the rendezvous is full; try again later', { ip });
+      return this.limit(fs, 'the rendezvous is full; try again later', { fields: { ip } });
     this.perIp.set(ip, perIp + 1);
     const conn: Conn = { fs, ip, nonce: crypto.randomBytes(24), hello: false, names: new Set(), rttMs: null };
     this.conns.add(conn);
@@ -226,7 +251,7 @@ export class RendezvousServer {
         const role = s.visitor === conn ? 'visitor' : 'server';
         // A FIN is a peer that closed on purpose or died: no resume for that side, here or on the relay.
         if (conn.peerEnded) this.relay?.sideGone(s.sid, role);
-        if (conn.peerEnded || !this.awaitResume(s, role)) this.endSession(s.sid);
+        if (conn.peerEnded || !this.awaitResume(s, role)) this.endSession(s.sid, 'a peer disconnected');
       }
     }
   }
@@ -301,13 +326,9 @@ export class RendezvousServer {
   }
 
   /** A limit was hit: clear error to this client, a log line, everyone else carries on. */
-  private limit(
-    fs: PeerLink['fs'],
-    message: string,
-    fields: Record<string, unknown> = {},
-    extra: { reqId?: string } = {},
-    close = true,
-  ): void {
+  private limit(fs: PeerLink['fs'], message: string, opts: LimitOptions = {}): void {
+    const { fields = {}, close = true } = opts;
+    const extra = opts.reqId === undefined ? {} : { reqId: opts.reqId };
     this.stats.limitsHit++;
     // One line per source per 10 s, with a count of what was left out: a flood
     // of refused connections must not turn into a flood of log lines.
@@ -332,7 +353,10 @@ export class RendezvousServer {
   private onRegister(conn: Conn, m: MessageOf<'register'>): void {
     const maxNames = this.opts.maxNamesPerConn ?? 16;
     if (!conn.names.has(m.name.toLowerCase()) && conn.names.size >= maxNames) {
-      return this.limit(conn.fs, `one connection may hold at most ${maxNames} names`, { name: m.name }, {}, false);
+      return this.limit(conn.fs, `one connection may hold at most ${maxNames} names`, {
+        fields: { name: m.name },
+        close: false,
+      });
     }
     const key = Buffer.from(m.key, 'base64');
     if (!verifyRegistration(key, Buffer.from(m.sig, 'base64'), conn.nonce, m.name)) {
@@ -390,22 +414,28 @@ export class RendezvousServer {
     }
     const sid = newSessionId();
     if (this.sessions.size >= (this.opts.maxSessions ?? 100_000) || this.memoryHigh) {
-      return this.limit(
-        conn.fs,
-        'the rendezvous has too many sessions; try again later',
-        {},
-        { reqId: m.reqId },
-        false,
-      );
+      return this.limit(conn.fs, 'the rendezvous has too many sessions; try again later', {
+        reqId: m.reqId,
+        close: false,
+      });
     }
     const perConn = this.opts.maxSessionsPerConn ?? 256;
     let mine = 0;
     for (const x of this.sessions.values()) if (x.visitor === conn) mine++;
     if (mine >= perConn) {
-      return this.limit(conn.fs, `one connection may open at most ${perConn} sessions`, {}, { reqId: m.reqId }, false);
+      return this.limit(conn.fs, `one connection may open at most ${perConn} sessions`, {
+        reqId: m.reqId,
+        close: false,
+      });
     }
+    const timer = setTimeout(() => {
+      conn.fs.send({ type: 'error', code: 'timeout', message: `"${m.name}" did not answer in time`, reqId: m.reqId });
+      this.endSession(sid, 'no answer in time');
+    }, this.opts.acceptTimeoutMs ?? ACCEPT_TIMEOUT_MS);
+    timer.unref();
     const s: Brokered = {
       sid,
+      state: { name: 'awaiting-answer', timer },
       visitor: conn,
       server: reg.conn,
       reqId: m.reqId,
@@ -418,11 +448,6 @@ export class RendezvousServer {
     };
     this.sessions.set(sid, s);
     this.stats.connects++;
-    s.timer = setTimeout(() => {
-      conn.fs.send({ type: 'error', code: 'timeout', message: `"${m.name}" did not answer in time`, reqId: m.reqId });
-      this.endSession(sid);
-    }, this.opts.acceptTimeoutMs ?? 10_000);
-    s.timer.unref();
     reg.conn.fs.send({
       type: 'incoming',
       sid,
@@ -438,11 +463,11 @@ export class RendezvousServer {
 
   private onAnswer(conn: Conn, m: MessageOf<'accept'> | MessageOf<'reject'>): void {
     const s = this.sessions.get(m.sid);
-    if (!s || s.server !== conn) return; // late or forged answer: nothing to do
-    clearTimeout(s.timer);
+    // Late, repeated or forged answer: nothing to do.
+    if (!s || s.server !== conn || s.state.name !== 'awaiting-answer') return;
     if (m.type === 'reject') {
       s.visitor.fs.send({ type: 'error', code: m.code, message: m.message, reqId: s.reqId, sid: s.sid });
-      this.endSession(s.sid);
+      this.endSession(s.sid, 'rejected by the server');
       return;
     }
     s.visitor.fs.send({
@@ -458,7 +483,7 @@ export class RendezvousServer {
     });
     // From here on the rendezvous only coordinates punching (and re-punching)
     // for this session; the record lives as long as both control connections.
-    s.timer = undefined;
+    this.moveSession(s, { name: 'connected' }, 'accepted');
     s.serverNat = m.nat;
     s.serverCandidates = m.candidates;
     if (s.mode !== 'relay' && s.visitorCandidates.length && m.candidates.length) {
@@ -493,7 +518,7 @@ export class RendezvousServer {
   /** A side of a session gives the anchor of its resume chain; only its first, on its own connection, counts. */
   private onSessionCommit(conn: PeerLink, m: MessageOf<'session_commit'>): void {
     const s = this.sessions.get(m.sid);
-    if (!s || s.timer || (s.visitor !== conn && s.server !== conn)) return;
+    if (!s || s.state.name === 'awaiting-answer' || (s.visitor !== conn && s.server !== conn)) return;
     const role = s.visitor === conn ? 'visitor' : 'server';
     const anchor = parseAnchor(m.anchor);
     s.held ??= {};
@@ -510,7 +535,7 @@ export class RendezvousServer {
   private onSessionResume(conn: Conn, m: MessageOf<'session_resume'>): void {
     const s = this.sessions.get(m.sid);
     const held = s?.held?.[m.role];
-    if (!s || s.timer) {
+    if (!s || s.state.name === 'awaiting-answer') {
       conn.fs.send({ type: 'error', code: 'unknown_session', message: 'no such session here', sid: m.sid });
       return;
     }
@@ -531,10 +556,15 @@ export class RendezvousServer {
       s.serverCandidates = m.candidates;
       if (m.nat) s.serverNat = m.nat;
     }
-    s.away?.delete(m.role);
-    if (!s.away?.size && s.resumeTimer) {
-      clearTimeout(s.resumeTimer);
-      s.resumeTimer = undefined;
+    const st = s.state;
+    if (st.name === 'awaiting-resume') {
+      const away = new Set(st.away);
+      away.delete(m.role);
+      this.moveSession(
+        s,
+        away.size ? { name: 'awaiting-resume', away, timer: st.timer } : { name: 'connected' },
+        `the ${m.role} resumed`,
+      );
     }
     this.opts.log.info('session_resumed', `session ${s.sid}: the ${m.role} is back`, {
       sid: s.sid,
@@ -543,7 +573,7 @@ export class RendezvousServer {
     });
     conn.fs.send({ type: 'session_resumed', sid: s.sid });
     // Punch again, both ways, with what each side last said about itself.
-    if (s.mode === 'relay' || s.away?.size) return;
+    if (s.mode === 'relay' || s.state.name !== 'connected') return;
     const d = punchDelays(s.visitor.rttMs, s.server.rttMs);
     if (s.serverCandidates?.length)
       s.visitor.fs.send({
@@ -565,13 +595,17 @@ export class RendezvousServer {
 
   /** `role`'s control connection went away: keep the session for a resume if that side can resume. */
   private awaitResume(s: Brokered, role: 'visitor' | 'server'): boolean {
-    if (s.timer || !s.held?.[role]) return false;
-    s.away ??= new Set();
-    s.away.add(role);
-    if (!s.resumeTimer) {
-      s.resumeTimer = setTimeout(() => this.endSession(s.sid), this.opts.resumeTimeoutMs ?? RDV_RESUME_TIMEOUT_MS);
-      s.resumeTimer.unref();
+    const st = s.state;
+    if (st.name === 'awaiting-answer' || st.name === 'ended' || !s.held?.[role]) return false;
+    const away = new Set(st.name === 'awaiting-resume' ? st.away : []);
+    away.add(role);
+    let timer = st.name === 'awaiting-resume' ? st.timer : null;
+    if (!timer) {
+      const ms = this.opts.resumeTimeoutMs ?? RDV_RESUME_TIMEOUT_MS;
+      timer = setTimeout(() => this.endSession(s.sid, `no resume within ${Math.round(ms / 1000)} s`), ms);
+      timer.unref();
     }
+    this.moveSession(s, { name: 'awaiting-resume', away, timer }, `the ${role} lost its control connection`);
     return true;
   }
 
@@ -580,7 +614,7 @@ export class RendezvousServer {
     if (!this.sessions.has(m.sid) && this.opts.cluster?.fromVisitor(conn, m)) return;
     const s = this.sessions.get(m.sid);
     if (!s || (s.visitor !== conn && s.server !== conn)) return;
-    if (m.path === 'closed') return this.endSession(s.sid);
+    if (m.path === 'closed') return this.endSession(s.sid, 'a peer reported it closed');
     s.path = m.path;
     if (m.path === 'direct' && !s.directOnce) {
       s.directOnce = true;
@@ -603,7 +637,7 @@ export class RendezvousServer {
     const now = Date.now();
     const sessions: SessionInfo[] = [];
     for (const s of this.sessions.values()) {
-      if (s.timer) continue; // still waiting for the server's answer
+      if (s.state.name === 'awaiting-answer') continue;
       sessions.push({
         sid: s.sid,
         name: s.name ?? '',
@@ -631,7 +665,7 @@ export class RendezvousServer {
       visitorMessage: (visitor, m) =>
         m.type === 'candidates' ? this.onCandidates(visitor, m) : this.onPathReport(visitor, m),
       visitorGone: (visitor) => {
-        for (const s of this.sessions.values()) if (s.visitor === visitor) this.endSession(s.sid);
+        for (const s of this.sessions.values()) if (s.visitor === visitor) this.endSession(s.sid, 'the visitor left');
       },
       nameLost: (name, conflict) => {
         const reg = this.registry.lookup(name);
@@ -648,12 +682,30 @@ export class RendezvousServer {
     };
   }
 
-  private endSession(sid: string): void {
+  private endSession(sid: string, why: string): void {
     const s = this.sessions.get(sid);
     if (!s) return;
-    clearTimeout(s.timer);
-    clearTimeout(s.resumeTimer);
-    this.sessions.delete(sid);
+    this.moveSession(s, { name: 'ended' }, why);
+  }
+
+  /** The one place a brokered session changes state: logs it and stops the timer of the state it leaves. */
+  private moveSession(s: Brokered, next: BrokeredState, why: string): void {
+    const prev = s.state;
+    if (prev.name === 'ended' || prev === next) return;
+    s.state = next;
+    // The timer of the state left behind stops, unless the next state carries it on.
+    if (
+      (prev.name === 'awaiting-answer' || prev.name === 'awaiting-resume') &&
+      !('timer' in next && next.timer === prev.timer)
+    )
+      clearTimeout(prev.timer);
+    if (next.name === 'ended') this.sessions.delete(s.sid);
+    this.opts.log.debug('session_state', `session ${s.sid}: ${prev.name} -> ${next.name} (${why})`, {
+      sid: s.sid,
+      from: prev.name,
+      to: next.name,
+      why,
+    });
   }
 }
 
@@ -666,4 +718,14 @@ function tokenMatches(expected: string, given: string | undefined): boolean {
   const a = crypto.createHash('sha256').update(expected).digest();
   const b = crypto.createHash('sha256').update(given).digest();
   return crypto.timingSafeEqual(a, b);
+}
+
+/** How `limit()` answers the client that hit a limit. */
+interface LimitOptions {
+  /** Extra fields for the `limit` log line (`ip` also keys its rate limit). */
+  fields?: Record<string, unknown>;
+  /** The request refused, echoed in the error so the client can match it. */
+  reqId?: string;
+  /** Close the connection after the error (default): false refuses one request and keeps the connection. */
+  close?: boolean;
 }

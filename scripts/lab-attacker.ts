@@ -52,6 +52,7 @@ import {
   StunMethod,
 } from '../src/stun/message.js';
 import { DATAGRAM_OVERHEAD, MAX_DATAGRAM_LEN } from '../src/wire/datagram.js';
+import { sleep } from '../src/util/backoff.js';
 
 // ---------------------------------------------------------------- pcap
 
@@ -534,10 +535,6 @@ async function tcpFlood(
 }
 
 // ---------------------------------------------------------------- main
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
 function out(o: Record<string, unknown>): void {
   process.stdout.write(JSON.stringify(o) + '\n');

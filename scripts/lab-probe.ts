@@ -5,25 +5,33 @@
 //   reflect --ip A --ip B --port P --port Q
 //       binds every (ip, port) pair; answers requests, counts data.
 //       Prints {"event":"ready"} on stderr once bound.
-//   probe --to IP:PORT[/change] ... [--bind IP:PORT] [--timeout MS] [--tries N]
+//   probe --to IP:PORT[/change] ... [--bind IP:PORT] [--timeout MS] [--tries N] [--size BYTES]
 //       from ONE socket, asks each target what source address it saw;
 //       change = none|port|ip|both asks the reflector to answer from its other
-//       port/address (RFC 5780 style). Prints one JSON result on stdout.
+//       port/address (RFC 5780 style). --size pads the request AND asks for an
+//       answer padded to that many bytes, --reply BYTES only the answer (path
+//       MTU checks). Prints one JSON result on stdout.
 //   burst --to IP:PORT --n N --tag T [--size BYTES]
 //       sends N datagrams, then asks how many arrived. Prints JSON on stdout.
 //   listen --bind IP:PORT --ms MS
 //       counts datagrams that arrive within MS. Prints JSON on stdout.
 //   send --to IP:PORT --n N [--bind IP:PORT]
 //       sends N datagrams and exits.
+//   connected --to IP:PORT --size BYTES --n N
+//       from a *connected* socket, sends N datagrams of BYTES (100 ms apart)
+//       and reports each send's result and any socket error (an ICMP
+//       "fragmentation needed" shows up as an EMSGSIZE error). JSON on stdout.
 //
 // Wire format: one JSON object per datagram.
 //   {"op":"echo","id":1,"change":"port"} -> {"op":"echo","id":1,"seen":"ip:port","via":"ip:port"}
+//   ... "reply":N asks for the answer padded (field "pad") to N bytes
 //   {"op":"data","tag":"t"}              -> (counted, no reply)
 //   {"op":"count","tag":"t","id":2}      -> {"op":"count","tag":"t","id":2,"n":137}
 
 import dgram from 'node:dgram';
 import { fileURLToPath } from 'node:url';
 import { resolve } from 'node:path';
+import { sleep } from '../src/util/backoff.js';
 
 export type Change = 'none' | 'port' | 'ip' | 'both';
 
@@ -91,7 +99,11 @@ function bind(sock: dgram.Socket, host: string, port: number): Promise<void> {
   });
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** JSON of `obj` with a "pad" field making it exactly `size` bytes (or as small as it gets). */
+function padded(obj: Record<string, unknown>, size: number): string {
+  const bare = JSON.stringify({ ...obj, pad: '' });
+  return JSON.stringify({ ...obj, pad: 'x'.repeat(Math.max(0, size - bare.length)) });
+}
 
 // -- reflector ---------------------------------------------------------------
 
@@ -117,7 +129,9 @@ async function reflect(a: Args): Promise<void> {
           const jj = ch === 'port' || ch === 'both' ? (j + 1) % ports.length : j;
           const out = socks.get(key(ii, jj))!;
           const via = `${ips[ii]}:${ports[jj]}`;
-          out.send(JSON.stringify({ op: 'echo', id: m.id, seen, via }), rinfo.port, rinfo.address);
+          const answer = { op: 'echo', id: m.id, seen, via };
+          const want = typeof m.reply === 'number' && m.reply > 0 && m.reply <= 65_000 ? m.reply : 0;
+          out.send(padded(answer, want), rinfo.port, rinfo.address);
         } else if (m.op === 'data' && typeof m.tag === 'string') {
           counts.set(m.tag, (counts.get(m.tag) ?? 0) + 1);
         } else if (m.op === 'count' && typeof m.tag === 'string') {
@@ -147,6 +161,7 @@ async function ask(
   msg: Record<string, unknown>,
   tries: number,
   timeoutMs: number,
+  size = 0,
 ): Promise<{ m: Record<string, unknown>; from: string } | null> {
   for (let t = 0; t < tries; t++) {
     const got = await new Promise<{ m: Record<string, unknown>; from: string } | null>((res) => {
@@ -161,7 +176,7 @@ async function ask(
         res(v);
       };
       sock.on('message', onMsg);
-      sock.send(JSON.stringify(msg), to.port, to.host);
+      sock.send(size > 0 ? padded(msg, size) : JSON.stringify(msg), to.port, to.host);
     });
     if (got) return got;
   }
@@ -178,6 +193,7 @@ async function openSocket(a: Args): Promise<dgram.Socket> {
 async function probe(a: Args): Promise<ProbeReport> {
   const timeoutMs = Number(one(a, 'timeout', '400'));
   const tries = Number(one(a, 'tries', '3'));
+  const size = Number(one(a, 'size', '0'));
   const sock = await openSocket(a);
   try {
     const addr = sock.address();
@@ -187,7 +203,10 @@ async function probe(a: Args): Promise<ProbeReport> {
       const [hp, change = 'none'] = t.split('/');
       if (!['none', 'port', 'ip', 'both'].includes(change)) throw new Error(`bad change ${change}`);
       const to = splitHostPort(hp);
-      const r = await ask(sock, to, { op: 'echo', id: id++, change }, tries, timeoutMs);
+      const req: Record<string, unknown> = { op: 'echo', id: id++, change };
+      const reply = Number(one(a, 'reply', String(size)));
+      if (reply > 0) req.reply = reply;
+      const r = await ask(sock, to, req, tries, timeoutMs, size);
       results.push({
         to: hp,
         change: change as Change,
@@ -257,6 +276,31 @@ async function send(a: Args): Promise<{ sent: number }> {
   }
 }
 
+async function connected(a: Args): Promise<{ sends: string[]; errors: string[] }> {
+  const to = splitHostPort(one(a, 'to'));
+  const size = Number(one(a, 'size', '1400'));
+  const n = Number(one(a, 'n', '5'));
+  const sock = dgram.createSocket('udp4');
+  const sends: string[] = [];
+  const errors: string[] = [];
+  sock.on('error', (e: NodeJS.ErrnoException) => errors.push(e.code ?? e.message));
+  await new Promise<void>((res) => sock.connect(to.port, to.host, res));
+  try {
+    for (let i = 0; i < n; i++) {
+      await new Promise<void>((res) =>
+        sock.send(Buffer.alloc(size, 0x20), (e) => {
+          sends.push(e ? ((e as NodeJS.ErrnoException).code ?? e.message) : 'ok');
+          res();
+        }),
+      );
+      await sleep(100);
+    }
+    return { sends, errors };
+  } finally {
+    sock.close();
+  }
+}
+
 async function main(argv: string[]): Promise<void> {
   const a = parseArgs(argv);
   switch (a.cmd) {
@@ -275,8 +319,13 @@ async function main(argv: string[]): Promise<void> {
     case 'send':
       console.log(JSON.stringify(await send(a)));
       return;
+    case 'connected':
+      console.log(JSON.stringify(await connected(a)));
+      return;
     default:
-      throw new Error('usage: lab-probe reflect|probe|burst|listen|send ... (see the header of scripts/lab-probe.ts)');
+      throw new Error(
+        'usage: lab-probe reflect|probe|burst|listen|send|connected ... (see the header of scripts/lab-probe.ts)',
+      );
   }
 }
 

@@ -34,7 +34,27 @@ export interface LinkOptions {
   udpTimeout?: number;
   /** nf_conntrack_udp_timeout_stream (s): lifetime of a UDP flow that saw replies */
   udpStreamTimeout?: number;
+  /** a small MTU on the WAN link (see Lab.setMtu); 0 or absent: 1500 */
+  mtu?: number;
+  /** how the small MTU behaves: 'blackhole' (default: silent drops) or 'icmp' (a router sends frag-needed) */
+  mtuMode?: MtuMode;
 }
+
+/**
+ * How a link with a small MTU treats bigger packets:
+ * - 'blackhole': dropped silently in both directions, no ICMP (the receiving
+ *   end of a veth drops frames above its MTU; the sender's MTU stays 1500,
+ *   so nothing on the sending side ever learns).
+ * - 'icmp': the link's interfaces carry the MTU, so the router forwarding onto
+ *   it answers "fragmentation needed" (classic PMTUD) and a host on it
+ *   fragments locally.
+ */
+export type MtuMode = 'blackhole' | 'icmp';
+/** Ethernet: the MTU of every lab link unless set otherwise. */
+export const DEFAULT_MTU = 1500;
+/** Accepted by setMtu: IPv4's 576-byte floor up to jumbo frames. */
+export const MIN_LAB_MTU = 576;
+export const MAX_LAB_MTU = 9000;
 
 export interface RouterSpec extends LinkOptions {
   type: RouterType;
@@ -317,6 +337,27 @@ table inet labblock {
 `;
 }
 
+/**
+ * TCP MSS clamping, as real routers do, in its own table so setMtu can
+ * replace it. `rt mtu` clamps to the route's MTU (what an 'icmp' link
+ * announces); a black-hole link is invisible to routing, so its router also
+ * clamps to a fixed `mss` (the link MTU - 40), as a PPPoE router configured
+ * for its line does. `hook` is 'forward' on a router, 'output' on a public
+ * host (its own link).
+ */
+export function mssClampRuleset(hook: 'forward' | 'output', mss?: number): string {
+  const fixed =
+    mss !== undefined ? `    tcp flags syn tcp option maxseg size > ${mss} tcp option maxseg size set ${mss}\n` : '';
+  return `
+table inet labmss {
+  chain clamp {
+    type filter hook ${hook} priority mangle; policy accept;
+    tcp flags syn tcp option maxseg size set rt mtu
+${fixed}  }
+}
+`;
+}
+
 /** Drop everything on an interface, both ways, silently (a network that is gone without the link noticing). */
 export function blackholeRuleset(iface: string): string {
   return `
@@ -368,6 +409,8 @@ export class Lab {
   readonly prefix: string;
   readonly plan: LabPlan;
   private readonly children = new Set<ChildProcess>();
+  /** MTUs set with setMtu, by node (for mtuOf). */
+  private readonly mtus = new Map<string, { mtu: number; mode: MtuMode }>();
   private downPromise: Promise<void> | null = null;
 
   private constructor(plan: LabPlan) {
@@ -641,6 +684,67 @@ export class Lab {
       await nsExec(ns, ['nft', '-f', '-'], { input: blockUdpRuleset(uplink(this.prefix, e).inner), check: true });
   }
 
+  /**
+   * Put an MTU on a node's uplink: a router's WAN (`ra`, `rb`, `ca`, `cb`;
+   * for a public site `ra`/`rb` name the host's own link), or a host's link to
+   * its router's LAN (`a`, `a2`, `b`). `mtu` 0 (or 1500) restores 1500.
+   * Can be called at any time, e.g. mid-transfer.
+   *
+   * - 'blackhole': only the upstream end of the veth (the port on the bridge
+   *   above) gets `mtu`, so bigger frames die silently both ways: the bridge
+   *   drops them on the way down, the veth on the way up, and the node's own
+   *   interface stays at 1500 so nothing sends ICMP. A router LAN bridge is
+   *   pinned at 1500 so its IP layer does not learn the small MTU either.
+   * - 'icmp': both ends get `mtu` (and, for a host, its router's LAN bridge,
+   *   i.e. the router's whole LAN side): a router forwarding a bigger DF packet
+   *   onto the link answers ICMP "fragmentation needed" (the home-router
+   *   firewall passes it: ct related); a host on the link fragments locally.
+   *   On a router's WAN, ICMP covers traffic leaving the site; traffic
+   *   entering above the MTU is dropped silently (the lab's internet is a
+   *   switch, with no router in front of the WAN to send ICMP): put the
+   *   'icmp' MTU on the host instead for ICMP towards the site.
+   *
+   * Either way the router in front of the link (or a public host itself)
+   * clamps TCP MSS to `mtu - 40`, so TCP (the relay) survives.
+   */
+  async setMtu(node: string, mtu: number, mode: MtuMode = 'blackhole'): Promise<void> {
+    if (!Number.isInteger(mtu) || (mtu !== 0 && (mtu < MIN_LAB_MTU || mtu > MAX_LAB_MTU)))
+      throw new Error(`mtu must be 0 or ${MIN_LAB_MTU}..${MAX_LAB_MTU}, got ${mtu}`);
+    if (mode !== 'blackhole' && mode !== 'icmp')
+      throw new Error(`mtu mode must be blackhole or icmp, got ${String(mode)}`);
+    const target = this.mtuTarget(node);
+    const up = uplink(this.prefix, target);
+    const innerNs = this.ns(target.name);
+    const upNs = this.ns(up.upstreamNs);
+    const upRouter = up.upstreamNs !== 'inet' ? this.node(up.upstreamNs) : null;
+    const v = mtu === 0 ? DEFAULT_MTU : mtu;
+    const setDev = (ns: string, dev: string, m: number) => ip(['-n', ns, 'link', 'set', 'dev', dev, 'mtu', String(m)]);
+    const icmp = mode === 'icmp' && v !== DEFAULT_MTU;
+    // Order matters for the LAN bridge: it follows its smallest port unless
+    // its MTU was set explicitly, which it always is here.
+    await setDev(innerNs, up.inner, icmp ? v : DEFAULT_MTU);
+    await setDev(upNs, up.port, v);
+    if (upRouter) await setDev(upNs, IF.lan(this.prefix), icmp ? v : DEFAULT_MTU);
+    // MSS clamping on the router that forwards onto the link, or the public host itself.
+    const clampAt = target.role === 'router' ? target : (upRouter ?? target);
+    const hook = clampAt.role === 'router' ? 'forward' : 'output';
+    await nsExec(this.ns(clampAt.name), ['nft', 'delete', 'table', 'inet', 'labmss']);
+    await this.nft(clampAt.name, mssClampRuleset(hook, v < DEFAULT_MTU ? v - 40 : undefined));
+    if (v === DEFAULT_MTU) this.mtus.delete(target.name);
+    else this.mtus.set(target.name, { mtu: v, mode });
+  }
+
+  /** The MTU set on a node's uplink with setMtu (1500 and 'blackhole' when none). */
+  mtuOf(node: string): { mtu: number; mode: MtuMode } {
+    return this.mtus.get(this.mtuTarget(node).name) ?? { mtu: DEFAULT_MTU, mode: 'blackhole' };
+  }
+
+  private mtuTarget(node: string): NodePlan {
+    const direct = this.plan.nodes.find((x) => x.name === node);
+    if (direct && direct.role === 'host' && direct.name !== 'rdv' && direct.name !== 'attacker') return direct;
+    return this.edge(node);
+  }
+
   // -- roaming: addresses and networks that change under a running test ----
 
   /**
@@ -897,12 +1001,14 @@ export class Lab {
       if (n.role !== 'router') continue;
       const lanHost = n.lanHosts && n.lanHosts.length > 0 ? this.addr(n.lanHosts[0]) : undefined;
       await this.nft(n.name, routerRuleset(p, n.type!, lanHost));
+      await this.nft(n.name, mssClampRuleset('forward'));
     }
     for (const n of this.plan.nodes) {
       const l = n.link;
       if (!l) continue;
       if (l.loss) await this.setLoss(n.name, l.loss);
       if (l.rateMbit) await this.setRate(n.name, l.rateMbit);
+      if (l.mtu) await this.setMtu(n.name, l.mtu, l.mtuMode);
       if (n.role === 'router' && (l.udpTimeout !== undefined || l.udpStreamTimeout !== undefined)) {
         await this.setUdpTimeout(n.name, l.udpTimeout ?? 30, l.udpStreamTimeout ?? l.udpTimeout ?? 120);
       }
@@ -971,7 +1077,8 @@ async function readState(prefix: string): Promise<LabState | null> {
 /**
  * Pure: parse "cone-symmetric" (site A type, site B type) plus flags into a
  * topology. Flags: --same-lan, --attacker, --overlapping-lans,
- * --cgnat a=TYPE, --loss ra=PCT, --rate ra=MBIT, --udp-timeout ra=SECONDS.
+ * --cgnat a=TYPE, --loss ra=PCT, --rate ra=MBIT, --udp-timeout ra=SECONDS,
+ * --mtu ra=MTU (black hole), --mtu-icmp ra=MTU (with ICMP frag-needed).
  */
 export function parseTopologyArgs(spec0: string, flags: string[]): Topology {
   const [ta, tb, ...rest] = spec0.split('-');
@@ -996,6 +1103,13 @@ export function parseTopologyArgs(spec0: string, flags: string[]): Topology {
     else if (f === '--cgnat') {
       const [k, v] = kv();
       topo.cgnat = { ...topo.cgnat, [site(k)]: checkType(v) };
+    } else if (f === '--mtu' || f === '--mtu-icmp') {
+      const [k, v] = kv();
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0) throw new Error(`${f}: bad MTU "${v}"`);
+      const s = topo[site(k)] as RouterSpec;
+      s.mtu = n;
+      s.mtuMode = f === '--mtu' ? 'blackhole' : 'icmp';
     } else if (f === '--loss' || f === '--rate' || f === '--udp-timeout') {
       const [k, v] = kv();
       const n = Number(v);
@@ -1014,6 +1128,7 @@ const USAGE = `usage: netns-lab <command> [--prefix P]
                         TOPOLOGY = A-B with types public|fullcone|cone|symmetric, e.g. cone-symmetric
                         flags: --same-lan --attacker --overlapping-lans --cgnat a=cone
                                --loss ra=10 --rate rb=50 --udp-timeout ra=5
+                               --mtu ra=1280 (black hole) --mtu-icmp rb=1492 (ICMP frag-needed)
   down                  delete the lab (all namespaces <prefix>-*), kill its processes
   exec HOST CMD...      run CMD inside HOST's namespace (HOST: inet rdv ra rb a a2 b attacker ca cb)
   status                list labs, their nodes and addresses

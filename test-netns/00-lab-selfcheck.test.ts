@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { outputOf, probe, REFLECT_PORTS, startLab, startReflector, waitExit, waitForEvent, type Lab } from './lab.js';
+import { sleep } from '../src/util/backoff.js';
 
 interface Targets {
   p1: string;
@@ -156,7 +157,7 @@ test('netns lab: cone (A, with a2 on the same LAN) and symmetric (B), attacker',
     ]);
     assert.deepEqual(sysctl.stdout.trim().split(/\s+/), ['1', '1']);
     await mappings(lab, 'a');
-    await new Promise((r) => setTimeout(r, 2500));
+    await sleep(2500);
     assert.doesNotMatch(
       await lab.conntrack('ra'),
       new RegExp(`src=${lab.addr('a')} `),

@@ -20,6 +20,8 @@ import {
   type Lab,
   type Topology,
 } from './lab.js';
+import { sleep } from '../src/util/backoff.js';
+export { sleep };
 
 export const RDV = { host: '203.0.113.10', port: 7000 };
 export const RDV_ALT = { host: '203.0.113.11', port: 7001 };
@@ -252,8 +254,4 @@ export function uniquePrefix(tag: string): string {
     .toString(16)
     .padStart(3, '0');
   return `${tag.replace(/[^a-z0-9]/g, '').slice(0, 6)}${rand}`.replace(/^[^a-z]/, 'x');
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

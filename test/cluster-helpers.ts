@@ -11,6 +11,8 @@ import { FramedSocket } from '../src/transport/framed-socket.js';
 import { PROTOCOL_VERSION } from '../src/wire/frame.js';
 import type { ControlMessage, MessageOf } from '../src/wire/control.js';
 import { generateIdentity, signRegistration, type Identity } from '../src/crypto/identity.js';
+import { sleep } from '../src/util/backoff.js';
+export { sleep };
 
 /** Why the cluster tests cannot run here, or null. */
 export function redisMissing(): string | null {
@@ -95,10 +97,6 @@ function pingRedis(port: number): Promise<boolean> {
     s.once('data', (d) => finish(d.toString().startsWith('+PONG')));
     s.once('error', () => finish(false));
   });
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 /** Polls `cond` every `everyMs` until it holds or `timeoutMs` passes; returns whether it held. */

@@ -13,6 +13,7 @@ import net from 'node:net';
 import crypto from 'node:crypto';
 import { Procs, echoTransfer, connectOutcome, waitForEvent, waitExit, outputOf, SECRET } from './helpers/tunnel.js';
 import { eventsOf, lineCount } from '../scripts/proc.js';
+import { sleep } from '../src/util/backoff.js';
 
 function tmpdir(t: { after(fn: () => void): void }): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hp-daily-'));
@@ -422,7 +423,7 @@ test('no secret or token is ever logged, even at --log-level debug and on errors
   );
   // Text logs from serve: wait for its ready line the plain way.
   const deadline = Date.now() + 15_000;
-  while (!/ready:/.test(outputOf(serve).stderr) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  while (!/ready:/.test(outputOf(serve).stderr) && Date.now() < deadline) await sleep(50);
   assert.match(outputOf(serve).stderr, /ready:/);
   const visit = p.spawnCli('peer', ['run', '--config', cfg]);
   const ready = await waitForEvent(visit, 'ready', 15_000);

@@ -15,6 +15,7 @@ import { Kcp } from '../src/kcp/index.js';
 import { createLossyForwarder, seededRandom } from './helpers/lossy-udp.js';
 import type { LossyForwarder } from './helpers/lossy-udp.js';
 import { cPort, oursPort, type KcpPort, type KcpSettings } from './helpers/kcp-ports.js';
+import { sleep } from '../src/util/backoff.js';
 
 type Settings = KcpSettings;
 
@@ -171,7 +172,7 @@ async function exchange(c: Case, seed: number): Promise<string> {
             (fwds[0] ? ` fwd ${JSON.stringify(fwds[0].stats)}` : ''),
         );
       }
-      await new Promise((r) => setTimeout(r, 20));
+      await sleep(20);
     }
     assert.equal(ours.digest(), sha(dataC), 'C -> ours stream hash');
     assert.equal(theirs.digest(), sha(dataOurs), 'ours -> C stream hash');

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { Session } from '../src/session/session.js';
-import type { Path, PathKind } from '../src/session/path.js';
+import { MemPath } from './helpers/mem-path.js';
 import { cryptoReady } from '../src/crypto/index.js';
 import { MAX_RELAY_DATAGRAM_LEN } from '../src/wire/datagram.js';
 import type { MuxStream } from '../src/mux/index.js';
@@ -19,45 +19,16 @@ import { sessionKeys } from './helpers/session-keys.js';
 
 await cryptoReady();
 
-/** A relay-like path: what one side sends arrives, copied, at the other on a later turn, in order. */
-class MemRelay implements Path {
-  readonly kind: PathKind = 'relay';
-  readonly maxDatagram = MAX_RELAY_DATAGRAM_LEN;
-  closed = false;
-  peer!: { session: Session; path: MemRelay };
-  private queue: Buffer[] = [];
-  private scheduled = false;
-
-  constructor(readonly remote: string) {}
-
-  send(datagram: Uint8Array): void {
-    if (this.closed) return;
-    this.queue.push(Buffer.from(datagram));
-    if (this.scheduled) return;
-    this.scheduled = true;
-    setImmediate(() => {
-      this.scheduled = false;
-      const batch = this.queue;
-      this.queue = [];
-      for (const d of batch) if (!this.closed) this.peer.session.receive(d, this.peer.path);
-    });
-  }
-
-  close(): void {
-    this.closed = true;
-  }
-}
-
 function pair(): { a: Session; b: Session; close(): void } {
   const k = sessionKeys('session-loan test');
   const a = new Session({ keys: k.visitor, role: 'visitor', log: nullLogger, sid: 'loan-a' });
   const b = new Session({ keys: k.server, role: 'server', log: nullLogger, sid: 'loan-b' });
-  const pa = new MemRelay('relay-a');
-  const pb = new MemRelay('relay-b');
+  const pa = new MemPath('relay', 'relay-a', MAX_RELAY_DATAGRAM_LEN);
+  const pb = new MemPath('relay', 'relay-b', MAX_RELAY_DATAGRAM_LEN);
   pa.peer = { session: b, path: pb };
   pb.peer = { session: a, path: pa };
-  a.usePath(pa);
-  b.usePath(pb);
+  a.setPath(pa.kind, pa);
+  b.setPath(pb.kind, pb);
   return {
     a,
     b,

@@ -12,137 +12,17 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { Session } from '../src/session/session.js';
-import type { Path, PathKind } from '../src/session/path.js';
 import { cryptoReady, type SessionKeys } from '../src/crypto/index.js';
-import { DATAGRAM_OVERHEAD, DatagramType, MAX_DATAGRAM_LEN, MAX_RELAY_DATAGRAM_LEN } from '../src/wire/datagram.js';
+import { MAX_DATAGRAM_LEN, MAX_RELAY_DATAGRAM_LEN } from '../src/wire/datagram.js';
 import type { MuxStream } from '../src/mux/index.js';
 import { nullLogger } from '../src/util/log.js';
 import { mulberry32 } from '../src/util/prng.js';
 import { readAll, withTimeout } from './mux-harness.js';
 import { sessionKeys } from './helpers/session-keys.js';
+import { sleep } from '../src/util/backoff.js';
+import { MemPath } from './helpers/mem-path.js';
 
 await cryptoReady();
-
-interface PathStats {
-  sent: number;
-  largest: number;
-  /** Datagrams above a UDP datagram's size handed to this path. */
-  large: number;
-  /** The same, counted only after `mark` was set (the session moved away). */
-  largeAfterMark: number;
-  /** Any datagram handed over after `mark`. */
-  sentAfterMark: number;
-  /** DATA datagrams with no KCP bytes in them (nothing for the peer to do). */
-  emptyData: number;
-  refused: number;
-  lost: number;
-  rejectedByPeer: number;
-}
-
-/**
- * One session's end of an in-memory path: what it sends lands, on a later
- * event-loop turn, at the peer session's end of the same path. Copies every
- * datagram on send, as a socket does.
- */
-class MemPath implements Path {
-  closed = false;
-  mark = false;
-  peer!: { session: Session; path: MemPath };
-  /** Called after each delivery (the test's trigger point). */
-  onDelivered: (() => void) | null = null;
-  readonly stats: PathStats = {
-    sent: 0,
-    largest: 0,
-    large: 0,
-    largeAfterMark: 0,
-    sentAfterMark: 0,
-    emptyData: 0,
-    refused: 0,
-    lost: 0,
-    rejectedByPeer: 0,
-  };
-  private queue: Buffer[] = [];
-  /** The batch being delivered, and the next one of it to go. */
-  private batch: Buffer[] = [];
-  private next = 0;
-  private timer: NodeJS.Immediate | null = null;
-  sendRecord?: (length: number, fill: (out: Uint8Array) => void) => void;
-
-  constructor(
-    readonly kind: PathKind,
-    readonly remote: string,
-    readonly maxDatagram: number,
-    private readonly opts: { refuseAbove?: number; loss?: number; rng?: () => number; gathers?: boolean } = {},
-  ) {
-    // The relay path seals records into its own send buffer; UDP has no such call.
-    // One reused buffer, overwritten with garbage after each record, as a
-    // socket reuses it once the kernel has taken the bytes.
-    if (opts.gathers) {
-      const scratch = Buffer.alloc(MAX_RELAY_DATAGRAM_LEN);
-      this.sendRecord = (length, fill) => {
-        const out = scratch.subarray(0, length);
-        fill(out);
-        this.accept(Buffer.from(out));
-        out.fill(0xa5);
-      };
-    }
-  }
-
-  send(datagram: Uint8Array): void {
-    this.accept(Buffer.from(datagram));
-  }
-
-  close(): void {
-    this.closed = true;
-    this.loseQueued();
-  }
-
-  /** Everything not yet delivered is gone, like records a relay dropped from a full queue. */
-  loseQueued(): number {
-    const n = this.queue.length + this.batch.length - this.next;
-    this.stats.lost += n;
-    this.queue = [];
-    this.batch = [];
-    this.next = 0;
-    return n;
-  }
-
-  private accept(d: Buffer): void {
-    const s = this.stats;
-    s.sent++;
-    if (d.length > s.largest) s.largest = d.length;
-    if (d.length > MAX_DATAGRAM_LEN) s.large++;
-    if (this.mark) {
-      s.sentAfterMark++;
-      if (d.length > MAX_DATAGRAM_LEN) s.largeAfterMark++;
-    }
-    if (d[0] === DatagramType.Data && d.length === DATAGRAM_OVERHEAD) s.emptyData++;
-    if (this.closed) return;
-    if (this.opts.refuseAbove !== undefined && d.length > this.opts.refuseAbove) {
-      s.refused++;
-      return;
-    }
-    if (this.opts.loss && this.opts.rng!() < this.opts.loss) {
-      s.lost++;
-      return;
-    }
-    this.queue.push(d);
-    if (!this.timer) this.timer = setImmediate(this.deliver);
-  }
-
-  private readonly deliver = (): void => {
-    this.timer = null;
-    this.batch = this.queue;
-    this.queue = [];
-    for (this.next = 0; this.next < this.batch.length && !this.closed;) {
-      const d = this.batch[this.next++];
-      if (!this.peer.session.receive(d, this.peer.path)) this.stats.rejectedByPeer++;
-      this.onDelivered?.();
-    }
-    this.batch = [];
-    this.next = 0;
-  };
-}
 
 interface Side {
   session: Session;
@@ -166,8 +46,7 @@ function connect(udpLoss: number, seed: number): { a: Side; b: Side; close(): vo
   a.udp.peer = { session: b.session, path: b.udp };
   b.udp.peer = { session: a.session, path: a.udp };
   for (const s of [a, b]) {
-    s.session.setLargeRecordPath(s.relay);
-    s.session.usePath(s.relay);
+    s.session.setPath('relay', s.relay);
   }
   return {
     a,
@@ -198,7 +77,7 @@ function unreceived(from: Side, to: Side): number {
 /** Moves a session to UDP; from now on its relay counts what it still carries. */
 function moveToUdp(s: Side): void {
   s.relay.mark = true;
-  s.session.usePath(s.udp);
+  s.session.setPath('direct', s.udp);
   assert.equal(s.session.path, s.udp);
 }
 
@@ -362,11 +241,11 @@ test('relay closed after the move once nothing relay-sized is in flight: the tra
   const closeRelayWhenSafe = (async () => {
     const deadline = Date.now() + 60_000;
     while (Date.now() < deadline && !over) {
-      await new Promise((r) => setTimeout(r, 2));
+      await sleep(2);
       if (boundary.size < 2) continue;
       if (![a, b].every((s) => allAckedBefore(s, boundary.get(s)!))) continue;
       for (const s of [a, b]) {
-        s.session.setLargeRecordPath(null);
+        s.session.setPath('relay', null);
         s.relay.close();
       }
       relayClosedAt = a.relay.stats.sentAfterMark + b.relay.stats.sentAfterMark;
@@ -407,7 +286,7 @@ test('relay closed while relay-sized segments are unacknowledged: the session cl
     moveToUdp(b);
     // The relay goes away at the same moment, with records still queued on it.
     for (const s of [a, b]) {
-      s.session.setLargeRecordPath(null);
+      s.session.setPath('relay', null);
       s.relay.close();
     }
   };
@@ -416,7 +295,7 @@ test('relay closed while relay-sized segments are unacknowledged: the session cl
   s.end(up);
   b.session.mux.once('stream', (x: MuxStream) => x.resume().on('error', () => {}));
   const deadline = Date.now() + 30_000;
-  while (Date.now() < deadline && !a.session.closed) await new Promise((r) => setTimeout(r, 5));
+  while (Date.now() < deadline && !a.session.closed) await sleep(5);
   report(t, a, b);
   assert.ok(moved, 'never moved');
   // The first relay-sized segment that finds no path ends the session with a
@@ -435,8 +314,10 @@ test('after a direct path, a fallback to the relay keeps UDP-sized segments (so 
   moveToUdp(b);
   assert.ok(a.session.kcp.snapshot().mss < 1452);
   // Back to the relay (the direct path died): segments stay UDP-sized.
-  a.session.usePath(a.relay);
-  b.session.usePath(b.relay);
+  a.session.setPath('direct', null);
+  b.session.setPath('direct', null);
+  assert.equal(a.session.path, a.relay);
+  assert.equal(b.session.path, b.relay);
   assert.ok(a.session.kcp.snapshot().mss < 1452, `mss ${a.session.kcp.snapshot().mss} after the fallback`);
   const data = randomBytes(2 * 1024 * 1024);
   const s = a.session.mux.openStream();

@@ -11,44 +11,17 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { Session } from '../src/session/session.js';
-import type { Path, PathKind } from '../src/session/path.js';
+import type { PathKind } from '../src/session/path.js';
+import { MemPath } from './helpers/mem-path.js';
 import { cryptoReady } from '../src/crypto/index.js';
 import { MAX_DATAGRAM_LEN, MAX_RELAY_DATAGRAM_LEN } from '../src/wire/datagram.js';
 import type { MuxStream } from '../src/mux/index.js';
 import { nullLogger } from '../src/util/log.js';
 import { readAll, withTimeout } from './mux-harness.js';
 import { sessionKeys } from './helpers/session-keys.js';
+import { sleep } from '../src/util/backoff.js';
 
 await cryptoReady();
-
-/** In order, never lost, delivered `delayMs` after sending (changeable at any time). */
-class DelayPath implements Path {
-  closed = false;
-  delayMs = 2;
-  peer!: { session: Session; path: DelayPath };
-  private last = 0;
-
-  constructor(
-    readonly kind: PathKind,
-    readonly remote: string,
-    readonly maxDatagram: number,
-  ) {}
-
-  send(datagram: Uint8Array): void {
-    if (this.closed) return;
-    const d = Buffer.from(datagram);
-    // Never before an earlier datagram: a shorter delay after a longer one queues behind it.
-    const at = Math.max(this.last, performance.now() + this.delayMs);
-    this.last = at;
-    setTimeout(() => {
-      if (!this.closed) this.peer.session.receive(d, this.peer.path);
-    }, at - performance.now());
-  }
-
-  close(): void {
-    this.closed = true;
-  }
-}
 
 /** Sends `size` bytes a -> b on one stream; halfway the path's delay jumps. Returns a's timeout resends. */
 async function transferWithDelayJump(kind: PathKind, size: number): Promise<number> {
@@ -56,12 +29,12 @@ async function transferWithDelayJump(kind: PathKind, size: number): Promise<numb
   const a = new Session({ keys: k.visitor, role: 'visitor', log: nullLogger, sid: 'rto-a' });
   const b = new Session({ keys: k.server, role: 'server', log: nullLogger, sid: 'rto-b' });
   const max = kind === 'relay' ? MAX_RELAY_DATAGRAM_LEN : MAX_DATAGRAM_LEN;
-  const pa = new DelayPath(kind, 'a', max);
-  const pb = new DelayPath(kind, 'b', max);
+  const pa = new MemPath(kind, 'a', max, { delayMs: 2 });
+  const pb = new MemPath(kind, 'b', max, { delayMs: 2 });
   pa.peer = { session: b, path: pb };
   pb.peer = { session: a, path: pa };
-  a.usePath(pa);
-  b.usePath(pb);
+  a.setPath(pa.kind, pa);
+  b.setPath(pb.kind, pb);
   try {
     const data = randomBytes(size);
     const got = new Promise<Buffer>((resolve) => b.mux.on('stream', (s: MuxStream) => resolve(readAll(s))));
@@ -70,7 +43,7 @@ async function transferWithDelayJump(kind: PathKind, size: number): Promise<numb
     out.write(data.subarray(0, half));
     // Let the first half flow on the fast path, so KCP's RTO is measured small.
     await withTimeout(new Promise<void>((r) => out.write(Buffer.alloc(0), () => r())), 20_000, 'first half not taken');
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
     pa.delayMs = pb.delayMs = 250;
     out.end(data.subarray(half));
     const received = await withTimeout(got, 30_000, 'transfer did not finish');

@@ -13,6 +13,7 @@ import {
   StunMethod,
   type StunMessage,
 } from '../src/stun/message.js';
+import { sleep } from '../src/util/backoff.js';
 
 type Ctx = { after: (fn: () => unknown) => void };
 
@@ -321,7 +322,7 @@ test('client ignores unrelated datagrams and wrong transaction ids; other listen
   const r = await stunBinding(c, { address: '127.0.0.1', port: fake.address().port }, { timeoutMs: 2000 });
   assert.deepEqual(r.mapped, { address: '203.0.113.7', port: 4242, family: 'IPv4' });
   assert.equal(c.listenerCount('message'), before, 'listener not removed');
-  await new Promise((res) => setTimeout(res, 50));
+  await sleep(50);
   assert.equal(seenByOther.length, 5, 'the other listener must receive all five datagrams');
   assert.equal(seenByOther[0].toString(), 'noise');
 });

@@ -2,8 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { isDue, Ticker, tickFor } from '../src/util/ticker.js';
+import { sleep } from '../src/util/backoff.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const tickerUrl = new URL('../src/util/ticker.js', import.meta.url).href;
 
 test('every subscriber runs in the same batch: one clock reading per tick', async () => {

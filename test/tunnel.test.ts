@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { CLI, eventsOf } from '../scripts/proc.js';
 import { encodeFrameHeader, FrameKind, FrameDecoder } from '../src/wire/frame.js';
 import { parseControl } from '../src/wire/control.js';
+import { sleep } from '../src/util/backoff.js';
 
 /** One rendezvous + one echo service + serve + visit, the common fixture; relay path unless told otherwise. */
 async function tunnel(
@@ -416,7 +417,7 @@ test('one stalled session does not slow another on the relay', async (t) => {
   sink.on('error', () => {});
   sink.pause();
   t.after(() => sink.destroy());
-  await new Promise((r) => setTimeout(r, 1500));
+  await sleep(1500);
   const r = await echoTransfer(healthy.port, 5_000_000, 30_000);
   assert.equal(r.got, r.sent);
   t.diagnostic(`5 MB echo beside a stalled session: ${r.ms} ms`);

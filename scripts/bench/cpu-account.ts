@@ -12,6 +12,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { clockTicks, parsePidStat } from './procstat.js';
 import { round as roundTo } from './stats.js';
+import { sleep } from '../../src/util/backoff.js';
 
 /** The programs the lab runs while a throughput figure is measured. */
 export type Role = 'visit' | 'serve' | 'rendezvous' | 'floor' | 'sshd' | 'ssh' | 'iperf3' | 'bench';
@@ -141,4 +142,3 @@ export function perGbps(c: CpuBreakdown, mbps: number): { busy: number; by_role:
 }
 
 const round = (x: number) => roundTo(x, 3);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

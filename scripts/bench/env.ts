@@ -17,6 +17,7 @@ import {
   waitForEvent,
   type Topology,
 } from '../netns-lab.js';
+import { sleep } from '../../src/util/backoff.js';
 
 export const RDV = { host: '203.0.113.10', port: 7000 };
 export const RDV_ALT = { host: '203.0.113.11', port: 7001 };
@@ -98,7 +99,7 @@ export class BenchEnv {
     const o = outputOf(d);
     this.iperfRestarts.push(`exit ${d.exitCode ?? d.signalCode}: ${(o.stderr + o.stdout).trim().slice(-300)}`);
     this.iperfd = this.lab.spawn('b', ['iperf3', '-s', '-p', String(IPERF_PORT)]);
-    await new Promise((r) => setTimeout(r, 500));
+    await sleep(500);
     return true;
   }
 

@@ -1,5 +1,6 @@
 /** iperf3 clients inside lab hosts (the one throughput meter for ours and the references). */
 import type { Lab } from '../netns-lab.js';
+import { sleep } from '../../src/util/backoff.js';
 
 export interface IperfRun {
   /** receiver-side goodput, Mbit/s */
@@ -27,16 +28,16 @@ export async function iperf(
       const r = await iperfOnce(lab, node, host, port, o);
       return { ...r, busyRetries: attempt };
     } catch (e) {
-      const msg = (e as Error).message;
+      const kind = e instanceof IperfError ? e.kind : 'other';
       // A refused or reset connection: the server may have exited (start it again) or
       // still be tearing down the previous test; retry a few times, for ours and references alike.
-      if (/refused|reset by peer/.test(msg) && attempt < 3) {
+      if (kind === 'refused' && attempt < 3) {
         await o.ensureServer?.();
-        await new Promise((res) => setTimeout(res, 500));
+        await sleep(500);
         continue;
       }
-      if (!/busy/.test(msg) || attempt >= 40) throw e;
-      await new Promise((res) => setTimeout(res, 250));
+      if (kind !== 'busy' || attempt >= 40) throw e;
+      await sleep(250);
     }
   }
 }
@@ -68,12 +69,28 @@ async function iperfOnce(
   try {
     j = JSON.parse(r.stdout);
   } catch {
-    throw new Error(
+    throw new IperfError(
       `iperf3 to ${host}:${port} from ${node}: exit ${r.code}, no JSON: ${(r.stderr || r.stdout).trim().slice(-300)}`,
+      iperfErrorKind(r.stderr || r.stdout),
     );
   }
-  if (j.error) throw new Error(`iperf3 to ${host}:${port} from ${node}: ${j.error}`);
+  if (j.error) throw new IperfError(`iperf3 to ${host}:${port} from ${node}: ${j.error}`, iperfErrorKind(j.error));
   const bps = j.end?.sum_received?.bits_per_second;
   if (!bps) throw new Error(`iperf3 to ${host}:${port}: no sum_received in the result`);
   return { mbps: bps / 1e6, retransmits: j.end?.sum_sent?.retransmits ?? null };
+}
+
+/** An iperf3 failure; `kind` is read once from iperf3's own error text (the only thing it gives us). */
+class IperfError extends Error {
+  constructor(
+    message: string,
+    readonly kind: 'refused' | 'busy' | 'other' = 'other',
+  ) {
+    super(message);
+  }
+}
+
+function iperfErrorKind(text: string): IperfError['kind'] {
+  if (/refused|reset by peer/.test(text)) return 'refused';
+  return /busy/.test(text) ? 'busy' : 'other';
 }

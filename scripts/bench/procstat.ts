@@ -1,6 +1,7 @@
 /** CPU and memory of processes from /proc (what pidstat reads), for the idle and scale figures. */
 import { readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
+import { sleep } from '../../src/util/backoff.js';
 
 let hz = 0;
 export function clockTicks(): number {
@@ -38,7 +39,7 @@ export function rssMb(pid: number): number {
 export async function cpuPercent(pids: number[], ms: number): Promise<number[]> {
   const t0 = process.hrtime.bigint();
   const c0 = pids.map(cpuSeconds);
-  await new Promise((r) => setTimeout(r, ms));
+  await sleep(ms);
   const c1 = pids.map(cpuSeconds);
   const secs = Number(process.hrtime.bigint() - t0) / 1e9;
   return pids.map((_, i) => ((c1[i] - c0[i]) / secs) * 100);

@@ -8,14 +8,13 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import type { Lab } from '../netns-lab.js';
 import { run, stopProcess } from '../netns-lab.js';
+import { sleep } from '../../src/util/backoff.js';
 
 export interface SshForward {
   host: string;
   port: number;
   stop(): Promise<void>;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function startSshR(lab: Lab, tmp: string, targetPort: number): Promise<SshForward> {
   const dir = `${tmp}/ssh`;

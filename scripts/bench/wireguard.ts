@@ -14,6 +14,7 @@
  */
 import type { Lab } from '../netns-lab.js';
 import { run } from '../netns-lab.js';
+import { sleep } from '../../src/util/backoff.js';
 
 export interface WgTunnel {
   /** b's address inside the tunnel (iperf3 -c this from a) */
@@ -22,7 +23,6 @@ export interface WgTunnel {
 }
 
 const PORT = 51820;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function genKeys(): Promise<{ priv: string; pub: string }> {
   const priv = (await run('wg', ['genkey'], { check: true })).stdout.trim();

@@ -1,17 +1,18 @@
+import { CodedError } from '../util/errors.js';
 import fs from 'node:fs';
 import { parse, TomlError } from 'smol-toml';
 import type { z } from 'zod';
 import { keyLines, lineOf } from './lines.js';
 
 /** A config problem, already phrased for the user: `FILE:LINE: key "a.b": what is wrong`. */
-export class ConfigError extends Error {
+export class ConfigError extends CodedError {
   constructor(
     message: string,
     readonly file: string,
     readonly line?: number,
     readonly key?: string,
   ) {
-    super(message);
+    super('config', message);
   }
 }
 

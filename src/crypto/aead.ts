@@ -4,27 +4,28 @@
  * The datagram layout fixes everything but the key: the 13-byte header is the
  * additional data and the 96-bit nonce is four zero bytes followed by the
  * header's 8-byte counter (bytes 5..13). Interchangeable backends, all the same
- * cipher and byte for byte the same output:
- *  - sodium-native: libsodium as a native addon. Writes ciphertext and tag
- *             straight into the caller's buffer and runs vectorised C: ~2.4 us
- *             per UDP datagram, ~1.1 GB/s on 64 KiB relay records, and no
- *             allocation either way. The default wherever its prebuilt addon
- *             loads;
- *  - raw:     libsodium's WASM exports with scratch buffers allocated once, so
- *             a packet costs two copies in and one copy out, no malloc/free
- *             (~10 us per UDP datagram here);
+ * cipher and byte for byte the same output. Each is here because a measured
+ * figure says so; the figures are in docs/BENCHMARKS.md (and CRYPTO.md), not here:
+ *  - sodium-native: libsodium as a native addon, writing into the caller's
+ *             buffer with no allocation. The default for UDP datagrams
+ *             (BENCHMARKS.md, "direct path (AEAD)": against the WASM build);
  *  - openssl: Node's own OpenSSL in place, through an optional addon
- *             (openssl.ts): ~22 us per 64 KiB relay record against ~46 us
- *             for sodium-native, no allocation; slower than libsodium below
- *             ~4 KiB (a cipher context per call), so it takes relay records
- *             only;
- *  - native:  Node's OpenSSL through node:crypto, the last fallback for
- *             relay records (where neither addon loads): libsodium.js is WASM
- *             without SIMD and tops out near 160 MB/s, node:crypto is faster
- *             on large records despite ~20 us of cipher setup and an output
- *             allocation per call;
- *  - wrapper: the documented libsodium-wrappers API (fallback, and the
- *             reference the others are tested against).
+ *             (openssl.ts). Relay records only: a cipher context per call
+ *             makes it lose on small datagrams (BENCHMARKS.md, relay path:
+ *             "Node's OpenSSL in place for relay records", and the
+ *             PEER_OPENSSL_AEAD=0 comparison);
+ *  - native:  Node's OpenSSL through node:crypto, the fallback for relay
+ *             records where neither addon loads: faster than the WASM build
+ *             on 64 KiB despite an output allocation per call (BENCHMARKS.md,
+ *             "sodium-native for the AEAD": OpenSSL through Node against
+ *             libsodium WASM);
+ *  - raw:     libsodium's WASM exports with scratch buffers allocated once, the
+ *             fallback for UDP datagrams without sodium-native (the WASM build
+ *             of BENCHMARKS.md's "direct path (AEAD)" row; against the
+ *             wrappers: CRYPTO.md, "raw AEAD backend alone");
+ *  - wrapper: the documented libsodium-wrappers API: not for speed, but the
+ *             reference the others are tested against, and the fallback when
+ *             libsodium's build does not expose the raw exports.
  * `datagramAead()` picks by size: sodium-native (or without it raw, or the
  * wrapper) up to a UDP datagram, openssl above (or without it sodium-native,
  * or node:crypto's OpenSSL).

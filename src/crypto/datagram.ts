@@ -4,6 +4,7 @@
  * This is the per-packet hot path: a seal costs one output allocation (none
  * with sealInto), an open one plaintext allocation plus the small result object.
  */
+import { CodedError } from '../util/errors.js';
 import {
   DATAGRAM_OVERHEAD,
   MAX_DATAGRAM_LEN,
@@ -15,17 +16,17 @@ import {
 import { AEAD_KEY_LEN, datagramAead, pooledBytes, type DatagramAead } from './aead.js';
 import type { SessionKeys } from './handshake.js';
 import { MAX_COUNTER, ReplayWindow } from './replay.js';
+import { readU32BE, writeU32BE } from '../wire/bytes.js';
 
 const TWO_POW_32 = 0x1_0000_0000;
 /** Counter high words above this exceed MAX_COUNTER (2^53 - 1). */
 const MAX_COUNTER_HI = Math.floor(MAX_COUNTER / TWO_POW_32);
 
 /** Thrown by seal() when the counter space is used up; the session must handshake again. */
-export class RekeyNeededError extends Error {
+export class RekeyNeededError extends CodedError {
   override readonly name = 'RekeyNeededError';
-  readonly code = 'rekey_needed';
   constructor() {
-    super('datagram counter exhausted: a new handshake is needed');
+    super('rekey_needed', 'datagram counter exhausted: a new handshake is needed');
   }
 }
 
@@ -35,17 +36,6 @@ function checkKey(name: string, key: Uint8Array): Uint8Array {
   // A private copy (also when given a Buffer, whose slice() would alias), so
   // the caller wiping or reusing its key object cannot affect us.
   return new Uint8Array(key);
-}
-
-function readU32(b: Uint8Array, off: number): number {
-  return ((b[off] << 24) | (b[off + 1] << 16) | (b[off + 2] << 8) | b[off + 3]) >>> 0;
-}
-
-function writeU32(b: Uint8Array, off: number, v: number): void {
-  b[off] = v >>> 24;
-  b[off + 1] = v >>> 16;
-  b[off + 2] = v >>> 8;
-  b[off + 3] = v;
 }
 
 export interface SealerOptions {
@@ -119,9 +109,9 @@ export class DatagramSealer {
 
   private writeHeader(out: Uint8Array, type: DatagramType, c: number): void {
     out[0] = type;
-    writeU32(out, 1, this.receiver);
-    writeU32(out, 5, Math.floor(c / TWO_POW_32));
-    writeU32(out, 9, c >>> 0);
+    writeU32BE(out, 1, this.receiver);
+    writeU32BE(out, 5, Math.floor(c / TWO_POW_32));
+    writeU32BE(out, 9, c >>> 0);
   }
 
   /** Wipes the key; the sealer is unusable afterwards. */
@@ -178,12 +168,12 @@ export class DatagramOpener {
       this.stats.malformed++;
       return null;
     }
-    if (readU32(datagram, 1) !== this.local) {
+    if (readU32BE(datagram, 1) !== this.local) {
       this.stats.wrongReceiver++;
       return null;
     }
-    const hi = readU32(datagram, 5);
-    const counter = hi * TWO_POW_32 + readU32(datagram, 9);
+    const hi = readU32BE(datagram, 5);
+    const counter = hi * TWO_POW_32 + readU32BE(datagram, 9);
     // Beyond MAX_COUNTER no honest sender goes; rejecting here keeps every
     // counter exact as a number.
     if (hi > MAX_COUNTER_HI || !this.window.check(counter)) {

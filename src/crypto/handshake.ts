@@ -7,6 +7,7 @@
  * Network bytes only ever produce HandshakeError; TypeError means the local
  * caller passed a bad argument (wrong PSK length, index not a uint32).
  */
+import { CodedError } from '../util/errors.js';
 import {
   HANDSHAKE_INIT_LEN,
   HANDSHAKE_RESPONSE_LEN,
@@ -20,6 +21,7 @@ import {
 } from '../wire/handshake.js';
 import { PSK_LEN, contextHash, handshakeKeys, initMac, responseMac, sessionKeys, transcriptHash } from './kdf.js';
 import { sodium } from './sodium.js';
+import { checkU32 } from '../wire/bytes.js';
 
 export type HandshakeErrorCode =
   /** Not a handshake message of the expected kind and length. */
@@ -33,13 +35,13 @@ export type HandshakeErrorCode =
   /** finish() after a successful finish(): the ephemeral secret is gone. */
   | 'already_finished';
 
-export class HandshakeError extends Error {
+export class HandshakeError extends CodedError {
   override readonly name = 'HandshakeError';
   constructor(
-    readonly code: HandshakeErrorCode,
+    override readonly code: HandshakeErrorCode,
     message?: string,
   ) {
-    super(message ?? code);
+    super(code, message ?? code);
   }
 }
 
@@ -100,10 +102,6 @@ function contextBytes(context: Uint8Array | string): Uint8Array {
 
 function checkPsk(psk: Uint8Array): void {
   if (!(psk instanceof Uint8Array) || psk.length !== PSK_LEN) throw new TypeError(`psk must be ${PSK_LEN} bytes`);
-}
-
-function checkU32(name: string, v: number): void {
-  if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new TypeError(`${name} must be a uint32`);
 }
 
 interface Ephemeral {

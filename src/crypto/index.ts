@@ -38,7 +38,6 @@ export {
   DATAGRAM_OVERHEAD,
   MAX_DATAGRAM_LEN,
   MAX_DATAGRAM_PAYLOAD,
-  payloadLength,
   readReceiverIndex,
   sealedLength,
 } from '../wire/datagram.js';

@@ -3,12 +3,12 @@
  * an N-API addon over OpenSSL's EVP interface, built at install time against
  * the OpenSSL inside the node binary.
  *
- * Why: a 64 KiB relay record costs ~22 us here against ~46 us with libsodium
- * (sodium-native: AVX2 ChaCha20, SSE2 Poly1305), and the AEAD is a third of a
- * peer's CPU on the relay path. Node's own crypto API reaches the same OpenSSL
- * but allocates a fresh output buffer per call, and on the bulk path that
- * garbage collection costs more than the cipher saves (docs/BENCHMARKS.md).
- * The addon writes into buffers we own, like sodium-native. Below ~4 KiB its
+ * Why: on 64 KiB relay records it is about twice as fast as libsodium
+ * (sodium-native), and the AEAD is a large share of a peer's CPU on the relay
+ * path (figures: docs/BENCHMARKS.md, relay path). Node's own crypto API reaches
+ * the same OpenSSL but allocates a fresh output buffer per call, and on the
+ * bulk path that garbage collection costs more than the cipher saves. The
+ * addon writes into buffers we own, like sodium-native. On small datagrams its
  * per-call set-up (a cipher context per call) makes libsodium the faster one,
  * so UDP datagrams stay there (aead.ts).
  *

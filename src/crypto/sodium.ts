@@ -32,8 +32,8 @@ export function sodium(): Sodium {
 /**
  * The emscripten module under the wrappers. It is what the wrappers themselves
  * call; using it directly lets the datagram path keep its scratch buffers in
- * WASM memory instead of malloc/copy/free on every packet (measured ~15-20%
- * faster on 1400-byte packets). Not part of the typed API, so we probe for
+ * WASM memory instead of malloc/copy/free on every packet (faster on UDP-sized
+ * packets: docs/CRYPTO.md, "raw AEAD backend alone"). Not part of the typed API, so we probe for
  * exactly what we use and fall back to the wrappers when it is missing.
  */
 export interface RawSodium {
@@ -86,8 +86,8 @@ export function rawSodium(): RawSodium | null {
  * The parts of sodium-native (libsodium compiled to a native addon, prebuilt
  * for the usual platforms) that the datagram path uses. Same library and
  * cipher as the wrappers, but vectorised C writing into caller-owned memory:
- * no per-packet allocation, ~2.4 us per UDP datagram and ~1.1 GB/s on 64 KiB
- * relay records here, against ~10 us and ~160 MB/s for the WASM build.
+ * no per-packet allocation, and several times faster than the WASM build
+ * (docs/BENCHMARKS.md, "sodium-native for the AEAD").
  */
 export interface NativeSodium {
   crypto_aead_chacha20poly1305_ietf_encrypt_detached(

@@ -220,15 +220,10 @@ export class Kcp {
       this.nodelay = nodelay | 0;
       this.rxMinrto = nodelay ? RTO_NODELAY_MIN : RTO_NORMAL_MIN;
     }
-    if (interval >= 0) this.setInterval(interval);
+    // ikcp_interval: flush period in ms, clamped to 10..5000.
+    if (interval >= 0) this.interval = Math.min(INTERVAL_MAX, Math.max(INTERVAL_MIN, interval | 0));
     if (resend >= 0) this.fastresend = resend | 0;
     if (nc >= 0) this.nocwnd = nc | 0;
-    return 0;
-  }
-
-  /** ikcp_interval: flush period in ms, clamped to 10..5000. */
-  setInterval(interval: number): number {
-    this.interval = Math.min(INTERVAL_MAX, Math.max(INTERVAL_MIN, interval | 0));
     return 0;
   }
 
@@ -290,19 +285,9 @@ export class Kcp {
     }
   }
 
-  /** Stream mode on/off (affects how later sends are segmented and how recv() returns data). */
-  setStreamMode(on: boolean): void {
-    this.stream = on;
-  }
-
   /** dead_link: a segment transmitted this many times marks the link dead (see isDeadLink). */
   setDeadLink(n: number): void {
     this.deadLink = Math.max(1, n | 0);
-  }
-
-  /** fastlimit: fast retransmissions per segment beyond which only the RTO resends it (<= 0: no limit). */
-  setFastLimit(n: number): void {
-    this.fastlimit = n | 0;
   }
 
   // ---------------------------------------------------------------- user side

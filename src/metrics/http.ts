@@ -1,3 +1,4 @@
+import { listenError } from '../util/errors.js';
 import http from 'node:http';
 import type { Registry } from 'prom-client';
 import type { HostPort } from '../util/addr.js';
@@ -22,11 +23,7 @@ export async function startObserveServer(
   server.keepAliveTimeout = 5_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) =>
-      reject(
-        new Error(
-          `cannot listen on ${opts.listen.host}:${opts.listen.port}: ${e.code === 'EADDRINUSE' ? 'the port is already in use' : (e.code ?? e.message)}`,
-        ),
-      ),
+      reject(listenError(e, `${opts.listen.host}:${opts.listen.port}`)),
     );
     server.listen({ host: opts.listen.host, port: opts.listen.port }, () => resolve());
   });

@@ -2,14 +2,64 @@ import type dgram from 'node:dgram';
 import { performance } from 'node:perf_hooks';
 import crypto from 'node:crypto';
 import type { Session } from '../session/session.js';
-import type { Path } from '../session/path.js';
+import type { Path, PathReceiver, PathSource } from '../session/path.js';
 import type { Candidate } from '../wire/control.js';
 import { DatagramType, MAX_DATAGRAM_LEN, type DatagramHeader } from '../wire/datagram.js';
 import { decodeProbe, encodeProbe } from '../wire/probe.js';
 import type { Logger } from '../util/log.js';
 import { isDue, processTicker, tickFor } from '../util/ticker.js';
+import { Backoff } from '../util/backoff.js';
 import type { PeerSocket } from './peer-socket.js';
 import { betterPath, type PunchPlan } from './strategy.js';
+
+// Timing. Every interval, timeout, budget and backoff of the direct path, in
+// one place (like Tailscale's magicsock.go). Measured effects: docs/BENCHMARKS.md.
+/** Heartbeat interval on an idle direct path: well under common 30 s UDP mapping timeouts. */
+export const HEARTBEAT_MS = 2000;
+/** The direct path is dead after this long without an authenticated datagram on it (three heartbeats, and some). */
+export const DIRECT_DEAD_AFTER_MS = 6500;
+/**
+ * The controlled side heartbeats only as a backup, when it has heard nothing
+ * for this many heartbeat intervals: the controlling side's pings normally
+ * keep both mappings open, and one ping per idle tunnel is enough.
+ */
+const CONTROLLED_HEARTBEAT_FACTOR = 1.9;
+/** Wait before retrying a punch after a failed round or a lost path: doubles up to a minute, reset on success. */
+const RETRY_BACKOFF = { initialMs: 1000, maxMs: 60_000 } as const;
+/** How long one punch round may probe: both NATs easy... */
+const PUNCH_BUDGET_PLAIN_MS = 5000;
+/** ...or one hard (birthday sockets, port spraying), which needs more probes to meet. */
+const PUNCH_BUDGET_HARD_MS = 15_000;
+/**
+ * Probe cadence within a round: fast while both sides' first packets are
+ * crossing, then backing off. PROBE_FAST_MS is also the spray tick.
+ */
+const PROBE_FAST_MS = 50;
+const PROBE_FAST_UNTIL_MS = 1000;
+const PROBE_MEDIUM_MS = 200;
+const PROBE_MEDIUM_UNTIL_MS = 3000;
+const PROBE_SLOW_MS = 500;
+/** Port spraying starts this long into a round, once the plain probes had their chance. */
+const SPRAY_START_MS = 200;
+/** After a path is adopted the round goes on this long, so that a better pair (LAN) can still answer. */
+const ADOPT_LINGER_MS = 500;
+/** Controlled side: a nomination on the same path is not probed again within this time. */
+const NOMINATION_RECHECK_MS = 200;
+/** A nomination is followed without a new check if our own probe proved the path this recently. */
+const VERIFIED_FRESH_MS = 10_000;
+/** Outstanding probes kept for matching answers: past this many, those older than PROBE_MAX_AGE_MS go. */
+const PROBE_TABLE_CAP = 4096;
+const PROBE_MAX_AGE_MS = 5000;
+/** Extra (birthday) sockets the peer is still using are kept this long after they last received... */
+const SOCKET_QUIET_MS = 15_000;
+/** ...and when a round ends, those quiet for this long are closed at once. */
+const SOCKET_QUIET_AFTER_ROUND_MS = 3000;
+/**
+ * The relay broke while the session was on it, and the session had been
+ * direct before: it punches again and closes if no direct path opens within
+ * this time (recover()).
+ */
+export const RELAY_LOST_GRACE_MS = 20_000;
 
 /** A punched (or candidate) UDP path to the peer: one local socket, one remote address. */
 export class DirectPath implements Path {
@@ -47,9 +97,9 @@ export interface DirectOptions {
   relay: () => Path | null;
   /** How long one punch attempt may take. */
   attemptMs?: number;
-  /** Heartbeat interval on the direct path; well under common 30 s UDP mapping timeouts. */
+  /** Heartbeat interval on the direct path (HEARTBEAT_MS). */
   heartbeatMs?: number;
-  /** The direct path is dead after this long without an authenticated datagram on it. */
+  /** The direct path is dead after this long without an authenticated datagram on it (DIRECT_DEAD_AFTER_MS). */
   deadAfterMs?: number;
   birthdaySockets?: number;
   /** Probes per second when spraying random ports at a symmetric NAT. */
@@ -60,31 +110,90 @@ export interface DirectOptions {
 
 const MAX_CANDIDATES = 16;
 const MAX_PATHS = 512;
-/** A nomination is followed without a new check if our own probe proved the path this recently. */
-const VERIFIED_FRESH_MS = 10_000;
-/** Extra (birthday) sockets the peer is still using are kept this long after they last received. */
-const SOCKET_QUIET_MS = 15_000;
+const BIRTHDAY_SOCKETS = 256;
+/** Probes per second when spraying random ports at a symmetric NAT. */
+const SPRAY_RATE = 1000;
+
+/** One probing round: probes to every candidate until `until`. Its timer is the next probe batch. */
+interface Round {
+  until: number;
+  started: number;
+  plan: PunchPlan;
+  timer: NodeJS.Timeout;
+}
+
+/**
+ * What is true of the session's direct path (see the diagram in
+ * docs/ARCHITECTURE.md). Each timer belongs to the state it serves and is
+ * stopped by transition() when the state is left without passing it on:
+ * - `round`: a probing round under way (it may go on in `direct`, for a
+ *   better pair or a round the peer asked for, and in `retry-wait`);
+ * - `grace`: the relay broke after the session had been direct; the session
+ *   closes when it fires unless a direct path is found first (recover());
+ * - `retry`: when to punch again, with backoff;
+ * - `heartbeat`: the subscription to the process ticker for heartbeats and
+ *   the death check.
+ */
+export type DirectState =
+  /** No direct path and nothing under way: before the first punch, or when there is no plan. */
+  | { readonly name: 'idle'; readonly grace: NodeJS.Timeout | null }
+  /** No direct path; probing. */
+  | { readonly name: 'punching'; readonly round: Round; readonly grace: NodeJS.Timeout | null }
+  /** A confirmed direct path carries the session. */
+  | {
+      readonly name: 'direct';
+      readonly path: DirectPath;
+      rttMs: number;
+      /** Controlled side: the peer has nominated a path; our own probe results no longer switch paths. */
+      followed: boolean;
+      readonly heartbeat: () => void;
+      readonly round: Round | null;
+    }
+  /** No direct path (a round failed, or the path died); punching again when `retry` fires. */
+  | {
+      readonly name: 'retry-wait';
+      readonly retry: NodeJS.Timeout;
+      readonly round: Round | null;
+      readonly grace: NodeJS.Timeout | null;
+    }
+  /** The session closed: nothing runs, every public method is a no-op. */
+  | { readonly name: 'closed' };
+
+export type DirectStateName = DirectState['name'];
+
+/** The timers a state holds (null where it holds none). */
+function held(s: DirectState): {
+  round: Round | null;
+  grace: NodeJS.Timeout | null;
+  retry: NodeJS.Timeout | null;
+  heartbeat: (() => void) | null;
+} {
+  return {
+    round: 'round' in s ? s.round : null,
+    grace: 'grace' in s ? s.grace : null,
+    retry: 'retry' in s ? s.retry : null,
+    heartbeat: 'heartbeat' in s ? s.heartbeat : null,
+  };
+}
 
 /**
  * Path discovery for one session (Tailscale calls this disco): sends
  * authenticated probes to the peer's candidates, confirms a path when a probe
- * is answered, moves the session onto it, keeps it alive with heartbeats and
- * falls back to the relay when it dies, then tries again with backoff.
+ * is answered, reports it to the session, keeps it alive with heartbeats and
+ * reports its death (the session falls back to the relay), then tries again
+ * with backoff. All of it is the state machine of `state` (DirectState), and
+ * every change of state goes through transition().
  * Every probe and answer is sealed with the session keys: an attacker can
  * neither steer the session to an address of its choosing nor make us answer.
  */
-export class DirectPathManager {
+export class DirectPathManager implements PathSource {
+  private state: DirectState = { name: 'idle', grace: null };
   private candidates: Candidate[] = [];
   private paths = new Map<string, DirectPath>();
   private probes = new Map<number, { sentAt: number; path: DirectPath }>();
   private nextProbeId = crypto.randomInt(1, 2 ** 31);
-  private best: { path: DirectPath; rttMs: number } | null = null;
   private lastDirectRecv = 0;
-  private punching: { until: number; timer: NodeJS.Timeout; started: number; plan: PunchPlan } | null = null;
-  /** Cancels this path's subscription to the process ticker (heartbeats, death check); null while no direct path. */
-  private heartbeat: (() => void) | null = null;
-  private retryTimer: NodeJS.Timeout | null = null;
-  private retryDelay = 1000;
+  private readonly backoff = new Backoff(RETRY_BACKOFF);
   private birthday: dgram.Socket[] = [];
   /** Last authenticated datagram per local socket: which birthday sockets the peer still uses. */
   private socketRecv = new Map<dgram.Socket, number>();
@@ -98,13 +207,15 @@ export class DirectPathManager {
    * different working pair and close the sockets of the other's choice.
    */
   private readonly controlling: boolean;
-  /** Controlled side: the peer has nominated a path; our own probe results no longer switch paths. */
-  private followed = false;
-  /** Highest packet counter received on the current path: an older datagram still in flight on a previous path is no nomination. */
+  /**
+   * Highest packet counter received on the current path: an older datagram
+   * still in flight on a previous path is no nomination.
+   */
   private bestCounter = -1n;
+  /** Controlled side: a path the peer nominated, which our own probe is checking. */
   private nominationCheck: { path: DirectPath; at: number; counter: bigint } | null = null;
-  private graceTimer: NodeJS.Timeout | null = null;
-  private closed = false;
+  /** Where authenticated datagrams go: the session's `deliver` (set by deliverTo). */
+  private receiver: PathReceiver | null = null;
   attempts = 0;
   successes = 0;
 
@@ -118,34 +229,81 @@ export class DirectPathManager {
     opts.session.once('close', () => this.close());
   }
 
+  /** The state's name, for status and tests. */
+  get stateName(): DirectStateName {
+    return this.state.name;
+  }
+
   /** The direct path in use, if any. */
   get path(): DirectPath | null {
-    return this.best?.path ?? null;
+    return this.state.name === 'direct' ? this.state.path : null;
+  }
+
+  /** The probing round under way, in whichever state runs it. */
+  private get round(): Round | null {
+    return held(this.state).round;
+  }
+
+  deliverTo(receiver: PathReceiver): void {
+    this.receiver = receiver;
+  }
+
+  /**
+   * The one place the state changes. Logs the change, then stops every timer
+   * of the old state that the new one does not take over.
+   */
+  private transition(next: DirectState, why: string): void {
+    const prev = this.state;
+    if (prev === next) return;
+    this.state = next;
+    const sid = this.opts.session.sid;
+    this.opts.log.debug('path_state', `session ${sid}: ${prev.name} -> ${next.name} (${why})`, {
+      sid,
+      from: prev.name,
+      to: next.name,
+      why,
+    });
+    const was = held(prev);
+    const now = held(next);
+    if (was.grace && was.grace !== now.grace) clearTimeout(was.grace);
+    if (was.retry && was.retry !== now.retry) clearTimeout(was.retry);
+    if (was.heartbeat && was.heartbeat !== now.heartbeat) was.heartbeat();
+    if (was.round && was.round !== now.round) this.endRound(was.round);
   }
 
   /** Starts (or restarts) punching toward `candidates` after `delayMs`. */
   punch(candidates: Candidate[], plan: PunchPlan, delayMs = 0): void {
-    if (this.closed) return;
+    const s = this.state;
+    if (s.name === 'closed') return;
     for (const c of candidates) this.addCandidate(c);
     this.plan = plan;
     if (plan.kind === 'none') {
       this.opts.log.info('punch_skipped', plan.reason, { sid: this.opts.session.sid });
       return;
     }
-    if (this.punching) {
-      // Already probing: new candidates joined the round; extend it.
-      this.punching.until = Math.max(this.punching.until, performance.now() + delayMs + this.attemptMs(plan));
-      return;
+    const round = this.roundFor(plan, delayMs);
+    if (s.name === 'idle') this.transition({ name: 'punching', round, grace: s.grace }, 'punch');
+    else if (s.name !== 'punching' && s.round !== round) this.transition({ ...s, round }, 'punch: a new round');
+  }
+
+  /**
+   * The round under way, its end pushed back to give new candidates their
+   * time; or a new round, which the caller hands to the next state.
+   */
+  private roundFor(plan: PunchPlan, delayMs: number): Round {
+    const cur = this.round;
+    if (cur) {
+      cur.until = Math.max(cur.until, performance.now() + delayMs + this.attemptMs(plan));
+      return cur;
     }
     this.attempts++;
     const started = performance.now() + delayMs;
-    const p = {
+    const round: Round = {
       until: started + this.attemptMs(plan),
       started,
       plan,
-      timer: setTimeout(() => void this.probeLoop(), delayMs),
+      timer: setTimeout(() => void this.probeLoop(round), delayMs),
     };
-    this.punching = p;
     this.opts.log.debug(
       'punch_start',
       `punching ${this.opts.session.sid} (${plan.kind}) to ${this.candidates.length} candidates`,
@@ -155,6 +313,7 @@ export class DirectPathManager {
         candidates: this.candidates.map((c) => `${c.address}:${c.port}`),
       },
     );
+    return round;
   }
 
   /**
@@ -165,35 +324,35 @@ export class DirectPathManager {
    * False when there is nothing to hope for (never direct, or both NATs hard).
    */
   recover(graceMs: number, reason: string): boolean {
-    if (this.closed || this.successes === 0 || this.plan.kind === 'none') return false;
-    if (this.best) return true;
-    if (!this.graceTimer) {
-      this.graceTimer = setTimeout(() => {
-        this.graceTimer = null;
-        if (!this.best) this.opts.session.close(`${reason}, and no direct path within ${graceMs / 1000} s`);
-      }, graceMs);
-      this.graceTimer.unref();
-    }
-    if (this.retryTimer) clearTimeout(this.retryTimer);
-    this.retryTimer = null;
-    this.retryDelay = 1000;
+    const s = this.state;
+    if (s.name === 'closed' || this.successes === 0 || this.plan.kind === 'none') return false;
+    if (s.name === 'direct') return true;
+    const grace = s.grace ?? this.graceTimer(graceMs, reason);
+    this.backoff.reset();
     this.opts.requestRepunch?.();
-    this.punch([], this.plan, 0);
+    const round = this.roundFor(this.plan, 0);
+    this.transition({ name: 'punching', round, grace }, reason);
     return true;
   }
 
+  /** Closes the session unless a direct path is found within `graceMs`. */
+  private graceTimer(graceMs: number, reason: string): NodeJS.Timeout {
+    const timer = setTimeout(() => {
+      if (held(this.state).grace !== timer) return;
+      this.opts.session.close(`${reason}, and no direct path within ${graceMs / 1000} s`);
+    }, graceMs);
+    timer.unref();
+    return timer;
+  }
+
   close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    if (this.graceTimer) clearTimeout(this.graceTimer);
-    this.stopPunching();
-    this.stopHeartbeat();
-    if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.state.name === 'closed') return;
+    this.transition({ name: 'closed' }, 'session closed');
     this.opts.socket.unregister(this.opts.session.opts.keys.localIndex);
   }
 
   private attemptMs(plan: PunchPlan): number {
-    return this.opts.attemptMs ?? (plan.kind === 'plain' ? 5_000 : 15_000);
+    return this.opts.attemptMs ?? (plan.kind === 'plain' ? PUNCH_BUDGET_PLAIN_MS : PUNCH_BUDGET_HARD_MS);
   }
 
   private addCandidate(c: Candidate): void {
@@ -207,8 +366,9 @@ export class DirectPathManager {
     let p = this.paths.get(key);
     if (!p) {
       if (this.paths.size >= MAX_PATHS) {
+        const inUse = this.path;
         for (const [k, v] of this.paths) {
-          if (v !== this.best?.path) {
+          if (v !== inUse) {
             this.paths.delete(k);
             break;
           }
@@ -222,15 +382,15 @@ export class DirectPathManager {
 
   private onDatagram(msg: Buffer, h: DatagramHeader, rinfo: dgram.RemoteInfo, sock: dgram.Socket): void {
     // Nearly every datagram of an established session arrives on its path: skip building the map key.
-    const best = this.best?.path;
+    const best = this.path;
     const path =
       best && best.socket === sock && best.port === rinfo.port && best.address === rinfo.address
         ? best
         : this.pathFor(sock, rinfo.address, rinfo.port);
-    if (!this.opts.session.receive(msg, path)) return;
+    if (!this.receiver?.(msg, path)) return;
     const now = performance.now();
     this.socketRecv.set(sock, now);
-    if (path === this.best?.path) {
+    if (path === this.path) {
       this.lastDirectRecv = now;
       if (h.counter > this.bestCounter) this.bestCounter = h.counter;
     } else if (
@@ -251,10 +411,11 @@ export class DirectPathManager {
   private onNomination(path: DirectPath, now: number, counter: bigint): void {
     if (path.verifiedAt && now - path.verifiedAt < VERIFIED_FRESH_MS) {
       this.bestCounter = counter;
-      return this.adopt(path, this.best?.rttMs ?? 0, true);
+      const s = this.state;
+      return this.adopt(path, s.name === 'direct' ? s.rttMs : 0, true);
     }
     const pending = this.nominationCheck;
-    if (pending && pending.path === path && now - pending.at < 200) return;
+    if (pending && pending.path === path && now - pending.at < NOMINATION_RECHECK_MS) return;
     this.nominationCheck = { path, at: now, counter };
     this.sendProbe(path);
   }
@@ -262,34 +423,35 @@ export class DirectPathManager {
   private sendProbe(path: DirectPath): void {
     const id = this.nextProbeId++ >>> 0;
     this.probes.set(id, { sentAt: performance.now(), path });
-    if (this.probes.size > 4096) {
-      const cutoff = performance.now() - 5000;
+    if (this.probes.size > PROBE_TABLE_CAP) {
+      const cutoff = performance.now() - PROBE_MAX_AGE_MS;
       for (const [k, v] of this.probes) if (v.sentAt < cutoff) this.probes.delete(k);
     }
     this.opts.session.sendSealed(DatagramType.Probe, encodeProbe(id, path.remote), path);
   }
 
-  private async probeLoop(): Promise<void> {
-    const p = this.punching;
-    if (!p || this.closed) return;
+  private async probeLoop(p: Round): Promise<void> {
+    if (this.round !== p) return;
     const { socket } = this.opts;
     const now = performance.now();
-    if (now > p.until) return this.punchFailed();
+    if (now > p.until) return this.roundOver(p);
     const elapsed = now - p.started;
     for (const c of this.candidates) this.sendProbe(this.pathFor(socket.socket, c.address, c.port));
     if (p.plan.kind === 'open-sockets') {
       await this.birthdayOpen();
-      if (this.punching !== p || this.closed) return; // stopped (or restarted) while sockets opened
+      if (this.round !== p) return; // stopped (or restarted) while sockets opened
     }
-    if (p.plan.kind === 'spray-ports' && elapsed > 200) this.spray();
+    if (p.plan.kind === 'spray-ports' && elapsed > SPRAY_START_MS) this.spray();
     // Fast at first, when both sides' first packets are crossing; then back off.
-    p.timer = setTimeout(() => void this.probeLoop(), elapsed < 1000 ? 50 : elapsed < 3000 ? 200 : 500);
+    const next =
+      elapsed < PROBE_FAST_UNTIL_MS ? PROBE_FAST_MS : elapsed < PROBE_MEDIUM_UNTIL_MS ? PROBE_MEDIUM_MS : PROBE_SLOW_MS;
+    p.timer = setTimeout(() => void this.probeLoop(p), next);
   }
 
   /** Hard side: many sockets, each probing the peer's public candidates. */
   private async birthdayOpen(): Promise<void> {
-    const want = this.opts.birthdaySockets ?? 256;
-    while (this.birthday.length < want && this.punching) {
+    const want = this.opts.birthdaySockets ?? BIRTHDAY_SOCKETS;
+    while (this.birthday.length < want && this.round) {
       try {
         this.birthday.push(await this.opts.socket.openExtra());
       } catch {
@@ -304,7 +466,7 @@ export class DirectPathManager {
   private spray(): void {
     const targets = this.candidates.filter((c) => c.kind !== 'host');
     if (!targets.length) return;
-    const perTick = Math.max(1, Math.round(((this.opts.sprayRate ?? 1000) * 50) / 1000));
+    const perTick = Math.max(1, Math.round(((this.opts.sprayRate ?? SPRAY_RATE) * PROBE_FAST_MS) / 1000));
     for (let i = 0; i < perTick; i++) {
       const t = targets[i % targets.length];
       const port = crypto.randomInt(1024, 65536);
@@ -319,7 +481,7 @@ export class DirectPathManager {
       if (!probe) return;
       this.opts.session.sendSealed(DatagramType.ProbeAck, encodeProbe(probe.id, from.remote), from);
       // Triggered check: the peer reached us from an address we did not know (peer-reflexive).
-      if (!this.best && !this.candidates.some((c) => c.address === from.address && c.port === from.port)) {
+      if (!this.path && !this.candidates.some((c) => c.address === from.address && c.port === from.port)) {
         this.addCandidate({ address: from.address, port: from.port, family: 'IPv4', kind: 'prflx' });
         this.sendProbe(from);
       }
@@ -340,20 +502,22 @@ export class DirectPathManager {
       this.confirm(from, performance.now() - sent.sentAt, ack.addr);
       return;
     }
-    if (type === DatagramType.HeartbeatAck && from === this.best?.path) {
+    if (type === DatagramType.HeartbeatAck && from === this.path) {
       this.lastDirectRecv = performance.now();
     }
   }
 
   private confirm(path: DirectPath, rttMs: number, observed: string): void {
-    const cur = this.best;
-    if (cur?.path === path) {
-      cur.rttMs = rttMs;
-      return;
+    const cur = this.state;
+    if (cur.name === 'direct') {
+      if (cur.path === path) {
+        cur.rttMs = rttMs;
+        return;
+      }
+      // Once the controlling peer has nominated a path, only its nominations move us.
+      if (!this.controlling && cur.followed) return;
+      if (!betterPath({ address: path.address, rttMs }, { address: cur.path.address, rttMs: cur.rttMs })) return;
     }
-    // Once the controlling peer has nominated a path, only its nominations move us.
-    if (cur && !this.controlling && this.followed) return;
-    if (cur && !betterPath({ address: path.address, rttMs }, { address: cur.path.address, rttMs: cur.rttMs })) return;
     this.opts.log.debug(
       'punch_ok',
       `direct path ${path.remote} confirmed, rtt ${rttMs.toFixed(1)} ms, we are seen as ${observed}`,
@@ -362,109 +526,123 @@ export class DirectPathManager {
     this.adopt(path, rttMs, false);
   }
 
-  /** Makes `path` the session's direct path. */
+  /** Makes `path` the session's direct path, and reports it to the session. */
   private adopt(path: DirectPath, rttMs: number, nominated: boolean): void {
-    const cur = this.best;
-    if (nominated) this.followed = true;
-    if (cur?.path === path) return;
-    this.best = { path, rttMs };
+    const cur = this.state;
+    if (cur.name === 'closed') return;
+    if (cur.name === 'direct') {
+      if (nominated) cur.followed = true;
+      if (cur.path === path) return;
+    }
     this.lastDirectRecv = performance.now();
-    this.retryDelay = 1000;
-    if (this.graceTimer) clearTimeout(this.graceTimer);
-    this.graceTimer = null;
-    if (!cur) this.successes++;
+    this.backoff.reset();
     if (nominated)
       this.opts.log.debug('path_followed', `following the peer onto ${path.remote}`, { sid: this.opts.session.sid });
-    this.opts.session.usePath(path);
+    const round = held(cur).round;
+    if (cur.name === 'direct') {
+      this.transition({ ...cur, path, rttMs }, nominated ? 'the peer nominated another path' : 'a better path');
+    } else {
+      this.successes++;
+      const heartbeat = this.startHeartbeat();
+      this.transition(
+        { name: 'direct', path, rttMs, followed: nominated, heartbeat, round },
+        nominated ? 'the peer nominated a verified path' : 'a probe was answered',
+      );
+    }
+    this.opts.session.setPath('direct', path);
     // Nominate at once (the controlled peer follows the path our heartbeats use),
     // rather than at the next heartbeat, while the peer still holds its punching sockets.
     if (this.controlling) this.opts.session.sendSealed(DatagramType.Heartbeat, EMPTY, path);
-    this.startHeartbeat();
     // Let better pairs (LAN) still answer for a moment, then stop probing.
-    if (this.punching) this.punching.until = Math.min(this.punching.until, performance.now() + 500);
+    if (round) round.until = Math.min(round.until, performance.now() + ADOPT_LINGER_MS);
   }
 
-  /** Heartbeats and the death check ride the process ticker: one wake-up per tick for all sessions. */
-  private startHeartbeat(): void {
-    if (this.heartbeat) return;
-    const every = this.opts.heartbeatMs ?? 2000;
-    const deadAfter = this.opts.deadAfterMs ?? 6500;
+  /**
+   * Heartbeats and the death check ride the process ticker: one wake-up per
+   * tick for all sessions. Returns the unsubscribe, which the `direct` state holds.
+   */
+  private startHeartbeat(): () => void {
+    const every = this.opts.heartbeatMs ?? HEARTBEAT_MS;
+    const deadAfter = this.opts.deadAfterMs ?? DIRECT_DEAD_AFTER_MS;
     const resolution = tickFor(Math.min(every, deadAfter));
-    this.heartbeat = processTicker.subscribe((now) => this.onTick(now, every, deadAfter, resolution), resolution);
-  }
-
-  private stopHeartbeat(): void {
-    this.heartbeat?.();
-    this.heartbeat = null;
+    return processTicker.subscribe((now) => this.onTick(now, every, deadAfter, resolution), resolution);
   }
 
   private onTick(now: number, every: number, deadAfter: number, resolution: number): void {
-    const best = this.best;
-    if (!best) return;
+    const s = this.state;
+    if (s.name !== 'direct') return;
     const quiet = now - this.lastDirectRecv;
-    if (quiet > deadAfter) return this.directDied(deadAfter);
+    if (quiet > deadAfter) return this.directDied(s, deadAfter);
     // Only the controlling side (the visitor) pings an idle path; the peer's
     // answer refreshes both NAT mappings. Traffic that is flowing proves the
     // path already, and the controlled side pings only as a backup when it
     // has heard nothing for two intervals. Fewer wake-ups per idle tunnel.
-    if (this.controlling ? isDue(quiet, every, resolution) : quiet >= every * 1.9) {
-      this.opts.session.sendSealed(DatagramType.Heartbeat, EMPTY, best.path);
+    if (this.controlling ? isDue(quiet, every, resolution) : quiet >= every * CONTROLLED_HEARTBEAT_FACTOR) {
+      this.opts.session.sendSealed(DatagramType.Heartbeat, EMPTY, s.path);
     }
-    if (!this.punching) this.closeQuietSockets(SOCKET_QUIET_MS);
+    if (!s.round) this.closeQuietSockets(SOCKET_QUIET_MS);
   }
 
-  private directDied(deadAfter: number): void {
-    const dead = this.best!;
-    this.best = null;
-    this.followed = false;
+  private directDied(s: DirectState & { name: 'direct' }, deadAfter: number): void {
     this.nominationCheck = null;
-    this.stopHeartbeat();
-    this.opts.log.warn('direct_lost', `no answer on the direct path ${dead.path.remote} for ${deadAfter / 1000} s`, {
+    this.opts.log.warn('direct_lost', `no answer on the direct path ${s.path.remote} for ${deadAfter / 1000} s`, {
       sid: this.opts.session.sid,
     });
-    const relay = this.opts.relay();
-    if (relay && !relay.closed) this.opts.session.usePath(relay);
-    this.scheduleRetry();
+    this.transition(
+      { name: 'retry-wait', retry: this.retryTimer(this.plan), round: s.round, grace: null },
+      `no answer for ${deadAfter / 1000} s`,
+    );
+    this.opts.session.setPath('direct', null);
   }
 
-  private punchFailed(): void {
-    const plan = this.punching?.plan;
-    this.stopPunching();
-    if (this.best) return;
+  /** The round `p` ran out of time. */
+  private roundOver(p: Round): void {
+    const s = this.state;
+    if (s.name === 'direct') return this.transition({ ...s, round: null }, 'round over');
+    if (s.name !== 'punching' && s.name !== 'retry-wait') return;
     this.opts.log.info(
       'punch_failed',
       `no direct path to the peer this time${this.opts.relay() ? '; staying on the relay' : ''}`,
-      { sid: this.opts.session.sid, plan: plan?.kind },
+      { sid: this.opts.session.sid, plan: p.plan.kind },
     );
-    this.scheduleRetry(plan);
+    // Retry with the same plan as this round: the NATs have not changed type.
+    const retry = s.name === 'retry-wait' ? s.retry : this.retryTimer(p.plan);
+    this.transition({ name: 'retry-wait', retry, round: null, grace: s.grace }, 'no probe answered in the round');
   }
 
-  /** Retries with the same plan as the last round: the NATs have not changed type. */
-  private scheduleRetry(plan: PunchPlan = this.plan): void {
-    if (this.closed || this.retryTimer) return;
-    const delay = this.retryDelay;
-    this.retryDelay = Math.min(this.retryDelay * 2, 60_000);
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = null;
+  /** The timer of a `retry-wait` state: asks the peer to punch again and starts (or extends) a round. */
+  private retryTimer(plan: PunchPlan): NodeJS.Timeout {
+    const timer = setTimeout(() => {
+      const s = this.state;
+      if (s.name !== 'retry-wait' || s.retry !== timer) return;
       this.opts.requestRepunch?.();
-      this.punch([], plan, 0);
-    }, delay);
-    this.retryTimer.unref();
+      this.plan = plan;
+      if (plan.kind === 'none') {
+        this.opts.log.info('punch_skipped', plan.reason, { sid: this.opts.session.sid });
+        const next: DirectState = s.round
+          ? { name: 'punching', round: s.round, grace: s.grace }
+          : { name: 'idle', grace: s.grace };
+        return this.transition(next, 'retry, with no plan');
+      }
+      this.transition({ name: 'punching', round: this.roundFor(plan, 0), grace: s.grace }, 'retry');
+    }, this.backoff.next());
+    timer.unref();
+    return timer;
   }
 
-  private stopPunching(): void {
-    if (this.punching) clearTimeout(this.punching.timer);
-    this.punching = null;
+  /** A round is over (or abandoned): stop probing and forget its probes. */
+  private endRound(round: Round): void {
+    clearTimeout(round.timer);
     // Keep the sockets the peer still talks to (its chosen pair may use one of
     // ours that is not our own best); the heartbeat closes them once quiet.
-    this.closeQuietSockets(3000);
+    this.closeQuietSockets(SOCKET_QUIET_AFTER_ROUND_MS);
     this.probes.clear();
   }
 
   /** Closes extra sockets that are not our path's and received nothing authenticated for `quietMs`. */
   private closeQuietSockets(quietMs: number): void {
     if (!this.birthday.length) return;
-    const keep = this.best?.path.socket;
+    const keep = this.path?.socket;
     const now = performance.now();
     const still: dgram.Socket[] = [];
     for (const s of this.birthday) {

@@ -6,10 +6,14 @@ import type { NatInfo } from '../wire/control.js';
  *  - open-sockets: I am behind a destination-dependent (symmetric) NAT and the peer is not:
  *    open many sockets toward the peer so that one of my mappings meets its probes.
  *  - spray-ports: the peer is the symmetric one: probe random ports on its public IP.
- *  - none: both symmetric; no hole can be punched, stay on the relay.
+ *  - none: both symmetric; no hole can be punched, stay on the relay. `cause` says why no hole
+ *    can be punched; `reason` adds what happens instead (the punch_skipped log line).
  */
 export type PunchPlan =
-  { kind: 'plain' } | { kind: 'open-sockets' } | { kind: 'spray-ports' } | { kind: 'none'; reason: string };
+  | { kind: 'plain' }
+  | { kind: 'open-sockets' }
+  | { kind: 'spray-ports' }
+  | { kind: 'none'; cause: string; reason: string };
 
 export function isHard(nat: NatInfo | undefined): boolean {
   return nat?.mapping === 'address-dependent' || nat?.mapping === 'address-and-port-dependent';
@@ -18,8 +22,10 @@ export function isHard(nat: NatInfo | undefined): boolean {
 export function planPunch(mine: NatInfo | undefined, peer: NatInfo | undefined): PunchPlan {
   const iAmHard = isHard(mine);
   const peerIsHard = isHard(peer);
-  if (iAmHard && peerIsHard)
-    return { kind: 'none', reason: 'both NATs map per destination (symmetric); staying on the relay' };
+  if (iAmHard && peerIsHard) {
+    const cause = 'both NATs map per destination (symmetric)';
+    return { kind: 'none', cause, reason: `${cause}; staying on the relay` };
+  }
   if (iAmHard) return { kind: 'open-sockets' };
   if (peerIsHard) return { kind: 'spray-ports' };
   return { kind: 'plain' };

@@ -22,3 +22,16 @@ export interface Path {
   readonly closed: boolean;
   close(): void;
 }
+
+/**
+ * Where a path hands every datagram it receives: the session's `receive`.
+ * True when the datagram was authentic and taken in. Every kind of path (the
+ * relay connection, the direct paths of the UDP socket, and any future kind)
+ * is wired to its session the same way: `source.deliverTo(session.deliver)`.
+ */
+export type PathReceiver = (datagram: Uint8Array, from: Path) => boolean;
+
+/** Something that receives datagrams on a session's behalf: a relay connection, the direct path manager. */
+export interface PathSource {
+  deliverTo(receiver: PathReceiver): void;
+}

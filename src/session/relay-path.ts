@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { FramedSocket } from '../transport/framed-socket.js';
-import type { Path } from './path.js';
+import type { Path, PathReceiver, PathSource } from './path.js';
 import type { ControlMessage } from '../wire/control.js';
 import { MAX_RELAY_DATAGRAM_LEN } from '../wire/datagram.js';
 
@@ -13,14 +13,17 @@ const MAX_QUEUED_BYTES = 16 * 1024 * 1024;
 
 /**
  * The relay path: a TCP connection to the relay that carries this session's
- * sealed datagrams, one per frame, up to MAX_RELAY_DATAGRAM_LEN each. Emits 'datagram' (Buffer) and 'close' (reason).
+ * sealed datagrams, one per frame, up to MAX_RELAY_DATAGRAM_LEN each. Hands what it receives to
+ * its receiver (deliverTo) like every path; emits 'close' (reason).
  */
-export class RelayPath extends EventEmitter implements Path {
+export class RelayPath extends EventEmitter implements Path, PathSource {
   readonly kind = 'relay' as const;
   readonly maxDatagram = MAX_RELAY_DATAGRAM_LEN;
   readonly remote: string;
   private fs: FramedSocket | null = null;
   private isClosed = false;
+  /** Where received datagrams go (the session's `deliver`); dropped until set. */
+  private receiver: PathReceiver | null = null;
   dropped = 0;
 
   private constructor(remote: string) {
@@ -102,13 +105,17 @@ export class RelayPath extends EventEmitter implements Path {
           path.shutdown(`relay error: ${m.message}`);
         }
       });
-      fs.on('datagram', (d: Buffer) => path.emit('datagram', d));
+      fs.on('datagram', (d: Buffer) => path.receiver?.(d, path));
       fs.on('protocolError', (_c: string, msg: string) => fail(`relay protocol error: ${msg}`));
       fs.on('close', () => {
         fail(`the relay at ${host}:${port} closed the connection before the session was paired`);
         path.shutdown('relay connection closed');
       });
     });
+  }
+
+  deliverTo(receiver: PathReceiver): void {
+    this.receiver = receiver;
   }
 
   get closed(): boolean {

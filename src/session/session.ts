@@ -15,7 +15,8 @@ import type { Logger } from '../util/log.js';
 import { sharedBlockPool } from '../util/block-pool.js';
 import { beginLoan, endLoan } from '../util/loan.js';
 import { isDue, processTicker, tickFor } from '../util/ticker.js';
-import type { Path } from './path.js';
+import type { Path, PathKind, PathReceiver } from './path.js';
+import { activePath, choosePath, segmentSizeFor, type PathSet } from './path-choice.js';
 import { WindowControl } from './window-control.js';
 
 export interface SessionOptions {
@@ -30,6 +31,28 @@ export interface SessionOptions {
 
 /** KCP payload per UDP datagram: the largest sealed datagram minus seal overhead. */
 export const KCP_MTU = MAX_DATAGRAM_LEN - DATAGRAM_OVERHEAD;
+
+// Timing. Every interval and timeout of a session, in one place.
+/** The session is dead after this long without an authenticated datagram from the peer (any path). */
+export const SESSION_DEAD_AFTER_MS = 30_000;
+/** A quiet session on a non-direct path sends a heartbeat this often (the direct path has its own). */
+export const SESSION_KEEPALIVE_MS = 5_000;
+/** How often the send window is adjusted to the measured queueing delay. */
+const WINDOW_STEP_MS = 50;
+/**
+ * KCP's minimum retransmission timeout while the relay carries the session.
+ * The relay is TCP: it neither loses nor reorders, so a timeout there only
+ * means queueing delay, and a resend is a 64 KiB duplicate that the peer
+ * pays to open and discard (docs/BENCHMARKS.md, test/session-relay-rto.test.ts).
+ * Records are only lost with the connection (see retransmitNow in
+ * follow()) or when a stalled one is shed (RelayPath), and this floor is
+ * the safety net for the latter.
+ */
+const RELAY_MIN_RTO_MS = 2000;
+/** KCP's internal interval (nodelay mode): the granularity of its ack and retransmission timers. */
+const KCP_INTERVAL_MS = 10;
+/** The longest a KCP flush timer sleeps while data is in flight, whatever check() says. */
+const MAX_FLUSH_DELAY_MS = 5_000;
 /** KCP windows in UDP-sized segments: ~1.4 MB in flight, enough for 100+ MB/s at LAN round-trip times. */
 const WND = 1024;
 /**
@@ -45,43 +68,34 @@ const MAX_WINDOW_BYTES = 8 * 1024 * 1024;
  * the queue short is what lets an interactive stream's frame go next.
  */
 const QUEUE_AFTER_WINDOW_BYTES = 16 * KCP_MTU;
-/** How often the send window is adjusted to the measured queueing delay. */
-const WINDOW_STEP_MS = 50;
 const STREAM_WINDOW = 4 * 1024 * 1024;
-/**
- * KCP's minimum retransmission timeout while the relay carries the session.
- * The relay is TCP: it neither loses nor reorders, so a timeout there only
- * means queueing delay, and a resend is a 64 KiB duplicate that the peer
- * pays to open and discard (measured at full speed: ~170 a second, ~4% of
- * the relay's bandwidth). Records are only lost with the
- * connection (see retransmitNow in usePath) or when a stalled one is
- * shed (RelayPath), and this floor is the safety net for the latter.
- */
-const RELAY_MIN_RTO_MS = 2000;
-
 /**
  * One tunnel session: KCP carrying a stream mux, sealed end to end, over
  * whichever path is active. Paths come and go (relay first, direct when a hole
  * opens); KCP state and streams are untouched by a move.
  *
- * Emits 'path' (path, previous), 'close' (reason), and 'control' (type, payload, path)
- * for probe/heartbeat datagrams, which the path manager handles.
+ * The relay and direct managers only report which paths are available
+ * (setPath); which path each datagram takes is decided in one place,
+ * path-choice.ts. Every path hands what it receives to `deliver`.
+ *
+ * Emits 'path' (path, previous) when the active path changes, 'close'
+ * (reason), and 'control' (type, payload, path) for probe/heartbeat
+ * datagrams, which the path manager handles.
  */
 export class Session extends EventEmitter {
   readonly kcp: Kcp;
   readonly mux: Mux;
   readonly sealer: DatagramSealer;
   readonly opener: DatagramOpener;
-  private active: Path | null = null;
+  /** What the path managers reported, and the active path (`current`): see path-choice.ts. */
+  private readonly paths: PathSet = { relay: null, direct: null, current: null };
   private readonly wndControl = new WindowControl({ maxWnd: WND });
   private sndWnd = this.wndControl.window;
   /** Segments the mux may queue beyond the window (set with the segment size). */
   private queueAfterWindow = 0;
-  /** The relay, while open: carries segments cut for it that are too big for UDP. */
-  private largeRecordPath: Path | null = null;
   /** Segments dropped because no open path could carry their size (the session then closes). */
   oversizeDropped = 0;
-  /** Set once a direct path has carried the session: see usePath(). */
+  /** Set once a direct path has carried the session: see segmentSizeFor(). */
   private beenDirect = false;
   /** The datagram size segments are currently cut for. */
   private segmentFor = 0;
@@ -103,7 +117,7 @@ export class Session extends EventEmitter {
     this.sealer = new DatagramSealer(opts.keys);
     this.opener = new DatagramOpener(opts.keys);
     this.kcp = new Kcp(opts.keys.conv, (buf) => this.output(buf));
-    this.kcp.setNodelay(1, 10, 2, 1);
+    this.kcp.setNodelay(1, KCP_INTERVAL_MS, 2, 1);
     // A relay-sized frame's block goes back to the pool once KCP has it acknowledged.
     this.kcp.onRelease = (segment) => sharedBlockPool.give(segment);
     this.mux = new Mux({
@@ -123,8 +137,8 @@ export class Session extends EventEmitter {
     });
     this.fitSegmentsTo(MAX_DATAGRAM_LEN);
     this.mux.on('error', (e: Error) => opts.log.warn('mux_error', e.message, { sid: opts.sid }));
-    const deadAfter = opts.deadAfterMs ?? 30_000;
-    const keepaliveMs = opts.keepaliveMs ?? 5_000;
+    const deadAfter = opts.deadAfterMs ?? SESSION_DEAD_AFTER_MS;
+    const keepaliveMs = opts.keepaliveMs ?? SESSION_KEEPALIVE_MS;
     const resolution = tickFor(Math.min(keepaliveMs, deadAfter));
     this.keepalive = processTicker.subscribe(
       (now) => this.checkAlive(now, deadAfter, keepaliveMs, resolution),
@@ -137,7 +151,7 @@ export class Session extends EventEmitter {
     const quiet = now - this.lastRecv;
     if (quiet > deadAfter) return this.close(`no traffic from the peer for ${Math.round(deadAfter / 1000)} s`);
     // The direct path has its own heartbeats; elsewhere, ping only a quiet session.
-    if (this.active?.kind === 'direct' || !isDue(quiet, keepaliveMs, resolution)) return;
+    if (this.paths.current?.kind === 'direct' || !isDue(quiet, keepaliveMs, resolution)) return;
     this.sendSealed(DatagramType.Heartbeat, EMPTY);
   }
 
@@ -151,8 +165,9 @@ export class Session extends EventEmitter {
     }
   }
 
+  /** The active path: the one data goes on (segments too large for it excepted, see path-choice.ts). */
   get path(): Path | null {
-    return this.active;
+    return this.paths.current;
   }
   get closed(): boolean {
     return this.closedReason !== null;
@@ -181,48 +196,30 @@ export class Session extends EventEmitter {
   }
 
   /**
-   * The path for segments too large for the active path: the relay, while
-   * it is open (null when it closes). See output().
+   * A path manager reports that its path of `kind` is available (`path`) or
+   * gone (null): the relay once paired and when it closes, the direct path
+   * once confirmed and when its heartbeats stop. The session then follows
+   * the path choice (path-choice.ts).
    */
-  setLargeRecordPath(path: Path | null): void {
-    // The relay went away while another path was active: whatever was still
-    // on it is lost, and is resent now rather than at its (long) timeout.
-    if (!path && this.largeRecordPath && this.largeRecordPath !== this.active) this.kcp.retransmitNow();
-    this.largeRecordPath = path;
+  setPath(kind: PathKind, path: Path | null): void {
+    const gone = this.paths[kind];
+    if (gone === path) return;
+    this.paths[kind] = path;
+    // A path went away while another was active (the relay, carrying records
+    // too large for UDP): whatever was still on it is lost, and is resent now
+    // rather than at its (long) timeout.
+    if (gone && gone !== path && gone !== this.paths.current) this.kcp.retransmitNow();
+    this.follow();
   }
 
-  /** KCP's output: one datagram's worth of segments, sealed onto a path that can carry it. */
-  private output(buf: Uint8Array): void {
-    const active = this.active;
-    if (active && buf.length + DATAGRAM_OVERHEAD > active.maxDatagram) {
-      // Segments cut for the relay's 64 KiB records are still in flight (or
-      // being retransmitted) after a move to UDP: they finish by the relay.
-      const big = this.largeRecordPath;
-      if (big && !big.closed && buf.length + DATAGRAM_OVERHEAD <= big.maxDatagram)
-        return this.sendSealed(DatagramType.Data, buf, big);
-      // No such path, and none will come back for this session: fail now with
-      // the reason, rather than retransmit into nothing until KCP gives up.
-      this.oversizeDropped++;
-      this.close(
-        'the relay closed while data cut into relay-sized records was unacknowledged, and UDP cannot carry those',
-      );
-      return;
-    }
-    this.sendSealed(DatagramType.Data, buf);
-  }
-
-  /** Makes `path` the one that carries data from now on. */
-  usePath(path: Path): void {
-    if (this.active === path) return;
-    const prev = this.active;
-    this.active = path;
-    // Relay-sized segments only until the session has been direct: a session
-    // that falls back to the relay expects to punch again, and if the relay
-    // then breaks too (a NAT that forgot everything), UDP-sized segments are
-    // what can still move. Sessions that never go direct (--mode relay, both
-    // NATs symmetric, UDP blocked) keep the fast relay.
+  /** Moves data onto the active path of the path choice, if that changed. */
+  private follow(): void {
+    const prev = this.paths.current;
+    const path = activePath(this.paths);
+    if (!path || path === prev) return;
+    this.paths.current = path;
     if (path.kind === 'direct') this.beenDirect = true;
-    const segmentFor = this.beenDirect ? Math.min(path.maxDatagram, MAX_DATAGRAM_LEN) : path.maxDatagram;
+    const segmentFor = segmentSizeFor(path, this.beenDirect);
     if (segmentFor !== this.segmentFor) this.fitSegmentsTo(segmentFor);
     // Timeouts are for lossy UDP; over the relay's TCP only a lost connection
     // loses data, and then (as for a hole that died) what was in flight on
@@ -234,8 +231,25 @@ export class Session extends EventEmitter {
     this.kick();
   }
 
+  /** KCP's output: one datagram's worth of segments, sealed onto the path the path choice gives it. */
+  private output(buf: Uint8Array): void {
+    const via = choosePath(this.paths, buf.length + DATAGRAM_OVERHEAD);
+    if (via === 'no-path') return;
+    if (via === 'too-large') {
+      // No open path can carry a segment cut for the relay, and none will come
+      // back for this session: fail now with the reason, rather than
+      // retransmit into nothing until KCP gives up.
+      this.oversizeDropped++;
+      this.close(
+        'the relay closed while data cut into relay-sized records was unacknowledged, and UDP cannot carry those',
+      );
+      return;
+    }
+    this.sendSealed(DatagramType.Data, buf, via);
+  }
+
   /** Seals and sends on a given path (probes) or the active one. */
-  sendSealed(type: DatagramType, payload: Uint8Array, via: Path | null = this.active): void {
+  sendSealed(type: DatagramType, payload: Uint8Array, via: Path | null = this.paths.current): void {
     if (!via || via.closed || this.closedReason !== null) return;
     if (payload.length > MAX_DATAGRAM_PAYLOAD && via.sendRecord) {
       const length = sealedLength(payload.length);
@@ -248,7 +262,10 @@ export class Session extends EventEmitter {
     via.send(dg);
   }
 
-  /** Entry for every datagram that arrives on any path for this session. */
+  /** The one entry for every datagram that arrives on any path: wire paths with `source.deliverTo(session.deliver)`. */
+  readonly deliver: PathReceiver = (datagram, from) => this.receive(datagram, from);
+
+  /** Opens and takes in a datagram that arrived on `from`; false when it is not authentic (or the session closed). */
   receive(datagram: Uint8Array, from: Path): boolean {
     if (this.closedReason !== null) return false;
     // A relay record is opened into a pooled block, lent down to KCP, the mux
@@ -342,7 +359,7 @@ export class Session extends EventEmitter {
       return;
     }
     const due = this.kcp.check(now);
-    const delay = Math.min(5_000, Math.max(1, (due - now) | 0));
+    const delay = Math.min(MAX_FLUSH_DELAY_MS, Math.max(1, (due - now) | 0));
     const at = performance.now() + delay;
     if (this.timer && this.timerAt <= at) return;
     if (this.timer) clearTimeout(this.timer);

@@ -4,6 +4,9 @@
  * so IPv6 follows without new types.
  */
 import { isIPv4, isIPv6 } from 'node:net';
+import { unmapIPv4 } from '../util/addr.js';
+
+export { unmapIPv4 };
 
 export type Family = 'IPv4' | 'IPv6';
 
@@ -33,15 +36,9 @@ function stripZone(address: string): string {
  */
 export function toEndpoint(addr: { address: string; port: number; family?: string | number }): Endpoint {
   const unmapped = unmapIPv4(addr.address);
-  if (unmapped !== null) return { address: unmapped, port: addr.port, family: 'IPv4' };
+  if (unmapped !== addr.address) return { address: unmapped, port: addr.port, family: 'IPv4' };
   const family = familyOf(addr.address) ?? (addr.family === 'IPv6' || addr.family === 6 ? 'IPv6' : 'IPv4');
   return { address: addr.address, port: addr.port, family };
-}
-
-/** '::ffff:1.2.3.4' -> '1.2.3.4'; anything else -> null. */
-export function unmapIPv4(address: string): string | null {
-  const m = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address);
-  return m !== null && isIPv4(m[1]) ? m[1] : null;
 }
 
 export function isWildcard(address: string): boolean {
@@ -55,8 +52,8 @@ export function sameEndpoint(a: { address: string; port: number }, b: { address:
 
 export function sameAddress(a: string, b: string): boolean {
   if (a === b) return true;
-  const ba = ipToBytes(unmapIPv4(a) ?? a);
-  const bb = ipToBytes(unmapIPv4(b) ?? b);
+  const ba = ipToBytes(unmapIPv4(a));
+  const bb = ipToBytes(unmapIPv4(b));
   return ba !== null && bb !== null && Buffer.compare(ba, bb) === 0;
 }
 

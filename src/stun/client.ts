@@ -9,6 +9,7 @@
  * carrying our transaction id; other listeners keep receiving everything
  * (including our response, which they should ignore: isStunPacket()).
  */
+import { CodedError } from '../util/errors.js';
 import type dgram from 'node:dgram';
 import { performance } from 'node:perf_hooks';
 import { toEndpoint, type Endpoint } from './address.js';
@@ -55,14 +56,14 @@ export interface StunBindingResult {
 export type StunErrorCode =
   'ESTUNTIMEOUT' | 'ESTUNERROR' | 'ESTUNBADRESPONSE' | 'ESTUNCLOSED' | 'ESTUNABORTED' | 'ESTUNSEND';
 
-export class StunError extends Error {
+export class StunError extends CodedError {
   constructor(
     message: string,
-    readonly code: StunErrorCode,
+    override readonly code: StunErrorCode,
     /** ERROR-CODE from the server, for ESTUNERROR. */
     readonly stunCode?: number,
   ) {
-    super(message);
+    super(code, message);
     this.name = 'StunError';
   }
 }

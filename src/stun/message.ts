@@ -136,7 +136,7 @@ export function crc32(data: Uint8Array): number {
 // ---------------------------------------------------------------- addresses
 
 function encodeAddress(e: Endpoint, xorKey: Buffer | null): Buffer {
-  const ip = ipToBytes(unmapIPv4(e.address) ?? e.address);
+  const ip = ipToBytes(unmapIPv4(e.address));
   if (ip === null) throw new Error(`not an IP address: ${e.address}`);
   if (!Number.isInteger(e.port) || e.port < 0 || e.port > 0xffff) throw new Error(`bad port: ${e.port}`);
   const out = Buffer.alloc(4 + ip.length);
@@ -343,7 +343,7 @@ export function mappedAddressOf(msg: StunMessage): Endpoint | undefined {
 
 /** True for an IP literal the codec can carry (IPv4, IPv6, v4-mapped IPv6). */
 export function isEncodableAddress(address: string): boolean {
-  return familyOf(unmapIPv4(address) ?? address) !== null;
+  return familyOf(unmapIPv4(address)) !== null;
 }
 
 /** A fresh transaction id; RFC 5389 §6 wants it cryptographically random. */

@@ -1,5 +1,14 @@
 import net from 'node:net';
 
+/**
+ * '::ffff:1.2.3.4' -> '1.2.3.4': an IPv4 peer as a dual-stack socket shows it,
+ * back in IPv4 form. Any other address is returned unchanged.
+ */
+export function unmapIPv4(address: string): string {
+  const m = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address);
+  return m !== null && net.isIPv4(m[1]) ? m[1] : address;
+}
+
 export interface HostPort {
   host: string;
   port: number;

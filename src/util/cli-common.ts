@@ -1,5 +1,6 @@
 import { Option, type Command } from 'commander';
 import { createLogger, type LogFormat, type Logger, type LogLevel } from './log.js';
+import { codeOf, type ErrorCode } from './errors.js';
 
 /** Options every command shares. */
 export function addLogOptions(cmd: Command): Command {
@@ -26,15 +27,21 @@ export function loggerFrom(opts: { logFormat?: string; logLevel?: string; quiet?
 }
 
 /**
- * Ends the process after a fatal error: one line, as an `error` event in JSON
- * mode, and a non-zero exit code. Waits for stderr to drain so the reason is never lost.
+ * Ends the process after a fatal error: one line, as an `error` event with its
+ * `code` in JSON mode, and exit status 1. Takes a CodedError (any other thrown
+ * value is 'internal'), or a message and its code. Waits for stderr to drain so
+ * the reason is never lost.
  */
-export function die(log: Logger | null, message: string, code = 1): never {
-  if (log) log.error('error', message);
-  else process.stderr.write(`error: ${message}\n`);
-  process.exitCode = code;
+export function die(log: Logger | null, error: Error): never;
+export function die(log: Logger | null, message: string, code: ErrorCode): never;
+export function die(log: Logger | null, error: unknown, code?: ErrorCode): never {
+  const message = typeof error === 'string' ? error : error instanceof Error ? error.message : String(error);
+  const c = code ?? codeOf(error);
+  if (log) log.error('error', message, { code: c });
+  else process.stderr.write(`error: ${message} (${c})\n`);
+  process.exitCode = 1;
   // Let pending writes flush, then exit even if sockets are still open.
-  setTimeout(() => process.exit(code), 50);
+  setTimeout(() => process.exit(1), 50);
   throw new ExitSignal();
 }
 

@@ -47,7 +47,8 @@ export function createLogger(opts: LogOptions = {}): Logger {
 function wrap(p: pino.Logger): Logger {
   const at =
     (lvl: 'debug' | 'info' | 'warn' | 'error') => (event: string, msg: string, fields?: Record<string, unknown>) =>
-      p[lvl]({ ...fields, event }, msg);
+      // Every `error` event carries a code (src/util/errors.ts); one a caller forgot is 'internal'.
+      p[lvl](event === 'error' ? { code: 'internal', ...fields, event } : { ...fields, event }, msg);
   return {
     debug: at('debug'),
     info: at('info'),

@@ -1,3 +1,4 @@
+import { readU32BE } from './bytes.js';
 /**
  * Sealed datagram layout, shared by every data path (direct UDP and relay).
  *
@@ -17,6 +18,15 @@ export const DATAGRAM_OVERHEAD = DATAGRAM_HEADER_LEN + AEAD_TAG_LEN;
 /** Largest sealed datagram we send or accept over UDP; fits a 1500-byte MTU path with IPv6+UDP headers. */
 export const MAX_DATAGRAM_LEN = 1452;
 /**
+ * Largest sealed datagram accepted from UDP: a 1500-byte IPv4 path carries
+ * 1500 - 20 - 8 = 1472 bytes, the most a PMTU search (src/punch/pmtu.ts)
+ * probes by default. Receivers must take up to this much even while they send
+ * less (the two directions of a path can differ). Routing (peekDatagramHeader,
+ * readReceiverIndex) uses it; what a session opens is still bounded by its
+ * path's maxDatagram.
+ */
+export const MAX_UDP_DATAGRAM_LEN = 1472;
+/**
  * Largest sealed datagram on the relay path. TCP has no MTU, and every
  * datagram costs a fixed amount of work (an AEAD call, a frame, a KCP
  * segment), so the relay carries records 45x larger than UDP does: this is
@@ -35,10 +45,19 @@ export const enum DatagramType {
   Heartbeat = 0xa4,
   /** Reply to a heartbeat. */
   HeartbeatAck = 0xa5,
+  /**
+   * Path MTU probe: a PmtuProbe body (src/wire/pmtu-probe.ts) padded so that
+   * the sealed datagram is exactly the size being tested. Peers older than
+   * this type drop it unread (isDatagramType), so it never costs them a
+   * replay-window slot or an AEAD call.
+   */
+  PmtuProbe = 0xa6,
+  /** Reply to a PMTU probe: its id and the size that arrived; small. */
+  PmtuProbeAck = 0xa7,
 }
 
 export function isDatagramType(b: number): b is DatagramType {
-  return b >= 0xa1 && b <= 0xa5;
+  return b >= 0xa1 && b <= 0xa7;
 }
 
 export interface DatagramHeader {
@@ -49,7 +68,7 @@ export interface DatagramHeader {
 
 /** Reads the header without authenticating it; null when the bytes cannot be one of ours. */
 export function peekDatagramHeader(buf: Uint8Array): DatagramHeader | null {
-  if (buf.length < DATAGRAM_OVERHEAD || buf.length > MAX_DATAGRAM_LEN) return null;
+  if (buf.length < DATAGRAM_OVERHEAD || buf.length > MAX_UDP_DATAGRAM_LEN) return null;
   const type = buf[0];
   if (!isDatagramType(type)) return null;
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
@@ -73,17 +92,12 @@ export function sealedLength(payloadLen: number): number {
   return payloadLen + DATAGRAM_OVERHEAD;
 }
 
-/** Plaintext size carried by a sealed datagram of `datagramLen` bytes; negative when too short. */
-export function payloadLength(datagramLen: number): number {
-  return datagramLen - DATAGRAM_OVERHEAD;
-}
-
 /**
  * Receiver index of a datagram without authenticating it, for routing an
  * incoming datagram to its session; -1 when the bytes cannot be one of ours.
  * Allocation-free, unlike peekDatagramHeader.
  */
 export function readReceiverIndex(buf: Uint8Array): number {
-  if (buf.length < DATAGRAM_OVERHEAD || buf.length > MAX_DATAGRAM_LEN || !isDatagramType(buf[0])) return -1;
-  return ((buf[1] << 24) | (buf[2] << 16) | (buf[3] << 8) | buf[4]) >>> 0;
+  if (buf.length < DATAGRAM_OVERHEAD || buf.length > MAX_UDP_DATAGRAM_LEN || !isDatagramType(buf[0])) return -1;
+  return readU32BE(buf, 1);
 }

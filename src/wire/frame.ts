@@ -1,3 +1,4 @@
+import { readU32BE, writeU32BE } from './bytes.js';
 /**
  * Framing for every TCP connection we speak (control channel and relay):
  *
@@ -57,10 +58,7 @@ export function encodeFrameHeader(kind: FrameKind, bodyLength: number): Buffer {
 
 /** The 6-byte frame header into `out[0..6)`. */
 export function writeFrameHeader(out: Uint8Array, kind: FrameKind, bodyLength: number): void {
-  out[0] = bodyLength >>> 24;
-  out[1] = bodyLength >>> 16;
-  out[2] = bodyLength >>> 8;
-  out[3] = bodyLength;
+  writeU32BE(out, 0, bodyLength);
   out[4] = PROTOCOL_VERSION;
   out[5] = kind;
 }
@@ -135,18 +133,13 @@ export class FrameDecoder {
   }
 }
 
-/** The body length field of the frame header at `buf[off..]` (big-endian u32). */
-function frameBodyLength(buf: Uint8Array, off: number): number {
-  return ((buf[off] << 24) | (buf[off + 1] << 16) | (buf[off + 2] << 8) | buf[off + 3]) >>> 0;
-}
-
 /** Pure: the error in the frame header at `buf[off..off+6)`, or null when it is acceptable. */
 export function checkFrameHeader(buf: Uint8Array, off: number, maxBody: (kind: number) => number): FrameError | null {
   const version = buf[off + 4];
   const kind = buf[off + 5];
   if (version !== PROTOCOL_VERSION) return { code: 'bad_version', version };
   if (kind !== FrameKind.Control && kind !== FrameKind.Datagram) return { code: 'bad_kind', kind };
-  const length = frameBodyLength(buf, off);
+  const length = readU32BE(buf, off);
   const max = maxBody(kind);
   if (length > max) return { code: 'frame_too_large', length, max };
   return null;
@@ -188,7 +181,7 @@ export class TransientFrameDecoder {
     while (n - p >= FRAME_HEADER_LEN) {
       const error = checkFrameHeader(chunk, p, this.maxBody);
       if (error) return this.fail(frames, error);
-      const total = FRAME_HEADER_LEN + frameBodyLength(chunk, p);
+      const total = FRAME_HEADER_LEN + readU32BE(chunk, p);
       if (n - p < total) break;
       const body = chunk.subarray(p + FRAME_HEADER_LEN, p + total);
       frames.push({ kind: chunk[p + 5], body: Buffer.from(body.buffer, body.byteOffset, body.length) });
@@ -241,7 +234,7 @@ export class TransientFrameDecoder {
 
   /** Allocates a spanning frame once its (already checked) header is known. */
   private startPending(header: Uint8Array): void {
-    const total = FRAME_HEADER_LEN + frameBodyLength(header, 0);
+    const total = FRAME_HEADER_LEN + readU32BE(header, 0);
     let buf = this.assembly[this.turn];
     // Grown once to the largest frame seen: for the relay, one 64 KiB record.
     if (buf.length < total) buf = this.assembly[this.turn] = Buffer.allocUnsafe(total);

@@ -1,3 +1,4 @@
+import { checkU32, readU32BE, writeU32BE } from './bytes.js';
 /**
  * Byte layout of the two tunnel handshake messages. The rendezvous server
  * carries them as opaque base64 strings inside its JSON control messages; it
@@ -63,28 +64,13 @@ export interface HandshakeResponseFields {
 
 export type HandshakeParseError = 'bad_format' | 'bad_version';
 
-function readU32(b: Uint8Array, off: number): number {
-  return ((b[off] << 24) | (b[off + 1] << 16) | (b[off + 2] << 8) | b[off + 3]) >>> 0;
-}
-
 /** A copy even when `b` is a Node Buffer, whose slice() would alias the input. */
 function copyOf(b: Uint8Array, start: number, end: number): Uint8Array {
   return Uint8Array.prototype.slice.call(b, start, end);
 }
 
-function writeU32(b: Uint8Array, off: number, v: number): void {
-  b[off] = v >>> 24;
-  b[off + 1] = v >>> 16;
-  b[off + 2] = v >>> 8;
-  b[off + 3] = v;
-}
-
 function checkField(name: string, v: Uint8Array, len: number): void {
   if (!(v instanceof Uint8Array) || v.length !== len) throw new TypeError(`${name} must be ${len} bytes`);
-}
-
-function checkU32(name: string, v: number): void {
-  if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new TypeError(`${name} must be a uint32`);
 }
 
 /**
@@ -100,8 +86,8 @@ export function encodeHandshakeInit(f: HandshakeInitFields): Uint8Array {
   const out = new Uint8Array(HANDSHAKE_INIT_LEN);
   out[0] = HandshakeKind.Init;
   out[1] = HANDSHAKE_VERSION;
-  writeU32(out, 2, f.initiatorIndex);
-  writeU32(out, 6, f.conv);
+  writeU32BE(out, 2, f.initiatorIndex);
+  writeU32BE(out, 6, f.conv);
   out.set(f.ephemeral, 10);
   out.set(f.nonce, 42);
   out.set(f.mac, HS_MAC_OFFSET);
@@ -117,8 +103,8 @@ export function encodeHandshakeResponse(f: HandshakeResponseFields): Uint8Array 
   const out = new Uint8Array(HANDSHAKE_RESPONSE_LEN);
   out[0] = HandshakeKind.Response;
   out[1] = HANDSHAKE_VERSION;
-  writeU32(out, 2, f.responderIndex);
-  writeU32(out, 6, f.initiatorIndex);
+  writeU32BE(out, 2, f.responderIndex);
+  writeU32BE(out, 6, f.initiatorIndex);
   out.set(f.ephemeral, 10);
   out.set(f.nonce, 42);
   out.set(f.mac, HS_MAC_OFFSET);
@@ -136,8 +122,8 @@ export function decodeHandshakeInit(buf: Uint8Array): HandshakeInitFields | Hand
   const err = checkEnvelope(buf, HandshakeKind.Init, HANDSHAKE_INIT_LEN);
   if (err) return err;
   return {
-    initiatorIndex: readU32(buf, 2),
-    conv: readU32(buf, 6),
+    initiatorIndex: readU32BE(buf, 2),
+    conv: readU32BE(buf, 6),
     ephemeral: copyOf(buf, 10, 42),
     nonce: copyOf(buf, 42, 58),
     mac: copyOf(buf, HS_MAC_OFFSET, HANDSHAKE_INIT_LEN),
@@ -148,8 +134,8 @@ export function decodeHandshakeResponse(buf: Uint8Array): HandshakeResponseField
   const err = checkEnvelope(buf, HandshakeKind.Response, HANDSHAKE_RESPONSE_LEN);
   if (err) return err;
   return {
-    responderIndex: readU32(buf, 2),
-    initiatorIndex: readU32(buf, 6),
+    responderIndex: readU32BE(buf, 2),
+    initiatorIndex: readU32BE(buf, 6),
     ephemeral: copyOf(buf, 10, 42),
     nonce: copyOf(buf, 42, 58),
     mac: copyOf(buf, HS_MAC_OFFSET, HANDSHAKE_RESPONSE_LEN),
@@ -169,9 +155,9 @@ export function peekHandshake(
   | null {
   if (!(buf instanceof Uint8Array) || buf.length !== HANDSHAKE_INIT_LEN || buf[1] !== HANDSHAKE_VERSION) return null;
   if (buf[0] === HandshakeKind.Init)
-    return { kind: HandshakeKind.Init, initiatorIndex: readU32(buf, 2), conv: readU32(buf, 6) };
+    return { kind: HandshakeKind.Init, initiatorIndex: readU32BE(buf, 2), conv: readU32BE(buf, 6) };
   if (buf[0] === HandshakeKind.Response) {
-    return { kind: HandshakeKind.Response, responderIndex: readU32(buf, 2), initiatorIndex: readU32(buf, 6) };
+    return { kind: HandshakeKind.Response, responderIndex: readU32BE(buf, 2), initiatorIndex: readU32BE(buf, 6) };
   }
   return null;
 }

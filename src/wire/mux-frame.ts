@@ -1,3 +1,4 @@
+import { readU32BE, writeU32BE } from './bytes.js';
 /**
  * Stream multiplexer frame layout. One frame is one message of the reliable,
  * ordered message transport underneath (KCP in message mode), so a frame never
@@ -81,24 +82,13 @@ function isKnownCmd(c: number): c is MuxCmd {
   return c >= MuxCmd.Syn && c <= MuxCmd.Pong;
 }
 
-function readU32(b: Uint8Array, o: number): number {
-  return ((b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]) >>> 0;
-}
-
-function writeU32(b: Uint8Array, o: number, v: number): void {
-  b[o] = v >>> 24;
-  b[o + 1] = (v >>> 16) & 0xff;
-  b[o + 2] = (v >>> 8) & 0xff;
-  b[o + 3] = v & 0xff;
-}
-
 /** Parses one transport message; the payload aliases `buf`. Never throws. */
 export function decodeMuxFrame(buf: Uint8Array): MuxDecodeResult {
   if (!(buf instanceof Uint8Array) || buf.length < MUX_HEADER_LEN) return { ok: false, error: 'short', streamId: null };
   if (buf[0] !== MUX_VERSION) return { ok: false, error: 'version', streamId: null };
   const cmd = buf[1];
-  const streamId = readU32(buf, 2);
-  const arg = readU32(buf, 6);
+  const streamId = readU32BE(buf, 2);
+  const arg = readU32BE(buf, 6);
   if (!isKnownCmd(cmd)) return { ok: false, error: 'cmd', streamId };
   const bodyLen = buf.length - MUX_HEADER_LEN;
   const isPing = cmd === MuxCmd.Ping || cmd === MuxCmd.Pong;
@@ -115,8 +105,8 @@ export function decodeMuxFrame(buf: Uint8Array): MuxDecodeResult {
 export function writeMuxHeader(out: Uint8Array, cmd: MuxCmd, streamId: number, arg: number): void {
   out[0] = MUX_VERSION;
   out[1] = cmd;
-  writeU32(out, 2, streamId >>> 0);
-  writeU32(out, 6, arg >>> 0);
+  writeU32BE(out, 2, streamId >>> 0);
+  writeU32BE(out, 6, arg >>> 0);
 }
 
 /** A header-only frame (SYN, FIN, RST, WINDOW_UPDATE, PING, PONG). */

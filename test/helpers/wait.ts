@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { sleep } from '../../src/util/backoff.js';
+export { sleep };
 
 /** Polls cond() every 5 ms for at most `ms`; fails the test if it never holds. */
 export async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {

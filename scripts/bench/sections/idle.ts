@@ -10,6 +10,7 @@ import type { Ctx, SectionResult } from '../context.js';
 import { RDV, TOOL } from '../env.js';
 import { cpuPercent, rssMb } from '../procstat.js';
 import { jsonNum, median } from '../stats.js';
+import { sleep } from '../../../src/util/backoff.js';
 
 export async function benchIdle(ctx: Ctx, count = 100, sampleMs = 50_000, settleMs = 15_000): Promise<SectionResult> {
   const { env, args, say } = ctx;
@@ -29,7 +30,7 @@ export async function benchIdle(ctx: Ctx, count = 100, sampleMs = 50_000, settle
     say(
       `  ${mv.first.sessions} tunnels open in ${Date.now() - t0} ms, ${mv.first.direct} on the direct path; settling ${settleMs / 1000} s`,
     );
-    await new Promise((r) => setTimeout(r, settleMs));
+    await sleep(settleMs);
     const pids = [serve.pid!, mv.child.pid!, env.rdv.pid!];
     // Several windows, each one "run": the figure is their median, as for every
     // other figure, so one noisy moment on the shared machine does not decide it.

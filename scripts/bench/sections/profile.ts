@@ -12,6 +12,7 @@ import type { Ctx, SectionResult } from '../context.js';
 import { IPERF_PORT, RDV, TOOL } from '../env.js';
 import { iperf } from '../iperf.js';
 import { summarizeProfile, type ProfileSummary } from '../cpuprofile.js';
+import { sleep } from '../../../src/util/backoff.js';
 
 function summarizeDir(dir: string): ProfileSummary | { error: string } {
   const f = readdirSync(dir).filter((x) => x.endsWith('.cpuprofile'));
@@ -136,7 +137,7 @@ export async function benchProfile(ctx: Ctx): Promise<SectionResult> {
       'ready',
       240_000,
     );
-    await new Promise((r) => setTimeout(r, 15_000));
+    await sleep(15_000);
     await stopProcess(mv.child, 5000);
     void svc;
     await env.startServe('svc', `127.0.0.1:${env.svcPort}`);

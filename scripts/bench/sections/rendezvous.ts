@@ -12,6 +12,7 @@ import { TOOL } from '../env.js';
 import { cpuSeconds, rssMb } from '../procstat.js';
 import { jsonNum, median } from '../stats.js';
 import { CLI } from '../../netns-lab.js';
+import { sleep } from '../../../src/util/backoff.js';
 
 export async function benchRendezvous(ctx: Ctx, peers = 10_000): Promise<SectionResult> {
   const { env, args, say } = ctx;
@@ -37,7 +38,7 @@ export async function benchRendezvous(ctx: Ctx, peers = 10_000): Promise<Section
   }, 250);
   try {
     await waitForEvent(rdv, 'ready', 20_000);
-    await new Promise((r) => setTimeout(r, 500));
+    await sleep(500);
     const rssIdle = rssMb(rdv.pid!);
     const t0 = Date.now();
     const rounds = Math.max(1, args.runs);
@@ -62,7 +63,7 @@ export async function benchRendezvous(ctx: Ctx, peers = 10_000): Promise<Section
       300_000,
     );
     say(`  ${peers} serve peers registered in ${gen.first.ms} ms`);
-    await new Promise((r) => setTimeout(r, 2500));
+    await sleep(2500);
     const rssRegistered = rssMb(rdv.pid!);
     const cpu0 = cpuSeconds(rdv.pid!);
     const c0 = Date.now();

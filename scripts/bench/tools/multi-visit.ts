@@ -8,6 +8,7 @@
 import { VisitPeer } from '../../../peer/visit.js';
 import { createLogger } from '../../../src/util/log.js';
 import { connect, flags, hostPort, MODE, num, out, runTool } from './common.js';
+import { sleep } from '../../../src/util/backoff.js';
 
 async function echoOnce(port: number): Promise<void> {
   const s = await connect({ host: '127.0.0.1', port });
@@ -49,7 +50,7 @@ runTool(async () => {
   const directCount = () =>
     peers.filter((p) => [...p.host.tunnels.values()].some((t) => t.session.path?.kind === 'direct')).length;
   const deadline = Date.now() + num(m, 'direct-wait-ms', 15_000);
-  while (directCount() < count && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+  while (directCount() < count && Date.now() < deadline) await sleep(200);
   out({ event: 'ready', sessions: peers.length, direct: directCount(), ms: Date.now() - t0 });
   const stop = () => {
     out({ event: 'stopped', direct: directCount() });

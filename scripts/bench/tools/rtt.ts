@@ -6,8 +6,7 @@
 import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { connect, flags, hostPort, MODE, num, out, runTool } from './common.js';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { sleep } from '../../../src/util/backoff.js';
 
 /** A bulk stream: 'up' writes to the sink, 'down' reads from the source. Counts bytes. */
 async function startLoad(

@@ -9,6 +9,7 @@
 import dgram from 'node:dgram';
 import { performance } from 'node:perf_hooks';
 import { flags, hostPort, num, out, runTool } from './common.js';
+import { sleep } from '../../../src/util/backoff.js';
 
 function bind(addr: { host: string; port: number }): Promise<dgram.Socket> {
   return new Promise((resolve, reject) => {
@@ -43,7 +44,7 @@ async function recv(m: Map<string, string>): Promise<void> {
     bytes += msg.length;
   });
   out({ event: 'ready' });
-  await new Promise((r) => setTimeout(r, ms));
+  await sleep(ms);
   clearInterval(puncher);
   s.close();
   out({ event: 'result', datagrams, bytes, firstMs: Math.round(first), lastMs: Math.round(last) });

@@ -1,16 +1,16 @@
 /**
- * Micro-benchmark of the crypto hot path: `node dist/src/crypto/bench.js [packets]`.
+ * Micro-benchmark of the crypto hot path: `node dist/scripts/bench/crypto.js [packets]`.
  * Seals and opens 1400-byte datagrams (1371-byte payloads, the size KCP emits
  * with mtu 1400 minus our overhead) on one core, with both AEAD backends, and
  * times a full handshake. Prints payload MB/s per CPU-second of this process
  * (process.cpuUsage), so time spent descheduled on a busy shared machine does
  * not count; wall-clock figures are only that close on an idle core.
  */
-import { DatagramType, DATAGRAM_OVERHEAD } from '../wire/datagram.js';
-import { allDatagramAeads, type DatagramAead } from './aead.js';
-import { DatagramOpener, DatagramSealer } from './datagram.js';
-import { createInitiator, respond, type SessionKeys } from './handshake.js';
-import { cryptoReady, sodium } from './sodium.js';
+import { DatagramType, DATAGRAM_OVERHEAD } from '../../src/wire/datagram.js';
+import { allDatagramAeads, type DatagramAead } from '../../src/crypto/aead.js';
+import { DatagramOpener, DatagramSealer } from '../../src/crypto/datagram.js';
+import { createInitiator, respond, type SessionKeys } from '../../src/crypto/handshake.js';
+import { cryptoReady, sodium } from '../../src/crypto/sodium.js';
 
 const PACKET = 1400;
 const PAYLOAD = PACKET - DATAGRAM_OVERHEAD;

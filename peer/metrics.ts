@@ -1,5 +1,5 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import type { TunnelInfo, TunnelTotals } from '../../peer/tunnel.js';
+import type { TunnelInfo, TunnelTotals } from './tunnel.js';
 
 /** What one serve or visit entry contributes; read at every scrape. */
 export interface PeerMetricsEntry {

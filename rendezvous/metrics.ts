@@ -1,7 +1,7 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import type { RendezvousServer } from '../../rendezvous/server.js';
-import type { NatInfo } from '../wire/control.js';
-import { natTypeFrom } from '../stun/nat.js';
+import type { RendezvousServer } from './server.js';
+import type { NatInfo } from '../src/wire/control.js';
+import { natTypeFrom } from '../src/stun/nat.js';
 
 /** Short, bounded label for a peer's NAT: the classic type name. */
 export function natLabel(nat: NatInfo | null | undefined): string {

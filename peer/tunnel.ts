@@ -321,6 +321,8 @@ export class TunnelHost {
     const limit = this.opts.resumeTimeoutMs ?? RESUME_TIMEOUT_MS;
     const backoff = new Backoff({ initialMs: RELAY_RESUME_FIRST_MS, maxMs: RELAY_RESUME_MAX_MS });
     let why = `the relay could not be reached again within ${Math.round(limit / 1000)} s`;
+    let code = 'resume_timeout';
+    let giveUp: string | undefined;
     try {
       for (let attempt = 1; attempt <= MAX_RELAY_RESUME_ATTEMPTS; attempt++) {
         await sleep(backoff.next());
@@ -352,6 +354,7 @@ export class TunnelHost {
           const code = (e as { code?: string }).code;
           if (code === 'unknown_session' || code === 'bad_proof') {
             why = (e as Error).message;
+            giveUp = code;
             break;
           }
           log.debug('resume_retry', `session ${session.sid}: relay not back yet: ${(e as Error).message}`, {
@@ -364,9 +367,12 @@ export class TunnelHost {
       tunnel.relayResuming = false;
     }
     if (session.closed) return;
+    code = giveUp ?? code;
     const p = session.path;
-    if (!p || p.closed || p.kind === 'relay') session.close(`relay connection lost: ${why}`);
-    else log.warn('relay_lost', `session ${session.sid} stays direct without a relay: ${why}`, { sid: session.sid });
+    if (!p || p.closed || p.kind === 'relay') {
+      log.warn('resume_failed', `session ${session.sid}: ${why}`, { sid: session.sid, code, what: 'relay' });
+      session.close(`relay connection lost: ${why}`);
+    } else log.warn('relay_lost', `session ${session.sid} stays direct without a relay: ${why}`, { sid: session.sid });
   }
 
   /**

@@ -425,6 +425,7 @@ export class TunnelHost {
       log.warn('resume_failed', `session ${sid}: the rendezvous did not take it back: ${(e as Error).message}`, {
         sid,
         code: (e as { code?: string }).code,
+        what: 'rendezvous',
       });
     }
   }

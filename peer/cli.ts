@@ -467,6 +467,14 @@ program
     process.stderr.write(`key pair written to ${o.out}\n`);
   });
 
+/** What the mapping verdict rests on, in words, for the plain-text `peer nat` output. */
+function mappingScope(t: { port: boolean; address: boolean }, mapping: string): string {
+  if (mapping === 'unknown') return '';
+  if (t.port && t.address) return ' (tested across server ports and addresses)';
+  if (t.port) return ' (tested across server ports; address dependence NOT tested: the server has one address)';
+  return ' (tested across server addresses; port dependence NOT tested)';
+}
+
 function defaultIdentityPath(): string {
   const base = process.env.XDG_CONFIG_HOME || path.join(os.homedir(), '.config');
   return path.join(base, 'holepunch', 'identity.json');
@@ -474,7 +482,10 @@ function defaultIdentityPath(): string {
 
 addLogOptions(program.command('nat'))
   .description("classify this host's NAT against a rendezvous (or any RFC 5389 STUN server)")
-  .addHelpText('after', '\nMapping and filtering tests need a server with a second address (rendezvous --alt-udp).')
+  .addHelpText(
+    'after',
+    '\nThe mapping test needs a server with a second port (a rendezvous has one by default: its UDP port + 1) or a second address (rendezvous --alt-udp); with a second port only, address-dependent mapping cannot be told from endpoint-independent, and the report says so.',
+  )
   .addOption(
     new Option('--server <host:port>', 'the rendezvous (its UDP port) or a STUN server')
       .env('PEER_SERVER')
@@ -495,7 +506,7 @@ addLogOptions(program.command('nat'))
           `public address:      ${ep(report.publicAddress)}`,
           `local address:       ${ep(report.localAddress)}`,
           `on a public address: ${report.isPublic ? 'yes' : 'no'}`,
-          `mapping:             ${report.mapping}`,
+          `mapping:             ${report.mapping}${mappingScope(report.mappingTested, report.mapping)}`,
           `filtering:           ${report.filtering}`,
           `NAT type:            ${report.natType}`,
           `hole punching:       ${report.isPublic || report.mapping === 'endpoint-independent' ? 'easy' : report.mapping === 'unknown' ? 'unknown' : 'hard (birthday punching against easy NATs; relay against another hard one)'}`,

@@ -19,19 +19,24 @@ const program = new Command('rendezvous')
     'after',
     `
 Examples:
-  rendezvous                                   # TCP and UDP 7000 on all addresses, relay embedded
+  rendezvous                                   # TCP and UDP 7000 on all addresses (UDP 7001 too: STUN), relay embedded
   rendezvous --listen 0.0.0.0:7000 --alt-udp 198.51.100.8:7001 --token "$T"
   rendezvous --config /etc/holepunch/rendezvous.toml --metrics 127.0.0.1:9100   # Prometheus + /status JSON
   relay --listen 0.0.0.0:7001 --key "$K" & rendezvous --relay relay.example.com:7001 --relay-key "$K"
   rendezvous --registry redis://10.0.0.5:6379/0 --node-id rdv-a --advertise 10.0.0.11:7000   # one node of a cluster (docs/CLUSTER.md)
 
-Open TCP and UDP on the --listen port (and the --alt-udp port) in your firewall.`,
+Open TCP and UDP on the --listen port, and UDP on the second STUN port (--listen port + 1, e.g. 7001,
+or --alt-port; or the --alt-udp address) in your firewall.`,
   )
   .option('--listen <host:port>', 'TCP control channel and embedded relay', '0.0.0.0:7000')
   .option('--udp <host:port>', 'UDP for STUN and punch coordination (default: the --listen address and port)')
   .option(
     '--alt-udp <host:port>',
     'a second UDP address (another IP of this host) so peers can classify their NAT (RFC 5780)',
+  )
+  .option(
+    '--alt-port <port|off>',
+    'a second UDP port on the --udp address that answers STUN, so peers behind a symmetric NAT can tell (default: the UDP port + 1; 0 or off: none; ignored with --alt-udp)',
   )
   .addOption(new Option('--token <token>', 'require this token from every peer').env('RENDEZVOUS_TOKEN'))
   .option('--relay <host:port>', 'use a standalone relay (see `relay --help`) instead of the embedded one')
@@ -89,6 +94,7 @@ program.action(async (_o: unknown, cmd: Command) => {
     listen: pick<string>('listen', 'listen')!,
     udp: pick<string>('udp', 'udp'),
     altUdp: pick<string>('altUdp', 'alt-udp'),
+    altPort: pick<string | number>('altPort', 'alt-port'),
     token: pick<string>('token', 'token'),
     relay: pick<string>('relay', 'relay'),
     relayKey: pick<string>('relayKey', 'relay-key'),
@@ -112,6 +118,14 @@ program.action(async (_o: unknown, cmd: Command) => {
   } catch (e) {
     return die(log, (e as Error).message, 'usage');
   }
+  const altPort = parseAltPort(o.altPort, udp?.port ?? listen.port);
+  if (typeof altPort === 'string') return die(log, altPort, 'usage');
+  if (altUdp && o.altPort !== undefined && altPort !== altUdp.port)
+    return die(
+      log,
+      '--alt-port and --alt-udp both name the second STUN port: give one (--alt-udp HOST:PORT has its own)',
+      'usage',
+    );
   if (relay && !o.relayKey) die(log, '--relay needs --relay-key (the same key the relay was started with)', 'usage');
   const limits = limitsFrom(log, (key, fileKey) => pick<string | number>(key, fileKey as keyof RendezvousConfig));
   const cluster = clusterFrom(
@@ -129,6 +143,7 @@ program.action(async (_o: unknown, cmd: Command) => {
     port: listen.port,
     udp,
     altUdp,
+    altPort,
     token: o.token,
     log,
     relay: relay ? { host: relay.host, port: relay.port, key: o.relayKey! } : undefined,
@@ -194,6 +209,21 @@ function startFailure(e: unknown, listen: string): CodedError {
   return new CodedError(err.syscall === 'listen' ? 'listen_failed' : 'internal', `cannot start: ${err.message}`, {
     cause: e,
   });
+}
+
+/**
+ * --alt-port / `alt-port`: undefined (default: UDP port + 1), false (0 or "off": none) or a port;
+ * a string is the error message.
+ */
+function parseAltPort(raw: string | number | undefined, udpPort: number): number | false | undefined | string {
+  if (raw === undefined) return undefined;
+  const text = String(raw).trim().toLowerCase();
+  if (text === 'off' || text === '0') return false;
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n < 1 || n > 65535)
+    return `invalid --alt-port "${raw}": expected a port from 1 to 65535, or 0 / off for none`;
+  if (n === udpPort && udpPort !== 0) return `invalid --alt-port ${n}: it must differ from the UDP port (${udpPort})`;
+  return n;
 }
 
 /** Limit options: whole numbers within sane bounds, named in the error when not. */

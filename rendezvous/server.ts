@@ -23,6 +23,15 @@ export interface RendezvousOptions {
   udp?: { host: string; port: number };
   /** Second UDP address for RFC 5780 NAT behaviour tests (OTHER-ADDRESS, CHANGE-REQUEST). */
   altUdp?: { host: string; port: number };
+  /**
+   * Without altUdp: a second STUN port on the UDP address, so peers can tell
+   * port-dependent (symmetric) mapping from endpoint-independent with one IP.
+   * Undefined: the UDP port + 1 (any free port when the UDP port is 0); if
+   * that default is taken, the rendezvous runs without it and warns.
+   * A number: that port (an error if it cannot be bound). false: none.
+   * Ignored with altUdp, whose port is the alternate port.
+   */
+  altPort?: number | false;
   token?: string;
   log: Logger;
   /** External relay; when unset the relay runs inside this process on the same port. */
@@ -175,13 +184,28 @@ export class RendezvousServer {
     });
     const addr = server.address() as net.AddressInfo;
     const udp = this.opts.udp ?? { host: this.opts.host, port: addr.port };
-    this.stun = new StunServer({
-      primary: { address: udp.host, port: udp.port },
-      alternate: this.opts.altUdp ? { address: this.opts.altUdp.host, port: this.opts.altUdp.port } : undefined,
-      onError: (e) => this.opts.log.warn('udp_error', e.message),
-    });
+    const { alternate, defaulted } = alternateFor(udp, this.opts.altUdp, this.opts.altPort);
+    const stunOn = (alt: typeof alternate) =>
+      new StunServer({
+        primary: { address: udp.host, port: udp.port },
+        alternate: alt,
+        onError: (e) => this.opts.log.warn('udp_error', e.message),
+      });
+    this.stun = stunOn(alternate);
     try {
-      await this.stun.listen();
+      try {
+        await this.stun.listen();
+      } catch (e) {
+        if (!defaulted || (e as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw e;
+        // The default second port is taken: one port still works (peers cannot classify their NAT).
+        this.opts.log.warn(
+          'alt_port_unavailable',
+          `UDP ${udp.host}:${alternate!.port} (the default second STUN port) is in use; running without it: peers cannot tell a symmetric NAT from a cone. Free it or pick one with --alt-port`,
+          { port: alternate!.port },
+        );
+        this.stun = stunOn(undefined);
+        await this.stun.listen();
+      }
     } catch (e) {
       server.close();
       const err = e as NodeJS.ErrnoException;
@@ -198,6 +222,13 @@ export class RendezvousServer {
 
   get udpPort(): number {
     return this.stun?.address().port ?? 0;
+  }
+
+  /** The second STUN port on the primary UDP address, if there is one (welcome.altUdpPort). */
+  get altUdpPort(): number | undefined {
+    const eps = this.stun?.endpoints ?? [];
+    const p = eps[0];
+    return eps.find((e) => e.address === p?.address && e.port !== p.port)?.port;
   }
 
   async close(): Promise<void> {
@@ -291,6 +322,7 @@ export class RendezvousServer {
           family: conn.ip.includes(':') ? 'IPv6' : 'IPv4',
         },
         udpPort: this.udpPort,
+        ...(this.altUdpPort !== undefined ? { altUdpPort: this.altUdpPort } : {}),
         relay: this.opts.relay ? { host: this.opts.relay.host, port: this.opts.relay.port } : null,
         features: ['path_report', 'resume'],
       });
@@ -707,6 +739,25 @@ export class RendezvousServer {
       why,
     });
   }
+}
+
+/**
+ * The STUN server's alternate from the options (pure): `--alt-udp` as given;
+ * else a second port on the UDP address (`altPort`, or the UDP port + 1, or 0
+ * = any free port when the UDP port itself is 0); none with altPort false or
+ * when port + 1 would pass 65535. `defaulted` says the port was not asked for.
+ */
+export function alternateFor(
+  udp: { host: string; port: number },
+  altUdp: { host: string; port: number } | undefined,
+  altPort: number | false | undefined,
+): { alternate?: { address: string; port: number }; defaulted: boolean } {
+  if (altUdp) return { alternate: { address: altUdp.host, port: altUdp.port }, defaulted: false };
+  if (altPort === false) return { defaulted: false };
+  if (altPort !== undefined) return { alternate: { address: udp.host, port: altPort }, defaulted: false };
+  const port = udp.port === 0 ? 0 : udp.port + 1;
+  if (port > 65535) return { defaulted: true };
+  return { alternate: { address: udp.host, port }, defaulted: true };
 }
 
 function normaliseIp(ip: string): string {

@@ -52,7 +52,17 @@ export interface TunnelOptions {
   visitArgs?: string[];
   /** Start everything but `peer visit` (call tl.startVisit() later). */
   noVisit?: boolean;
+  /**
+   * The rendezvous's address flags. Default: RDV plus `--alt-udp` RDV_ALT (two
+   * addresses, RFC 5780). ONE_ADDRESS / README_RDV: one address, as README says.
+   */
+  rdvArgs?: string[];
 }
+
+/** The rendezvous on one address with only --listen and --udp (its default second STUN port, 7001, answers). */
+export const ONE_ADDRESS_RDV = ['--listen', `${RDV.host}:${RDV.port}`, '--udp', `${RDV.host}:${RDV.port}`];
+/** README's rendezvous.toml: `listen = "0.0.0.0:7000"` (wildcard; UDP 7000 and 7001 on every address). */
+export const README_RDV = ['--listen', `0.0.0.0:${RDV.port}`];
 
 export class TunnelLab {
   rdv!: ChildProcess;
@@ -81,10 +91,7 @@ export class TunnelLab {
     this.opts = opts;
     const logArgs = this.logArgs;
     this.rdv = lab.spawnCli('rdv', 'rendezvous', [
-      '--listen',
-      `${RDV.host}:${RDV.port}`,
-      '--alt-udp',
-      `${RDV_ALT.host}:${RDV_ALT.port}`,
+      ...(opts.rdvArgs ?? ['--listen', `${RDV.host}:${RDV.port}`, '--alt-udp', `${RDV_ALT.host}:${RDV_ALT.port}`]),
       ...logArgs,
     ]);
     this.echo = lab.spawnNode('b', ECHO, ['server', '--bind', '127.0.0.1:0']);

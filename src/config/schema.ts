@@ -85,6 +85,8 @@ export const RendezvousConfig = z.strictObject({
   listen: hostPort.optional(),
   udp: hostPort.optional(),
   'alt-udp': hostPort.optional(),
+  // A second STUN port on the UDP address (default: that port + 1); 0 or "off": none.
+  'alt-port': z.union([z.number().int().min(0).max(65535), z.literal('off')]).optional(),
   token: nonEmpty.optional(),
   relay: hostPort.optional(),
   'relay-key': nonEmpty.optional(),

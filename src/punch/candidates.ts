@@ -1,6 +1,6 @@
 import os from 'node:os';
 import { stunBinding } from '../stun/client.js';
-import { classifyMapping } from '../stun/nat.js';
+import { classifyMapping, otherAddressFor } from '../stun/nat.js';
 import type { Candidate, NatInfo } from '../wire/control.js';
 import type { PeerSocket } from './peer-socket.js';
 
@@ -26,12 +26,17 @@ export interface Gathered {
 /**
  * Learns the data socket's public mapping with STUN on that very socket, and
  * the NAT's mapping behaviour by asking the server's second address too
- * (RFC 5780 OTHER-ADDRESS), when it has one.
+ * (RFC 5780 OTHER-ADDRESS), when it has one. A rendezvous on one address
+ * answers on a second port of that address (OTHER-ADDRESS with the same IP, or
+ * the unspecified IP when it is bound to a wildcard): that tells an
+ * endpoint-independent mapping from a port-dependent (symmetric) one.
+ * `opts.altPort` (the welcome's `altUdpPort`) is used when the server names
+ * no OTHER-ADDRESS.
  */
 export async function gatherCandidates(
   ps: PeerSocket,
   stun: { address: string; port: number } | null,
-  opts: { includeLoopback: boolean; timeoutMs?: number },
+  opts: { includeLoopback: boolean; timeoutMs?: number; altPort?: number },
 ): Promise<Gathered> {
   const candidates = hostCandidates(ps.port, opts.includeLoopback);
   const nat: NatInfo = { mapping: 'unknown', filtering: 'unknown' };
@@ -43,11 +48,17 @@ export async function gatherCandidates(
     if (!candidates.some((c) => c.address === mapped.address && c.port === mapped.port)) {
       candidates.unshift({ address: mapped.address, port: mapped.port, family: 'IPv4', kind: 'srflx' });
     }
-    if (first.otherAddress) {
-      const second = await stunBinding(ps.socket, first.otherAddress, { timeoutMs, rtoMs: 250 }).catch(() => null);
+    const server = { ...stun, family: first.source.family };
+    const other = first.otherAddress
+      ? otherAddressFor(server, first.otherAddress)
+      : opts.altPort && opts.altPort !== stun.port
+        ? { ...server, port: opts.altPort }
+        : null;
+    if (other) {
+      const second = await stunBinding(ps.socket, other, { timeoutMs, rtoMs: 250 }).catch(() => null);
       nat.mapping = classifyMapping([
         { server: stun, mapped },
-        { server: first.otherAddress, mapped: second ? second.mapped : null },
+        { server: other, mapped: second ? second.mapped : null },
       ]);
     }
     return { candidates, nat, mapped };

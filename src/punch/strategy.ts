@@ -1,4 +1,5 @@
-import type { NatInfo } from '../wire/control.js';
+import type { Candidate, NatInfo } from '../wire/control.js';
+import { Backoff } from '../util/backoff.js';
 
 /**
  * How to punch, from the two sides' NAT mapping behaviour (pure).
@@ -29,6 +30,290 @@ export function planPunch(mine: NatInfo | undefined, peer: NatInfo | undefined):
   if (iAmHard) return { kind: 'open-sockets' };
   if (peerIsHard) return { kind: 'spray-ports' };
   return { kind: 'plain' };
+}
+
+// ---------------------------------------------------------------- learning from evidence
+//
+// Pure building blocks for a punch loop that learns (issue 25). Not wired yet:
+// the direct-path state machine calls them. The intended loop, per session:
+//
+//   key   = pairKey(...) from both sides' NAT observations (as exchanged through the rendezvous)
+//   d     = nextPunchPlan(memory, mine, peer, evidence)
+//   punch with d.plan for d.attemptMs (d.plan.kind 'none': stay on the relay)
+//   on a probe from an address that is not a candidate:
+//         evidence = addEvidence(evidence, 'peer', mappingEvidence(peerCandidates, from, {...}))
+//   on a ProbeAck ("we are seen as X"):
+//         evidence = addEvidence(evidence, 'mine', mappingEvidence(myCandidates, X, {...}))
+//   on failure: memory = recordPunch(memory, d, false, now); wait d.retryInMs; loop
+//   on success: memory = recordPunch(memory, d, true, now)
+//
+// Both peers run the same function on the same inputs, named in the pair's
+// canonical order (visitor, server), so they pick the same stage and take
+// complementary roles in it: in a birthday stage the side named hard opens
+// sockets and the other sprays. See docs/PROTOCOL.md "Escalation".
+
+/** Which side of the session: the visitor controls (nominates paths, breaks ties), the server follows. */
+export type Role = 'visitor' | 'server';
+
+/**
+ * One rung of the escalation ladder, the same on both peers.
+ *  - plain: both probe every candidate pair;
+ *  - birthday: `hard` opens many sockets toward the other's public candidates, the other sprays random ports;
+ *  - relay: nothing left to try for this pair of NATs.
+ */
+export type PunchStage = { kind: 'plain' } | { kind: 'birthday'; hard: Role } | { kind: 'relay'; cause: string };
+
+/** What each side learned while punching: its NAT, or the peer's, maps per destination. Monotone: never unlearned. */
+export interface PunchEvidence {
+  /** My NAT maps per destination (the peer saw me from another port than my server-reflexive candidate). */
+  mine?: boolean;
+  /** The peer's NAT maps per destination (its probe came from another port than its server-reflexive candidate). */
+  peer?: boolean;
+}
+
+/** Result of comparing an observed source address with what a side advertised. */
+export type MappingEvidence =
+  | { kind: 'expected' }
+  | { kind: 'endpoint-dependent'; advertised: { address: string; port: number } }
+  | { kind: 'none'; reason: string };
+
+/**
+ * Does `seenAs` prove that a side's NAT maps per destination (pure)?
+ *
+ * `advertised` are the candidates that side announced (learned with STUN on
+ * the very socket that sent the probe); `seenAs` is the source address the
+ * other side actually saw on an authenticated probe (peer-reflexive), or the
+ * address a ProbeAck says we were seen as. Proof needs all of:
+ *  - `seenAs` is not one of the candidates (else: 'expected');
+ *  - it has the public IP of a server-reflexive ('srflx') candidate but
+ *    another port: the NAT gave the socket one port toward the rendezvous and
+ *    another toward the peer, i.e. endpoint-dependent mapping;
+ *  - the probe came from that side's main socket (`extraSockets` false): a
+ *    birthday socket is another socket, so another port proves nothing.
+ * Never evidence: a host (LAN) candidate against a public address (the
+ * packet simply took the NAT), a private source address, a public IP that no
+ * srflx candidate has (another interface, a multi-homed host or a NAT pool
+ * without pairing: not proof of this mapping), or no srflx candidate at all.
+ * Caveat for callers: the srflx must be fresh; a mapping that expired and was
+ * re-created may legitimately have another port (pass `extraSockets: true`
+ * or skip the call after a long idle).
+ */
+export function mappingEvidence(
+  advertised: readonly Pick<Candidate, 'address' | 'port' | 'kind'>[],
+  seenAs: { address: string; port: number },
+  opts: { extraSockets?: boolean } = {},
+): MappingEvidence {
+  const addr = normaliseV4(seenAs.address);
+  if (advertised.some((c) => normaliseV4(c.address) === addr && c.port === seenAs.port)) return { kind: 'expected' };
+  if (isPrivateAddress(addr) || /^100\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])\./.test(addr))
+    return { kind: 'none', reason: 'seen from a private address: a LAN path, not a NAT mapping' };
+  const srflx = advertised.find((c) => c.kind === 'srflx' && normaliseV4(c.address) === addr);
+  if (!srflx) {
+    const reason = advertised.some((c) => c.kind === 'srflx')
+      ? 'seen from a public IP that no server-reflexive candidate has'
+      : 'no server-reflexive candidate to compare with (a host candidate proves nothing about the NAT)';
+    return { kind: 'none', reason };
+  }
+  if (opts.extraSockets)
+    return { kind: 'none', reason: 'the side used extra (birthday) sockets: other ports are expected' };
+  return { kind: 'endpoint-dependent', advertised: { address: srflx.address, port: srflx.port } };
+}
+
+/** Folds one mappingEvidence result into the session's evidence (pure, monotone). */
+export function addEvidence(e: PunchEvidence, about: 'mine' | 'peer', r: MappingEvidence): PunchEvidence {
+  return r.kind === 'endpoint-dependent' ? { ...e, [about]: true } : e;
+}
+
+/**
+ * A side's NAT as the plan sees it once evidence is in (pure): proof of
+ * per-destination mapping upgrades 'unknown' and 'endpoint-independent'
+ * (a one-address rendezvous cannot see address dependence) to
+ * 'address-dependent', the least the evidence shows; a known
+ * 'address-and-port-dependent' stays.
+ */
+export function withEvidence(nat: NatInfo | undefined, proven: boolean | undefined): NatInfo | undefined {
+  if (!proven || isHard(nat)) return nat;
+  return { mapping: 'address-dependent', filtering: nat?.filtering ?? 'unknown' };
+}
+
+/** What one side knows of itself, for nextPunchPlan and pairKey. */
+export interface PunchSide {
+  role: Role;
+  nat?: NatInfo;
+  /** Its public (server-reflexive) IP, if known: a new network means new NATs, so a new key. */
+  publicIp?: string;
+}
+
+/** The peer, as the rendezvous described it (role implied: the other one). */
+export interface PunchPeer {
+  nat?: NatInfo;
+  publicIp?: string;
+}
+
+/** Failed stages per pair of NAT observations. Immutable: recordPunch returns a new one. */
+export type PunchMemory = ReadonlyMap<string, PairRecord>;
+
+export interface PairRecord {
+  /** Stage names (stageName) that failed for this pair, in order. */
+  readonly failed: readonly string[];
+  /** Failed rounds in a row (drives the backoff). */
+  readonly failures: number;
+  /** When the last round ended (caller's clock), for forgetPunches. */
+  readonly at: number;
+}
+
+export interface PunchDecision {
+  /** The memory key of this pair of NAT observations. */
+  key: string;
+  stage: PunchStage;
+  /** What this side does in that stage (what DirectPathManager.punch takes). */
+  plan: PunchPlan;
+  /** How long the round may run: the same per-plan budget as before (plain 5 s, birthday 15 s). */
+  attemptMs: number;
+  /** Wait this long before starting the round (0 for the first; grows with failures, as Backoff). */
+  delayMs: number;
+  /** One line for the punch_start log. */
+  reason: string;
+}
+
+/** Per-round budgets, unchanged from the single-plan loop: the escalation adds rounds, never a bigger round. */
+export const PUNCH_BUDGET = {
+  plainMs: 5_000,
+  birthdayMs: 15_000,
+  /** Sockets the hard side opens in a birthday round. */
+  birthdaySockets: 256,
+  /** Random-port probes per second on the spraying side. */
+  sprayRate: 1000,
+} as const;
+
+/** Retry delays between rounds: 1 s doubling to 60 s, as the direct-path manager always had. */
+export const PUNCH_BACKOFF = { initialMs: 1000, maxMs: 60_000 } as const;
+
+export function stageName(s: PunchStage): string {
+  return s.kind === 'birthday' ? `birthday:${s.hard}` : s.kind;
+}
+
+/**
+ * The memory key for a pair (pure): both sides' mapping and filtering and
+ * public IPs, in (visitor, server) order so both peers compute the same
+ * string. A change in any of them (a NAT reclassified, evidence found, a
+ * laptop on another network) is a new key: nothing failed there yet.
+ */
+export function pairKey(mine: PunchSide, peer: PunchPeer, evidence: PunchEvidence = {}): string {
+  const m = withEvidence(mine.nat, evidence.mine);
+  const p = withEvidence(peer.nat, evidence.peer);
+  const side = (n: NatInfo | undefined, ip: string | undefined) =>
+    `${n?.mapping ?? 'unknown'}/${n?.filtering ?? 'unknown'}@${ip ?? '?'}`;
+  const v = mine.role === 'visitor' ? side(m, mine.publicIp) : side(p, peer.publicIp);
+  const s = mine.role === 'visitor' ? side(p, peer.publicIp) : side(m, mine.publicIp);
+  return `v=${v} s=${s}`;
+}
+
+/**
+ * The escalation ladder for a pair (pure), in (visitor, server) terms:
+ *  - both map per destination: relay only (two random mappings do not meet);
+ *  - one does: birthday with it as the hard side, then relay;
+ *  - neither is known to: plain, then birthday with the side that looks
+ *    harder first, then with the other, then relay. "Looks harder": mapping
+ *    'unknown' (untested: no second port answered, an old rendezvous) before
+ *    'endpoint-independent' (tested); a tie goes to the visitor first
+ *    (laptops on mobile and carrier networks are the usual symmetric side).
+ */
+export function punchLadder(visitor: NatInfo | undefined, server: NatInfo | undefined): PunchStage[] {
+  const v = isHard(visitor);
+  const s = isHard(server);
+  if (v && s) return [{ kind: 'relay', cause: 'both NATs map per destination (symmetric)' }];
+  const exhausted: PunchStage = { kind: 'relay', cause: 'every punch plan failed for this pair of NATs' };
+  if (v) return [{ kind: 'birthday', hard: 'visitor' }, exhausted];
+  if (s) return [{ kind: 'birthday', hard: 'server' }, exhausted];
+  const untested = (n: NatInfo | undefined) => (n?.mapping ?? 'unknown') === 'unknown';
+  const first: Role = untested(server) && !untested(visitor) ? 'server' : 'visitor';
+  const second: Role = first === 'visitor' ? 'server' : 'visitor';
+  return [{ kind: 'plain' }, { kind: 'birthday', hard: first }, { kind: 'birthday', hard: second }, exhausted];
+}
+
+/** This side's part in a stage (pure). */
+export function planForStage(stage: PunchStage, role: Role): PunchPlan {
+  switch (stage.kind) {
+    case 'plain':
+      return { kind: 'plain' };
+    case 'birthday':
+      return { kind: stage.hard === role ? 'open-sockets' : 'spray-ports' };
+    case 'relay':
+      return { kind: 'none', cause: stage.cause, reason: `${stage.cause}; staying on the relay` };
+  }
+}
+
+/**
+ * The next punch round for this pair (pure). Evidence first upgrades the
+ * NATs it proves hard; the ladder for the resulting pair is walked past every
+ * stage that already failed under the same key, so a pair whose NATs have not
+ * changed never re-runs a failed plan: a `plain` failure escalates to
+ * birthday on the side that looks hard, and so on down to the relay. The
+ * first round of a new pair is exactly planPunch's choice. Delays grow with
+ * the failures recorded for the key (PUNCH_BACKOFF, via Backoff).
+ */
+export function nextPunchPlan(
+  memory: PunchMemory,
+  mine: PunchSide,
+  peer: PunchPeer,
+  evidence: PunchEvidence = {},
+): PunchDecision {
+  const key = pairKey(mine, peer, evidence);
+  const m = withEvidence(mine.nat, evidence.mine);
+  const p = withEvidence(peer.nat, evidence.peer);
+  const [visitor, server] = mine.role === 'visitor' ? [m, p] : [p, m];
+  const ladder = punchLadder(visitor, server);
+  const rec = memory.get(key);
+  const failed = new Set(rec?.failed ?? []);
+  const stage = ladder.find((st) => st.kind === 'relay' || !failed.has(stageName(st))) ?? ladder[ladder.length - 1];
+  const plan = planForStage(stage, mine.role);
+  const backoff = new Backoff(PUNCH_BACKOFF);
+  let delayMs = 0;
+  for (let i = 0; i < (rec?.failures ?? 0); i++) delayMs = backoff.next();
+  const attemptMs = stage.kind === 'birthday' ? PUNCH_BUDGET.birthdayMs : PUNCH_BUDGET.plainMs;
+  const tried = rec?.failed.length ? ` after ${rec.failed.join(', ')} failed` : '';
+  const reason =
+    stage.kind === 'relay'
+      ? `${stage.cause}; staying on the relay`
+      : stage.kind === 'plain'
+        ? `plain punch${tried}`
+        : `birthday punch, ${stage.hard} side hard (${plan.kind})${tried}`;
+  return { key, stage, plan, attemptMs, delayMs, reason };
+}
+
+/**
+ * Records how a round went (pure; returns a new memory). A failure adds the
+ * stage to the key's failed list and counts toward the backoff; a success
+ * clears the key (the next round for this pair starts from the top, with no
+ * delay). Keeps at most `maxPairs` keys, dropping the oldest.
+ */
+export function recordPunch(
+  memory: PunchMemory,
+  decision: Pick<PunchDecision, 'key' | 'stage'>,
+  ok: boolean,
+  now: number,
+  maxPairs = 256,
+): PunchMemory {
+  const out = new Map(memory);
+  out.delete(decision.key);
+  if (!ok) {
+    const prev = memory.get(decision.key);
+    const name = stageName(decision.stage);
+    const failed = prev?.failed.includes(name) ? prev.failed : [...(prev?.failed ?? []), name];
+    out.set(decision.key, { failed, failures: (prev?.failures ?? 0) + 1, at: now });
+  }
+  while (out.size > maxPairs) out.delete(out.keys().next().value as string);
+  return out;
+}
+
+/** Drops records older than `maxAgeMs` (pure): NATs and networks change without telling us. */
+export function forgetPunches(memory: PunchMemory, now: number, maxAgeMs: number): PunchMemory {
+  return new Map([...memory].filter(([, r]) => now - r.at <= maxAgeMs));
+}
+
+function normaliseV4(ip: string): string {
+  return ip.startsWith('::ffff:') ? ip.slice(7) : ip;
 }
 
 /**

@@ -7,7 +7,7 @@
 import dgram from 'node:dgram';
 import { networkInterfaces } from 'node:os';
 import { lookup } from 'node:dns/promises';
-import { familyOf, sameAddress, sameEndpoint, toEndpoint, type Endpoint, type Family } from './address.js';
+import { familyOf, isWildcard, sameAddress, sameEndpoint, toEndpoint, type Endpoint, type Family } from './address.js';
 import { stunBinding, StunError, type StunBindingResult } from './client.js';
 import { decodeStun, encodeStun, isStunPacket, newTransactionId, StunClass, StunMethod } from './message.js';
 
@@ -32,6 +32,13 @@ export interface NatReport {
   /** RFC 5780 §4.5; undefined when not tested (on a public address, or disabled). */
   hairpinning?: boolean;
   natType: NatType;
+  /**
+   * Which destination changes the mapping test could make: `port` (same
+   * server IP, another port: a rendezvous's default second port) and
+   * `address` (another server IP: `--alt-udp`). With `port` only, an
+   * address-dependent NAT reads as endpoint-independent; `notes` says so.
+   */
+  mappingTested: { port: boolean; address: boolean };
   /** Why something is 'unknown' or only partly tested. */
   notes: string[];
 }
@@ -131,6 +138,36 @@ export function isHardNat(report: Pick<NatReport, 'mapping' | 'isPublic'>): bool
   return report.mapping === 'address-dependent' || report.mapping === 'address-and-port-dependent';
 }
 
+/**
+ * Which destination changes the answered probes cover (pure): `port` when two
+ * answered probes went to one IP on different ports, `address` when two went
+ * to different IPs.
+ */
+export function mappingCoverage(probes: readonly MappingProbe[]): { port: boolean; address: boolean } {
+  const answered = probes.filter((p) => p.mapped !== null);
+  let port = false;
+  let address = false;
+  for (let i = 0; i < answered.length; i++) {
+    for (let j = i + 1; j < answered.length; j++) {
+      const a = answered[i].server;
+      const b = answered[j].server;
+      if (!sameAddress(a.address, b.address)) address = true;
+      else if (a.port !== b.port) port = true;
+    }
+  }
+  return { port, address };
+}
+
+/**
+ * The server's alternate address as a client must use it: OTHER-ADDRESS with
+ * an unspecified IP (0.0.0.0 or ::, sent by a wildcard-bound rendezvous whose
+ * second socket is only another port) means "the IP you reached me on, this
+ * port". A concrete OTHER-ADDRESS is returned as is (pure).
+ */
+export function otherAddressFor(server: Endpoint, other: Endpoint): Endpoint {
+  return isWildcard(other.address) ? { ...other, address: server.address, family: server.family } : other;
+}
+
 // ---------------------------------------------------------------- I/O
 
 export interface DetectNatOptions {
@@ -149,6 +186,12 @@ export interface DetectNatOptions {
   probeTimeoutMs?: number;
   /** Run the hairpin test when behind NAT (default true). */
   hairpin?: boolean;
+  /**
+   * A second STUN port on the server's IP, used for the mapping test when the
+   * server names no OTHER-ADDRESS (e.g. from the rendezvous's welcome
+   * `altUdpPort`). Ignored when the server sends OTHER-ADDRESS.
+   */
+  altPort?: number;
   signal?: AbortSignal;
 }
 
@@ -182,38 +225,47 @@ export async function detectNat(
     const isPublic =
       sameEndpoint(first.mapped, localAddress) ||
       (isInterfaceAddress(first.mapped.address) && first.mapped.port === localAddress.port);
-    const other = first.otherAddress;
+    const named = first.otherAddress ? otherAddressFor(serverEp, first.otherAddress) : undefined;
+    const hinted =
+      !named && opts.altPort && opts.altPort !== serverEp.port ? { ...serverEp, port: opts.altPort } : undefined;
+    // A hinted port serves the mapping test only: CHANGE-REQUEST needs the server to know its alternate.
+    const other = named ?? hinted;
+    let mappingTested = { port: false, address: false };
 
     // ---- mapping (§4.3): same socket toward primary, alt-IP:primary-port, alt-IP:alt-port
     const probes: MappingProbe[] = [{ server: serverEp, mapped: first.mapped }];
     if (!other) {
-      notes.push('server has no OTHER-ADDRESS (no RFC 5780 alternate): mapping and filtering cannot be tested');
+      notes.push(
+        'server has no second address or port (no RFC 5780 OTHER-ADDRESS): mapping and filtering cannot be tested',
+      );
     } else {
       const targets: Endpoint[] = [];
       const altIp = !sameAddress(other.address, serverEp.address);
       const altPort = other.port !== serverEp.port;
       if (altIp) targets.push({ ...serverEp, address: other.address });
       if (altPort) targets.push({ ...other, address: altIp ? other.address : serverEp.address });
-      if (!altIp)
-        notes.push(
-          'server alternate has the same IP: address-dependent and endpoint-independent mapping cannot be told apart',
-        );
-      if (!altPort) notes.push('server alternate has the same port: port dependence of the mapping is not tested');
       for (const t of targets) {
         const r = await tryBinding(a, t, { ...common, timeoutMs });
         if (r === null) notes.push(`no answer from ${t.address}:${t.port} for the mapping test`);
         probes.push({ server: t, mapped: r?.mapped ?? null });
       }
+      mappingTested = mappingCoverage(probes);
+      if (mappingTested.port && !altIp)
+        notes.push(
+          'mapping tested against a second port of the same server address; address dependence could not be tested (the server has one address): an address-dependent NAT would read as endpoint-independent',
+        );
+      if (mappingTested.address && !altPort)
+        notes.push('server alternate has the same port: port dependence of the mapping is not tested');
     }
     const mapping = classifyMapping(probes);
 
     // ---- filtering (§4.4): a fresh socket that has only talked to the primary
     let filtering: FilteringBehavior = 'unknown';
-    if (other) {
+    if (named) {
       const b = await fresh();
       await stunBinding(b, serverEp, { ...common, timeoutMs });
-      const altIp = !sameAddress(other.address, serverEp.address);
-      const altPort = other.port !== serverEp.port;
+      const altIp = !sameAddress(named.address, serverEp.address);
+      const altPort = named.port !== serverEp.port;
       const results: FilteringResults = {};
       const expectFrom = (ip: string, port: number) => ({ address: ip, port });
       if (altIp && altPort) {
@@ -221,7 +273,7 @@ export async function detectNat(
           b,
           serverEp,
           { changeIp: true, changePort: true },
-          expectFrom(other.address, other.port),
+          expectFrom(named.address, named.port),
           probeTimeoutMs,
           notes,
           common,
@@ -231,7 +283,7 @@ export async function detectNat(
           b,
           serverEp,
           { changeIp: true },
-          expectFrom(other.address, serverEp.port),
+          expectFrom(named.address, serverEp.port),
           probeTimeoutMs,
           notes,
           common,
@@ -242,7 +294,7 @@ export async function detectNat(
           b,
           serverEp,
           { changePort: true },
-          expectFrom(serverEp.address, other.port),
+          expectFrom(serverEp.address, named.port),
           probeTimeoutMs,
           notes,
           common,
@@ -259,7 +311,7 @@ export async function detectNat(
 
     return {
       server: serverEp,
-      otherAddress: other,
+      otherAddress: named,
       publicAddress: first.mapped,
       localAddress,
       mapping,
@@ -267,6 +319,7 @@ export async function detectNat(
       isPublic,
       hairpinning,
       natType: natTypeFrom(mapping, filtering, isPublic),
+      mappingTested,
       notes,
     };
   } finally {

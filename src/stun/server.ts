@@ -73,7 +73,10 @@ export class StunResponder {
     if (opts.alternate) {
       if (familyOf(opts.alternate.address) !== family)
         throw new Error('alternate STUN address must be an IP of the same family');
-      if (isWildcard(opts.primary.address) || isWildcard(opts.alternate.address)) {
+      // A second IP needs concrete addresses (OTHER-ADDRESS must name it). A second port
+      // on the same IP works with a wildcard too: see `handle` for what OTHER-ADDRESS says then.
+      const sameIp = opts.alternate.address === opts.primary.address;
+      if (!sameIp && (isWildcard(opts.primary.address) || isWildcard(opts.alternate.address))) {
         throw new Error(
           'RFC 5780 needs concrete IPs: bind the primary and alternate to specific addresses, not a wildcard',
         );
@@ -145,6 +148,10 @@ export class StunResponder {
     if (!isWildcard(origin.address)) res.responseOrigin = origin;
     if (this.hasAlternate) {
       // RFC 5780 §7.3: the address that differs in IP and port from the one that received the request.
+      // A wildcard-bound server with a second port only (the rendezvous's default, one address)
+      // cannot name its IP: OTHER-ADDRESS then carries the unspecified IP (0.0.0.0 / ::) with the
+      // other port, which our clients read as "the IP you sent this request to, this port"
+      // (see otherAddressFor in nat.ts).
       res.otherAddress = this.endpoints[this.index(this.ipCount - 1 - ipIdx, this.portCount - 1 - portIdx)];
     }
     if (this.software !== null) res.software = this.software;
@@ -261,7 +268,8 @@ export class StunServer {
     let altIp = primaryIp;
     const grid: dgram.Socket[] = [pp];
     if (alternate) {
-      altIp = alternate.address;
+      // Same host as the primary (a second port only): use the primary's bound IP (a name such as 'localhost' resolved).
+      altIp = alternate.address === primary.address ? primaryIp : alternate.address;
       // Distinct alt port requested (or port 0 meaning "pick one different from the primary").
       const wantsAltPort = alternate.port !== primary.port || alternate.port === 0;
       if (wantsAltPort) {

@@ -81,6 +81,10 @@ const messages = [
     nonce: b64(64),
     observed: Endpoint,
     udpPort: port,
+    // A second STUN port on the same address as udpPort (absent: none, or an older rendezvous).
+    // Peers bind to it from their data socket to see whether their NAT's mapping depends on the
+    // destination port (symmetric); see docs/STUN.md "One-address rendezvous".
+    altUdpPort: port.optional(),
     relay: z.object({ host: z.string().max(255), port }).nullable(),
     // Optional messages this rendezvous understands (e.g. 'path_report'); a peer sends them only when listed.
     features: z.array(z.string().max(32)).max(32).optional(),

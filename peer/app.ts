@@ -18,6 +18,8 @@ export interface Common {
   token?: string;
   mode: Mode;
   identity?: Identity;
+  /** How long a session waits for a lost path to come back before it ends (--resume-timeout). */
+  resumeTimeoutMs?: number;
 }
 export interface ServeSpec extends Common {
   name: string;
@@ -57,6 +59,8 @@ export interface TunnelStatus {
   nat: { local: NatView | null; peer: NatView | null };
   punch: { attempts: number; successes: number };
   rejectedDatagrams: number;
+  /** Times the session took a lost path back (relay leg, control connection). */
+  resumes: number;
 }
 export interface PeerStatus {
   pid: number;
@@ -200,6 +204,7 @@ export class PeerApp {
       nat: { local: natView(t.localNat), peer: natView(t.peerNat) },
       punch: { attempts: t.punchAttempts, successes: t.punchSuccesses },
       rejectedDatagrams: t.rejectedDatagrams,
+      resumes: t.resumes,
     };
   }
 

@@ -22,7 +22,11 @@ import {
 import { PeerApp, type ServeSpec, type VisitSpec } from './app.js';
 import { adminRequest, defaultAdminDir, defaultAdminPath, findAdminSockets } from './admin.js';
 import { formatStatus } from './status.js';
+import { RESUME_TIMEOUT_MS } from './tunnel.js';
 import type { PeerStatus } from './app.js';
+
+/** --resume-timeout default, seconds (RESUME_TIMEOUT_MS in peer/tunnel.ts). */
+const DEFAULT_RESUME_TIMEOUT_S = RESUME_TIMEOUT_MS / 1000;
 
 const program = new Command('peer')
   .description('Reach a TCP service behind NAT, peer to peer, end-to-end encrypted.')
@@ -88,6 +92,11 @@ function tunnelOptions(cmd: Command): Command {
     .option(
       '--metrics <host:port>',
       'serve Prometheus metrics at http://HOST:PORT/metrics (and status JSON at /status)',
+    )
+    .option(
+      '--resume-timeout <seconds>',
+      'how long a session waits for a lost network, relay or rendezvous to come back (open connections wait too) before it ends',
+      String(DEFAULT_RESUME_TIMEOUT_S),
     )
     .option(
       '--drain-timeout <seconds>',
@@ -174,6 +183,9 @@ function commonFor(
   identity: Identity | undefined,
   label: string,
 ) {
+  const resumeS = Number(layered<string | number>(cmd, 'resumeTimeout', { top: file?.['resume-timeout'] }));
+  if (!Number.isFinite(resumeS) || resumeS < 1)
+    die(log, `invalid --resume-timeout "${String(resumeS)}": expected seconds >= 1`, 'usage');
   const server = layered<string>(cmd, 'server', { entry: entry.server, top: file?.server });
   const secret = layered<string>(cmd, 'secret', { entry: entry.secret, top: file?.secret });
   if (!server)
@@ -197,6 +209,7 @@ function commonFor(
     token: layered<string>(cmd, 'token', { entry: entry.token, top: file?.token }),
     mode: layered<Mode>(cmd, 'mode', { entry: entry.mode, top: file?.mode }) ?? 'auto',
     identity,
+    resumeTimeoutMs: resumeS * 1000,
   };
 }
 

@@ -175,6 +175,15 @@ export class ControlClient extends EventEmitter {
   }
 
   /**
+   * Drops the connection without a FIN (its local address went away): the
+   * rendezvous then keeps our sessions for a resume; 'close' follows.
+   */
+  abandon(): void {
+    this.stopPing();
+    this.fs?.socket.resetAndDestroy();
+  }
+
+  /**
    * Keeps the connection inside the rendezvous idle timeout (90 s) and measures
    * its RTT. Pings of every control connection in the process leave on the same
    * tick; a quarter of the interval is precision enough and lets a process with

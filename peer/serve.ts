@@ -26,6 +26,8 @@ export interface ServeOptions extends PeerOptions {
   identity?: Identity;
   /** Pinned visitor keys: when non-empty, only visitors holding one of these may open a session. */
   allow?: Uint8Array[];
+  /** How long a session waits for a lost path to come back (--resume-timeout). */
+  resumeTimeoutMs?: number;
   /** Reconnect backoff bounds. */
   minBackoffMs?: number;
   maxBackoffMs?: number;
@@ -52,7 +54,12 @@ export class ServePeer {
   readonly streams = new StreamSet();
 
   constructor(readonly opts: ServeOptions) {
-    this.host = new TunnelHost({ log: opts.log, mode: opts.mode, server: opts.server });
+    this.host = new TunnelHost({
+      log: opts.log,
+      mode: opts.mode,
+      server: opts.server,
+      resumeTimeoutMs: opts.resumeTimeoutMs,
+    });
     this.servers = new ServerList(opts.servers?.length ? opts.servers : [opts.server]);
   }
 
@@ -124,6 +131,8 @@ export class ServePeer {
       },
     );
     this.registered = true;
+    // Live sessions move to this connection and re-announce themselves (resume).
+    this.host.adoptControl(control);
     control.once('close', () => {
       this.registered = false;
       this.servers.lost(server);

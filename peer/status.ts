@@ -19,7 +19,19 @@ export function formatStatus(s: PeerStatus): string {
     out.push('no live tunnels');
     return out.join('\n') + '\n';
   }
-  const head = ['NAME', 'KIND', 'PATH', 'REMOTE', 'RTT', 'SENT', 'RECEIVED', 'STREAMS', 'UPTIME', 'NAT (local/peer)'];
+  const head = [
+    'NAME',
+    'KIND',
+    'PATH',
+    'REMOTE',
+    'RTT',
+    'SENT',
+    'RECEIVED',
+    'STREAMS',
+    'UPTIME',
+    'NAT (local/peer)',
+    'RESUMES',
+  ];
   const rows = s.tunnels.map((t) => [
     t.name,
     t.kind,
@@ -31,6 +43,7 @@ export function formatStatus(s: PeerStatus): string {
     String(t.streams),
     duration(t.uptimeS),
     `${natName(t.nat.local)}/${natName(t.nat.peer)}`,
+    String(t.resumes ?? 0),
   ]);
   out.push('', ...table([head, ...rows]));
   return out.join('\n') + '\n';

@@ -1,9 +1,10 @@
 import type { Duplex } from 'node:stream';
+import { performance } from 'node:perf_hooks';
 import { Session } from '../src/session/session.js';
 import { RelayPath } from '../src/session/relay-path.js';
 import type { Path } from '../src/session/path.js';
 import type { SessionKeys } from '../src/crypto/index.js';
-import { DirectPathManager, RELAY_LOST_GRACE_MS } from '../src/punch/direct.js';
+import { DirectPathManager } from '../src/punch/direct.js';
 import { gatherCandidates, type Gathered } from '../src/punch/candidates.js';
 import { PeerSocket } from '../src/punch/peer-socket.js';
 import { planPunch } from '../src/punch/strategy.js';
@@ -13,6 +14,25 @@ import { unmapIPv4, type HostPort } from '../src/util/addr.js';
 import type { Logger } from '../src/util/log.js';
 import type { ControlClient } from './control-client.js';
 import type { Sinkable } from '../src/session/bridge.js';
+import { ResumeChain } from '../src/crypto/resume.js';
+import { NetWatch } from '../src/util/netwatch.js';
+import { Backoff, sleep } from '../src/util/backoff.js';
+import type { ControlMessage } from '../src/wire/control.js';
+
+// Resuming (docs/PROTOCOL.md "Resuming a session"): timings in one place.
+/** How long a session waits for a lost path (relay leg, control connection) to come back before it ends. */
+export const RESUME_TIMEOUT_MS = 120_000;
+/** A session never ends on silence sooner than this (the session's own former default). */
+export const SESSION_SILENCE_MIN_MS = 30_000;
+/** First wait before taking a lost relay leg back, and the cap its backoff grows to. */
+export const RELAY_RESUME_FIRST_MS = 100;
+export const RELAY_RESUME_MAX_MS = 5_000;
+/** One relay_resume attempt: connect, prove, get relay_ready. */
+export const RELAY_RESUME_ATTEMPT_MS = 5_000;
+/** How long the rendezvous has to answer a session_resume. */
+export const SESSION_RESUME_ANSWER_MS = 10_000;
+/** Bound on relay resume attempts of one loss (the time bound is the resume timeout). */
+const MAX_RELAY_RESUME_ATTEMPTS = 1000;
 
 /** A `punch` that arrives before its session exists is kept this long for it. */
 const EARLY_PUNCH_KEEP_MS = 10_000;
@@ -42,6 +62,8 @@ export interface TunnelInfo {
   punchSuccesses: number;
   localNat: NatInfo | null;
   peerNat: NatInfo | null;
+  /** Times this session took a lost path back (relay leg re-attached, control connection re-announced). */
+  resumes: number;
 }
 
 /** Counters summed over every session this host has had, closed ones included (monotonic, for metrics). */
@@ -61,6 +83,15 @@ export interface Tunnel {
   direct: DirectPathManager | null;
   relay: RelayPath | null;
   peerNat?: NatInfo;
+  /** The control connection this session talks through; replaced when the peer reconnects (adoptControl). */
+  control?: ControlClient;
+  /** Resume chains of our side (src/crypto/resume.ts): for the relay and for the rendezvous. */
+  chains?: { relay: ResumeChain; rendezvous: ResumeChain };
+  /** Where our relay leg goes: a resumed leg goes back there. */
+  relayAt?: { host: string; port: number };
+  resumes?: number;
+  /** A relay resume loop is running. */
+  relayResuming?: boolean;
 }
 
 /**
@@ -86,14 +117,43 @@ export class TunnelHost {
     punchSuccesses: 0,
   };
 
-  constructor(readonly opts: { log: Logger; mode: Mode; server: HostPort }) {}
+  private readonly netwatch = new NetWatch();
+
+  constructor(readonly opts: { log: Logger; mode: Mode; server: HostPort; resumeTimeoutMs?: number }) {
+    this.netwatch.on('change', (added: string[], removed: string[]) => this.localChange(added, removed));
+  }
 
   /** Opens the UDP socket unless punching is off. */
   async open(): Promise<void> {
     if (this.opts.mode !== 'relay' && !this.socket) this.socket = await PeerSocket.open();
+    this.netwatch.start();
+  }
+
+  /**
+   * Our own addresses changed. Connections bound to an address that went
+   * away are dead without knowing it (no FIN or RST will ever come): drop them
+   * at once rather than wait for TCP to give up. The relay legs are taken
+   * back (relay_resume) and the control connection comes back (its owner
+   * reconnects), re-announcing every session with fresh candidates, which
+   * makes the rendezvous order a new punch.
+   */
+  private localChange(added: string[], removed: string[]): void {
+    const { log } = this.opts;
+    log.info('local_address_changed', `local addresses changed: +[${added.join(' ')}] -[${removed.join(' ')}]`, {
+      added,
+      removed,
+    });
+    const controls = new Set<ControlClient>();
+    for (const t of this.tunnels.values()) {
+      if (t.session.closed) continue;
+      t.relay?.abandon('local address changed');
+      if (t.control && !t.control.isClosed) controls.add(t.control);
+    }
+    for (const c of controls) c.abandon();
   }
 
   close(): void {
+    this.netwatch.stop();
     for (const t of this.tunnels.values()) t.session.close('shutting down');
     this.socket?.close();
     this.socket = null;
@@ -143,13 +203,29 @@ export class TunnelHost {
   }): Promise<Tunnel> {
     const { log, mode } = this.opts;
     const { sid, control } = args;
-    const session = new Session({ keys: args.keys, role: args.role, log, sid });
-    const tunnel: Tunnel = { session, direct: null, relay: null, peerNat: args.peerNat };
+    // A session outlives its paths for the resume timeout: silence ends it only after that (PROTOCOL.md section 6).
+    const deadAfterMs = Math.max(SESSION_SILENCE_MIN_MS, this.opts.resumeTimeoutMs ?? RESUME_TIMEOUT_MS);
+    const session = new Session({ keys: args.keys, role: args.role, log, sid, deadAfterMs });
+    const tunnel: Tunnel = {
+      session,
+      direct: null,
+      relay: null,
+      peerNat: args.peerNat,
+      control,
+      chains: {
+        relay: new ResumeChain(args.keys, sid, args.role, 'relay'),
+        rendezvous: new ResumeChain(args.keys, sid, args.role, 'rendezvous'),
+      },
+      resumes: 0,
+    };
     this.tunnels.set(sid, tunnel);
+    // Our anchor, so that this side can come back on a new control connection (session_resume).
+    if (control.welcome?.features?.includes('resume'))
+      control.send({ type: 'session_commit', sid, anchor: tunnel.chains!.rendezvous.anchorText });
     // Lets the rendezvous count sessions by path and punch successes (status, metrics).
     const report = (path: 'relay' | 'direct' | 'closed') => {
-      if (!control.isClosed && control.welcome?.features?.includes('path_report'))
-        control.send({ type: 'path_report', sid, path });
+      const c = tunnel.control ?? control;
+      if (!c.isClosed && c.welcome?.features?.includes('path_report')) c.send({ type: 'path_report', sid, path });
     };
     session.on('path', (p: Path) => {
       log.info('path', `session ${sid} now on the ${p.kind} path (${p.remote})`, {
@@ -175,7 +251,7 @@ export class TunnelHost {
         socket: this.socket,
         log,
         relay: () => tunnel.relay,
-        requestRepunch: () => void this.repunch(control, sid),
+        requestRepunch: () => void this.repunch(tunnel.control ?? control, sid),
         planner: new PunchPlanner({
           role: args.role,
           store: this.punchMemory,
@@ -197,30 +273,174 @@ export class TunnelHost {
       const relayHost = control.welcome?.relay?.host ?? this.opts.server.host;
       const relayPort = control.welcome?.relay?.port ?? this.opts.server.port;
       try {
-        const relay = await RelayPath.open(relayHost, relayPort, args.ticket);
-        tunnel.relay = relay;
-        // Like every path: received datagrams go to the session, availability is reported, the session chooses.
-        relay.deliverTo(session.deliver);
-        relay.on('close', () => {
-          tunnel.relay = null;
-          session.setPath('relay', null);
-          if (session.path !== relay) return;
-          // A session that was direct before may punch again rather than die with the relay.
-          if (tunnel.direct?.recover(RELAY_LOST_GRACE_MS, 'relay connection lost')) {
-            log.warn('relay_lost', `session ${sid} lost the relay; punching again`, { sid });
-            return;
-          }
-          session.close('relay connection lost');
-        });
-        session.once('close', () => relay.close());
-        // The session moves onto it unless a hole already opened while the relay connected.
-        session.setPath('relay', relay);
+        const relay = await RelayPath.open(
+          relayHost,
+          relayPort,
+          args.ticket,
+          undefined,
+          tunnel.chains!.relay.anchorText,
+        );
+        tunnel.relayAt = { host: relayHost, port: relayPort };
+        session.once('close', () => tunnel.relay?.close());
+        this.attachRelay(tunnel, relay);
       } catch (e) {
         session.close((e as Error).message);
         throw e;
       }
     }
     return tunnel;
+  }
+
+  /** Makes `relay` the session's relay path; the relay first, unless a live direct path carries the session. */
+  private attachRelay(tunnel: Tunnel, relay: RelayPath): void {
+    const { session } = tunnel;
+    tunnel.relay = relay;
+    // Like every path: received datagrams go to the session, availability is reported, the session chooses.
+    relay.deliverTo(session.deliver);
+    relay.on('close', () => this.relayLost(tunnel, relay));
+    session.setPath('relay', relay);
+  }
+
+  /**
+   * The relay leg died. A session that was direct before may punch again; in
+   * any case the leg is taken back (relay_resume) with backoff, for up to the
+   * resume timeout, while KCP keeps what is in flight. Only a relay that says
+   * the session is gone (the other side ended it) or refuses the proof ends it.
+   */
+  private relayLost(tunnel: Tunnel, relay: RelayPath): void {
+    const { session } = tunnel;
+    const { log } = this.opts;
+    if (tunnel.relay === relay) tunnel.relay = null;
+    const onRelay = session.path === relay;
+    session.setPath('relay', null);
+    if (session.closed) return;
+    log.warn('relay_lost', `session ${session.sid} lost its relay leg; taking it back`, { sid: session.sid });
+    // Punch again too (without a deadline: the session's bound is the resume timeout).
+    if (onRelay && tunnel.direct) {
+      tunnel.direct.punch([], planPunch(this.gathered?.nat, tunnel.peerNat), 0);
+      if (tunnel.control) void this.repunch(tunnel.control, session.sid);
+    }
+    void this.resumeRelay(tunnel);
+  }
+
+  private async resumeRelay(tunnel: Tunnel): Promise<void> {
+    const { session } = tunnel;
+    const { log } = this.opts;
+    const at = tunnel.relayAt;
+    const chain = tunnel.chains?.relay;
+    if (tunnel.relayResuming || !at || !chain) return;
+    tunnel.relayResuming = true;
+    const started = performance.now();
+    const limit = this.opts.resumeTimeoutMs ?? RESUME_TIMEOUT_MS;
+    const backoff = new Backoff({ initialMs: RELAY_RESUME_FIRST_MS, maxMs: RELAY_RESUME_MAX_MS });
+    let why = `the relay could not be reached again within ${Math.round(limit / 1000)} s`;
+    let code = 'resume_timeout';
+    let giveUp: string | undefined;
+    try {
+      for (let attempt = 1; attempt <= MAX_RELAY_RESUME_ATTEMPTS; attempt++) {
+        await sleep(backoff.next());
+        if (session.closed) return;
+        if (performance.now() - started > limit) break;
+        try {
+          const relay = await RelayPath.resume(
+            at.host,
+            at.port,
+            session.sid,
+            session.opts.role,
+            () => chain.next(),
+            RELAY_RESUME_ATTEMPT_MS,
+          );
+          if (session.closed) return relay.close();
+          session.once('close', () => relay.close());
+          tunnel.resumes = (tunnel.resumes ?? 0) + 1;
+          const ms = Math.round(performance.now() - started);
+          log.info('resume', `session ${session.sid}: relay leg taken back after ${ms} ms`, {
+            sid: session.sid,
+            why: 'relay_lost',
+            what: 'relay',
+            ms,
+            attempts: attempt,
+          });
+          this.attachRelay(tunnel, relay);
+          return;
+        } catch (e) {
+          const code = (e as { code?: string }).code;
+          if (code === 'unknown_session' || code === 'bad_proof') {
+            why = (e as Error).message;
+            giveUp = code;
+            break;
+          }
+          log.debug('resume_retry', `session ${session.sid}: relay not back yet: ${(e as Error).message}`, {
+            sid: session.sid,
+            attempt,
+          });
+        }
+      }
+    } finally {
+      tunnel.relayResuming = false;
+    }
+    if (session.closed) return;
+    code = giveUp ?? code;
+    const p = session.path;
+    if (!p || p.closed || p.kind === 'relay') {
+      log.warn('resume_failed', `session ${session.sid}: ${why}`, { sid: session.sid, code, what: 'relay' });
+      session.close(`relay connection lost: ${why}`);
+    } else log.warn('relay_lost', `session ${session.sid} stays direct without a relay: ${why}`, { sid: session.sid });
+  }
+
+  /**
+   * A new control connection (after the old one was lost): every live session
+   * moves to it and re-announces itself with a resume proof, with fresh
+   * candidates, so that the rendezvous can broker a new punch.
+   */
+  adoptControl(control: ControlClient): void {
+    for (const t of this.tunnels.values()) {
+      if (t.session.closed || t.control === control) continue;
+      t.control = control;
+      void this.announce(t, control);
+    }
+  }
+
+  private async announce(t: Tunnel, control: ControlClient): Promise<void> {
+    const { log } = this.opts;
+    const { session } = t;
+    const chain = t.chains?.rendezvous;
+    if (!chain || !control.welcome?.features?.includes('resume')) return;
+    const started = performance.now();
+    const g = await this.gather(control).catch(() => null);
+    const token = chain.next();
+    if (!token || control.isClosed || session.closed) return;
+    const sid = session.sid;
+    const isResumed = (m: ControlMessage): m is MessageOf<'session_resumed'> =>
+      m.type === 'session_resumed' && m.sid === sid;
+    try {
+      await control.request(
+        {
+          type: 'session_resume',
+          sid,
+          role: session.opts.role,
+          token,
+          candidates: g?.candidates ?? [],
+          nat: g?.nat,
+        },
+        isResumed,
+        SESSION_RESUME_ANSWER_MS,
+      );
+      t.resumes = (t.resumes ?? 0) + 1;
+      const ms = Math.round(performance.now() - started);
+      log.info('resume', `session ${sid}: re-announced to the rendezvous in ${ms} ms`, {
+        sid,
+        why: 'control_lost',
+        what: 'rendezvous',
+        ms,
+      });
+    } catch (e) {
+      log.warn('resume_failed', `session ${sid}: the rendezvous did not take it back: ${(e as Error).message}`, {
+        sid,
+        code: (e as { code?: string }).code,
+        what: 'rendezvous',
+      });
+    }
   }
 
   /** Live sessions, for `peer status`. */
@@ -259,6 +479,7 @@ export class TunnelHost {
       punchSuccesses: t.direct?.successes ?? 0,
       localNat: this.gathered?.nat ?? null,
       peerNat: t.peerNat ?? null,
+      resumes: t.resumes ?? 0,
     };
   }
 

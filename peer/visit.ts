@@ -13,11 +13,18 @@ import type { HostPort } from '../src/util/addr.js';
 import { Backoff, sleep } from '../src/util/backoff.js';
 import { codeOf, listenError } from '../src/util/errors.js';
 
+/** Reconnecting the control connection of a live session: first wait, cap of the backoff, and a bound on attempts. */
+export const CONTROL_RECONNECT_FIRST_MS = 250;
+export const CONTROL_RECONNECT_MAX_MS = 10_000;
+const MAX_CONTROL_RECONNECTS = 10_000;
+
 export interface VisitOptions extends PeerOptions {
   /** Sign our handshakes with this key, for servers that pin visitors (`serve --allow`). */
   identity?: Identity;
   /** Pinned server key: refuse a server that cannot sign with it, whatever the rendezvous says. */
   serverKey?: Uint8Array;
+  /** How long a session waits for a lost path to come back (--resume-timeout). */
+  resumeTimeoutMs?: number;
 }
 
 /**
@@ -36,6 +43,7 @@ export class VisitPeer {
   private draining = false;
   private reopenTimer: NodeJS.Timeout | null = null;
   private readonly reopen = new Backoff(REOPEN);
+  private keepingControl = false;
 
   readonly host: TunnelHost;
   private readonly servers: ServerList;
@@ -43,7 +51,12 @@ export class VisitPeer {
   readonly streams = new StreamSet();
 
   constructor(readonly opts: VisitOptions) {
-    this.host = new TunnelHost({ log: opts.log, mode: opts.mode, server: opts.server });
+    this.host = new TunnelHost({
+      log: opts.log,
+      mode: opts.mode,
+      server: opts.server,
+      resumeTimeoutMs: opts.resumeTimeoutMs,
+    });
     this.servers = new ServerList(opts.servers?.length ? opts.servers : [opts.server]);
   }
 
@@ -195,9 +208,40 @@ export class VisitPeer {
     control.once('close', () => {
       this.servers.lost(server);
       if (this.control === control) this.control = null;
+      void this.keepControl();
     });
     this.control = control;
+    this.host.adoptControl(control);
     return control;
+  }
+
+  /**
+   * The control connection was lost while a session is live: reconnect (any
+   * node of --server, with backoff) and re-announce the session with its
+   * resume proof, so the rendezvous can broker a new punch for it.
+   */
+  private async keepControl(): Promise<void> {
+    if (this.keepingControl) return;
+    this.keepingControl = true;
+    const backoff = new Backoff({ initialMs: CONTROL_RECONNECT_FIRST_MS, maxMs: CONTROL_RECONNECT_MAX_MS });
+    try {
+      for (let attempt = 1; attempt <= MAX_CONTROL_RECONNECTS; attempt++) {
+        if (this.stopped || !this.connected || (this.control && !this.control.isClosed)) return;
+        await sleep(backoff.next());
+        if (this.stopped || !this.connected) return;
+        try {
+          await this.ensureControl();
+          return;
+        } catch (e) {
+          this.opts.log.warn('reconnect_failed', `rendezvous not reachable yet: ${(e as Error).message}`, {
+            attempt,
+            retryInMs: backoff.peek(),
+          });
+        }
+      }
+    } finally {
+      this.keepingControl = false;
+    }
   }
 
   private async openSession(): Promise<Session> {

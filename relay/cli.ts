@@ -7,6 +7,7 @@ import { FramedSocket } from '../src/transport/framed-socket.js';
 import { relayKeyFrom } from '../src/wire/ticket.js';
 import type { ControlMessage } from '../src/wire/control.js';
 import { Relay } from './relay.js';
+import { cryptoReady } from '../src/crypto/sodium.js';
 import { ConfigError, layered, loadConfigFile, RelayConfig } from '../src/config/index.js';
 
 const program = new Command('relay')
@@ -66,8 +67,9 @@ program.action((_o: unknown, cmd: Command) => {
   const server = net.createServer((socket) => {
     const fs = new FramedSocket(socket, { idleTimeoutMs: 10_000 });
     fs.once('message', (m: ControlMessage) => {
+      if (m.type === 'relay_resume') return relay.resume(fs, m);
       if (m.type !== 'relay_bind') return fs.fail('bad_message', 'expected relay_bind first');
-      relay.adopt(fs, m.ticket);
+      relay.adopt(fs, m.ticket, m.resume);
     });
   });
   onShutdown(log, () => {
@@ -83,14 +85,17 @@ program.action((_o: unknown, cmd: Command) => {
       if (!(x instanceof ExitSignal)) throw x;
     }
   });
-  server.listen({ host: listen.host, port: listen.port }, () => {
-    const a = server.address() as net.AddressInfo;
-    log.info('ready', `relay listening on ${a.address}:${a.port}`, {
-      address: a.address,
-      port: a.port,
-      listen: `${a.address}:${a.port}`,
-    });
-  });
+  // Resume proofs (relay_resume) are checked with libsodium's BLAKE2b.
+  void cryptoReady().then(() =>
+    server.listen({ host: listen.host, port: listen.port }, () => {
+      const a = server.address() as net.AddressInfo;
+      log.info('ready', `relay listening on ${a.address}:${a.port}`, {
+        address: a.address,
+        port: a.port,
+        listen: `${a.address}:${a.port}`,
+      });
+    }),
+  );
 });
 
 program.parseAsync(process.argv).catch((e) => {

@@ -1,29 +1,48 @@
-import type { Socket } from 'node:net';
+import type net from 'node:net';
 import type { FramedSocket } from '../src/transport/framed-socket.js';
-import { splice } from '../src/transport/splice.js';
+import { splice, TokenBucket } from '../src/transport/splice.js';
+import { OwnReadBuffer, switchToUserReads, type ChunkHandler } from '../src/transport/user-reads.js';
 import type { Logger } from '../src/util/log.js';
+import { FRAME_HEADER_LEN, FrameKind, PROTOCOL_VERSION } from '../src/wire/frame.js';
+import type { MessageOf } from '../src/wire/control.js';
+import { checkResumeToken, parseAnchor } from '../src/crypto/resume.js';
 import { verifyTicket, type TicketRole } from '../src/wire/ticket.js';
+
+// Timings and bounds of the relay, in one place (docs/PROTOCOL.md section 3).
+/** How long the first side of a session waits for the second. */
+export const PAIR_TIMEOUT_MS = 15_000;
+/**
+ * How long a paired session whose leg died (not a clean close) waits for that
+ * side to come back with `relay_resume`, keeping the other leg open. Above
+ * the peers' default --resume-timeout, so the relay is never what gives up first.
+ */
+export const RELAY_RESUME_TIMEOUT_MS = 130_000;
+/** Paired sessions that get their own read buffers (see splice.ts). */
+const OWN_BUFFER_PAIRS = 256;
+/** Bytes a leg with no one to send to may hold (one read's worth, then it is paused). */
+const MAX_STASH_BYTES = 1024 * 1024;
 
 export interface RelayOptions {
   key: Uint8Array;
   log: Logger;
   /** How long the first side of a session waits for the second. */
   pairTimeoutMs?: number;
+  /** How long a session that lost a leg waits for `relay_resume`. */
+  resumeTimeoutMs?: number;
   /** Cap on sessions waiting for their second side (memory bound). */
   maxPending?: number;
-  /** Cap on paired sessions. */
+  /** Cap on paired sessions (half-open ones included). */
   maxSessions?: number;
   /** Per-session rate limit in bytes/s, each direction (0 or unset: unlimited). */
   rateBytesPerSec?: number;
 }
 
-/** Paired sessions that get their own read buffers (see splice.ts). */
-const OWN_BUFFER_PAIRS = 256;
-
 interface Pending {
   role: TicketRole;
   fs: FramedSocket;
   timer: NodeJS.Timeout;
+  /** Anchor of this side's relay resume chain, when the peer can resume. */
+  anchor: Uint8Array | null;
 }
 
 /**
@@ -31,17 +50,23 @@ interface Pending {
  * presents a ticket; once both are there the relay joins the two sockets and
  * forwards bytes as they come, with TCP backpressure per pair. Pairs share
  * nothing, so one slow session never stalls another. The relay never parses
- * what flows after pairing: it is sealed end to end.
+ * what flows after pairing: it is sealed end to end. For a resumable pair it
+ * only follows the 6-byte frame headers, so that a leg can be replaced at a
+ * frame boundary (ResumablePair).
  */
 export class Relay {
   private pending = new Map<string, Pending>();
   private used = new Map<string, number>();
   private active = 0;
   /** Joined sessions, so close() can end them. */
-  private paired = new Set<{ a: Socket; b: Socket }>();
+  private paired = new Set<{ a: net.Socket; b: net.Socket }>();
+  /** Paired sessions that can take a leg back, by session id. */
+  private resumable = new Map<string, ResumablePair>();
   bytesForwarded = 0;
+  /** Legs taken back with relay_resume. */
+  resumes = 0;
 
-  constructor(private readonly opts: RelayOptions) {}
+  constructor(readonly opts: RelayOptions) {}
 
   get pendingCount(): number {
     return this.pending.size;
@@ -49,9 +74,15 @@ export class Relay {
   get sessionCount(): number {
     return this.active;
   }
+  /** Paired sessions waiting for a lost leg to come back. */
+  get halfOpenCount(): number {
+    let n = 0;
+    for (const p of this.resumable.values()) if (p.halfOpen) n++;
+    return n;
+  }
 
   /** Takes over a connection whose first message was `relay_bind`. */
-  adopt(fs: FramedSocket, ticketText: string): void {
+  adopt(fs: FramedSocket, ticketText: string, anchorText?: string): void {
     const { log } = this.opts;
     const check = verifyTicket(this.opts.key, ticketText);
     if (!check.ok) {
@@ -60,6 +91,7 @@ export class Relay {
     }
     const { sid, role } = check.ticket;
     if (this.used.has(sid)) return fs.fail('bad_ticket', 'relay ticket already used');
+    const anchor = parseAnchor(anchorText);
     const other = this.pending.get(sid);
     if (!other) {
       if (this.pending.size >= (this.opts.maxPending ?? 10_000))
@@ -67,9 +99,9 @@ export class Relay {
       const timer = setTimeout(() => {
         this.pending.delete(sid);
         fs.fail('timeout', 'the other side of the session never reached the relay');
-      }, this.opts.pairTimeoutMs ?? 15_000);
+      }, this.opts.pairTimeoutMs ?? PAIR_TIMEOUT_MS);
       timer.unref();
-      this.pending.set(sid, { role, fs, timer });
+      this.pending.set(sid, { role, fs, timer, anchor });
       fs.once('close', () => {
         const p = this.pending.get(sid);
         if (p?.fs === fs) {
@@ -84,7 +116,42 @@ export class Relay {
     clearTimeout(other.timer);
     this.pending.delete(sid);
     this.markUsed(sid, check.ticket.expires);
+    if (other.anchor || anchor) {
+      const anchors = { [other.role]: other.anchor, [role]: anchor } as Record<TicketRole, Uint8Array | null>;
+      const legs = { [other.role]: other.fs, [role]: fs } as Record<TicketRole, FramedSocket>;
+      return this.joinResumable(sid, legs, anchors);
+    }
     this.join(sid, other.fs, fs);
+  }
+
+  /**
+   * Takes over a connection whose first message was `relay_resume`: its side
+   * of a paired session comes back after its leg died (or from a new address
+   * while the old leg still looks alive). Any refusal leaves the session as it was.
+   */
+  resume(fs: FramedSocket, m: MessageOf<'relay_resume'>): void {
+    const pair = this.resumable.get(m.sid);
+    if (!pair) {
+      this.opts.log.warn('relay_resume_rejected', 'unknown session', { sid: m.sid, remote: fs.remote });
+      return fs.fail('unknown_session', 'the relay has no session with this id (ended, or never resumable)', {
+        sid: m.sid,
+      });
+    }
+    const why = pair.resume(m.role, fs, m.token);
+    if (why) {
+      this.opts.log.warn('relay_resume_rejected', why, { sid: m.sid, role: m.role, remote: fs.remote });
+      return fs.fail('bad_proof', why, { sid: m.sid });
+    }
+    this.resumes++;
+  }
+
+  /**
+   * The rendezvous saw that side of the session close its control connection
+   * itself (its process stopped or died): it will not resume, so its leg, if
+   * already lost, ends the session now, and a later loss ends it at once.
+   */
+  sideGone(sid: string, role: TicketRole): void {
+    this.resumable.get(sid)?.sideGone(role);
   }
 
   close(): void {
@@ -98,6 +165,7 @@ export class Relay {
       p.b.destroy();
     }
     this.paired.clear();
+    for (const p of [...this.resumable.values()]) p.end('relay closing');
   }
 
   private join(sid: string, a: FramedSocket, b: FramedSocket): void {
@@ -130,11 +198,330 @@ export class Relay {
     }
   }
 
+  private joinResumable(
+    sid: string,
+    legs: Record<TicketRole, FramedSocket>,
+    anchors: Record<TicketRole, Uint8Array | null>,
+  ): void {
+    this.active++;
+    const pair = new ResumablePair(this, sid, anchors, this.active <= OWN_BUFFER_PAIRS, () => {
+      this.active--;
+      this.resumable.delete(sid);
+    });
+    this.resumable.set(sid, pair);
+    this.opts.log.debug('relay_paired', 'relay session paired (resumable)', { sid });
+    pair.attach('visitor', legs.visitor);
+    pair.attach('server', legs.server);
+  }
+
   private markUsed(sid: string, expires: number): void {
     this.used.set(sid, expires);
     if (this.used.size > 4096) {
       const now = Date.now() / 1000;
       for (const [k, exp] of this.used) if (exp < now) this.used.delete(k);
+    }
+  }
+}
+
+/**
+ * Where a byte stream of relay frames is: between frames, inside a header, or
+ * inside a body. Reads only headers; bodies are skipped by length.
+ */
+export class FrameCursor {
+  private readonly hdr = Buffer.alloc(FRAME_HEADER_LEN);
+  private hdrLen = 0;
+  private remaining = 0;
+
+  get atBoundary(): boolean {
+    return this.hdrLen === 0 && this.remaining === 0;
+  }
+
+  /**
+   * Walks `chunk` from `from`. With `stopAtBoundary`, stops at the first
+   * frame boundary at or after `from` and returns its offset; otherwise walks
+   * it all. Returns chunk.length when no boundary was reached.
+   */
+  walk(chunk: Uint8Array, from = 0, stopAtBoundary = false): number {
+    let i = from;
+    while (i < chunk.length) {
+      if (stopAtBoundary && this.atBoundary) return i;
+      if (this.remaining > 0) {
+        const n = Math.min(this.remaining, chunk.length - i);
+        this.remaining -= n;
+        i += n;
+        continue;
+      }
+      this.hdr[this.hdrLen++] = chunk[i++];
+      if (this.hdrLen === FRAME_HEADER_LEN) {
+        this.remaining = this.hdr.readUInt32BE(0);
+        this.hdrLen = 0;
+      }
+    }
+    return i;
+  }
+
+  /**
+   * Bytes that complete the frame in progress: the rest of its header (a
+   * datagram frame whose unknown length bytes are 0) and a zero body. The
+   * receiver reads a datagram that fails its tag and drops it.
+   */
+  padding(): Buffer {
+    if (this.atBoundary) return Buffer.alloc(0);
+    let head = Buffer.alloc(0);
+    let body = this.remaining;
+    if (this.hdrLen > 0) {
+      const h = Buffer.from(this.hdr);
+      h.fill(0, this.hdrLen, 4);
+      if (this.hdrLen <= 4) h[4] = PROTOCOL_VERSION;
+      if (this.hdrLen <= 5) h[5] = FrameKind.Datagram;
+      head = h.subarray(this.hdrLen);
+      body = h.readUInt32BE(0);
+    }
+    return Buffer.concat([head, Buffer.alloc(body)]);
+  }
+
+  reset(): void {
+    this.hdrLen = 0;
+    this.remaining = 0;
+  }
+}
+
+const ROLES: readonly TicketRole[] = ['visitor', 'server'];
+const otherRole = (r: TicketRole): TicketRole => (r === 'visitor' ? 'server' : 'visitor');
+
+interface Leg {
+  role: TicketRole;
+  socket: net.Socket;
+  /** Where this leg's outgoing stream is (what it sent us). */
+  cursor: FrameCursor;
+  /** Read while the other side was away, from a frame boundary on; the leg is paused meanwhile. */
+  stash: Buffer | null;
+  /** Skipping the rest of a frame whose start went to a leg that died. */
+  discarding: boolean;
+  dead: boolean;
+  /** It sent a FIN: the session ended on purpose. */
+  ended: boolean;
+  bucket: TokenBucket | null;
+  timer: NodeJS.Timeout | null;
+}
+
+/**
+ * A paired session whose legs can be replaced: when a leg dies with an error
+ * (not a FIN), the other stays open for the resume timeout, and the lost side
+ * comes back with `relay_resume` and a token from its resume chain. The
+ * relay follows frame headers (FrameCursor), so each leg's stream stays whole
+ * frames: a frame cut by a dying leg is completed with padding the receiver
+ * drops, and what the other side sent meanwhile waits (paused, then
+ * forwarded) from the next frame boundary.
+ */
+class ResumablePair {
+  private legs: Record<TicketRole, Leg | null> = { visitor: null, server: null };
+  private timer: NodeJS.Timeout | null = null;
+  private done = false;
+  private readonly bufs: Record<TicketRole, OwnReadBuffer | null>;
+
+  constructor(
+    private readonly relay: Relay,
+    readonly sid: string,
+    private readonly held: Record<TicketRole, Uint8Array | null>,
+    ownBuffers: boolean,
+    private readonly onEnd: () => void,
+  ) {
+    this.bufs = {
+      visitor: ownBuffers ? new OwnReadBuffer() : null,
+      server: ownBuffers ? new OwnReadBuffer() : null,
+    };
+  }
+
+  get halfOpen(): boolean {
+    return !this.legs.visitor || !this.legs.server;
+  }
+
+  sideGone(role: TicketRole): void {
+    this.held[role] = null;
+    if (!this.legs[role]) this.end(`the ${role} side is gone`);
+  }
+
+  /** Checks a resume proof and, if it holds, makes `fs` this side's leg. Returns why not, or null. */
+  resume(role: TicketRole, fs: FramedSocket, token: string): string | null {
+    const held = this.held[role];
+    if (!held) return `the ${role} side of this session gave no resume anchor and cannot be resumed`;
+    const check = checkResumeToken(held, token, this.sid, role, 'relay');
+    if (!check.ok) return check.reason;
+    this.held[role] = check.next;
+    const old = this.legs[role];
+    if (old) this.retire(old);
+    this.attach(role, fs);
+    this.relay.opts.log.info('relay_resumed', `relay session ${this.sid}: the ${role} side is back`, {
+      sid: this.sid,
+      role,
+    });
+    return null;
+  }
+
+  attach(role: TicketRole, fs: FramedSocket): void {
+    fs.send({ type: 'relay_ready' });
+    const rest = fs.detach();
+    const leg: Leg = {
+      role,
+      socket: fs.socket,
+      cursor: new FrameCursor(),
+      stash: null,
+      discarding: false,
+      dead: false,
+      ended: false,
+      bucket: this.relay.opts.rateBytesPerSec ? new TokenBucket(this.relay.opts.rateBytesPerSec) : null,
+      timer: null,
+    };
+    const handler: ChunkHandler = (chunk) => this.forward(leg, chunk);
+    const own = this.bufs[role];
+    const moved = own ? switchToUserReads(fs.socket, handler, own) : null;
+    if (moved) {
+      leg.socket = moved.socket;
+    } else {
+      fs.socket.on('data', (chunk: Buffer) => {
+        if (!this.forward(leg, chunk)) fs.socket.pause();
+      });
+    }
+    const sock = leg.socket;
+    sock.on('error', () => {});
+    sock.on('end', () => {
+      leg.ended = true;
+    });
+    sock.once('close', () => this.legClosed(leg));
+    this.legs[role] = leg;
+    if (!this.halfOpen && this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    // Bytes that came with the bind or resume message, then whatever the old object had buffered.
+    if (rest.length) this.forward(leg, rest);
+    for (const c of moved?.rest ?? []) this.forward(leg, c);
+    // The other side may have been waiting for this one: its stash goes first, then it reads again.
+    const other = this.legs[otherRole(role)];
+    if (other && !other.dead) this.release(other, sock);
+  }
+
+  end(reason: string): void {
+    if (this.done) return;
+    this.done = true;
+    if (this.timer) clearTimeout(this.timer);
+    for (const r of ROLES) {
+      const leg = this.legs[r];
+      if (!leg) continue;
+      leg.dead = true;
+      if (leg.timer) clearTimeout(leg.timer);
+      leg.socket.destroy();
+    }
+    this.relay.opts.log.debug('relay_ended', `relay session ${this.sid} ended: ${reason}`, { sid: this.sid });
+    this.onEnd();
+  }
+
+  /** A leg's chunk: to the other side, or (while it is away) up to a frame boundary into the stash. */
+  private forward(leg: Leg, chunk: Buffer): boolean {
+    if (leg.dead || this.done) return false;
+    this.relay.bytesForwarded += chunk.length;
+    const other = this.legs[otherRole(leg.role)];
+    const out = other && !other.dead ? other.socket : null;
+    let data: Buffer = chunk;
+    if (!out || leg.discarding) {
+      // The frame in progress began on a leg that is gone: nobody will ever read its start.
+      if (!leg.cursor.atBoundary) {
+        const off = leg.cursor.walk(data, 0, true);
+        if (!leg.cursor.atBoundary) {
+          leg.discarding = true;
+          return true;
+        }
+        data = data.subarray(off);
+      }
+      leg.discarding = false;
+    }
+    if (!data.length) return true;
+    leg.cursor.walk(data);
+    if (!out) {
+      // Wait for the other side, paused: TCP backpressure holds the sender.
+      const kept = leg.stash ? Buffer.concat([leg.stash, data]) : Buffer.from(data);
+      if (kept.length > MAX_STASH_BYTES) {
+        // Cannot happen while reads pause (one read at most); never buffer without bound.
+        this.end('a leg kept sending while the other side was away');
+        return false;
+      }
+      leg.stash = kept;
+      return false;
+    }
+    const ok = out.write(data);
+    // Part of the chunk is queued and points into this leg's read buffer: the next reads go elsewhere.
+    if (out.writableLength > 0) this.bufs[leg.role]?.retire();
+    let go = true;
+    if (!ok) {
+      out.once('drain', () => this.tryResume(leg));
+      go = false;
+    }
+    const wait = leg.bucket?.take(data.length) ?? 0;
+    if (wait > 0) {
+      if (!leg.timer) leg.timer = setTimeout(() => this.onBucket(leg), wait).unref();
+      go = false;
+    }
+    return go;
+  }
+
+  private onBucket(leg: Leg): void {
+    leg.timer = null;
+    this.tryResume(leg);
+  }
+
+  /** Resumes reading `leg` once its destination drained and the rate limit allows. */
+  private tryResume(leg: Leg): void {
+    if (leg.dead || this.done) return;
+    const other = this.legs[otherRole(leg.role)];
+    if (!other || other.dead) return; // resumed when the other side comes back
+    if (other.socket.writableNeedDrain) return;
+    const wait = leg.bucket?.wait() ?? 0;
+    if (wait > 0) {
+      if (!leg.timer) leg.timer = setTimeout(() => this.onBucket(leg), wait).unref();
+      return;
+    }
+    leg.socket.resume();
+  }
+
+  /** `leg`'s side can send again (to `out`): its stash first. */
+  private release(leg: Leg, out: net.Socket): void {
+    const stash = leg.stash;
+    leg.stash = null;
+    if (stash) out.write(stash);
+    this.tryResume(leg);
+  }
+
+  /** Takes `leg` out: completes the frame it was writing to the other side, closes it. */
+  private retire(leg: Leg): void {
+    if (leg.dead) return;
+    leg.dead = true;
+    if (leg.timer) clearTimeout(leg.timer);
+    if (this.legs[leg.role] === leg) this.legs[leg.role] = null;
+    const other = this.legs[otherRole(leg.role)];
+    if (other && !other.dead) {
+      if (!leg.discarding && !leg.stash && !leg.cursor.atBoundary) other.socket.write(leg.cursor.padding());
+      // The other side's frame in progress went, in part, to this leg: its rest is for nobody.
+      if (!other.stash && !other.cursor.atBoundary) other.discarding = true;
+    }
+    leg.stash = null;
+    leg.socket.destroy();
+  }
+
+  private legClosed(leg: Leg): void {
+    if (leg.dead || this.done) return;
+    const { log } = this.relay.opts;
+    // A FIN is a session that ended on purpose; a side that cannot resume ends it too.
+    if (leg.ended || !this.held[leg.role]) return this.end(`the ${leg.role} side closed`);
+    this.retire(leg);
+    log.info('relay_half_open', `relay session ${this.sid}: the ${leg.role} leg was lost; waiting for it`, {
+      sid: this.sid,
+      role: leg.role,
+    });
+    if (!this.timer) {
+      const ms = this.relay.opts.resumeTimeoutMs ?? RELAY_RESUME_TIMEOUT_MS;
+      this.timer = setTimeout(() => this.end(`no resume within ${Math.round(ms / 1000)} s`), ms);
+      this.timer.unref();
     }
   }
 }

@@ -9,6 +9,8 @@ import { PROTOCOL_VERSION } from '../src/wire/frame.js';
 import type { Candidate, ControlMessage, MessageOf, NatInfo } from '../src/wire/control.js';
 import { issueTicket, newSessionId, relayKeyFrom } from '../src/wire/ticket.js';
 import { Relay } from '../relay/relay.js';
+import { checkResumeToken, parseAnchor } from '../src/crypto/resume.js';
+import { cryptoReady } from '../src/crypto/sodium.js';
 import { Registry } from './registry.js';
 import { StunServer } from '../src/stun/server.js';
 import { punchDelays } from './punch-timing.js';
@@ -51,7 +53,16 @@ export interface RendezvousOptions {
   relayRate?: number;
   /** Share names and broker sessions with other nodes (docs/CLUSTER.md); unset: a single node with its in-memory registry. */
   cluster?: Cluster;
+  /** How long a session whose peer lost its control connection waits for `session_resume` (and the relay for `relay_resume`). */
+  resumeTimeoutMs?: number;
 }
+
+/**
+ * How long the rendezvous keeps a session whose peer's control connection
+ * went away, for that peer to come back with `session_resume`. Above the
+ * peers' default --resume-timeout (120 s).
+ */
+export const RDV_RESUME_TIMEOUT_MS = 130_000;
 
 /** How long the serve peer has to answer an `incoming` (accept or reject) unless configured. */
 const ACCEPT_TIMEOUT_MS = 10_000;
@@ -64,6 +75,8 @@ interface Conn {
   hello: boolean;
   names: Set<string>;
   rttMs: number | null;
+  /** The peer closed the connection itself (a FIN): it stopped, or its process died; it will not resume. */
+  peerEnded?: boolean;
 }
 
 /**
@@ -76,6 +89,15 @@ export type BrokeredState =
   | { readonly name: 'awaiting-answer'; readonly timer: NodeJS.Timeout }
   /** Answered with accept: the rendezvous only coordinates (re-)punching, for as long as both peers stay. */
   | { readonly name: 'connected' }
+  /**
+   * A side whose control connection went away (`away`) can come back with
+   * `session_resume` (PROTOCOL.md section 6) before the timer ends the session.
+   */
+  | {
+      readonly name: 'awaiting-resume';
+      readonly away: ReadonlySet<'visitor' | 'server'>;
+      readonly timer: NodeJS.Timeout;
+    }
   /** Rejected, timed out, reported closed, or a peer went away: the record is gone. */
   | { readonly name: 'ended' };
 
@@ -95,6 +117,10 @@ interface Brokered {
   startedAt?: number;
   path?: 'pending' | 'relay' | 'direct';
   directOnce?: boolean;
+  // Resuming (docs/PROTOCOL.md "Resuming a session"), additive: each side's resume chain value,
+  // the server's last candidates, and which sides lost their control connection (with the timer that ends the wait).
+  held?: { visitor?: Uint8Array; server?: Uint8Array };
+  serverCandidates?: Candidate[];
 }
 
 /** One brokered session as the status endpoint shows it. */
@@ -135,7 +161,7 @@ export class RendezvousServer {
   }
 
   async listen(): Promise<net.AddressInfo> {
-    await identityReady();
+    await Promise.all([identityReady(), cryptoReady()]);
     // A global memory bound: past it, new work is refused while existing sessions go on.
     this.memTimer = setInterval(() => {
       const high = process.memoryUsage().rss > (this.opts.maxMemoryMb ?? 1024) * 1024 * 1024;
@@ -234,6 +260,9 @@ export class RendezvousServer {
     this.conns.add(conn);
     fs.on('protocolError', (code, message) => log.warn('protocol_error', message, { remote: fs.remote, code }));
     fs.on('message', (m: ControlMessage) => this.onMessage(conn, m));
+    socket.once('end', () => {
+      conn.peerEnded = true;
+    });
     fs.on('close', () => this.onClose(conn));
   }
 
@@ -249,7 +278,12 @@ export class RendezvousServer {
       this.opts.log.info('unregistered', `"${name}" went away`, { name });
     }
     for (const s of this.sessions.values()) {
-      if (s.visitor === conn || s.server === conn) this.endSession(s.sid, 'a peer disconnected');
+      if (s.visitor === conn || s.server === conn) {
+        const role = s.visitor === conn ? 'visitor' : 'server';
+        // A FIN is a peer that closed on purpose or died: no resume for that side, here or on the relay.
+        if (conn.peerEnded) this.relay?.sideGone(s.sid, role);
+        if (conn.peerEnded || !this.awaitResume(s, role)) this.endSession(s.sid, 'a peer disconnected');
+      }
     }
   }
 
@@ -260,7 +294,11 @@ export class RendezvousServer {
         this.onClose(conn); // now the relay's to account for
         // In a cluster, a visitor's leg for a session another node brokers is piped to that node's relay.
         if (this.opts.cluster?.takeRelayLeg(fs, m.ticket)) return;
-        return this.relay.adopt(fs, m.ticket);
+        return this.relay.adopt(fs, m.ticket, m.resume);
+      }
+      if (m.type === 'relay_resume' && this.relay) {
+        this.onClose(conn);
+        return this.relay.resume(fs, m);
       }
       if (m.type !== 'hello') return fs.fail('bad_message', 'expected hello first');
       if (m.version !== PROTOCOL_VERSION)
@@ -286,7 +324,7 @@ export class RendezvousServer {
         udpPort: this.udpPort,
         ...(this.altUdpPort !== undefined ? { altUdpPort: this.altUdpPort } : {}),
         relay: this.opts.relay ? { host: this.opts.relay.host, port: this.opts.relay.port } : null,
-        features: ['path_report'],
+        features: ['path_report', 'resume'],
       });
       // Measure the round trip now, so a punch can be timed to leave both peers together.
       fs.send({ type: 'ping', t: performance.now() });
@@ -307,6 +345,10 @@ export class RendezvousServer {
         return this.onCandidates(conn, m);
       case 'path_report':
         return this.onPathReport(conn, m);
+      case 'session_commit':
+        return this.onSessionCommit(conn, m);
+      case 'session_resume':
+        return this.onSessionResume(conn, m);
       case 'pong':
         if (m.t <= performance.now()) conn.rttMs = performance.now() - m.t;
         return;
@@ -475,6 +517,7 @@ export class RendezvousServer {
     // for this session; the record lives as long as both control connections.
     this.moveSession(s, { name: 'connected' }, 'accepted');
     s.serverNat = m.nat;
+    s.serverCandidates = m.candidates;
     if (s.mode !== 'relay' && s.visitorCandidates.length && m.candidates.length) {
       this.events.emit('punch', s.visitorNat, s.serverNat);
       const d = punchDelays(s.visitor.rttMs, s.server.rttMs);
@@ -494,7 +537,108 @@ export class RendezvousServer {
     const s = this.sessions.get(m.sid);
     if (!s || (s.visitor !== conn && s.server !== conn)) return;
     const other = s.visitor === conn ? s.server : s.visitor;
+    if (s.visitor === conn) {
+      s.visitorCandidates = m.candidates;
+      if (m.nat) s.visitorNat = m.nat;
+    } else {
+      s.serverCandidates = m.candidates;
+      if (m.nat) s.serverNat = m.nat;
+    }
     other.fs.send({ type: 'punch', sid: s.sid, delayMs: 0, candidates: m.candidates, peerNat: m.nat });
+  }
+
+  /** A side of a session gives the anchor of its resume chain; only its first, on its own connection, counts. */
+  private onSessionCommit(conn: PeerLink, m: MessageOf<'session_commit'>): void {
+    const s = this.sessions.get(m.sid);
+    if (!s || s.state.name === 'awaiting-answer' || (s.visitor !== conn && s.server !== conn)) return;
+    const role = s.visitor === conn ? 'visitor' : 'server';
+    const anchor = parseAnchor(m.anchor);
+    s.held ??= {};
+    if (!anchor || s.held[role]) return;
+    s.held[role] = anchor;
+  }
+
+  /**
+   * A side of a session is back on a new connection (its old one died, or
+   * its address changed): with a token from its chain, it takes its side of
+   * the session over, and both sides are told to punch again. A wrong proof or
+   * an unknown session is answered with an error and changes nothing.
+   */
+  private onSessionResume(conn: Conn, m: MessageOf<'session_resume'>): void {
+    const s = this.sessions.get(m.sid);
+    const held = s?.held?.[m.role];
+    if (!s || s.state.name === 'awaiting-answer') {
+      conn.fs.send({ type: 'error', code: 'unknown_session', message: 'no such session here', sid: m.sid });
+      return;
+    }
+    const check = held ? checkResumeToken(held, m.token, m.sid, m.role, 'rendezvous') : null;
+    if (!check?.ok) {
+      const why = check ? check.reason : `the ${m.role} side of this session cannot be resumed (no anchor)`;
+      this.opts.log.warn('resume_rejected', why, { sid: m.sid, role: m.role, remote: conn.fs.remote });
+      conn.fs.send({ type: 'error', code: 'bad_proof', message: why, sid: m.sid });
+      return;
+    }
+    s.held![m.role] = check.next;
+    if (m.role === 'visitor') {
+      s.visitor = conn;
+      s.visitorCandidates = m.candidates;
+      if (m.nat) s.visitorNat = m.nat;
+    } else {
+      s.server = conn;
+      s.serverCandidates = m.candidates;
+      if (m.nat) s.serverNat = m.nat;
+    }
+    const st = s.state;
+    if (st.name === 'awaiting-resume') {
+      const away = new Set(st.away);
+      away.delete(m.role);
+      this.moveSession(
+        s,
+        away.size ? { name: 'awaiting-resume', away, timer: st.timer } : { name: 'connected' },
+        `the ${m.role} resumed`,
+      );
+    }
+    this.opts.log.info('session_resumed', `session ${s.sid}: the ${m.role} is back`, {
+      sid: s.sid,
+      role: m.role,
+      remote: conn.fs.remote,
+    });
+    conn.fs.send({ type: 'session_resumed', sid: s.sid });
+    // Punch again, both ways, with what each side last said about itself.
+    if (s.mode === 'relay' || s.state.name !== 'connected') return;
+    const d = punchDelays(s.visitor.rttMs, s.server.rttMs);
+    if (s.serverCandidates?.length)
+      s.visitor.fs.send({
+        type: 'punch',
+        sid: s.sid,
+        delayMs: d.visitor,
+        candidates: s.serverCandidates,
+        peerNat: s.serverNat,
+      });
+    if (s.visitorCandidates.length)
+      s.server.fs.send({
+        type: 'punch',
+        sid: s.sid,
+        delayMs: d.server,
+        candidates: s.visitorCandidates,
+        peerNat: s.visitorNat,
+      });
+  }
+
+  /** `role`'s control connection went away: keep the session for a resume if that side can resume. */
+  private awaitResume(s: Brokered, role: 'visitor' | 'server'): boolean {
+    const st = s.state;
+    if (st.name === 'awaiting-answer' || st.name === 'ended' || !s.held?.[role]) return false;
+    const away = new Set(st.name === 'awaiting-resume' ? st.away : []);
+    away.add(role);
+    let timer = st.name === 'awaiting-resume' ? st.timer : null;
+    if (!timer) {
+      const ms = this.opts.resumeTimeoutMs ?? RDV_RESUME_TIMEOUT_MS;
+      timer = setTimeout(() => this.endSession(s.sid, `no resume within ${Math.round(ms / 1000)} s`), ms);
+      timer.unref();
+    }
+    this.moveSession(s, { name: 'awaiting-resume', away, timer }, `the ${role} lost its control connection`);
+    return true;
   }
 
   /** A peer says its session moved to another path: status and metrics only, nothing is routed by it. */
@@ -572,7 +716,8 @@ export class RendezvousServer {
 
   private endSession(sid: string, why: string): void {
     const s = this.sessions.get(sid);
-    if (s) this.moveSession(s, { name: 'ended' }, why);
+    if (!s) return;
+    this.moveSession(s, { name: 'ended' }, why);
   }
 
   /** The one place a brokered session changes state: logs it and stops the timer of the state it leaves. */
@@ -580,7 +725,12 @@ export class RendezvousServer {
     const prev = s.state;
     if (prev.name === 'ended' || prev === next) return;
     s.state = next;
-    if (prev.name === 'awaiting-answer') clearTimeout(prev.timer);
+    // The timer of the state left behind stops, unless the next state carries it on.
+    if (
+      (prev.name === 'awaiting-answer' || prev.name === 'awaiting-resume') &&
+      !('timer' in next && next.timer === prev.timer)
+    )
+      clearTimeout(prev.timer);
     if (next.name === 'ended') this.sessions.delete(s.sid);
     this.opts.log.debug('session_state', `session ${s.sid}: ${prev.name} -> ${next.name} (${why})`, {
       sid: s.sid,

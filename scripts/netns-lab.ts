@@ -358,6 +358,22 @@ ${fixed}  }
 `;
 }
 
+/** Drop everything on an interface, both ways, silently (a network that is gone without the link noticing). */
+export function blackholeRuleset(iface: string): string {
+  return `
+table inet labhole {
+  chain ingress {
+    type filter hook prerouting priority -395; policy accept;
+    iifname "${iface}" drop
+  }
+  chain egress {
+    type filter hook postrouting priority 395; policy accept;
+    oifname "${iface}" drop
+  }
+}
+`;
+}
+
 // ---------------------------------------------------------------------------
 // The lab
 
@@ -727,6 +743,172 @@ export class Lab {
     const direct = this.plan.nodes.find((x) => x.name === node);
     if (direct && direct.role === 'host' && direct.name !== 'rdv' && direct.name !== 'attacker') return direct;
     return this.edge(node);
+  }
+
+  // -- roaming: addresses and networks that change under a running test ----
+
+  /**
+   * A NAT router (or a public host) gets a new public address, as an ISP
+   * renumbering a line or a laptop on another network: the new address is
+   * added, the old one removed, and the router's conntrack flushed, which is
+   * what the kernel does to masquerade mappings when their address goes away.
+   * Returns the new address (default: the next free one of 203.0.113.20-59).
+   */
+  async changeWanAddress(node: string, to?: string): Promise<string> {
+    const e = this.edge(node);
+    if (e.upstream && e.upstream !== 'inet')
+      throw new Error(`"${node}" is behind a carrier NAT: change "${e.upstream}"`);
+    const ns = this.ns(e.name);
+    const dev = uplink(this.prefix, e).inner;
+    const addr = to ?? this.freeAddress('203.0.113.', 20, 59);
+    await this.replacePrimary(ns, dev, e, `${addr}/24`);
+    if (e.role === 'router') await this.flushConntrack(e.name);
+    return addr;
+  }
+
+  /**
+   * A host behind a NAT gets a new LAN address (a new DHCP lease): new address
+   * in, old one out, default route back. A full-cone router's DNAT follows it.
+   * Returns the new address (default: the next free one of the LAN, from .50).
+   */
+  async changeLanAddress(host: string, to?: string): Promise<string> {
+    const h = this.node(host);
+    if (h.role !== 'host' || !h.upstream || h.upstream === 'inet' || !h.gateway)
+      throw new Error(`"${host}" is not a host behind a NAT router`);
+    const ns = this.ns(host);
+    const net3 = h.gateway.slice(0, h.gateway.lastIndexOf('.') + 1);
+    const addr = to ?? this.freeAddress(net3, 50, 99);
+    await this.replacePrimary(ns, IF.eth(this.prefix), h, `${addr}/24`);
+    await ip(['-n', ns, 'route', 'replace', 'default', 'via', h.gateway]);
+    await this.reloadRouterRules(h.upstream);
+    return addr;
+  }
+
+  /**
+   * Takes a node's uplink down (`ip link set down`: local sends fail, routes
+   * through it go) or back up (routes restored). A router's WAN, or a host's eth0.
+   */
+  async setLinkDown(node: string, down: boolean): Promise<void> {
+    const n = this.node(node);
+    if (n.role === 'internet') throw new Error('the internet has no uplink');
+    const ns = this.ns(node);
+    const dev = uplink(this.prefix, n).inner;
+    await ip(['-n', ns, 'link', 'set', dev, down ? 'down' : 'up']);
+    if (!down && n.gateway) await ip(['-n', ns, 'route', 'replace', 'default', 'via', n.gateway]);
+  }
+
+  /**
+   * Silently drops everything on a node's uplink, both ways (or stops):
+   * the link stays up, so nothing local notices; only the silence tells.
+   */
+  async setBlackhole(node: string, on: boolean): Promise<void> {
+    const n = this.node(node);
+    if (n.role === 'internet') throw new Error('the internet has no uplink');
+    const ns = this.ns(node);
+    const dev = uplink(this.prefix, n).inner;
+    await nsExec(ns, ['nft', 'delete', 'table', 'inet', 'labhole']);
+    if (on) await nsExec(ns, ['nft', '-f', '-'], { input: blackholeRuleset(dev), check: true });
+  }
+
+  /** The network of `node` is gone for `ms`, then back: 'link' (interface down) or 'blackhole' (silent drop). */
+  async outage(node: string, ms: number, how: 'link' | 'blackhole' = 'link'): Promise<void> {
+    if (how === 'link') await this.setLinkDown(node, true);
+    else await this.setBlackhole(node, true);
+    try {
+      await new Promise((r) => setTimeout(r, ms));
+    } finally {
+      if (how === 'link') await this.setLinkDown(node, false);
+      else await this.setBlackhole(node, false);
+    }
+  }
+
+  /**
+   * Makes a NAT router behave as another type from now on (e.g. the visitor's
+   * network turns symmetric), with its mappings flushed: what a move to a
+   * network with another NAT looks like to the peers.
+   */
+  async setRouterType(router: string, type: RouterType): Promise<void> {
+    const r = this.natRouter(router);
+    if (type === 'public') throw new Error('a router cannot become public; move the host instead');
+    r.type = checkType(type);
+    await this.reloadRouterRules(router);
+    await this.flushConntrack(router);
+  }
+
+  /**
+   * Moves a host behind another NAT router (a laptop joining another network):
+   * its uplink is re-plugged into that router's LAN, with a new address and
+   * gateway there. Returns the new LAN address.
+   */
+  async moveHost(host: string, router: string): Promise<string> {
+    const h = this.node(host);
+    const r = this.natRouter(router);
+    if (h.role !== 'host' || !h.upstream || h.upstream === 'inet' || !r.lanCidr)
+      throw new Error(`"${host}" is not a host behind a NAT router`);
+    if (h.upstream === router) throw new Error(`"${host}" is already behind "${router}"`);
+    const old = this.node(h.upstream);
+    const ns = this.ns(host);
+    const gw = r.addrs[1].split('/')[0];
+    const net3 = gw.slice(0, gw.lastIndexOf('.') + 1);
+    const addr = this.freeAddress(net3, 100, 149);
+    // Deleting one end of a veth pair deletes both: the old router's port goes too.
+    await ip(['-n', ns, 'link', 'del', IF.eth(this.prefix)]);
+    const port = IF.lanPort(this.prefix, host);
+    await ip([
+      '-n',
+      this.ns(router),
+      'link',
+      'add',
+      port,
+      'type',
+      'veth',
+      'peer',
+      'name',
+      IF.eth(this.prefix),
+      'netns',
+      ns,
+    ]);
+    await ip(['-n', this.ns(router), 'link', 'set', port, 'master', IF.lan(this.prefix), 'up']);
+    await ip(['-n', ns, 'link', 'set', IF.eth(this.prefix), 'up']);
+    await ip(['-n', ns, 'addr', 'add', `${addr}/24`, 'dev', IF.eth(this.prefix)]);
+    await ip(['-n', ns, 'route', 'replace', 'default', 'via', gw]);
+    old.lanHosts = (old.lanHosts ?? []).filter((x) => x !== host);
+    r.lanHosts = [...(r.lanHosts ?? []), host];
+    h.upstream = router;
+    h.gateway = gw;
+    h.addrs = [`${addr}/24`];
+    return addr;
+  }
+
+  /** An address `base` + n (n in from..to) that no node of the lab holds. */
+  private freeAddress(base: string, from: number, to: number): string {
+    const taken = new Set(this.plan.nodes.flatMap((n) => n.addrs.map((a) => a.split('/')[0])));
+    for (let i = from; i <= to; i++) if (!taken.has(base + i)) return base + i;
+    throw new Error(`no free address left in ${base}${from}-${to}`);
+  }
+
+  /**
+   * Replaces the primary address of `dev`: with promote_secondaries the new
+   * (secondary) address survives the removal of the old primary, which would
+   * otherwise take every secondary with it (DESIGN.md).
+   */
+  private async replacePrimary(ns: string, dev: string, n: NodePlan, cidr: string): Promise<void> {
+    const old = n.addrs[0];
+    await sysctl(ns, `net.ipv4.conf.${dev}.promote_secondaries`, 1);
+    await ip(['-n', ns, 'addr', 'add', cidr, 'dev', dev]);
+    await ip(['-n', ns, 'addr', 'del', old, 'dev', dev]);
+    n.addrs = [cidr, ...n.addrs.slice(1)];
+    if (n.gateway) await ip(['-n', ns, 'route', 'replace', 'default', 'via', n.gateway]);
+  }
+
+  /** Loads a router's NAT and firewall again (after its type or its full-cone host changed). */
+  private async reloadRouterRules(router: string): Promise<void> {
+    const r = this.natRouter(router);
+    const ns = this.ns(router);
+    await nsExec(ns, ['nft', 'delete', 'table', 'inet', 'labfw']);
+    await nsExec(ns, ['nft', 'delete', 'table', 'ip', 'labnat']);
+    const lanHost = r.lanHosts && r.lanHosts.length > 0 ? this.addr(r.lanHosts[0]) : undefined;
+    await this.nft(router, routerRuleset(this.prefix, r.type!, lanHost));
   }
 
   /** Load an nft script into a node's namespace (escape hatch for special scenarios). */

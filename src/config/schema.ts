@@ -75,6 +75,7 @@ export const PeerConfig = z.strictObject({
   metrics: hostPort.optional(),
   identity: nonEmpty.optional(),
   'drain-timeout': z.number().min(0).max(3600).optional(),
+  'resume-timeout': z.number().min(1).max(86_400).optional(),
   serve: z.array(ServeEntry).default([]),
   visit: z.array(VisitEntry).default([]),
 });

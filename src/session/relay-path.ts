@@ -31,8 +31,47 @@ export class RelayPath extends EventEmitter implements Path, PathSource {
     this.remote = remote;
   }
 
-  /** Connects, presents the ticket and resolves once the relay has paired both sides. */
-  static open(host: string, port: number, ticket: string, timeoutMs = 15_000): Promise<RelayPath> {
+  /**
+   * Connects, presents the ticket and resolves once the relay has paired both
+   * sides. `resume`: the anchor of this side's relay resume chain, so that
+   * the leg can be taken back with resume() if it dies.
+   */
+  static open(host: string, port: number, ticket: string, timeoutMs = 15_000, resume?: string): Promise<RelayPath> {
+    return RelayPath.connect(host, port, { type: 'relay_bind', ticket, ...(resume ? { resume } : {}) }, timeoutMs);
+  }
+
+  /**
+   * Takes this side of a paired session back after its leg died: a new
+   * connection that proves, with the next token of the relay resume chain,
+   * that it holds the session keys. Rejects with an error whose `code` is the
+   * relay's (unknown_session, bad_proof) or 'unreachable'.
+   */
+  static resume(
+    host: string,
+    port: number,
+    sid: string,
+    role: 'visitor' | 'server',
+    token: () => string | null,
+    timeoutMs = 15_000,
+  ): Promise<RelayPath> {
+    // The token is taken only once the connection is up: one that never left is not used up.
+    return RelayPath.connect(
+      host,
+      port,
+      () => {
+        const t = token();
+        return t ? { type: 'relay_resume', sid, role, token: t } : null;
+      },
+      timeoutMs,
+    );
+  }
+
+  private static connect(
+    host: string,
+    port: number,
+    first: ControlMessage | (() => ControlMessage | null),
+    timeoutMs: number,
+  ): Promise<RelayPath> {
     const path = new RelayPath(`${host}:${port}`);
     return new Promise((resolve, reject) => {
       const fs = FramedSocket.connect(
@@ -42,23 +81,27 @@ export class RelayPath extends EventEmitter implements Path, PathSource {
       const socket = fs.socket;
       path.fs = fs;
       let settled = false;
-      const fail = (msg: string) => {
+      const fail = (msg: string, code = 'unreachable') => {
         if (settled) return;
         settled = true;
         fs.destroy();
-        reject(new Error(msg));
+        reject(Object.assign(new Error(msg), { code }));
       };
       socket.once('error', (e: NodeJS.ErrnoException) =>
         fail(`cannot reach the relay at ${host}:${port}: ${e.code ?? e.message}`),
       );
-      socket.once('connect', () => fs.send({ type: 'relay_bind', ticket }));
+      socket.once('connect', () => {
+        const msg = typeof first === 'function' ? first() : first;
+        if (msg) fs.send(msg);
+        else fail('no resume token left for this session', 'bad_proof');
+      });
       fs.on('message', (m: ControlMessage) => {
         if (m.type === 'relay_ready' && !settled) {
           settled = true;
           socket.setTimeout(0);
           resolve(path);
         } else if (m.type === 'error') {
-          fail(`relay refused the session: ${m.message}`);
+          fail(`relay refused the session: ${m.message}`, m.code);
           path.shutdown(`relay error: ${m.message}`);
         }
       });
@@ -103,6 +146,16 @@ export class RelayPath extends EventEmitter implements Path, PathSource {
   close(): void {
     this.fs?.close();
     this.shutdown('closed locally');
+  }
+
+  /**
+   * Drops the connection without a FIN (a RST, if it gets anywhere): the
+   * relay then keeps the session for a resume, where a FIN would end it.
+   * For a leg whose local address went away.
+   */
+  abandon(reason: string): void {
+    this.fs?.socket.resetAndDestroy();
+    this.shutdown(reason);
   }
 
   private shutdown(reason: string): void {

@@ -60,6 +60,9 @@ export const ErrorCode = z.enum([
   'service_unavailable',
   'mode_mismatch',
   'internal',
+  // Resuming a session (docs/PROTOCOL.md "Resuming a session").
+  'unknown_session',
+  'bad_proof',
 ]);
 export type ErrorCode = z.infer<typeof ErrorCode>;
 
@@ -152,7 +155,22 @@ const messages = [
   z.object({ type: z.literal('ping'), t: z.number() }),
   z.object({ type: z.literal('pong'), t: z.number() }),
   // first frame on a relay connection; the relay answers relay_ready once both sides of the session are there.
-  z.object({ type: z.literal('relay_bind'), ticket: b64(512) }),
+  // `resume` (optional): the anchor of this side's relay resume chain (src/crypto/resume.ts).
+  z.object({ type: z.literal('relay_bind'), ticket: b64(512), resume: b64(64).optional() }),
+  // first frame on a relay connection that takes a side of a paired session back (its old leg died).
+  z.object({ type: z.literal('relay_resume'), sid, role: z.enum(['visitor', 'server']), token: b64(64) }),
+  // peer -> rendezvous (only when welcome.features lists 'resume'): the anchor of this side's rendezvous resume chain.
+  z.object({ type: z.literal('session_commit'), sid, anchor: b64(64) }),
+  // peer -> rendezvous on a new control connection: this side of session `sid` is here now (proof: `token`).
+  z.object({
+    type: z.literal('session_resume'),
+    sid,
+    role: z.enum(['visitor', 'server']),
+    token: b64(64),
+    candidates: z.array(Candidate).max(16).default([]),
+    nat: NatInfo.optional(),
+  }),
+  z.object({ type: z.literal('session_resumed'), sid }),
   z.object({ type: z.literal('relay_ready') }),
   z.object({
     type: z.literal('error'),

@@ -1,0 +1,185 @@
+// Roaming on loopback with the real binaries: a session keeps its id, keys,
+// KCP state and streams when its relay leg or its control connection is cut.
+// The standalone relay and the rendezvous sit behind a TCP proxy run by the
+// test (a network element, not a mock), which cuts a connection with a RST,
+// as a vanished address does. The transfer on one TCP connection must
+// complete exactly, and no second session may appear.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import crypto from 'node:crypto';
+import { FrameDecoder } from '../src/wire/frame.js';
+import { encodeControl, parseControl, type ControlMessage } from '../src/wire/control.js';
+import { eventsOf } from '../scripts/proc.js';
+import { Procs, echoTransfer, outputOf, waitForEvent, SECRET } from './helpers/tunnel.js';
+
+/** Forwards every connection to `target`; remembers them so a test can cut one. */
+class CutProxy {
+  readonly conns: { down: net.Socket; up: net.Socket; bytes: number }[] = [];
+  private server!: net.Server;
+  port = 0;
+
+  constructor(private readonly target: number) {}
+
+  async start(): Promise<this> {
+    this.server = net.createServer((down) => {
+      const up = net.connect({ port: this.target, host: '127.0.0.1' });
+      const c = { down, up, bytes: 0 };
+      this.conns.push(c);
+      for (const s of [down, up]) s.on('error', () => {});
+      down.on('data', (d: Buffer) => {
+        c.bytes += d.length;
+      });
+      up.on('data', (d: Buffer) => {
+        c.bytes += d.length;
+      });
+      down.pipe(up);
+      up.pipe(down);
+      down.on('close', () => up.destroy());
+      up.on('close', () => down.destroy());
+    });
+    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', () => r()));
+    this.port = (this.server.address() as net.AddressInfo).port;
+    return this;
+  }
+
+  /** Cuts a connection with a RST both ways, as a vanished address would end it. */
+  cut(c: { down: net.Socket; up: net.Socket }): void {
+    c.down.resetAndDestroy();
+    c.up.resetAndDestroy();
+  }
+
+  close(): void {
+    for (const c of this.conns) {
+      c.down.destroy();
+      c.up.destroy();
+    }
+    this.server.close();
+  }
+}
+
+async function until(what: string, cond: () => boolean, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const SIZE = 40 * 1024 * 1024;
+
+test('relay leg and control connection cut mid-transfer: the same session resumes, the transfer is exact', async (t) => {
+  const p = new Procs();
+  t.after(() => p.cleanup());
+  const relay = p.spawnCli('relay', ['--listen', '127.0.0.1:0', '--key', 'roam-key', '--log-format', 'json']);
+  const rr = await waitForEvent(relay, 'ready', 10_000);
+  const relayProxy = await new CutProxy(Number(rr.port)).start();
+  t.after(() => relayProxy.close());
+  const rdv = await p.rendezvous(['--relay', `127.0.0.1:${relayProxy.port}`, '--relay-key', 'roam-key']);
+  const rdvProxy = await new CutProxy(rdv.port).start();
+  t.after(() => rdvProxy.close());
+  const via = `127.0.0.1:${rdvProxy.port}`;
+  const echo = await p.echoServer();
+  const serve = await p.serve('roam', `127.0.0.1:${echo.port}`, via, SECRET, ['--mode', 'relay', '--no-admin']);
+  const visit = await p.visit('roam', via, SECRET, ['--mode', 'relay', '--no-admin']);
+  const first = await waitForEvent(visit.child, 'path', 10_000);
+  const sid = String(first.sid);
+
+  const transfer = echoTransfer(visit.port, SIZE, 120_000);
+  // Cut the busier relay leg a quarter of the way in.
+  await until('a quarter of the transfer', () => relayProxy.conns.some((c) => c.bytes > SIZE / 2), 60_000);
+  const leg = relayProxy.conns.reduce((a, b) => (a.bytes >= b.bytes ? a : b));
+  relayProxy.cut(leg);
+  // And the visitor's control connection (the last one opened), while the relay is still away.
+  rdvProxy.cut(rdvProxy.conns[rdvProxy.conns.length - 1]);
+
+  const r = await transfer.catch((e: Error) => {
+    for (const [n, c] of [
+      ['visit', visit.child],
+      ['serve', serve],
+      ['relay', relay],
+      ['rdv', rdv.child],
+    ] as const)
+      console.error(
+        `--- ${n}\n${outputOf(c)
+          .stderr.split('\n')
+          .filter((l) => !l.includes('"debug"'))
+          .slice(-30)
+          .join('\n')}`,
+      );
+    throw e;
+  });
+  assert.equal(r.gotBytes, SIZE);
+  assert.equal(r.got, r.sent, 'every byte came back, in order');
+
+  const resumes = [...eventsOf(visit.child, 'resume'), ...eventsOf(serve, 'resume')];
+  assert.ok(
+    resumes.some((e) => e.what === 'relay' && e.sid === sid),
+    `a relay resume was logged: ${JSON.stringify(resumes)}`,
+  );
+  await waitForEvent(visit.child, (o) => o.event === 'resume' && o.what === 'rendezvous', 20_000);
+  for (const child of [visit.child, serve]) {
+    assert.equal(eventsOf(child, 'session_closed').length, 0, 'no session closed');
+    for (const e of eventsOf(child, 'path')) assert.equal(e.sid, sid, 'one session id throughout');
+  }
+  assert.ok(relayProxy.conns.length >= 3, 'a new relay connection replaced the cut one');
+});
+
+/** A raw control client: hello, then whatever the test sends; collects every message. */
+async function rawClient(port: number, first: ControlMessage[]): Promise<{ msgs: ControlMessage[]; sock: net.Socket }> {
+  const sock = net.connect({ port, host: '127.0.0.1' });
+  const msgs: ControlMessage[] = [];
+  const dec = new FrameDecoder(() => 1 << 20);
+  sock.on('data', (d: Buffer) => {
+    for (const f of dec.push(d).frames) {
+      const p = parseControl(f.body);
+      if (p.ok) msgs.push(p.msg);
+    }
+  });
+  sock.on('error', () => {});
+  await new Promise<void>((r) => sock.once('connect', () => r()));
+  for (const m of first) sock.write(encodeControl(m));
+  return { msgs, sock };
+}
+
+test('attack: knowing the session id without the keys, nobody can resume it at the rendezvous or the relay', async (t) => {
+  const p = new Procs();
+  t.after(() => p.cleanup());
+  const rdv = await p.rendezvous();
+  const echo = await p.echoServer();
+  const serve = await p.serve('roam2', `127.0.0.1:${echo.port}`, rdv.addr, SECRET, ['--mode', 'relay', '--no-admin']);
+  const visit = await p.visit('roam2', rdv.addr, SECRET, ['--mode', 'relay', '--no-admin']);
+  const sid = String((await waitForEvent(visit.child, 'path', 10_000)).sid);
+  const forged = () => crypto.randomBytes(32).toString('base64url');
+  const hello: ControlMessage = { type: 'hello', version: 1, software: 'attacker' };
+
+  // Through the rendezvous: take over either side of the session.
+  const atk = await rawClient(rdv.port, [
+    hello,
+    { type: 'session_resume', sid, role: 'visitor', token: forged(), candidates: [] },
+    { type: 'session_resume', sid, role: 'server', token: forged(), candidates: [] },
+    { type: 'session_resume', sid: '0011223344556677', role: 'visitor', token: forged(), candidates: [] },
+  ]);
+  t.after(() => atk.sock.destroy());
+  await until('three refusals', () => atk.msgs.filter((m) => m.type === 'error').length === 3, 10_000);
+  const codes = atk.msgs.filter((m) => m.type === 'error').map((m) => (m as { code: string }).code);
+  assert.deepEqual(codes, ['bad_proof', 'bad_proof', 'unknown_session']);
+  assert.ok(!atk.msgs.some((m) => m.type === 'session_resumed' || m.type === 'punch'), 'nothing was granted');
+
+  // Through the (embedded) relay: take over a relay leg.
+  const leg = await rawClient(rdv.port, [{ type: 'relay_resume', sid, role: 'server', token: forged() }]);
+  t.after(() => leg.sock.destroy());
+  await until('relay refusal', () => leg.msgs.some((m) => m.type === 'error'), 10_000);
+  assert.equal((leg.msgs.find((m) => m.type === 'error') as { code: string }).code, 'bad_proof');
+  assert.ok(!leg.msgs.some((m) => m.type === 'relay_ready'));
+
+  // The session is untouched: same id, still carrying data.
+  const r = await echoTransfer(visit.port, 2_000_000);
+  assert.equal(r.got, r.sent);
+  for (const child of [visit.child, serve]) {
+    assert.equal(eventsOf(child, 'session_closed').length, 0);
+    assert.equal(eventsOf(child, 'resume').length, 0);
+    for (const e of eventsOf(child, 'path')) assert.equal(e.sid, sid);
+  }
+});

@@ -52,7 +52,7 @@ export class ServePeer {
   readonly streams = new StreamSet();
 
   constructor(readonly opts: ServeOptions) {
-    this.host = new TunnelHost({ log: opts.log, mode: opts.mode, server: opts.server });
+    this.host = new TunnelHost({ log: opts.log, mode: opts.mode, server: opts.server, pmtu: opts.pmtu });
     this.servers = new ServerList(opts.servers?.length ? opts.servers : [opts.server]);
   }
 

@@ -19,13 +19,26 @@ export function formatStatus(s: PeerStatus): string {
     out.push('no live tunnels');
     return out.join('\n') + '\n';
   }
-  const head = ['NAME', 'KIND', 'PATH', 'REMOTE', 'RTT', 'SENT', 'RECEIVED', 'STREAMS', 'UPTIME', 'NAT (local/peer)'];
+  const head = [
+    'NAME',
+    'KIND',
+    'PATH',
+    'REMOTE',
+    'RTT',
+    'MTU',
+    'SENT',
+    'RECEIVED',
+    'STREAMS',
+    'UPTIME',
+    'NAT (local/peer)',
+  ];
   const rows = s.tunnels.map((t) => [
     t.name,
     t.kind,
     t.path ?? '-',
     t.remote ?? '-',
     t.rttMs === null ? '-' : `${t.rttMs} ms`,
+    t.pathMtu ? `${t.pathMtu.mtu} (${t.pathMtu.state})` : '-',
     bytes(t.bytesSent),
     bytes(t.bytesReceived),
     String(t.streams),

@@ -4,6 +4,7 @@ import { RelayPath } from '../src/session/relay-path.js';
 import type { Path } from '../src/session/path.js';
 import type { SessionKeys } from '../src/crypto/index.js';
 import { DirectPathManager, RELAY_LOST_GRACE_MS } from '../src/punch/direct.js';
+import { PmtuDriver, type PmtuStatus } from '../src/punch/pmtu-driver.js';
 import { gatherCandidates, type Gathered } from '../src/punch/candidates.js';
 import { PeerSocket } from '../src/punch/peer-socket.js';
 import { planPunch } from '../src/punch/strategy.js';
@@ -12,6 +13,12 @@ import { unmapIPv4, type HostPort } from '../src/util/addr.js';
 import type { Logger } from '../src/util/log.js';
 import type { ControlClient } from './control-client.js';
 import type { Sinkable } from '../src/session/bridge.js';
+
+/** Path MTU settings of a peer process (`--max-datagram`, `--pmtu-raise-interval`). */
+export interface PmtuSettings {
+  maxDatagram?: number;
+  raiseIntervalMs?: number;
+}
 
 /** A `punch` that arrives before its session exists is kept this long for it. */
 const EARLY_PUNCH_KEEP_MS = 10_000;
@@ -39,6 +46,8 @@ export interface TunnelInfo {
   rejectedDatagrams: number;
   punchAttempts: number;
   punchSuccesses: number;
+  /** The direct path's MTU in use (null without a direct path). */
+  pmtu: PmtuStatus | null;
   localNat: NatInfo | null;
   peerNat: NatInfo | null;
 }
@@ -58,6 +67,7 @@ export interface TunnelTotals {
 export interface Tunnel {
   session: Session;
   direct: DirectPathManager | null;
+  pmtu: PmtuDriver | null;
   relay: RelayPath | null;
   peerNat?: NatInfo;
 }
@@ -83,7 +93,7 @@ export class TunnelHost {
     punchSuccesses: 0,
   };
 
-  constructor(readonly opts: { log: Logger; mode: Mode; server: HostPort }) {}
+  constructor(readonly opts: { log: Logger; mode: Mode; server: HostPort; pmtu?: PmtuSettings }) {}
 
   /** Opens the UDP socket unless punching is off. */
   async open(): Promise<void> {
@@ -140,7 +150,7 @@ export class TunnelHost {
     const { log, mode } = this.opts;
     const { sid, control } = args;
     const session = new Session({ keys: args.keys, role: args.role, log, sid });
-    const tunnel: Tunnel = { session, direct: null, relay: null, peerNat: args.peerNat };
+    const tunnel: Tunnel = { session, direct: null, pmtu: null, relay: null, peerNat: args.peerNat };
     this.tunnels.set(sid, tunnel);
     // Lets the rendezvous count sessions by path and punch successes (status, metrics).
     const report = (path: 'relay' | 'direct' | 'closed') => {
@@ -155,14 +165,14 @@ export class TunnelHost {
       });
       report(p.kind);
     });
-    session.once('close', (reason: string) => {
+    session.once('close', (reason: string, code: string | null) => {
       report('closed');
       const info = this.describe(tunnel);
       for (const k of Object.keys(this.retired) as (keyof TunnelTotals)[])
         if (k !== 'sessions') this.retired[k] += info[k];
       this.retired.sessions++;
       this.tunnels.delete(sid);
-      log.info('session_closed', `session ${sid} closed: ${reason}`, { sid });
+      log.info('session_closed', `session ${sid} closed: ${reason}`, code ? { sid, code } : { sid });
     });
     if (args.onStream) session.mux.on('stream', args.onStream);
     if (this.socket) {
@@ -174,6 +184,7 @@ export class TunnelHost {
         requestRepunch: () => void this.repunch(control, sid),
       });
       tunnel.direct.deliverTo(session.deliver);
+      tunnel.pmtu = new PmtuDriver({ session, log, ...this.opts.pmtu });
       const early = this.early.get(sid);
       if (early) {
         this.early.delete(sid);
@@ -244,6 +255,7 @@ export class TunnelHost {
       rejectedDatagrams: s.rejected,
       punchAttempts: t.direct?.attempts ?? 0,
       punchSuccesses: t.direct?.successes ?? 0,
+      pmtu: t.pmtu?.status() ?? null,
       localNat: this.gathered?.nat ?? null,
       peerNat: t.peerNat ?? null,
     };

@@ -43,7 +43,7 @@ export class VisitPeer {
   readonly streams = new StreamSet();
 
   constructor(readonly opts: VisitOptions) {
-    this.host = new TunnelHost({ log: opts.log, mode: opts.mode, server: opts.server });
+    this.host = new TunnelHost({ log: opts.log, mode: opts.mode, server: opts.server, pmtu: opts.pmtu });
     this.servers = new ServerList(opts.servers?.length ? opts.servers : [opts.server]);
   }
 

@@ -372,8 +372,11 @@ export class Session extends EventEmitter {
       // Otherwise no path can carry them, and none will for this session:
       // fail now with the reason, rather than retransmit into nothing.
       this.oversizeDropped++;
+      const size = buf.length + DATAGRAM_OVERHEAD;
       this.close(
-        `data was cut into ${buf.length + DATAGRAM_OVERHEAD}-byte datagrams, larger than every open path carries`,
+        size > MAX_UDP_DATAGRAM_LEN
+          ? 'the relay closed while data cut into relay-sized records was unacknowledged, and UDP cannot carry those'
+          : `data was cut into ${size}-byte datagrams, larger than every open path carries`,
         'no_path',
       );
       return;

@@ -181,7 +181,7 @@ export class Session extends EventEmitter {
   private checkAlive(now: number, deadAfter: number, keepaliveMs: number, resolution: number): void {
     const quiet = now - this.lastRecv;
     if (quiet > deadAfter)
-      return this.close(`no traffic from the peer on any path for ${Math.round(deadAfter / 1000)} s`, 'no_path');
+      return this.close(`no traffic from the peer for ${Math.round(deadAfter / 1000)} s`, 'no_path');
     // The direct path has its own heartbeats; elsewhere, ping only a quiet session.
     if (this.paths.current?.kind === 'direct' || !isDue(quiet, keepaliveMs, resolution)) return;
     this.sendSealed(DatagramType.Heartbeat, EMPTY);

@@ -135,7 +135,7 @@ function pair(opts: { relay: boolean; stallRetryMs?: number }): { a: Side; b: Si
   return {
     a,
     b,
-    close() {
+    close: () => {
       for (const s of [a, b]) {
         for (const st of s.session.mux.openStreams()) st.on('error', () => {});
         s.session.close('test over');

@@ -65,7 +65,10 @@ export interface PmtuDriverOptions {
 /** Checks a `--max-datagram` value; the message says what is wrong, for a usage error. */
 export function checkMaxDatagram(v: unknown): string | null {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < MIN_MAX_DATAGRAM || v > MAX_MAX_DATAGRAM)
-    return `expected a whole number of bytes from ${MIN_MAX_DATAGRAM} to ${MAX_MAX_DATAGRAM} (a UDP payload: link MTU minus 28 over IPv4)`;
+    return (
+      `expected a whole number of bytes from ${MIN_MAX_DATAGRAM} to ${MAX_MAX_DATAGRAM}` +
+      ' (a UDP payload: link MTU minus 28 over IPv4)'
+    );
   return null;
 }
 

@@ -2,7 +2,7 @@ import type net from 'node:net';
 import { ServePeer } from './serve.js';
 import { VisitPeer } from './visit.js';
 import { AdminServer } from './admin.js';
-import type { TunnelInfo } from './tunnel.js';
+import type { PmtuSettings, TunnelInfo } from './tunnel.js';
 import { createPeerMetrics, type PeerMetricsEntry } from './metrics.js';
 import { startObserveServer } from '../src/metrics/http.js';
 import { natTypeFrom } from '../src/stun/nat.js';
@@ -20,6 +20,8 @@ export interface Common {
   identity?: Identity;
   /** How long a session waits for a lost path to come back before it ends (--resume-timeout). */
   resumeTimeoutMs?: number;
+  /** Path MTU settings (`--max-datagram`, `--pmtu-raise-interval`). */
+  pmtu?: PmtuSettings;
 }
 export interface ServeSpec extends Common {
   name: string;
@@ -61,6 +63,12 @@ export interface TunnelStatus {
   rejectedDatagrams: number;
   /** Times the session took a lost path back (relay leg, control connection). */
   resumes: number;
+  /**
+   * The direct path's MTU in use: `datagram` the largest UDP payload we send,
+   * `mtu` the link MTU that carries it, `state` the search's (RFC 8899) or
+   * asking/legacy for a peer not (yet) known to answer probes. null without a direct path.
+   */
+  pathMtu: { datagram: number; mtu: number; state: string } | null;
 }
 export interface PeerStatus {
   pid: number;
@@ -205,6 +213,7 @@ export class PeerApp {
       punch: { attempts: t.punchAttempts, successes: t.punchSuccesses },
       rejectedDatagrams: t.rejectedDatagrams,
       resumes: t.resumes,
+      pathMtu: t.pmtu ? { datagram: t.pmtu.datagram, mtu: t.pmtu.mtu, state: t.pmtu.state } : null,
     };
   }
 

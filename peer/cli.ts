@@ -20,6 +20,9 @@ import {
   type Identity,
 } from '../src/crypto/identity.js';
 import { PeerApp, type ServeSpec, type VisitSpec } from './app.js';
+import type { PmtuSettings } from './tunnel.js';
+import { checkMaxDatagram } from '../src/punch/pmtu-driver.js';
+import { RAISE_TIMER_MS } from '../src/punch/pmtu.js';
 import { adminRequest, defaultAdminDir, defaultAdminPath, findAdminSockets } from './admin.js';
 import { formatStatus } from './status.js';
 import { RESUME_TIMEOUT_MS } from './tunnel.js';
@@ -97,6 +100,15 @@ function tunnelOptions(cmd: Command): Command {
       '--resume-timeout <seconds>',
       'how long a session waits for a lost network, relay or rendezvous to come back (open connections wait too) before it ends',
       String(DEFAULT_RESUME_TIMEOUT_S),
+    )
+    .option(
+      '--max-datagram <bytes>',
+      'largest UDP payload sent on a direct path (548-1472; default: what the path MTU search finds, up to 1472)',
+    )
+    .option(
+      '--pmtu-raise-interval <seconds>',
+      'after a path MTU search ends below the largest size, search again this much later (1-3600)',
+      String(RAISE_TIMER_MS / 1000),
     )
     .option(
       '--drain-timeout <seconds>',
@@ -210,7 +222,28 @@ function commonFor(
     mode: layered<Mode>(cmd, 'mode', { entry: entry.mode, top: file?.mode }) ?? 'auto',
     identity,
     resumeTimeoutMs: resumeS * 1000,
+    pmtu: pmtuSettings(cmd, log, file),
   };
+}
+
+/** `--max-datagram` and `--pmtu-raise-interval` (or their config keys), validated. */
+function pmtuSettings(cmd: Command, log: Logger, file: PeerConfig | null): PmtuSettings {
+  const out: PmtuSettings = {};
+  const max = layered<string | number>(cmd, 'maxDatagram', { top: file?.['max-datagram'] });
+  if (max !== undefined) {
+    const n = Number(max);
+    const bad = String(max).trim() === '' ? 'expected a number' : checkMaxDatagram(n);
+    if (bad) die(log, `invalid --max-datagram "${max}": ${bad}`, 'usage');
+    out.maxDatagram = n;
+  }
+  const raise = layered<string | number>(cmd, 'pmtuRaiseInterval', { top: file?.['pmtu-raise-interval'] });
+  if (raise !== undefined) {
+    const s = Number(raise);
+    if (String(raise).trim() === '' || !Number.isFinite(s) || s < 1 || s > 3600)
+      die(log, `invalid --pmtu-raise-interval "${raise}": expected seconds from 1 to 3600`, 'usage');
+    out.raiseIntervalMs = s * 1000;
+  }
+  return out;
 }
 
 /** Starts every entry in one process, with the admin socket and metrics; the process lives until a signal or a fatal error. */

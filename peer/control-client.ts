@@ -28,6 +28,8 @@ export interface PeerOptions {
   token?: string;
   mode: Mode;
   log: Logger;
+  /** Path MTU settings for the tunnels (`--max-datagram`, `--pmtu-raise-interval`; see peer/tunnel.ts). */
+  pmtu?: { maxDatagram?: number; raiseIntervalMs?: number };
 }
 
 export interface ControlClientOptions {

@@ -59,6 +59,7 @@ export class ServePeer {
       mode: opts.mode,
       server: opts.server,
       resumeTimeoutMs: opts.resumeTimeoutMs,
+      pmtu: opts.pmtu,
     });
     this.servers = new ServerList(opts.servers?.length ? opts.servers : [opts.server]);
   }

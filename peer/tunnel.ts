@@ -5,6 +5,7 @@ import { RelayPath } from '../src/session/relay-path.js';
 import type { Path } from '../src/session/path.js';
 import type { SessionKeys } from '../src/crypto/index.js';
 import { DirectPathManager } from '../src/punch/direct.js';
+import { PmtuDriver, type PmtuStatus } from '../src/punch/pmtu-driver.js';
 import { gatherCandidates, type Gathered } from '../src/punch/candidates.js';
 import { PeerSocket } from '../src/punch/peer-socket.js';
 import { planPunch } from '../src/punch/strategy.js';
@@ -34,6 +35,12 @@ export const SESSION_RESUME_ANSWER_MS = 10_000;
 /** Bound on relay resume attempts of one loss (the time bound is the resume timeout). */
 const MAX_RELAY_RESUME_ATTEMPTS = 1000;
 
+/** Path MTU settings of a peer process (`--max-datagram`, `--pmtu-raise-interval`). */
+export interface PmtuSettings {
+  maxDatagram?: number;
+  raiseIntervalMs?: number;
+}
+
 /** A `punch` that arrives before its session exists is kept this long for it. */
 const EARLY_PUNCH_KEEP_MS = 10_000;
 
@@ -60,6 +67,8 @@ export interface TunnelInfo {
   rejectedDatagrams: number;
   punchAttempts: number;
   punchSuccesses: number;
+  /** The direct path's MTU in use (null without a direct path). */
+  pmtu: PmtuStatus | null;
   localNat: NatInfo | null;
   peerNat: NatInfo | null;
   /** Times this session took a lost path back (relay leg re-attached, control connection re-announced). */
@@ -81,6 +90,7 @@ export interface TunnelTotals {
 export interface Tunnel {
   session: Session;
   direct: DirectPathManager | null;
+  pmtu: PmtuDriver | null;
   relay: RelayPath | null;
   peerNat?: NatInfo;
   /** The control connection this session talks through; replaced when the peer reconnects (adoptControl). */
@@ -119,7 +129,9 @@ export class TunnelHost {
 
   private readonly netwatch = new NetWatch();
 
-  constructor(readonly opts: { log: Logger; mode: Mode; server: HostPort; resumeTimeoutMs?: number }) {
+  constructor(
+    readonly opts: { log: Logger; mode: Mode; server: HostPort; resumeTimeoutMs?: number; pmtu?: PmtuSettings },
+  ) {
     this.netwatch.on('change', (added: string[], removed: string[]) => this.localChange(added, removed));
   }
 
@@ -209,6 +221,7 @@ export class TunnelHost {
     const tunnel: Tunnel = {
       session,
       direct: null,
+      pmtu: null,
       relay: null,
       peerNat: args.peerNat,
       control,
@@ -235,14 +248,14 @@ export class TunnelHost {
       });
       report(p.kind);
     });
-    session.once('close', (reason: string) => {
+    session.once('close', (reason: string, code: string | null) => {
       report('closed');
       const info = this.describe(tunnel);
       for (const k of Object.keys(this.retired) as (keyof TunnelTotals)[])
         if (k !== 'sessions') this.retired[k] += info[k];
       this.retired.sessions++;
       this.tunnels.delete(sid);
-      log.info('session_closed', `session ${sid} closed: ${reason}`, { sid });
+      log.info('session_closed', `session ${sid} closed: ${reason}`, code ? { sid, code } : { sid });
     });
     if (args.onStream) session.mux.on('stream', args.onStream);
     if (this.socket) {
@@ -263,6 +276,7 @@ export class TunnelHost {
         }),
       });
       tunnel.direct.deliverTo(session.deliver);
+      tunnel.pmtu = new PmtuDriver({ session, log, ...this.opts.pmtu });
       const early = this.early.get(sid);
       if (early) {
         this.early.delete(sid);
@@ -477,6 +491,7 @@ export class TunnelHost {
       rejectedDatagrams: s.rejected,
       punchAttempts: t.direct?.attempts ?? 0,
       punchSuccesses: t.direct?.successes ?? 0,
+      pmtu: t.pmtu?.status() ?? null,
       localNat: this.gathered?.nat ?? null,
       peerNat: t.peerNat ?? null,
       resumes: t.resumes ?? 0,

@@ -56,6 +56,7 @@ export class VisitPeer {
       mode: opts.mode,
       server: opts.server,
       resumeTimeoutMs: opts.resumeTimeoutMs,
+      pmtu: opts.pmtu,
     });
     this.servers = new ServerList(opts.servers?.length ? opts.servers : [opts.server]);
   }

@@ -31,6 +31,7 @@ import { benchStreams } from './bench/sections/streams.js';
 import { benchIdle } from './bench/sections/idle.js';
 import { benchRendezvous } from './bench/sections/rendezvous.js';
 import { benchLoss } from './bench/sections/loss.js';
+import { benchPmtu } from './bench/sections/pmtu.js';
 import { benchProfile } from './bench/sections/profile.js';
 
 const RESULTS = resolve(DIST_DIR, '..', 'bench', 'results.json');
@@ -44,6 +45,7 @@ const RUNNERS: Record<Section, (ctx: Ctx) => Promise<SectionResult>> = {
   idle: (ctx) => benchIdle(ctx),
   rendezvous: (ctx) => benchRendezvous(ctx),
   loss: benchLoss,
+  pmtu: benchPmtu,
   profile: benchProfile,
 };
 

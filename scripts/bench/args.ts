@@ -9,6 +9,7 @@ export const SECTIONS = [
   'idle',
   'rendezvous',
   'loss',
+  'pmtu',
   'profile',
 ] as const;
 export type Section = (typeof SECTIONS)[number];

@@ -76,6 +76,10 @@ export const PeerConfig = z.strictObject({
   identity: nonEmpty.optional(),
   'drain-timeout': z.number().min(0).max(3600).optional(),
   'resume-timeout': z.number().min(1).max(86_400).optional(),
+  /** Upper bound of the direct path's datagrams (the UDP payload), see docs/PMTU.md. */
+  'max-datagram': z.number().int().min(548).max(1472).optional(),
+  /** Seconds after a path MTU search ended below the bound before it searches again. */
+  'pmtu-raise-interval': z.number().min(1).max(3600).optional(),
   serve: z.array(ServeEntry).default([]),
   visit: z.array(VisitEntry).default([]),
 });

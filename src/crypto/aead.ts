@@ -31,7 +31,7 @@
  * or node:crypto's OpenSSL).
  */
 import crypto from 'node:crypto';
-import { AEAD_TAG_LEN, DATAGRAM_HEADER_LEN, DATAGRAM_OVERHEAD, MAX_DATAGRAM_LEN } from '../wire/datagram.js';
+import { AEAD_TAG_LEN, DATAGRAM_HEADER_LEN, DATAGRAM_OVERHEAD, MAX_UDP_DATAGRAM_LEN } from '../wire/datagram.js';
 import { nativeSodium, rawSodium, sodium, type NativeSodium, type RawSodium } from './sodium.js';
 import { inPlaceOpenSsl, OPENSSL_AEAD, type InPlaceCipher } from './openssl.js';
 
@@ -194,7 +194,7 @@ class RawAead implements DatagramAead {
   constructor(private readonly lib: RawSodium) {
     // One block for the life of the process: keys are copied in per call (32
     // bytes, negligible) so instances never own WASM memory that needs freeing.
-    const base = lib._malloc(AEAD_KEY_LEN + 16 + MAX_DATAGRAM_LEN);
+    const base = lib._malloc(AEAD_KEY_LEN + 16 + MAX_UDP_DATAGRAM_LEN);
     if (!base) throw new Error('libsodium: cannot allocate scratch buffers');
     this.keyP = base;
     this.nonceP = base + AEAD_KEY_LEN;
@@ -336,11 +336,11 @@ class BySizeAead implements DatagramAead {
   ) {}
 
   seal(key: Uint8Array, payload: Uint8Array, out: Uint8Array): void {
-    (out.length <= MAX_DATAGRAM_LEN ? this.small : this.large).seal(key, payload, out);
+    (out.length <= MAX_UDP_DATAGRAM_LEN ? this.small : this.large).seal(key, payload, out);
   }
 
   open(key: Uint8Array, datagram: Uint8Array, into?: Uint8Array): Uint8Array | null {
-    return (datagram.length <= MAX_DATAGRAM_LEN ? this.small : this.large).open(key, datagram, into);
+    return (datagram.length <= MAX_UDP_DATAGRAM_LEN ? this.small : this.large).open(key, datagram, into);
   }
 }
 
@@ -383,9 +383,9 @@ export function datagramAead(): DatagramAead {
   return selected;
 }
 
-/** "sodium-native", or for a by-size pair "sodium-native up to 1452 B, openssl above": for logs and tests. */
+/** "sodium-native", or for a by-size pair "sodium-native up to 1472 B, openssl above": for logs and tests. */
 export function describeAead(a: DatagramAead): string {
-  return a instanceof BySizeAead ? `${a.small.name} up to ${MAX_DATAGRAM_LEN} B, ${a.large.name} above` : a.name;
+  return a instanceof BySizeAead ? `${a.small.name} up to ${MAX_UDP_DATAGRAM_LEN} B, ${a.large.name} above` : a.name;
 }
 
 /**

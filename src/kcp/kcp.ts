@@ -157,6 +157,21 @@ export class Kcp {
    * reports each fragment.
    */
   onRelease: ((segment: Uint8Array) => void) | null = null;
+  /**
+   * Loss and delivery evidence for a path MTU search (not part of ikcp.c).
+   * `onLost(len, n)`: at the end of a flush in which `n` segments were resent
+   * because their retransmission timeout expired, the largest of them `len`
+   * payload bytes (resends forced by retransmitNow() are not losses).
+   * `onAcked(len)`: at the end of an input() that acknowledged segments, the
+   * largest of them. Called at most once per flush/input: no cost per segment
+   * beyond a comparison.
+   */
+  onLost: ((len: number, n: number) => void) | null = null;
+  onAcked: ((len: number) => void) | null = null;
+  /** Largest payload acknowledged during the current input(), -1: none. */
+  private ackedMax = -1;
+  /** Set by retransmitNow(): the next flush's timeouts are forced, not losses. */
+  private forcedResend = false;
 
   /** Pending (sn, ts) pairs to acknowledge at the next flush. */
   private acklist = new Int32Array(64);
@@ -282,6 +297,23 @@ export class Kcp {
     for (let sn = this.sndUna; sn !== this.sndNxt; sn = (sn + 1) | 0) {
       const i = sn & mask;
       if (live[i] !== 0) resendts[i] = this.current;
+    }
+    this.forcedResend = true;
+  }
+
+  /**
+   * Clears the dead-link flag and restarts every in-flight segment's
+   * transmission count, for when the owner moved the session onto another
+   * path: the count measured the old path. Not in ikcp.c.
+   */
+  clearDeadLink(): void {
+    this.state = 0;
+    const live = this.sbLive;
+    const xmits = this.sbXmit;
+    const mask = this.sbMask;
+    for (let sn = this.sndUna; sn !== this.sndNxt; sn = (sn + 1) | 0) {
+      const i = sn & mask;
+      if (live[i] !== 0 && xmits[i] > 1) xmits[i] = 1;
     }
   }
 
@@ -456,6 +488,7 @@ export class Kcp {
 
     // Pass 2: apply.
     const prevUna = this.sndUna;
+    this.ackedMax = -1;
     let flag = false;
     let maxack = 0;
     this.inData = data;
@@ -520,6 +553,7 @@ export class Kcp {
         this.incr = this.rmtWnd * mss;
       }
     }
+    if (this.ackedMax >= 0 && this.onAcked !== null) this.onAcked(this.ackedMax);
     return 0;
   }
 
@@ -682,6 +716,10 @@ export class Kcp {
     const deadLink = this.deadLink;
     let change = 0;
     let lost = false;
+    const forced = this.forcedResend;
+    this.forcedResend = false;
+    let lostN = 0;
+    let lostLen = 0;
 
     const end = this.sndNxt;
     for (let sn = this.sndUna; sn !== end; sn = (sn + 1) | 0) {
@@ -708,6 +746,10 @@ export class Kcp {
         }
         resendts[i] = (current + rtos[i]) | 0;
         lost = true;
+        if (!forced) {
+          lostN++;
+          if (lens[i] > lostLen) lostLen = lens[i];
+        }
       } else if (fastacks[i] >= resent) {
         if (xmit <= fastlimit || fastlimit <= 0) {
           needsend = true;
@@ -750,6 +792,7 @@ export class Kcp {
       this.cwnd = 1;
       this.incr = this.mss;
     }
+    if (lostN > 0 && this.onLost !== null) this.onLost(lostLen, lostN);
   }
 
   // ---------------------------------------------------------------- diagnostics
@@ -861,6 +904,7 @@ export class Kcp {
 
   private dropSnd(i: number): void {
     const done = this.sbBuf[i];
+    if (this.sbLen[i] > this.ackedMax) this.ackedMax = this.sbLen[i];
     this.sbLive[i] = 0;
     this.sbBuf[i] = undefined;
     this.nsndBuf--;

@@ -4,7 +4,7 @@ import crypto from 'node:crypto';
 import type { Session } from '../session/session.js';
 import type { Path, PathReceiver, PathSource } from '../session/path.js';
 import type { Candidate } from '../wire/control.js';
-import { DatagramType, MAX_DATAGRAM_LEN, type DatagramHeader } from '../wire/datagram.js';
+import { DatagramType, MAX_DATAGRAM_LEN, MAX_UDP_DATAGRAM_LEN, type DatagramHeader } from '../wire/datagram.js';
 import { decodeProbe, encodeProbe } from '../wire/probe.js';
 import type { Logger } from '../util/log.js';
 import { isDue, processTicker, tickFor } from '../util/ticker.js';
@@ -65,7 +65,10 @@ export const RELAY_LOST_GRACE_MS = 20_000;
 /** A punched (or candidate) UDP path to the peer: one local socket, one remote address. */
 export class DirectPath implements Path {
   readonly kind = 'direct' as const;
-  readonly maxDatagram = MAX_DATAGRAM_LEN;
+  /** Largest sealed datagram sent: the fixed 1452 until the path MTU search (pmtu-driver.ts) sets what it found. */
+  maxDatagram = MAX_DATAGRAM_LEN;
+  /** Accepted whatever we send: the peer's direction has its own path MTU, and its probes go up to 1472. */
+  readonly maxReceive = MAX_UDP_DATAGRAM_LEN;
   readonly remote: string;
   closed = false;
   /** When one of our probes on this path was last answered (0: never): the path is proven to work both ways. */

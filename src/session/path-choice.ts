@@ -3,14 +3,14 @@
  * `addrForSendLocked` in Tailscale's magicsock). Pure: the session reports
  * what is available and calls these; the path managers only report.
  *
- *   active path   = the confirmed direct path, else the open relay,
+ *   active path   = the confirmed direct path (unless stalled), else the open relay,
  *                   else the path used last (it may be closed: sends drop)
  *   datagram      = the active path if it fits there,
  *                   else the open relay if it fits there (segments cut for the
  *                   relay's 64 KiB records before a move to UDP finish on it),
  *                   else none: 'too-large' (the session fails with the reason)
- *   segment size  = the active path's largest datagram, but never above UDP's
- *                   once the session has been direct
+ *   segment size  = the active path's largest datagram, but never above the
+ *                   direct path's (its path MTU) once the session has been direct
  */
 import { MAX_DATAGRAM_LEN } from '../wire/datagram.js';
 import type { Path } from './path.js';
@@ -27,14 +27,20 @@ export interface PathSet {
    * (`--mode direct`) may still come back; a closed one drops what it is given.
    */
   current: Path | null;
+  /**
+   * The direct path while it is stalled: it answers heartbeats but stopped
+   * delivering data (KCP gave up on it, or its path MTU search found nothing
+   * passes). Data goes on the relay meanwhile; the session retries it later.
+   */
+  stalled?: Path | null;
 }
 
 /** Why a datagram has no path: nothing was ever available, or it is larger than every open path carries. */
 export type NoPath = 'no-path' | 'too-large';
 
-/** The path that carries data (and sets the segment size): direct beats relay; with neither, the last one. */
+/** The path that carries data (and sets the segment size): direct (not stalled) beats relay; with neither, the last one. */
 export function activePath(paths: PathSet): Path | null {
-  if (paths.direct && !paths.direct.closed) return paths.direct;
+  if (paths.direct && !paths.direct.closed && paths.direct !== paths.stalled) return paths.direct;
   if (paths.relay && !paths.relay.closed) return paths.relay;
   return paths.current;
 }
@@ -54,12 +60,13 @@ export function choosePath(paths: PathSet, size: number): Path | NoPath {
 }
 
 /**
- * The datagram size KCP segments are cut for on `active`. Relay-sized only
+ * The datagram size KCP segments are cut for on `active`. `udpMax` is the
+ * direct path's size (its path MTU, MAX_DATAGRAM_LEN before any search). Relay-sized only
  * until the session has been direct: a session that falls back to the relay
  * expects to punch again, and if the relay then breaks too (a NAT that forgot
  * everything), UDP-sized segments are what can still move. Sessions that never
  * go direct (--mode relay, both NATs symmetric, UDP blocked) keep the fast relay.
  */
-export function segmentSizeFor(active: Path, beenDirect: boolean): number {
-  return beenDirect ? Math.min(active.maxDatagram, MAX_DATAGRAM_LEN) : active.maxDatagram;
+export function segmentSizeFor(active: Path, beenDirect: boolean, udpMax = MAX_DATAGRAM_LEN): number {
+  return beenDirect ? Math.min(active.maxDatagram, udpMax) : active.maxDatagram;
 }

@@ -8,8 +8,17 @@ export interface Path {
   readonly kind: PathKind;
   /** Where the datagrams go, for logs and the `path` event. */
   readonly remote: string;
-  /** Largest sealed datagram this path carries (and accepts): 1452 over UDP, 64 KiB over the relay. */
+  /**
+   * Largest sealed datagram to send on this path: over UDP the path MTU in
+   * use (1452 before a search, then what the search found), 64 KiB over the relay.
+   */
   readonly maxDatagram: number;
+  /**
+   * Largest sealed datagram accepted from this path, when it differs from
+   * maxDatagram: UDP takes MAX_UDP_DATAGRAM_LEN whatever we send (the two
+   * directions of a path have their own MTU, and probes go above it).
+   */
+  readonly maxReceive?: number;
   /** Best effort, like UDP: may drop when the path is congested or closed. */
   send(datagram: Uint8Array): void;
   /**

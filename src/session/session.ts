@@ -9,9 +9,12 @@ import {
   DATAGRAM_OVERHEAD,
   MAX_DATAGRAM_LEN,
   MAX_DATAGRAM_PAYLOAD,
+  MAX_UDP_DATAGRAM_LEN,
   sealedLength,
 } from '../wire/datagram.js';
+import { encodeFragments, fragmentCount, MAX_FRAGMENTS, Reassembler } from '../wire/data-fragment.js';
 import type { Logger } from '../util/log.js';
+import type { ErrorCode } from '../util/errors.js';
 import { sharedBlockPool } from '../util/block-pool.js';
 import { beginLoan, endLoan } from '../util/loan.js';
 import { isDue, processTicker, tickFor } from '../util/ticker.js';
@@ -27,6 +30,8 @@ export interface SessionOptions {
   /** Declare the session dead when nothing authenticated arrives for this long. */
   deadAfterMs?: number;
   keepaliveMs?: number;
+  /** How long a stalled direct path is left alone before data tries it again (DIRECT_STALL_RETRY_MS). */
+  stallRetryMs?: number;
 }
 
 /** KCP payload per UDP datagram: the largest sealed datagram minus seal overhead. */
@@ -37,6 +42,13 @@ export const KCP_MTU = MAX_DATAGRAM_LEN - DATAGRAM_OVERHEAD;
 export const SESSION_DEAD_AFTER_MS = 30_000;
 /** A quiet session on a non-direct path sends a heartbeat this often (the direct path has its own). */
 export const SESSION_KEEPALIVE_MS = 5_000;
+/**
+ * A direct path that stopped delivering data while it still answers
+ * heartbeats (KCP gave up on it, or its path MTU search found that not even
+ * the base size passes) carries no data for this long; the relay does. Then
+ * data tries it again (stallDirect()).
+ */
+export const DIRECT_STALL_RETRY_MS = 30_000;
 /** How often the send window is adjusted to the measured queueing delay. */
 const WINDOW_STEP_MS = 50;
 /**
@@ -69,6 +81,9 @@ const MAX_WINDOW_BYTES = 8 * 1024 * 1024;
  */
 const QUEUE_AFTER_WINDOW_BYTES = 16 * KCP_MTU;
 const STREAM_WINDOW = 4 * 1024 * 1024;
+/** Largest plaintext of a datagram that arrives over UDP: up to it, received datagrams are opened into plain memory. */
+const MAX_UDP_PAYLOAD = MAX_UDP_DATAGRAM_LEN - DATAGRAM_OVERHEAD;
+
 /**
  * One tunnel session: KCP carrying a stream mux, sealed end to end, over
  * whichever path is active. Paths come and go (relay first, direct when a hole
@@ -78,9 +93,10 @@ const STREAM_WINDOW = 4 * 1024 * 1024;
  * (setPath); which path each datagram takes is decided in one place,
  * path-choice.ts. Every path hands what it receives to `deliver`.
  *
- * Emits 'path' (path, previous) when the active path changes, 'close'
- * (reason), and 'control' (type, payload, path) for probe/heartbeat
- * datagrams, which the path manager handles.
+ * Emits 'path' (path, previous) when the active path changes, 'direct'
+ * (path or null) when the direct path is reported, 'close' (reason, code),
+ * and 'control' (type, payload, path) for probe/heartbeat datagrams, which
+ * the path managers (direct, path MTU) handle.
  */
 export class Session extends EventEmitter {
   readonly kcp: Kcp;
@@ -99,6 +115,21 @@ export class Session extends EventEmitter {
   private beenDirect = false;
   /** The datagram size segments are currently cut for. */
   private segmentFor = 0;
+  /** The direct path's size (its path MTU) last seen: segments stay within it on the relay, see segmentSizeFor(). */
+  private udpDatagram = MAX_DATAGRAM_LEN;
+  /**
+   * The peer puts DataFragment pieces back together (it answers PMTU
+   * probes): set by the path MTU search. Segments cut before the path MTU
+   * shrank then cross a direct path in pieces when no relay carries them.
+   */
+  private fragmentsOk = false;
+  private nextFragmentId = 1;
+  private readonly reassembler = new Reassembler();
+  /** Data datagrams sent in pieces (see fragmentsOk). */
+  fragmentedDatagrams = 0;
+  /** Retries a stalled direct path (see DIRECT_STALL_RETRY_MS); belongs to `paths.stalled`. */
+  private stallTimer: NodeJS.Timeout | null = null;
+  private closedCode: ErrorCode | null = null;
   private lastWndStep = 0;
   private timer: NodeJS.Timeout | null = null;
   private timerAt = 0;
@@ -123,7 +154,7 @@ export class Session extends EventEmitter {
     this.mux = new Mux({
       role: opts.role === 'visitor' ? 'client' : 'server',
       // A relay-sized frame (under 64 KiB: one relay segment) gets a pooled block.
-      allocFrame: (size) => (size > MAX_DATAGRAM_LEN ? sharedBlockPool.take(size) : Buffer.allocUnsafe(size)),
+      allocFrame: (size) => (size > MAX_UDP_DATAGRAM_LEN ? sharedBlockPool.take(size) : Buffer.allocUnsafe(size)),
       sendMessage: (frame) => {
         // Every frame is freshly built by the mux and never touched again.
         this.kcp.send(frame, true);
@@ -149,7 +180,8 @@ export class Session extends EventEmitter {
 
   private checkAlive(now: number, deadAfter: number, keepaliveMs: number, resolution: number): void {
     const quiet = now - this.lastRecv;
-    if (quiet > deadAfter) return this.close(`no traffic from the peer for ${Math.round(deadAfter / 1000)} s`);
+    if (quiet > deadAfter)
+      return this.close(`no traffic from the peer for ${Math.round(deadAfter / 1000)} s`, 'no_path');
     // The direct path has its own heartbeats; elsewhere, ping only a quiet session.
     if (this.paths.current?.kind === 'direct' || !isDue(quiet, keepaliveMs, resolution)) return;
     this.sendSealed(DatagramType.Heartbeat, EMPTY);
@@ -205,6 +237,11 @@ export class Session extends EventEmitter {
     const gone = this.paths[kind];
     if (gone === path) return;
     this.paths[kind] = path;
+    if (kind === 'direct') {
+      // A new direct path (or none) is not the stalled one.
+      if (this.paths.stalled) this.setStalled(null, 'the direct path changed', false);
+      this.emit('direct', path);
+    }
     // A path went away while another was active (the relay, carrying records
     // too large for UDP): whatever was still on it is lost, and is resent now
     // rather than at its (long) timeout.
@@ -219,7 +256,7 @@ export class Session extends EventEmitter {
     if (!path || path === prev) return;
     this.paths.current = path;
     if (path.kind === 'direct') this.beenDirect = true;
-    const segmentFor = segmentSizeFor(path, this.beenDirect);
+    const segmentFor = this.segmentSizeOn(path);
     if (segmentFor !== this.segmentFor) this.fitSegmentsTo(segmentFor);
     // Timeouts are for lossy UDP; over the relay's TCP only a lost connection
     // loses data, and then (as for a hole that died) what was in flight on
@@ -231,21 +268,128 @@ export class Session extends EventEmitter {
     this.kick();
   }
 
+  /** The segment size on `path` (path-choice.ts), with the direct path's current size. */
+  private segmentSizeOn(path: Path): number {
+    const direct = this.paths.direct;
+    if (direct && !direct.closed) this.udpDatagram = direct.maxDatagram;
+    return segmentSizeFor(path, this.beenDirect, this.udpDatagram);
+  }
+
+  /**
+   * The direct path's size changed (its path MTU search): cut segments for
+   * it from now on (KCP MTU, mux frames, windows). Segments already cut
+   * larger still go whole on the relay if it is open, else in pieces
+   * (output()). `resend`: what is in flight was probably lost (a black
+   * hole), so it goes again now rather than at its timeout.
+   */
+  refit(resend = false): void {
+    if (this.closedReason !== null) return;
+    const path = this.paths.current;
+    if (path) {
+      const size = this.segmentSizeOn(path);
+      if (size !== this.segmentFor) this.fitSegmentsTo(size);
+    }
+    if (resend) this.kcp.retransmitNow();
+    this.kick();
+  }
+
+  /** The peer reassembles DataFragment pieces (it answers PMTU probes, which came with them). */
+  allowFragments(): void {
+    this.fragmentsOk = true;
+  }
+
+  /** The size segments are cut for now (a sealed datagram length), for status. */
+  get segmentDatagram(): number {
+    return this.segmentFor;
+  }
+
+  /** The direct path while it is stalled (see stallDirect), else null. */
+  get stalledPath(): Path | null {
+    return this.paths.stalled ?? null;
+  }
+
+  /**
+   * The direct path stops carrying data for DIRECT_STALL_RETRY_MS while it
+   * answers heartbeats: data moves to the open relay and what was in flight
+   * goes again there. False (nothing changes) without a direct path or an
+   * open relay, or when it is stalled already.
+   */
+  stallDirect(why: string): boolean {
+    const direct = this.paths.direct;
+    const relay = this.paths.relay;
+    if (!direct || direct.closed || this.paths.stalled === direct || !relay || relay.closed) return false;
+    this.setStalled(direct, why, true);
+    return true;
+  }
+
+  /** The one place `paths.stalled` changes; the retry timer belongs to it. */
+  private setStalled(path: Path | null, why: string, follow: boolean): void {
+    if ((this.paths.stalled ?? null) === path) return;
+    if (this.stallTimer) clearTimeout(this.stallTimer);
+    this.stallTimer = null;
+    const was = this.paths.stalled ?? null;
+    this.paths.stalled = path;
+    const sid = this.opts.sid;
+    if (path) {
+      this.opts.log.warn('direct_stalled', `session ${sid}: data leaves the direct path ${path.remote}: ${why}`, {
+        sid,
+        remote: path.remote,
+        why,
+      });
+      const retryMs = this.opts.stallRetryMs ?? DIRECT_STALL_RETRY_MS;
+      this.stallTimer = setTimeout(() => this.setStalled(null, `retrying after ${retryMs / 1000} s`, true), retryMs);
+      this.stallTimer.unref();
+    } else if (was) {
+      this.opts.log.info('direct_resumed', `session ${sid}: data tries the direct path again: ${why}`, { sid, why });
+    }
+    if (!follow) return;
+    const prev = this.paths.current;
+    this.follow();
+    // What was in flight on the stalled path did not arrive: resend it on the relay now.
+    if (path && prev === path && this.paths.current !== path) {
+      this.kcp.clearDeadLink();
+      this.kcp.retransmitNow();
+      this.kick();
+    }
+  }
+
   /** KCP's output: one datagram's worth of segments, sealed onto the path the path choice gives it. */
   private output(buf: Uint8Array): void {
     const via = choosePath(this.paths, buf.length + DATAGRAM_OVERHEAD);
     if (via === 'no-path') return;
     if (via === 'too-large') {
-      // No open path can carry a segment cut for the relay, and none will come
-      // back for this session: fail now with the reason, rather than
-      // retransmit into nothing until KCP gives up.
+      // Cut for a larger size than any open path carries whole: segments cut
+      // before the direct path's MTU shrank, or relay-sized ones after the
+      // relay closed. A peer that reassembles gets them in pieces.
+      const active = activePath(this.paths);
+      if (
+        this.fragmentsOk &&
+        active?.kind === 'direct' &&
+        !active.closed &&
+        fragmentCount(buf.length, active.maxDatagram) <= MAX_FRAGMENTS
+      )
+        return this.sendFragments(buf, active);
+      // Otherwise no path can carry them, and none will for this session:
+      // fail now with the reason, rather than retransmit into nothing.
       this.oversizeDropped++;
+      const size = buf.length + DATAGRAM_OVERHEAD;
       this.close(
-        'the relay closed while data cut into relay-sized records was unacknowledged, and UDP cannot carry those',
+        size > MAX_UDP_DATAGRAM_LEN
+          ? 'the relay closed while data cut into relay-sized records was unacknowledged, and UDP cannot carry those'
+          : `data was cut into ${size}-byte datagrams, larger than every open path carries`,
+        'no_path',
       );
       return;
     }
     this.sendSealed(DatagramType.Data, buf, via);
+  }
+
+  /** One Data datagram as DataFragment pieces that each fit `via` (the rare path: allocates). */
+  private sendFragments(buf: Uint8Array, via: Path): void {
+    const id = this.nextFragmentId;
+    this.nextFragmentId = (id + 1) >>> 0 || 1;
+    this.fragmentedDatagrams++;
+    for (const part of encodeFragments(id, buf, via.maxDatagram)) this.sendSealed(DatagramType.DataFragment, part, via);
   }
 
   /** Seals and sends on a given path (probes) or the active one. */
@@ -272,8 +416,8 @@ export class Session extends EventEmitter {
     // and the streams' sinks, and back to the pool if none of them kept a view
     // (util/loan.ts): the bulk receive path allocates nothing per record.
     const n = datagram.length - DATAGRAM_OVERHEAD;
-    const block = n > MAX_DATAGRAM_PAYLOAD && n <= sharedBlockPool.blockSize ? sharedBlockPool.take(n) : null;
-    const opened = this.opener.open(datagram, from.maxDatagram, block ?? undefined);
+    const block = n > MAX_UDP_PAYLOAD && n <= sharedBlockPool.blockSize ? sharedBlockPool.take(n) : null;
+    const opened = this.opener.open(datagram, from.maxReceive ?? from.maxDatagram, block ?? undefined);
     if (!opened) {
       if (block) sharedBlockPool.give(block);
       this.rejected++;
@@ -293,6 +437,15 @@ export class Session extends EventEmitter {
         if (ok) this.kick();
         return true;
       }
+      case DatagramType.DataFragment: {
+        // A piece of a datagram cut larger than the path carries: KCP gets the whole once every piece is in.
+        const whole = this.reassembler.add(opened.payload);
+        if (whole && this.kcp.input(whole, true) >= 0) {
+          this.drain();
+          this.kick();
+        }
+        return true;
+      }
       case DatagramType.Heartbeat:
         // Answer on the path it came from: that is the path the peer is testing.
         this.sendSealed(DatagramType.HeartbeatAck, EMPTY, from);
@@ -303,17 +456,25 @@ export class Session extends EventEmitter {
     }
   }
 
-  close(reason = 'closed'): void {
+  /** Ends the session; `code` says why when it is a failure (no_path: no path can carry it). */
+  close(reason = 'closed', code: ErrorCode | null = null): void {
     if (this.closedReason !== null) return;
     this.closedReason = reason;
+    this.closedCode = code;
     this.keepalive();
     if (this.timer) clearTimeout(this.timer);
+    if (this.stallTimer) clearTimeout(this.stallTimer);
     this.mux.destroy(new Error(`tunnel session closed: ${reason}`));
-    this.emit('close', reason);
+    this.emit('close', reason, code);
   }
 
   get closeReason(): string | null {
     return this.closedReason;
+  }
+
+  /** The code of a failure that closed the session (null: closed on purpose, or open). */
+  get closeCode(): ErrorCode | null {
+    return this.closedCode;
   }
 
   private drain(): void {
@@ -339,7 +500,8 @@ export class Session extends EventEmitter {
     this.kcp.flush();
     if (this.closedReason !== null) return;
     if (this.kcp.isDeadLink()) {
-      return this.close('too many retransmissions: the peer stopped acknowledging');
+      this.onDeadLink();
+      if (this.closedReason !== null) return;
     }
     this.mux.pump();
     if (now - this.lastWndStep >= WINDOW_STEP_MS) {
@@ -347,6 +509,19 @@ export class Session extends EventEmitter {
       this.adjustWindow();
     }
     this.schedule(now);
+  }
+
+  /**
+   * KCP gave up: some segment went out dead_link times unacknowledged. That
+   * condemns the path it went on, not the session: a direct path whose
+   * heartbeats pass but whose data vanishes (a small MTU before the search
+   * noticed, a middlebox) is stalled and the data moves to the relay. The
+   * session ends only when no other path can carry it.
+   */
+  private onDeadLink(): void {
+    const cur = this.paths.current;
+    if (cur?.kind === 'direct' && this.stallDirect('the peer stopped acknowledging data on it')) return;
+    this.close('too many retransmissions: the peer stopped acknowledging on every path', 'no_path');
   }
 
   private schedule(now: number): void {

@@ -44,7 +44,13 @@ export type LocalErrorCode =
   /** `peer status`: no running peer, or its admin socket did not answer. */
   | 'no_peer'
   /** The datagram counter is used up: the session needs a new handshake. */
-  | 'rekey_needed';
+  | 'rekey_needed'
+  /**
+   * A tunnel session ended because no path can carry it: the peer stopped
+   * acknowledging (or sending anything) on every path it has, or data is cut
+   * larger than every open path carries.
+   */
+  | 'no_path';
 
 /**
  * The whole union: wire codes (src/wire/control.ts `ErrorCode`, public: they

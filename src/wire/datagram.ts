@@ -54,10 +54,17 @@ export const enum DatagramType {
   PmtuProbe = 0xa6,
   /** Reply to a PMTU probe: its id and the size that arrived; small. */
   PmtuProbeAck = 0xa7,
+  /**
+   * One piece of a Data datagram too large for the direct path's current
+   * size (src/wire/data-fragment.ts): KCP segments cut before the path MTU
+   * shrank, with no relay to carry them. Sent only to a peer that answers
+   * PMTU probes (which reassembles these).
+   */
+  DataFragment = 0xa8,
 }
 
 export function isDatagramType(b: number): b is DatagramType {
-  return b >= 0xa1 && b <= 0xa7;
+  return b >= 0xa1 && b <= 0xa8;
 }
 
 export interface DatagramHeader {

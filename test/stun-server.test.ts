@@ -348,9 +348,11 @@ test('retransmits the same transaction with doubling RTO until answered', async 
   const r = await stunBinding(c, { address: '127.0.0.1', port: fake.address().port }, { rtoMs: 50, timeoutMs: 3000 });
   assert.equal(r.attempts, 3);
   assert.equal(new Set(arrivals.map((a) => a.tid)).size, 1, 'retransmissions must reuse the transaction id');
-  // Lower bounds only (timers never fire meaningfully early; a busy machine makes them late).
-  assert.ok(arrivals[1].at - arrivals[0].at >= 45, `first RTO ${arrivals[1].at - arrivals[0].at}`);
-  assert.ok(arrivals[2].at - arrivals[1].at >= 95, `second RTO ${arrivals[2].at - arrivals[1].at}`);
+  // A lower bound on the whole: 50 + 100 ms if the RTO doubles, 100 ms if it did not. Arrivals are
+  // stamped by this same event loop, so a busy machine stamps the first one late and shortens the
+  // first gap alone; the sum from the first to the third still tells doubling from a fixed RTO.
+  const span = arrivals[2].at - arrivals[0].at;
+  assert.ok(span >= 125, `first to third request ${span.toFixed(1)} ms: the RTO did not double`);
   assert.deepEqual(r.mapped.port, c.address().port); // MAPPED-ADDRESS alone is accepted (old servers)
 });
 

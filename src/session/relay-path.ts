@@ -106,7 +106,14 @@ export class RelayPath extends EventEmitter implements Path, PathSource {
         }
       });
       fs.on('datagram', (d: Buffer) => path.receiver?.(d, path));
-      fs.on('protocolError', (_c: string, msg: string) => fail(`relay protocol error: ${msg}`));
+      fs.on('protocolError', (_c: string, msg: string) => {
+        if (!settled) return fail(`relay protocol error: ${msg}`);
+        // A broken byte stream from a paired relay (a leg spliced back after
+        // a loss, a middlebox) is a lost leg, not the end of the session: a
+        // RST rather than the FIN FramedSocket would send, so that the relay
+        // holds the session and this side takes its leg back (relay_resume).
+        socket.resetAndDestroy();
+      });
       fs.on('close', () => {
         fail(`the relay at ${host}:${port} closed the connection before the session was paired`);
         path.shutdown('relay connection closed');

@@ -13,6 +13,8 @@ import { unmapIPv4, type HostPort } from '../src/util/addr.js';
 import type { Logger } from '../src/util/log.js';
 import type { ControlClient } from './control-client.js';
 import type { Sinkable } from '../src/session/bridge.js';
+import { answerProbesOffDirect } from '../src/session/ping.js';
+import { startTrafficReports, trafficFields } from './traffic-report.js';
 
 /** A `punch` that arrives before its session exists is kept this long for it. */
 const EARLY_PUNCH_KEEP_MS = 10_000;
@@ -149,7 +151,7 @@ export class TunnelHost {
     // Lets the rendezvous count sessions by path and punch successes (status, metrics).
     const report = (path: 'relay' | 'direct' | 'closed') => {
       if (!control.isClosed && control.welcome?.features?.includes('path_report'))
-        control.send({ type: 'path_report', sid, path });
+        control.send({ type: 'path_report', sid, path, ...trafficFields(session) });
     };
     session.on('path', (p: Path) => {
       log.info('path', `session ${sid} now on the ${p.kind} path (${p.remote})`, {
@@ -169,6 +171,9 @@ export class TunnelHost {
       log.info('session_closed', `session ${sid} closed: ${reason}`, { sid });
     });
     if (args.onStream) session.mux.on('stream', args.onStream);
+    // `peer ping` over the relay; the visitor's traffic reports feed the rendezvous dashboard.
+    answerProbesOffDirect(session);
+    if (args.role === 'visitor') startTrafficReports(session, control);
     if (this.socket) {
       tunnel.direct = new DirectPathManager({
         session,

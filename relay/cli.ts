@@ -8,6 +8,7 @@ import { relayKeyFrom } from '../src/wire/ticket.js';
 import type { ControlMessage } from '../src/wire/control.js';
 import { Relay } from './relay.js';
 import { ConfigError, layered, loadConfigFile, RelayConfig } from '../src/config/index.js';
+import { versionLine } from '../src/util/version.js';
 
 const program = new Command('relay')
   .description(
@@ -26,6 +27,7 @@ const program = new Command('relay')
     '--config <file>',
     'TOML config file (keys are these option names; flags and environment variables override it)',
   )
+  .version(versionLine('relay'), '-V, --version', 'print the package version and the protocol version it speaks')
   .showHelpAfterError('(run with --help for usage)');
 addLogOptions(program);
 

@@ -10,6 +10,7 @@ import { startObserveServer } from '../src/metrics/http.js';
 import { formatHostPort } from '../src/util/addr.js';
 import { CodedError, listenError } from '../src/util/errors.js';
 import type { Logger } from '../src/util/log.js';
+import { versionLine } from '../src/util/version.js';
 
 const program = new Command('rendezvous')
   .description(
@@ -72,6 +73,7 @@ or --alt-port; or the --alt-udp address) in your firewall.`,
   .option('--idle-timeout <s>', 'limit: close a control connection silent for this long (peers ping every 20 s)', '90')
   .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics and status JSON at /status')
   .option('--status <host:port>', 'serve the read-only status JSON at http://HOST:PORT/status (also on --metrics)')
+  .version(versionLine('rendezvous'), '-V, --version', 'print the package version and the protocol version it speaks')
   .showHelpAfterError('(run with --help for usage)');
 addLogOptions(program);
 

@@ -147,7 +147,11 @@ export function adminRequest(socketPath: string, cmd: string, timeoutMs = 5000):
 }
 
 /** adminRequest with arguments: the whole request object goes as one JSON line. */
-export function adminCall(socketPath: string, request: AdminRequest, timeoutMs = 5000): Promise<Record<string, unknown>> {
+export function adminCall(
+  socketPath: string,
+  request: AdminRequest,
+  timeoutMs = 5000,
+): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     const s = net.connect(socketPath);
     let buf = '';

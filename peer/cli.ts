@@ -450,10 +450,14 @@ addLogOptions(program.command('ping'))
       'PEER_SERVER',
     ),
   )
-  .addOption(new Option('--secret <secret>', 'with --server: the service\'s shared secret').env('PEER_SECRET'))
+  .addOption(new Option('--secret <secret>', "with --server: the service's shared secret").env('PEER_SECRET'))
   .addOption(new Option('--token <token>', 'with --server: the rendezvous token').env('PEER_TOKEN'))
   .addOption(
-    new Option('--mode <mode>', 'with --server: auto, direct or relay, as for visit').choices(['auto', 'direct', 'relay']),
+    new Option('--mode <mode>', 'with --server: auto, direct or relay, as for visit').choices([
+      'auto',
+      'direct',
+      'relay',
+    ]),
   )
   .option('--identity <file>', 'with --server: our key pair, for servers that pin visitors')
   .option('--server-key <pubkey>', 'with --server: refuse the server unless it holds this key')

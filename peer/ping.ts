@@ -73,7 +73,8 @@ export function pingVerdict(
   if (opts.untilDirect && !r.direct)
     return new CodedError(
       'no_direct_path',
-      `"${opts.name}" answered, but not on a direct path, within ${r.lines.length} probe(s) (see \`peer status\` and docs/TROUBLESHOOTING.md)`,
+      `"${opts.name}" answered, but not on a direct path, within ${r.lines.length} probe(s)` +
+        ' (see `peer status` and docs/TROUBLESHOOTING.md)',
     );
   return null;
 }

@@ -184,7 +184,7 @@ program.action(async (_o: unknown, cmd: Command) => {
     );
     const started = Date.now();
     const traffic = new TrafficHistory(server);
-    observers.push({ close: async () => traffic.close() });
+    observers.push({ close: () => Promise.resolve(traffic.close()) });
     const statusJson = () => rendezvousStatus(server, started, traffic, cluster);
     if (metrics) {
       const m = await startObserveServer({
@@ -204,7 +204,8 @@ program.action(async (_o: unknown, cmd: Command) => {
       if (!m.loopback && !o.metricsToken)
         log.warn(
           'metrics_open',
-          `the metrics listener ${where} is not on loopback and has no --metrics-token: /metrics and /status are open to whoever reaches it, and the dashboard is refused (set --metrics-token)`,
+          `the metrics listener ${where} is not on loopback and has no --metrics-token: /metrics and /status` +
+            ' are open to whoever reaches it, and the dashboard is refused (set --metrics-token)',
           { listen: where },
         );
     }

@@ -192,7 +192,11 @@ function renderCluster(s: Status): void {
   box.hidden = false;
   const dl = $('cluster');
   dl.replaceChildren();
-  for (const [k, v] of Object.entries(s.cluster)) dl.append(el('dt', k), el('dd', v === null ? '-' : String(v)));
+  for (const [k, v] of Object.entries(s.cluster))
+    dl.append(
+      el('dt', k),
+      el('dd', v === null ? '-' : typeof v === 'object' ? JSON.stringify(v) : String(v as string)),
+    );
   fillTable(
     'cluster-nodes',
     (s.clusterNodes ?? []).map((n) => [td(n.node + (n.self ? ' (this node)' : ''), 'name'), td(n.relay, 'addr')]),

@@ -29,7 +29,8 @@ const HTML = `<!doctype html>
   <section class="wide">
     <h2>Traffic, last 15 minutes</h2>
     <p class="legend"><span class="key relay"></span>relay <span class="key direct"></span>direct</p>
-    <svg id="chart" viewBox="0 0 720 200" role="img" aria-label="relay and direct traffic over the last 15 minutes"></svg>
+    <svg id="chart" viewBox="0 0 720 200" role="img"
+      aria-label="relay and direct traffic over the last 15 minutes"></svg>
   </section>
   <section class="wide">
     <h2>Sessions <span class="count" id="sessions-count">0</span></h2>
@@ -72,7 +73,8 @@ header { display: flex; gap: 1.5em; align-items: baseline; flex-wrap: wrap; padd
   background: #fff; border-bottom: 1px solid var(--line); }
 h1 { font-size: 1.2em; margin: 0; }
 h2 { font-size: 1em; margin: 0 0 0.6em; }
-main { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 1em; padding: 1em 1.2em; }
+main { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 1em;
+  padding: 1em 1.2em; }
 section { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 0.8em 1em; overflow-x: auto; }
 section.wide { grid-column: 1 / -1; }
 table { border-collapse: collapse; width: 100%; }

@@ -15,7 +15,7 @@ export interface ObserveServerOptions {
   /** Served at /metrics in the Prometheus text format. */
   registry?: Registry;
   /** Served at /status as JSON. */
-  status?: () => unknown | Promise<unknown>;
+  status?: () => unknown;
   /** Pages by exact path ("/", "/dashboard.js"): the dashboard. Off loopback they need `token`. */
   pages?: Record<string, StaticPage>;
   /**
@@ -51,7 +51,7 @@ function sameSecret(a: string, b: string): boolean {
   return crypto.timingSafeEqual(x, y);
 }
 
-/** How a request fares against the listener's access rule (pure; the test of the rule is test/dashboard-auth.test.ts). */
+/** How a request fares against the listener's access rule (pure; tested in test/dashboard-auth.test.ts). */
 export type Access = { ok: true } | { ok: true; setCookie: string; redirect: string } | { ok: false; why: string };
 
 export function checkAccess(
@@ -64,7 +64,9 @@ export function checkAccess(
     if (opts.isPage && !opts.loopback)
       return {
         ok: false,
-        why: 'this listener is not on loopback: the dashboard needs a token (start the rendezvous with --metrics-token)',
+        why:
+          'this listener is not on loopback: the dashboard needs a token' +
+          ' (start the rendezvous with --metrics-token)',
       };
     return { ok: true };
   }
@@ -160,7 +162,8 @@ async function handle(
 /** Pages get a strict content policy: their own script and style only, nothing from elsewhere. */
 const PAGE_HEADERS = {
   'content-security-policy':
-    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; " +
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
   'x-content-type-options': 'nosniff',
   'referrer-policy': 'no-referrer',
   'x-frame-options': 'DENY',

@@ -195,7 +195,7 @@ function renderCluster(s: Status): void {
   for (const [k, v] of Object.entries(s.cluster))
     dl.append(
       el('dt', k),
-      el('dd', v === null ? '-' : typeof v === 'object' ? JSON.stringify(v) : String(v as string)),
+      el('dd', v === null ? '-' : typeof v === 'object' ? JSON.stringify(v) : `${v as string | number | boolean}`),
     );
   fillTable(
     'cluster-nodes',

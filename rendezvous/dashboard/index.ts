@@ -60,7 +60,8 @@ const HTML = `<!doctype html>
     </table>
   </section>
 </main>
-<footer>Read-only. Data from <a href="/status">/status</a> (JSON) and <a href="/metrics">/metrics</a> (Prometheus).</footer>
+<footer>Read-only. Data from <a href="/status">/status</a> (JSON)
+  and <a href="/metrics">/metrics</a> (Prometheus).</footer>
 </body>
 </html>
 `;

@@ -84,7 +84,9 @@ export function checkAccess(
     url.searchParams.delete('token');
     return {
       ok: true,
-      setCookie: `${TOKEN_COOKIE}=${cookieValue(token)}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${TOKEN_COOKIE_MAX_AGE_S}`,
+      setCookie:
+        `${TOKEN_COOKIE}=${cookieValue(token)}; HttpOnly; SameSite=Strict; Path=/;` +
+        ` Max-Age=${TOKEN_COOKIE_MAX_AGE_S}`,
       redirect: url.pathname + url.search,
     };
   }

@@ -44,6 +44,8 @@ Examples:
     peer run --config /etc/holepunch/peer.toml
   what is running, on which path?
     peer status
+  is the tunnel direct, and how fast does it answer?
+    peer ping ssh-home --until-direct
   what kind of NAT am I behind?
     peer nat --server rdv.example.com:7000
 

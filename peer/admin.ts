@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { CodedError } from '../src/util/errors.js';
+import { CodedError, codeOf, type ErrorCode } from '../src/util/errors.js';
 
 /**
  * The local admin socket: a unix socket that answers `peer status`. One JSON
@@ -40,7 +40,9 @@ export async function findAdminSockets(env: NodeJS.ProcessEnv = process.env): Pr
   return live.filter((p): p is string => p !== null).sort();
 }
 
-export type AdminHandler = (request: { cmd: string }) => Promise<unknown>;
+/** One admin request: `cmd` and, for some commands, arguments (`ping`: name, timeoutMs). */
+export type AdminRequest = { cmd: string } & Record<string, unknown>;
+export type AdminHandler = (request: AdminRequest) => Promise<unknown>;
 
 export class AdminServer {
   private server: net.Server | null = null;
@@ -111,7 +113,7 @@ export class AdminServer {
   }
 
   private async answer(line: string): Promise<unknown> {
-    let req: { cmd?: unknown };
+    let req: { cmd?: unknown } & Record<string, unknown>;
     try {
       req = JSON.parse(line) as { cmd?: unknown };
     } catch {
@@ -119,9 +121,9 @@ export class AdminServer {
     }
     if (typeof req?.cmd !== 'string') return { ok: false, error: 'request needs a "cmd"' };
     try {
-      return { ok: true, ...((await this.handler({ cmd: req.cmd })) as object) };
+      return { ok: true, ...((await this.handler({ ...req, cmd: req.cmd })) as object) };
     } catch (e) {
-      return { ok: false, error: (e as Error).message };
+      return { ok: false, error: (e as Error).message, code: codeOf(e) };
     }
   }
 }
@@ -141,20 +143,34 @@ function isLive(socketPath: string): Promise<boolean> {
 
 /** Sends one request to a running peer's admin socket; rejects with a message saying what to check. */
 export function adminRequest(socketPath: string, cmd: string, timeoutMs = 5000): Promise<Record<string, unknown>> {
+  return adminCall(socketPath, { cmd }, timeoutMs);
+}
+
+/** adminRequest with arguments: the whole request object goes as one JSON line. */
+export function adminCall(
+  socketPath: string,
+  request: AdminRequest,
+  timeoutMs = 5000,
+): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     const s = net.connect(socketPath);
     let buf = '';
     const timer = setTimeout(() => {
       s.destroy();
-      reject(new Error(`the peer at ${socketPath} did not answer within ${timeoutMs / 1000} s`));
+      reject(new CodedError('no_peer', `the peer at ${socketPath} did not answer within ${timeoutMs / 1000} s`));
     }, timeoutMs);
-    s.once('connect', () => s.write(JSON.stringify({ cmd }) + '\n'));
+    s.once('connect', () => s.write(JSON.stringify(request) + '\n'));
     s.on('data', (d: Buffer) => (buf += d.toString('utf8')));
     s.once('end', () => {
       clearTimeout(timer);
       try {
         const reply = JSON.parse(buf) as Record<string, unknown>;
-        if (reply.ok === false) reject(new Error(`the peer refused: ${String(reply.error)}`));
+        if (reply.ok === false)
+          reject(
+            typeof reply.code === 'string' && reply.code !== 'internal'
+              ? new CodedError(reply.code as ErrorCode, String(reply.error))
+              : new Error(`the peer refused: ${String(reply.error)}`),
+          );
         else resolve(reply);
       } catch {
         reject(new Error(`unreadable answer from ${socketPath}`));
@@ -163,7 +179,8 @@ export function adminRequest(socketPath: string, cmd: string, timeoutMs = 5000):
     s.once('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
       reject(
-        new Error(
+        new CodedError(
+          'no_peer',
           e.code === 'ENOENT' || e.code === 'ECONNREFUSED'
             ? `no running peer at ${socketPath} (is \`peer serve\`, \`visit --bind\` or \`run\` ` +
                 `running as this user? else pass its --admin PATH)`

@@ -6,6 +6,7 @@ import type { PmtuSettings, TunnelInfo } from './tunnel.js';
 import { createPeerMetrics, type PeerMetricsEntry } from './metrics.js';
 import { startObserveServer } from '../src/metrics/http.js';
 import { natTypeFrom } from '../src/stun/nat.js';
+import { pingSession, type PingResult } from '../src/session/ping.js';
 import { formatHostPort, type HostPort } from '../src/util/addr.js';
 import type { Identity } from '../src/crypto/identity.js';
 import { datagramAead, describeAead } from '../src/crypto/aead.js';
@@ -70,6 +71,16 @@ export interface TunnelStatus {
    */
   pathMtu: { datagram: number; mtu: number; state: string } | null;
 }
+/** What one `ping` through the admin socket answers. */
+export interface PingReply extends PingResult {
+  name: string;
+  kind: 'serve' | 'visit';
+  sid: string;
+}
+
+/** A ping through the admin socket waits at most this long: the socket closes idle requests at 5 s. */
+const ADMIN_PING_MAX_MS = 4000;
+
 export interface PeerStatus {
   pid: number;
   uptimeS: number;
@@ -135,6 +146,7 @@ export class PeerApp {
   async startAdmin(path: string): Promise<string> {
     const admin = new AdminServer(path, async (req) => {
       if (req.cmd === 'status') return this.status();
+      if (req.cmd === 'ping') return this.ping(req.name, req.timeoutMs);
       throw new Error(`unknown command "${req.cmd}"`);
     });
     await admin.listen();
@@ -169,6 +181,29 @@ export class PeerApp {
       })),
       tunnels: await Promise.all(tunnels),
     };
+  }
+
+  /** Names this process serves or visits, for `peer ping` to find the right peer. */
+  names(): string[] {
+    return this.entries.map((e) => e.spec.name);
+  }
+
+  /**
+   * `peer ping` through the admin socket: one probe on the active path of the
+   * newest live session of entry `name` (a visit has one; a serve has one per visitor).
+   */
+  async ping(name: unknown, timeoutMs: unknown): Promise<PingReply> {
+    if (typeof name !== 'string' || !name) throw new Error('ping needs a "name"');
+    const wait = typeof timeoutMs === 'number' && timeoutMs > 0 ? Math.min(timeoutMs, ADMIN_PING_MAX_MS) : undefined;
+    const mine = this.entries.filter((e) => e.spec.name.toLowerCase() === name.toLowerCase());
+    if (!mine.length) throw new Error(`this peer neither serves nor visits "${name}"`);
+    let best: { e: Entry; t: TunnelInfo } | null = null;
+    for (const e of mine)
+      for (const t of e.peer.host.snapshot()) if (!best || t.startedAt > best.t.startedAt) best = { e, t };
+    const tunnel = best && best.e.peer.host.tunnels.get(best.t.sid);
+    if (!best || !tunnel) throw new Error(`no live tunnel for "${name}" in this peer`);
+    const r = await pingSession(tunnel.session, wait);
+    return { name: best.e.spec.name, kind: best.e.kind, sid: best.t.sid, ...r, rttMs: round2(r.rttMs) };
   }
 
   /** Graceful: every entry stops accepting, open connections get `graceMs` to finish, then a FIN. */
@@ -231,6 +266,10 @@ export class PeerApp {
 function natView(n: NatInfo | null): NatView | null {
   if (!n) return null;
   return { mapping: n.mapping, filtering: n.filtering, type: natTypeFrom(n.mapping, n.filtering, false) };
+}
+
+function round2(x: number): number {
+  return Math.round(x * 100) / 100;
 }
 
 function round1(x: number): number {

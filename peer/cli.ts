@@ -9,7 +9,7 @@ import { codeOf } from '../src/util/errors.js';
 import { NAME_RE, type Mode } from '../src/wire/control.js';
 import type { Logger } from '../src/util/log.js';
 import { detectNat } from '../src/stun/nat.js';
-import { ConfigError, layered, loadConfigFile, PeerConfig } from '../src/config/index.js';
+import { ConfigError, fromCommandLine, layered, loadConfigFile, PeerConfig } from '../src/config/index.js';
 import {
   encodePublicKey,
   generateIdentity,
@@ -23,10 +23,14 @@ import { PeerApp, type ServeSpec, type VisitSpec } from './app.js';
 import type { PmtuSettings } from './tunnel.js';
 import { checkMaxDatagram } from '../src/punch/pmtu-driver.js';
 import { RAISE_TIMER_MS } from '../src/punch/pmtu.js';
-import { adminRequest, defaultAdminDir, defaultAdminPath, findAdminSockets } from './admin.js';
-import { formatStatus } from './status.js';
 import { RESUME_TIMEOUT_MS } from './tunnel.js';
-import type { PeerStatus } from './app.js';
+import { adminCall, adminRequest, defaultAdminDir, defaultAdminPath, findAdminSockets } from './admin.js';
+import { DEFAULT_PING_COUNT, formatPingLine, MAX_PING_COUNT, pingVerdict, runPings, type PingLine } from './ping.js';
+import { VisitPeer } from './visit.js';
+import { pingSession, PING_TIMEOUT_MS } from '../src/session/ping.js';
+import { formatStatus } from './status.js';
+import type { PeerStatus, PingReply } from './app.js';
+import { versionLine } from '../src/util/version.js';
 
 /** --resume-timeout default, seconds (RESUME_TIMEOUT_MS in peer/tunnel.ts). */
 const DEFAULT_RESUME_TIMEOUT_S = RESUME_TIMEOUT_MS / 1000;
@@ -47,12 +51,15 @@ Examples:
     peer run --config /etc/holepunch/peer.toml
   what is running, on which path?
     peer status
+  is the tunnel direct, and how fast does it answer?
+    peer ping ssh-home --until-direct
   what kind of NAT am I behind?
     peer nat --server rdv.example.com:7000
 
 Environment: PEER_SERVER, PEER_SECRET and PEER_TOKEN stand in for --server, --secret and --token.
 Logs go to stderr; --log-format json prints one object per line with an "event" field.`,
   )
+  .version(versionLine('peer'), '-V, --version', 'print the package version and the protocol version it speaks')
   .showHelpAfterError('(run with --help for usage)');
 
 /** Options of every command that runs tunnels (serve, visit, run). */
@@ -136,9 +143,13 @@ function setup(cmd: Command): { file: PeerConfig | null; log: Logger } {
       configError = e;
     }
   }
+  // Under ssh ProxyCommand our stderr is the user's terminal: warnings and errors only, unless --log-level says.
+  // `peer ping` likewise: its stdout is the point, the session's info lines are noise.
+  const stdioQuiet =
+    ((o as { stdio?: boolean }).stdio === true || cmd.name() === 'ping') && !fromCommandLine(cmd, 'logLevel');
   const log = loggerFrom({
     logFormat: layered(cmd, 'logFormat', { top: file?.['log-format'] }),
-    logLevel: layered(cmd, 'logLevel', { top: file?.['log-level'] }),
+    logLevel: stdioQuiet ? 'warn' : layered(cmd, 'logLevel', { top: file?.['log-level'] }),
     quiet: layered(cmd, 'quiet', { top: file?.quiet }),
   });
   if (configError) die(log, configError);
@@ -379,7 +390,10 @@ tunnelOptions(program.command('visit'))
   )
   .argument('[name]', 'the name the service was registered with')
   .option('--bind <host:port>', 'accept local connections here (e.g. 127.0.0.1:2222); port 0 picks one')
-  .option('--stdio', 'carry one connection over stdin/stdout (for ssh -o ProxyCommand)')
+  .option(
+    '--stdio',
+    'carry one connection over stdin/stdout (for ssh -o ProxyCommand); logs warnings and errors only unless --log-level',
+  )
   .option(
     '--server-key <pubkey>',
     'refuse the server unless it proves it holds this key (its `peer keygen` public key)',
@@ -469,6 +483,113 @@ program
       die(null, (e as Error).message, 'no_peer');
     }
   });
+
+addLogOptions(program.command('ping'))
+  .description('send probes through the tunnel to NAME and print the path each took (direct or relay) and its RTT')
+  .argument('<name>', 'a name a running peer serves or visits, or (with --server/--secret) any served name')
+  .option('-c, --count <n>', `probes to send, one per second`, String(DEFAULT_PING_COUNT))
+  .option('--until-direct', 'stop at the first answer on a direct path; exit 1 if none came over direct')
+  .option('--timeout <ms>', 'how long each probe waits for its answer', String(PING_TIMEOUT_MS))
+  .option('--json', 'one JSON object per probe on stdout')
+  .option('--admin <path>', `ping through this running peer (default: the one in ${defaultAdminDir()} that has NAME)`)
+  .option('--config <file>', 'TOML config file, for --server/--secret/--token when pinging on its own')
+  .addOption(
+    new Option('--server <host:port>', 'no running peer has NAME: open a session through this rendezvous').env(
+      'PEER_SERVER',
+    ),
+  )
+  .addOption(new Option('--secret <secret>', "with --server: the service's shared secret").env('PEER_SECRET'))
+  .addOption(new Option('--token <token>', 'with --server: the rendezvous token').env('PEER_TOKEN'))
+  .addOption(
+    new Option('--mode <mode>', 'with --server: auto, direct or relay, as for visit').choices([
+      'auto',
+      'direct',
+      'relay',
+    ]),
+  )
+  .option('--identity <file>', 'with --server: our key pair, for servers that pin visitors')
+  .option('--server-key <pubkey>', 'with --server: refuse the server unless it holds this key')
+  .addHelpText(
+    'after',
+    `
+Through a running peer (\`peer serve\`, \`visit --bind\` or \`run\`): its admin socket sends each probe on
+the session's active path. With no running peer for NAME, --server and --secret (or PEER_SERVER and
+PEER_SECRET) open a session of its own, as \`peer visit\` does, and ping over it.
+
+Examples:
+  peer ping ssh-home                          # 10 probes through the running peer
+  peer ping ssh-home --until-direct -c 30     # wait for the hole punch; exit 1 if it never comes
+  peer ping ssh-home --server rdv.example.com:7000 --json   # on its own, one JSON object per probe
+
+Each line: pong from NAME via direct 203.0.113.7:41641 in 3.1 ms (or via relay HOST:PORT).
+Exit status: 0 if a probe was answered (with --until-direct: on a direct path), 1 otherwise.`,
+  )
+  .action(async (name: string, _o: unknown, cmd: Command) => {
+    const { file, log } = setup(cmd);
+    checkName(log, name);
+    const o = cmd.opts() as { count: string; untilDirect?: boolean; timeout: string; json?: boolean; admin?: string };
+    const count = Number(o.count);
+    if (!Number.isInteger(count) || count < 1 || count > MAX_PING_COUNT)
+      die(log, `invalid --count "${o.count}": expected a whole number from 1 to ${MAX_PING_COUNT}`, 'usage');
+    const timeoutMs = Number(o.timeout);
+    if (!Number.isFinite(timeoutMs) || timeoutMs < 1 || timeoutMs > 60_000)
+      die(log, `invalid --timeout "${o.timeout}": expected milliseconds from 1 to 60000`, 'usage');
+    const print = (l: PingLine) => process.stdout.write(o.json ? JSON.stringify(l) + '\n' : formatPingLine(l) + '\n');
+    const run = { name, count, untilDirect: !!o.untilDirect, timeoutMs, print };
+    const finish = (r: { pongs: number; direct: boolean; lines: PingLine[] }) => {
+      const bad = pingVerdict(r, run);
+      if (bad) die(o.json ? null : log, bad);
+      setTimeout(() => process.exit(0), 50);
+    };
+    const sock = o.admin ?? (await adminSocketFor(name));
+    if (sock) {
+      const probe = async (t: number) =>
+        (await adminCall(sock, { cmd: 'ping', name, timeoutMs: t }, t + 2000)) as unknown as PingReply;
+      return finish(await runPings({ ...run, via: 'admin', probe }));
+    }
+    const server = layered<string>(cmd, 'server', { top: file?.server });
+    if (!server)
+      die(
+        log,
+        `no running peer serves or visits "${name}" (no admin socket in ${defaultAdminDir()} has it): pass --server and --secret (or PEER_SERVER and PEER_SECRET) to ping on its own`,
+        'no_peer',
+      );
+    await identityReady();
+    const identity = identityFor(cmd, log, file);
+    const serverKey = (cmd.opts() as { serverKey?: string }).serverKey;
+    const spec = visitSpec(cmd, log, file, { name, bind: null }, identity, serverKey);
+    const peer = new VisitPeer({ ...spec, log });
+    try {
+      await peer.init();
+    } catch (e) {
+      peer.stop();
+      die(log, e as Error);
+    }
+    const tunnel = [...peer.host.tunnels.values()][0];
+    const sid = tunnel.session.sid;
+    const probe = async (t: number): Promise<PingReply> => ({
+      name,
+      kind: 'visit',
+      sid,
+      ...(await pingSession(tunnel.session, t).then((r) => ({ ...r, rttMs: Math.round(r.rttMs * 100) / 100 }))),
+    });
+    const result = await runPings({ ...run, via: 'standalone', probe });
+    peer.stop();
+    finish(result);
+  });
+
+/** The admin socket of a running peer that serves or visits `name`, if any. */
+async function adminSocketFor(name: string): Promise<string | null> {
+  for (const sock of await findAdminSockets()) {
+    try {
+      const st = (await adminRequest(sock, 'status', 2000)) as unknown as PeerStatus;
+      if (st.entries?.some((e) => e.name.toLowerCase() === name.toLowerCase())) return sock;
+    } catch {
+      // a peer that does not answer is not the one
+    }
+  }
+  return null;
+}
 
 program
   .command('keygen')

@@ -114,6 +114,8 @@ export class ServePeer {
           name: this.opts.name,
           key: Buffer.from(this.identity.publicKey).toString('base64'),
           sig: Buffer.from(sig).toString('base64'),
+          // Known once a session has run STUN (a re-registration): shown on the rendezvous dashboard.
+          ...(this.host.gathered ? { nat: this.host.gathered.nat } : {}),
         },
         isRegistered,
       );

@@ -40,6 +40,8 @@ export interface PmtuSettings {
   maxDatagram?: number;
   raiseIntervalMs?: number;
 }
+import { answerProbesOffDirect } from '../src/session/ping.js';
+import { startTrafficReports, trafficFields } from './traffic-report.js';
 
 /** A `punch` that arrives before its session exists is kept this long for it. */
 const EARLY_PUNCH_KEEP_MS = 10_000;
@@ -238,7 +240,8 @@ export class TunnelHost {
     // Lets the rendezvous count sessions by path and punch successes (status, metrics).
     const report = (path: 'relay' | 'direct' | 'closed') => {
       const c = tunnel.control ?? control;
-      if (!c.isClosed && c.welcome?.features?.includes('path_report')) c.send({ type: 'path_report', sid, path });
+      if (!c.isClosed && c.welcome?.features?.includes('path_report'))
+        c.send({ type: 'path_report', sid, path, ...trafficFields(session) });
     };
     session.on('path', (p: Path) => {
       log.info('path', `session ${sid} now on the ${p.kind} path (${p.remote})`, {
@@ -258,6 +261,9 @@ export class TunnelHost {
       log.info('session_closed', `session ${sid} closed: ${reason}`, code ? { sid, code } : { sid });
     });
     if (args.onStream) session.mux.on('stream', args.onStream);
+    // `peer ping` over the relay; the visitor's traffic reports feed the rendezvous dashboard.
+    answerProbesOffDirect(session);
+    if (args.role === 'visitor') startTrafficReports(session, control);
     if (this.socket) {
       tunnel.direct = new DirectPathManager({
         session,

@@ -9,6 +9,7 @@ import type { ControlMessage } from '../src/wire/control.js';
 import { Relay } from './relay.js';
 import { cryptoReady } from '../src/crypto/sodium.js';
 import { ConfigError, layered, loadConfigFile, RelayConfig } from '../src/config/index.js';
+import { versionLine } from '../src/util/version.js';
 
 const program = new Command('relay')
   .description(
@@ -27,6 +28,7 @@ const program = new Command('relay')
     '--config <file>',
     'TOML config file (keys are these option names; flags and environment variables override it)',
   )
+  .version(versionLine('relay'), '-V, --version', 'print the package version and the protocol version it speaks')
   .showHelpAfterError('(run with --help for usage)');
 addLogOptions(program);
 

@@ -5,11 +5,14 @@ import { parseHostPort } from '../src/util/addr.js';
 import { RendezvousServer } from './server.js';
 import { checkRegistryUrl, defaultNodeId, NODE_ID_RE, RedisCluster } from './cluster/index.js';
 import { ConfigError, layered, loadConfigFile, RendezvousConfig } from '../src/config/index.js';
-import { createRendezvousMetrics } from './metrics.js';
+import { createRendezvousMetrics, natLabel } from './metrics.js';
+import { TrafficHistory } from './traffic.js';
+import { dashboardPages } from './dashboard/index.js';
 import { startObserveServer } from '../src/metrics/http.js';
 import { formatHostPort } from '../src/util/addr.js';
 import { CodedError, listenError } from '../src/util/errors.js';
 import type { Logger } from '../src/util/log.js';
+import { versionLine } from '../src/util/version.js';
 
 const program = new Command('rendezvous')
   .description(
@@ -22,7 +25,8 @@ const program = new Command('rendezvous')
 Examples:
   rendezvous                                   # TCP and UDP 7000 on all addresses (UDP 7001 too: STUN), relay embedded
   rendezvous --listen 0.0.0.0:7000 --alt-udp 198.51.100.8:7001 --token "$T"
-  rendezvous --config /etc/holepunch/rendezvous.toml --metrics 127.0.0.1:9100   # Prometheus + /status JSON
+  rendezvous --config /etc/holepunch/rendezvous.toml --metrics 127.0.0.1:9100   # dashboard at /, Prometheus, /status JSON
+  rendezvous --metrics 10.0.0.5:9100 --metrics-token "$MT"   # off loopback: open http://10.0.0.5:9100/?token=$MT once
   relay --listen 0.0.0.0:7001 --key "$K" & rendezvous --relay relay.example.com:7001 --relay-key "$K"
   rendezvous --registry redis://10.0.0.5:6379/0 --node-id rdv-a --advertise 10.0.0.11:7000   # one node of a cluster (docs/CLUSTER.md)
 
@@ -72,7 +76,14 @@ or --alt-port; or the --alt-udp address) in your firewall.`,
   .option('--handshake-timeout <s>', 'limit: close a connection that has not said hello after this long', '10')
   .option('--idle-timeout <s>', 'limit: close a control connection silent for this long (peers ping every 20 s)', '90')
   .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics and status JSON at /status')
+  .addOption(
+    new Option(
+      '--metrics-token <token>',
+      'require this token on the --metrics listener (dashboard, /metrics, /status); needed for the dashboard off loopback',
+    ).env('RENDEZVOUS_METRICS_TOKEN'),
+  )
   .option('--status <host:port>', 'serve the read-only status JSON at http://HOST:PORT/status (also on --metrics)')
+  .version(versionLine('rendezvous'), '-V, --version', 'print the package version and the protocol version it speaks')
   .showHelpAfterError('(run with --help for usage)');
 addLogOptions(program);
 
@@ -100,6 +111,7 @@ program.action(async (_o: unknown, cmd: Command) => {
     relay: pick<string>('relay', 'relay'),
     relayKey: pick<string>('relayKey', 'relay-key'),
     metrics: pick<string>('metrics', 'metrics'),
+    metricsToken: pick<string>('metricsToken', 'metrics-token'),
     status: pick<string>('status', 'status'),
   };
   const log = loggerFrom({
@@ -173,16 +185,31 @@ program.action(async (_o: unknown, cmd: Command) => {
       },
     );
     const started = Date.now();
-    const statusJson = () => rendezvousStatus(server, started);
+    const traffic = new TrafficHistory(server);
+    observers.push({ close: () => Promise.resolve(traffic.close()) });
+    const statusJson = () => rendezvousStatus(server, started, traffic, cluster);
     if (metrics) {
       const m = await startObserveServer({
         listen: metrics,
         registry: createRendezvousMetrics(server),
         status: statusJson,
+        pages: dashboardPages(),
+        token: o.metricsToken,
       });
       observers.push(m);
       const where = formatHostPort(m);
-      log.info('metrics', `metrics at http://${where}/metrics, status at http://${where}/status`, { listen: where });
+      log.info(
+        'metrics',
+        `dashboard at http://${where}/, metrics at http://${where}/metrics, status at http://${where}/status`,
+        { listen: where, dashboard: `http://${where}/`, tokenRequired: !!o.metricsToken },
+      );
+      if (!m.loopback && !o.metricsToken)
+        log.warn(
+          'metrics_open',
+          `the metrics listener ${where} is not on loopback and has no --metrics-token: /metrics and /status` +
+            ' are open to whoever reaches it, and the dashboard is refused (set --metrics-token)',
+          { listen: where },
+        );
     }
     if (status) {
       const st = await startObserveServer({ listen: status, status: statusJson });
@@ -292,17 +319,36 @@ function clusterFrom(f: ClusterFlags, listenHost: string, log: Logger): RedisClu
 }
 
 /**
- * What the read-only /status endpoint shows: peers, names,
- * and each brokered session with its path, RTTs and NAT types.
+ * What the read-only /status endpoint (and the dashboard) shows: peers, names
+ * with their NAT type and time online, each brokered session with its path,
+ * endpoints, bytes and rate, the relay, traffic over 15 minutes, the cluster.
+ * No secret, token, ticket or key is in it.
  */
-function rendezvousStatus(server: RendezvousServer, started: number) {
+async function rendezvousStatus(
+  server: RendezvousServer,
+  started: number,
+  traffic: TrafficHistory,
+  cluster: RedisCluster | undefined,
+) {
   const snap = server.snapshot();
   const stun = server.stun?.responder.stats;
+  const now = Date.now();
+  const seconds = (ms: number) => Math.round(ms / 100) / 10;
   return {
-    uptimeS: Math.round((Date.now() - started) / 100) / 10,
+    uptimeS: seconds(now - started),
     peers: snap.peers,
-    names: snap.names,
-    sessions: snap.sessions,
+    names: snap.names.map((n) => ({
+      ...n,
+      natType: n.nat ? natLabel(n.nat) : 'unknown',
+      onlineS: n.since === null ? null : seconds(now - n.since),
+    })),
+    sessions: snap.sessions.map((s) => ({
+      ...s,
+      visitor: { ...s.visitor, natType: natLabel(s.visitor.nat) },
+      server: { ...s.server, natType: natLabel(s.server.nat) },
+      traffic: traffic.session(s.sid, s.startedAt, now),
+    })),
+    traffic: traffic.status(),
     relay: server.relay
       ? {
           embedded: true,
@@ -314,6 +360,7 @@ function rendezvousStatus(server: RendezvousServer, started: number) {
     stun: stun ? { ...stun } : null,
     limitsHit: server.stats.limitsHit ?? 0,
     ...(server.opts.cluster ? { cluster: server.opts.cluster.status() } : {}),
+    ...(cluster ? { clusterNodes: await cluster.nodes() } : {}),
   };
 }
 

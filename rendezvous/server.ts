@@ -77,6 +77,9 @@ interface Conn {
   rttMs: number | null;
   /** The peer closed the connection itself (a FIN): it stopped, or its process died; it will not resume. */
   peerEnded?: boolean;
+  /** For status (additive): the NAT the serve peer reported at registration, and when each name was registered. */
+  nat?: NatInfo;
+  since?: Map<string, number>;
 }
 
 /**
@@ -121,6 +124,15 @@ interface Brokered {
   // the server's last candidates, and which sides lost their control connection (with the timer that ends the wait).
   held?: { visitor?: Uint8Array; server?: Uint8Array };
   serverCandidates?: Candidate[];
+}
+
+/** One registered name as the status endpoint shows it (`nat` and `since`: when the serve peer said, and registered). */
+export interface NameInfo {
+  name: string;
+  address: string;
+  rttMs: number | null;
+  nat: NatInfo | null;
+  since: number | null;
 }
 
 /** One brokered session as the status endpoint shows it. */
@@ -430,6 +442,8 @@ export class RendezvousServer {
       log.info('registered', `"${m.name}" moved to a new connection of the same key`, { name: m.name });
     }
     conn.names.add(m.name.toLowerCase());
+    if (m.nat) conn.nat = m.nat;
+    (conn.since ??= new Map()).set(m.name.toLowerCase(), Date.now());
     log.info('registered', `"${m.name}" registered`, { name: m.name, remote: conn.fs.remote });
     conn.fs.send({ type: 'registered', name: m.name });
     return true;
@@ -518,6 +532,7 @@ export class RendezvousServer {
     this.moveSession(s, { name: 'connected' }, 'accepted');
     s.serverNat = m.nat;
     s.serverCandidates = m.candidates;
+    if (m.nat) s.server.nat = m.nat;
     if (s.mode !== 'relay' && s.visitorCandidates.length && m.candidates.length) {
       this.events.emit('punch', s.visitorNat, s.serverNat);
       const d = punchDelays(s.visitor.rttMs, s.server.rttMs);
@@ -646,6 +661,8 @@ export class RendezvousServer {
     if (!this.sessions.has(m.sid) && this.opts.cluster?.fromVisitor(conn, m)) return;
     const s = this.sessions.get(m.sid);
     if (!s || (s.visitor !== conn && s.server !== conn)) return;
+    // The dashboard's traffic and endpoints (rendezvous/traffic.ts): who reported, and what.
+    this.events.emit('path_report', s.sid, s.visitor === conn ? 'visitor' : 'server', m);
     if (m.path === 'closed') return this.endSession(s.sid, 'a peer reported it closed');
     s.path = m.path;
     if (m.path === 'direct' && !s.directOnce) {
@@ -657,14 +674,21 @@ export class RendezvousServer {
   /** Connections, names and brokered sessions, for the read-only status endpoint. */
   snapshot(): {
     peers: number;
-    names: { name: string; address: string; rttMs: number | null }[];
+    names: NameInfo[];
     sessions: SessionInfo[];
   } {
-    const names: { name: string; address: string; rttMs: number | null }[] = [];
+    const names: NameInfo[] = [];
     let peers = 0;
     for (const c of this.conns) {
       if (c.hello) peers++;
-      for (const n of c.names) names.push({ name: n, address: c.fs.remote, rttMs: c.rttMs });
+      for (const n of c.names)
+        names.push({
+          name: n,
+          address: c.fs.remote,
+          rttMs: c.rttMs,
+          nat: c.nat ?? null,
+          since: c.since?.get(n) ?? null,
+        });
     }
     const now = Date.now();
     const sessions: SessionInfo[] = [];

@@ -157,6 +157,21 @@ test(
     assert.equal(hello.code, 0, `ssh failed: ${hello.stderr}`);
     assert.equal(hello.stdout.trim(), `hello from ${os.hostname()}`);
 
+    // Without --quiet: on success, nothing of ours reaches the ssh client's stderr (the user's terminal).
+    const plain = await run(
+      '/usr/bin/ssh',
+      [
+        ...sshOpts.slice(0, -1),
+        `ProxyCommand=${process.execPath} ${CLI.peer} visit %h --stdio`,
+        'root@ssh-home',
+        'echo plain',
+      ],
+      env,
+    );
+    assert.equal(plain.code, 0, `ssh failed: ${plain.stderr}`);
+    assert.equal(plain.stdout.trim(), 'plain');
+    assert.equal(plain.stderr, '', "visit --stdio printed on the ssh client's stderr");
+
     // The README's ~/.ssh/config form: server and secret from a config file shared with a
     // long-running peer, whose admin socket and metrics port are taken: the ProxyCommand must not care.
     const cfg2 = path.join(dir, 'peer.toml');

@@ -56,25 +56,29 @@ test('echo through visit --stdio (ssh ProxyCommand style)', async (t) => {
   const rdv = await p.rendezvous();
   const echo = await p.echoServer();
   await p.serve('echo', `127.0.0.1:${echo.port}`, rdv.addr, SECRET);
-  // Spawned without output capture: stdout carries binary tunnel data here.
-  const child = spawn(process.execPath, [CLI.peer, 'visit', 'echo', '--stdio', '--log-format', 'json'], {
-    env: { ...process.env, PEER_SERVER: rdv.addr, PEER_SECRET: SECRET },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  t.after(() => child.kill('SIGKILL'));
-  const payload = crypto.randomBytes(300_000);
-  const chunks: Buffer[] = [];
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => chunks.push(d));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  child.stdin.end(payload);
-  const code = await waitExit(child, 20_000);
-  assert.equal(code, 0, stderr);
-  assert.match(stderr, /"event":"ready"/);
-  assert.equal(
-    crypto.createHash('sha256').update(Buffer.concat(chunks)).digest('hex'),
-    crypto.createHash('sha256').update(payload).digest('hex'),
-  );
+  // --stdio prints warnings and errors only, unless --log-level asks for more (then `ready` is there).
+  for (const extra of [['--log-level', 'info'], []]) {
+    // Spawned without output capture: stdout carries binary tunnel data here.
+    const child = spawn(process.execPath, [CLI.peer, 'visit', 'echo', '--stdio', '--log-format', 'json', ...extra], {
+      env: { ...process.env, PEER_SERVER: rdv.addr, PEER_SECRET: SECRET },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    t.after(() => child.kill('SIGKILL'));
+    const payload = crypto.randomBytes(300_000);
+    const chunks: Buffer[] = [];
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => chunks.push(d));
+    child.stderr.on('data', (d: Buffer) => (stderr += d));
+    child.stdin.end(payload);
+    const code = await waitExit(child, 20_000);
+    assert.equal(code, 0, stderr);
+    if (extra.length) assert.match(stderr, /"event":"ready"/);
+    else assert.equal(stderr, '', 'visit --stdio printed on stderr without --log-level');
+    assert.equal(
+      crypto.createHash('sha256').update(Buffer.concat(chunks)).digest('hex'),
+      crypto.createHash('sha256').update(payload).digest('hex'),
+    );
+  }
 });
 
 test('50 MB both ways, sha256 equal', async (t) => {

@@ -181,6 +181,19 @@ export class RedisCluster implements Cluster {
     await this.store.close();
   }
 
+  /** The nodes of the cluster with a live heartbeat, and where their relays are (the dashboard); [] while Redis is down. */
+  async nodes(): Promise<{ node: string; relay: string; self: boolean; startedAt: number }[]> {
+    if (!this.store.up) return [];
+    try {
+      const all = await this.store.allNodes();
+      return all
+        .map((r) => ({ node: r.node, relay: r.advertise, self: r.node === this.opts.nodeId, startedAt: r.started }))
+        .sort((a, b) => a.node.localeCompare(b.node));
+    } catch {
+      return [];
+    }
+  }
+
   status(): ClusterStatus {
     return {
       node: this.opts.nodeId,

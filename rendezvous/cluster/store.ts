@@ -158,6 +158,23 @@ export class RedisStore extends EventEmitter {
     return out;
   }
 
+  /** Every node with a live heartbeat record, for the dashboard: SCAN in bounded steps, at most `limit`. */
+  async allNodes(limit = 1000): Promise<NodeRecord[]> {
+    const out: NodeRecord[] = [];
+    let cursor = '0';
+    for (let i = 0; i < 100 && out.length < limit; i++) {
+      const [next, keys] = await this.cmd.scan(cursor, 'MATCH', nodeKey('*'), 'COUNT', 200);
+      if (keys.length)
+        for (const text of await this.cmd.mget(...keys)) {
+          const r = parseNodeRecord(text);
+          if (r && out.length < limit) out.push(r);
+        }
+      cursor = next;
+      if (cursor === '0') break;
+    }
+    return out;
+  }
+
   /** Round trip to Redis in ms. */
   async ping(): Promise<number> {
     const t0 = performance.now();

@@ -95,6 +95,7 @@ export const RendezvousConfig = z.strictObject({
   relay: hostPort.optional(),
   'relay-key': nonEmpty.optional(),
   metrics: hostPort.optional(),
+  'metrics-token': nonEmpty.optional(),
   status: hostPort.optional(),
   registry: nonEmpty.optional(),
   'node-id': nonEmpty.optional(),

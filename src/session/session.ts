@@ -141,6 +141,8 @@ export class Session extends EventEmitter {
   readonly startedAt = Date.now();
   bytesIn = 0;
   bytesOut = 0;
+  /** Sealed bytes by the kind of path they took, each way (the dashboard's relay/direct split). */
+  readonly pathBytes = { relay: { in: 0, out: 0 }, direct: { in: 0, out: 0 } };
   rejected = 0;
 
   constructor(readonly opts: SessionOptions) {
@@ -398,11 +400,13 @@ export class Session extends EventEmitter {
     if (payload.length > MAX_DATAGRAM_PAYLOAD && via.sendRecord) {
       const length = sealedLength(payload.length);
       this.bytesOut += length;
+      this.pathBytes[via.kind].out += length;
       via.sendRecord(length, (out) => this.sealer.sealInto(type, payload, out));
       return;
     }
     const dg = this.sealer.seal(type, payload);
     this.bytesOut += dg.length;
+    this.pathBytes[via.kind].out += dg.length;
     via.send(dg);
   }
 
@@ -425,6 +429,7 @@ export class Session extends EventEmitter {
     }
     this.lastRecv = performance.now();
     this.bytesIn += datagram.length;
+    this.pathBytes[from.kind].in += datagram.length;
     switch (opened.type) {
       case DatagramType.Data: {
         // The opened payload is a buffer nobody else holds: KCP keeps it without a copy.

@@ -21,6 +21,7 @@ const b64 = (max: number) =>
 const reqId = z.string().min(1).max(64);
 const sid = z.string().min(1).max(64);
 const port = z.number().int().min(0).max(65535);
+const byteCount = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 
 export const Endpoint = z.object({
   address: z.string().min(2).max(64),
@@ -151,7 +152,16 @@ const messages = [
   // peer -> rendezvous: my candidates changed / learned for session `sid` (e.g. after STUN on the session socket).
   z.object({ type: z.literal('candidates'), sid, candidates: z.array(Candidate).max(16), nat: NatInfo.optional() }),
   // peer -> rendezvous (only when welcome.features lists it): session `sid` moved to `path`, or ended; feeds status and metrics.
-  z.object({ type: z.literal('path_report'), sid, path: z.enum(['relay', 'direct', 'closed']) }),
+  // Optional (additive, older rendezvous strip them): `remote`, where the reporter's path goes (its direct
+  // peer's address, or the relay); `bytes`, the reporter's sealed bytes so far by path kind, both ways.
+  // Visitors repeat the report while traffic flows (peer/traffic-report.ts): the dashboard's rates.
+  z.object({
+    type: z.literal('path_report'),
+    sid,
+    path: z.enum(['relay', 'direct', 'closed']),
+    remote: z.string().max(64).optional(),
+    bytes: z.object({ relay: byteCount, direct: byteCount }).optional(),
+  }),
   z.object({ type: z.literal('ping'), t: z.number() }),
   z.object({ type: z.literal('pong'), t: z.number() }),
   // first frame on a relay connection; the relay answers relay_ready once both sides of the session are there.

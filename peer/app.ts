@@ -169,6 +169,11 @@ export class PeerApp {
     void this.observe?.close();
   }
 
+  /** After stop(): resolves once every entry's port mapping is deleted from the router (bounded). */
+  async released(): Promise<void> {
+    await Promise.all(this.entries.map((e) => e.peer.host.released()));
+  }
+
   private async tunnelStatus(e: Entry, t: TunnelInfo, now: number): Promise<TunnelStatus> {
     // A fresh round trip through the tunnel; KCP's smoothed RTT when the peer is slow to answer.
     let rttMs: number | null = t.rttMs || null;

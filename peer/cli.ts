@@ -85,6 +85,7 @@ function tunnelOptions(cmd: Command): Command {
       `admin socket for \`peer status\` (default ${path.join(defaultAdminDir(), 'peer-PID.sock')})`,
     )
     .option('--no-admin', 'do not open an admin socket')
+    .option('--no-portmap', 'do not ask the gateway for a port mapping (PCP, NAT-PMP, UPnP IGD) of the data socket')
     .option(
       '--metrics <host:port>',
       'serve Prometheus metrics at http://HOST:PORT/metrics (and status JSON at /status)',
@@ -196,6 +197,7 @@ function commonFor(
     secret,
     token: layered<string>(cmd, 'token', { entry: entry.token, top: file?.token }),
     mode: layered<Mode>(cmd, 'mode', { entry: entry.mode, top: file?.mode }) ?? 'auto',
+    portmap: layered<boolean>(cmd, 'portmap', { top: file?.portmap }) !== false,
     identity,
   };
 }
@@ -241,6 +243,7 @@ async function runAll(
     if (one) {
       await app.startVisit(one, log);
       app.stop();
+      await app.released();
       setTimeout(() => process.exit(0), 50);
     }
   } catch (e) {

@@ -28,6 +28,8 @@ export interface PeerOptions {
   token?: string;
   mode: Mode;
   log: Logger;
+  /** Ask the gateway for a port mapping of the data socket (default true; `--no-portmap`). */
+  portmap?: boolean;
 }
 
 export interface ControlClientOptions {

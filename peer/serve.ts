@@ -52,7 +52,7 @@ export class ServePeer {
   readonly streams = new StreamSet();
 
   constructor(readonly opts: ServeOptions) {
-    this.host = new TunnelHost({ log: opts.log, mode: opts.mode, server: opts.server });
+    this.host = new TunnelHost({ log: opts.log, mode: opts.mode, server: opts.server, portmap: opts.portmap });
     this.servers = new ServerList(opts.servers?.length ? opts.servers : [opts.server]);
   }
 
@@ -76,6 +76,7 @@ export class ServePeer {
     this.control?.close();
     await drainAndFlush(this, graceMs);
     this.stop();
+    await this.host.released(); // the port mapping is deleted from the router
   }
 
   stop(): void {

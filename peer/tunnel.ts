@@ -4,7 +4,8 @@ import { RelayPath } from '../src/session/relay-path.js';
 import type { Path } from '../src/session/path.js';
 import type { SessionKeys } from '../src/crypto/index.js';
 import { DirectPathManager, RELAY_LOST_GRACE_MS } from '../src/punch/direct.js';
-import { gatherCandidates, type Gathered } from '../src/punch/candidates.js';
+import { gatherCandidates, mappedCandidate, withMappedCandidate, type Gathered } from '../src/punch/candidates.js';
+import { PortMapper, type Mapping } from '../src/portmap/mapper.js';
 import { PeerSocket } from '../src/punch/peer-socket.js';
 import { planPunch } from '../src/punch/strategy.js';
 import { PunchMemoryStore, PunchPlanner } from '../src/punch/planner.js';
@@ -42,6 +43,8 @@ export interface TunnelInfo {
   punchSuccesses: number;
   localNat: NatInfo | null;
   peerNat: NatInfo | null;
+  /** Our port-mapped candidate ("ip:port via pcp"), if the gateway granted one (docs/PORTMAP.md). */
+  mapped?: string | null;
 }
 
 /** Counters summed over every session this host has had, closed ones included (monotonic, for metrics). */
@@ -61,6 +64,8 @@ export interface Tunnel {
   direct: DirectPathManager | null;
   relay: RelayPath | null;
   peerNat?: NatInfo;
+  /** The control connection the session was brokered on (candidate updates go there). */
+  control?: ControlClient;
 }
 
 /**
@@ -86,17 +91,61 @@ export class TunnelHost {
     punchSuccesses: 0,
   };
 
-  constructor(readonly opts: { log: Logger; mode: Mode; server: HostPort }) {}
+  /** Port mapping of the data socket (null: --no-portmap, --mode relay, or not opened yet). */
+  portmapper: PortMapper | null = null;
+  private portmapClosed: Promise<void> | null = null;
+  /** Mapping changes so far, and how many the last gather saw: a session started in between sends an update. */
+  private portmapChanges = 0;
+  private portmapSeen = 0;
 
-  /** Opens the UDP socket unless punching is off. */
+  constructor(readonly opts: { log: Logger; mode: Mode; server: HostPort; portmap?: boolean }) {}
+
+  /** Opens the UDP socket unless punching is off, and starts asking the gateway for a mapping of it. */
   async open(): Promise<void> {
-    if (this.opts.mode !== 'relay' && !this.socket) this.socket = await PeerSocket.open();
+    if (this.opts.mode !== 'relay' && !this.socket) {
+      this.socket = await PeerSocket.open();
+      if (this.opts.portmap !== false) this.startPortmap(this.socket.port);
+    }
   }
 
   close(): void {
     for (const t of this.tunnels.values()) t.session.close('shutting down');
     this.socket?.close();
     this.socket = null;
+    this.portmapClosed ??= this.portmapper?.close() ?? Promise.resolve();
+  }
+
+  /** Resolves once the port mapping is deleted from the router after close() (bounded: DELETE_TIMEOUT_MS). */
+  released(): Promise<void> {
+    return this.portmapClosed ?? Promise.resolve();
+  }
+
+  /**
+   * The mapping is asked for in the background and never delays a session:
+   * candidates gathered before it exists go without it, and when it appears,
+   * changes port or is lost, every live session sends its new candidates
+   * (the rendezvous forwards them to the peer as a punch) and replans its own round.
+   */
+  private startPortmap(port: number): void {
+    const mapper = new PortMapper({ port, log: this.opts.log });
+    this.portmapper = mapper;
+    mapper.on('change', (m: Mapping | null) => this.onMapping(m));
+    void mapper.start();
+  }
+
+  private onMapping(m: Mapping | null): void {
+    this.portmapChanges++;
+    if (!this.gathered) return;
+    this.gathered = { ...this.gathered, candidates: withMappedCandidate(this.gathered.candidates, m) };
+    const g = this.gathered;
+    for (const [sid, t] of this.tunnels) {
+      if (t.session.closed || !t.direct) continue;
+      if (t.control && !t.control.isClosed)
+        t.control.send({ type: 'candidates', sid, candidates: g.candidates, nat: g.nat });
+      if (t.session.path?.kind === 'direct') continue;
+      const plan = t.direct.planFor([], planPunch(g.nat, t.peerNat));
+      if (plan.kind !== 'none') t.direct.punch([], plan, 0);
+    }
   }
 
   /** Candidates for a new session, from STUN on the data socket (empty with --mode relay). */
@@ -104,11 +153,14 @@ export class TunnelHost {
     if (!this.socket || !control.welcome) return { candidates: [], nat: { mapping: 'unknown', filtering: 'unknown' } };
     const host = control.remoteAddress !== undefined ? unmapIPv4(control.remoteAddress) : this.opts.server.host;
     const loopback = host.startsWith('127.') || host === '::1';
-    this.gathered = await gatherCandidates(
+    const g = await gatherCandidates(
       this.socket,
       { address: host, port: control.welcome.udpPort },
       { includeLoopback: loopback },
     );
+    // The port mapping, if the gateway granted one by now (it is never waited for).
+    this.portmapSeen = this.portmapChanges;
+    this.gathered = { ...g, candidates: withMappedCandidate(g.candidates, this.portmapper?.mapping ?? null) };
     return this.gathered;
   }
 
@@ -144,7 +196,7 @@ export class TunnelHost {
     const { log, mode } = this.opts;
     const { sid, control } = args;
     const session = new Session({ keys: args.keys, role: args.role, log, sid });
-    const tunnel: Tunnel = { session, direct: null, relay: null, peerNat: args.peerNat };
+    const tunnel: Tunnel = { session, direct: null, relay: null, peerNat: args.peerNat, control };
     this.tunnels.set(sid, tunnel);
     // Lets the rendezvous count sessions by path and punch successes (status, metrics).
     const report = (path: 'relay' | 'direct' | 'closed') => {
@@ -186,6 +238,11 @@ export class TunnelHost {
           sid,
         }),
       });
+      if (this.portmapSeen !== this.portmapChanges && this.gathered) {
+        // The mapping changed after this session's candidates went out.
+        this.portmapSeen = this.portmapChanges;
+        control.send({ type: 'candidates', sid, candidates: this.gathered.candidates, nat: this.gathered.nat });
+      }
       tunnel.direct.deliverTo(session.deliver);
       const early = this.early.get(sid);
       if (early) {
@@ -259,6 +316,7 @@ export class TunnelHost {
       punchSuccesses: t.direct?.successes ?? 0,
       localNat: this.gathered?.nat ?? null,
       peerNat: t.peerNat ?? null,
+      mapped: describeMapped(this.gathered?.candidates),
     };
   }
 
@@ -270,3 +328,8 @@ export class TunnelHost {
 }
 
 export type { Candidate };
+
+function describeMapped(cands: readonly Candidate[] | undefined): string | null {
+  const c = cands && mappedCandidate(cands);
+  return c ? `${c.address}:${c.port} via ${c.portmap ?? 'mapping'}` : null;
+}

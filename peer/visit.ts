@@ -43,7 +43,7 @@ export class VisitPeer {
   readonly streams = new StreamSet();
 
   constructor(readonly opts: VisitOptions) {
-    this.host = new TunnelHost({ log: opts.log, mode: opts.mode, server: opts.server });
+    this.host = new TunnelHost({ log: opts.log, mode: opts.mode, server: opts.server, portmap: opts.portmap });
     this.servers = new ServerList(opts.servers?.length ? opts.servers : [opts.server]);
   }
 
@@ -90,6 +90,7 @@ export class VisitPeer {
     this.server?.close();
     await drainAndFlush(this, graceMs);
     this.stop();
+    await this.host.released(); // the port mapping is deleted from the router
   }
 
   stop(): void {

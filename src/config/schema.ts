@@ -75,6 +75,8 @@ export const PeerConfig = z.strictObject({
   metrics: hostPort.optional(),
   identity: nonEmpty.optional(),
   'drain-timeout': z.number().min(0).max(3600).optional(),
+  // false: never ask the gateway for a port mapping (PCP, NAT-PMP, UPnP IGD); docs/PORTMAP.md.
+  portmap: z.boolean().optional(),
   serve: z.array(ServeEntry).default([]),
   visit: z.array(VisitEntry).default([]),
 });

@@ -57,6 +57,8 @@ export interface TunnelStatus {
   nat: { local: NatView | null; peer: NatView | null };
   punch: { attempts: number; successes: number };
   rejectedDatagrams: number;
+  /** Our port-mapped candidate ("ip:port via pcp"), null without one (docs/PORTMAP.md). */
+  mapped: string | null;
 }
 export interface PeerStatus {
   pid: number;
@@ -202,6 +204,7 @@ export class PeerApp {
       nat: { local: natView(t.localNat), peer: natView(t.peerNat) },
       punch: { attempts: t.punchAttempts, successes: t.punchSuccesses },
       rejectedDatagrams: t.rejectedDatagrams,
+      mapped: t.mapped ?? null,
     };
   }
 

@@ -33,6 +33,7 @@ export function formatStatus(s: PeerStatus): string {
     `${natName(t.nat.local)}/${natName(t.nat.peer)}`,
   ]);
   out.push('', ...table([head, ...rows]));
+  for (const t of s.tunnels) if (t.mapped) out.push(`  ${t.name} ${t.sid}: mapped candidate ${t.mapped}`);
   return out.join('\n') + '\n';
 }
 

@@ -12,6 +12,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { ChildProcess } from 'node:child_process';
 import {
+  CLI,
+  execJson,
+  run,
   eventsOf as eventsFrom,
   miniupnpdRules,
   restartMiniupnpd,
@@ -69,6 +72,8 @@ function mappedPort(child: ChildProcess): number {
 }
 
 test('port mapping: symmetric NATs with miniupnpd go direct', async (t) => {
+  if ((await run('miniupnpd', ['--version'], { timeoutMs: 5000 })).code !== 0)
+    return t.skip('miniupnpd is not installed (apt-get install miniupnpd-nftables)');
   const tl = await startTunnelLab(
     t,
     { a: 'symmetric', b: { type: 'symmetric', miniupnpd: true } },
@@ -88,6 +93,13 @@ test('port mapping: symmetric NATs with miniupnpd go direct', async (t) => {
     // Both sides planned a plain punch: the mapped side is a full cone on its mapped port.
     assert.equal(tl.events('punch_start', 'visit').at(0)?.plan, 'plain', tl.dump());
     assert.equal(tl.events('punch_start', 'serve').at(0)?.plan, 'plain', tl.dump());
+    // `peer nat` shows what the gateway offers and the mapping it grants (then deletes it).
+    const nat = await execJson<{
+      portmap: { offers: string[]; mapping: { protocol: string; externalIp: string } | null };
+    }>(lab, 'b', [process.execPath, CLI.peer, 'nat', '--server', `${RDV.host}:${RDV.port}`, '--json']);
+    assert.deepEqual(nat.portmap.offers, ['pcp', 'nat-pmp', 'upnp']);
+    assert.equal(nat.portmap.mapping?.protocol, 'pcp');
+    assert.equal(nat.portmap.mapping?.externalIp, '100.128.0.2');
     const r = await tl.transfer(50 * MB, { timeoutMs: 120_000 });
     assert.ok(r.ok, `50 MB transfer: ${JSON.stringify(r)}\n${tl.dump()}`);
     assert.equal(r.gotBytes, 50 * MB);

@@ -147,7 +147,8 @@ export class PortMapper extends EventEmitter {
 
   /** Starts discovery and mapping in the background; resolves when the first attempt settled (never rejects). */
   start(): Promise<Mapping | null> {
-    this.first ??= this.serialise(() => this.establish('start')).then(() => this.mapping);
+    if (this.first) return this.first;
+    this.first = this.serialise(() => this.establish('start')).then(() => this.mapping);
     this.checkTimer = setInterval(() => void this.serialise(() => this.check()), CHECK_INTERVAL_MS);
     this.checkTimer.unref();
     return this.first;

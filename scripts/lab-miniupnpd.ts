@@ -26,7 +26,10 @@ const POLL_MS = 50;
 export type MiniupnpdProtocol = 'pcp' | 'nat-pmp' | 'upnp';
 
 export interface MiniupnpdOptions {
-  /** Which protocols answer (default all three). PCP and NAT-PMP share UDP 5351: one alone is chosen by dropping the other's version byte. */
+  /**
+   * Which protocols answer (default all three). PCP and NAT-PMP share UDP 5351: one alone is
+   * chosen by dropping the other's version byte.
+   */
   protocols?: MiniupnpdProtocol[];
   /**
    * Keep (or put back) the router's reserved TEST-NET WAN address: miniupnpd then refuses every
@@ -52,7 +55,10 @@ function ifs(lab: Lab) {
   return { wan: `${lab.prefix}-wan`, lan: `${lab.prefix}-lan`, eth: `${lab.prefix}-eth0` };
 }
 
-/** nft for a miniupnpd router: its chains in the router's filter table (jumped to from forward) and a NAT table of its own. */
+/**
+ * nft for a miniupnpd router: its chains in the router's filter table (jumped to from forward)
+ * and a NAT table of its own.
+ */
 export function miniupnpdRuleset(lab: Lab, opts: MiniupnpdOptions): string {
   const protos = new Set(opts.protocols ?? ['pcp', 'nat-pmp', 'upnp']);
   // UDP 5351 carries both: byte 0 of the payload is the version (0 NAT-PMP, 2 PCP).
@@ -168,7 +174,7 @@ export async function startMiniupnpd(lab: Lab, router: string, opts: MiniupnpdOp
   if (opts.reservedWan) await restoreReservedWan(lab, router);
   else await readdressForMiniupnpd(lab, router);
   let byLab = running.get(lab);
-  if (!byLab) running.set(lab, (byLab = new Map()));
+  if (!byLab) running.set(lab, (byLab = new Map<string, Running>()));
   const prev = byLab.get(router);
   if (prev) await stopProcess(prev.child, 2000);
   await lab.exec(router, ['nft', 'delete', 'table', 'inet', 'labupnp']);

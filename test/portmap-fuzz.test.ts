@@ -68,14 +68,16 @@ const SSDP_SEED =
 
 const DESC_SEED =
   '<?xml version="1.0"?><root><URLBase>http://10.0.1.1:5000</URLBase><device><deviceList><device><serviceList>' +
-  '<service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:2</serviceType><controlURL>/ctl/IPConn</controlURL></service>' +
+  '<service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:2</serviceType>' +
+  '<controlURL>/ctl/IPConn</controlURL></service>' +
   '</serviceList></device></deviceList></device></root>';
 
 const SOAP_SEED =
   '<?xml version="1.0"?><s:Envelope><s:Body><u:AddAnyPortMappingResponse xmlns:u="urn:x">' +
   '<NewReservedPort>4000</NewReservedPort></u:AddAnyPortMappingResponse></s:Body></s:Envelope>';
 const FAULT_SEED =
-  '<s:Envelope><s:Body><s:Fault><detail><UPnPError><errorCode>718</errorCode><errorDescription>ConflictInMappingEntry</errorDescription></UPnPError></detail></s:Fault></s:Body></s:Envelope>';
+  '<s:Envelope><s:Body><s:Fault><detail><UPnPError><errorCode>718</errorCode>' +
+  '<errorDescription>ConflictInMappingEntry</errorDescription></UPnPError></detail></s:Fault></s:Body></s:Envelope>';
 
 /** Runs `fn` on CASES inputs from `gen`; asserts it never throws and the heap does not grow without bound. */
 function fuzz(name: string, seed: number, gen: (next: () => number, i: number) => Buffer, fn: (b: Buffer) => unknown) {

@@ -80,8 +80,10 @@ test('UPnP: SSDP answer, device description (IGDv2 preferred, URLBase), SOAP res
   assert.deepEqual(a, { location: 'http://10.0.1.1:5000/d.xml', st: 'x', usn: '' });
   assert.ok('error' in parseSsdpResponse('NOTIFY * HTTP/1.1\r\n\r\n'));
   const desc =
-    '<root><service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:1</serviceType><controlURL>/v1</controlURL></service>' +
-    '<service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:2</serviceType><controlURL>/v2</controlURL></service></root>';
+    '<root><service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:1</serviceType>' +
+    '<controlURL>/v1</controlURL></service>' +
+    '<service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:2</serviceType>' +
+    '<controlURL>/v2</controlURL></service></root>';
   assert.deepEqual(parseDeviceDescription(desc, 'http://10.0.1.1:5000/d.xml'), {
     serviceType: 'urn:schemas-upnp-org:service:WANIPConnection:2',
     controlUrl: 'http://10.0.1.1:5000/v2',
@@ -89,7 +91,8 @@ test('UPnP: SSDP answer, device description (IGDv2 preferred, URLBase), SOAP res
   assert.ok('error' in parseDeviceDescription('<root/>', 'http://10.0.1.1/'));
   const ok = parseSoapResponse(
     200,
-    '<u:GetExternalIPAddressResponse><NewExternalIPAddress>1.2.3.4</NewExternalIPAddress></u:GetExternalIPAddressResponse>',
+    '<u:GetExternalIPAddressResponse><NewExternalIPAddress>1.2.3.4</NewExternalIPAddress>' +
+      '</u:GetExternalIPAddressResponse>',
     ['NewExternalIPAddress'],
   );
   assert.deepEqual(ok, { ok: true, fields: { NewExternalIPAddress: '1.2.3.4' } });

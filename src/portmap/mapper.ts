@@ -32,7 +32,7 @@ import { fetchIgd, soapCall, ssdpSearch, UPNP_ERRORS, type IgdService } from './
 import { udpExchange } from './udp.js';
 
 // ---------------------------------------------------------------- timings (all in one place)
-/** Discovery of what the gateway offers (PCP, NAT-PMP, SSDP + description), all three in parallel: at most this long. */
+/** Discovery of what the gateway offers (PCP, NAT-PMP, SSDP + description), the three in parallel: at most this. */
 export const DISCOVERY_TIMEOUT_MS = 1000;
 /** One mapping request (PCP/NAT-PMP exchange, or a SOAP call): at most this long. */
 export const MAP_TIMEOUT_MS = 1000;
@@ -293,7 +293,8 @@ export class PortMapper extends EventEmitter {
     const m = lease.mapping;
     this.log.info(
       'portmap_mapped',
-      `${m.protocol} mapping ${m.externalIp}:${m.externalPort} -> UDP ${m.internalPort} for ${m.lifetimeS || 'unlimited'} s (${why})`,
+      `${m.protocol} mapping ${m.externalIp}:${m.externalPort} -> UDP ${m.internalPort} ` +
+        `for ${m.lifetimeS || 'unlimited'} s (${why})`,
       { ...m, why },
     );
     this.scheduleRenew();
@@ -401,7 +402,7 @@ export class PortMapper extends EventEmitter {
     return lost;
   }
 
-  /** PCP/NAT-PMP servers multicast an announcement when they restart: re-create at once instead of at the next check. */
+  /** PCP/NAT-PMP servers multicast an announcement when they restart: re-create at once, not at the next check. */
   private listenAnnouncements(): void {
     if (this.announce || this.opts.announcements === false || this.closed) return;
     const m = this.lease?.mapping;

@@ -62,7 +62,8 @@ export function describePortmap(r: PortmapReport): string {
       })
     : 'nothing';
   const got = r.mapping
-    ? `mapped ${r.mapping.externalIp}:${r.mapping.externalPort} -> UDP ${r.mapping.internalPort} (${r.mapping.protocol}, ${r.mapping.lifetimeS || 'unlimited'} s; deleted again)`
+    ? `mapped ${r.mapping.externalIp}:${r.mapping.externalPort} -> UDP ${r.mapping.internalPort} ` +
+      `(${r.mapping.protocol}, ${r.mapping.lifetimeS || 'unlimited'} s; deleted again)`
     : `no mapping${r.failures.length ? ` (${r.failures.join('; ')})` : ''}`;
   return `gateway ${r.gateway} offers ${offers}; ${got}`;
 }

@@ -152,7 +152,8 @@ export function ssdpSearch(
   return new Promise((resolve) => {
     const s = dgram.createSocket({ type: 'udp4', reuseAddr: true });
     const msg = Buffer.from(
-      `M-SEARCH * HTTP/1.1\r\nHOST: ${SSDP_ADDRESS}:${SSDP_PORT}\r\nMAN: "ssdp:discover"\r\nMX: 1\r\nST: ${SEARCH_TARGET}\r\n\r\n`,
+      `M-SEARCH * HTTP/1.1\r\nHOST: ${SSDP_ADDRESS}:${SSDP_PORT}\r\nMAN: "ssdp:discover"\r\n` +
+        `MX: 1\r\nST: ${SEARCH_TARGET}\r\n\r\n`,
     );
     let done = false;
     let resend: NodeJS.Timeout | undefined;

@@ -453,6 +453,9 @@ export class Lab {
     for (const ns of names) await killNamespacePids(ns);
     for (const ns of names) await run('ip', ['netns', 'del', ns], { timeoutMs: 10_000 });
     await rm(join(STATE_DIR, `${prefix}.json`), { force: true });
+    // Per-lab files of the lab's daemons (miniupnpd config and pid: lab-miniupnpd.ts).
+    const own = (await readdir(STATE_DIR).catch(() => [] as string[])).filter((f) => f.startsWith(`${prefix}-`));
+    for (const f of own) await rm(join(STATE_DIR, f), { force: true });
   }
 
   /**

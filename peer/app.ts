@@ -70,6 +70,8 @@ export interface TunnelStatus {
    * asking/legacy for a peer not (yet) known to answer probes. null without a direct path.
    */
   pathMtu: { datagram: number; mtu: number; state: string } | null;
+  /** Our port-mapped candidate ("ip:port via pcp"), null without one (docs/PORTMAP.md). */
+  mapped: string | null;
 }
 /** What one `ping` through the admin socket answers. */
 export interface PingReply extends PingResult {
@@ -219,6 +221,11 @@ export class PeerApp {
     void this.observe?.close();
   }
 
+  /** After stop(): resolves once every entry's port mapping is deleted from the router (bounded). */
+  async released(): Promise<void> {
+    await Promise.all(this.entries.map((e) => e.peer.host.released()));
+  }
+
   private async tunnelStatus(e: Entry, t: TunnelInfo, now: number): Promise<TunnelStatus> {
     // A fresh round trip through the tunnel; KCP's smoothed RTT when the peer is slow to answer.
     let rttMs: number | null = t.rttMs || null;
@@ -249,6 +256,7 @@ export class PeerApp {
       rejectedDatagrams: t.rejectedDatagrams,
       resumes: t.resumes,
       pathMtu: t.pmtu ? { datagram: t.pmtu.datagram, mtu: t.pmtu.mtu, state: t.pmtu.state } : null,
+      mapped: t.mapped ?? null,
     };
   }
 

@@ -9,6 +9,7 @@ import { codeOf } from '../src/util/errors.js';
 import { NAME_RE, type Mode } from '../src/wire/control.js';
 import type { Logger } from '../src/util/log.js';
 import { detectNat } from '../src/stun/nat.js';
+import { describePortmap, portmapReport } from '../src/portmap/report.js';
 import { ConfigError, fromCommandLine, layered, loadConfigFile, PeerConfig } from '../src/config/index.js';
 import {
   encodePublicKey,
@@ -99,6 +100,7 @@ function tunnelOptions(cmd: Command): Command {
       `admin socket for \`peer status\` (default ${path.join(defaultAdminDir(), 'peer-PID.sock')})`,
     )
     .option('--no-admin', 'do not open an admin socket')
+    .option('--no-portmap', 'do not ask the gateway for a port mapping (PCP, NAT-PMP, UPnP IGD) of the data socket')
     .option(
       '--metrics <host:port>',
       'serve Prometheus metrics at http://HOST:PORT/metrics (and status JSON at /status)',
@@ -231,6 +233,7 @@ function commonFor(
     secret,
     token: layered<string>(cmd, 'token', { entry: entry.token, top: file?.token }),
     mode: layered<Mode>(cmd, 'mode', { entry: entry.mode, top: file?.mode }) ?? 'auto',
+    portmap: layered<boolean>(cmd, 'portmap', { top: file?.portmap }) !== false,
     identity,
     resumeTimeoutMs: resumeS * 1000,
     pmtu: pmtuSettings(cmd, log, file),
@@ -298,6 +301,7 @@ async function runAll(
     if (one) {
       await app.startVisit(one, log);
       app.stop();
+      await app.released();
       setTimeout(() => process.exit(0), 50);
     }
   } catch (e) {
@@ -646,12 +650,17 @@ addLogOptions(program.command('nat'))
       .makeOptionMandatory(),
   )
   .option('--json', 'print the report as one JSON object on stdout')
-  .action(async (o: { server: string; json?: boolean } & LogOpts) => {
+  .option('--no-portmap', 'do not ask the default gateway which port mapping protocols it offers')
+  .action(async (o: { server: string; json?: boolean; portmap: boolean } & LogOpts) => {
     const log = loggerFrom(o);
     // A server list (a,b) is for failover; any one of them classifies the NAT.
     const server = parseOrDie(log, o.server.split(',')[0].trim(), '--server', '127.0.0.1');
     try {
-      const report = await detectNat({ address: server.host, port: server.port });
+      const [stun, portmap] = await Promise.all([
+        detectNat({ address: server.host, port: server.port }),
+        o.portmap ? portmapReport(log) : null,
+      ]);
+      const report = { ...stun, ...(portmap ? { portmap } : {}) };
       if (o.json) {
         process.stdout.write(JSON.stringify(report) + '\n');
       } else {
@@ -664,6 +673,7 @@ addLogOptions(program.command('nat'))
           `filtering:           ${report.filtering}`,
           `NAT type:            ${report.natType}`,
           `hole punching:       ${report.isPublic || report.mapping === 'endpoint-independent' ? 'easy' : report.mapping === 'unknown' ? 'unknown' : 'hard (birthday punching against easy NATs; relay against another hard one)'}`,
+          ...(portmap ? [`port mapping:        ${describePortmap(portmap)}`] : []),
           ...report.notes.map((n) => `note: ${n}`),
         ];
         process.stdout.write(lines.join('\n') + '\n');

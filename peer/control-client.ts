@@ -30,6 +30,8 @@ export interface PeerOptions {
   log: Logger;
   /** Path MTU settings for the tunnels (`--max-datagram`, `--pmtu-raise-interval`; see peer/tunnel.ts). */
   pmtu?: { maxDatagram?: number; raiseIntervalMs?: number };
+  /** Ask the gateway for a port mapping of the data socket (default true; `--no-portmap`). */
+  portmap?: boolean;
 }
 
 export interface ControlClientOptions {

@@ -1,5 +1,6 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { TunnelInfo, TunnelTotals } from './tunnel.js';
+import { PORTMAP_PROTOCOLS, portmapCounters } from '../src/portmap/mapper.js';
 
 /** What one serve or visit entry contributes; read at every scrape. */
 export interface PeerMetricsEntry {
@@ -45,6 +46,21 @@ export function createPeerMetrics(source: () => PeerMetricsEntry[]): Registry {
             for (const [v, f] of extra.values) this.inc({ kind: e.kind, name: e.name, [extra.label]: v }, f(e.totals));
           else this.inc({ kind: e.kind, name: e.name }, pick(e.totals));
         }
+      },
+    });
+  // Port mappings of the data sockets (docs/PORTMAP.md): process-wide, per protocol.
+  for (const [what, help] of [
+    ['made', 'Port mappings the gateway granted (new, re-created or moved; renewals not counted)'],
+    ['failed', 'Port mapping requests the gateway refused or did not answer'],
+  ] as const)
+    new Counter({
+      name: `holepunch_peer_portmap_${what === 'made' ? 'mappings' : 'failures'}_total`,
+      help,
+      labelNames: ['protocol'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const p of PORTMAP_PROTOCOLS) this.inc({ protocol: p }, portmapCounters[what][p]);
       },
     });
   counter('holepunch_peer_sessions_total', 'Tunnel sessions opened (visit) or accepted (serve)', (t) => t.sessions);

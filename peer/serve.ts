@@ -60,6 +60,7 @@ export class ServePeer {
       server: opts.server,
       resumeTimeoutMs: opts.resumeTimeoutMs,
       pmtu: opts.pmtu,
+      portmap: opts.portmap,
     });
     this.servers = new ServerList(opts.servers?.length ? opts.servers : [opts.server]);
   }
@@ -84,6 +85,7 @@ export class ServePeer {
     this.control?.close();
     await drainAndFlush(this, graceMs);
     this.stop();
+    await this.host.released(); // the port mapping is deleted from the router
   }
 
   stop(): void {

@@ -48,6 +48,7 @@ export function formatStatus(s: PeerStatus): string {
     String(t.resumes ?? 0),
   ]);
   out.push('', ...table([head, ...rows]));
+  for (const t of s.tunnels) if (t.mapped) out.push(`  ${t.name} ${t.sid}: mapped candidate ${t.mapped}`);
   return out.join('\n') + '\n';
 }
 

@@ -6,7 +6,8 @@ import type { Path } from '../src/session/path.js';
 import type { SessionKeys } from '../src/crypto/index.js';
 import { DirectPathManager } from '../src/punch/direct.js';
 import { PmtuDriver, type PmtuStatus } from '../src/punch/pmtu-driver.js';
-import { gatherCandidates, type Gathered } from '../src/punch/candidates.js';
+import { gatherCandidates, mappedCandidate, withMappedCandidate, type Gathered } from '../src/punch/candidates.js';
+import { PortMapper, type Mapping } from '../src/portmap/mapper.js';
 import { PeerSocket } from '../src/punch/peer-socket.js';
 import { planPunch } from '../src/punch/strategy.js';
 import { PunchMemoryStore, PunchPlanner } from '../src/punch/planner.js';
@@ -75,6 +76,8 @@ export interface TunnelInfo {
   peerNat: NatInfo | null;
   /** Times this session took a lost path back (relay leg re-attached, control connection re-announced). */
   resumes: number;
+  /** Our port-mapped candidate ("ip:port via pcp"), if the gateway granted one (docs/PORTMAP.md). */
+  mapped?: string | null;
 }
 
 /** Counters summed over every session this host has had, closed ones included (monotonic, for metrics). */
@@ -129,17 +132,34 @@ export class TunnelHost {
     punchSuccesses: 0,
   };
 
+  /** Port mapping of the data socket (null: --no-portmap, --mode relay, or not opened yet). */
+  portmapper: PortMapper | null = null;
+  private portmapClosed: Promise<void> | null = null;
+  /** Mapping changes so far, and how many the last gather saw: a session started in between sends an update. */
+  private portmapChanges = 0;
+  private portmapSeen = 0;
+
   private readonly netwatch = new NetWatch();
 
   constructor(
-    readonly opts: { log: Logger; mode: Mode; server: HostPort; resumeTimeoutMs?: number; pmtu?: PmtuSettings },
+    readonly opts: {
+      log: Logger;
+      mode: Mode;
+      server: HostPort;
+      resumeTimeoutMs?: number;
+      pmtu?: PmtuSettings;
+      portmap?: boolean;
+    },
   ) {
     this.netwatch.on('change', (added: string[], removed: string[]) => this.localChange(added, removed));
   }
 
-  /** Opens the UDP socket unless punching is off. */
+  /** Opens the UDP socket unless punching is off, and starts asking the gateway for a mapping of it. */
   async open(): Promise<void> {
-    if (this.opts.mode !== 'relay' && !this.socket) this.socket = await PeerSocket.open();
+    if (this.opts.mode !== 'relay' && !this.socket) {
+      this.socket = await PeerSocket.open();
+      if (this.opts.portmap !== false) this.startPortmap(this.socket.port);
+    }
     this.netwatch.start();
   }
 
@@ -171,6 +191,40 @@ export class TunnelHost {
     for (const t of this.tunnels.values()) t.session.close('shutting down');
     this.socket?.close();
     this.socket = null;
+    this.portmapClosed ??= this.portmapper?.close() ?? Promise.resolve();
+  }
+
+  /** Resolves once the port mapping is deleted from the router after close() (bounded: DELETE_TIMEOUT_MS). */
+  released(): Promise<void> {
+    return this.portmapClosed ?? Promise.resolve();
+  }
+
+  /**
+   * The mapping is asked for in the background and never delays a session:
+   * candidates gathered before it exists go without it, and when it appears,
+   * changes port or is lost, every live session sends its new candidates
+   * (the rendezvous forwards them to the peer as a punch) and replans its own round.
+   */
+  private startPortmap(port: number): void {
+    const mapper = new PortMapper({ port, log: this.opts.log });
+    this.portmapper = mapper;
+    mapper.on('change', (m: Mapping | null) => this.onMapping(m));
+    void mapper.start();
+  }
+
+  private onMapping(m: Mapping | null): void {
+    this.portmapChanges++;
+    if (!this.gathered) return;
+    this.gathered = { ...this.gathered, candidates: withMappedCandidate(this.gathered.candidates, m) };
+    const g = this.gathered;
+    for (const [sid, t] of this.tunnels) {
+      if (t.session.closed || !t.direct) continue;
+      if (t.control && !t.control.isClosed)
+        t.control.send({ type: 'candidates', sid, candidates: g.candidates, nat: g.nat });
+      if (t.session.path?.kind === 'direct') continue;
+      const plan = t.direct.planFor([], planPunch(g.nat, t.peerNat));
+      if (plan.kind !== 'none') t.direct.punch([], plan, 0);
+    }
   }
 
   /** Candidates for a new session, from STUN on the data socket (empty with --mode relay). */
@@ -178,11 +232,14 @@ export class TunnelHost {
     if (!this.socket || !control.welcome) return { candidates: [], nat: { mapping: 'unknown', filtering: 'unknown' } };
     const host = control.remoteAddress !== undefined ? unmapIPv4(control.remoteAddress) : this.opts.server.host;
     const loopback = host.startsWith('127.') || host === '::1';
-    this.gathered = await gatherCandidates(
+    const g = await gatherCandidates(
       this.socket,
       { address: host, port: control.welcome.udpPort },
       { includeLoopback: loopback },
     );
+    // The port mapping, if the gateway granted one by now (it is never waited for).
+    this.portmapSeen = this.portmapChanges;
+    this.gathered = { ...g, candidates: withMappedCandidate(g.candidates, this.portmapper?.mapping ?? null) };
     return this.gathered;
   }
 
@@ -281,6 +338,11 @@ export class TunnelHost {
           sid,
         }),
       });
+      if (this.portmapSeen !== this.portmapChanges && this.gathered) {
+        // The mapping changed after this session's candidates went out.
+        this.portmapSeen = this.portmapChanges;
+        control.send({ type: 'candidates', sid, candidates: this.gathered.candidates, nat: this.gathered.nat });
+      }
       tunnel.direct.deliverTo(session.deliver);
       tunnel.pmtu = new PmtuDriver({ session, log, ...this.opts.pmtu });
       const early = this.early.get(sid);
@@ -501,6 +563,7 @@ export class TunnelHost {
       localNat: this.gathered?.nat ?? null,
       peerNat: t.peerNat ?? null,
       resumes: t.resumes ?? 0,
+      mapped: describeMapped(this.gathered?.candidates),
     };
   }
 
@@ -512,3 +575,8 @@ export class TunnelHost {
 }
 
 export type { Candidate };
+
+function describeMapped(cands: readonly Candidate[] | undefined): string | null {
+  const c = cands && mappedCandidate(cands);
+  return c ? `${c.address}:${c.port} via ${c.portmap ?? 'mapping'}` : null;
+}

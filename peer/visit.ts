@@ -57,6 +57,7 @@ export class VisitPeer {
       server: opts.server,
       resumeTimeoutMs: opts.resumeTimeoutMs,
       pmtu: opts.pmtu,
+      portmap: opts.portmap,
     });
     this.servers = new ServerList(opts.servers?.length ? opts.servers : [opts.server]);
   }
@@ -104,6 +105,7 @@ export class VisitPeer {
     this.server?.close();
     await drainAndFlush(this, graceMs);
     this.stop();
+    await this.host.released(); // the port mapping is deleted from the router
   }
 
   stop(): void {

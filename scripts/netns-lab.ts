@@ -17,6 +17,8 @@ import { CLI, captureOutput, killGroup, run, stopProcess, type ExecOptions, type
 
 // Process helpers live in proc.ts; re-exported so lab users need one import.
 export * from './proc.js';
+export * from './lab-miniupnpd.js';
+import { startMiniupnpd, type MiniupnpdOptions } from './lab-miniupnpd.js';
 
 // ---------------------------------------------------------------------------
 // Topology description
@@ -58,6 +60,8 @@ export const MAX_LAB_MTU = 9000;
 
 export interface RouterSpec extends LinkOptions {
   type: RouterType;
+  /** Run miniupnpd (UPnP IGD, NAT-PMP, PCP) on this router; it gets a non-reserved WAN address (lab-miniupnpd.ts). */
+  miniupnpd?: boolean | MiniupnpdOptions;
 }
 
 export interface Topology {
@@ -202,7 +206,7 @@ export function planTopology(prefix: string, topology: Topology): LabPlan {
 }
 
 function linkOf(r: RouterSpec): LinkOptions {
-  const { type: _t, ...rest } = r;
+  const { type: _t, miniupnpd: _m, ...rest } = r;
   return rest;
 }
 
@@ -434,6 +438,11 @@ export class Lab {
         createdAt: new Date().toISOString(),
       });
       await lab.build();
+      for (const site of ['a', 'b'] as const) {
+        const r = opts.topology[site];
+        if (typeof r === 'object' && r.miniupnpd)
+          await startMiniupnpd(lab, `r${site}`, r.miniupnpd === true ? {} : r.miniupnpd);
+      }
     } catch (e) {
       await Lab.cleanupStale(prefix);
       throw e;
@@ -460,6 +469,9 @@ export class Lab {
     for (const ns of names) await killNamespacePids(ns);
     for (const ns of names) await run('ip', ['netns', 'del', ns], { timeoutMs: 10_000 });
     await rm(join(STATE_DIR, `${prefix}.json`), { force: true });
+    // Per-lab files of the lab's daemons (miniupnpd config and pid: lab-miniupnpd.ts).
+    const own = (await readdir(STATE_DIR).catch(() => [] as string[])).filter((f) => f.startsWith(`${prefix}-`));
+    for (const f of own) await rm(join(STATE_DIR, f), { force: true });
   }
 
   /**
@@ -1098,7 +1110,14 @@ export function parseTopologyArgs(spec0: string, flags: string[]): Topology {
       return [m[1], m[2]] as const;
     };
     if (f === '--same-lan') topo.sameLan = true;
-    else if (f === '--attacker') topo.attacker = true;
+    else if (f === '--miniupnpd') {
+      // --miniupnpd ra (all protocols) or ra=pcp / ra=upnp / ra=natpmp (one alone)
+      const v = flags[++i] ?? '';
+      const m = v.match(/^(r?[ab])(?:=(pcp|natpmp|upnp))?$/);
+      if (!m) throw new Error(`--miniupnpd expects ra, rb or ra=pcp|natpmp|upnp, got "${v}"`);
+      const proto = m[2] === 'natpmp' ? 'nat-pmp' : (m[2] as 'pcp' | 'upnp' | undefined);
+      (topo[site(m[1])] as RouterSpec).miniupnpd = proto ? { protocols: [proto] } : true;
+    } else if (f === '--attacker') topo.attacker = true;
     else if (f === '--overlapping-lans') topo.overlappingLans = true;
     else if (f === '--cgnat') {
       const [k, v] = kv();
@@ -1129,6 +1148,7 @@ const USAGE = `usage: netns-lab <command> [--prefix P]
                         flags: --same-lan --attacker --overlapping-lans --cgnat a=cone
                                --loss ra=10 --rate rb=50 --udp-timeout ra=5
                                --mtu ra=1280 (black hole) --mtu-icmp rb=1492 (ICMP frag-needed)
+                               --miniupnpd ra (UPnP IGD + NAT-PMP + PCP; ra=pcp|natpmp|upnp: one alone)
   down                  delete the lab (all namespaces <prefix>-*), kill its processes
   exec HOST CMD...      run CMD inside HOST's namespace (HOST: inet rdv ra rb a a2 b attacker ca cb)
   status                list labs, their nodes and addresses

@@ -80,6 +80,8 @@ export const PeerConfig = z.strictObject({
   'max-datagram': z.number().int().min(548).max(1472).optional(),
   /** Seconds after a path MTU search ended below the bound before it searches again. */
   'pmtu-raise-interval': z.number().min(1).max(3600).optional(),
+  // false: never ask the gateway for a port mapping (PCP, NAT-PMP, UPnP IGD); docs/PORTMAP.md.
+  portmap: z.boolean().optional(),
   serve: z.array(ServeEntry).default([]),
   visit: z.array(VisitEntry).default([]),
 });

@@ -1,7 +1,7 @@
 import os from 'node:os';
 import { stunBinding } from '../stun/client.js';
 import { classifyMapping, otherAddressFor } from '../stun/nat.js';
-import type { Candidate, NatInfo } from '../wire/control.js';
+import { isMappedCandidate, type Candidate, type NatInfo } from '../wire/control.js';
 import type { PeerSocket } from './peer-socket.js';
 
 /** Host candidates: this machine's own interface addresses, with the data socket's port (pure but for os). */
@@ -65,4 +65,38 @@ export async function gatherCandidates(
   } catch {
     return { candidates, nat };
   }
+}
+
+/** The part of a port mapping (src/portmap/mapper.ts) a candidate needs. */
+export interface MappedEndpoint {
+  protocol: 'pcp' | 'nat-pmp' | 'upnp';
+  externalIp: string;
+  externalPort: number;
+}
+
+/**
+ * `candidates` with the port mapping as the first candidate (pure): any
+ * earlier mapped candidate is replaced (a lease re-made on another port), none
+ * is added when `mapping` is null (the lease was lost). On the wire it is
+ * kind 'srflx' with `portmap` set, which peers that predate mapped candidates
+ * read as a plain server-reflexive candidate (docs/PROTOCOL.md). A STUN
+ * candidate with the same address and port gives way to it.
+ */
+export function withMappedCandidate(candidates: readonly Candidate[], mapping: MappedEndpoint | null): Candidate[] {
+  const rest = candidates.filter((c) => !isMappedCandidate(c));
+  if (!mapping) return rest;
+  const same = (c: Candidate) => c.address === mapping.externalIp && c.port === mapping.externalPort;
+  const mapped: Candidate = {
+    address: mapping.externalIp,
+    port: mapping.externalPort,
+    family: 'IPv4',
+    kind: 'srflx',
+    portmap: mapping.protocol,
+  };
+  return [mapped, ...rest.filter((c) => !same(c))].slice(0, 16);
+}
+
+/** The port-mapped candidate among `candidates`, if any. */
+export function mappedCandidate(candidates: readonly Candidate[]): Candidate | undefined {
+  return candidates.find(isMappedCandidate);
 }

@@ -1,4 +1,4 @@
-import type { Candidate, NatInfo } from '../wire/control.js';
+import { isMappedCandidate, type Candidate, type NatInfo } from '../wire/control.js';
 import type { Logger } from '../util/log.js';
 import {
   addEvidence,
@@ -56,8 +56,13 @@ export class PunchPlanner {
     store.memory = forgetPunches(store.memory, Date.now(), PUNCH_MEMORY_MAX_AGE_MS);
     const d = nextPunchPlan(
       store.memory,
-      { role, nat: this.opts.localNat(), publicIp: publicIp(this.opts.localCandidates()) },
-      { nat: this.opts.peerNat(), publicIp: publicIp(peerCandidates) },
+      {
+        role,
+        nat: this.opts.localNat(),
+        publicIp: publicIp(this.opts.localCandidates()),
+        mapped: this.opts.localCandidates().some(isMappedCandidate),
+      },
+      { nat: this.opts.peerNat(), publicIp: publicIp(peerCandidates), mapped: peerCandidates.some(isMappedCandidate) },
       this.evidence,
     );
     this.last = d;

@@ -99,7 +99,7 @@ export type MappingEvidence =
  * or skip the call after a long idle).
  */
 export function mappingEvidence(
-  advertised: readonly Pick<Candidate, 'address' | 'port' | 'kind'>[],
+  advertised: readonly Pick<Candidate, 'address' | 'port' | 'kind' | 'portmap'>[],
   seenAs: { address: string; port: number },
   opts: { extraSockets?: boolean } = {},
 ): MappingEvidence {
@@ -107,7 +107,7 @@ export function mappingEvidence(
   if (advertised.some((c) => normaliseV4(c.address) === addr && c.port === seenAs.port)) return { kind: 'expected' };
   if (isPrivateAddress(addr) || /^100\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])\./.test(addr))
     return { kind: 'none', reason: 'seen from a private address: a LAN path, not a NAT mapping' };
-  const srflx = advertised.find((c) => c.kind === 'srflx' && normaliseV4(c.address) === addr);
+  const srflx = advertised.find((c) => c.kind === 'srflx' && !isMapped(c) && normaliseV4(c.address) === addr);
   if (!srflx) {
     const reason = advertised.some((c) => c.kind === 'srflx')
       ? 'seen from a public IP that no server-reflexive candidate has'
@@ -142,12 +142,35 @@ export interface PunchSide {
   nat?: NatInfo;
   /** Its public (server-reflexive) IP, if known: a new network means new NATs, so a new key. */
   publicIp?: string;
+  /** It holds a port mapping of its data socket (a 'mapped' candidate): see withMapping. */
+  mapped?: boolean;
 }
 
 /** The peer, as the rendezvous described it (role implied: the other one). */
 export interface PunchPeer {
   nat?: NatInfo;
   publicIp?: string;
+  /** Its candidates include a port-mapped one. */
+  mapped?: boolean;
+}
+
+/** The NAT every side with a port mapping presents on its mapped port: any peer's packets reach it. */
+export const MAPPED_NAT: NatInfo = { mapping: 'endpoint-independent', filtering: 'endpoint-independent' };
+
+/**
+ * A side's NAT as punching sees it (pure): with a port mapping (PCP, NAT-PMP,
+ * UPnP IGD), the gateway forwards whatever reaches the mapped port to the
+ * data socket, whatever its NAT does to other traffic, so the side is
+ * effectively a full cone on that port: never 'hard', and its peer needs no
+ * more than plain probes from its own main socket. Overrides evidence:
+ * per-destination mapping of our outgoing probes no longer matters.
+ */
+export function withMapping(nat: NatInfo | undefined, mapped: boolean | undefined): NatInfo | undefined {
+  return mapped ? MAPPED_NAT : nat;
+}
+
+function isMapped(c: Pick<Candidate, 'kind' | 'portmap'>): boolean {
+  return c.kind === 'mapped' || c.portmap !== undefined;
 }
 
 /** Failed stages per pair of NAT observations. Immutable: recordPunch returns a new one. */
@@ -200,10 +223,10 @@ export function stageName(s: PunchStage): string {
  * laptop on another network) is a new key: nothing failed there yet.
  */
 export function pairKey(mine: PunchSide, peer: PunchPeer, evidence: PunchEvidence = {}): string {
-  const m = withEvidence(mine.nat, evidence.mine);
-  const p = withEvidence(peer.nat, evidence.peer);
+  const m = withMapping(withEvidence(mine.nat, evidence.mine), mine.mapped);
+  const p = withMapping(withEvidence(peer.nat, evidence.peer), peer.mapped);
   const side = (n: NatInfo | undefined, ip: string | undefined) =>
-    `${n?.mapping ?? 'unknown'}/${n?.filtering ?? 'unknown'}@${ip ?? '?'}`;
+    `${n === MAPPED_NAT ? 'mapped' : `${n?.mapping ?? 'unknown'}/${n?.filtering ?? 'unknown'}`}@${ip ?? '?'}`;
   const v = mine.role === 'visitor' ? side(m, mine.publicIp) : side(p, peer.publicIp);
   const s = mine.role === 'visitor' ? side(p, peer.publicIp) : side(m, mine.publicIp);
   return `v=${v} s=${s}`;
@@ -224,8 +247,13 @@ export function punchLadder(visitor: NatInfo | undefined, server: NatInfo | unde
   const s = isHard(server);
   if (v && s) return [{ kind: 'relay', cause: 'both NATs map per destination (symmetric)' }];
   const exhausted: PunchStage = { kind: 'relay', cause: 'every punch plan failed for this pair of NATs' };
-  if (v) return [{ kind: 'birthday', hard: 'visitor' }, exhausted];
-  if (s) return [{ kind: 'birthday', hard: 'server' }, exhausted];
+  // Against endpoint-independent filtering (a full cone, or a port mapping) the hard side's
+  // probes from its main socket get through as they are: try plain before birthday.
+  const open = (n: NatInfo | undefined) => n?.filtering === 'endpoint-independent';
+  if (v)
+    return [...(open(server) ? [{ kind: 'plain' } as const] : []), { kind: 'birthday', hard: 'visitor' }, exhausted];
+  if (s)
+    return [...(open(visitor) ? [{ kind: 'plain' } as const] : []), { kind: 'birthday', hard: 'server' }, exhausted];
   const untested = (n: NatInfo | undefined) => (n?.mapping ?? 'unknown') === 'unknown';
   const first: Role = untested(server) && !untested(visitor) ? 'server' : 'visitor';
   const second: Role = first === 'visitor' ? 'server' : 'visitor';
@@ -260,8 +288,8 @@ export function nextPunchPlan(
   evidence: PunchEvidence = {},
 ): PunchDecision {
   const key = pairKey(mine, peer, evidence);
-  const m = withEvidence(mine.nat, evidence.mine);
-  const p = withEvidence(peer.nat, evidence.peer);
+  const m = withMapping(withEvidence(mine.nat, evidence.mine), mine.mapped);
+  const p = withMapping(withEvidence(peer.nat, evidence.peer), peer.mapped);
   const [visitor, server] = mine.role === 'visitor' ? [m, p] : [p, m];
   const ladder = punchLadder(visitor, server);
   const rec = memory.get(key);

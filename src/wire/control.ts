@@ -32,9 +32,19 @@ export type Endpoint = z.infer<typeof Endpoint>;
 
 /** A way to reach a peer's data socket; see docs/PROTOCOL.md "Candidates". */
 export const Candidate = Endpoint.extend({
-  kind: z.enum(['host', 'srflx', 'prflx']),
+  // 'mapped': an external address:port the peer's gateway mapped to its data socket (PCP, NAT-PMP, UPnP IGD).
+  // Peers that predate it reject a whole message with an unknown kind, so for now a mapped candidate
+  // travels as kind 'srflx' with `portmap` set (older parsers strip the unknown field); `mapped` is
+  // accepted on receipt so a later version can send it. See docs/PROTOCOL.md "Mapped candidates".
+  kind: z.enum(['host', 'srflx', 'prflx', 'mapped']),
+  portmap: z.enum(['pcp', 'nat-pmp', 'upnp']).optional(),
 });
 export type Candidate = z.infer<typeof Candidate>;
+
+/** Is `c` a port-mapped candidate (kind 'mapped', or 'srflx' carrying `portmap`, as sent today)? */
+export function isMappedCandidate(c: Pick<Candidate, 'kind' | 'portmap'>): boolean {
+  return c.kind === 'mapped' || c.portmap !== undefined;
+}
 
 export const NatInfo = z.object({
   mapping: z.enum(['endpoint-independent', 'address-dependent', 'address-and-port-dependent', 'unknown']),

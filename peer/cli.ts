@@ -93,7 +93,8 @@ function tunnelOptions(cmd: Command): Command {
     )
     .option(
       '--identity <file>',
-      'long-term key pair from `peer keygen` (serve: holds the name, proves the server to pinning visitors; visit: proves us to --allow)',
+      'long-term key pair from `peer keygen` ' +
+        '(serve: holds the name, proves the server to pinning visitors; visit: proves us to --allow)',
     )
     .option(
       '--admin <path>',
@@ -107,7 +108,8 @@ function tunnelOptions(cmd: Command): Command {
     )
     .option(
       '--resume-timeout <seconds>',
-      'how long a session waits for a lost network, relay or rendezvous to come back (open connections wait too) before it ends',
+      'how long a session waits for a lost network, relay or rendezvous to come back ' +
+        '(open connections wait too) before it ends',
       String(DEFAULT_RESUME_TIMEOUT_S),
     )
     .option(
@@ -132,9 +134,12 @@ interface LogOpts {
   quiet?: boolean;
 }
 
-/** The config file (if any) and a logger that honours it; config errors end the process with their file:line message. */
+/**
+ * The config file (if any) and a logger that honours it; config errors end the process with their file:line
+ * message.
+ */
 function setup(cmd: Command): { file: PeerConfig | null; log: Logger } {
-  const o = cmd.opts() as LogOpts & { config?: string };
+  const o = cmd.opts<LogOpts & { config?: string }>();
   let file: PeerConfig | null = null;
   let configError: ConfigError | null = null;
   if (o.config) {
@@ -186,7 +191,8 @@ function loadIdentity(log: Logger, file: string): Identity {
   } catch (e) {
     return die(
       log,
-      `cannot read identity file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message} (make one with \`peer keygen --out ${file}\`)`,
+      `cannot read identity file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message} ` +
+        `(make one with \`peer keygen --out ${file}\`)`,
       'identity',
     );
   }
@@ -221,7 +227,8 @@ function commonFor(
     );
   if (!secret)
     die(log, `${label}: no secret: pass --secret, set PEER_SECRET, or set secret in the config file`, 'usage');
-  // A comma-separated list names several rendezvous nodes of one cluster: used in order, failing over (docs/CLUSTER.md).
+  // A comma-separated list names several rendezvous nodes of one cluster: used in order, failing over
+  // (docs/CLUSTER.md).
   const parts = server.split(',').filter((s) => s.trim());
   const servers =
     parts.length > 1
@@ -260,7 +267,10 @@ function pmtuSettings(cmd: Command, log: Logger, file: PeerConfig | null): PmtuS
   return out;
 }
 
-/** Starts every entry in one process, with the admin socket and metrics; the process lives until a signal or a fatal error. */
+/**
+ * Starts every entry in one process, with the admin socket and metrics; the process lives until a signal or a fatal
+ * error.
+ */
 async function runAll(
   cmd: Command,
   log: Logger,
@@ -271,10 +281,11 @@ async function runAll(
   if (!serves.length && !visits.length)
     die(
       log,
-      'nothing to run: give --name/--local (serve), a NAME (visit), or [[serve]]/[[visit]] entries in the --config file',
+      'nothing to run: give --name/--local (serve), a NAME (visit), ' +
+        'or [[serve]]/[[visit]] entries in the --config file',
       'usage',
     );
-  const o = cmd.opts() as { drainTimeout: string };
+  const o = cmd.opts<{ drainTimeout: string }>();
   const drainS = Number(layered<string | number>(cmd, 'drainTimeout', { top: file?.['drain-timeout'] }));
   if (!Number.isFinite(drainS) || drainS < 0)
     die(log, `invalid --drain-timeout "${o.drainTimeout}": expected seconds >= 0`, 'usage');
@@ -288,7 +299,7 @@ async function runAll(
     // A `visit --stdio` (one per ssh connection) shares the config file with the long-running
     // peer, so it takes the file's listeners (admin, metrics) only when told on the command line.
     const metrics = stdio
-      ? (cmd.opts() as { metrics?: string }).metrics
+      ? cmd.opts<{ metrics?: string }>().metrics
       : layered<string>(cmd, 'metrics', { top: file?.metrics });
     if (metrics) {
       const where = await app.startMetrics(parseOrDie(log, metrics, '--metrics', '127.0.0.1'));
@@ -318,7 +329,7 @@ async function startAdmin(
   stdio: boolean,
 ): Promise<void> {
   const configured = stdio
-    ? (cmd.opts() as { admin?: string | boolean }).admin
+    ? cmd.opts<{ admin?: string | boolean }>().admin
     : layered<string | boolean>(cmd, 'admin', { top: file?.admin });
   if (configured === false) return;
   const explicit = typeof configured === 'string';
@@ -351,7 +362,7 @@ tunnelOptions(program.command('serve'))
   .action(async (_o: unknown, cmd: Command) => {
     const { file, log } = setup(cmd);
     await identityReady();
-    const o = cmd.opts() as { name?: string; local?: string; allow?: string[] };
+    const o = cmd.opts<{ name?: string; local?: string; allow?: string[] }>();
     const identity = identityFor(cmd, log, file);
     let entries = file?.serve ?? [];
     if (o.name) {
@@ -390,13 +401,15 @@ function serveSpec(
 
 tunnelOptions(program.command('visit'))
   .description(
-    'reach a named service: on a local port (--bind) or on stdin/stdout (--stdio); without NAME, every [[visit]] entry of --config',
+    'reach a named service: on a local port (--bind) or on stdin/stdout (--stdio); ' +
+      'without NAME, every [[visit]] entry of --config',
   )
   .argument('[name]', 'the name the service was registered with')
   .option('--bind <host:port>', 'accept local connections here (e.g. 127.0.0.1:2222); port 0 picks one')
   .option(
     '--stdio',
-    'carry one connection over stdin/stdout (for ssh -o ProxyCommand); logs warnings and errors only unless --log-level',
+    'carry one connection over stdin/stdout (for ssh -o ProxyCommand); ' +
+      'logs warnings and errors only unless --log-level',
   )
   .option(
     '--server-key <pubkey>',
@@ -405,7 +418,7 @@ tunnelOptions(program.command('visit'))
   .action(async (name: string | undefined, _o: unknown, cmd: Command) => {
     const { file, log } = setup(cmd);
     await identityReady();
-    const o = cmd.opts() as { bind?: string; stdio?: boolean; serverKey?: string };
+    const o = cmd.opts<{ bind?: string; stdio?: boolean; serverKey?: string }>();
     const identity = identityFor(cmd, log, file);
     let specs: VisitSpec[];
     if (name) {
@@ -474,7 +487,8 @@ program
     if (!sockets.length)
       die(
         null,
-        `no running peer found (no live admin socket in ${defaultAdminDir()}); is \`peer serve\`, \`peer visit --bind\` or \`peer run\` running as this user?`,
+        `no running peer found (no live admin socket in ${defaultAdminDir()}); ` +
+          'is `peer serve`, `peer visit --bind` or `peer run` running as this user?',
         'no_peer',
       );
     try {
@@ -531,7 +545,7 @@ Exit status: 0 if a probe was answered (with --until-direct: on a direct path), 
   .action(async (name: string, _o: unknown, cmd: Command) => {
     const { file, log } = setup(cmd);
     checkName(log, name);
-    const o = cmd.opts() as { count: string; untilDirect?: boolean; timeout: string; json?: boolean; admin?: string };
+    const o = cmd.opts<{ count: string; untilDirect?: boolean; timeout: string; json?: boolean; admin?: string }>();
     const count = Number(o.count);
     if (!Number.isInteger(count) || count < 1 || count > MAX_PING_COUNT)
       die(log, `invalid --count "${o.count}": expected a whole number from 1 to ${MAX_PING_COUNT}`, 'usage');
@@ -555,12 +569,13 @@ Exit status: 0 if a probe was answered (with --until-direct: on a direct path), 
     if (!server)
       die(
         log,
-        `no running peer serves or visits "${name}" (no admin socket in ${defaultAdminDir()} has it): pass --server and --secret (or PEER_SERVER and PEER_SECRET) to ping on its own`,
+        `no running peer serves or visits "${name}" (no admin socket in ${defaultAdminDir()} has it): ` +
+          'pass --server and --secret (or PEER_SERVER and PEER_SECRET) to ping on its own',
         'no_peer',
       );
     await identityReady();
     const identity = identityFor(cmd, log, file);
-    const serverKey = (cmd.opts() as { serverKey?: string }).serverKey;
+    const serverKey = cmd.opts<{ serverKey?: string }>().serverKey;
     const spec = visitSpec(cmd, log, file, { name, bind: null }, identity, serverKey);
     const peer = new VisitPeer({ ...spec, log });
     try {
@@ -602,14 +617,16 @@ program
   .option('--force', 'overwrite an existing file')
   .addHelpText(
     'after',
-    '\nGive the file to `serve --identity` / `visit --identity`; give the printed public key to the other side\n(`serve --allow KEY` to admit a visitor, `visit --server-key KEY` to pin a server).',
+    '\nGive the file to `serve --identity` / `visit --identity`; give the printed public key to the other side\n' +
+      '(`serve --allow KEY` to admit a visitor, `visit --server-key KEY` to pin a server).',
   )
   .action(async (o: { out: string; force?: boolean }) => {
     await identityReady();
     if (fs.existsSync(o.out) && !o.force)
       die(
         null,
-        `${o.out} already exists (use --force to replace it; visitors or servers pinning its key would then refuse you)`,
+        `${o.out} already exists ` +
+          '(use --force to replace it; visitors or servers pinning its key would then refuse you)',
         'usage',
       );
     const id = generateIdentity();
@@ -642,7 +659,9 @@ addLogOptions(program.command('nat'))
   .description("classify this host's NAT against a rendezvous (or any RFC 5389 STUN server)")
   .addHelpText(
     'after',
-    '\nThe mapping test needs a server with a second port (a rendezvous has one by default: its UDP port + 1) or a second address (rendezvous --alt-udp); with a second port only, address-dependent mapping cannot be told from endpoint-independent, and the report says so.',
+    '\nThe mapping test needs a server with a second port (a rendezvous has one by default: its UDP port + 1)' +
+      ' or a second address (rendezvous --alt-udp); with a second port only, address-dependent mapping' +
+      ' cannot be told from endpoint-independent, and the report says so.',
   )
   .addOption(
     new Option('--server <host:port>', 'the rendezvous (its UDP port) or a STUN server')
@@ -665,6 +684,12 @@ addLogOptions(program.command('nat'))
         process.stdout.write(JSON.stringify(report) + '\n');
       } else {
         const ep = (e: { address: string; port: number }) => `${e.address}:${e.port}`;
+        const punching =
+          report.isPublic || report.mapping === 'endpoint-independent'
+            ? 'easy'
+            : report.mapping === 'unknown'
+              ? 'unknown'
+              : 'hard (birthday punching against easy NATs; relay against another hard one)';
         const lines = [
           `public address:      ${ep(report.publicAddress)}`,
           `local address:       ${ep(report.localAddress)}`,
@@ -672,7 +697,7 @@ addLogOptions(program.command('nat'))
           `mapping:             ${report.mapping}${mappingScope(report.mappingTested, report.mapping)}`,
           `filtering:           ${report.filtering}`,
           `NAT type:            ${report.natType}`,
-          `hole punching:       ${report.isPublic || report.mapping === 'endpoint-independent' ? 'easy' : report.mapping === 'unknown' ? 'unknown' : 'hard (birthday punching against easy NATs; relay against another hard one)'}`,
+          `hole punching:       ${punching}`,
           ...(portmap ? [`port mapping:        ${describePortmap(portmap)}`] : []),
           ...report.notes.map((n) => `note: ${n}`),
         ];

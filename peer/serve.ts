@@ -127,7 +127,8 @@ export class ServePeer {
     }
     log.info(
       'ready',
-      `serving "${this.opts.name}" -> ${this.opts.local.host}:${this.opts.local.port} via ${server.host}:${server.port}`,
+      `serving "${this.opts.name}" -> ${this.opts.local.host}:${this.opts.local.port} ` +
+        `via ${server.host}:${server.port}`,
       {
         name: this.opts.name,
         local: `${this.opts.local.host}:${this.opts.local.port}`,
@@ -241,7 +242,10 @@ export class ServePeer {
     const allow = this.opts.allow ?? [];
     if (!allow.length) return null;
     if (!m.idKey || !m.idSig)
-      return 'this server only accepts pinned visitor keys (--allow); the visitor presented none (visit --identity FILE)';
+      return (
+        'this server only accepts pinned visitor keys (--allow); ' +
+        'the visitor presented none (visit --identity FILE)'
+      );
     const key = Buffer.from(m.idKey, 'base64');
     if (!allow.some((k) => Buffer.from(k).equals(key))) return `visitor key ${m.idKey} is not in --allow`;
     if (!verifyVisit(key, Buffer.from(m.idSig, 'base64'), hsInit)) return "the visitor's key signature does not verify";

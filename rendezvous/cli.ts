@@ -25,7 +25,7 @@ const program = new Command('rendezvous')
 Examples:
   rendezvous                                   # TCP and UDP 7000 on all addresses (UDP 7001 too: STUN), relay embedded
   rendezvous --listen 0.0.0.0:7000 --alt-udp 198.51.100.8:7001 --token "$T"
-  rendezvous --config /etc/holepunch/rendezvous.toml --metrics 127.0.0.1:9100   # dashboard at /, Prometheus, /status JSON
+  rendezvous --config /etc/holepunch/rendezvous.toml --metrics 127.0.0.1:9100 # dashboard at /, Prometheus, /status JSON
   rendezvous --metrics 10.0.0.5:9100 --metrics-token "$MT"   # off loopback: open http://10.0.0.5:9100/?token=$MT once
   relay --listen 0.0.0.0:7001 --key "$K" & rendezvous --relay relay.example.com:7001 --relay-key "$K"
   rendezvous --registry redis://10.0.0.5:6379/0 --node-id rdv-a --advertise 10.0.0.11:7000   # one node of a cluster (docs/CLUSTER.md)
@@ -41,7 +41,8 @@ or --alt-port; or the --alt-udp address) in your firewall.`,
   )
   .option(
     '--alt-port <port|off>',
-    'a second UDP port on the --udp address that answers STUN, so peers behind a symmetric NAT can tell (default: the UDP port + 1; 0 or off: none; ignored with --alt-udp)',
+    'a second UDP port on the --udp address that answers STUN, so peers behind a symmetric NAT can tell ' +
+      '(default: the UDP port + 1; 0 or off: none; ignored with --alt-udp)',
   )
   .addOption(new Option('--token <token>', 'require this token from every peer').env('RENDEZVOUS_TOKEN'))
   .option('--relay <host:port>', 'use a standalone relay (see `relay --help`) instead of the embedded one')
@@ -79,7 +80,8 @@ or --alt-port; or the --alt-udp address) in your firewall.`,
   .addOption(
     new Option(
       '--metrics-token <token>',
-      'require this token on the --metrics listener (dashboard, /metrics, /status); needed for the dashboard off loopback',
+      'require this token on the --metrics listener (dashboard, /metrics, /status); ' +
+        'needed for the dashboard off loopback',
     ).env('RENDEZVOUS_METRICS_TOKEN'),
   )
   .option('--status <host:port>', 'serve the read-only status JSON at http://HOST:PORT/status (also on --metrics)')

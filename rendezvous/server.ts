@@ -6,7 +6,7 @@ import { FramedSocket } from '../src/transport/framed-socket.js';
 import { identityReady, verifyRegistration } from '../src/crypto/identity.js';
 import type { Logger } from '../src/util/log.js';
 import { PROTOCOL_VERSION } from '../src/wire/frame.js';
-import type { Candidate, ControlMessage, MessageOf, NatInfo } from '../src/wire/control.js';
+import type { Candidate, ControlMessage, ErrorCode, MessageOf, NatInfo } from '../src/wire/control.js';
 import { issueTicket, newSessionId, relayKeyFrom } from '../src/wire/ticket.js';
 import { Relay } from '../relay/relay.js';
 import { checkResumeToken, parseAnchor } from '../src/crypto/resume.js';
@@ -51,9 +51,15 @@ export interface RendezvousOptions {
   maxMemoryMb?: number;
   /** Per-session relay rate in bytes/s (0: unlimited). */
   relayRate?: number;
-  /** Share names and broker sessions with other nodes (docs/CLUSTER.md); unset: a single node with its in-memory registry. */
+  /**
+   * Share names and broker sessions with other nodes (docs/CLUSTER.md); unset: a single node with its in-memory
+   * registry.
+   */
   cluster?: Cluster;
-  /** How long a session whose peer lost its control connection waits for `session_resume` (and the relay for `relay_resume`). */
+  /**
+   * How long a session whose peer lost its control connection waits for `session_resume` (and the relay for
+   * `relay_resume`).
+   */
   resumeTimeoutMs?: number;
 }
 
@@ -126,7 +132,10 @@ interface Brokered {
   serverCandidates?: Candidate[];
 }
 
-/** One registered name as the status endpoint shows it (`nat` and `since`: when the serve peer said, and registered). */
+/**
+ * One registered name as the status endpoint shows it (`nat` and `since`: when the serve peer said, and
+ * registered).
+ */
 export interface NameInfo {
   name: string;
   address: string;
@@ -161,7 +170,10 @@ export class RendezvousServer {
   private perIp = new Map<string, number>();
   private sessions = new Map<string, Brokered>();
   stats = { connects: 0, rejected: 0, limitsHit: 0 };
-  /** Emits 'punch' (visitorNat, serverNat) when a punch is ordered and 'punch_success' (same) on a session's first direct path. */
+  /**
+   * Emits 'punch' (visitorNat, serverNat) when a punch is ordered and 'punch_success' (same) on a session's first
+   * direct path.
+   */
   readonly events = new EventEmitter();
   private memoryHigh = false;
   private limitLog = new Map<string, { at: number; suppressed: number }>();
@@ -212,7 +224,8 @@ export class RendezvousServer {
         // The default second port is taken: one port still works (peers cannot classify their NAT).
         this.opts.log.warn(
           'alt_port_unavailable',
-          `UDP ${udp.host}:${alternate!.port} (the default second STUN port) is in use; running without it: peers cannot tell a symmetric NAT from a cone. Free it or pick one with --alt-port`,
+          `UDP ${udp.host}:${alternate!.port} (the default second STUN port) is in use; running without it: ` +
+            'peers cannot tell a symmetric NAT from a cone. Free it or pick one with --alt-port',
           { port: alternate!.port },
         );
         this.stun = stunOn(undefined);
@@ -223,7 +236,8 @@ export class RendezvousServer {
       const err = e as NodeJS.ErrnoException;
       throw Object.assign(
         new Error(
-          `cannot listen on UDP ${udp.host}:${udp.port}: ${err.code === 'EADDRINUSE' ? 'the port is already in use' : err.message}`,
+          `cannot listen on UDP ${udp.host}:${udp.port}: ` +
+            (err.code === 'EADDRINUSE' ? 'the port is already in use' : err.message),
         ),
         { code: err.code },
       );
@@ -270,7 +284,9 @@ export class RendezvousServer {
     this.perIp.set(ip, perIp + 1);
     const conn: Conn = { fs, ip, nonce: crypto.randomBytes(24), hello: false, names: new Set(), rttMs: null };
     this.conns.add(conn);
-    fs.on('protocolError', (code, message) => log.warn('protocol_error', message, { remote: fs.remote, code }));
+    fs.on('protocolError', (code: ErrorCode, message: string) =>
+      log.warn('protocol_error', message, { remote: fs.remote, code }),
+    );
     fs.on('message', (m: ControlMessage) => this.onMessage(conn, m));
     socket.once('end', () => {
       conn.peerEnded = true;
@@ -376,7 +392,7 @@ export class RendezvousServer {
     this.stats.limitsHit++;
     // One line per source per 10 s, with a count of what was left out: a flood
     // of refused connections must not turn into a flood of log lines.
-    const ip = String(fields.ip ?? fs.remote.replace(/:\d+$/, ''));
+    const ip = fields.ip ?? fs.remote.replace(/:\d+$/, '');
     const now = Date.now();
     const seen = this.limitLog.get(ip);
     if (seen && now - seen.at < 10_000) {
@@ -729,10 +745,12 @@ export class RendezvousServer {
         reg.conn.names.delete(name.toLowerCase());
         this.opts.log.info(
           'unregistered',
-          `"${name}" ${conflict ? 'was taken by another key while the registry was out of reach' : 'moved to another node'}`,
+          `"${name}" ` +
+            (conflict ? 'was taken by another key while the registry was out of reach' : 'moved to another node'),
           { name, conflict },
         );
-        // Same key elsewhere: our serve moved on, as when it re-registers on one node. Another key: tell ours, and let it retry.
+        // Same key elsewhere: our serve moved on, as when it re-registers on one node. Another key: tell ours, and
+        // let it retry.
         if (conflict) reg.conn.fs.fail('name_taken', `the name "${name}" is now served by someone else`);
       },
     };
@@ -798,7 +816,7 @@ function tokenMatches(expected: string, given: string | undefined): boolean {
 /** How `limit()` answers the client that hit a limit. */
 interface LimitOptions {
   /** Extra fields for the `limit` log line (`ip` also keys its rate limit). */
-  fields?: Record<string, unknown>;
+  fields?: Record<string, unknown> & { ip?: string };
   /** The request refused, echoed in the error so the client can match it. */
   reqId?: string;
   /** Close the connection after the error (default): false refuses one request and keeps the connection. */

@@ -79,7 +79,8 @@ async function expectDirect20MB(tl: TunnelLab, visitorHard: boolean, t: { diagno
   t.diagnostic(`direct after ${tl.timeToDirect()} ms; 20 MB exact in ${r.ms} ms`);
 }
 
-test('one-address rendezvous as in README (listen 0.0.0.0:7000): symmetric visitor x cone server goes direct, 20 MB exact; peer nat names both NATs', async (t) => {
+// As in the README (--listen 0.0.0.0:7000): 20 MB arrive exact, and `peer nat` names both NATs.
+test('one-address rendezvous (0.0.0.0:7000): symmetric visitor x cone server goes direct', async (t) => {
   const tl = await startTunnelLab(
     t,
     { a: 'symmetric', b: 'cone' },
@@ -102,7 +103,8 @@ test('one-address rendezvous as in README (listen 0.0.0.0:7000): symmetric visit
   t.diagnostic(`a: ${ra.mapping} ${ra.natType}; b: ${rb.mapping} ${rb.natType}`);
 });
 
-test('one-address rendezvous (--listen and --udp on 203.0.113.10 only): cone visitor x symmetric server goes direct, 20 MB exact', async (t) => {
+// --listen and --udp on 203.0.113.10 only; 20 MB arrive exact.
+test('one-address rendezvous (203.0.113.10): cone visitor x symmetric server goes direct', async (t) => {
   const tl = await startTunnelLab(
     t,
     { a: 'cone', b: 'symmetric' },
@@ -115,7 +117,8 @@ test('one-address rendezvous (--listen and --udp on 203.0.113.10 only): cone vis
   expectSymmetric(rb, tl.lab, 'b');
 });
 
-test('one-address rendezvous: symmetric x symmetric ends on the relay at once (no punch rounds), data exact', async (t) => {
+// The data arrive exact over the relay.
+test('one-address rendezvous: symmetric x symmetric ends on the relay at once (no punch rounds)', async (t) => {
   const tl = await startTunnelLab(
     t,
     { a: 'symmetric', b: 'symmetric' },
@@ -146,7 +149,8 @@ for (const [a, b] of [
   ['symmetric', 'cone'],
   ['cone', 'symmetric'],
 ] as const) {
-  test(`one-address rendezvous with UDP ${ALT_PORT} blocked by its firewall: visitor ${a} x server ${b} goes direct through the escalation within 30 s`, async (t) => {
+  // The rendezvous's firewall blocks its second port (ALT_PORT); the visitor escalates until the path is direct.
+  test(`one-address rendezvous, UDP ${ALT_PORT} blocked: visitor ${a} x server ${b} direct within 30 s`, async (t) => {
     const tl = await startTunnelLab(
       t,
       { a, b },
@@ -155,7 +159,8 @@ for (const [a, b] of [
     if (!tl) return;
     await tl.lab.nft(
       'rdv',
-      `table inet blockalt {\n  chain input {\n    type filter hook input priority filter; policy accept;\n    udp dport ${ALT_PORT} drop\n  }\n}\n`,
+      `table inet blockalt {\n  chain input {\n    type filter hook input priority filter; policy accept;\n` +
+        `    udp dport ${ALT_PORT} drop\n  }\n}\n`,
     );
     const started = performance.now();
     await tl.startVisit();

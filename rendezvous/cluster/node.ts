@@ -181,7 +181,10 @@ export class RedisCluster implements Cluster {
     await this.store.close();
   }
 
-  /** The nodes of the cluster with a live heartbeat, and where their relays are (the dashboard); [] while Redis is down. */
+  /**
+   * The nodes of the cluster with a live heartbeat, and where their relays are (the dashboard); [] while Redis is
+   * down.
+   */
   async nodes(): Promise<{ node: string; relay: string; self: boolean; startedAt: number }[]> {
     if (!this.store.up) return [];
     try {

@@ -439,7 +439,10 @@ export class Kcp {
     return this.rxSrtt;
   }
 
-  /** No received segment is held (none out of order, none waiting for recv()): input buffers are no longer referenced. */
+  /**
+   * No received segment is held (none out of order, none waiting for recv()): input buffers are no longer
+   * referenced.
+   */
   get receiveIdle(): boolean {
     return this.nrcvBuf === 0 && this.rcvQueue.size === 0;
   }

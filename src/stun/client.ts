@@ -164,7 +164,8 @@ export function stunBinding(
       () =>
         finish(
           new StunError(
-            `STUN binding to ${target} timed out after ${timeoutMs} ms (${attempts} requests sent, no matching response)`,
+            `STUN binding to ${target} timed out after ${timeoutMs} ms ` +
+              `(${attempts} requests sent, no matching response)`,
             'ESTUNTIMEOUT',
           ),
         ),

@@ -14,7 +14,7 @@
  * `responder.endpoints` for the actual order.)
  */
 import dgram from 'node:dgram';
-import { familyOf, isWildcard, toEndpoint, type Endpoint, type Family } from './address.js';
+import { familyOf, isWildcard, toEndpoint, type Endpoint } from './address.js';
 import { decodeStun, encodeStun, isStunPacket, StunAttr, StunClass, StunMethod, type StunMessage } from './message.js';
 
 export interface HostPort {
@@ -268,7 +268,8 @@ export class StunServer {
     let altIp = primaryIp;
     const grid: dgram.Socket[] = [pp];
     if (alternate) {
-      // Same host as the primary (a second port only): use the primary's bound IP (a name such as 'localhost' resolved).
+      // Same host as the primary (a second port only): use the primary's bound IP (a name such as 'localhost'
+      // resolved).
       altIp = alternate.address === primary.address ? primaryIp : alternate.address;
       // Distinct alt port requested (or port 0 meaning "pick one different from the primary").
       const wantsAltPort = alternate.port !== primary.port || alternate.port === 0;

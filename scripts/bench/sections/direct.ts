@@ -60,7 +60,8 @@ export async function benchDirect(ctx: Ctx): Promise<SectionResult> {
       udp.push(u.recvMbps);
       udpSent.push(u.sentMbps);
       say(
-        `  run ${i + 1} node dgram 1400-byte datagrams: ${u.recvMbps.toFixed(0)} Mbit/s received (${u.sentMbps.toFixed(0)} sent)`,
+        `  run ${i + 1} node dgram 1400-byte datagrams: ` +
+          `${u.recvMbps.toFixed(0)} Mbit/s received (${u.sentMbps.toFixed(0)} sent)`,
       );
     }
     Object.assign(res, {

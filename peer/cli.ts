@@ -214,7 +214,10 @@ function commonFor(
   identity: Identity | undefined,
   label: string,
 ) {
-  const resumeS = Number(layered<string | number>(cmd, 'resumeTimeout', { top: file?.['resume-timeout'] }));
+  // Commands without the flag (peer ping standalone) take the default.
+  const resumeS = Number(
+    layered<string | number>(cmd, 'resumeTimeout', { top: file?.['resume-timeout'] }) ?? DEFAULT_RESUME_TIMEOUT_S,
+  );
   if (!Number.isFinite(resumeS) || resumeS < 1)
     die(log, `invalid --resume-timeout "${String(resumeS)}": expected seconds >= 1`, 'usage');
   const server = layered<string>(cmd, 'server', { entry: entry.server, top: file?.server });

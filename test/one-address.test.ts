@@ -60,7 +60,8 @@ function collect(s: dgram.Socket, ms: number): Promise<Buffer[]> {
   );
 }
 
-test('wildcard server with a second port only: OTHER-ADDRESS is 0.0.0.0:alt, read as the server IP; change port answered from it', async (t) => {
+// OTHER-ADDRESS is 0.0.0.0:alt, read as the server's IP; a change-port request is answered from it.
+test('wildcard server with a second port only: OTHER-ADDRESS read as the server IP', async (t) => {
   const srv = await stunServer(t, {
     primary: { address: '0.0.0.0', port: 0 },
     alternate: { address: '0.0.0.0', port: 0 },
@@ -73,7 +74,7 @@ test('wildcard server with a second port only: OTHER-ADDRESS is 0.0.0.0:alt, rea
   const r = await stunBinding(c, server);
   assert.deepEqual(r.otherAddress, { address: '0.0.0.0', port: a.port, family: 'IPv4' });
   assert.equal(r.responseOrigin, undefined, 'a wildcard socket cannot name its address');
-  assert.deepEqual(otherAddressFor(server, r.otherAddress!), { address: '127.0.0.1', port: a.port, family: 'IPv4' });
+  assert.deepEqual(otherAddressFor(server, r.otherAddress), { address: '127.0.0.1', port: a.port, family: 'IPv4' });
   // the second port answers Binding requests itself, and CHANGE-REQUEST change-port is answered from it
   const r2 = await stunBinding(c, { ...server, port: a.port });
   assert.deepEqual(r2.mapped, r.mapped);
@@ -123,7 +124,8 @@ test('the second port follows the main port rules: junk and non-requests get no 
   );
 });
 
-test('detectNat against a one-address (wildcard) server: mapping tested across ports, says address dependence was not', async (t) => {
+// Mapping is tested across ports; the report says address dependence was not tested.
+test('detectNat against a one-address (wildcard) server: mapping tested across ports only', async (t) => {
   const srv = await stunServer(t, {
     primary: { address: '0.0.0.0', port: 0 },
     alternate: { address: '0.0.0.0', port: 0 },
@@ -214,7 +216,7 @@ async function oneAddressNat(t: Ctx, mapFor: (c: Endpoint, i: number) => Endpoin
   return { address: '127.0.0.1', port: s0.address().port, family: 'IPv4' };
 }
 
-test('a port-dependent (symmetric) NAT seen through a one-address server: detectNat and gatherCandidates say so', async (t) => {
+test('a port-dependent (symmetric) NAT via a one-address server: detectNat and gatherCandidates say so', async (t) => {
   const sym = await oneAddressNat(t, (c, i) => ({
     address: '192.0.2.77',
     port: ((c.port + 100 + i) % 60000) + 1024,
@@ -304,7 +306,7 @@ test('rendezvous: a second STUN port by default, named in the welcome; none with
   assert.equal(w.udpPort, eps[0].port);
   assert.equal(w.altUdpPort, eps[1].port);
   const c = await udp(t);
-  const r = await stunBinding(c, { address: '127.0.0.1', port: w.altUdpPort! });
+  const r = await stunBinding(c, { address: '127.0.0.1', port: w.altUdpPort });
   assert.equal(r.mapped.port, c.address().port);
 
   const off = await rendezvous(t, { altPort: false });
@@ -312,7 +314,8 @@ test('rendezvous: a second STUN port by default, named in the welcome; none with
   assert.equal((await welcomeOf(t, off.addr.port)).altUdpPort, undefined);
 });
 
-test('rendezvous: the default second port taken -> runs on one port and warns; an explicit one taken -> error', async (t) => {
+// The default second port taken: it runs on one port and warns; an explicit one taken: an error.
+test('rendezvous: a second port that is taken', async (t) => {
   const lines: string[] = [];
   const log = createLogger({ format: 'json', level: 'warn', sink: { write: (l: string) => lines.push(l) } });
   // Find P with UDP P free and hold P + 1.

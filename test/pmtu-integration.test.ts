@@ -30,7 +30,8 @@ const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 // ---------------------------------------------------------------- KCP evidence
 
-test('KCP evidence: timeouts report losses with their size, acks report the largest acked, forced resends are no loss', () => {
+// Timeouts report losses with their size, acks the largest acked; forced resends are no loss.
+test('KCP evidence: losses, acks and forced resends', () => {
   let now = 0;
   const toB: Buffer[] = [];
   const toA: Buffer[] = [];
@@ -115,7 +116,7 @@ interface Side {
  * Two sessions with a relay and a UDP path each. The UDP path drops what the
  * `udpFilter` says (a black hole, a dead path) silently.
  */
-function pair(opts: { relay: boolean; stallRetryMs?: number }): { a: Side; b: Side; close(): void } {
+function pair(opts: { relay: boolean; stallRetryMs?: number }): { a: Side; b: Side; close: () => void } {
   const keys = sessionKeys('pmtu integration');
   const side = (role: 'visitor' | 'server', k: SessionKeys, name: string): Side => ({
     session: new Session({ keys: k, role, log: nullLogger, sid: `pmtu-${name}`, stallRetryMs: opts.stallRetryMs }),
@@ -169,7 +170,8 @@ async function echoOnce(a: Side, b: Side, bytes: number, timeoutMs: number): Pro
   assert.equal(await withTimeout(atB, timeoutMs, 'transfer'), sha(up));
 }
 
-test('dead link on the direct path with the relay open: the session stalls it and moves data to the relay, never closes', async (t) => {
+// The session stalls the direct path and moves data to the relay; it never closes.
+test('dead link on the direct path with the relay open: stalled, not closed', async (t) => {
   const { a, b, close } = pair({ relay: true, stallRetryMs: 60_000 });
   t.after(close);
   for (const s of [a, b]) s.session.kcp.setDeadLink(4);
@@ -270,7 +272,8 @@ async function udpPair(
   return { a, b, pa, pb, da, db };
 }
 
-test('PmtuDriver: each side finds its own direction (1252 one way, 1472 the other), segments follow, data exact', async (t) => {
+// 1252 one way, 1472 the other; segments follow; data exact.
+test('PmtuDriver: each side finds the MTU of its own direction', async (t) => {
   const { a, b, pa, pb, da, db } = await udpPair(t, { driverB: true });
   for (let i = 0; i < 300 && (da.search?.state !== 'search-complete' || db!.search?.state !== 'search-complete'); i++)
     await sleep(20);

@@ -138,7 +138,8 @@ function run(visitorNat: NatInfo | undefined, serverNat: NatInfo | undefined, ro
   return out;
 }
 
-test('escalation: a plain failure is not repeated; birthday on the side that looks hard, then the other, then relay; both peers agree', () => {
+// Birthday on the side that looks hard, then the other, then the relay; both peers agree.
+test('escalation: a plain failure is not repeated', () => {
   const r = run(UNK, UNK, 6);
   assert.deepEqual(
     r.map((x) => x.v),
@@ -171,7 +172,7 @@ test('escalation: a plain failure is not repeated; birthday on the side that loo
   );
 });
 
-test('a symmetric x cone pair known from one-address STUN: birthday at once, relay after it failed, never plain', () => {
+test('symmetric x cone known from one-address STUN: birthday at once, relay after it, never plain', () => {
   const r = run(SYM, EIM, 3);
   assert.deepEqual(
     r.map((x) => `${x.v}:${x.vPlan}/${x.sPlan}`),
@@ -206,7 +207,8 @@ test('success clears the pair: the next round starts from the top without delay'
   assert.equal(d3.delayMs, 0);
 });
 
-test('memory is per pair of NAT observations: a changed NAT or network starts afresh, an unchanged one does not re-run', () => {
+// A changed NAT or network starts afresh; an unchanged one does not re-run a failed plan.
+test('memory is per pair of NAT observations', () => {
   const me: PunchSide = { role: 'server', nat: EIM, publicIp: '198.51.100.2' };
   const peer: PunchPeer = { nat: UNK, publicIp: '198.51.100.1' };
   let m: PunchMemory = new Map();

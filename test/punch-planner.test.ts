@@ -41,7 +41,8 @@ test('a failed plain round escalates to birthday, the two sides taking complemen
   assert.deepEqual(seen, ['open-sockets/spray-ports', 'spray-ports/open-sockets', 'none/none']);
 });
 
-test('the memory is per process: a new session for the same pair does not re-run a failed plan; success clears it', () => {
+// A new session for the same pair does not re-run a failed plan; a success clears the memory.
+test('the memory of failed plans is per process', () => {
   const store = new PunchMemoryStore();
   const first = planner('visitor', store);
   first.decide(theirs);
@@ -53,7 +54,8 @@ test('the memory is per process: a new session for the same pair does not re-run
   assert.equal(planner('visitor', store).decide(theirs).plan.kind, 'plain');
 });
 
-test('being seen from another port than our STUN mapping proves our NAT hard: birthday with us as the hard side', () => {
+// Being seen from another port than our STUN mapping proves our NAT hard.
+test('evidence about our own NAT: birthday with us as the hard side', () => {
   const v = planner('visitor');
   v.selfSeenAs('198.51.100.7:5000', false);
   assert.equal(v.decide(theirs).plan.kind, 'plain', 'seen as our own candidate: no evidence');

@@ -68,7 +68,7 @@ test('echo through visit --stdio (ssh ProxyCommand style)', async (t) => {
     const chunks: Buffer[] = [];
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => chunks.push(d));
-    child.stderr.on('data', (d: Buffer) => (stderr += d));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.stdin.end(payload);
     const code = await waitExit(child, 20_000);
     assert.equal(code, 0, stderr);

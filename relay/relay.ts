@@ -1,6 +1,7 @@
 import type net from 'node:net';
 import type { FramedSocket } from '../src/transport/framed-socket.js';
 import { splice, TokenBucket } from '../src/transport/splice.js';
+import { watchPeerFin } from '../src/transport/peer-fin.js';
 import { OwnReadBuffer, switchToUserReads, type ChunkHandler } from '../src/transport/user-reads.js';
 import type { Logger } from '../src/util/log.js';
 import { FRAME_HEADER_LEN, FrameKind, PROTOCOL_VERSION } from '../src/wire/frame.js';
@@ -385,8 +386,9 @@ class ResumablePair {
     }
     const sock = leg.socket;
     sock.on('error', () => {});
-    sock.on('end', () => {
-      leg.ended = true;
+    // Not just 'end': a RST behind unread bytes shows as one (peer-fin.ts).
+    watchPeerFin(sock, (fin) => {
+      leg.ended = fin;
     });
     sock.once('close', () => this.legClosed(leg));
     this.legs[role] = leg;

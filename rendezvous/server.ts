@@ -3,6 +3,7 @@ import net from 'node:net';
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { FramedSocket } from '../src/transport/framed-socket.js';
+import { watchPeerFin } from '../src/transport/peer-fin.js';
 import { identityReady, verifyRegistration } from '../src/crypto/identity.js';
 import type { Logger } from '../src/util/log.js';
 import { PROTOCOL_VERSION } from '../src/wire/frame.js';
@@ -288,8 +289,8 @@ export class RendezvousServer {
       log.warn('protocol_error', message, { remote: fs.remote, code }),
     );
     fs.on('message', (m: ControlMessage) => this.onMessage(conn, m));
-    socket.once('end', () => {
-      conn.peerEnded = true;
+    watchPeerFin(socket, (fin) => {
+      conn.peerEnded = fin;
     });
     fs.on('close', () => this.onClose(conn));
   }

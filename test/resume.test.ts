@@ -259,6 +259,48 @@ test('relay: a leg lost mid-frame is taken back with relay_resume; bad proofs ch
   for (const c of [v, s, v2, v3, unknown, forged, wrongRole, replay, late]) c.sock.destroy();
 });
 
+test('relay: a RST behind unread bytes is a lost leg, not a close (Node reports it as an end of stream)', async (t) => {
+  // Seen on a loaded machine (test/roaming.test.ts): the RST of a busy leg reached the relay while
+  // bytes of that leg were still unread. libuv then reads them in one short read, sees POLLHUP and
+  // reports an end of stream instead of ECONNRESET, so the socket emits 'end' as for a FIN and the
+  // relay ended the session. Here the bytes and the RST reach the relay's socket before it reads.
+  const { relay, key, port } = await relayServer(t);
+  const { visitor: vk, server: sk } = sessionKeys('relay');
+  const sid = newSessionId();
+  const vChain = new ResumeChain(vk, sid, 'visitor', 'relay');
+  const sChain = new ResumeChain(sk, sid, 'server', 'relay');
+  const bind = (role: 'visitor' | 'server', chain: ResumeChain) =>
+    client(port, { type: 'relay_bind', ticket: issueTicket(key, sid, role), resume: chain.anchorText });
+  const v = await bind('visitor', vChain);
+  const s = await bind('server', sChain);
+  await until('relay_ready', () => v.msgs.length > 0 && s.msgs.length > 0);
+
+  // One synchronous block: on loopback both the bytes and the RST are in the relay's socket on return.
+  v.sock.write(dg('last-before-the-cut'));
+  v.sock.resetAndDestroy();
+  await until('the relay saw the leg go', () => relay.halfOpenCount === 1 || relay.sessionCount === 0);
+  assert.equal(relay.sessionCount, 1, 'the session is held for a resume');
+  assert.equal(relay.halfOpenCount, 1);
+  await until('the bytes read before the RST', () => s.datagrams.length === 1);
+  assert.equal(s.datagrams[0].toString(), 'last-before-the-cut');
+
+  const v2 = await client(port, { type: 'relay_resume', sid, role: 'visitor', token: vChain.next()! });
+  await until('relay_ready on the new leg', () => v2.msgs.some((m) => m.type === 'relay_ready'));
+  v2.sock.write(dg('after-resume'));
+  await until('the server reads the new leg', () => s.datagrams.length === 2);
+  assert.equal(s.datagrams[1].toString(), 'after-resume');
+  assert.equal(relay.resumes, 1);
+
+  // A FIN behind unread bytes still ends the session on purpose.
+  const closed = new Promise<void>((r) => s.sock.once('close', () => r()));
+  v2.sock.write(dg('last-words'));
+  v2.sock.end();
+  await closed;
+  assert.equal(s.datagrams.at(-1)?.toString(), 'last-words');
+  await until('session gone', () => relay.sessionCount === 0);
+  for (const c of [v, s, v2]) c.sock.destroy();
+});
+
 test('relay: a half-open session ends after the resume timeout', async (t) => {
   const { relay, key, port } = await relayServer(t, { resumeTimeoutMs: 300 });
   const { visitor: vk, server: sk } = sessionKeys('relay');

@@ -238,7 +238,7 @@ async function natPair(opts: { deadAfterMs?: number } = {}) {
   };
 }
 
-test('direct -> suspect -> retry-wait: unacknowledged data on a silent path is declared dead after quick probes', async (t) => {
+test('direct -> suspect -> retry-wait: unacknowledged data on a silent path, dead after quick probes', async (t) => {
   // deadAfterMs is a minute: only the quick probes can end the path within the test's bound.
   const p = await natPair({ deadAfterMs: 60_000 });
   t.after(p.close);
@@ -272,7 +272,7 @@ test('suspect -> direct: the suspect path answers a quick probe and stays', asyn
   await waitFor(() => p.echoed() > before + 64 * 1024, 10_000, 'data flows again');
 });
 
-test('NAT rebinding: the controlling side follows the peer to its new source address once a probe verifies it', async (t) => {
+test('NAT rebinding: the controlling side follows the peer to its new source address, verified by a probe', async (t) => {
   const p = await natPair({ deadAfterMs: 60_000 });
   t.after(p.close);
   await waitFor(() => p.echoed() > 64 * 1024, 10_000, 'data flows');

@@ -30,7 +30,7 @@ export const SUSPECT_AFTER_MS = 1000;
  * often (the `watch` timer of state `direct`; no timer while nothing is in flight).
  */
 export const SILENCE_CHECK_MS = 250;
-/** A suspect path gets this many probes, SUSPECT_PROBE_MS apart; none answered a probe interval after the last: dead. */
+/** A suspect path gets this many probes, SUSPECT_PROBE_MS apart; none answered one interval after the last: dead. */
 export const SUSPECT_PROBES = 3;
 export const SUSPECT_PROBE_MS = 200;
 /**
@@ -727,7 +727,7 @@ export class DirectPathManager implements PathSource {
     return watch;
   }
 
-  /** The silence watch fired: data unacknowledged and a silent path make it suspect; nothing in flight ends the watch. */
+  /** The silence watch fired: data unacknowledged on a silent path makes it suspect; nothing in flight ends the watch. */
   private onWatch(watch: Watch): void {
     const s = this.state;
     if (s.name !== 'direct' || s.watch !== watch) return;

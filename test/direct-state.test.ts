@@ -272,7 +272,7 @@ test('suspect -> direct: the suspect path answers a quick probe and stays', asyn
   await waitFor(() => p.echoed() > before + 64 * 1024, 10_000, 'data flows again');
 });
 
-test('NAT rebinding: the controlling side follows the peer to its new source address, verified by a probe', async (t) => {
+test('NAT rebinding: the controlling side follows the peer to its new address, verified by a probe', async (t) => {
   const p = await natPair({ deadAfterMs: 60_000 });
   t.after(p.close);
   await waitFor(() => p.echoed() > 64 * 1024, 10_000, 'data flows');

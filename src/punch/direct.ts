@@ -727,7 +727,7 @@ export class DirectPathManager implements PathSource {
     return watch;
   }
 
-  /** The silence watch fired: data unacknowledged on a silent path makes it suspect; nothing in flight ends the watch. */
+  /** The silence watch fired: unacknowledged data on a silent path makes it suspect; none in flight ends the watch. */
   private onWatch(watch: Watch): void {
     const s = this.state;
     if (s.name !== 'direct' || s.watch !== watch) return;

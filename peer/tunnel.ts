@@ -19,6 +19,7 @@ import { ResumeChain } from '../src/crypto/resume.js';
 import { NetWatch } from '../src/util/netwatch.js';
 import { Backoff, sleep } from '../src/util/backoff.js';
 import type { ControlMessage } from '../src/wire/control.js';
+import type { ErrorCode } from '../src/util/errors.js';
 
 // Resuming (docs/PROTOCOL.md "Resuming a session"): timings in one place.
 /** How long a session waits for a lost path (relay leg, control connection) to come back before it ends. */
@@ -217,7 +218,14 @@ export class TunnelHost {
     const { sid, control } = args;
     // A session outlives its paths for the resume timeout: silence ends it only after that (PROTOCOL.md section 6).
     const deadAfterMs = Math.max(SESSION_SILENCE_MIN_MS, this.opts.resumeTimeoutMs ?? RESUME_TIMEOUT_MS);
-    const session = new Session({ keys: args.keys, role: args.role, log, sid, deadAfterMs });
+    const session = new Session({
+      keys: args.keys,
+      role: args.role,
+      log,
+      sid,
+      deadAfterMs,
+      silenceCode: 'resume_timeout',
+    });
     const tunnel: Tunnel = {
       session,
       direct: null,
@@ -255,6 +263,8 @@ export class TunnelHost {
         if (k !== 'sessions') this.retired[k] += info[k];
       this.retired.sessions++;
       this.tunnels.delete(sid);
+      // A failure (it has a code: no path, the resume timeout ran out) is an `error` event too; its streams were reset.
+      if (code) log.error('error', `session ${sid} ended: ${reason}; its connections were reset`, { sid, code });
       log.info('session_closed', `session ${sid} closed: ${reason}`, code ? { sid, code } : { sid });
     });
     if (args.onStream) session.mux.on('stream', args.onStream);
@@ -347,9 +357,8 @@ export class TunnelHost {
     const started = performance.now();
     const limit = this.opts.resumeTimeoutMs ?? RESUME_TIMEOUT_MS;
     const backoff = new Backoff({ initialMs: RELAY_RESUME_FIRST_MS, maxMs: RELAY_RESUME_MAX_MS });
-    let why = `the relay could not be reached again within ${Math.round(limit / 1000)} s`;
-    let code = 'resume_timeout';
-    let giveUp: string | undefined;
+    let why = `the relay could not be reached again within --resume-timeout (${Math.round(limit / 1000)} s)`;
+    let giveUp: ErrorCode | undefined;
     try {
       for (let attempt = 1; attempt <= MAX_RELAY_RESUME_ATTEMPTS; attempt++) {
         await sleep(backoff.next());
@@ -394,11 +403,11 @@ export class TunnelHost {
       tunnel.relayResuming = false;
     }
     if (session.closed) return;
-    code = giveUp ?? code;
+    const code: ErrorCode = giveUp ?? 'resume_timeout';
     const p = session.path;
     if (!p || p.closed || p.kind === 'relay') {
       log.warn('resume_failed', `session ${session.sid}: ${why}`, { sid: session.sid, code, what: 'relay' });
-      session.close(`relay connection lost: ${why}`);
+      session.close(`relay connection lost: ${why}`, code);
     } else log.warn('relay_lost', `session ${session.sid} stays direct without a relay: ${why}`, { sid: session.sid });
   }
 

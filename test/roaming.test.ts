@@ -189,7 +189,7 @@ test('attack: knowing the session id without the keys, nobody can resume it at t
   }
 });
 
-test('a session that cannot resume within --resume-timeout ends with an error event (resume_timeout); its connections are reset', async (t) => {
+test('no resume within --resume-timeout: an error event (code resume_timeout), connections reset', async (t) => {
   const p = new Procs();
   t.after(() => p.cleanup());
   const relay = p.spawnCli('relay', ['--listen', '127.0.0.1:0', '--key', 'end-key', '--log-format', 'json']);

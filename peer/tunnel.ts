@@ -20,6 +20,7 @@ import { NetWatch } from '../src/util/netwatch.js';
 import { Backoff, sleep } from '../src/util/backoff.js';
 import type { ControlMessage } from '../src/wire/control.js';
 import type { ErrorCode } from '../src/util/errors.js';
+import { DatagramType } from '../src/wire/datagram.js';
 
 // Resuming (docs/PROTOCOL.md "Resuming a session"): timings in one place.
 /** How long a session waits for a lost path (relay leg, control connection) to come back before it ends. */
@@ -33,6 +34,13 @@ export const RELAY_RESUME_MAX_MS = 5_000;
 export const RELAY_RESUME_ATTEMPT_MS = 5_000;
 /** How long the rendezvous has to answer a session_resume. */
 export const SESSION_RESUME_ANSWER_MS = 10_000;
+/**
+ * The direct path died of unanswered quick probes (a sign the network
+ * changed): the relay leg and the control connection must each show they are
+ * alive within this time (a heartbeat answered, a ping answered), or they are
+ * dropped and taken back at once, rather than after TCP gives up on them.
+ */
+export const LEG_CHECK_MS = 1000;
 /** Bound on relay resume attempts of one loss (the time bound is the resume timeout). */
 const MAX_RELAY_RESUME_ATTEMPTS = 1000;
 
@@ -275,6 +283,7 @@ export class TunnelHost {
         log,
         relay: () => tunnel.relay,
         requestRepunch: () => void this.repunch(tunnel.control ?? control, sid),
+        onQuickDeath: () => void this.checkLegs(tunnel),
         planner: new PunchPlanner({
           role: args.role,
           store: this.punchMemory,
@@ -345,6 +354,38 @@ export class TunnelHost {
       if (tunnel.control) void this.repunch(tunnel.control, session.sid);
     }
     void this.resumeRelay(tunnel);
+  }
+
+  /**
+   * After the direct path died of quick probes: a relay leg that answers no
+   * heartbeat and a control connection that answers no ping within
+   * LEG_CHECK_MS are dropped (without a FIN) and taken back (relay_resume, a
+   * reconnect with session_resume and fresh candidates, which brings a new punch).
+   */
+  private async checkLegs(tunnel: Tunnel): Promise<void> {
+    const { session } = tunnel;
+    const relay = tunnel.relay;
+    const control = tunnel.control;
+    const t0 = performance.now();
+    if (relay && !relay.closed) session.sendSealed(DatagramType.Heartbeat, new Uint8Array(0), relay);
+    const controlAlive = control && !control.isClosed ? control.check(LEG_CHECK_MS) : Promise.resolve(true);
+    await sleep(LEG_CHECK_MS);
+    const alive = await controlAlive;
+    if (session.closed) return;
+    const dropped: string[] = [];
+    if (relay && !relay.closed && tunnel.relay === relay && relay.lastRecv < t0) {
+      dropped.push('relay');
+      relay.abandon('no answer on the relay leg after the direct path died');
+    }
+    if (!alive && control && !control.isClosed && tunnel.control === control) {
+      dropped.push('control');
+      control.abandon();
+    }
+    if (dropped.length)
+      this.opts.log.info('legs_dropped', `session ${session.sid}: ${dropped.join(' and ')} silent too: taking back`, {
+        sid: session.sid,
+        legs: dropped,
+      });
   }
 
   private async resumeRelay(tunnel: Tunnel): Promise<void> {

@@ -135,6 +135,12 @@ export interface DirectOptions {
   /** Asks the peer (through the rendezvous) to punch again, with fresh candidates. */
   requestRepunch?: () => void;
   /**
+   * The direct path died of unanswered quick probes (state `suspect`): a sign
+   * that the network changed under the session, so the other legs (relay,
+   * control connection) may be dead too without knowing it.
+   */
+  onQuickDeath?: () => void;
+  /**
    * Chooses each round's plan and escalates after a failed one (planner.ts).
    * Without it, every retry repeats the plan of the round that failed.
    */
@@ -782,6 +788,7 @@ export class DirectPathManager implements PathSource {
     const retry = this.retryTimer(this.plan, fast ? REPUNCH_AFTER_SUSPECT_MS : undefined);
     this.transition({ name: 'retry-wait', retry, round: s.round, grace: null }, why);
     this.opts.session.setPath('direct', null);
+    if (fast) this.opts.onQuickDeath?.();
   }
 
   /** The round `p` ran out of time. */

@@ -48,6 +48,8 @@ export interface ControlClientOptions {
  */
 export class ControlClient extends EventEmitter {
   private fs: FramedSocket | null = null;
+  /** When the last message arrived (performance.now()). */
+  lastRecv = 0;
   /** Cancels the ping, which rides the process ticker. */
   private pinger: (() => void) | null = null;
   welcome: MessageOf<'welcome'> | null = null;
@@ -82,6 +84,7 @@ export class ControlClient extends EventEmitter {
         fs.send({ type: 'hello', version: PROTOCOL_VERSION, software: SOFTWARE, token: this.opts.token }),
       );
       fs.on('message', (m: ControlMessage) => {
+        this.lastRecv = performance.now();
         if (!settled) {
           if (m.type === 'welcome') {
             settled = true;
@@ -176,6 +179,18 @@ export class ControlClient extends EventEmitter {
   close(): void {
     this.stopPing();
     this.fs?.close();
+  }
+
+  /**
+   * Is the connection still alive? A ping, and any message within `timeoutMs`
+   * answers yes. For a check after a sign that the network changed.
+   */
+  async check(timeoutMs: number): Promise<boolean> {
+    if (this.isClosed) return false;
+    const t0 = performance.now();
+    this.send({ type: 'ping', t: Date.now() });
+    await new Promise((r) => setTimeout(r, timeoutMs).unref());
+    return this.lastRecv > t0;
   }
 
   /**

@@ -20,6 +20,8 @@ import { ResumeChain } from '../src/crypto/resume.js';
 import { NetWatch } from '../src/util/netwatch.js';
 import { Backoff, sleep } from '../src/util/backoff.js';
 import type { ControlMessage } from '../src/wire/control.js';
+import type { ErrorCode } from '../src/util/errors.js';
+import { DatagramType } from '../src/wire/datagram.js';
 
 // Resuming (docs/PROTOCOL.md "Resuming a session"): timings in one place.
 /** How long a session waits for a lost path (relay leg, control connection) to come back before it ends. */
@@ -33,6 +35,13 @@ export const RELAY_RESUME_MAX_MS = 5_000;
 export const RELAY_RESUME_ATTEMPT_MS = 5_000;
 /** How long the rendezvous has to answer a session_resume. */
 export const SESSION_RESUME_ANSWER_MS = 10_000;
+/**
+ * The direct path died of unanswered quick probes (a sign the network
+ * changed): the relay leg and the control connection must each show they are
+ * alive within this time (a heartbeat answered, a ping answered), or they are
+ * dropped and taken back at once, rather than after TCP gives up on them.
+ */
+export const LEG_CHECK_MS = 1000;
 /** Bound on relay resume attempts of one loss (the time bound is the resume timeout). */
 const MAX_RELAY_RESUME_ATTEMPTS = 1000;
 
@@ -276,7 +285,14 @@ export class TunnelHost {
     const { sid, control } = args;
     // A session outlives its paths for the resume timeout: silence ends it only after that (PROTOCOL.md section 6).
     const deadAfterMs = Math.max(SESSION_SILENCE_MIN_MS, this.opts.resumeTimeoutMs ?? RESUME_TIMEOUT_MS);
-    const session = new Session({ keys: args.keys, role: args.role, log, sid, deadAfterMs });
+    const session = new Session({
+      keys: args.keys,
+      role: args.role,
+      log,
+      sid,
+      deadAfterMs,
+      silenceCode: 'resume_timeout',
+    });
     const tunnel: Tunnel = {
       session,
       direct: null,
@@ -315,6 +331,8 @@ export class TunnelHost {
         if (k !== 'sessions') this.retired[k] += info[k];
       this.retired.sessions++;
       this.tunnels.delete(sid);
+      // A failure (it has a code: no path, the resume timeout ran out) is an `error` event too; its streams were reset.
+      if (code) log.error('error', `session ${sid} ended: ${reason}; its connections were reset`, { sid, code });
       log.info('session_closed', `session ${sid} closed: ${reason}`, code ? { sid, code } : { sid });
     });
     if (args.onStream) session.mux.on('stream', args.onStream);
@@ -328,6 +346,7 @@ export class TunnelHost {
         log,
         relay: () => tunnel.relay,
         requestRepunch: () => void this.repunch(tunnel.control ?? control, sid),
+        onQuickDeath: () => void this.checkLegs(tunnel),
         planner: new PunchPlanner({
           role: args.role,
           store: this.punchMemory,
@@ -405,6 +424,38 @@ export class TunnelHost {
     void this.resumeRelay(tunnel);
   }
 
+  /**
+   * After the direct path died of quick probes: a relay leg that answers no
+   * heartbeat and a control connection that answers no ping within
+   * LEG_CHECK_MS are dropped (without a FIN) and taken back (relay_resume, a
+   * reconnect with session_resume and fresh candidates, which brings a new punch).
+   */
+  private async checkLegs(tunnel: Tunnel): Promise<void> {
+    const { session } = tunnel;
+    const relay = tunnel.relay;
+    const control = tunnel.control;
+    const t0 = performance.now();
+    if (relay && !relay.closed) session.sendSealed(DatagramType.Heartbeat, new Uint8Array(0), relay);
+    const controlAlive = control && !control.isClosed ? control.check(LEG_CHECK_MS) : Promise.resolve(true);
+    await sleep(LEG_CHECK_MS);
+    const alive = await controlAlive;
+    if (session.closed) return;
+    const dropped: string[] = [];
+    if (relay && !relay.closed && tunnel.relay === relay && relay.lastRecv < t0) {
+      dropped.push('relay');
+      relay.abandon('no answer on the relay leg after the direct path died');
+    }
+    if (!alive && control && !control.isClosed && tunnel.control === control) {
+      dropped.push('control');
+      control.abandon();
+    }
+    if (dropped.length)
+      this.opts.log.info('legs_dropped', `session ${session.sid}: ${dropped.join(' and ')} silent too: taking back`, {
+        sid: session.sid,
+        legs: dropped,
+      });
+  }
+
   private async resumeRelay(tunnel: Tunnel): Promise<void> {
     const { session } = tunnel;
     const { log } = this.opts;
@@ -415,9 +466,8 @@ export class TunnelHost {
     const started = performance.now();
     const limit = this.opts.resumeTimeoutMs ?? RESUME_TIMEOUT_MS;
     const backoff = new Backoff({ initialMs: RELAY_RESUME_FIRST_MS, maxMs: RELAY_RESUME_MAX_MS });
-    let why = `the relay could not be reached again within ${Math.round(limit / 1000)} s`;
-    let code = 'resume_timeout';
-    let giveUp: string | undefined;
+    let why = `the relay could not be reached again within --resume-timeout (${Math.round(limit / 1000)} s)`;
+    let giveUp: ErrorCode | undefined;
     try {
       for (let attempt = 1; attempt <= MAX_RELAY_RESUME_ATTEMPTS; attempt++) {
         await sleep(backoff.next());
@@ -462,11 +512,11 @@ export class TunnelHost {
       tunnel.relayResuming = false;
     }
     if (session.closed) return;
-    code = giveUp ?? code;
+    const code: ErrorCode = giveUp ?? 'resume_timeout';
     const p = session.path;
     if (!p || p.closed || p.kind === 'relay') {
       log.warn('resume_failed', `session ${session.sid}: ${why}`, { sid: session.sid, code, what: 'relay' });
-      session.close(`relay connection lost: ${why}`);
+      session.close(`relay connection lost: ${why}`, code);
     } else log.warn('relay_lost', `session ${session.sid} stays direct without a relay: ${why}`, { sid: session.sid });
   }
 

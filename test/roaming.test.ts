@@ -44,6 +44,11 @@ class CutProxy {
     return this;
   }
 
+  /** New connections are refused from now on (the listening socket closes). */
+  stopAccepting(): void {
+    this.server.close();
+  }
+
   /** Cuts a connection with a RST both ways, as a vanished address would end it. */
   cut(c: { down: net.Socket; up: net.Socket }): void {
     c.down.resetAndDestroy();
@@ -55,7 +60,7 @@ class CutProxy {
       c.down.destroy();
       c.up.destroy();
     }
-    this.server.close();
+    if (this.server.listening) this.server.close();
   }
 }
 
@@ -182,4 +187,47 @@ test('attack: knowing the session id without the keys, nobody can resume it at t
     assert.equal(eventsOf(child, 'resume').length, 0);
     for (const e of eventsOf(child, 'path')) assert.equal(e.sid, sid);
   }
+});
+
+test('no resume within --resume-timeout: an error event (code resume_timeout), connections reset', async (t) => {
+  const p = new Procs();
+  t.after(() => p.cleanup());
+  const relay = p.spawnCli('relay', ['--listen', '127.0.0.1:0', '--key', 'end-key', '--log-format', 'json']);
+  const rr = await waitForEvent(relay, 'ready', 10_000);
+  const relayProxy = await new CutProxy(Number(rr.port)).start();
+  t.after(() => relayProxy.close());
+  const rdv = await p.rendezvous(['--relay', `127.0.0.1:${relayProxy.port}`, '--relay-key', 'end-key']);
+  const echo = await p.echoServer();
+  const args = ['--mode', 'relay', '--no-admin', '--resume-timeout', '3'];
+  const serve = await p.serve('end', `127.0.0.1:${echo.port}`, rdv.addr, SECRET, args);
+  const visit = await p.visit('end', rdv.addr, SECRET, args);
+  const sid = String((await waitForEvent(visit.child, 'path', 10_000)).sid);
+
+  // One local connection, proven to work.
+  const conn = net.connect({ port: visit.port, host: '127.0.0.1' });
+  let closedWith: string | null = null;
+  conn.on('error', (e: NodeJS.ErrnoException) => (closedWith ??= e.code ?? 'error'));
+  conn.on('close', () => (closedWith ??= 'close'));
+  let back = 0;
+  conn.on('data', (d: Buffer) => (back += d.length));
+  conn.write(Buffer.alloc(1000, 1));
+  await until('the echo', () => back === 1000, 10_000);
+
+  // The relay becomes unreachable for good: both legs cut, no new connection accepted.
+  relayProxy.stopAccepting();
+  for (const c of relayProxy.conns) relayProxy.cut(c);
+  const lost = await waitForEvent(visit.child, 'relay_lost', 10_000);
+  assert.equal(lost.sid, sid);
+  // The local connection waits while the session tries to resume.
+  assert.equal(closedWith, null, 'the connection was not closed when the relay was lost');
+  conn.write(Buffer.alloc(1000, 2));
+
+  for (const child of [visit.child, serve]) {
+    const err = await waitForEvent(child, (o) => o.event === 'error' && o.sid === sid, 30_000);
+    assert.equal(err.code, 'resume_timeout', JSON.stringify(err));
+    const closed = await waitForEvent(child, 'session_closed', 10_000);
+    assert.equal(closed.code, 'resume_timeout');
+  }
+  await until('the local connection is reset', () => closedWith !== null, 10_000);
+  assert.equal(closedWith, 'ECONNRESET');
 });

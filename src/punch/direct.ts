@@ -20,6 +20,30 @@ export const HEARTBEAT_MS = 2000;
 /** The direct path is dead after this long without an authenticated datagram on it (three heartbeats, and some). */
 export const DIRECT_DEAD_AFTER_MS = 6500;
 /**
+ * Fast detection (issue 18): data unacknowledged and nothing authenticated
+ * heard on the direct path for this long makes the path suspect, and it is
+ * probed at once (state `suspect`), rather than waiting DIRECT_DEAD_AFTER_MS.
+ */
+export const SUSPECT_AFTER_MS = 1000;
+/**
+ * While data is in flight on the direct path, its silence is checked this
+ * often (the `watch` timer of state `direct`; no timer while nothing is in flight).
+ */
+export const SILENCE_CHECK_MS = 250;
+/** A suspect path gets this many probes, SUSPECT_PROBE_MS apart; none answered one interval after the last: dead. */
+export const SUSPECT_PROBES = 3;
+export const SUSPECT_PROBE_MS = 200;
+/**
+ * NAT rebinding (WireGuard's rule), controlling side: once the current path
+ * has been silent this long, an authenticated datagram of the peer from a new
+ * source address moves the session there after one probe round trip
+ * verifies it. (The controlled side follows the peer's nominations, with the
+ * same verification, without waiting.)
+ */
+export const REBIND_QUIET_MS = 250;
+/** After a suspect path was declared dead, punching starts again after this long (no backoff: the network changed). */
+const REPUNCH_AFTER_SUSPECT_MS = 0;
+/**
  * The controlled side heartbeats only as a backup, when it has heard nothing
  * for this many heartbeat intervals: the controlling side's pings normally
  * keep both mappings open, and one ping per idle tunnel is enough.
@@ -111,6 +135,12 @@ export interface DirectOptions {
   /** Asks the peer (through the rendezvous) to punch again, with fresh candidates. */
   requestRepunch?: () => void;
   /**
+   * The direct path died of unanswered quick probes (state `suspect`): a sign
+   * that the network changed under the session, so the other legs (relay,
+   * control connection) may be dead too without knowing it.
+   */
+  onQuickDeath?: () => void;
+  /**
    * Chooses each round's plan and escalates after a failed one (planner.ts).
    * Without it, every retry repeats the plan of the round that failed.
    */
@@ -122,6 +152,22 @@ const MAX_PATHS = 512;
 const BIRTHDAY_SOCKETS = 256;
 /** Probes per second when spraying random ports at a symmetric NAT. */
 const SPRAY_RATE = 1000;
+
+/** The silence watch of state `direct`: its timer, and since when data has been in flight. */
+interface Watch {
+  timer: NodeJS.Timeout;
+  since: number;
+}
+
+/** The probes of state `suspect`: the timer of the next one, and how many went. */
+interface Probing {
+  timer: NodeJS.Timeout;
+  sent: number;
+}
+
+/** The states in which a direct path carries the session. */
+type OnPath = DirectState & { name: 'direct' | 'suspect' };
+const onPath = (s: DirectState): s is OnPath => s.name === 'direct' || s.name === 'suspect';
 
 /** One probing round: probes to every candidate until `until`. Its timer is the next probe batch. */
 interface Round {
@@ -157,6 +203,24 @@ export type DirectState =
       followed: boolean;
       readonly heartbeat: () => void;
       readonly round: Round | null;
+      /** Checks for silence every SILENCE_CHECK_MS while data is in flight (null: nothing in flight). */
+      readonly watch: Watch | null;
+    }
+  /**
+   * The direct path still carries the session, but data is unacknowledged and
+   * nothing came back on it for SUSPECT_AFTER_MS: a few quick probes decide.
+   * Any authenticated datagram on it: back to `direct`; none after the last
+   * probe: dead at once (`retry-wait`).
+   */
+  | {
+      readonly name: 'suspect';
+      readonly path: DirectPath;
+      rttMs: number;
+      followed: boolean;
+      readonly heartbeat: () => void;
+      readonly round: Round | null;
+      /** The next probe (or, after the last one, the verdict). */
+      readonly probing: Probing;
     }
   /** No direct path (a round failed, or the path died); punching again when `retry` fires. */
   | {
@@ -176,12 +240,16 @@ function held(s: DirectState): {
   grace: NodeJS.Timeout | null;
   retry: NodeJS.Timeout | null;
   heartbeat: (() => void) | null;
+  watch: Watch | null;
+  probing: Probing | null;
 } {
   return {
     round: 'round' in s ? s.round : null,
     grace: 'grace' in s ? s.grace : null,
     retry: 'retry' in s ? s.retry : null,
     heartbeat: 'heartbeat' in s ? s.heartbeat : null,
+    watch: 'watch' in s ? s.watch : null,
+    probing: 'probing' in s ? s.probing : null,
   };
 }
 
@@ -245,7 +313,7 @@ export class DirectPathManager implements PathSource {
 
   /** The direct path in use, if any. */
   get path(): DirectPath | null {
-    return this.state.name === 'direct' ? this.state.path : null;
+    return onPath(this.state) ? this.state.path : null;
   }
 
   /** The probing round under way, in whichever state runs it. */
@@ -277,6 +345,8 @@ export class DirectPathManager implements PathSource {
     if (was.grace && was.grace !== now.grace) clearTimeout(was.grace);
     if (was.retry && was.retry !== now.retry) clearTimeout(was.retry);
     if (was.heartbeat && was.heartbeat !== now.heartbeat) was.heartbeat();
+    if (was.watch && was.watch !== now.watch) clearTimeout(was.watch.timer);
+    if (was.probing && was.probing !== now.probing) clearTimeout(was.probing.timer);
     if (was.round && was.round !== now.round) this.endRound(was.round);
   }
 
@@ -346,7 +416,7 @@ export class DirectPathManager implements PathSource {
   recover(graceMs: number, reason: string): boolean {
     const s = this.state;
     if (s.name === 'closed' || this.successes === 0 || this.plan.kind === 'none') return false;
-    if (s.name === 'direct') return true;
+    if (s.name === 'direct' || s.name === 'suspect') return true;
     const grace = s.grace ?? this.graceTimer(graceMs, reason);
     this.backoff.reset();
     this.opts.requestRepunch?.();
@@ -407,32 +477,53 @@ export class DirectPathManager implements PathSource {
       best && best.socket === sock && best.port === rinfo.port && best.address === rinfo.address
         ? best
         : this.pathFor(sock, rinfo.address, rinfo.port);
+    // Opened (authenticated, not a replay) before anything else: an unauthenticated datagram moves nothing.
     if (!this.receiver?.(msg, path)) return;
     const now = performance.now();
     this.socketRecv.set(sock, now);
-    if (path === this.path) {
+    if (path === best) {
       this.lastDirectRecv = now;
       if (h.counter > this.bestCounter) this.bestCounter = h.counter;
+      const s = this.state;
+      if (s.name === 'suspect') this.pathAnswered(s);
     } else if (
-      !this.controlling &&
-      (h.type === DatagramType.Data || h.type === DatagramType.Heartbeat) &&
-      h.counter > this.bestCounter
+      (h.type === DatagramType.Data ||
+        h.type === DatagramType.Heartbeat ||
+        (this.controlling && h.type === DatagramType.HeartbeatAck)) &&
+      h.counter > this.bestCounter &&
+      (!this.controlling || this.rebindable(now))
     ) {
       this.onNomination(path, now, h.counter);
     }
   }
 
   /**
-   * Controlled side: the peer sends data or heartbeats on `path`, so that is the
-   * path it chose. Follow it once our own probe has proven it works both ways
-   * (a copy of an authenticated datagram raced from another address by an
-   * on-path attacker cannot answer our probe, so it cannot steer us).
+   * Controlling side: may the peer's authenticated datagrams from a new
+   * address move the session (NAT rebinding)? Yes when there is no direct
+   * path, or the current one is suspect or has been silent for REBIND_QUIET_MS.
+   * (Data and heartbeats only ever come from the one path the peer follows,
+   * so a new source address means the peer's mapping changed.)
+   */
+  private rebindable(now: number): boolean {
+    const s = this.state;
+    if (s.name === 'closed') return false;
+    if (s.name !== 'direct') return true;
+    return now - this.lastDirectRecv >= REBIND_QUIET_MS;
+  }
+
+  /**
+   * The peer sends data or heartbeats on `path`. Controlled side: that is
+   * the path the controlling peer chose (nominated). Controlling side: the
+   * peer's NAT gave it a new address (rebinding; see rebindable()). Either
+   * way, follow it once our own probe has proven it works both ways (a copy
+   * of an authenticated datagram raced from another address by an on-path
+   * attacker cannot answer our probe, so it cannot steer us).
    */
   private onNomination(path: DirectPath, now: number, counter: bigint): void {
     if (path.verifiedAt && now - path.verifiedAt < VERIFIED_FRESH_MS) {
       this.bestCounter = counter;
       const s = this.state;
-      return this.adopt(path, s.name === 'direct' ? s.rttMs : 0, true);
+      return this.adopt(path, onPath(s) ? s.rttMs : 0, this.controlling ? 'rebind' : 'nominated');
     }
     const pending = this.nominationCheck;
     if (pending && pending.path === path && now - pending.at < NOMINATION_RECHECK_MS) return;
@@ -518,20 +609,17 @@ export class DirectPathManager implements PathSource {
       if (this.nominationCheck?.path === from) {
         if (this.nominationCheck.counter > this.bestCounter) this.bestCounter = this.nominationCheck.counter;
         this.nominationCheck = null;
-        this.adopt(from, performance.now() - sent.sentAt, true);
+        this.adopt(from, performance.now() - sent.sentAt, this.controlling ? 'rebind' : 'nominated');
         return;
       }
       this.confirm(from, performance.now() - sent.sentAt, ack.addr);
       return;
     }
-    if (type === DatagramType.HeartbeatAck && from === this.path) {
-      this.lastDirectRecv = performance.now();
-    }
   }
 
   private confirm(path: DirectPath, rttMs: number, observed: string): void {
     const cur = this.state;
-    if (cur.name === 'direct') {
+    if (onPath(cur)) {
       if (cur.path === path) {
         cur.rttMs = rttMs;
         return;
@@ -545,31 +633,52 @@ export class DirectPathManager implements PathSource {
       `direct path ${path.remote} confirmed, rtt ${rttMs.toFixed(1)} ms, we are seen as ${observed}`,
       { sid: this.opts.session.sid, rttMs, observed },
     );
-    this.adopt(path, rttMs, false);
+    this.adopt(path, rttMs, 'probe');
   }
 
-  /** Makes `path` the session's direct path, and reports it to the session. */
-  private adopt(path: DirectPath, rttMs: number, nominated: boolean): void {
+  /**
+   * Makes `path` the session's direct path, and reports it to the session.
+   * `how`: our probe was answered, the controlling peer nominated it, or the
+   * peer's datagrams come from it now (a NAT rebinding, controlling side).
+   */
+  private adopt(path: DirectPath, rttMs: number, how: 'probe' | 'nominated' | 'rebind'): void {
     const cur = this.state;
     if (cur.name === 'closed') return;
+    const nominated = how === 'nominated';
     if (cur.name === 'direct') {
       if (nominated) cur.followed = true;
       if (cur.path === path) return;
     }
+    if (cur.name === 'suspect' && cur.path === path) return this.pathAnswered(cur);
     this.lastDirectRecv = performance.now();
     this.backoff.reset();
-    if (nominated)
-      this.opts.log.debug('path_followed', `following the peer onto ${path.remote}`, { sid: this.opts.session.sid });
+    const sid = this.opts.session.sid;
+    if (nominated) this.opts.log.debug('path_followed', `following the peer onto ${path.remote}`, { sid });
+    if (how === 'rebind')
+      this.opts.log.info('path_rebound', `the peer's datagrams come from ${path.remote} now: moving there`, {
+        sid,
+        remote: path.remote,
+        from: this.path?.remote ?? null,
+      });
     const round = held(cur).round;
-    if (cur.name === 'direct') {
-      this.transition({ ...cur, path, rttMs }, nominated ? 'the peer nominated another path' : 'a better path');
+    const why = nominated ? 'the peer nominated another path' : how === 'rebind' ? 'the peer rebound' : 'a better path';
+    if (onPath(cur)) {
+      const followed = cur.followed || nominated;
+      this.transition(
+        { name: 'direct', path, rttMs, followed, heartbeat: cur.heartbeat, round, watch: this.watchFor(path) },
+        why,
+      );
     } else {
       this.successes++;
       this.opts.planner?.succeeded();
       const heartbeat = this.startHeartbeat();
       this.transition(
-        { name: 'direct', path, rttMs, followed: nominated, heartbeat, round },
-        nominated ? 'the peer nominated a verified path' : 'a probe was answered',
+        { name: 'direct', path, rttMs, followed: nominated, heartbeat, round, watch: this.watchFor(path) },
+        nominated
+          ? 'the peer nominated a verified path'
+          : how === 'rebind'
+            ? 'the peer rebound'
+            : 'a probe was answered',
       );
     }
     this.opts.session.setPath('direct', path);
@@ -593,9 +702,13 @@ export class DirectPathManager implements PathSource {
 
   private onTick(now: number, every: number, deadAfter: number, resolution: number): void {
     const s = this.state;
-    if (s.name !== 'direct') return;
+    if (!onPath(s)) return;
     const quiet = now - this.lastDirectRecv;
-    if (quiet > deadAfter) return this.directDied(s, deadAfter);
+    if (quiet > deadAfter) return this.directDied(s, `no answer for ${deadAfter / 1000} s`);
+    if (s.name === 'suspect') return; // its probes test the path
+    // Data went in flight since the last tick: watch for silence more closely.
+    if (!s.watch && this.dataInFlight(s.path))
+      this.transition({ ...s, watch: this.watchFor(s.path) }, 'data in flight');
     // Only the controlling side (the visitor) pings an idle path; the peer's
     // answer refreshes both NAT mappings. Traffic that is flowing proves the
     // path already, and the controlled side pings only as a backup when it
@@ -606,22 +719,82 @@ export class DirectPathManager implements PathSource {
     if (!s.round) this.closeQuietSockets(SOCKET_QUIET_MS);
   }
 
-  private directDied(s: DirectState & { name: 'direct' }, deadAfter: number): void {
-    this.nominationCheck = null;
-    this.opts.log.warn('direct_lost', `no answer on the direct path ${s.path.remote} for ${deadAfter / 1000} s`, {
-      sid: this.opts.session.sid,
-    });
+  /** The session's data is on `path` and some of it is unacknowledged. */
+  private dataInFlight(path: DirectPath): boolean {
+    const session = this.opts.session;
+    return session.path === path && session.kcp.inFlight > 0;
+  }
+
+  /** The silence watch for a new `direct` state on `path`: a timer while data is in flight, else null. */
+  private watchFor(path: DirectPath): Watch | null {
+    if (!this.dataInFlight(path)) return null;
+    const watch: Watch = { since: performance.now(), timer: setTimeout(() => this.onWatch(watch), SILENCE_CHECK_MS) };
+    watch.timer.unref();
+    return watch;
+  }
+
+  /** The silence watch fired: unacknowledged data on a silent path makes it suspect; none in flight ends the watch. */
+  private onWatch(watch: Watch): void {
+    const s = this.state;
+    if (s.name !== 'direct' || s.watch !== watch) return;
+    if (!this.dataInFlight(s.path)) return this.transition({ ...s, watch: null }, 'nothing in flight');
+    const now = performance.now();
+    const silent = now - Math.max(this.lastDirectRecv, watch.since);
+    if (silent < SUSPECT_AFTER_MS) {
+      watch.timer = setTimeout(() => this.onWatch(watch), SILENCE_CHECK_MS);
+      watch.timer.unref();
+      return;
+    }
+    const { path, rttMs, followed, heartbeat, round } = s;
+    const probing: Probing = { sent: 0, timer: setTimeout(() => this.suspectProbe(probing), SUSPECT_PROBE_MS) };
+    probing.timer.unref();
     this.transition(
-      { name: 'retry-wait', retry: this.retryTimer(this.plan), round: s.round, grace: null },
-      `no answer for ${deadAfter / 1000} s`,
+      { name: 'suspect', path, rttMs, followed, heartbeat, round, probing },
+      `data unacknowledged and nothing heard for ${Math.round(silent)} ms`,
     );
+    this.suspectProbe(probing);
+  }
+
+  /** State `suspect`: the next probe, or after the last one, the verdict. */
+  private suspectProbe(probing: Probing): void {
+    const s = this.state;
+    if (s.name !== 'suspect' || s.probing !== probing) return;
+    clearTimeout(probing.timer);
+    if (probing.sent >= SUSPECT_PROBES) return this.directDied(s, `${SUSPECT_PROBES} quick probes unanswered`);
+    probing.sent++;
+    this.sendProbe(s.path);
+    probing.timer = setTimeout(() => this.suspectProbe(probing), SUSPECT_PROBE_MS);
+    probing.timer.unref();
+  }
+
+  /** An authenticated datagram came back on the suspect path: it lives. */
+  private pathAnswered(s: DirectState & { name: 'suspect' }): void {
+    const { path, rttMs, followed, heartbeat, round } = s;
+    this.transition(
+      { name: 'direct', path, rttMs, followed, heartbeat, round, watch: this.watchFor(path) },
+      'the suspect path answered',
+    );
+  }
+
+  private directDied(s: OnPath, why: string): void {
+    this.nominationCheck = null;
+    const fast = s.name === 'suspect';
+    this.opts.log.warn('direct_lost', `no answer on the direct path ${s.path.remote}: ${why}`, {
+      sid: this.opts.session.sid,
+      remote: s.path.remote,
+      why,
+    });
+    // A suspect path died of a change of network: punch again at once, not after a backoff.
+    const retry = this.retryTimer(this.plan, fast ? REPUNCH_AFTER_SUSPECT_MS : undefined);
+    this.transition({ name: 'retry-wait', retry, round: s.round, grace: null }, why);
     this.opts.session.setPath('direct', null);
+    if (fast) this.opts.onQuickDeath?.();
   }
 
   /** The round `p` ran out of time. */
   private roundOver(p: Round): void {
     const s = this.state;
-    if (s.name === 'direct') return this.transition({ ...s, round: null }, 'round over');
+    if (onPath(s)) return this.transition({ ...s, round: null }, 'round over');
     if (s.name !== 'punching' && s.name !== 'retry-wait') return;
     this.opts.log.info(
       'punch_failed',

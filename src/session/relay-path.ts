@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { EventEmitter } from 'node:events';
 import { FramedSocket } from '../transport/framed-socket.js';
 import type { Path, PathReceiver, PathSource } from './path.js';
@@ -25,6 +26,8 @@ export class RelayPath extends EventEmitter implements Path, PathSource {
   /** Where received datagrams go (the session's `deliver`); dropped until set. */
   private receiver: PathReceiver | null = null;
   dropped = 0;
+  /** When the last datagram arrived on this leg (performance.now()). */
+  lastRecv = 0;
 
   private constructor(remote: string) {
     super();
@@ -105,7 +108,10 @@ export class RelayPath extends EventEmitter implements Path, PathSource {
           path.shutdown(`relay error: ${m.message}`);
         }
       });
-      fs.on('datagram', (d: Buffer) => path.receiver?.(d, path));
+      fs.on('datagram', (d: Buffer) => {
+        path.lastRecv = performance.now();
+        path.receiver?.(d, path);
+      });
       fs.on('protocolError', (_c: string, msg: string) => {
         if (!settled) return fail(`relay protocol error: ${msg}`);
         // A broken byte stream from a paired relay (a leg spliced back after

@@ -32,6 +32,12 @@ export interface SessionOptions {
   keepaliveMs?: number;
   /** How long a stalled direct path is left alone before data tries it again (DIRECT_STALL_RETRY_MS). */
   stallRetryMs?: number;
+  /**
+   * The code the session closes with when nothing arrives for deadAfterMs
+   * (no_path by default; a peer that resumes sessions passes resume_timeout:
+   * the silence outlasted --resume-timeout).
+   */
+  silenceCode?: ErrorCode;
 }
 
 /** KCP payload per UDP datagram: the largest sealed datagram minus seal overhead. */
@@ -183,7 +189,10 @@ export class Session extends EventEmitter {
   private checkAlive(now: number, deadAfter: number, keepaliveMs: number, resolution: number): void {
     const quiet = now - this.lastRecv;
     if (quiet > deadAfter)
-      return this.close(`no traffic from the peer for ${Math.round(deadAfter / 1000)} s`, 'no_path');
+      return this.close(
+        `no traffic from the peer for ${Math.round(deadAfter / 1000)} s`,
+        this.opts.silenceCode ?? 'no_path',
+      );
     // The direct path has its own heartbeats; elsewhere, ping only a quiet session.
     if (this.paths.current?.kind === 'direct' || !isDue(quiet, keepaliveMs, resolution)) return;
     this.sendSealed(DatagramType.Heartbeat, EMPTY);

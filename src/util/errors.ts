@@ -50,7 +50,13 @@ export type LocalErrorCode =
    * acknowledging (or sending anything) on every path it has, or data is cut
    * larger than every open path carries.
    */
-  | 'no_path';
+  | 'no_path'
+  /**
+   * A tunnel session lost its paths (network change, outage, relay or peer
+   * gone) and could not take them back within --resume-timeout: its streams
+   * are reset.
+   */
+  | 'resume_timeout';
 
 /**
  * The whole union: wire codes (src/wire/control.ts `ErrorCode`, public: they

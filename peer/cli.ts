@@ -495,6 +495,7 @@ addLogOptions(program.command('nat'))
           `on a public address: ${report.isPublic ? 'yes' : 'no'}`,
           `mapping:             ${report.mapping}${mappingScope(report.mappingTested, report.mapping)}`,
           `filtering:           ${report.filtering}`,
+          `port allocation:     ${report.allocation}${report.step !== undefined ? ` (step ${report.step})` : ''}`,
           `NAT type:            ${report.natType}`,
           `hole punching:       ${report.isPublic || report.mapping === 'endpoint-independent' ? 'easy' : report.mapping === 'unknown' ? 'unknown' : 'hard (birthday punching against easy NATs; relay against another hard one)'}`,
           ...report.notes.map((n) => `note: ${n}`),

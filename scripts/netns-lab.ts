@@ -30,7 +30,7 @@ export const ROUTER_TYPES: readonly RouterType[] = ['public', 'fullcone', 'cone'
  * enterprise NATs; issue 21), port-restricted filtering like `cone`.
  */
 export const ALL_ROUTER_TYPES: readonly RouterType[] = [...ROUTER_TYPES, 'sequential'];
-/** A sequential router's UDP ports: SEQUENTIAL_BASE_PORT + (counter mod SEQUENTIAL_PORTS), counter +1 per new mapping. */
+/** A sequential router's UDP ports: BASE + (counter mod PORTS); the counter goes up by one per new mapping. */
 export const SEQUENTIAL_BASE_PORT = 20000;
 export const SEQUENTIAL_PORTS = 4096;
 
@@ -277,12 +277,7 @@ export async function missingPrerequisites(): Promise<string | null> {
  * The NAT and home-router firewall of a router namespace. `wanAddr` (the
  * router's WAN address) is needed by the `sequential` type, which SNATs to it.
  */
-export function routerRuleset(
-  prefix: string,
-  type: RouterType,
-  lanHost: string | undefined,
-  wanAddr?: string,
-): string {
+export function routerRuleset(prefix: string, type: RouterType, lanHost: string | undefined, wanAddr?: string): string {
   const wan = IF.wan(prefix);
   const lan = IF.lan(prefix);
   // Why the drop policy: without it, a peer's early punch packet that reaches the

@@ -104,7 +104,7 @@ export class TunnelLab {
     if (!opts.noVisit) await this.startVisit();
   }
 
-  /** Starts `peer serve` on host b (again, after stopProcess: a trial with new peer processes); resolves once registered. */
+  /** Starts `peer serve` on host b (again after stopProcess: new peer processes); resolves once registered. */
   async startServe(): Promise<void> {
     this.serve = this.lab.spawnCli('b', 'peer', [
       'serve',

@@ -61,7 +61,10 @@ test('classifyAllocation: order by time, repeated destinations ignored, rate ove
   assert.equal(r.lastPort, 20002);
   assert.equal(r.rate, undefined, 'a few ms say nothing about other hosts');
   // 1 s apart, 10 ports taken by others in between (gaps of 11 and 1 with step 1).
-  const slow = classifyAllocation(samples([20000, 20011, 20012], (i) => i * 500), 1);
+  const slow = classifyAllocation(
+    samples([20000, 20011, 20012], (i) => i * 500),
+    1,
+  );
   assert.equal(slow.step, 1);
   assert.equal(slow.rate, 10);
 });
@@ -80,7 +83,12 @@ test('natAllocation and allocationTargets', () => {
 });
 
 test('NatInfo: the prediction fields parse, and a message without them still does', () => {
-  const full = NatInfo.parse({ mapping: 'address-and-port-dependent', allocation: 'sequential', step: 1, lastPort: 20001 });
+  const full = NatInfo.parse({
+    mapping: 'address-and-port-dependent',
+    allocation: 'sequential',
+    step: 1,
+    lastPort: 20001,
+  });
   assert.equal(full.lastPort, 20001);
   const old = NatInfo.parse({ mapping: 'endpoint-independent', filtering: 'unknown' });
   assert.equal(old.allocation, undefined);
@@ -168,8 +176,16 @@ const SEQ = (lastPort: number): NatInfo => ({
   step: 1,
   lastPort,
 });
-const RAND: NatInfo = { mapping: 'address-and-port-dependent', filtering: 'address-and-port-dependent', allocation: 'random' };
-const CONE: NatInfo = { mapping: 'endpoint-independent', filtering: 'address-and-port-dependent', allocation: 'preserving' };
+const RAND: NatInfo = {
+  mapping: 'address-and-port-dependent',
+  filtering: 'address-and-port-dependent',
+  allocation: 'random',
+};
+const CONE: NatInfo = {
+  mapping: 'endpoint-independent',
+  filtering: 'address-and-port-dependent',
+  allocation: 'preserving',
+};
 const OLD_CONE: NatInfo = { mapping: 'endpoint-independent', filtering: 'address-and-port-dependent' };
 
 test('punchLadder: prediction for sequential NATs, relay against a random one, old peers unchanged', () => {

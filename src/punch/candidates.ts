@@ -100,5 +100,10 @@ export function allocationTargets(
 /** The NatInfo fields of an allocation result (pure): a prediction's base only for a sequential NAT. */
 export function natAllocation(r: AllocationResult): Pick<NatInfo, 'allocation' | 'step' | 'lastPort' | 'rate'> {
   if (r.allocation !== 'sequential') return { allocation: r.allocation };
-  return { allocation: r.allocation, step: r.step, lastPort: r.lastPort, ...(r.rate !== undefined ? { rate: r.rate } : {}) };
+  return {
+    allocation: r.allocation,
+    step: r.step,
+    lastPort: r.lastPort,
+    ...(r.rate !== undefined ? { rate: r.rate } : {}),
+  };
 }

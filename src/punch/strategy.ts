@@ -259,7 +259,8 @@ export function punchLadder(visitor: NatInfo | undefined, server: NatInfo | unde
         {
           kind: 'relay',
           cause:
-            'one NAT allocates ports in sequence, the other at random (prediction cannot meet a random mapping within the probe budget)',
+            'one NAT allocates ports in sequence, the other at random ' +
+            '(prediction cannot meet a random mapping within the probe budget)',
         },
       ];
     return [{ kind: 'relay', cause: 'both NATs map per destination (symmetric)' }];
@@ -270,6 +271,14 @@ export function punchLadder(visitor: NatInfo | undefined, server: NatInfo | unde
   const first: Role = untested(server) && !untested(visitor) ? 'server' : 'visitor';
   const second: Role = first === 'visitor' ? 'server' : 'visitor';
   return [{ kind: 'plain' }, { kind: 'birthday', hard: first }, { kind: 'birthday', hard: second }, exhausted];
+}
+
+function predictWho(s: Role | 'both'): string {
+  return s === 'both' ? 'both sides' : `${s} side`;
+}
+
+function predictRoleOf(plan: PunchPlan): string {
+  return plan.kind === 'predict' ? plan.role : plan.kind;
 }
 
 function predictStage(sequential: Role): PunchStage {
@@ -322,7 +331,11 @@ export function nextPunchPlan(
   let delayMs = 0;
   for (let i = 0; i < (rec?.failures ?? 0); i++) delayMs = backoff.next();
   const attemptMs =
-    stage.kind === 'birthday' ? PUNCH_BUDGET.birthdayMs : stage.kind === 'predict' ? PREDICT_ROUND_MS : PUNCH_BUDGET.plainMs;
+    stage.kind === 'birthday'
+      ? PUNCH_BUDGET.birthdayMs
+      : stage.kind === 'predict'
+        ? PREDICT_ROUND_MS
+        : PUNCH_BUDGET.plainMs;
   const tried = rec?.failed.length ? ` after ${rec.failed.join(', ')} failed` : '';
   const reason =
     stage.kind === 'relay'
@@ -330,7 +343,7 @@ export function nextPunchPlan(
       : stage.kind === 'plain'
         ? `plain punch${tried}`
         : stage.kind === 'predict'
-          ? `port prediction, ${stage.sequential === 'both' ? 'both sides' : `${stage.sequential} side`} sequential (${plan.kind === 'predict' ? plan.role : plan.kind})${tried}`
+          ? `port prediction, ${predictWho(stage.sequential)} sequential (${predictRoleOf(plan)})${tried}`
           : `birthday punch, ${stage.hard} side hard (${plan.kind})${tried}`;
   return { key, stage, plan, attemptMs, delayMs, reason };
 }

@@ -97,7 +97,8 @@ async function benchPair(a: RouterType, b: RouterType, trials: number): Promise<
           (eventsOf(v, 'punch_start')[0]?.plan as string | undefined) ??
           (eventsOf(v, 'punch_skipped').length ? 'none' : undefined);
         const start = eventsOf(v, 'punch_start')[0];
-        if (outcome.direct && start) times.push(Date.parse(String(outcome.direct.time)) - Date.parse(String(start.time)));
+        if (outcome.direct && start)
+          times.push(Date.parse(String(outcome.direct.time)) - Date.parse(String(start.time)));
       } finally {
         await Promise.all([visit && stopProcess(visit, 3000), serve && stopProcess(serve, 3000)]);
       }

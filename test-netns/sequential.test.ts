@@ -134,6 +134,10 @@ test('sequential x sequential (one lab): self-check, peer nat, direct + 50 MB, 2
           }
         }
         st.diagnostic(`direct in ${direct} trials; times to direct (ms): ${times.join(' ')}`);
+        // The background really took ports on the router: its flows are there, each with its own mapping.
+        const bgFlows = (await lab.conntrack('ra')).split('\n').filter((l) => /dport=9\b/.test(l)).length;
+        assert.ok(bgFlows >= BACKGROUND_FLOWS_PER_S, `only ${bgFlows} background flows in ra's conntrack`);
+        st.diagnostic(`${bgFlows} background flows in ra's conntrack`);
         assert.ok(direct >= MIN_DIRECT, `direct in only ${direct} trials\n${tl.dump()}`);
       } finally {
         await stopProcess(bg, 2000);

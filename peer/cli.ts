@@ -699,6 +699,7 @@ addLogOptions(program.command('nat'))
           `on a public address: ${report.isPublic ? 'yes' : 'no'}`,
           `mapping:             ${report.mapping}${mappingScope(report.mappingTested, report.mapping)}`,
           `filtering:           ${report.filtering}`,
+          `port allocation:     ${report.allocation}${report.step !== undefined ? ` (step ${report.step})` : ''}`,
           `NAT type:            ${report.natType}`,
           `hole punching:       ${punching}`,
           ...(portmap ? [`port mapping:        ${describePortmap(portmap)}`] : []),

@@ -8,7 +8,8 @@
  *   npm run bench                      all sections, 3 runs each (about 8-10 minutes)
  *   npm run bench -- --quick           1 run each, shorter transfers
  *   npm run bench -- --only direct     one section (direct, relay, connect, latency, streams, idle,
- *                                      rendezvous, loss, profile)
+ *                                      rendezvous, loss, profile, punch)
+ *   npm run bench -- --only punch      punching success per NAT pair, 20 trials each (--trials N)
  *
  * Needs root (network namespaces). See docs/BENCHMARKS.md.
  */
@@ -33,6 +34,7 @@ import { benchRendezvous } from './bench/sections/rendezvous.js';
 import { benchLoss } from './bench/sections/loss.js';
 import { benchPmtu } from './bench/sections/pmtu.js';
 import { benchProfile } from './bench/sections/profile.js';
+import { benchPunch } from './bench/sections/punch.js';
 
 const RESULTS = resolve(DIST_DIR, '..', 'bench', 'results.json');
 
@@ -47,6 +49,7 @@ const RUNNERS: Record<Section, (ctx: Ctx) => Promise<SectionResult>> = {
   loss: benchLoss,
   pmtu: benchPmtu,
   profile: benchProfile,
+  punch: benchPunch,
 };
 
 async function main(): Promise<number> {

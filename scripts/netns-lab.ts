@@ -23,8 +23,18 @@ import { startMiniupnpd, type MiniupnpdOptions } from './lab-miniupnpd.js';
 // ---------------------------------------------------------------------------
 // Topology description
 
-export type RouterType = 'cone' | 'symmetric' | 'fullcone' | 'public';
+export type RouterType = 'cone' | 'symmetric' | 'fullcone' | 'public' | 'sequential';
+/** The four textbook types (the punch matrix). */
 export const ROUTER_TYPES: readonly RouterType[] = ['public', 'fullcone', 'cone', 'symmetric'];
+/**
+ * Every type the lab builds. `sequential`: a symmetric NAT that allocates UDP
+ * ports in sequence from one counter for all its mappings (carrier and
+ * enterprise NATs; issue 21), port-restricted filtering like `cone`.
+ */
+export const ALL_ROUTER_TYPES: readonly RouterType[] = [...ROUTER_TYPES, 'sequential'];
+/** A sequential router's UDP ports: BASE + (counter mod PORTS); the counter goes up by one per new mapping. */
+export const SEQUENTIAL_BASE_PORT = 20000;
+export const SEQUENTIAL_PORTS = 4096;
 
 /** Impairments of one edge device's WAN link. */
 export interface LinkOptions {
@@ -124,8 +134,8 @@ function spec(r: RouterType | RouterSpec): RouterSpec {
 }
 
 function checkType(t: string): RouterType {
-  if (!(ROUTER_TYPES as readonly string[]).includes(t)) {
-    throw new Error(`unknown router type "${t}" (expected one of ${ROUTER_TYPES.join(', ')})`);
+  if (!(ALL_ROUTER_TYPES as readonly string[]).includes(t)) {
+    throw new Error(`unknown router type "${t}" (expected one of ${ALL_ROUTER_TYPES.join(', ')})`);
   }
   return t as RouterType;
 }
@@ -267,8 +277,11 @@ export async function missingPrerequisites(): Promise<string | null> {
 // ---------------------------------------------------------------------------
 // Router rules (pure: return nft scripts)
 
-/** The NAT and home-router firewall of a router namespace. */
-export function routerRuleset(prefix: string, type: RouterType, lanHost: string | undefined): string {
+/**
+ * The NAT and home-router firewall of a router namespace. `wanAddr` (the
+ * router's WAN address) is needed by the `sequential` type, which SNATs to it.
+ */
+export function routerRuleset(prefix: string, type: RouterType, lanHost: string | undefined, wanAddr?: string): string {
   const wan = IF.wan(prefix);
   const lan = IF.lan(prefix);
   // Why the drop policy: without it, a peer's early punch packet that reaches the
@@ -289,6 +302,8 @@ table inet labfw {
 ${type === 'fullcone' ? '    ct status dnat accept\n' : ''}  }
 }`;
   const masq = type === 'symmetric' ? 'masquerade random,fully-random' : 'masquerade';
+  if (type === 'sequential' && !wanAddr) throw new Error('a sequential router needs its WAN address');
+  const seq = type === 'sequential' ? `    oifname "${wan}" meta l4proto udp ${sequentialSnat(wanAddr!)}\n` : '';
   const dnat =
     type === 'fullcone' && lanHost
       ? `  chain prerouting {
@@ -300,10 +315,21 @@ ${type === 'fullcone' ? '    ct status dnat accept\n' : ''}  }
 table ip labnat {
 ${dnat}  chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;
-    oifname "${wan}" ${masq}
+${seq}    oifname "${wan}" ${masq}
   }
 }`;
   return filter + '\n' + nat + '\n';
+}
+
+/**
+ * The SNAT of a sequential router: the NAT chain sees only a flow's first
+ * packet, so `numgen inc` counts new mappings, for the whole box. numgen's
+ * value is in host byte order, and a port in a NAT statement is in network
+ * order, so the counter goes through a map to the port (DESIGN.md).
+ */
+export function sequentialSnat(wanAddr: string, base = SEQUENTIAL_BASE_PORT, n = SEQUENTIAL_PORTS): string {
+  const entries = Array.from({ length: n }, (_, i) => `${i} : ${base + i}`).join(', ');
+  return `snat ip to ${wanAddr} : numgen inc mod ${n} map { ${entries} }`;
 }
 
 /** Loss on an interface, both directions, with nft numgen (no netem on this kernel). */
@@ -1012,7 +1038,7 @@ export class Lab {
     for (const n of this.plan.nodes) {
       if (n.role !== 'router') continue;
       const lanHost = n.lanHosts && n.lanHosts.length > 0 ? this.addr(n.lanHosts[0]) : undefined;
-      await this.nft(n.name, routerRuleset(p, n.type!, lanHost));
+      await this.nft(n.name, routerRuleset(p, n.type!, lanHost, n.addrs[0].split('/')[0]));
       await this.nft(n.name, mssClampRuleset('forward'));
     }
     for (const n of this.plan.nodes) {
@@ -1144,7 +1170,7 @@ export function parseTopologyArgs(spec0: string, flags: string[]): Topology {
 
 const USAGE = `usage: netns-lab <command> [--prefix P]
   up TOPOLOGY [flags]   build a lab (tears down an existing one with the same prefix)
-                        TOPOLOGY = A-B with types public|fullcone|cone|symmetric, e.g. cone-symmetric
+                        TOPOLOGY = A-B with types public|fullcone|cone|symmetric|sequential, e.g. cone-sequential
                         flags: --same-lan --attacker --overlapping-lans --cgnat a=cone
                                --loss ra=10 --rate rb=50 --udp-timeout ra=5
                                --mtu ra=1280 (black hole) --mtu-icmp rb=1492 (ICMP frag-needed)

@@ -100,17 +100,22 @@ export class TunnelLab {
       waitForEvent(this.echo, 'ready', 15_000),
     ]);
     this.echoPort = Number(echoReady.port);
-    this.serve = lab.spawnCli('b', 'peer', [
+    await this.startServe();
+    if (!opts.noVisit) await this.startVisit();
+  }
+
+  /** Starts `peer serve` on host b (again after stopProcess: new peer processes); resolves once registered. */
+  async startServe(): Promise<void> {
+    this.serve = this.lab.spawnCli('b', 'peer', [
       'serve',
       '--name',
       SERVICE,
       '--local',
       `127.0.0.1:${this.echoPort}`,
       ...this.commonArgs,
-      ...(opts.serveArgs ?? []),
+      ...(this.opts.serveArgs ?? []),
     ]);
     await waitForEvent(this.serve, 'ready', 20_000);
-    if (!opts.noVisit) await this.startVisit();
   }
 
   /** Starts `peer visit --bind 127.0.0.1:0` on host a; resolves once it is ready (its session is open). */

@@ -11,13 +11,14 @@ export const SECTIONS = [
   'loss',
   'pmtu',
   'profile',
+  'punch',
 ] as const;
 export type Section = (typeof SECTIONS)[number];
 
 export interface BenchArgs {
   /** runs per figure (median is reported) */
   runs: number;
-  /** sections to run; all but 'profile' by default */
+  /** sections to run; all but 'profile' and 'punch' (about 15 minutes alone) by default */
   only: Section[];
   /** iperf3 duration per run, seconds */
   seconds: number;
@@ -25,19 +26,22 @@ export interface BenchArgs {
   write: boolean;
   /** install missing reference tools with apt-get (off with --no-install) */
   install: boolean;
+  /** punch section: trials per NAT pair (default PUNCH_TRIALS, 20) */
+  trials?: number;
 }
 
 export const USAGE =
   'usage: npm run bench -- [--quick] [--runs N] [--only SECTION[,SECTION]] [--seconds S] ' +
-  '[--no-write] [--no-install]\n' +
-  `  sections: ${SECTIONS.join(', ')} (profile runs only when named)
+  '[--no-write] [--no-install] [--trials N]\n' +
+  `  sections: ${SECTIONS.join(', ')} (profile and punch run only when named)
   --quick      one run per figure, shorter transfers
+  --trials N   punch section: trials per NAT pair (default 20)
   --only       run these sections; results.json keeps the other sections' figures from earlier runs`;
 
 export function parseBenchArgs(argv: readonly string[]): BenchArgs {
   const a: BenchArgs = {
     runs: 3,
-    only: SECTIONS.filter((s) => s !== 'profile'),
+    only: SECTIONS.filter((s) => s !== 'profile' && s !== 'punch'),
     seconds: 5,
     write: true,
     install: true,
@@ -58,6 +62,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchArgs {
       a.runs = positiveInt(value(), f);
       runsGiven = true;
     } else if (f === '--seconds') a.seconds = positiveInt(value(), f);
+    else if (f === '--trials') a.trials = positiveInt(value(), f);
     else if (f === '--only')
       a.only = value()
         .split(',')

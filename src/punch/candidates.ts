@@ -1,6 +1,8 @@
 import os from 'node:os';
 import { stunBinding } from '../stun/client.js';
-import { classifyMapping, otherAddressFor } from '../stun/nat.js';
+import { performance } from 'node:perf_hooks';
+import { classifyMapping, otherAddressFor, type MappingProbe } from '../stun/nat.js';
+import { classifyAllocation, type AllocationResult, type AllocationSample } from '../stun/allocation.js';
 import { isMappedCandidate, type Candidate, type NatInfo } from '../wire/control.js';
 import type { PeerSocket } from './peer-socket.js';
 
@@ -55,11 +57,18 @@ export async function gatherCandidates(
         ? { ...server, port: opts.altPort }
         : null;
     if (other) {
-      const second = await stunBinding(ps.socket, other, { timeoutMs, rtoMs: 250 }).catch(() => null);
-      nat.mapping = classifyMapping([
-        { server: stun, mapped },
-        { server: other, mapped: second ? second.mapped : null },
-      ]);
+      // Every destination of the server's grid, one after the other from the data socket: the
+      // mapping behaviour, and from the order of the public ports the NAT's port allocation.
+      const dests = allocationTargets(server, other);
+      const probes: MappingProbe[] = [{ server: stun, mapped }];
+      const samples: AllocationSample[] = [{ server: stun, mappedPort: mapped.port, at: performance.now() }];
+      for (const d of dests) {
+        const r = await stunBinding(ps.socket, d, { timeoutMs, rtoMs: 250 }).catch(() => null);
+        probes.push({ server: d, mapped: r ? r.mapped : null });
+        samples.push({ server: d, mappedPort: r ? r.mapped.port : null, at: performance.now() });
+      }
+      nat.mapping = classifyMapping(probes);
+      Object.assign(nat, natAllocation(classifyAllocation(samples, ps.port)));
     }
     return { candidates, nat, mapped };
   } catch {
@@ -99,4 +108,36 @@ export function withMappedCandidate(candidates: readonly Candidate[], mapping: M
 /** The port-mapped candidate among `candidates`, if any. */
 export function mappedCandidate(candidates: readonly Candidate[]): Candidate | undefined {
   return candidates.find(isMappedCandidate);
+}
+
+/**
+ * The other destinations of a server's STUN grid, in the order they are asked
+ * (pure): its second port on the main address, then the alternate address on
+ * its alternate port and on the main port. A one-address rendezvous has only
+ * the first.
+ */
+export function allocationTargets(
+  server: { address: string; port: number },
+  other: { address: string; port: number },
+): { address: string; port: number }[] {
+  const out: { address: string; port: number }[] = [];
+  const push = (d: { address: string; port: number }) => {
+    if (d.address === server.address && d.port === server.port) return;
+    if (!out.some((x) => x.address === d.address && x.port === d.port)) out.push(d);
+  };
+  if (other.port !== server.port) push({ address: server.address, port: other.port });
+  push({ address: other.address, port: other.port });
+  push({ address: other.address, port: server.port });
+  return out;
+}
+
+/** The NatInfo fields of an allocation result (pure): a prediction's base only for a sequential NAT. */
+export function natAllocation(r: AllocationResult): Pick<NatInfo, 'allocation' | 'step' | 'lastPort' | 'rate'> {
+  if (r.allocation !== 'sequential') return { allocation: r.allocation };
+  return {
+    allocation: r.allocation,
+    step: r.step,
+    lastPort: r.lastPort,
+    ...(r.rate !== undefined ? { rate: r.rate } : {}),
+  };
 }

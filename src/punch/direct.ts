@@ -12,6 +12,7 @@ import { Backoff } from '../util/backoff.js';
 import type { PeerSocket } from './peer-socket.js';
 import { betterPath, type PunchPlan } from './strategy.js';
 import type { PunchPlanner } from './planner.js';
+import { newPredictRun, predictTick, type PredictPlan, type PredictRun } from './predict.js';
 
 // Timing. Every interval, timeout, budget and backoff of the direct path, in
 // one place (like Tailscale's magicsock.go). Measured effects: docs/BENCHMARKS.md.
@@ -295,6 +296,9 @@ export class DirectPathManager implements PathSource {
   private receiver: PathReceiver | null = null;
   attempts = 0;
   successes = 0;
+  /** The predict round under way (issue 21) and its progress; probes sent by predict rounds, in all. */
+  private predictRun: { round: Round; run: PredictRun } | null = null;
+  predictProbes = 0;
 
   constructor(private readonly opts: DirectOptions) {
     this.controlling = opts.session.opts.role === 'visitor';
@@ -547,6 +551,7 @@ export class DirectPathManager implements PathSource {
     const now = performance.now();
     if (now > p.until) return this.roundOver(p);
     const elapsed = now - p.started;
+    if (p.plan.kind === 'predict') return this.predictLoop(p, p.plan);
     for (const c of this.candidates) this.sendProbe(this.pathFor(socket.socket, c.address, c.port));
     if (p.plan.kind === 'open-sockets') {
       await this.birthdayOpen();
@@ -557,6 +562,48 @@ export class DirectPathManager implements PathSource {
     const next =
       elapsed < PROBE_FAST_UNTIL_MS ? PROBE_FAST_MS : elapsed < PROBE_MEDIUM_UNTIL_MS ? PROBE_MEDIUM_MS : PROBE_SLOW_MS;
     p.timer = setTimeout(() => void this.probeLoop(p), next);
+  }
+
+  /**
+   * A tick of a 'predict' round (issue 21): sends what predict.ts says (a
+   * sweep of predicted ports, a fan of extra sockets toward one, or a window
+   * of them), in order, then schedules the next tick.
+   */
+  private async predictLoop(p: Round, plan: PredictPlan): Promise<void> {
+    const main = this.opts.socket.socket;
+    const now = performance.now();
+    const prev = this.predictRun?.round === p ? this.predictRun.run : newPredictRun(p.started);
+    const { run, act } = predictTick(plan, prev, now);
+    this.predictRun = { round: p, run };
+    for (const c of this.candidates)
+      if (act.candidates || c.kind === 'prflx') this.sendProbe(this.pathFor(main, c.address, c.port));
+    for (const port of act.ports) this.sendProbe(this.pathFor(main, plan.address, port));
+    if (act.fan) {
+      while (this.birthday.length < act.fan.sockets && this.round === p) {
+        try {
+          this.birthday.push(await this.opts.socket.openExtra());
+        } catch {
+          break;
+        }
+      }
+      if (this.round !== p) return;
+      for (const s of this.birthday.slice(0, act.fan.sockets))
+        this.sendProbe(this.pathFor(s, plan.address, act.fan.port));
+    }
+    this.predictProbes += run.sent - prev.sent;
+    if (act.burst)
+      this.opts.log.debug('punch_predict', `${plan.role}: sub-round ${act.subRound}; ${plan.why}`, {
+        sid: this.opts.session.sid,
+        role: plan.role,
+        subRound: act.subRound,
+        address: plan.address,
+        first: plan.first,
+        step: plan.step,
+        ports: act.ports.length ? `${act.ports[0]}..${act.ports[act.ports.length - 1]}` : undefined,
+        fan: act.fan ? `${act.fan.sockets}x${act.fan.port}` : undefined,
+        probes: this.predictProbes,
+      });
+    p.timer = setTimeout(() => void this.probeLoop(p), PROBE_FAST_MS);
   }
 
   /** Hard side: many sockets, each probing the peer's public candidates. */

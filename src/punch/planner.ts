@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { isMappedCandidate, type Candidate, type NatInfo } from '../wire/control.js';
 import type { Logger } from '../util/log.js';
 import {
@@ -47,6 +48,8 @@ export class PunchPlanner {
   private evidence: PunchEvidence = {};
   /** The decision the last plan came from: what a failure or success is recorded against. */
   private last: PunchDecision | null = null;
+  /** The peer's NAT report as last seen, and when it first was (the age of a port prediction's base). */
+  private peerNatSeen: { nat: NatInfo | undefined; at: number } = { nat: undefined, at: 0 };
 
   constructor(private readonly opts: PlannerOptions) {}
 
@@ -54,6 +57,9 @@ export class PunchPlanner {
   decide(peerCandidates: readonly Candidate[]): PunchDecision {
     const { store, role } = this.opts;
     store.memory = forgetPunches(store.memory, Date.now(), PUNCH_MEMORY_MAX_AGE_MS);
+    const peerNat = this.opts.peerNat();
+    const now = performance.now();
+    if (peerNat !== this.peerNatSeen.nat) this.peerNatSeen = { nat: peerNat, at: now };
     const d = nextPunchPlan(
       store.memory,
       {
@@ -62,7 +68,12 @@ export class PunchPlanner {
         publicIp: publicIp(this.opts.localCandidates()),
         mapped: this.opts.localCandidates().some(isMappedCandidate),
       },
-      { nat: this.opts.peerNat(), publicIp: publicIp(peerCandidates), mapped: peerCandidates.some(isMappedCandidate) },
+      {
+        nat: peerNat,
+        publicIp: publicIp(peerCandidates),
+        natAgeMs: now - this.peerNatSeen.at,
+        mapped: peerCandidates.some(isMappedCandidate),
+      },
       this.evidence,
     );
     this.last = d;

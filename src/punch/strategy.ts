@@ -1,5 +1,6 @@
 import type { Candidate, NatInfo } from '../wire/control.js';
 import { Backoff } from '../util/backoff.js';
+import { predictNextPort, PREDICT_ROUND_MS, type PredictPlan, type PredictRole } from './predict.js';
 
 /**
  * How to punch, from the two sides' NAT mapping behaviour (pure).
@@ -9,11 +10,14 @@ import { Backoff } from '../util/backoff.js';
  *  - spray-ports: the peer is the symmetric one: probe random ports on its public IP.
  *  - none: both symmetric; no hole can be punched, stay on the relay. `cause` says why no hole
  *    can be punched; `reason` adds what happens instead (the punch_skipped log line).
+ *  - predict: a side's NAT allocates ports in sequence: probe the ports it will give next
+ *    (predict.ts; issue 21).
  */
 export type PunchPlan =
   | { kind: 'plain' }
   | { kind: 'open-sockets' }
   | { kind: 'spray-ports' }
+  | PredictPlan
   | { kind: 'none'; cause: string; reason: string };
 
 export function isHard(nat: NatInfo | undefined): boolean {
@@ -61,7 +65,25 @@ export type Role = 'visitor' | 'server';
  *  - birthday: `hard` opens many sockets toward the other's public candidates, the other sprays random ports;
  *  - relay: nothing left to try for this pair of NATs.
  */
-export type PunchStage = { kind: 'plain' } | { kind: 'birthday'; hard: Role } | { kind: 'relay'; cause: string };
+export type PunchStage =
+  | { kind: 'plain' }
+  | { kind: 'birthday'; hard: Role }
+  | { kind: 'relay'; cause: string }
+  /** Port prediction: `sequential` names the side(s) whose NAT allocates in sequence (predict.ts). */
+  | { kind: 'predict'; sequential: Role | 'both' };
+
+/**
+ * A NAT whose next port can be predicted (pure): it maps per destination, its
+ * ports come in sequence, and the side sent the base of a prediction.
+ */
+export function isSequential(nat: NatInfo | undefined): boolean {
+  return isHard(nat) && nat?.allocation === 'sequential' && nat.lastPort !== undefined && nat.step !== undefined;
+}
+
+/** The side knows port prediction (it reports its allocation; older peers send no such field). */
+function knowsPrediction(nat: NatInfo | undefined): boolean {
+  return nat?.allocation !== undefined;
+}
 
 /** What each side learned while punching: its NAT, or the peer's, maps per destination. Monotone: never unlearned. */
 export interface PunchEvidence {
@@ -150,6 +172,8 @@ export interface PunchSide {
 export interface PunchPeer {
   nat?: NatInfo;
   publicIp?: string;
+  /** How long ago its NAT observation reached us (ms), for the time adjustment of a port prediction. */
+  natAgeMs?: number;
   /** Its candidates include a port-mapped one. */
   mapped?: boolean;
 }
@@ -191,7 +215,7 @@ export interface PunchDecision {
   stage: PunchStage;
   /** What this side does in that stage (what DirectPathManager.punch takes). */
   plan: PunchPlan;
-  /** How long the round may run: the same per-plan budget as before (plain 5 s, birthday 15 s). */
+  /** How long the round may run: the same per-plan budget as before (plain 5 s, birthday and predict 15 s). */
   attemptMs: number;
   /** Wait this long before starting the round (0 for the first; grows with failures, as Backoff). */
   delayMs: number;
@@ -213,7 +237,7 @@ export const PUNCH_BUDGET = {
 export const PUNCH_BACKOFF = { initialMs: 1000, maxMs: 60_000 } as const;
 
 export function stageName(s: PunchStage): string {
-  return s.kind === 'birthday' ? `birthday:${s.hard}` : s.kind;
+  return s.kind === 'birthday' ? `birthday:${s.hard}` : s.kind === 'predict' ? `predict:${s.sequential}` : s.kind;
 }
 
 /**
@@ -245,24 +269,70 @@ export function pairKey(mine: PunchSide, peer: PunchPeer, evidence: PunchEvidenc
 export function punchLadder(visitor: NatInfo | undefined, server: NatInfo | undefined): PunchStage[] {
   const v = isHard(visitor);
   const s = isHard(server);
-  if (v && s) return [{ kind: 'relay', cause: 'both NATs map per destination (symmetric)' }];
   const exhausted: PunchStage = { kind: 'relay', cause: 'every punch plan failed for this pair of NATs' };
+  // Port prediction (issue 21) only between peers that both report their allocation: an older
+  // peer would walk the old ladder and take another part in the round.
+  const both = knowsPrediction(visitor) && knowsPrediction(server);
+  const vSeq = both && isSequential(visitor);
+  const sSeq = both && isSequential(server);
+  if (v && s) {
+    if (vSeq && sSeq) return [{ kind: 'predict', sequential: 'both' }, exhausted];
+    if (vSeq || sSeq)
+      return [
+        {
+          kind: 'relay',
+          cause:
+            'one NAT allocates ports in sequence, the other at random ' +
+            '(prediction cannot meet a random mapping within the probe budget)',
+        },
+      ];
+    return [{ kind: 'relay', cause: 'both NATs map per destination (symmetric)' }];
+  }
   // Against endpoint-independent filtering (a full cone, or a port mapping) the hard side's
-  // probes from its main socket get through as they are: try plain before birthday.
+  // probes from its main socket get through as they are: try plain before prediction and birthday.
   const open = (n: NatInfo | undefined) => n?.filtering === 'endpoint-independent';
+  const plainFirst: PunchStage[] = [{ kind: 'plain' }];
   if (v)
-    return [...(open(server) ? [{ kind: 'plain' } as const] : []), { kind: 'birthday', hard: 'visitor' }, exhausted];
+    return [
+      ...(open(server) ? plainFirst : []),
+      ...(vSeq ? [predictStage('visitor')] : []),
+      { kind: 'birthday', hard: 'visitor' },
+      exhausted,
+    ];
   if (s)
-    return [...(open(visitor) ? [{ kind: 'plain' } as const] : []), { kind: 'birthday', hard: 'server' }, exhausted];
+    return [
+      ...(open(visitor) ? plainFirst : []),
+      ...(sSeq ? [predictStage('server')] : []),
+      { kind: 'birthday', hard: 'server' },
+      exhausted,
+    ];
   const untested = (n: NatInfo | undefined) => (n?.mapping ?? 'unknown') === 'unknown';
   const first: Role = untested(server) && !untested(visitor) ? 'server' : 'visitor';
   const second: Role = first === 'visitor' ? 'server' : 'visitor';
   return [{ kind: 'plain' }, { kind: 'birthday', hard: first }, { kind: 'birthday', hard: second }, exhausted];
 }
 
-/** This side's part in a stage (pure). */
-export function planForStage(stage: PunchStage, role: Role): PunchPlan {
+function predictWho(s: Role | 'both'): string {
+  return s === 'both' ? 'both sides' : `${s} side`;
+}
+
+function predictRoleOf(plan: PunchPlan): string {
+  return plan.kind === 'predict' ? plan.role : plan.kind;
+}
+
+function predictStage(sequential: Role): PunchStage {
+  return { kind: 'predict', sequential };
+}
+
+/**
+ * This side's part in a stage (pure). A predict stage needs the peer's
+ * prediction (`peer`: its NAT report, public IP and the report's age);
+ * without one this side probes the candidates as in a plain round.
+ */
+export function planForStage(stage: PunchStage, role: Role, peer?: PunchPeer): PunchPlan {
   switch (stage.kind) {
+    case 'predict':
+      return predictPlanFor(stage, role, peer);
     case 'plain':
       return { kind: 'plain' };
     case 'birthday':
@@ -295,19 +365,46 @@ export function nextPunchPlan(
   const rec = memory.get(key);
   const failed = new Set(rec?.failed ?? []);
   const stage = ladder.find((st) => st.kind === 'relay' || !failed.has(stageName(st))) ?? ladder[ladder.length - 1];
-  const plan = planForStage(stage, mine.role);
+  const plan = planForStage(stage, mine.role, { ...peer, nat: p });
   const backoff = new Backoff(PUNCH_BACKOFF);
   let delayMs = 0;
   for (let i = 0; i < (rec?.failures ?? 0); i++) delayMs = backoff.next();
-  const attemptMs = stage.kind === 'birthday' ? PUNCH_BUDGET.birthdayMs : PUNCH_BUDGET.plainMs;
+  const attemptMs =
+    stage.kind === 'birthday'
+      ? PUNCH_BUDGET.birthdayMs
+      : stage.kind === 'predict'
+        ? PREDICT_ROUND_MS
+        : PUNCH_BUDGET.plainMs;
   const tried = rec?.failed.length ? ` after ${rec.failed.join(', ')} failed` : '';
   const reason =
     stage.kind === 'relay'
       ? `${stage.cause}; staying on the relay`
       : stage.kind === 'plain'
         ? `plain punch${tried}`
-        : `birthday punch, ${stage.hard} side hard (${plan.kind})${tried}`;
+        : stage.kind === 'predict'
+          ? `port prediction, ${predictWho(stage.sequential)} sequential (${predictRoleOf(plan)})${tried}`
+          : `birthday punch, ${stage.hard} side hard (${plan.kind})${tried}`;
   return { key, stage, plan, attemptMs, delayMs, reason };
+}
+
+/**
+ * This side's predict plan (pure): both sequential, the visitor sweeps and the
+ * server fans; one sequential, the easy side probes a window around the
+ * sequential side's next port and the sequential side probes candidates.
+ */
+function predictPlanFor(stage: PunchStage & { kind: 'predict' }, role: Role, peer?: PunchPeer): PunchPlan {
+  const iAmSeq = stage.sequential === 'both' || stage.sequential === role;
+  const peerSeq = stage.sequential === 'both' || stage.sequential !== role;
+  let predictRole: PredictRole = 'candidates';
+  if (peerSeq) predictRole = iAmSeq ? (role === 'visitor' ? 'sweep' : 'fan') : 'window';
+  const first = peer?.nat ? predictNextPort(peer.nat, peer.natAgeMs ?? 0) : null;
+  if (predictRole !== 'candidates' && (first === null || !peer?.publicIp)) return { kind: 'plain' };
+  const step = peer?.nat?.step ?? 1;
+  const why =
+    predictRole === 'candidates'
+      ? 'our NAT allocates in sequence: the peer probes around our next port'
+      : `peer's next port predicted ${peer!.publicIp}:${first} (step ${step})`;
+  return { kind: 'predict', role: predictRole, address: peer?.publicIp ?? '', first: first ?? 0, step, why };
 }
 
 /**

@@ -4,3 +4,4 @@ export * from './message.js';
 export * from './server.js';
 export * from './client.js';
 export * from './nat.js';
+export * from './allocation.js';

@@ -6,9 +6,11 @@
  */
 import dgram from 'node:dgram';
 import { networkInterfaces } from 'node:os';
+import { performance } from 'node:perf_hooks';
 import { lookup } from 'node:dns/promises';
 import { familyOf, isWildcard, sameAddress, sameEndpoint, toEndpoint, type Endpoint, type Family } from './address.js';
 import { stunBinding, StunError, type StunBindingResult } from './client.js';
+import { classifyAllocation, type Allocation, type AllocationSample } from './allocation.js';
 import { decodeStun, encodeStun, isStunPacket, newTransactionId, StunClass, StunMethod } from './message.js';
 
 export type Behavior = 'endpoint-independent' | 'address-dependent' | 'address-and-port-dependent' | 'unknown';
@@ -39,6 +41,12 @@ export interface NatReport {
    * address-dependent NAT reads as endpoint-independent; `notes` says so.
    */
   mappingTested: { port: boolean; address: boolean };
+  /**
+   * How the NAT picks the public port of a new mapping (allocation.ts), from the
+   * mapping test's Bindings in order; `step` for a sequential one.
+   */
+  allocation: Allocation;
+  step?: number;
   /** Why something is 'unknown' or only partly tested. */
   notes: string[];
 }
@@ -234,6 +242,7 @@ export async function detectNat(
 
     // ---- mapping (§4.3): same socket toward primary, alt-IP:primary-port, alt-IP:alt-port
     const probes: MappingProbe[] = [{ server: serverEp, mapped: first.mapped }];
+    const samples: AllocationSample[] = [{ server: serverEp, mappedPort: first.mapped.port, at: performance.now() }];
     if (!other) {
       notes.push(
         'server has no second address or port (no RFC 5780 OTHER-ADDRESS): mapping and filtering cannot be tested',
@@ -244,10 +253,13 @@ export async function detectNat(
       const altPort = other.port !== serverEp.port;
       if (altIp) targets.push({ ...serverEp, address: other.address });
       if (altPort) targets.push({ ...other, address: altIp ? other.address : serverEp.address });
+      // With two addresses, the main address's second port too: one more sample of the port allocation.
+      if (altIp && altPort) targets.push({ ...serverEp, port: other.port });
       for (const t of targets) {
         const r = await tryBinding(a, t, { ...common, timeoutMs });
         if (r === null) notes.push(`no answer from ${t.address}:${t.port} for the mapping test`);
         probes.push({ server: t, mapped: r?.mapped ?? null });
+        samples.push({ server: t, mappedPort: r?.mapped.port ?? null, at: performance.now() });
       }
       mappingTested = mappingCoverage(probes);
       if (mappingTested.port && !altIp)
@@ -258,6 +270,7 @@ export async function detectNat(
         notes.push('server alternate has the same port: port dependence of the mapping is not tested');
     }
     const mapping = classifyMapping(probes);
+    const alloc = classifyAllocation(samples, toEndpoint(a.address()).port);
 
     // ---- filtering (§4.4): a fresh socket that has only talked to the primary
     let filtering: FilteringBehavior = 'unknown';
@@ -320,6 +333,8 @@ export async function detectNat(
       hairpinning,
       natType: natTypeFrom(mapping, filtering, isPublic),
       mappingTested,
+      allocation: alloc.allocation,
+      ...(alloc.step !== undefined ? { step: alloc.step } : {}),
       notes,
     };
   } finally {

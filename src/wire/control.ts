@@ -51,6 +51,13 @@ export const NatInfo = z.object({
   filtering: z
     .enum(['endpoint-independent', 'address-dependent', 'address-and-port-dependent', 'unknown'])
     .default('unknown'),
+  // Port allocation (issue 21, all optional: older peers send none and, since z.object strips unknown
+  // keys, ignore ours). On a `sequential` NAT the next mapping's port is predictable: lastPort + step
+  // (plus rate x the observation's age); see docs/PROTOCOL.md "Port prediction".
+  allocation: z.enum(['preserving', 'sequential', 'random', 'unknown']).optional(),
+  step: z.number().int().min(1).max(1024).optional(),
+  lastPort: port.optional(),
+  rate: z.number().min(0).max(100_000).optional(),
 });
 export type NatInfo = z.infer<typeof NatInfo>;
 

@@ -12,6 +12,8 @@ export default tseslint.config(
     },
     rules: {
       'max-len': ['warn', { code: 120, ignoreUrls: true }],
+      // `const { a: _a, ...rest } = x` drops a field on purpose.
+      '@typescript-eslint/no-unused-vars': ['error', { ignoreRestSiblings: true, argsIgnorePattern: '^_' }],
       // The wire code compares raw bytes (numbers) with numeric enum members (FrameKind, HandshakeKind, ...)
       // by design; the rule would need a cast on every such comparison.
       '@typescript-eslint/no-unsafe-enum-comparison': 'off',

@@ -298,7 +298,8 @@ export class VisitPeer {
         verifyAccept(pinned, Buffer.from(reply.idSig, 'base64'), hs.message, hsResp);
       if (!ok) {
         throw new FatalError(
-          `handshake failed: the server answering as "${name}" does not hold the pinned key ${encodePublicKey(pinned)} (--server-key); refusing it`,
+          `handshake failed: the server answering as "${name}" does not hold the pinned key ` +
+            `${encodePublicKey(pinned)} (--server-key); refusing it`,
           'auth_failed',
         );
       }
@@ -309,7 +310,8 @@ export class VisitPeer {
     } catch (e) {
       const code = e instanceof HandshakeError ? e.code : 'internal';
       throw new FatalError(
-        `handshake failed (${code}): the server did not prove it knows our secret; wrong --secret, or someone is impersonating "${name}"`,
+        `handshake failed (${code}): the server did not prove it knows our secret; ` +
+          `wrong --secret, or someone is impersonating "${name}"`,
         'auth_failed',
       );
     }

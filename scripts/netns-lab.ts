@@ -11,9 +11,9 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CLI, captureOutput, killGroup, run, stopProcess, type ExecOptions, type ExecResult } from './proc.js';
+import { CLI, captureOutput, run, stopProcess, type ExecOptions, type ExecResult } from './proc.js';
 
 // Process helpers live in proc.ts; re-exported so lab users need one import.
 export * from './proc.js';
@@ -1278,7 +1278,8 @@ function printLab(lab: Lab): void {
   const t = lab.topology;
   const ty = (r: RouterType | RouterSpec) => JSON.stringify(r);
   console.log(
-    `lab ${lab.prefix}: a=${ty(t.a)} b=${ty(t.b)}${t.sameLan ? ' sameLan' : ''}${t.attacker ? ' attacker' : ''}${t.cgnat ? ' cgnat=' + JSON.stringify(t.cgnat) : ''}`,
+    `lab ${lab.prefix}: a=${ty(t.a)} b=${ty(t.b)}${t.sameLan ? ' sameLan' : ''}` +
+      `${t.attacker ? ' attacker' : ''}${t.cgnat ? ' cgnat=' + JSON.stringify(t.cgnat) : ''}`,
   );
   for (const n of lab.plan.nodes) {
     const kind =

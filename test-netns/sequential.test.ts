@@ -51,7 +51,8 @@ function startBackground(lab: Lab) {
   return lab.spawn('a2', [process.execPath, '-e', code]);
 }
 
-test('sequential x sequential (one lab): self-check, peer nat, 50 MB, 20 trials with background', async (t) => {
+// One lab: self-check, peer nat, 50 MB, 20 trials with background traffic.
+test('sequential x sequential', async (t) => {
   const tl = await startTunnelLab(
     t,
     { a: 'sequential', b: 'sequential', sameLan: true },

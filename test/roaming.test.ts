@@ -74,7 +74,8 @@ async function until(what: string, cond: () => boolean, ms: number): Promise<voi
 
 const SIZE = 40 * 1024 * 1024;
 
-test('relay leg and control connection cut mid-transfer: the same session resumes, the transfer is exact', async (t) => {
+// The same session resumes and the transfer is exact.
+test('relay leg and control connection cut mid-transfer', async (t) => {
   const p = new Procs();
   t.after(() => p.cleanup());
   const relay = p.spawnCli('relay', ['--listen', '127.0.0.1:0', '--key', 'roam-key', '--log-format', 'json']);
@@ -148,7 +149,8 @@ async function rawClient(port: number, first: ControlMessage[]): Promise<{ msgs:
   return { msgs, sock };
 }
 
-test('attack: knowing the session id without the keys, nobody can resume it at the rendezvous or the relay', async (t) => {
+// Knowing the session id without the keys, nobody can resume it at the rendezvous or the relay.
+test('attack: resuming without the keys', async (t) => {
   const p = new Procs();
   t.after(() => p.cleanup());
   const rdv = await p.rendezvous();

@@ -38,7 +38,10 @@ export interface PathSet {
 /** Why a datagram has no path: nothing was ever available, or it is larger than every open path carries. */
 export type NoPath = 'no-path' | 'too-large';
 
-/** The path that carries data (and sets the segment size): direct (not stalled) beats relay; with neither, the last one. */
+/**
+ * The path that carries data (and sets the segment size): direct (not
+ * stalled) beats relay; with neither, the last one.
+ */
 export function activePath(paths: PathSet): Path | null {
   if (paths.direct && !paths.direct.closed && paths.direct !== paths.stalled) return paths.direct;
   if (paths.relay && !paths.relay.closed) return paths.relay;

@@ -264,7 +264,8 @@ export async function detectNat(
       mappingTested = mappingCoverage(probes);
       if (mappingTested.port && !altIp)
         notes.push(
-          'mapping tested against a second port of the same server address; address dependence could not be tested (the server has one address): an address-dependent NAT would read as endpoint-independent',
+          'mapping tested against a second port of the same server address; address dependence could not be ' +
+            'tested (the server has one address): an address-dependent NAT would read as endpoint-independent',
         );
       if (mappingTested.address && !altPort)
         notes.push('server alternate has the same port: port dependence of the mapping is not tested');
@@ -380,7 +381,8 @@ async function changeTest(
     });
     if (!sameEndpoint(r.source, expectFrom)) {
       notes.push(
-        `filtering test (${what}): response came from ${r.source.address}:${r.source.port}, expected ${expectFrom.address}:${expectFrom.port}; ignored`,
+        `filtering test (${what}): response came from ${r.source.address}:${r.source.port}, ` +
+          `expected ${expectFrom.address}:${expectFrom.port}; ignored`,
       );
       return undefined;
     }

@@ -158,7 +158,8 @@ const messages = [
     idKey: b64(64).optional(),
     idSig: b64(128).optional(),
   }),
-  // rendezvous -> both peers of a session: punch now. `delayMs` is chosen from each side's RTT so probes leave together.
+  // rendezvous -> both peers of a session: punch now. `delayMs` is chosen from each side's RTT
+  // so probes leave together.
   z.object({
     type: z.literal('punch'),
     sid,
@@ -168,7 +169,8 @@ const messages = [
   }),
   // peer -> rendezvous: my candidates changed / learned for session `sid` (e.g. after STUN on the session socket).
   z.object({ type: z.literal('candidates'), sid, candidates: z.array(Candidate).max(16), nat: NatInfo.optional() }),
-  // peer -> rendezvous (only when welcome.features lists it): session `sid` moved to `path`, or ended; feeds status and metrics.
+  // peer -> rendezvous (only when welcome.features lists it): session `sid` moved to `path`, or
+  // ended; feeds status and metrics.
   // Optional (additive, older rendezvous strip them): `remote`, where the reporter's path goes (its direct
   // peer's address, or the relay); `bytes`, the reporter's sealed bytes so far by path kind, both ways.
   // Visitors repeat the report while traffic flows (peer/traffic-report.ts): the dashboard's rates.

@@ -246,8 +246,10 @@ export class PmtuDriver {
         this.apply(s.search.handle({ type: 'probe-acked', id: ack.id, size: ack.size }, performance.now()));
       return;
     }
-    if (type === DatagramType.HeartbeatAck && this.lossesPending && 'path' in s && from === s.path)
-      this.evidence(HEARTBEAT_ACK_LEN);
+    // Small datagrams that got through while big ones vanish: heartbeat acks, and the answers to
+    // the direct path's own probes (its `suspect` state probes instead of heartbeating).
+    const smallAck = type === DatagramType.HeartbeatAck || type === DatagramType.ProbeAck;
+    if (smallAck && this.lossesPending && 'path' in s && from === s.path) this.evidence(HEARTBEAT_ACK_LEN);
   }
 
   private onPeerAnswers(path: DirectPath): void {

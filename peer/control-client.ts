@@ -197,6 +197,11 @@ export class ControlClient extends EventEmitter {
    * Drops the connection without a FIN (its local address went away): the
    * rendezvous then keeps our sessions for a resume; 'close' follows.
    */
+  /** The local address of the connection (IPv4-mapped form unwrapped), for address-change checks. */
+  get localAddress(): string | undefined {
+    return this.fs?.socket.localAddress?.replace(/^::ffff:/, '');
+  }
+
   abandon(): void {
     this.stopPing();
     this.fs?.socket.resetAndDestroy();

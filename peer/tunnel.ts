@@ -186,11 +186,14 @@ export class TunnelHost {
       added,
       removed,
     });
+    // Only connections bound to an address that went away are dead: an address that
+    // appears (a VPN or container interface coming up) leaves every connection as it is.
+    const gone = (addr: string | undefined) => addr !== undefined && removed.includes(addr);
     const controls = new Set<ControlClient>();
     for (const t of this.tunnels.values()) {
       if (t.session.closed) continue;
-      t.relay?.abandon('local address changed');
-      if (t.control && !t.control.isClosed) controls.add(t.control);
+      if (gone(t.relay?.localAddress)) t.relay?.abandon('local address changed');
+      if (t.control && !t.control.isClosed && gone(t.control.localAddress)) controls.add(t.control);
     }
     for (const c of controls) c.abandon();
   }

@@ -166,6 +166,11 @@ export class RelayPath extends EventEmitter implements Path, PathSource {
    * relay then keeps the session for a resume, where a FIN would end it.
    * For a leg whose local address went away.
    */
+  /** The local address of the relay connection (IPv4-mapped form unwrapped), for address-change checks. */
+  get localAddress(): string | undefined {
+    return this.fs?.socket.localAddress?.replace(/^::ffff:/, '');
+  }
+
   abandon(reason: string): void {
     this.fs?.socket.resetAndDestroy();
     this.shutdown(reason);

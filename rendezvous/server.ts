@@ -552,8 +552,22 @@ export class RendezvousServer {
     if (m.nat) s.server.nat = m.nat;
     if (s.mode !== 'relay' && s.visitorCandidates.length && m.candidates.length) {
       this.events.emit('punch', s.visitorNat, s.serverNat);
-      const d = punchDelays(s.visitor.rttMs, s.server.rttMs);
-      s.visitor.fs.send({ type: 'punch', sid: s.sid, delayMs: d.visitor, candidates: m.candidates, peerNat: m.nat });
+      this.sendPunches(s);
+    }
+  }
+
+  /** Tells each side of `s` to punch now, toward what the other side last said about itself (if anything). */
+  private sendPunches(s: Brokered): void {
+    const d = punchDelays(s.visitor.rttMs, s.server.rttMs);
+    if (s.serverCandidates?.length)
+      s.visitor.fs.send({
+        type: 'punch',
+        sid: s.sid,
+        delayMs: d.visitor,
+        candidates: s.serverCandidates,
+        peerNat: s.serverNat,
+      });
+    if (s.visitorCandidates.length)
       s.server.fs.send({
         type: 'punch',
         sid: s.sid,
@@ -561,7 +575,6 @@ export class RendezvousServer {
         candidates: s.visitorCandidates,
         peerNat: s.visitorNat,
       });
-    }
   }
 
   private onCandidates(conn: PeerLink, m: MessageOf<'candidates'>): void {
@@ -638,23 +651,7 @@ export class RendezvousServer {
     conn.fs.send({ type: 'session_resumed', sid: s.sid });
     // Punch again, both ways, with what each side last said about itself.
     if (s.mode === 'relay' || s.state.name !== 'connected') return;
-    const d = punchDelays(s.visitor.rttMs, s.server.rttMs);
-    if (s.serverCandidates?.length)
-      s.visitor.fs.send({
-        type: 'punch',
-        sid: s.sid,
-        delayMs: d.visitor,
-        candidates: s.serverCandidates,
-        peerNat: s.serverNat,
-      });
-    if (s.visitorCandidates.length)
-      s.server.fs.send({
-        type: 'punch',
-        sid: s.sid,
-        delayMs: d.server,
-        candidates: s.visitorCandidates,
-        peerNat: s.visitorNat,
-      });
+    this.sendPunches(s);
   }
 
   /** `role`'s control connection went away: keep the session for a resume if that side can resume. */

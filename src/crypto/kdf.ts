@@ -16,7 +16,8 @@ const LABEL_KDF = enc.encode('holepunch/hs/v1 kdf key');
 const LABEL_CTX = enc.encode('holepunch/hs/v1 context');
 const LABEL_KEYS = enc.encode('holepunch/hs/v1 session keys');
 
-function concat(parts: Uint8Array[]): Uint8Array {
+/** The bytes of `parts`, one after the other (KDF inputs). */
+export function concat(parts: Uint8Array[]): Uint8Array {
   let n = 0;
   for (const p of parts) n += p.length;
   const out = new Uint8Array(n);

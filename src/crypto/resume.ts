@@ -23,6 +23,7 @@
  *    one session, role or verifier is worthless for another.
  */
 import { sodium } from './sodium.js';
+import { concat } from './kdf.js';
 import type { SessionKeys } from './handshake.js';
 
 /** Resumes one side of a session can make against one verifier. */
@@ -37,18 +38,6 @@ export type ResumeVerifier = 'relay' | 'rendezvous';
 const enc = new TextEncoder();
 const LABEL_SEED = enc.encode('holepunch/resume/v1 seed');
 const LABEL_STEP = enc.encode('holepunch/resume/v1 step');
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}
 
 /** The context every hash of a chain is bound to: session id, role and verifier. */
 function domain(sid: string, role: ResumeRole, verifier: ResumeVerifier): Uint8Array {

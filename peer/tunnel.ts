@@ -400,9 +400,10 @@ export class TunnelHost {
     const { session } = tunnel;
     tunnel.relay = relay;
     // Like every path: received datagrams go to the session, availability is reported, the session chooses.
-    relay.deliverTo(session.deliver);
     relay.on('close', () => this.relayLost(tunnel, relay));
     session.setPath('relay', relay);
+    // After setPath, so that answers to what arrived early have a path to take.
+    relay.deliverTo(session.deliver);
   }
 
   /**

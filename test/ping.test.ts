@@ -138,7 +138,10 @@ test(
     const sl = lines(outputOf(sa).stdout);
     assert.ok(sl.length >= 1 && sl.length <= 20);
     assert.equal(sl[sl.length - 1].path, 'direct');
-    assert.ok(sl.every((l) => l.via === 'standalone' && l.ok));
+    assert.ok(
+      sl.every((l) => l.via === 'standalone' && l.ok),
+      outputOf(sa).stdout + outputOf(sa).stderr,
+    );
     const sr = p.spawnCli(
       'peer',
       ['ping', 'echo', '-c', '2', '--json', '--mode', 'relay', '--server', rdv.addr, '--secret', SECRET],

@@ -13,6 +13,13 @@ import { MAX_RELAY_DATAGRAM_LEN } from '../wire/datagram.js';
 const MAX_QUEUED_BYTES = 16 * 1024 * 1024;
 
 /**
+ * Datagrams kept while no receiver is set yet. The peer's first datagram can
+ * share a TCP read with relay_ready, before the caller's await resumes and
+ * calls deliverTo(): without this it was dropped (a lost first `peer ping`).
+ */
+const MAX_EARLY_DATAGRAMS = 64;
+
+/**
  * The relay path: a TCP connection to the relay that carries this session's
  * sealed datagrams, one per frame, up to MAX_RELAY_DATAGRAM_LEN each. Hands what it receives to
  * its receiver (deliverTo) like every path; emits 'close' (reason).
@@ -25,6 +32,8 @@ export class RelayPath extends EventEmitter implements Path, PathSource {
   private isClosed = false;
   /** Where received datagrams go (the session's `deliver`); dropped until set. */
   private receiver: PathReceiver | null = null;
+  /** What arrived before deliverTo() (bounded; copies, as the frame buffer is reused). */
+  private early: Buffer[] = [];
   dropped = 0;
   /** When the last datagram arrived on this leg (performance.now()). */
   lastRecv = 0;
@@ -110,7 +119,9 @@ export class RelayPath extends EventEmitter implements Path, PathSource {
       });
       fs.on('datagram', (d: Buffer) => {
         path.lastRecv = performance.now();
-        path.receiver?.(d, path);
+        if (path.receiver) path.receiver(d, path);
+        else if (path.early.length < MAX_EARLY_DATAGRAMS) path.early.push(Buffer.from(d));
+        else path.dropped++;
       });
       fs.on('protocolError', (_c: string, msg: string) => {
         if (!settled) return fail(`relay protocol error: ${msg}`);
@@ -129,6 +140,9 @@ export class RelayPath extends EventEmitter implements Path, PathSource {
 
   deliverTo(receiver: PathReceiver): void {
     this.receiver = receiver;
+    const early = this.early;
+    this.early = [];
+    for (const d of early) if (!this.isClosed) receiver(d, this);
   }
 
   get closed(): boolean {

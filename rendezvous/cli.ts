@@ -362,7 +362,14 @@ async function rendezvousStatus(
     stun: stun ? { ...stun } : null,
     limitsHit: server.stats.limitsHit ?? 0,
     ...(server.opts.cluster ? { cluster: server.opts.cluster.status() } : {}),
-    ...(cluster ? { clusterNodes: await cluster.nodes() } : {}),
+    ...(cluster
+      ? {
+          clusterNodes: (await cluster.nodes()).map((n) => ({
+            ...n,
+            upS: n.startedAt ? seconds(Math.max(0, now - n.startedAt)) : null,
+          })),
+        }
+      : {}),
   };
 }
 

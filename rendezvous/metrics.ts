@@ -3,10 +3,16 @@ import type { RendezvousServer } from './server.js';
 import type { NatInfo } from '../src/wire/control.js';
 import { natTypeFrom } from '../src/stun/nat.js';
 
-/** Short, bounded label for a peer's NAT: the classic type name. */
+/**
+ * Short, bounded label for a peer's NAT: the classic type name. Peers measure
+ * their mapping at every session but not their filtering (only `peer nat`
+ * does), so an endpoint-independent mapping with unknown filtering is `cone`
+ * rather than `unknown`.
+ */
 export function natLabel(nat: NatInfo | null | undefined): string {
   if (!nat) return 'unknown';
-  return natTypeFrom(nat.mapping, nat.filtering, false);
+  const type = natTypeFrom(nat.mapping, nat.filtering, false);
+  return type === 'unknown' && nat.mapping === 'endpoint-independent' ? 'cone' : type;
 }
 
 /**

@@ -10,6 +10,12 @@ export const TRAFFIC_HISTORY_MS = 15 * 60 * 1000;
  * report (visitors report every 5 s while traffic flows: peer/traffic-report.ts).
  */
 const RATE_FRESH_MS = 12_000;
+/**
+ * A session's rate is measured over at least this long: both peers report at
+ * a path change, moments apart and with nearly the same counts, and a rate
+ * taken between those two reports would read as zero until the next one.
+ */
+const RATE_MIN_SPAN_MS = 2000;
 /** Sessions remembered at once (a bound: records of ended sessions are dropped at each sample). */
 const MAX_SESSIONS = 100_000;
 
@@ -18,8 +24,11 @@ interface SessionTraffic {
   relay: number;
   direct: number;
   lastAt: number;
-  /** Bytes per second between the last two reports. */
-  rateBps: number;
+  /** Bytes per second on each kind of path over the last span of at least RATE_MIN_SPAN_MS... */
+  rate: { relay: number; direct: number };
+  /** ...which began at this time, with these counts (null before the first counts). */
+  spanAt: number;
+  spanBytes: { relay: number; direct: number } | null;
   /** Where each side's active path goes, as it said: the visitor's is the server's endpoint and vice versa. */
   serverEndpoint?: string;
   visitorEndpoint?: string;
@@ -78,7 +87,16 @@ export class TrafficHistory {
     let t = this.sessions.get(sid);
     if (!t) {
       if (this.sessions.size >= MAX_SESSIONS) return;
-      t = { relay: 0, direct: 0, lastAt: now, rateBps: 0, paths: [], startedAt: now };
+      t = {
+        relay: 0,
+        direct: 0,
+        lastAt: now,
+        rate: { relay: 0, direct: 0 },
+        spanAt: now,
+        spanBytes: null,
+        paths: [],
+        startedAt: now,
+      };
       this.sessions.set(sid, t);
     }
     if (m.path !== 'closed') {
@@ -93,12 +111,19 @@ export class TrafficHistory {
     }
     if (!m.bytes) return;
     // Both peers count the same datagrams (one's out is the other's in): keep the larger count.
-    const before = t.relay + t.direct;
     t.relay = Math.max(t.relay, m.bytes.relay);
     t.direct = Math.max(t.direct, m.bytes.direct);
-    const dt = now - t.lastAt;
-    if (dt > 0) t.rateBps = ((t.relay + t.direct - before) * 1000) / dt;
     t.lastAt = now;
+    const span = now - t.spanAt;
+    // The first counts only start a span: what came before them is not a rate.
+    if (t.spanBytes && span < RATE_MIN_SPAN_MS) return;
+    if (t.spanBytes)
+      t.rate = {
+        relay: ((t.relay - t.spanBytes.relay) * 1000) / span,
+        direct: ((t.direct - t.spanBytes.direct) * 1000) / span,
+      };
+    t.spanAt = now;
+    t.spanBytes = { relay: t.relay, direct: t.direct };
   }
 
   /** Takes one sample of the chart; ends the records of sessions the server no longer has. */
@@ -112,12 +137,8 @@ export class TrafficHistory {
         continue;
       }
       const rate = this.rateOf(t, now);
-      const total = t.relay + t.direct;
-      // Split the session's rate by where its bytes went (a session mostly sits on one path).
-      if (total > 0) {
-        relayRate += (rate * t.relay) / total;
-        directRate += (rate * t.direct) / total;
-      }
+      relayRate += rate.relay;
+      directRate += rate.direct;
     }
     const dt = Math.max(1, now - this.lastSampleAt);
     if (this.server.relay) {
@@ -133,8 +154,8 @@ export class TrafficHistory {
     if (this.direct.length > keep) this.direct.splice(0, this.direct.length - keep);
   }
 
-  private rateOf(t: SessionTraffic, now: number): number {
-    return now - t.lastAt <= RATE_FRESH_MS ? t.rateBps : 0;
+  private rateOf(t: SessionTraffic, now: number): { relay: number; direct: number } {
+    return now - t.lastAt <= RATE_FRESH_MS ? t.rate : { relay: 0, direct: 0 };
   }
 
   /** A session's traffic for /status, or null when no peer has reported any. */
@@ -145,7 +166,7 @@ export class TrafficHistory {
       paths: [...t.paths],
       directAfterS: t.directAt === undefined ? null : Math.max(0, Math.round((t.directAt - startedAt) / 10) / 100),
       bytes: { relay: t.relay, direct: t.direct, total: t.relay + t.direct },
-      rateBps: Math.round(this.rateOf(t, now)),
+      rateBps: Math.round(this.rateOf(t, now).relay + this.rateOf(t, now).direct),
       endpoints: { visitor: t.visitorEndpoint ?? null, server: t.serverEndpoint ?? null },
     };
   }

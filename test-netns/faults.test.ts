@@ -8,7 +8,15 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { ChildProcess } from 'node:child_process';
 import { waitExit, waitForEvent } from './lab.js';
-import { sleep, startTunnelLab, uniquePrefix, type EchoResult, type TunnelLab } from './helpers.js';
+import {
+  PEER_BLOCK_TABLE,
+  peerBlockRuleset,
+  sleep,
+  startTunnelLab,
+  uniquePrefix,
+  type EchoResult,
+  type TunnelLab,
+} from './helpers.js';
 
 const MB = 1024 * 1024;
 
@@ -58,7 +66,7 @@ test('a stream opened on the relay keeps flowing, byte for byte, after the move 
   // Bytes are flowing (both ways) on the relay before the hole opens.
   await waitProgress(child, 64 * 1024, 15_000);
   assert.ok(!tl.pathSequence().includes('direct'), 'went direct while the hole was blocked');
-  await tl.lab.exec('ra', ['nft', 'delete', 'table', 'inet', 'labpeerblock'], { check: true });
+  await tl.lab.exec('ra', ['nft', 'delete', 'table', 'inet', PEER_BLOCK_TABLE], { check: true });
   const direct = await tl.waitPath('direct', 20_000);
   assert.equal(await settled(result), false, 'the transfer ended before the move to direct: make it longer');
   const r = await result;
@@ -189,16 +197,6 @@ test('10% loss on both routers: a 20 MB transfer is exact', async (t) => {
   );
   assert.equal(tl.lastPath(), 'direct');
 });
-
-/** nft rules on a router dropping UDP to and from one internet address (the peer's site), before conntrack sees it. */
-function peerBlockRuleset(peer: string): string {
-  return `
-table inet labpeerblock {
-  chain ingress { type filter hook prerouting priority -390; policy accept; ip saddr ${peer} meta l4proto udp drop; }
-  chain egress { type filter hook postrouting priority 390; policy accept; ip daddr ${peer} meta l4proto udp drop; }
-}
-`;
-}
 
 /** Waits until the echo client reports at least `bytes` echoed back. */
 async function waitProgress(child: ChildProcess, bytes: number, timeoutMs: number): Promise<void> {

@@ -267,3 +267,16 @@ export function uniquePrefix(tag: string): string {
     .padStart(3, '0');
   return `${tag.replace(/[^a-z0-9]/g, '').slice(0, 6)}${rand}`.replace(/^[^a-z]/, 'x');
 }
+
+/** The nft table of peerBlockRuleset: `nft delete table inet PEER_BLOCK_TABLE` lifts the block. */
+export const PEER_BLOCK_TABLE = 'labpeerblock';
+
+/** nft rules on a router dropping UDP to and from one internet address (the peer's site), before conntrack sees it. */
+export function peerBlockRuleset(peer: string): string {
+  return `
+table inet ${PEER_BLOCK_TABLE} {
+  chain ingress { type filter hook prerouting priority -390; policy accept; ip saddr ${peer} meta l4proto udp drop; }
+  chain egress { type filter hook postrouting priority 390; policy accept; ip daddr ${peer} meta l4proto udp drop; }
+}
+`;
+}

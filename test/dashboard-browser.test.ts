@@ -8,46 +8,18 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Procs, SECRET, echoTransfer, waitForEvent } from './helpers/tunnel.js';
+import { Procs, SECRET, echoTransfer, stopProcess, waitForEvent } from './helpers/tunnel.js';
+import { browserMissing, launchBrowser as launch, recordExternal, screenshot } from './helpers/browser.js';
 import { sleep } from '../src/util/backoff.js';
+import { RedisProc, redisMissing, until } from './cluster-helpers.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const RESULTS = path.resolve('test-results');
-const skip = fs.existsSync(CHROMIUM)
-  ? false
-  : `chromium not installed at ${CHROMIUM}: apt-get install chromium (.ci/run installs it in CI)`;
+const skip = browserMissing;
 
 /** A local IPv4 address that is not loopback, to test the token rule off loopback (none: that part is skipped). */
 function nonLoopbackIPv4(): string | null {
   for (const list of Object.values(os.networkInterfaces()))
     for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
   return null;
-}
-
-async function launch() {
-  const { chromium } = await import('playwright-core');
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'hp-chromium-'));
-  // A fresh profile, and no network the machine does not have: nothing but our listener is reached.
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-    ],
-  });
-  return {
-    context,
-    close: async () => {
-      await context.close();
-      fs.rmSync(profile, { recursive: true, force: true });
-    },
-  };
 }
 
 /** Keeps a modest stream of traffic through a visit's port until stopped (at most `rounds` transfers). */
@@ -67,11 +39,14 @@ function keepBusy(port: number, rounds = 2000): { stop: () => Promise<void> } {
   };
 }
 
+/** The cluster test's registry TTL (s): short, so a stopped node leaves the list soon. */
+const TTL_S = 3;
 const RDV_TOKEN = 'rdv-token-must-not-show';
 const METRICS_TOKEN = 'metrics-token-must-not-show';
 
 test(
-  'the dashboard lists names and sessions with their path, draws the traffic chart, and follows relay → direct',
+  'the dashboard lists names (NAT type, time online), a relayed and a direct session side by side ' +
+    '(path, endpoints, bytes, rate), the relay load and the traffic chart',
   { skip, timeout: 180_000 },
   async (t) => {
     const p = new Procs();
@@ -111,10 +86,7 @@ test(
     const browser = await launch();
     t.after(() => browser.close());
     const page = await browser.context.newPage();
-    const external: string[] = [];
-    page.on('request', (r) => {
-      if (!r.url().startsWith(base)) external.push(r.url());
-    });
+    const external = recordExternal(page, base);
     const res = await page.goto(`${base}/?every=1000`);
     assert.equal(res?.status(), 200);
 
@@ -123,6 +95,15 @@ test(
     await page.waitForSelector('#sessions tr[data-name="web-echo"][data-path="relay"]', { timeout: 20_000 });
     const relayRow = await page.textContent('#sessions tr[data-path="relay"] .path-cell');
     assert.match(relayRow ?? '', /relay/);
+    // On loopback the rendezvous sees no NAT: the peers' own STUN tests say "open internet"-like types or unknown.
+    assert.ok(((await page.textContent('#names tr[data-name="web-echo"] td.nat')) ?? '').length > 0);
+    assert.match((await page.textContent('#names tr[data-name="web-echo"] td.online')) ?? '', /^\d+(s|m\d+s)$/);
+    // The embedded relay's load: one paired session, bytes forwarded.
+    await page.waitForFunction(
+      () => /paired sessions\s*1(?!\d)/.test(document.getElementById('relay')?.textContent ?? ''),
+      undefined,
+      { timeout: 20_000, polling: 500 },
+    );
     // The relay traffic shows in the chart: at least two samples, and a point above the baseline.
     await page.waitForFunction(
       () => {
@@ -135,8 +116,7 @@ test(
       undefined,
       { timeout: 40_000, polling: 500 },
     );
-    fs.mkdirSync(RESULTS, { recursive: true });
-    await page.screenshot({ path: path.join(RESULTS, 'dashboard-relay.png'), fullPage: true });
+    await screenshot(page, 'dashboard-relay.png');
 
     // Run 2: a default visitor punches through on loopback; the page shows its session direct.
     const directVisit = await p.visit('web-echo', rdv.addr, SECRET, auth);
@@ -169,7 +149,7 @@ test(
     );
     const rate = await page.textContent(`#sessions tr[data-sid="${sid}"] td.rate`);
     assert.match(rate ?? '', /\/s$/);
-    await page.screenshot({ path: path.join(RESULTS, 'dashboard-direct.png'), fullPage: true });
+    await screenshot(page, 'dashboard-direct.png');
 
     // Nothing came from anywhere else, and nothing secret is on the page or in the JSON behind it.
     assert.deepEqual(external, []);
@@ -213,8 +193,7 @@ test(
     const cookies = await browser.context.cookies();
     assert.ok(cookies.length > 0 && cookies.every((c) => !c.value.includes(METRICS_TOKEN) && c.httpOnly));
     assert.ok(!(await page.content()).includes(METRICS_TOKEN));
-    fs.mkdirSync(RESULTS, { recursive: true });
-    await page.screenshot({ path: path.join(RESULTS, 'dashboard-token.png'), fullPage: true });
+    await screenshot(page, 'dashboard-token.png');
     // Prometheus' way: a bearer token.
     const scrape = await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } });
     assert.equal(scrape.status, 200);
@@ -227,5 +206,79 @@ test(
     assert.equal(r?.status(), 401);
     assert.match((await page.textContent('body')) ?? '', /--metrics-token/);
     assert.equal((await fetch(`http://${String(om.listen)}/status`)).status, 200);
+  },
+);
+
+test(
+  "with --registry, each node's dashboard lists the cluster's nodes (two rendezvous on one real redis-server)",
+  { skip: skip || (redisMissing() ?? false), timeout: 120_000 },
+  async (t) => {
+    const redis = await RedisProc.start();
+    t.after(() => redis.stop());
+    const p = new Procs();
+    t.after(() => p.cleanup());
+    const node = async (id: string) => {
+      const rdv = await p.rendezvous([
+        ...['--registry', redis.url, '--registry-ttl', String(TTL_S), '--node-id', id],
+        ...['--metrics', '127.0.0.1:0'],
+      ]);
+      const m = await waitForEvent(rdv.child, 'metrics', 10_000);
+      return { id, child: rdv.child, base: `http://${String(m.listen)}` };
+    };
+    const [a, b] = await Promise.all([node('dash-node-a'), node('dash-node-b')]);
+
+    // The JSON behind the page, on both nodes: both nodes, each marking itself.
+    for (const me of [a, b]) {
+      const ok = await until(async () => {
+        const s = (await (await fetch(`${me.base}/status`)).json()) as { clusterNodes?: { node: string }[] };
+        return (s.clusterNodes ?? []).length === 2;
+      }, 15_000);
+      assert.ok(ok, `${me.id}'s /status lists both nodes`);
+      const s = (await (await fetch(`${me.base}/status`)).json()) as {
+        cluster: { node: string; registry: string };
+        clusterNodes: { node: string; self: boolean; relay: string; upS: number | null }[];
+      };
+      assert.equal(s.cluster.node, me.id);
+      assert.equal(s.cluster.registry, 'up');
+      assert.deepEqual(
+        s.clusterNodes.map((n) => [n.node, n.self]),
+        [
+          ['dash-node-a', me === a],
+          ['dash-node-b', me === b],
+        ],
+      );
+      for (const n of s.clusterNodes) {
+        assert.match(n.relay, /:\d+$/);
+        assert.equal(typeof n.upS, 'number');
+      }
+    }
+
+    // The page of node B shows the cluster box with both nodes, B marked as this node.
+    const browser = await launch();
+    t.after(() => browser.close());
+    const page = await browser.context.newPage();
+    const external = recordExternal(page, b.base);
+    assert.equal((await page.goto(`${b.base}/?every=1000`))?.status(), 200);
+    await page.waitForSelector('#cluster-box:not([hidden]) #cluster-nodes tr[data-node="dash-node-b"][data-self]', {
+      timeout: 20_000,
+    });
+    await page.waitForSelector('#cluster-nodes tr[data-node="dash-node-a"]:not([data-self])', { timeout: 20_000 });
+    assert.equal(await page.locator('#cluster-nodes tr[data-node]').count(), 2);
+    assert.equal(await page.textContent('#cluster-count'), '2');
+    assert.match((await page.textContent('#cluster')) ?? '', /registry\s*up/);
+    await screenshot(page, 'dashboard-cluster.png');
+    assert.deepEqual(external, []);
+    // The registry's address (it may carry a password) is on neither the page nor the JSON.
+    const json = await (await fetch(`${b.base}/status`)).text();
+    for (const text of [await page.content(), json]) assert.ok(!text.includes('redis://'));
+
+    // A node that goes away leaves the list once its heartbeat record expires (the TTL).
+    await stopProcess(a.child, 2000);
+    await page.waitForFunction(
+      () => document.querySelectorAll('#cluster-nodes tr[data-node]').length === 1,
+      undefined,
+      { timeout: (TTL_S + 10) * 1000, polling: 500 },
+    );
+    assert.equal(await page.locator('#cluster-nodes tr[data-node="dash-node-b"]').count(), 1);
   },
 );

@@ -12,7 +12,7 @@ const MIN_POLL_MS = 500;
 /** The chart's size in SVG units (it scales with the page). */
 const CHART_W = 720;
 const CHART_H = 200;
-const CHART_PAD = { left: 64, right: 12, top: 10, bottom: 24 };
+const CHART_PAD = { left: 84, right: 12, top: 10, bottom: 24 };
 
 interface Nat {
   mapping: string;
@@ -49,7 +49,7 @@ interface Status {
   relay: { embedded: boolean; sessions?: number; pending?: number; bytes?: number };
   traffic?: { sampleMs: number; lastAt: number; relayBps: number[]; directBps: number[] };
   cluster?: Record<string, unknown>;
-  clusterNodes?: { node: string; relay: string; self: boolean }[] | null;
+  clusterNodes?: { node: string; relay: string; self: boolean; upS: number | null }[] | null;
 }
 
 const $ = (id: string) => document.getElementById(id)!;
@@ -115,16 +115,19 @@ function td(text: string, cls?: string): HTMLElement {
   return el('td', text, cls);
 }
 
+/** How long a name has been online; the time it came, in the browser's clock and zone, on hover. */
+function online(n: NameRow): HTMLElement {
+  if (n.onlineS === null || n.onlineS === undefined) return td('-', 'online');
+  const cell = td(duration(n.onlineS), 'online');
+  cell.title = `online since ${new Date(Date.now() - n.onlineS * 1000).toLocaleString()}`;
+  return cell;
+}
+
 function renderNames(s: Status): void {
   $('names-count').textContent = String(s.names.length);
   fillTable(
     'names',
-    s.names.map((n) => [
-      td(n.name, 'name'),
-      td(n.natType ?? 'unknown', 'nat'),
-      td(n.onlineS === null || n.onlineS === undefined ? '-' : duration(n.onlineS), 'online'),
-      td(n.address, 'addr'),
-    ]),
+    s.names.map((n) => [td(n.name, 'name'), td(n.natType ?? 'unknown', 'nat'), online(n), td(n.address, 'addr')]),
     'no names registered',
     s.names.map((n) => ({ 'data-name': n.name })),
   );
@@ -183,6 +186,17 @@ function renderRelay(s: Status): void {
   for (const [k, v] of items) dl.append(el('dt', k), el('dd', v));
 }
 
+/** Readable names for the fields of /status's `cluster` (ClusterStatus); an unknown field shows as its key. */
+const CLUSTER_LABELS: Record<string, string> = {
+  node: 'this node',
+  advertise: 'its relay, as advertised',
+  registry: 'registry',
+  names: 'names held here',
+  remoteVisitors: 'visitors on other nodes',
+  forwardedSessions: 'visits brokered elsewhere',
+  registryRttMs: 'registry round trip (ms)',
+};
+
 function renderCluster(s: Status): void {
   const box = $('cluster-box');
   if (!s.cluster) {
@@ -194,13 +208,20 @@ function renderCluster(s: Status): void {
   dl.replaceChildren();
   for (const [k, v] of Object.entries(s.cluster))
     dl.append(
-      el('dt', k),
+      el('dt', CLUSTER_LABELS[k] ?? k),
       el('dd', v === null ? '-' : typeof v === 'object' ? JSON.stringify(v) : `${v as string | number | boolean}`),
     );
+  const nodes = s.clusterNodes ?? [];
+  $('cluster-count').textContent = String(nodes.length);
   fillTable(
     'cluster-nodes',
-    (s.clusterNodes ?? []).map((n) => [td(n.node + (n.self ? ' (this node)' : ''), 'name'), td(n.relay, 'addr')]),
-    'no other node seen',
+    nodes.map((n) => [
+      td(n.node + (n.self ? ' (this node)' : ''), 'name'),
+      td(n.relay, 'addr'),
+      td(n.upS === null ? '-' : duration(n.upS), 'num'),
+    ]),
+    'no node seen (the registry is down)',
+    nodes.map((n) => ({ 'data-node': n.node, ...(n.self ? { 'data-self': '' } : {}) })),
   );
 }
 

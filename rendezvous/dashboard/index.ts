@@ -52,10 +52,10 @@ const HTML = `<!doctype html>
     <dl id="relay"></dl>
   </section>
   <section id="cluster-box" hidden>
-    <h2>Cluster</h2>
+    <h2>Cluster <span class="count" id="cluster-count">0</span> nodes</h2>
     <dl id="cluster"></dl>
     <table>
-      <thead><tr><th>node</th><th>relay at</th></tr></thead>
+      <thead><tr><th>node</th><th>relay at</th><th class="num">up</th></tr></thead>
       <tbody id="cluster-nodes"></tbody>
     </table>
   </section>

@@ -118,6 +118,9 @@ test(
       { timeout: 40_000, polling: 500 },
     );
     assert.match((await page.textContent(`${row} td.rate`)) ?? '', /[KM]iB\/s$/);
+    // Both names and the session carry the NAT type the peers measured (mapping only: `cone`).
+    assert.equal(await page.textContent(`${row} td.nat`), 'cone / cone');
+    assert.equal(await page.textContent('#names tr[data-name="svc"] td.nat'), 'cone');
     await screenshot(page, 'dashboard-move-direct.png');
     assert.deepEqual(external, []);
     const html = await page.content();

@@ -95,8 +95,8 @@ test(
     await page.waitForSelector('#sessions tr[data-name="web-echo"][data-path="relay"]', { timeout: 20_000 });
     const relayRow = await page.textContent('#sessions tr[data-path="relay"] .path-cell');
     assert.match(relayRow ?? '', /relay/);
-    // On loopback the rendezvous sees no NAT: the peers' own STUN tests say "open internet"-like types or unknown.
-    assert.ok(((await page.textContent('#names tr[data-name="web-echo"] td.nat')) ?? '').length > 0);
+    // A NAT type column (on loopback there is no NAT to name: test-netns/dashboard.test.ts shows `cone`).
+    assert.match((await page.textContent('#names tr[data-name="web-echo"] td.nat')) ?? '', /^[a-z-]+$/);
     assert.match((await page.textContent('#names tr[data-name="web-echo"] td.online')) ?? '', /^\d+(s|m\d+s)$/);
     // The embedded relay's load: one paired session, bytes forwarded.
     await page.waitForFunction(

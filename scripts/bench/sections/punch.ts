@@ -9,14 +9,19 @@
  * the easy pairs and under 3 s for the hard ones (a side symmetric or sequential).
  */
 import type { ChildProcess } from 'node:child_process';
-import { Lab, eventsOf, stopProcess, waitForEvent, type RouterType } from '../../netns-lab.js';
+import { Lab, eventsOf, run, stopProcess, waitForEvent, type RouterSpec, type RouterType } from '../../netns-lab.js';
 import type { Ctx, SectionResult } from '../context.js';
 import { jsonNum, percentile } from '../stats.js';
 
-/** NAT types benched, visitor x server over unordered pairs. UPnP joins once the lab has it (PUNCH_EXTRA_TYPES). */
-export const PUNCH_TYPES: readonly RouterType[] = ['public', 'fullcone', 'cone', 'symmetric', 'sequential'];
-/** Hook for router types built elsewhere (a UPnP router): add them here. */
-export const PUNCH_EXTRA_TYPES: readonly RouterType[] = [];
+/**
+ * A benched site: a lab router type, or `upnp`, a symmetric NAT that runs
+ * miniupnpd (UPnP IGD, NAT-PMP, PCP), so the peer behind it maps its port.
+ */
+export type PunchType = RouterType | 'upnp';
+/** NAT types benched, visitor x server over unordered pairs. */
+export const PUNCH_TYPES: readonly PunchType[] = ['public', 'fullcone', 'cone', 'symmetric', 'sequential'];
+/** Benched only where miniupnpd is installed (apt-get install miniupnpd-nftables). */
+export const PUNCH_EXTRA_TYPES: readonly PunchType[] = ['upnp'];
 /** One trial waits at most this long for a direct path (punching gives up within 15 s). */
 const TRIAL_MS = 20_000;
 /** Trials per pair unless --trials says otherwise. */
@@ -25,14 +30,18 @@ export const PUNCH_TRIALS = 20;
 const RDV = { host: '203.0.113.10', port: 7000 };
 const RDV_ALT = '203.0.113.11:7001';
 const SECRET = 'bench punch secret';
-const hard = (t: RouterType) => t === 'symmetric' || t === 'sequential';
+/** A side symmetric or sequential makes a pair hard; a UPnP router maps a port, so it is easy. */
+const hard = (t: PunchType) => t === 'symmetric' || t === 'sequential';
 /** Pairs no punch can open: both random, or random against sequential (the relay is the plan). */
-const unpunchable = (a: RouterType, b: RouterType) => hard(a) && hard(b) && (a === 'symmetric' || b === 'symmetric');
+const unpunchable = (a: PunchType, b: PunchType) => hard(a) && hard(b) && (a === 'symmetric' || b === 'symmetric');
+const siteSpec = (t: PunchType): RouterType | RouterSpec => (t === 'upnp' ? { type: 'symmetric', miniupnpd: true } : t);
 
 export async function benchPunch(ctx: Ctx): Promise<SectionResult> {
   const { say } = ctx;
   const trials = ctx.args.trials ?? PUNCH_TRIALS;
-  const types = [...PUNCH_TYPES, ...PUNCH_EXTRA_TYPES];
+  const haveMiniupnpd = (await run('miniupnpd', ['--version'], { timeoutMs: 5000 })).code === 0;
+  if (!haveMiniupnpd) say('  (miniupnpd is not installed: the upnp pairs are left out)');
+  const types = [...PUNCH_TYPES, ...(haveMiniupnpd ? PUNCH_EXTRA_TYPES : [])];
   const pairs: Record<string, unknown> = {};
   for (let i = 0; i < types.length; i++) {
     for (let j = i; j < types.length; j++) {
@@ -62,8 +71,8 @@ export async function benchPunch(ctx: Ctx): Promise<SectionResult> {
   return { trials_per_pair: trials, pairs };
 }
 
-async function benchPair(a: RouterType, b: RouterType, trials: number): Promise<{ times: number[]; plan?: string }> {
-  const lab = await Lab.up({ topology: { a, b } });
+async function benchPair(a: PunchType, b: PunchType, trials: number): Promise<{ times: number[]; plan?: string }> {
+  const lab = await Lab.up({ topology: { a: siteSpec(a), b: siteSpec(b) } });
   const times: number[] = [];
   let plan: string | undefined;
   try {

@@ -99,6 +99,18 @@ export class ServePeer {
     return withFailover(this.servers, (server) => this.registerVia(server));
   }
 
+  /**
+   * Measures the NAT on the data socket once, in the background after
+   * registering (so `ready` never waits on STUN), and tells the rendezvous:
+   * its dashboard then shows this name's NAT type before any session ran.
+   */
+  private async reportNat(control: ControlClient): Promise<void> {
+    if (!control.welcome?.features?.includes('nat_report')) return;
+    const g = await this.host.gather(control).catch(() => null);
+    if (!g || g.nat.mapping === 'unknown' || control.isClosed) return;
+    control.send({ type: 'nat_report', nat: g.nat });
+  }
+
   private async registerVia(server: HostPort): Promise<void> {
     const { log } = this.opts;
     const control = new ControlClient({ server, token: this.opts.token });
@@ -139,6 +151,7 @@ export class ServePeer {
     this.registered = true;
     // Live sessions move to this connection and re-announce themselves (resume).
     this.host.adoptControl(control);
+    if (!this.host.gathered) void this.reportNat(control);
     control.once('close', () => {
       this.registered = false;
       this.servers.lost(server);

@@ -353,7 +353,7 @@ export class RendezvousServer {
         udpPort: this.udpPort,
         ...(this.altUdpPort !== undefined ? { altUdpPort: this.altUdpPort } : {}),
         relay: this.opts.relay ? { host: this.opts.relay.host, port: this.opts.relay.port } : null,
-        features: ['path_report', 'resume'],
+        features: ['path_report', 'resume', 'nat_report'],
       });
       // Measure the round trip now, so a punch can be timed to leave both peers together.
       fs.send({ type: 'ping', t: performance.now() });
@@ -374,6 +374,10 @@ export class RendezvousServer {
         return this.onCandidates(conn, m);
       case 'path_report':
         return this.onPathReport(conn, m);
+      case 'nat_report':
+        // For status and the dashboard, and as the server's NAT in later introductions.
+        if (conn.names.size) conn.nat = m.nat;
+        return;
       case 'session_commit':
         return this.onSessionCommit(conn, m);
       case 'session_resume':

@@ -53,6 +53,17 @@ test(
     );
     if (!tl) return;
     await waitForEvent(tl.rdv, 'metrics', 10_000);
+    const browser = await launchBrowser({ netns: tl.lab.ns('rdv') });
+    t.after(() => browser.close());
+    const page = await browser.context.newPage();
+    const external = recordExternal(page, BASE);
+    assert.equal((await page.goto(`${BASE}/?every=1000`))?.status(), 200);
+    // Before any session: the served name already shows the NAT its peer measured on registering (nat_report).
+    await page.waitForFunction(
+      () => document.querySelector('#names tr[data-name="svc"] td.nat')?.textContent === 'cone',
+      undefined,
+      { timeout: 15_000, polling: 500 },
+    );
     // Hold the hole shut: UDP between the sites dropped at A's router (STUN to the rendezvous still passes).
     await tl.lab.nft('ra', peerBlockRuleset(tl.lab.addr('rb')));
     await tl.startVisit();
@@ -66,11 +77,6 @@ test(
     });
     t.after(() => stopProcess(transfer, 500));
 
-    const browser = await launchBrowser({ netns: tl.lab.ns('rdv') });
-    t.after(() => browser.close());
-    const page = await browser.context.newPage();
-    const external = recordExternal(page, BASE);
-    assert.equal((await page.goto(`${BASE}/?every=1000`))?.status(), 200);
     const row = `#sessions tr[data-sid="${sid}"]`;
 
     // On the relay: the row says so, its bytes grow, and the chart's relay line rises.

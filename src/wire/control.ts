@@ -181,6 +181,9 @@ const messages = [
     remote: z.string().max(64).optional(),
     bytes: z.object({ relay: byteCount, direct: byteCount }).optional(),
   }),
+  // peer -> rendezvous (only when welcome.features lists it): the NAT this peer measured on its data
+  // socket, sent once after `registered`, so that a name's NAT type is known before its first session.
+  z.object({ type: z.literal('nat_report'), nat: NatInfo }),
   z.object({ type: z.literal('ping'), t: z.number() }),
   z.object({ type: z.literal('pong'), t: z.number() }),
   // first frame on a relay connection; the relay answers relay_ready once both sides of the session are there.

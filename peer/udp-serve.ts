@@ -69,7 +69,7 @@ export class UdpServeFlows {
       else this.drop('send_failed');
       return;
     }
-    fs.socket.send(payload, (e) => e && this.sendError(e));
+    fs.socket.send(payload, this.onSent);
   }
 
   /** A new flow: its socket, connected to the service; datagrams wait in `pending` meanwhile. */
@@ -86,7 +86,7 @@ export class UdpServeFlows {
     socket.connect(local.port, local.host, () => {
       const queued = fs.pending ?? [];
       fs.pending = null;
-      for (const p of queued) socket.send(p, (e) => e && this.sendError(e));
+      for (const p of queued) socket.send(p, this.onSent);
     });
     log.debug('udp_flow_open', `session ${this.session.sid}: UDP flow ${id} opened`, {
       sid: this.session.sid,
@@ -104,6 +104,15 @@ export class UdpServeFlows {
     this.opts.stats.datagramsSent++;
     this.opts.stats.bytesSent += msg.length;
   }
+
+  /**
+   * A send's outcome. An ICMP port unreachable for an earlier datagram fails
+   * the next send on a connected socket (ECONNREFUSED), and Node reports a
+   * failed send only to its callback; a read that hears of one is an 'error' event.
+   */
+  private readonly onSent = (e: Error | null): void => {
+    if (e) this.sendError(e);
+  };
 
   private sendError(e: NodeJS.ErrnoException): void {
     this.drop(e.code === 'ECONNREFUSED' ? 'unreachable' : 'send_failed');

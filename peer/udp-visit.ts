@@ -25,6 +25,11 @@ export class UdpVisitor {
   private socket: dgram.Socket | null = null;
   private session: Session | null = null;
   private readonly table: FlowTable<Client>;
+  /**
+   * The flow of the last datagram from a client: a bulk flow (a WireGuard
+   * tunnel) skips building its "ip:port" key for every datagram.
+   */
+  private last: Flow<Client> | null = null;
   private readonly sweepTimer: NodeJS.Timeout;
 
   constructor(
@@ -54,7 +59,7 @@ export class UdpVisitor {
       socket.once('error', (e: NodeJS.ErrnoException) => reject(listenError(e, `udp ${bind.host}:${bind.port}`)));
       socket.bind({ address: bind.host, port: bind.port, exclusive: true }, () => resolve());
     });
-    socket.on('error', (e) => this.opts.log.warn('udp_error', `UDP listener: ${e.message}`, { code: 'send_failed' }));
+    socket.on('error', () => this.drop('send_failed'));
     socket.on('message', (msg, rinfo) => this.fromClient(msg, rinfo));
     return socket.address();
   }
@@ -86,8 +91,13 @@ export class UdpVisitor {
       return;
     }
     const now = performance.now();
-    const key = `${rinfo.address}:${rinfo.port}`;
-    let flow = this.table.lookup(key) ?? null;
+    const last = this.last;
+    let flow =
+      last && last.value.port === rinfo.port && last.value.address === rinfo.address && this.table.get(last.id) === last
+        ? last
+        : null;
+    const key = flow ? flow.key : `${rinfo.address}:${rinfo.port}`;
+    flow ??= this.table.lookup(key) ?? null;
     if (!flow) {
       flow = this.table.open(key, () => ({ address: rinfo.address, port: rinfo.port }), now);
       if (!flow) return this.drop('flow_limit');
@@ -100,11 +110,16 @@ export class UdpVisitor {
       });
     }
     this.table.touch(flow, now);
+    this.last = flow;
     const why = session.sendUserDatagram(flow.id, msg);
     if (why) return this.drop(why);
     this.opts.stats.datagramsSent++;
     this.opts.stats.bytesSent += msg.length;
   }
+
+  private readonly onSent = (e: Error | null): void => {
+    if (e) this.drop('send_failed');
+  };
 
   private fromTunnel(id: number, payload: Uint8Array): void {
     const flow = this.table.get(id);
@@ -113,7 +128,8 @@ export class UdpVisitor {
     this.table.touch(flow, performance.now());
     this.opts.stats.datagramsReceived++;
     this.opts.stats.bytesReceived += payload.length;
-    socket.send(payload, flow.value.port, flow.value.address, (e) => e && this.drop('send_failed'));
+    // The callback is what hears of a failed send (Node drops the error without one).
+    socket.send(payload, flow.value.port, flow.value.address, this.onSent);
   }
 
   private sweep(): void {
@@ -131,6 +147,7 @@ export class UdpVisitor {
 
   /** Drops every flow (their ids mean nothing to another session). */
   private forget(why: string): void {
+    this.last = null;
     for (const flow of this.table.clear()) this.closed(flow, why);
   }
 

@@ -55,6 +55,8 @@ export async function benchUdp(ctx: Ctx): Promise<SectionResult> {
     const mbps = { up: [] as number[], down: [] as number[] };
     const refMbps = { up: [] as number[], down: [] as number[] };
     let stayedDirect = true;
+    // iperf3's TCP retransmits inside each WireGuard tunnel: loss, versus round-trip time, as the limit.
+    const retransmits = { ours: [] as (number | null)[], ref: [] as (number | null)[] };
     for (let i = 0; i < args.runs; i++) {
       for (const dir of ['up', 'down'] as const) {
         const o = await iperf(lab, 'a', ours.addrB, IPERF_PORT, {
@@ -64,14 +66,22 @@ export async function benchUdp(ctx: Ctx): Promise<SectionResult> {
         });
         mbps[dir].push(o.mbps);
         if (env.pathOf(visit) !== 'direct') stayedDirect = false;
-        say(`  run ${i + 1} ${dir.padEnd(4)} wireguard-go through the tunnel ${o.mbps.toFixed(0)} Mbit/s`);
+        say(
+          `  run ${i + 1} ${dir.padEnd(4)} wireguard-go through the tunnel ${o.mbps.toFixed(0)} Mbit/s ` +
+            `(${o.retransmits ?? '?'} TCP retransmits)`,
+        );
         const w = await iperf(lab, 'a', ref.addrB, IPERF_PORT, {
           reverse: dir === 'down',
           seconds: args.seconds,
           ensureServer: () => env.ensureIperf(),
         });
         refMbps[dir].push(w.mbps);
-        say(`  run ${i + 1} ${dir.padEnd(4)} wireguard-go direct ${w.mbps.toFixed(0)} Mbit/s`);
+        say(
+          `  run ${i + 1} ${dir.padEnd(4)} wireguard-go direct ${w.mbps.toFixed(0)} Mbit/s ` +
+            `(${w.retransmits ?? '?'} TCP retransmits)`,
+        );
+        retransmits.ours.push(o.retransmits);
+        retransmits.ref.push(w.retransmits);
       }
     }
     const up = ratio(median(mbps.up), median(refMbps.up));
@@ -86,6 +96,7 @@ export async function benchUdp(ctx: Ctx): Promise<SectionResult> {
       },
       ratio: { up: jsonNum(up, 3), down: jsonNum(down, 3) },
       wireguard_through_mtu: WG_THROUGH_MTU,
+      tcp_retransmits: retransmits,
       path_stayed_direct: stayedDirect,
       iperf_seconds: args.seconds,
       counters: {

@@ -23,6 +23,7 @@ import { UdpServeFlows } from '../peer/udp-serve.js';
 import { UdpVisitor } from '../peer/udp-visit.js';
 import { nullLogger } from '../src/util/log.js';
 import { sleep } from '../src/util/backoff.js';
+import { ConfigError, parseConfig, PeerConfig } from '../src/config/index.js';
 import { sessionKeys } from './helpers/session-keys.js';
 import { MemPath } from './helpers/mem-path.js';
 
@@ -252,4 +253,30 @@ test('flows: oversized datagrams are dropped and counted; a service that is down
     c.close();
     t.close();
   }
+});
+
+test('config: proto = "udp" and udp-idle-timeout on entries; anything else is a config error', () => {
+  const c = parseConfig(
+    [
+      'udp-idle-timeout = 30',
+      '[[serve]]',
+      'name = "wg"',
+      'local = "127.0.0.1:51820"',
+      'proto = "udp"',
+      '[[visit]]',
+      'name = "dns"',
+      'bind = "127.0.0.1:5353"',
+      'proto = "udp"',
+      'udp-idle-timeout = 5',
+    ].join('\n'),
+    PeerConfig,
+  );
+  assert.equal(c.serve[0].proto, 'udp');
+  assert.equal(c.visit[0]['udp-idle-timeout'], 5);
+  assert.equal(c['udp-idle-timeout'], 30);
+  assert.throws(
+    () => parseConfig('[[serve]]\nname = "x"\nlocal = "127.0.0.1:1"\nproto = "sctp"', PeerConfig),
+    ConfigError,
+  );
+  assert.throws(() => parseConfig('udp-idle-timeout = 0', PeerConfig), ConfigError);
 });

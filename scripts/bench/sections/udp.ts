@@ -57,6 +57,7 @@ export async function benchUdp(ctx: Ctx): Promise<SectionResult> {
     let stayedDirect = true;
     // iperf3's TCP retransmits inside each WireGuard tunnel: loss, versus round-trip time, as the limit.
     const retransmits = { ours: [] as (number | null)[], ref: [] as (number | null)[] };
+    const rtt = { ours: [] as (number | null)[], ref: [] as (number | null)[] };
     for (let i = 0; i < args.runs; i++) {
       for (const dir of ['up', 'down'] as const) {
         const o = await iperf(lab, 'a', ours.addrB, IPERF_PORT, {
@@ -68,7 +69,7 @@ export async function benchUdp(ctx: Ctx): Promise<SectionResult> {
         if (env.pathOf(visit) !== 'direct') stayedDirect = false;
         say(
           `  run ${i + 1} ${dir.padEnd(4)} wireguard-go through the tunnel ${o.mbps.toFixed(0)} Mbit/s ` +
-            `(${o.retransmits ?? '?'} TCP retransmits)`,
+            `(${o.retransmits ?? '?'} TCP retransmits, mean RTT ${o.rttMs?.toFixed(2) ?? '?'} ms)`,
         );
         const w = await iperf(lab, 'a', ref.addrB, IPERF_PORT, {
           reverse: dir === 'down',
@@ -78,10 +79,12 @@ export async function benchUdp(ctx: Ctx): Promise<SectionResult> {
         refMbps[dir].push(w.mbps);
         say(
           `  run ${i + 1} ${dir.padEnd(4)} wireguard-go direct ${w.mbps.toFixed(0)} Mbit/s ` +
-            `(${w.retransmits ?? '?'} TCP retransmits)`,
+            `(${w.retransmits ?? '?'} TCP retransmits, mean RTT ${w.rttMs?.toFixed(2) ?? '?'} ms)`,
         );
         retransmits.ours.push(o.retransmits);
         retransmits.ref.push(w.retransmits);
+        rtt.ours.push(o.rttMs ?? null);
+        rtt.ref.push(w.rttMs ?? null);
       }
     }
     const up = ratio(median(mbps.up), median(refMbps.up));
@@ -97,6 +100,7 @@ export async function benchUdp(ctx: Ctx): Promise<SectionResult> {
       ratio: { up: jsonNum(up, 3), down: jsonNum(down, 3) },
       wireguard_through_mtu: WG_THROUGH_MTU,
       tcp_retransmits: retransmits,
+      tcp_mean_rtt_ms: rtt,
       path_stayed_direct: stayedDirect,
       iperf_seconds: args.seconds,
       counters: {

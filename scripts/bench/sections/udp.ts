@@ -13,6 +13,7 @@ import type { PeerStatus } from '../../../peer/app.js';
 import type { Ctx, SectionResult } from '../context.js';
 import { IPERF_PORT } from '../env.js';
 import { iperf } from '../iperf.js';
+import { cpuSeconds } from '../procstat.js';
 import { jsonNum, median, ratio } from '../stats.js';
 import { startWireguard, type WgTunnel } from '../wireguard.js';
 
@@ -58,13 +59,20 @@ export async function benchUdp(ctx: Ctx): Promise<SectionResult> {
     // iperf3's TCP retransmits inside each WireGuard tunnel: loss, versus round-trip time, as the limit.
     const retransmits = { ours: [] as (number | null)[], ref: [] as (number | null)[] };
     const rtt = { ours: [] as (number | null)[], ref: [] as (number | null)[] };
+    // CPU of both peers while they forward (the reference's runs cost them only keepalives).
+    const pids = { visit: visit.child.pid ?? 0, serve: env.serves.get('wg')?.pid ?? 0 };
+    const cpu = { visit: 0, serve: 0, wallS: 0 };
     for (let i = 0; i < args.runs; i++) {
       for (const dir of ['up', 'down'] as const) {
+        const c0 = { visit: cpuSeconds(pids.visit), serve: cpuSeconds(pids.serve), at: Date.now() };
         const o = await iperf(lab, 'a', ours.addrB, IPERF_PORT, {
           reverse: dir === 'down',
           seconds: args.seconds,
           ensureServer: () => env.ensureIperf(),
         });
+        cpu.visit += cpuSeconds(pids.visit) - c0.visit;
+        cpu.serve += cpuSeconds(pids.serve) - c0.serve;
+        cpu.wallS += (Date.now() - c0.at) / 1000;
         mbps[dir].push(o.mbps);
         if (env.pathOf(visit) !== 'direct') stayedDirect = false;
         say(
@@ -109,6 +117,20 @@ export async function benchUdp(ctx: Ctx): Promise<SectionResult> {
       },
     });
     say(`  counters ${JSON.stringify(res.counters)}`);
+    // Per datagram forwarded either way, and in percent of one core over the runs through the tunnel.
+    const perDatagram = (s: number, c: unknown) => {
+      const u = c as { datagramsSent?: number; datagramsReceived?: number } | null;
+      const n = (u?.datagramsSent ?? 0) + (u?.datagramsReceived ?? 0);
+      return n ? jsonNum((s * 1e6) / n, 1) : null;
+    };
+    const counters = res.counters as { visit: unknown; serve: unknown };
+    res.peer_cpu = {
+      visit_us_per_datagram: perDatagram(cpu.visit, counters.visit),
+      serve_us_per_datagram: perDatagram(cpu.serve, counters.serve),
+      visit_pct_of_core: jsonNum((100 * cpu.visit) / Math.max(0.001, cpu.wallS), 1),
+      serve_pct_of_core: jsonNum((100 * cpu.serve) / Math.max(0.001, cpu.wallS), 1),
+    };
+    say(`  peer CPU ${JSON.stringify(res.peer_cpu)}`);
   } finally {
     await ours?.stop();
     await ref?.stop();

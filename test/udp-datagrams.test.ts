@@ -142,7 +142,7 @@ test('session: on the relay, user datagrams go as relay-sized records', async ()
 });
 
 /** Two sessions over an in-memory direct path, the visit side's UDP listener and the serve side's flows. */
-async function udpTunnel(local: { host: string; port: number }, idleMs = 60_000) {
+async function udpTunnel(local: { host: string; port: number }, idleMs = 60_000, maxFlows?: number) {
   await cryptoReady();
   const keys = sessionKeys('udp flows');
   const a = new Session({ keys: keys.visitor, role: 'visitor', log: nullLogger, sid: 'udp-fa' });
@@ -155,7 +155,7 @@ async function udpTunnel(local: { host: string; port: number }, idleMs = 60_000)
   b.setPath('direct', pb);
   const visitStats = newUdpCounters();
   const serveStats = newUdpCounters();
-  const visitor = new UdpVisitor({ log: nullLogger, stats: visitStats, idleMs, wantSession: () => {} });
+  const visitor = new UdpVisitor({ log: nullLogger, stats: visitStats, idleMs, maxFlows, wantSession: () => {} });
   const addr = await visitor.listen({ host: '127.0.0.1', port: 0 });
   visitor.attach(a);
   const flows = new UdpServeFlows(b, { local, log: nullLogger, stats: serveStats, idleMs });
@@ -279,4 +279,24 @@ test('config: proto = "udp" and udp-idle-timeout on entries; anything else is a 
     ConfigError,
   );
   assert.throws(() => parseConfig('udp-idle-timeout = 0', PeerConfig), ConfigError);
+});
+
+test('flows: a client beyond the per-session cap is dropped and counted; the others go on', async () => {
+  const echo = await echoServer();
+  const t = await udpTunnel({ host: '127.0.0.1', port: echo.address().port }, 60_000, 2);
+  const socks = await clients(3);
+  try {
+    const got = socks.map(() => 0);
+    socks.forEach((s, i) => s.on('message', () => got[i]++));
+    for (const s of socks) s.send(Buffer.from('hi'), t.port, '127.0.0.1');
+    for (let i = 0; i < 100 && got[0] + got[1] < 2; i++) await sleep(20);
+    await sleep(50);
+    assert.deepEqual(got, [1, 1, 0]);
+    assert.equal(t.visitStats.drops.flow_limit, 1);
+    assert.equal(t.visitStats.flows, 2);
+  } finally {
+    for (const s of socks) s.close();
+    t.close();
+    echo.close();
+  }
 });

@@ -136,7 +136,8 @@ export class ServePeer {
     }
     log.info(
       'ready',
-      `serving "${this.opts.name}" -> ${this.proto} ${this.opts.local.host}:${this.opts.local.port} ` +
+      `serving "${this.opts.name}" -> ${this.proto === 'udp' ? 'udp ' : ''}` +
+        `${this.opts.local.host}:${this.opts.local.port} ` +
         `via ${server.host}:${server.port}`,
       {
         name: this.opts.name,

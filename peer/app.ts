@@ -143,11 +143,13 @@ export class PeerApp {
     if (spec.bind) {
       const addr: net.AddressInfo = await peer.listen(spec.bind);
       entry.bound = formatHostPort(addr);
-      log.info('ready', `"${spec.name}" is reachable at ${entry.bound}`, {
+      const udp = peer.proto === 'udp';
+      log.info('ready', `"${spec.name}" is reachable at ${udp ? 'udp ' : ''}${entry.bound}`, {
         name: spec.name,
         address: addr.address,
         port: addr.port,
         bind: entry.bound,
+        proto: peer.proto,
       });
     } else {
       log.info('ready', `"${spec.name}" connected on stdin/stdout`, { name: spec.name, stdio: true });

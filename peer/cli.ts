@@ -40,7 +40,7 @@ const DEFAULT_RESUME_TIMEOUT_S = RESUME_TIMEOUT_MS / 1000;
 const DEFAULT_UDP_IDLE_S = UDP_FLOW_IDLE_MS / 1000;
 
 const program = new Command('peer')
-  .description('Reach a TCP service behind NAT, peer to peer, end-to-end encrypted.')
+  .description('Reach a TCP or UDP service behind NAT, peer to peer, end-to-end encrypted.')
   .addHelpText(
     'after',
     `
@@ -378,7 +378,9 @@ function identityFor(cmd: Command, log: Logger, file: PeerConfig | null): Identi
 }
 
 tunnelOptions(program.command('serve'))
-  .description('make a local TCP service reachable by name (or every [[serve]] entry of --config)')
+  .description(
+    'make a local TCP (or, with --proto udp, UDP) service reachable by name (or every [[serve]] entry of --config)',
+  )
   .option('--name <name>', 'name visitors use to reach this service (e.g. ssh-home)')
   .option('--local <host:port>', 'the local service to expose (e.g. 127.0.0.1:22)')
   .addOption(protoOption())

@@ -24,6 +24,8 @@ import { UdpVisitor } from '../peer/udp-visit.js';
 import { nullLogger } from '../src/util/log.js';
 import { sleep } from '../src/util/backoff.js';
 import { ConfigError, parseConfig, PeerConfig } from '../src/config/index.js';
+import { ControlClient, FatalError } from '../peer/control-client.js';
+import { Procs, SECRET } from './helpers/tunnel.js';
 import { sessionKeys } from './helpers/session-keys.js';
 import { MemPath } from './helpers/mem-path.js';
 
@@ -298,5 +300,43 @@ test('flows: a client beyond the per-session cap is dropped and counted; the oth
     for (const s of socks) s.close();
     t.close();
     echo.close();
+  }
+});
+
+test('rendezvous: a connect without proto (an older visitor) to a UDP name gets mode_mismatch', async (t) => {
+  const p = new Procs();
+  t.after(() => p.cleanup());
+  const rdv = await p.rendezvous();
+  await p.serve('old-visitor', '127.0.0.1:9', rdv.addr, SECRET, ['--proto', 'udp', '--no-admin']);
+  const c = new ControlClient({ server: { host: '127.0.0.1', port: rdv.port } });
+  await c.connect();
+  try {
+    const ask = (proto?: 'tcp' | 'udp') =>
+      c.request(
+        {
+          type: 'connect',
+          reqId: `r-${proto ?? 'none'}`,
+          name: 'old-visitor',
+          hs: Buffer.alloc(90).toString('base64'),
+          mode: 'auto',
+          candidates: [],
+          ...(proto ? { proto } : {}),
+        },
+        (_m): _m is never => false,
+        5000,
+      );
+    const code = async (proto?: 'tcp' | 'udp') => {
+      try {
+        await ask(proto);
+        return 'answered';
+      } catch (e) {
+        assert.ok(e instanceof FatalError, String(e));
+        return e.code;
+      }
+    };
+    assert.equal(await code(), 'mode_mismatch');
+    assert.equal(await code('tcp'), 'proto_mismatch');
+  } finally {
+    c.close();
   }
 });

@@ -10,7 +10,8 @@ import { pingSession, type PingResult } from '../src/session/ping.js';
 import { formatHostPort, type HostPort } from '../src/util/addr.js';
 import type { Identity } from '../src/crypto/identity.js';
 import { datagramAead, describeAead } from '../src/crypto/aead.js';
-import type { Mode, NatInfo } from '../src/wire/control.js';
+import type { Mode, NatInfo, Proto } from '../src/wire/control.js';
+import type { UdpCounters } from '../src/udp/stats.js';
 import type { Logger } from '../src/util/log.js';
 
 export interface Common {
@@ -23,17 +24,23 @@ export interface Common {
   resumeTimeoutMs?: number;
   /** Path MTU settings (`--max-datagram`, `--pmtu-raise-interval`). */
   pmtu?: PmtuSettings;
+  /** UDP flows idle this long are closed (--udp-idle-timeout). */
+  udpIdleMs?: number;
 }
 export interface ServeSpec extends Common {
   name: string;
   local: HostPort;
   allow?: Uint8Array[];
+  /** What the name carries (--proto; default tcp). */
+  proto?: Proto;
 }
 export interface VisitSpec extends Common {
   name: string;
   /** null: one connection on stdin/stdout. */
   bind: HostPort | null;
   serverKey?: Uint8Array;
+  /** What the name carries (--proto; default tcp). */
+  proto?: Proto;
 }
 
 type Entry =
@@ -96,6 +103,10 @@ export interface PeerStatus {
     bind?: string;
     up: boolean;
     streams: number;
+    /** tcp or udp (--proto). */
+    proto: Proto;
+    /** A UDP entry's datagrams and bytes each way, drops by reason, and flows open now (absent for TCP). */
+    udp?: UdpCounters;
   }[];
   tunnels: TunnelStatus[];
 }
@@ -132,11 +143,13 @@ export class PeerApp {
     if (spec.bind) {
       const addr: net.AddressInfo = await peer.listen(spec.bind);
       entry.bound = formatHostPort(addr);
-      log.info('ready', `"${spec.name}" is reachable at ${entry.bound}`, {
+      const udp = peer.proto === 'udp';
+      log.info('ready', `"${spec.name}" is reachable at ${udp ? 'udp ' : ''}${entry.bound}`, {
         name: spec.name,
         address: addr.address,
         port: addr.port,
         bind: entry.bound,
+        proto: peer.proto,
       });
     } else {
       log.info('ready', `"${spec.name}" connected on stdin/stdout`, { name: spec.name, stdio: true });
@@ -180,6 +193,8 @@ export class PeerApp {
         ...(e.kind === 'serve' ? { local: formatHostPort(e.spec.local) } : { bind: e.bound ?? 'stdio' }),
         up: e.kind === 'serve' ? e.peer.registered : e.peer.connected,
         streams: e.peer.streams.size,
+        proto: e.peer.proto,
+        ...(e.peer.proto === 'udp' ? { udp: { ...e.peer.udp, drops: { ...e.peer.udp.drops } } } : {}),
       })),
       tunnels: await Promise.all(tunnels),
     };
@@ -266,6 +281,7 @@ export class PeerApp {
       name: e.spec.name,
       totals: e.peer.host.totals(),
       tunnels: e.peer.host.snapshot(),
+      udp: e.peer.proto === 'udp' ? e.peer.udp : null,
       up: e.kind === 'serve' ? e.peer.registered : e.peer.connected,
     }));
   }

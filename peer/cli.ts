@@ -6,7 +6,8 @@ import { Command, Option } from 'commander';
 import { addLogOptions, die, ExitSignal, loggerFrom, onShutdown } from '../src/util/cli-common.js';
 import { parseHostPort, type HostPort } from '../src/util/addr.js';
 import { codeOf } from '../src/util/errors.js';
-import { NAME_RE, type Mode } from '../src/wire/control.js';
+import { NAME_RE, type Mode, type Proto } from '../src/wire/control.js';
+import { UDP_FLOW_IDLE_MS } from '../src/udp/flow-table.js';
 import type { Logger } from '../src/util/log.js';
 import { detectNat } from '../src/stun/nat.js';
 import { describePortmap, portmapReport } from '../src/portmap/report.js';
@@ -35,9 +36,11 @@ import { versionLine } from '../src/util/version.js';
 
 /** --resume-timeout default, seconds (RESUME_TIMEOUT_MS in peer/tunnel.ts). */
 const DEFAULT_RESUME_TIMEOUT_S = RESUME_TIMEOUT_MS / 1000;
+/** --udp-idle-timeout default, seconds (UDP_FLOW_IDLE_MS in src/udp/flow-table.ts). */
+const DEFAULT_UDP_IDLE_S = UDP_FLOW_IDLE_MS / 1000;
 
 const program = new Command('peer')
-  .description('Reach a TCP service behind NAT, peer to peer, end-to-end encrypted.')
+  .description('Reach a TCP or UDP service behind NAT, peer to peer, end-to-end encrypted.')
   .addHelpText(
     'after',
     `
@@ -122,10 +125,22 @@ function tunnelOptions(cmd: Command): Command {
       String(RAISE_TIMER_MS / 1000),
     )
     .option(
+      '--udp-idle-timeout <seconds>',
+      'with --proto udp: a flow (one client address) with no datagram either way for this long is closed',
+      String(DEFAULT_UDP_IDLE_S),
+    )
+    .option(
       '--drain-timeout <seconds>',
       'on SIGTERM/SIGINT, how long open connections get to finish before they are ended with a FIN',
       '10',
     );
+}
+
+/** `--proto` of serve and visit (config key `proto`): what the name carries. */
+function protoOption(): Option {
+  return new Option('--proto <proto>', 'what the name carries: TCP connections, or UDP datagrams (WireGuard, DNS...)')
+    .choices(['tcp', 'udp'])
+    .default('tcp');
 }
 
 interface LogOpts {
@@ -210,10 +225,18 @@ function commonFor(
   cmd: Command,
   log: Logger,
   file: PeerConfig | null,
-  entry: { server?: string; secret?: string; token?: string; mode?: Mode },
+  entry: { server?: string; secret?: string; token?: string; mode?: Mode; 'udp-idle-timeout'?: number },
   identity: Identity | undefined,
   label: string,
 ) {
+  const udpIdleS = Number(
+    layered<string | number>(cmd, 'udpIdleTimeout', {
+      entry: entry['udp-idle-timeout'],
+      top: file?.['udp-idle-timeout'],
+    }) ?? DEFAULT_UDP_IDLE_S,
+  );
+  if (!Number.isFinite(udpIdleS) || udpIdleS < 1 || udpIdleS > 86_400)
+    die(log, `invalid --udp-idle-timeout "${String(udpIdleS)}": expected seconds from 1 to 86400`, 'usage');
   // Commands without the flag (peer ping standalone) take the default.
   const resumeS = Number(
     layered<string | number>(cmd, 'resumeTimeout', { top: file?.['resume-timeout'] }) ?? DEFAULT_RESUME_TIMEOUT_S,
@@ -246,6 +269,7 @@ function commonFor(
     portmap: layered<boolean>(cmd, 'portmap', { top: file?.portmap }) !== false,
     identity,
     resumeTimeoutMs: resumeS * 1000,
+    udpIdleMs: udpIdleS * 1000,
     pmtu: pmtuSettings(cmd, log, file),
   };
 }
@@ -354,9 +378,12 @@ function identityFor(cmd: Command, log: Logger, file: PeerConfig | null): Identi
 }
 
 tunnelOptions(program.command('serve'))
-  .description('make a local TCP service reachable by name (or every [[serve]] entry of --config)')
+  .description(
+    'make a local TCP (or, with --proto udp, UDP) service reachable by name (or every [[serve]] entry of --config)',
+  )
   .option('--name <name>', 'name visitors use to reach this service (e.g. ssh-home)')
   .option('--local <host:port>', 'the local service to expose (e.g. 127.0.0.1:22)')
+  .addOption(protoOption())
   .option(
     '--allow <pubkey>',
     'only visitors holding this key (from `peer keygen`) may connect; repeat for several',
@@ -385,7 +412,17 @@ function serveSpec(
   cmd: Command,
   log: Logger,
   file: PeerConfig | null,
-  e: { name: string; local: string; server?: string; secret?: string; token?: string; mode?: Mode; allow?: string[] },
+  e: {
+    name: string;
+    local: string;
+    server?: string;
+    secret?: string;
+    token?: string;
+    mode?: Mode;
+    allow?: string[];
+    proto?: Proto;
+    'udp-idle-timeout'?: number;
+  },
   identity: Identity | undefined,
   allowFlags?: string[],
 ): ServeSpec {
@@ -397,6 +434,7 @@ function serveSpec(
   return {
     name: e.name,
     local: parseOrDie(log, e.local, '--local', '127.0.0.1'),
+    proto: layered<Proto>(cmd, 'proto', { entry: e.proto }) ?? 'tcp',
     allow: allow.length ? allow : undefined,
     ...commonFor(cmd, log, file, e, identity, `serve "${e.name}"`),
   };
@@ -418,6 +456,7 @@ tunnelOptions(program.command('visit'))
     '--server-key <pubkey>',
     'refuse the server unless it proves it holds this key (its `peer keygen` public key)',
   )
+  .addOption(protoOption())
   .action(async (name: string | undefined, _o: unknown, cmd: Command) => {
     const { file, log } = setup(cmd);
     await identityReady();
@@ -451,14 +490,20 @@ function visitSpec(
     token?: string;
     mode?: Mode;
     'server-key'?: string;
+    proto?: Proto;
+    'udp-idle-timeout'?: number;
   },
   identity: Identity | undefined,
   serverKeyFlag?: string,
 ): VisitSpec {
   const serverKey = serverKeyFlag ?? e['server-key'];
+  const proto = layered<Proto>(cmd, 'proto', { entry: e.proto }) ?? 'tcp';
+  if (proto === 'udp' && e.bind === null)
+    die(log, `visit "${e.name}": --stdio carries one TCP connection; a UDP service needs --bind HOST:PORT`, 'usage');
   return {
     name: e.name,
     bind: e.bind === null ? null : parseOrDie(log, e.bind, '--bind', '127.0.0.1'),
+    proto,
     serverKey: serverKey ? keyOrDie(log, serverKey, `visit "${e.name}" --server-key`) : undefined,
     ...commonFor(cmd, log, file, e, identity, `visit "${e.name}"`),
   };

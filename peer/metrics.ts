@@ -1,6 +1,7 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { TunnelInfo, TunnelTotals } from './tunnel.js';
 import { PORTMAP_PROTOCOLS, portmapCounters } from '../src/portmap/mapper.js';
+import { UDP_DROP_REASONS, type UdpCounters } from '../src/udp/stats.js';
 
 /** What one serve or visit entry contributes; read at every scrape. */
 export interface PeerMetricsEntry {
@@ -10,6 +11,8 @@ export interface PeerMetricsEntry {
   tunnels: TunnelInfo[];
   /** serve: holds its name on the rendezvous. */
   up: boolean;
+  /** A --proto udp entry's counters (null for TCP). */
+  udp?: UdpCounters | null;
 }
 
 /**
@@ -91,6 +94,43 @@ export function createPeerMetrics(source: () => PeerMetricsEntry[]): Registry {
     (t) => t.rejectedDatagrams,
   );
 
+  // UDP services (--proto udp): only entries that carry UDP have these series.
+  const udpCounter = (name: string, help: string, label: string, values: [string, (u: UdpCounters) => number][]) =>
+    new Counter({
+      name,
+      help,
+      labelNames: [...labels, label],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const e of entries())
+          if (e.udp) for (const [v, f] of values) this.inc({ kind: e.kind, name: e.name, [label]: v }, f(e.udp));
+      },
+    });
+  udpCounter('holepunch_peer_udp_datagrams_total', 'User datagrams of a UDP service', 'direction', [
+    ['sent', (u) => u.datagramsSent],
+    ['received', (u) => u.datagramsReceived],
+  ]);
+  udpCounter('holepunch_peer_udp_bytes_total', 'Payload bytes of the user datagrams of a UDP service', 'direction', [
+    ['sent', (u) => u.bytesSent],
+    ['received', (u) => u.bytesReceived],
+  ]);
+  udpCounter(
+    'holepunch_peer_udp_drops_total',
+    'User datagrams dropped, by reason (too_large, no_path, flow_limit, unreachable, ...)',
+    'reason',
+    UDP_DROP_REASONS.map((r) => [r, (u: UdpCounters) => u.drops[r]] as [string, (u: UdpCounters) => number]),
+  );
+  new Gauge({
+    name: 'holepunch_peer_udp_flows',
+    help: 'Open UDP flows (one per client address) of a UDP service',
+    labelNames: [...labels],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const e of entries()) if (e.udp) this.set({ kind: e.kind, name: e.name }, e.udp.flows);
+    },
+  });
   new Gauge({
     name: 'holepunch_peer_tunnels',
     help: 'Live tunnel sessions by path',

@@ -16,7 +16,9 @@ import {
   verifyVisit,
   type Identity,
 } from '../src/crypto/identity.js';
-import type { ControlMessage, MessageOf } from '../src/wire/control.js';
+import type { ControlMessage, MessageOf, Proto } from '../src/wire/control.js';
+import { newUdpCounters } from '../src/udp/stats.js';
+import { UdpServeFlows } from './udp-serve.js';
 import type { HostPort } from '../src/util/addr.js';
 import { Backoff, sleep } from '../src/util/backoff.js';
 
@@ -28,6 +30,10 @@ export interface ServeOptions extends PeerOptions {
   allow?: Uint8Array[];
   /** How long a session waits for a lost path to come back (--resume-timeout). */
   resumeTimeoutMs?: number;
+  /** What the name carries: TCP connections (default) or UDP datagrams (--proto udp). */
+  proto?: Proto;
+  /** UDP flows idle this long are closed with their socket (--udp-idle-timeout; UDP_FLOW_IDLE_MS). */
+  udpIdleMs?: number;
   /** Reconnect backoff bounds. */
   minBackoffMs?: number;
   maxBackoffMs?: number;
@@ -52,6 +58,8 @@ export class ServePeer {
   registered = false;
   /** Connections being carried, for graceful shutdown and status. */
   readonly streams = new StreamSet();
+  /** Datagrams, drops and flows of a UDP service (a TCP one counts only wrong_proto drops). */
+  readonly udp = newUdpCounters();
 
   constructor(readonly opts: ServeOptions) {
     this.host = new TunnelHost({
@@ -130,6 +138,7 @@ export class ServePeer {
           sig: Buffer.from(sig).toString('base64'),
           // Known once a session has run STUN (a re-registration): shown on the rendezvous dashboard.
           ...(this.host.gathered ? { nat: this.host.gathered.nat } : {}),
+          proto: this.proto,
         },
         isRegistered,
       );
@@ -139,11 +148,13 @@ export class ServePeer {
     }
     log.info(
       'ready',
-      `serving "${this.opts.name}" -> ${this.opts.local.host}:${this.opts.local.port} ` +
+      `serving "${this.opts.name}" -> ${this.proto === 'udp' ? 'udp ' : ''}` +
+        `${this.opts.local.host}:${this.opts.local.port} ` +
         `via ${server.host}:${server.port}`,
       {
         name: this.opts.name,
         local: `${this.opts.local.host}:${this.opts.local.port}`,
+        proto: this.proto,
         server: `${server.host}:${server.port}`,
         reconnect: this.registeredOnce,
       },
@@ -159,6 +170,10 @@ export class ServePeer {
       log.warn('disconnected', 'lost the rendezvous; reconnecting', { server: `${server.host}:${server.port}` });
       void this.reconnectLoop();
     });
+  }
+
+  get proto(): Proto {
+    return this.opts.proto ?? 'tcp';
   }
 
   private async reconnectLoop(): Promise<void> {
@@ -194,6 +209,16 @@ export class ServePeer {
         sid: m.sid,
         code: 'mode_mismatch',
         message: 'the server runs with --mode direct and the visitor asked for --mode relay',
+      });
+      return;
+    }
+    // The rendezvous checks this already; an older one does not (it strips the field, and then it is absent).
+    if (m.proto !== undefined && m.proto !== this.proto) {
+      control.send({
+        type: 'reject',
+        sid: m.sid,
+        code: 'proto_mismatch',
+        message: `"${this.opts.name}" is served as ${this.proto.toUpperCase()} (visit --proto ${this.proto})`,
       });
       return;
     }
@@ -244,6 +269,16 @@ export class ServePeer {
         control,
         peerNat: m.nat,
         onStream: (st) => this.onStream(st),
+        onSession: (session) => {
+          if (this.proto === 'udp')
+            new UdpServeFlows(session, {
+              local: this.opts.local,
+              log,
+              stats: this.udp,
+              idleMs: this.opts.udpIdleMs,
+            });
+          else session.on('datagram', () => this.udp.drops.wrong_proto++);
+        },
       });
     } catch (e) {
       log.warn('relay_failed', (e as Error).message, { sid: m.sid });
@@ -268,6 +303,8 @@ export class ServePeer {
   private onStream(stream: MuxStream): void {
     const { log } = this.opts;
     if (this.draining) return stream.reset(MuxResetReason.GoingAway);
+    // A UDP service carries no streams (a visitor that ignored the proto check).
+    if (this.proto === 'udp') return stream.reset(MuxResetReason.Refused);
     // Reads go into the shared buffer and from there into pooled blocks (bridgeUserReads).
     const target = new ReadTarget();
     const sock = net.connect({

@@ -13,7 +13,18 @@ export function formatStatus(s: PeerStatus): string {
         : e.up
           ? 'tunnel open'
           : 'no tunnel (opens on the next connection)';
-    out.push(`  ${what} via ${e.server}: ${state}, ${e.streams} connection(s)`);
+    if (e.udp) {
+      const u = e.udp;
+      const drops = Object.entries(u.drops)
+        .filter(([, n]) => n > 0)
+        .map(([r, n]) => `${r} ${n}`);
+      out.push(
+        `  ${what} (udp) via ${e.server}: ${state}, ${u.flows} flow(s); ` +
+          `datagrams out ${u.datagramsSent} (${bytes(u.bytesSent)}), ` +
+          `in ${u.datagramsReceived} (${bytes(u.bytesReceived)}); ` +
+          `drops: ${drops.length ? drops.join(', ') : 'none'}`,
+      );
+    } else out.push(`  ${what} via ${e.server}: ${state}, ${e.streams} connection(s)`);
   }
   if (!s.tunnels.length) {
     out.push('no live tunnels');

@@ -283,6 +283,8 @@ export class TunnelHost {
     control: ControlClient;
     peerNat?: NatInfo;
     onStream?: (s: MuxStream) => void;
+    /** Called with the new session before any path can deliver to it (a UDP service's flows listen from the start). */
+    onSession?: (s: Session) => void;
   }): Promise<Tunnel> {
     const { log, mode } = this.opts;
     const { sid, control } = args;
@@ -339,6 +341,7 @@ export class TunnelHost {
       log.info('session_closed', `session ${sid} closed: ${reason}`, code ? { sid, code } : { sid });
     });
     if (args.onStream) session.mux.on('stream', args.onStream);
+    args.onSession?.(session);
     // `peer ping` over the relay; the visitor's traffic reports feed the rendezvous dashboard.
     answerProbesOffDirect(session);
     if (args.role === 'visitor') startTrafficReports(session, control);

@@ -8,7 +8,9 @@ import { TunnelHost, type MuxStream } from './tunnel.js';
 import { StreamSet, drainAndFlush } from './drain.js';
 import { cryptoReady, deriveSecretKey, createInitiator, HandshakeError } from '../src/crypto/index.js';
 import { encodePublicKey, identityReady, signVisit, verifyAccept, type Identity } from '../src/crypto/identity.js';
-import type { ControlMessage, MessageOf } from '../src/wire/control.js';
+import type { ControlMessage, MessageOf, Proto } from '../src/wire/control.js';
+import { newUdpCounters } from '../src/udp/stats.js';
+import { UdpVisitor } from './udp-visit.js';
 import type { HostPort } from '../src/util/addr.js';
 import { Backoff, sleep } from '../src/util/backoff.js';
 import { codeOf, listenError } from '../src/util/errors.js';
@@ -25,6 +27,10 @@ export interface VisitOptions extends PeerOptions {
   serverKey?: Uint8Array;
   /** How long a session waits for a lost path to come back (--resume-timeout). */
   resumeTimeoutMs?: number;
+  /** What the name carries: TCP connections (default) or UDP datagrams (--proto udp). */
+  proto?: Proto;
+  /** UDP flows idle this long are forgotten (--udp-idle-timeout; UDP_FLOW_IDLE_MS). */
+  udpIdleMs?: number;
 }
 
 /**
@@ -39,6 +45,8 @@ export class VisitPeer {
   private session: Session | null = null;
   private opening: Promise<Session> | null = null;
   private server: net.Server | null = null;
+  /** The UDP listener of a --proto udp visit. */
+  private udpListener: UdpVisitor | null = null;
   private stopped = false;
   private draining = false;
   private reopenTimer: NodeJS.Timeout | null = null;
@@ -49,6 +57,8 @@ export class VisitPeer {
   private readonly servers: ServerList;
   /** Connections being carried, for graceful shutdown and status. */
   readonly streams = new StreamSet();
+  /** Datagrams, drops and flows of a --proto udp visit. */
+  readonly udp = newUdpCounters();
 
   constructor(readonly opts: VisitOptions) {
     this.host = new TunnelHost({
@@ -72,8 +82,29 @@ export class VisitPeer {
     await this.getSession();
   }
 
-  /** Listens on `bind`; resolves with the bound address. Port-in-use is a clear error. */
+  get proto(): Proto {
+    return this.opts.proto ?? 'tcp';
+  }
+
+  /** UDP flows open now (--proto udp). */
+  get udpFlows(): number {
+    return this.udpListener?.flows ?? 0;
+  }
+
+  /** Listens on `bind` (TCP, or UDP with --proto udp); resolves with the bound address. Port in use: a clear error. */
   async listen(bind: HostPort): Promise<net.AddressInfo> {
+    if (this.proto === 'udp') {
+      const udp = new UdpVisitor({
+        log: this.opts.log,
+        stats: this.udp,
+        idleMs: this.opts.udpIdleMs,
+        wantSession: () => this.scheduleReopen(),
+      });
+      this.udpListener = udp;
+      const addr = await udp.listen(bind);
+      if (this.session && !this.session.closed) udp.attach(this.session);
+      return { address: addr.address, family: addr.family, port: addr.port };
+    }
     const server = net.createServer({ allowHalfOpen: true }, (sock) => void this.onLocalConnection(sock));
     this.server = server;
     await new Promise<void>((resolve, reject) => {
@@ -103,6 +134,7 @@ export class VisitPeer {
   async drain(graceMs: number): Promise<void> {
     this.draining = true;
     this.server?.close();
+    this.udpListener?.close();
     await drainAndFlush(this, graceMs);
     this.stop();
     await this.host.released(); // the port mapping is deleted from the router
@@ -112,6 +144,7 @@ export class VisitPeer {
     this.stopped = true;
     if (this.reopenTimer) clearTimeout(this.reopenTimer);
     this.server?.close();
+    this.udpListener?.close();
     this.session?.close('visit is shutting down');
     this.host.close();
     this.control?.close();
@@ -166,7 +199,7 @@ export class VisitPeer {
 
   /** With --bind, a dead session is re-opened in the background (REOPEN backoff) for the next connection. */
   private scheduleReopen(): void {
-    if (!this.server || this.stopped || this.draining || this.reopenTimer) return;
+    if ((!this.server && !this.udpListener) || this.stopped || this.draining || this.reopenTimer) return;
     this.reopenTimer = setTimeout(() => {
       this.reopenTimer = null;
       if (this.connected || this.stopped) return;
@@ -271,6 +304,7 @@ export class VisitPeer {
           name,
           hs: Buffer.from(hs.message).toString('base64'),
           mode: this.opts.mode,
+          proto: this.proto,
           candidates: g.candidates,
           nat: g.nat,
           ...(id
@@ -330,6 +364,7 @@ export class VisitPeer {
     });
     if (this.opts.mode === 'direct' && session.path?.kind !== 'direct') await waitForDirect(session, name);
     this.session = session;
+    this.udpListener?.attach(session);
     return session;
   }
 }

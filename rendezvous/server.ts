@@ -7,7 +7,7 @@ import { watchPeerFin } from '../src/transport/peer-fin.js';
 import { identityReady, verifyRegistration } from '../src/crypto/identity.js';
 import type { Logger } from '../src/util/log.js';
 import { PROTOCOL_VERSION } from '../src/wire/frame.js';
-import type { Candidate, ControlMessage, ErrorCode, MessageOf, NatInfo } from '../src/wire/control.js';
+import type { Candidate, ControlMessage, ErrorCode, MessageOf, NatInfo, Proto } from '../src/wire/control.js';
 import { issueTicket, newSessionId, relayKeyFrom } from '../src/wire/ticket.js';
 import { Relay } from '../relay/relay.js';
 import { checkResumeToken, parseAnchor } from '../src/crypto/resume.js';
@@ -87,6 +87,8 @@ interface Conn {
   /** For status (additive): the NAT the serve peer reported at registration, and when each name was registered. */
   nat?: NatInfo;
   since?: Map<string, number>;
+  /** What each name carries, when the serve peer said (absent: tcp). */
+  protos?: Map<string, Proto>;
 }
 
 /**
@@ -143,6 +145,7 @@ export interface NameInfo {
   rttMs: number | null;
   nat: NatInfo | null;
   since: number | null;
+  proto: Proto;
 }
 
 /** One brokered session as the status endpoint shows it. */
@@ -465,6 +468,7 @@ export class RendezvousServer {
     conn.names.add(m.name.toLowerCase());
     if (m.nat) conn.nat = m.nat;
     (conn.since ??= new Map()).set(m.name.toLowerCase(), Date.now());
+    (conn.protos ??= new Map()).set(m.name.toLowerCase(), m.proto ?? 'tcp');
     log.info('registered', `"${m.name}" registered`, { name: m.name, remote: conn.fs.remote });
     conn.fs.send({ type: 'registered', name: m.name });
     return true;
@@ -477,6 +481,21 @@ export class RendezvousServer {
     if (!reg) {
       this.stats.rejected++;
       conn.fs.send({ type: 'error', code: 'unknown_name', message: `no peer is serving "${m.name}"`, reqId: m.reqId });
+      return;
+    }
+    const served = reg.conn.protos?.get(m.name.toLowerCase()) ?? 'tcp';
+    const wanted = m.proto ?? 'tcp';
+    if (served !== wanted) {
+      this.stats.rejected++;
+      conn.fs.send({
+        type: 'error',
+        // A visitor that sent no proto predates proto_mismatch (its parser would refuse the message).
+        code: m.proto ? 'proto_mismatch' : 'mode_mismatch',
+        message:
+          `"${m.name}" is served as ${served.toUpperCase()}, not ${wanted.toUpperCase()} ` +
+          `(visit --proto ${served})`,
+        reqId: m.reqId,
+      });
       return;
     }
     const sid = newSessionId();
@@ -525,6 +544,7 @@ export class RendezvousServer {
       ticket: issueTicket(this.relayKey, sid, 'server'),
       idKey: m.idKey,
       idSig: m.idSig,
+      proto: wanted,
     });
   }
 
@@ -706,6 +726,7 @@ export class RendezvousServer {
           rttMs: c.rttMs,
           nat: c.nat ?? null,
           since: c.since?.get(n) ?? null,
+          proto: c.protos?.get(n) ?? 'tcp',
         });
     }
     const now = Date.now();

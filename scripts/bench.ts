@@ -35,6 +35,7 @@ import { benchLoss } from './bench/sections/loss.js';
 import { benchPmtu } from './bench/sections/pmtu.js';
 import { benchProfile } from './bench/sections/profile.js';
 import { benchPunch } from './bench/sections/punch.js';
+import { benchUdp } from './bench/sections/udp.js';
 
 const RESULTS = resolve(DIST_DIR, '..', 'bench', 'results.json');
 
@@ -48,6 +49,7 @@ const RUNNERS: Record<Section, (ctx: Ctx) => Promise<SectionResult>> = {
   rendezvous: (ctx) => benchRendezvous(ctx),
   loss: benchLoss,
   pmtu: benchPmtu,
+  udp: benchUdp,
   profile: benchProfile,
   punch: benchPunch,
 };

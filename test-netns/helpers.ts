@@ -28,6 +28,8 @@ export const RDV_ALT = { host: '203.0.113.11', port: 7001 };
 export const SERVICE = 'svc';
 export const SECRET = 'netns lab secret: correct horse battery staple';
 export const ECHO = distPath('scripts/lab-echo.js');
+/** UDP echo / DNS responder and checking clients (`--proto udp` tests). */
+export const LAB_UDP = distPath('scripts/lab-udp.js');
 
 export type PathKind = 'relay' | 'direct';
 export type LogEvent = Record<string, unknown>;
@@ -57,6 +59,8 @@ export interface TunnelOptions {
    * addresses, RFC 5780). ONE_ADDRESS / README_RDV: one address, as README says.
    */
   rdvArgs?: string[];
+  /** A UDP service: the echo is lab-udp's UDP echo, and serve and visit run with `--proto udp`. */
+  udp?: boolean;
 }
 
 /** The rendezvous on one address with only --listen and --udp (its default second STUN port, 7001, answers). */
@@ -94,7 +98,9 @@ export class TunnelLab {
       ...(opts.rdvArgs ?? ['--listen', `${RDV.host}:${RDV.port}`, '--alt-udp', `${RDV_ALT.host}:${RDV_ALT.port}`]),
       ...logArgs,
     ]);
-    this.echo = lab.spawnNode('b', ECHO, ['server', '--bind', '127.0.0.1:0']);
+    this.echo = opts.udp
+      ? lab.spawnNode('b', LAB_UDP, ['echo', '--bind', '127.0.0.1:0'])
+      : lab.spawnNode('b', ECHO, ['server', '--bind', '127.0.0.1:0']);
     const [, echoReady] = await Promise.all([
       waitForEvent(this.rdv, 'ready', 15_000),
       waitForEvent(this.echo, 'ready', 15_000),
@@ -113,6 +119,7 @@ export class TunnelLab {
       '--local',
       `127.0.0.1:${this.echoPort}`,
       ...this.commonArgs,
+      ...(this.opts.udp ? ['--proto', 'udp'] : []),
       ...(this.opts.serveArgs ?? []),
     ]);
     await waitForEvent(this.serve, 'ready', 20_000);
@@ -126,6 +133,7 @@ export class TunnelLab {
       '--bind',
       '127.0.0.1:0',
       ...this.commonArgs,
+      ...(this.opts.udp ? ['--proto', 'udp'] : []),
       ...(this.opts.visitArgs ?? []),
     ]);
     const ready = await waitForEvent(this.visit, 'ready', 20_000);

@@ -39,6 +39,26 @@ test('error events carry a code: wrong secret, unknown name, port in use, bad fl
   );
   await t.test('unknown name: unknown_name', async () => assertCode(await visit('nobody', SECRET), 'unknown_name'));
 
+  await t.test('the wrong --proto for a name: proto_mismatch, both ways', async () => {
+    await p.serve('codes-udp', `127.0.0.1:${echo.port}`, rdv.addr, SECRET, ['--proto', 'udp', '--no-admin']);
+    assertCode(await visit('codes-udp', SECRET), 'proto_mismatch');
+    const udpVisit = await fails(p, 'peer', [
+      'visit',
+      'codes',
+      '--proto',
+      'udp',
+      '--bind',
+      '127.0.0.1:0',
+      '--server',
+      rdv.addr,
+      '--secret',
+      SECRET,
+      '--no-admin',
+    ]);
+    assertCode(udpVisit, 'proto_mismatch');
+    assert.match(String(udpVisit.errors.at(-1)?.message), /served as TCP/);
+  });
+
   await t.test('visit --bind on a port in use: address_in_use', async () => {
     const taken = net.createServer();
     p.track(taken);

@@ -10,6 +10,7 @@ export const SECTIONS = [
   'rendezvous',
   'loss',
   'pmtu',
+  'udp',
   'profile',
   'punch',
 ] as const;

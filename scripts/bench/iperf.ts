@@ -6,6 +6,8 @@ export interface IperfRun {
   /** receiver-side goodput, Mbit/s */
   mbps: number;
   retransmits: number | null;
+  /** The sending side's mean TCP round-trip time (iperf3's mean_rtt), ms; null when iperf3 does not say. */
+  rttMs?: number | null;
   /** times the iperf3 server said it was still busy with the previous test */
   busyRetries?: number;
 }
@@ -65,7 +67,14 @@ async function iperfOnce(
   ];
   if (o.reverse) args.push('-R');
   const r = await lab.exec(node, args, { timeoutMs: (o.seconds + 25) * 1000 });
-  let j: { error?: string; end?: { sum_received?: { bits_per_second?: number }; sum_sent?: { retransmits?: number } } };
+  let j: {
+    error?: string;
+    end?: {
+      sum_received?: { bits_per_second?: number };
+      sum_sent?: { retransmits?: number };
+      streams?: { sender?: { mean_rtt?: number } }[];
+    };
+  };
   try {
     j = JSON.parse(r.stdout) as typeof j;
   } catch {
@@ -77,7 +86,12 @@ async function iperfOnce(
   if (j.error) throw new IperfError(`iperf3 to ${host}:${port} from ${node}: ${j.error}`, iperfErrorKind(j.error));
   const bps = j.end?.sum_received?.bits_per_second;
   if (!bps) throw new Error(`iperf3 to ${host}:${port}: no sum_received in the result`);
-  return { mbps: bps / 1e6, retransmits: j.end?.sum_sent?.retransmits ?? null };
+  const rttUs = j.end?.streams?.[0]?.sender?.mean_rtt;
+  return {
+    mbps: bps / 1e6,
+    retransmits: j.end?.sum_sent?.retransmits ?? null,
+    rttMs: typeof rttUs === 'number' ? rttUs / 1000 : null,
+  };
 }
 
 /** An iperf3 failure; `kind` is read once from iperf3's own error text (the only thing it gives us). */

@@ -34,6 +34,9 @@ const hostPortList = z.string().refine(
 const name = z.string().regex(NAME_RE, 'must be 1-63 of A-Z a-z 0-9 . _ - starting with a letter or digit');
 const nonEmpty = z.string().min(1, 'must not be empty');
 const mode = z.enum(['auto', 'direct', 'relay']);
+const proto = z.enum(['tcp', 'udp']);
+/** Seconds a UDP flow may be idle before it is closed (`--udp-idle-timeout`). */
+const udpIdleTimeout = z.number().min(1).max(86_400);
 const publicKey = z
   .string()
   .regex(/^[A-Za-z0-9+/]{43}=?$/, 'expected a public key as printed by `peer keygen` (base64, 32 bytes)');
@@ -57,6 +60,8 @@ export const ServeEntry = z.strictObject({
   local: hostPort,
   ...peerShared,
   allow: z.array(publicKey).optional(),
+  proto: proto.optional(),
+  'udp-idle-timeout': udpIdleTimeout.optional(),
 });
 export type ServeEntry = z.infer<typeof ServeEntry>;
 
@@ -65,6 +70,8 @@ export const VisitEntry = z.strictObject({
   bind: hostPort,
   ...peerShared,
   'server-key': publicKey.optional(),
+  proto: proto.optional(),
+  'udp-idle-timeout': udpIdleTimeout.optional(),
 });
 export type VisitEntry = z.infer<typeof VisitEntry>;
 
@@ -76,6 +83,7 @@ export const PeerConfig = z.strictObject({
   identity: nonEmpty.optional(),
   'drain-timeout': z.number().min(0).max(3600).optional(),
   'resume-timeout': z.number().min(1).max(86_400).optional(),
+  'udp-idle-timeout': udpIdleTimeout.optional(),
   /** Upper bound of the direct path's datagrams (the UDP payload), see docs/PMTU.md. */
   'max-datagram': z.number().int().min(548).max(1472).optional(),
   /** Seconds after a path MTU search ended below the bound before it searches again. */

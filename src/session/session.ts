@@ -13,6 +13,7 @@ import {
   sealedLength,
 } from '../wire/datagram.js';
 import { encodeFragments, fragmentCount, MAX_FRAGMENTS, Reassembler } from '../wire/data-fragment.js';
+import { decodeUserDatagram, encodeUserDatagram, USER_DATAGRAM_OVERHEAD } from '../wire/user-datagram.js';
 import type { Logger } from '../util/log.js';
 import type { ErrorCode } from '../util/errors.js';
 import { sharedBlockPool } from '../util/block-pool.js';
@@ -39,6 +40,12 @@ export interface SessionOptions {
    */
   silenceCode?: ErrorCode;
 }
+
+/**
+ * Why a user datagram was not sent (sendUserDatagram): larger than the active
+ * path carries whole (never split), or no open path at all.
+ */
+export type UserDatagramDrop = 'too_large' | 'no_path';
 
 /** KCP payload per UDP datagram: the largest sealed datagram minus seal overhead. */
 export const KCP_MTU = MAX_DATAGRAM_LEN - DATAGRAM_OVERHEAD;
@@ -101,8 +108,9 @@ const MAX_UDP_PAYLOAD = MAX_UDP_DATAGRAM_LEN - DATAGRAM_OVERHEAD;
  *
  * Emits 'path' (path, previous) when the active path changes, 'direct'
  * (path or null) when the direct path is reported, 'close' (reason, code),
- * and 'control' (type, payload, path) for probe/heartbeat datagrams, which
- * the path managers (direct, path MTU) handle.
+ * 'control' (type, payload, path) for probe/heartbeat datagrams, which
+ * the path managers (direct, path MTU) handle, and 'datagram' (flow, payload,
+ * path) for each user datagram of a UDP service (sendUserDatagram).
  */
 export class Session extends EventEmitter {
   readonly kcp: Kcp;
@@ -403,6 +411,21 @@ export class Session extends EventEmitter {
     for (const part of encodeFragments(id, buf, via.maxDatagram)) this.sendSealed(DatagramType.DataFragment, part, via);
   }
 
+  /**
+   * One user datagram of a UDP service, outside KCP: sealed like every
+   * datagram (its own type, UserDatagram) and sent once on the active path,
+   * so it moves with the session between paths. Never queued, retransmitted
+   * or split: one larger than the active path carries is dropped, and the
+   * caller counts the reason returned (null: sent).
+   */
+  sendUserDatagram(flow: number, payload: Uint8Array): UserDatagramDrop | null {
+    const via = this.paths.current;
+    if (!via || via.closed || this.closedReason !== null) return 'no_path';
+    if (payload.length + USER_DATAGRAM_OVERHEAD > via.maxDatagram) return 'too_large';
+    this.sendSealed(DatagramType.UserDatagram, encodeUserDatagram(flow, payload), via);
+    return null;
+  }
+
   /** Seals and sends on a given path (probes) or the active one. */
   sendSealed(type: DatagramType, payload: Uint8Array, via: Path | null = this.paths.current): void {
     if (!via || via.closed || this.closedReason !== null) return;
@@ -458,6 +481,14 @@ export class Session extends EventEmitter {
           this.drain();
           this.kick();
         }
+        return true;
+      }
+      case DatagramType.UserDatagram: {
+        // Handed on at once: a lost or late one never holds up the next (no
+        // KCP, no ordering). A relay-sized one's pooled block is not given
+        // back: the consumer may still hold it (an async socket send).
+        const d = decodeUserDatagram(opened.payload);
+        if (d) this.emit('datagram', d.flow, d.payload, from);
         return true;
       }
       case DatagramType.Heartbeat:

@@ -61,6 +61,14 @@ export const NatInfo = z.object({
 });
 export type NatInfo = z.infer<typeof NatInfo>;
 
+/**
+ * What a name carries: TCP connections as mux streams (the default, and what
+ * a message without the field means: older peers), or UDP datagrams
+ * (DatagramType.UserDatagram). A name is served as one or the other.
+ */
+export const Proto = z.enum(['tcp', 'udp']);
+export type Proto = z.infer<typeof Proto>;
+
 export const Mode = z.enum(['auto', 'direct', 'relay']);
 export type Mode = z.infer<typeof Mode>;
 
@@ -81,6 +89,8 @@ export const ErrorCode = z.enum([
   // Resuming a session (docs/PROTOCOL.md "Resuming a session").
   'unknown_session',
   'bad_proof',
+  // The visitor asked for `proto` udp of a name served as tcp, or the other way round.
+  'proto_mismatch',
 ]);
 export type ErrorCode = z.infer<typeof ErrorCode>;
 
@@ -108,7 +118,15 @@ const messages = [
     features: z.array(z.string().max(32)).max(32).optional(),
   }),
   // serve -> rendezvous: claim a name. `sig` is Ed25519 over "holepunch-register\0" + nonce + "\0" + name.
-  z.object({ type: z.literal('register'), name, key: b64(64), sig: b64(128), nat: NatInfo.optional() }),
+  // `proto` (optional, absent: tcp): what the name carries; a visitor asking for the other gets proto_mismatch.
+  z.object({
+    type: z.literal('register'),
+    name,
+    key: b64(64),
+    sig: b64(128),
+    nat: NatInfo.optional(),
+    proto: Proto.optional(),
+  }),
   z.object({ type: z.literal('registered'), name }),
   // visit -> rendezvous: open a session to `name`. `hs` is the handshake initiation (src/wire/handshake.ts).
   z.object({
@@ -122,8 +140,10 @@ const messages = [
     // Optional pinned identity: the visitor's Ed25519 key and its signature over `hs` (src/crypto/identity.ts).
     idKey: b64(64).optional(),
     idSig: b64(128).optional(),
+    // What the visitor will carry (absent: tcp, an older visitor).
+    proto: Proto.optional(),
   }),
-  // rendezvous -> serve: a visitor wants a session.
+  // rendezvous -> serve: a visitor wants a session. `proto` as the visitor asked (absent: an older rendezvous).
   z.object({
     type: z.literal('incoming'),
     sid,
@@ -134,6 +154,7 @@ const messages = [
     ticket: b64(512),
     idKey: b64(64).optional(),
     idSig: b64(128).optional(),
+    proto: Proto.optional(),
   }),
   // serve -> rendezvous: handshake response (signed by the server's identity), or a refusal.
   z.object({

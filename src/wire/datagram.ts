@@ -61,10 +61,16 @@ export const enum DatagramType {
    * PMTU probes (which reassembles these).
    */
   DataFragment = 0xa8,
+  /**
+   * One user datagram of a UDP service (`--proto udp`), outside KCP:
+   * unreliable, unordered, never retransmitted. Payload: a UserDatagram body
+   * (src/wire/user-datagram.ts). Peers older than this type drop it unread.
+   */
+  UserDatagram = 0xa9,
 }
 
 export function isDatagramType(b: number): b is DatagramType {
-  return b >= 0xa1 && b <= 0xa8;
+  return b >= 0xa1 && b <= 0xa9;
 }
 
 export interface DatagramHeader {

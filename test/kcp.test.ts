@@ -623,3 +623,48 @@ test('retransmitNow resends every unacknowledged segment at the next flush, not 
   assert.equal(link.a.snapshot().xmit, 3, 'counted as resends');
   for (let i = 0; i < 3; i++) assert.deepEqual(link.b.recv(), Buffer.alloc(100, i));
 });
+
+/**
+ * Segments sent into a 30 s outage back off to timeouts of seconds. When the
+ * path is back, `how` makes them due; the first resend is lost too (the
+ * first datagram on a new path can hit a NAT not open yet). Returns how long
+ * the data then took to be acknowledged.
+ */
+function afterOutage(how: (k: Kcp) => void): number {
+  const link = new SimLink(23, 5);
+  link.a.setNodelay(1, 10, 2, 1);
+  link.b.setNodelay(1, 10, 2, 1);
+  let down = true;
+  let dropNext = 0;
+  link.filter = (_d, from) => {
+    if (from !== 'a') return true;
+    if (down) return false;
+    if (dropNext > 0) {
+      dropNext--;
+      return false;
+    }
+    return true;
+  };
+  for (let i = 0; i < 3; i++) link.a.send(Buffer.alloc(100, i));
+  link.runUntil(() => false, 30_000, 5);
+  assert.equal(link.a.waitSnd(), 3, 'nothing got through the outage');
+  down = false;
+  dropNext = 1;
+  const t0 = link.now;
+  how(link.a);
+  assert.ok(
+    link.runUntil(() => link.a.waitSnd() === 0, 60_000),
+    'delivered in the end',
+  );
+  for (let i = 0; i < 3; i++) assert.deepEqual(link.b.recv(), Buffer.alloc(100, i));
+  return link.now - t0;
+}
+
+test('restartRetransmits: after an outage, a lost first resend is retried at the RTO, not the backoff', () => {
+  const restarted = afterOutage((k) => k.restartRetransmits());
+  // The RTO estimate (no sample yet: 200 ms) plus its nodelay step: the second resend ~300 ms after the first.
+  assert.ok(restarted < 1000, `acknowledged ${restarted} ms after the path came back`);
+  // What it replaces: retransmitNow() resends at once too, but its next try waits out the backed-off timeout.
+  const forced = afterOutage((k) => k.retransmitNow());
+  assert.ok(forced > 3 * restarted, `retransmitNow: ${forced} ms, restartRetransmits: ${restarted} ms`);
+});

@@ -302,6 +302,31 @@ export class Kcp {
   }
 
   /**
+   * Makes every unacknowledged segment due at the next flush and starts its
+   * retransmission timeout over from the current RTO estimate, as at its
+   * first transmission: for when a path is usable again after a silence
+   * during which the timeouts backed off (to seconds after a long outage),
+   * so that neither the first resend nor, if that one is lost too, the next
+   * waits out the backed-off timer. Not counted as loss (no onLost), like
+   * retransmitNow(). Sender timers only: nothing on the wire changes. Not in
+   * ikcp.c.
+   */
+  restartRetransmits(): void {
+    const live = this.sbLive;
+    const resendts = this.sbResendts;
+    const rtos = this.sbRto;
+    const mask = this.sbMask;
+    const rto = this.rxRto;
+    for (let sn = this.sndUna; sn !== this.sndNxt; sn = (sn + 1) | 0) {
+      const i = sn & mask;
+      if (live[i] === 0) continue;
+      resendts[i] = this.current;
+      rtos[i] = rto;
+    }
+    this.forcedResend = true;
+  }
+
+  /**
    * Clears the dead-link flag and restarts every in-flight segment's
    * transmission count, for when the owner moved the session onto another
    * path: the count measured the old path. Not in ikcp.c.

@@ -141,7 +141,7 @@ export class ServePeer {
     this.host.adoptControl(control);
     control.once('close', () => {
       this.registered = false;
-      this.servers.lost(server);
+      this.servers.lost(server, this.host.holdsSessions);
       if (this.stopped) return;
       log.warn('disconnected', 'lost the rendezvous; reconnecting', { server: `${server.host}:${server.port}` });
       void this.reconnectLoop();

@@ -579,6 +579,12 @@ export class TunnelHost {
     }
   }
 
+  /** Some session is live: the node that brokered it is the only one that can resume it (ServerList.lost). */
+  get holdsSessions(): boolean {
+    for (const t of this.tunnels.values()) if (!t.session.closed) return true;
+    return false;
+  }
+
   /** Live sessions, for `peer status`. */
   snapshot(): TunnelInfo[] {
     return [...this.tunnels.values()].map((t) => this.describe(t));

@@ -209,7 +209,7 @@ export class VisitPeer {
       if (m.type === 'punch') this.host.onPunch(m);
     });
     control.once('close', () => {
-      this.servers.lost(server);
+      this.servers.lost(server, this.host.holdsSessions);
       if (this.control === control) this.control = null;
       void this.keepControl();
     });

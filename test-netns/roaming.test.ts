@@ -142,18 +142,19 @@ test('roaming: one session, one 150 MB connection per change of address or netwo
     await sshAcross(st, lab);
   });
 
+  // Both ends renumbered together (cone x cone: before ra turns symmetric): each side's control connection,
+  // relay leg and direct path die at once, and each side's resume and re-punch race the other's.
+  await t.test('both routers change their public address at once', () =>
+    across('ra and rb new WAN addresses', async () => {
+      await Promise.all([lab.changeWanAddress('ra'), lab.changeWanAddress('rb')]);
+    }),
+  );
+
+  // Last: ra stays symmetric.
   await t.test('the visitor moves behind a symmetric NAT (new address, new NAT type)', () =>
     across('ra turns symmetric with a new address', async () => {
       await lab.setRouterType('ra', 'symmetric');
       await lab.changeWanAddress('ra');
-    }),
-  );
-
-  // Both ends renumbered together: each side's control connection, relay leg and direct path die at once,
-  // and each side's resume and re-punch race the other's.
-  await t.test('both routers change their public address at once', () =>
-    across('ra and rb new WAN addresses', async () => {
-      await Promise.all([lab.changeWanAddress('ra'), lab.changeWanAddress('rb')]);
     }),
   );
 });

@@ -18,7 +18,7 @@ import {
 } from '../src/crypto/identity.js';
 import type { ControlMessage, MessageOf } from '../src/wire/control.js';
 import type { HostPort } from '../src/util/addr.js';
-import { Backoff, sleep } from '../src/util/backoff.js';
+import { Backoff } from '../src/util/backoff.js';
 
 export interface ServeOptions extends PeerOptions {
   local: HostPort;
@@ -152,7 +152,7 @@ export class ServePeer {
     const backoff = new Backoff({ initialMs: this.opts.minBackoffMs ?? 500, maxMs: this.opts.maxBackoffMs ?? 30_000 });
     for (let attempt = 1; !this.stopped; attempt++) {
       // +-20 % jitter, so servers that lost the same rendezvous do not all come back at once.
-      await sleep(backoff.next() * (0.8 + Math.random() * 0.4));
+      if (await this.host.nap(backoff.next() * (0.8 + Math.random() * 0.4))) backoff.reset();
       if (this.stopped) return;
       try {
         await this.connectOnce();

@@ -230,7 +230,7 @@ export class VisitPeer {
     try {
       for (let attempt = 1; attempt <= MAX_CONTROL_RECONNECTS; attempt++) {
         if (this.stopped || !this.connected || (this.control && !this.control.isClosed)) return;
-        await sleep(backoff.next());
+        if (await this.host.nap(backoff.next())) backoff.reset();
         if (this.stopped || !this.connected) return;
         try {
           await this.ensureControl();

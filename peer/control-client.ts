@@ -235,7 +235,8 @@ export class ControlClient extends EventEmitter {
  * The rendezvous nodes a peer may use (`--server a:7000,b:7000`), tried in
  * order. After the one in use is lost, the next attempt starts with the one
  * after it, so a dead node costs one refused (or timed-out) connection rather
- * than one per retry. With a single address this is exactly that address.
+ * than one per retry; except while it holds live sessions of ours (see
+ * lost()). With a single address this is exactly that address.
  */
 export class ServerList {
   private preferred = 0;
@@ -256,8 +257,15 @@ export class ServerList {
     if (i >= 0) this.preferred = i;
   }
 
-  /** The connection to `s` was lost: start with the next one next time. */
-  lost(s: HostPort): void {
+  /**
+   * The connection to `s` was lost: start with the next one next time,
+   * unless `holdsSessions`: live sessions were brokered by `s`, whose records,
+   * resume anchors and relay pairs live there and nowhere else (CLUSTER.md),
+   * so only `s` can take them back (`session_resume`) and order new punches.
+   * It is tried first again; if it is gone, that costs one failed attempt.
+   */
+  lost(s: HostPort, holdsSessions = false): void {
+    if (holdsSessions) return;
     const i = this.servers.indexOf(s);
     if (i >= 0 && i === this.preferred) this.preferred = (i + 1) % this.servers.length;
   }

@@ -20,7 +20,7 @@ import type { ControlMessage, MessageOf, Proto } from '../src/wire/control.js';
 import { newUdpCounters } from '../src/udp/stats.js';
 import { UdpServeFlows } from './udp-serve.js';
 import type { HostPort } from '../src/util/addr.js';
-import { Backoff, sleep } from '../src/util/backoff.js';
+import { Backoff } from '../src/util/backoff.js';
 
 export interface ServeOptions extends PeerOptions {
   local: HostPort;
@@ -165,7 +165,7 @@ export class ServePeer {
     if (!this.host.gathered) void this.reportNat(control);
     control.once('close', () => {
       this.registered = false;
-      this.servers.lost(server);
+      this.servers.lost(server, this.host.holdsSessions);
       if (this.stopped) return;
       log.warn('disconnected', 'lost the rendezvous; reconnecting', { server: `${server.host}:${server.port}` });
       void this.reconnectLoop();
@@ -180,7 +180,7 @@ export class ServePeer {
     const backoff = new Backoff({ initialMs: this.opts.minBackoffMs ?? 500, maxMs: this.opts.maxBackoffMs ?? 30_000 });
     for (let attempt = 1; !this.stopped; attempt++) {
       // +-20 % jitter, so servers that lost the same rendezvous do not all come back at once.
-      await sleep(backoff.next() * (0.8 + Math.random() * 0.4));
+      if (await this.host.nap(backoff.next() * (0.8 + Math.random() * 0.4))) backoff.reset();
       if (this.stopped) return;
       try {
         await this.connectOnce();

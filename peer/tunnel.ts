@@ -18,7 +18,7 @@ import type { ControlClient } from './control-client.js';
 import type { Sinkable } from '../src/session/bridge.js';
 import { ResumeChain } from '../src/crypto/resume.js';
 import { NetWatch } from '../src/util/netwatch.js';
-import { Backoff, sleep } from '../src/util/backoff.js';
+import { Backoff, sleep, sleepUnless } from '../src/util/backoff.js';
 import type { ControlMessage } from '../src/wire/control.js';
 import type { ErrorCode } from '../src/util/errors.js';
 import { DatagramType } from '../src/wire/datagram.js';
@@ -477,7 +477,7 @@ export class TunnelHost {
     let giveUp: ErrorCode | undefined;
     try {
       for (let attempt = 1; attempt <= MAX_RELAY_RESUME_ATTEMPTS; attempt++) {
-        await sleep(backoff.next());
+        if (await this.nap(backoff.next())) backoff.reset();
         if (session.closed) return;
         if (performance.now() - started > limit) break;
         try {
@@ -580,6 +580,22 @@ export class TunnelHost {
         what: 'rendezvous',
       });
     }
+  }
+
+  /**
+   * A backoff wait of the loops that take paths back (relay resume, control
+   * reconnect): cut short, resolving true, when an address appears on this
+   * host, since the network that was missing may be back (NetWatch polls
+   * every second). The caller then starts its backoff over.
+   */
+  nap(ms: number): Promise<boolean> {
+    return sleepUnless(ms, this.netwatch.addressAdded);
+  }
+
+  /** Some session is live: the node that brokered it is the only one that can resume it (ServerList.lost). */
+  get holdsSessions(): boolean {
+    for (const t of this.tunnels.values()) if (!t.session.closed) return true;
+    return false;
   }
 
   /** Live sessions, for `peer status`. */

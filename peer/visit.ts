@@ -242,7 +242,7 @@ export class VisitPeer {
       if (m.type === 'punch') this.host.onPunch(m);
     });
     control.once('close', () => {
-      this.servers.lost(server);
+      this.servers.lost(server, this.host.holdsSessions);
       if (this.control === control) this.control = null;
       void this.keepControl();
     });
@@ -263,7 +263,7 @@ export class VisitPeer {
     try {
       for (let attempt = 1; attempt <= MAX_CONTROL_RECONNECTS; attempt++) {
         if (this.stopped || !this.connected || (this.control && !this.control.isClosed)) return;
-        await sleep(backoff.next());
+        if (await this.host.nap(backoff.next())) backoff.reset();
         if (this.stopped || !this.connected) return;
         try {
           await this.ensureControl();

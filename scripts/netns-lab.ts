@@ -442,6 +442,13 @@ export class Lab {
   /** MTUs set with setMtu, by node (for mtuOf). */
   private readonly mtus = new Map<string, { mtu: number; mode: MtuMode }>();
   private downPromise: Promise<void> | null = null;
+  /**
+   * Addresses handed out by freeAddress(), taken at once: two changes run
+   * concurrently (both routers renumbered together) would otherwise both pick
+   * the first free address, since a node's address list is updated only after
+   * `ip addr` returns, and share it on the internet bridge.
+   */
+  private readonly handedOut = new Set<string>();
 
   private constructor(plan: LabPlan) {
     this.prefix = plan.prefix;
@@ -918,10 +925,15 @@ export class Lab {
     return addr;
   }
 
-  /** An address `base` + n (n in from..to) that no node of the lab holds. */
+  /** An address `base` + n (n in from..to) that no node of the lab holds and none was handed before. */
   private freeAddress(base: string, from: number, to: number): string {
     const taken = new Set(this.plan.nodes.flatMap((n) => n.addrs.map((a) => a.split('/')[0])));
-    for (let i = from; i <= to; i++) if (!taken.has(base + i)) return base + i;
+    for (let i = from; i <= to; i++) {
+      const addr = base + i;
+      if (taken.has(addr) || this.handedOut.has(addr)) continue;
+      this.handedOut.add(addr);
+      return addr;
+    }
     throw new Error(`no free address left in ${base}${from}-${to}`);
   }
 

@@ -53,6 +53,15 @@ test('netns lab: roaming controls (new WAN and LAN addresses, outages, NAT type,
     },
   );
 
+  await t.test('changeWanAddress on both routers at once: two distinct new addresses, each its own', async () => {
+    const [na, nb] = await Promise.all([lab.changeWanAddress('ra'), lab.changeWanAddress('rb')]);
+    assert.notEqual(na, nb, 'one address on two routers of the same bridge: ARP decides who gets the packets');
+    assert.deepEqual(await addrsOn(lab, 'ra', wan), [na]);
+    assert.deepEqual(await addrsOn(lab, 'rb', wan), [nb]);
+    const s = await seen(lab, 'b');
+    for (const x of s) assert.equal(x && ipOf(x), nb);
+  });
+
   await t.test('changeLanAddress: the host has only its new lease and still reaches the internet', async () => {
     const old = lab.addr('a');
     const neu = await lab.changeLanAddress('a');

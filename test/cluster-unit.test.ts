@@ -88,6 +88,9 @@ test('server list: preferred first, moves past a lost node, stays on one that wo
   assert.deepEqual(l.order(), [c, a, b]);
   l.lost(a); // not the one in use: no change
   assert.deepEqual(l.order(), [c, a, b]);
+  // A node that brokered live sessions is the only one that can resume them: it stays first.
+  l.lost(c, true);
+  assert.deepEqual(l.order(), [c, a, b]);
   const one = new ServerList([a]);
   one.lost(a);
   assert.deepEqual(one.order(), [a], 'a single address stays that address');

@@ -10,6 +10,7 @@ import { Procs, echoTransfer, waitForEvent, waitExit, outputOf, SECRET } from '.
 import { eventsOf, lineCount } from '../scripts/proc.js';
 import { identityReady } from '../src/crypto/identity.js';
 import { RedisProc, redisMissing, servedBy, SimPeer, until } from './cluster-helpers.js';
+import { CutProxy } from './helpers/cut-proxy.js';
 
 const missing = redisMissing();
 if (missing) process.stderr.write(`# ${missing}\n`);
@@ -263,5 +264,42 @@ describe('rendezvous cluster on Redis', { skip: missing ?? false }, () => {
     assert.equal((await sim.register('newcomer')).type, 'registered');
     // The name re-taken during the outage was re-asserted in Redis and is reachable from node B.
     assert.equal(servedBy(await sim.connectTo('sticky')), 'sticky');
+  });
+
+  // Roaming in a cluster (CLUSTER.md "Resuming in a cluster"): the node that brokered a session is the only one
+  // holding its record, so a visitor whose control connection to it is lost must come back there, not move on to
+  // the next node of its list, and re-announce the session with session_resume.
+  test('control lost with --server a,b: the visitor resumes its session on the node that brokered it', async (t) => {
+    const { p, nodes, echo } = await cluster(t, ['res-a', 'res-b']);
+    const [A, B] = nodes;
+    // The visitor reaches A through a proxy that can cut its control connection (the first one it opens there).
+    const proxy = await new CutProxy(A.port).start();
+    t.after(() => proxy.close());
+    const serve = await p.serve('resumed', `127.0.0.1:${echo.port}`, A.addr, SECRET, ['--mode', 'relay', ...PEER]);
+    const visit = await p.visit('resumed', `127.0.0.1:${proxy.port},${B.addr}`, SECRET, ['--mode', 'relay', ...PEER]);
+    const first = await waitForEvent(visit.child, 'path', 10_000);
+    const sid = String(first.sid);
+    const conn = await EchoConn.open(visit.port);
+    t.after(() => conn.close());
+    assert.ok(await conn.roundTrip('before'), 'echo before the cut');
+
+    proxy.cut(proxy.conns[0]);
+    const back = await waitForEvent(
+      visit.child,
+      (o) => (o.event === 'resume' || o.event === 'resume_failed') && o.what === 'rendezvous',
+      20_000,
+    );
+    assert.equal(back.event, 'resume', `the session came back at the rendezvous: ${JSON.stringify(back)}`);
+    assert.equal(back.sid, sid);
+    assert.ok(
+      eventsOf(A.child, (o) => o.event === 'session_resumed' && o.sid === sid).length > 0,
+      'node A took it back',
+    );
+    assert.equal(eventsOf(B.child, 'session_resumed').length, 0);
+    assert.ok(await conn.roundTrip('after'), 'the open connection still echoes');
+    for (const child of [visit.child, serve]) {
+      assert.equal(eventsOf(child, 'session_closed').length, 0, 'no session closed');
+      for (const e of eventsOf(child, 'path')) assert.equal(e.sid, sid, 'one session id throughout');
+    }
   });
 });

@@ -623,3 +623,64 @@ test('retransmitNow resends every unacknowledged segment at the next flush, not 
   assert.equal(link.a.snapshot().xmit, 3, 'counted as resends');
   for (let i = 0; i < 3; i++) assert.deepEqual(link.b.recv(), Buffer.alloc(100, i));
 });
+
+/**
+ * Segments sent into a 30 s outage back off to timeouts of seconds, after
+ * about 15 transmissions each (nodelay, a ~40 ms RTO before it). When the path
+ * is back, `how` makes them due; the first `lost` resends are lost too (the
+ * first datagrams on a new path can hit a NAT not open yet). Returns how long
+ * the data then took to be acknowledged, and whether KCP called the link dead.
+ */
+function afterOutage(how: (k: Kcp) => void, lost: number): { ms: number; dead: boolean } {
+  const link = new SimLink(23, 5);
+  link.a.setNodelay(1, 10, 2, 1);
+  link.b.setNodelay(1, 10, 2, 1);
+  // An RTT sample first, as on a path that worked: the RTO comes down near its 30 ms floor.
+  link.a.send(Buffer.from('hello'));
+  assert.ok(link.runUntil(() => link.a.waitSnd() === 0, 1000));
+  assert.ok(link.a.snapshot().rxRto < 60);
+  link.b.recv();
+  let down = true;
+  let dropNext = 0;
+  link.filter = (_d, from) => {
+    if (from !== 'a') return true;
+    if (down) return false;
+    if (dropNext > 0) {
+      dropNext--;
+      return false;
+    }
+    return true;
+  };
+  for (let i = 0; i < 3; i++) link.a.send(Buffer.alloc(100, i));
+  link.runUntil(() => false, 30_000, 5);
+  assert.equal(link.a.waitSnd(), 3, 'nothing got through the outage');
+  assert.equal(link.a.isDeadLink(), false, 'not dead yet');
+  down = false;
+  dropNext = lost;
+  const t0 = link.now;
+  how(link.a);
+  let dead = false;
+  const delivered = link.runUntil(() => {
+    dead ||= link.a.isDeadLink();
+    return link.a.waitSnd() === 0;
+  }, 60_000);
+  assert.ok(delivered, 'delivered in the end');
+  for (let i = 0; i < 3; i++) assert.deepEqual(link.b.recv(), Buffer.alloc(100, i));
+  return { ms: link.now - t0, dead };
+}
+
+test('restartRetransmits: after an outage, a lost first resend is retried at the RTO, not the backoff', () => {
+  const restarted = afterOutage((k) => k.restartRetransmits(), 1);
+  // The ~40 ms RTO and its nodelay step: the second resend ~60 ms after the first.
+  assert.ok(restarted.ms < 200, `acknowledged ${restarted.ms} ms after the path came back`);
+  // What it replaces: retransmitNow() resends at once too, but its next try waits out the backed-off timeout.
+  const forced = afterOutage((k) => k.retransmitNow(), 1);
+  assert.ok(forced.ms > 10 * restarted.ms, `retransmitNow: ${forced.ms} ms, restartRetransmits: ${restarted.ms} ms`);
+});
+
+test('restartRetransmits: the dead_link count starts over, so quick resends after an outage keep the link', () => {
+  // Five lost resends 40-200 ms apart: on top of the outage's ~15 transmissions that would reach dead_link (20).
+  const r = afterOutage((k) => k.restartRetransmits(), 5);
+  assert.equal(r.dead, false, 'the link was not called dead');
+  assert.ok(r.ms < 1000, `acknowledged ${r.ms} ms after the path came back`);
+});

@@ -13,56 +13,7 @@ import { FrameDecoder } from '../src/wire/frame.js';
 import { encodeControl, parseControl, type ControlMessage } from '../src/wire/control.js';
 import { eventsOf } from '../scripts/proc.js';
 import { Procs, echoTransfer, outputOf, waitForEvent, SECRET } from './helpers/tunnel.js';
-
-/** Forwards every connection to `target`; remembers them so a test can cut one. */
-class CutProxy {
-  readonly conns: { down: net.Socket; up: net.Socket; bytes: number }[] = [];
-  private server!: net.Server;
-  port = 0;
-
-  constructor(private readonly target: number) {}
-
-  async start(): Promise<this> {
-    this.server = net.createServer((down) => {
-      const up = net.connect({ port: this.target, host: '127.0.0.1' });
-      const c = { down, up, bytes: 0 };
-      this.conns.push(c);
-      for (const s of [down, up]) s.on('error', () => {});
-      down.on('data', (d: Buffer) => {
-        c.bytes += d.length;
-      });
-      up.on('data', (d: Buffer) => {
-        c.bytes += d.length;
-      });
-      down.pipe(up);
-      up.pipe(down);
-      down.on('close', () => up.destroy());
-      up.on('close', () => down.destroy());
-    });
-    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', () => r()));
-    this.port = (this.server.address() as net.AddressInfo).port;
-    return this;
-  }
-
-  /** New connections are refused from now on (the listening socket closes). */
-  stopAccepting(): void {
-    this.server.close();
-  }
-
-  /** Cuts a connection with a RST both ways, as a vanished address would end it. */
-  cut(c: { down: net.Socket; up: net.Socket }): void {
-    c.down.resetAndDestroy();
-    c.up.resetAndDestroy();
-  }
-
-  close(): void {
-    for (const c of this.conns) {
-      c.down.destroy();
-      c.up.destroy();
-    }
-    if (this.server.listening) this.server.close();
-  }
-}
+import { CutProxy } from './helpers/cut-proxy.js';
 
 async function until(what: string, cond: () => boolean, ms: number): Promise<void> {
   const end = Date.now() + ms;

@@ -302,6 +302,33 @@ export class Kcp {
   }
 
   /**
+   * Every unacknowledged segment goes again at the next flush as if for the
+   * first time: its retransmission timeout starts over from the current RTO
+   * estimate and its transmission count (dead_link) from zero, and the
+   * dead-link flag clears. For when a path is usable again after a silence:
+   * the timeouts backed off during it (to seconds after a long outage), so
+   * the first resend, and the next if that one is lost too, would wait them
+   * out; and the counts measured the silence (about 17 after 30 s), so a few
+   * quick resends would end the session for dead_link. Not counted as loss
+   * (no onLost). Sender timers only: nothing on the wire changes. Not in
+   * ikcp.c.
+   */
+  restartRetransmits(): void {
+    const live = this.sbLive;
+    const resendts = this.sbResendts;
+    const xmits = this.sbXmit;
+    const mask = this.sbMask;
+    for (let sn = this.sndUna; sn !== this.sndNxt; sn = (sn + 1) | 0) {
+      const i = sn & mask;
+      if (live[i] === 0) continue;
+      // xmit 0 is flush()'s "not sent yet": it sends it and sets rto and resendts as for a new segment.
+      xmits[i] = 0;
+      resendts[i] = this.current;
+    }
+    this.state = 0;
+  }
+
+  /**
    * Clears the dead-link flag and restarts every in-flight segment's
    * transmission count, for when the owner moved the session onto another
    * path: the count measured the old path. Not in ikcp.c.

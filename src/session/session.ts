@@ -74,6 +74,16 @@ const WINDOW_STEP_MS = 50;
  * the safety net for the latter.
  */
 const RELAY_MIN_RTO_MS = 2000;
+/**
+ * Data unacknowledged and no news of it for this long (no Data datagram from
+ * the peer): it went into a path that died, or waits in the relay for the
+ * peer's lost leg, while KCP's retransmission timeouts back off (to seconds
+ * after a long outage). When a path becomes usable, or the peer is heard
+ * again, after such a silence, everything in flight goes again at once with
+ * its timeout started over (Kcp.restartRetransmits). As long as the direct
+ * path's suspect threshold: under load, silence this long is news.
+ */
+export const RESEND_AFTER_SILENCE_MS = 1000;
 /** KCP's internal interval (nodelay mode): the granularity of its ack and retransmission timers. */
 const KCP_INTERVAL_MS = 10;
 /** The longest a KCP flush timer sleeps while data is in flight, whatever check() says. */
@@ -150,6 +160,11 @@ export class Session extends EventEmitter {
   private kicked = false;
   private closedReason: string | null = null;
   private lastRecv = performance.now();
+  /**
+   * When data in flight last had news: a Data datagram from the peer, a
+   * restart of its retransmissions, or a flush that found nothing in flight.
+   */
+  private flightNewsAt = performance.now();
   /** Cancels the keepalive and death check, which ride the process ticker. */
   private readonly keepalive: () => void;
   readonly startedAt = Date.now();
@@ -266,6 +281,31 @@ export class Session extends EventEmitter {
     // rather than at its (long) timeout.
     if (gone && gone !== path && gone !== this.paths.current) this.kcp.retransmitNow();
     this.follow();
+    if (path) this.restartAfterSilence(`a ${kind} path is usable`);
+  }
+
+  /**
+   * After RESEND_AFTER_SILENCE_MS without news of the data in flight, resends
+   * it all now with fresh timeouts: `why` says what ended the silence (a path
+   * usable, the peer heard). The restart counts as news, so the other event
+   * of the same comeback does not resend the window a second time.
+   */
+  private restartAfterSilence(why: string, now = performance.now()): void {
+    const silentMs = now - this.flightNewsAt;
+    if (silentMs < RESEND_AFTER_SILENCE_MS || this.kcp.inFlight === 0 || this.closedReason !== null) return;
+    this.flightNewsAt = now;
+    this.opts.log.debug(
+      'retransmit_restart',
+      `session ${this.opts.sid}: ${why} after ${Math.round(silentMs)} ms of silence: resending what is in flight`,
+      {
+        sid: this.opts.sid,
+        why,
+        silentMs: Math.round(silentMs),
+        segments: this.kcp.inFlight,
+      },
+    );
+    this.kcp.restartRetransmits();
+    this.kick();
   }
 
   /** Moves data onto the active path of the path choice, if that changed. */
@@ -459,7 +499,8 @@ export class Session extends EventEmitter {
       this.rejected++;
       return false;
     }
-    this.lastRecv = performance.now();
+    const now = performance.now();
+    this.lastRecv = now;
     this.bytesIn += datagram.length;
     this.pathBytes[from.kind].in += datagram.length;
     switch (opened.type) {
@@ -467,6 +508,8 @@ export class Session extends EventEmitter {
         // The opened payload is a buffer nobody else holds: KCP keeps it without a copy.
         beginLoan();
         const ok = this.kcp.input(opened.payload, true) >= 0;
+        // After its acknowledgements are in: what is still in flight is what the peer lacks.
+        if (ok) this.heardData(now);
         if (ok) this.drain();
         // Back to the pool only if every segment went all the way through
         // (none held by KCP) and no consumer kept a view.
@@ -478,6 +521,7 @@ export class Session extends EventEmitter {
         // A piece of a datagram cut larger than the path carries: KCP gets the whole once every piece is in.
         const whole = this.reassembler.add(opened.payload);
         if (whole && this.kcp.input(whole, true) >= 0) {
+          this.heardData(now);
           this.drain();
           this.kick();
         }
@@ -499,6 +543,12 @@ export class Session extends EventEmitter {
         this.emit('control', opened.type, opened.payload, from);
         return true;
     }
+  }
+
+  /** A Data datagram from the peer: news of the data in flight, and, after a silence, the peer back. */
+  private heardData(now: number): void {
+    this.restartAfterSilence('the peer is heard again', now);
+    this.flightNewsAt = now;
   }
 
   /** Ends the session; `code` says why when it is a failure (no_path: no path can carry it). */
@@ -541,6 +591,8 @@ export class Session extends EventEmitter {
     this.kicked = false;
     if (this.closedReason !== null) return;
     const now = nowMs();
+    // Nothing in flight has no silence to speak of: it starts with what this flush sends.
+    if (this.kcp.inFlight === 0) this.flightNewsAt = performance.now();
     this.kcp.update(now);
     this.kcp.flush();
     if (this.closedReason !== null) return;

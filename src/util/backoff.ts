@@ -41,3 +41,21 @@ export class Backoff {
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
+
+/**
+ * Resolves after `ms` with false, or earlier with true once `wake` resolves
+ * (news that makes waiting out a backoff pointless: the network is back).
+ */
+export async function sleepUnless(ms: number, wake: Promise<void>): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), ms);
+      }),
+      wake.then(() => true),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -21,6 +21,8 @@ export function localAddresses(): string[] {
 export class NetWatch extends EventEmitter {
   private timer: NodeJS.Timeout | null = null;
   private last: string[] = [];
+  /** Settled by the next change that adds an address, then replaced: see addressAdded. */
+  private added = latch();
 
   constructor(private readonly intervalMs = NETWATCH_INTERVAL_MS) {
     super();
@@ -38,6 +40,14 @@ export class NetWatch extends EventEmitter {
     this.timer = null;
   }
 
+  /**
+   * Resolves at the next change that adds an address (a network back, a new
+   * lease): for loops that wait out a backoff to try again at once then.
+   */
+  get addressAdded(): Promise<void> {
+    return this.added.promise;
+  }
+
   /** Compares now (also called by the interval). */
   check(): void {
     const now = localAddresses();
@@ -46,5 +56,16 @@ export class NetWatch extends EventEmitter {
     const removed = this.last.filter((a) => !now.includes(a));
     this.last = now;
     this.emit('change', added, removed);
+    if (added.length) {
+      const was = this.added;
+      this.added = latch();
+      was.resolve();
+    }
   }
+}
+
+function latch(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
 }

@@ -1,0 +1,95 @@
+/**
+ * A session whose direct path died with data in flight, and a new direct
+ * path after seconds of silence (a roaming peer): two real Sessions joined by
+ * in-memory paths. KCP's timeouts backed off during the silence, and the
+ * first datagrams on the new path are lost (a NAT not open yet). The data
+ * must still arrive within a few round trips of the new path, not at the
+ * backed-off timeout (Session.setPath -> Kcp.restartRetransmits).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { performance } from 'node:perf_hooks';
+import type { MuxStream } from '../src/mux/index.js';
+import { Session } from '../src/session/session.js';
+import { cryptoReady } from '../src/crypto/index.js';
+import { MAX_DATAGRAM_LEN } from '../src/wire/datagram.js';
+import { nullLogger } from '../src/util/log.js';
+import { sleep } from '../src/util/backoff.js';
+import { sessionKeys } from './helpers/session-keys.js';
+import { MemPath } from './helpers/mem-path.js';
+import { readAll, withTimeout } from './mux-harness.js';
+
+await cryptoReady();
+
+/** Long enough for KCP's timeouts (nodelay, ~30 ms RTO) to back off past a second. */
+const SILENCE_MS = 4000;
+/** Datagrams the new path loses first (the whole first resend of the few segments in flight). */
+const LOST_FIRST = 40;
+
+/** A path pair a <-> b with a one-way delay; `loseFirst` datagrams from a's end are lost first. */
+function pathPair(a: Session, b: Session, name: string, loseFirst = 0): { atA: MemPath; atB: MemPath } {
+  let toLose = loseFirst;
+  const atA = new MemPath('direct', `${name}-a`, MAX_DATAGRAM_LEN, {
+    delayMs: 2,
+    loss: loseFirst ? 1 : 0,
+    rng: () => (toLose-- > 0 ? 0 : 1),
+  });
+  const atB = new MemPath('direct', `${name}-b`, MAX_DATAGRAM_LEN, { delayMs: 2 });
+  atA.peer = { session: b, path: atB };
+  atB.peer = { session: a, path: atA };
+  return { atA, atB };
+}
+
+test('a new path after a silence: the data in flight arrives within round trips, not at the backoff', async (t) => {
+  const keys = sessionKeys('session-restart test');
+  const a = new Session({ keys: keys.visitor, role: 'visitor', log: nullLogger, sid: 'restart-a' });
+  const b = new Session({ keys: keys.server, role: 'server', log: nullLogger, sid: 'restart-b' });
+  const old = pathPair(a, b, 'old');
+  const paths = [old.atA, old.atB];
+  t.after(() => {
+    for (const s of [a, b]) {
+      for (const st of s.mux.openStreams()) st.on('error', () => {});
+      s.close('test over');
+    }
+    for (const p of paths) p.close();
+  });
+  a.setPath('direct', old.atA);
+  b.setPath('direct', old.atB);
+  const got = new Promise<Buffer>((resolve, reject) => {
+    b.mux.once('stream', (s: MuxStream) => {
+      readAll(s).then(resolve, reject);
+    });
+  });
+  const stream = a.mux.openStream();
+  stream.write(Buffer.alloc(1000, 1));
+  // One message through first: an RTT sample, as on a path that worked.
+  await withTimeout(
+    (async () => {
+      while (a.kcp.inFlight > 0 || a.kcp.waitSnd() > 0) await sleep(5);
+    })(),
+    2000,
+    'the first message acknowledged',
+  );
+
+  // The path dies under a write: nothing from a reaches b any more.
+  old.atA.close();
+  a.setPath('direct', null);
+  const data = Buffer.alloc(20_000, 2);
+  stream.end(data);
+  await sleep(SILENCE_MS);
+  assert.ok(a.kcp.inFlight > 0, 'the data is still in flight after the silence');
+  assert.ok(!a.closed, 'the session lives');
+
+  // A new path (the peer at a new address): its first datagrams from a are lost.
+  const neu = pathPair(a, b, 'new', LOST_FIRST);
+  paths.push(neu.atA, neu.atB);
+  b.setPath('direct', neu.atB);
+  const t0 = performance.now();
+  a.setPath('direct', neu.atA);
+  const all = await withTimeout(got, 20_000, 'the data at b');
+  const ms = performance.now() - t0;
+  assert.equal(all.length, 1000 + data.length);
+  assert.ok(all.subarray(1000).equals(data), 'the bytes, exact');
+  assert.ok(neu.atA.stats.lost >= 1, 'the first resend was lost');
+  assert.ok(ms < 1000, `the data arrived ${Math.round(ms)} ms after the new path`);
+});

@@ -13,7 +13,7 @@ import type { MuxStream } from '../src/mux/index.js';
 import { Session } from '../src/session/session.js';
 import { cryptoReady } from '../src/crypto/index.js';
 import { MAX_DATAGRAM_LEN } from '../src/wire/datagram.js';
-import { nullLogger } from '../src/util/log.js';
+import { createLogger, nullLogger } from '../src/util/log.js';
 import { sleep } from '../src/util/backoff.js';
 import { sessionKeys } from './helpers/session-keys.js';
 import { MemPath } from './helpers/mem-path.js';
@@ -92,4 +92,86 @@ test('a new path after a silence: the data in flight arrives within round trips,
   assert.ok(all.subarray(1000).equals(data), 'the bytes, exact');
   assert.ok(neu.atA.stats.lost >= 1, 'the first resend was lost');
   assert.ok(ms < 1000, `the data arrived ${Math.round(ms)} ms after the new path`);
+});
+
+test('an outage outlasting KCP dead_link: the session waits for its silence deadline, and resumes within it', async (t) => {
+  const keys = sessionKeys('session-outage test');
+  const events: string[] = [];
+  const log = createLogger({ format: 'json', level: 'debug', sink: { write: (l) => void events.push(l) } });
+  const opts = { log, deadAfterMs: 6000, silenceCode: 'resume_timeout' as const };
+  const a = new Session({ keys: keys.visitor, role: 'visitor', sid: 'outage-a', ...opts });
+  const b = new Session({ keys: keys.server, role: 'server', sid: 'outage-b', ...opts });
+  const old = pathPair(a, b, 'old');
+  const paths = [old.atA, old.atB];
+  t.after(() => {
+    for (const s of [a, b]) {
+      for (const st of s.mux.openStreams()) st.on('error', () => {});
+      s.close('test over');
+    }
+    for (const p of paths) p.close();
+  });
+  a.setPath('direct', old.atA);
+  b.setPath('direct', old.atB);
+  const got = new Promise<Buffer>((resolve, reject) => {
+    b.mux.once('stream', (s: MuxStream) => {
+      readAll(s).then(resolve, reject);
+    });
+  });
+  const stream = a.mux.openStream();
+  stream.write(Buffer.alloc(1000, 1));
+  await withTimeout(
+    (async () => {
+      while (a.kcp.inFlight > 0 || a.kcp.waitSnd() > 0) await sleep(5);
+    })(),
+    2000,
+    'the first message acknowledged',
+  );
+  // Every path gone (both ends), and KCP told to give up after 3 transmissions, which it reaches in well under a second.
+  a.kcp.setDeadLink(3);
+  for (const p of [old.atA, old.atB]) p.close();
+  a.setPath('direct', null);
+  b.setPath('direct', null);
+  const data = Buffer.alloc(20_000, 2);
+  stream.end(data);
+  await sleep(3000);
+  const outage = events.filter((l) => l.includes('"dead_link_outage"'));
+  assert.ok(outage.length >= 1, 'KCP reached dead_link during the outage');
+  assert.ok(!a.closed, 'the session lives on');
+  // A path again, within the deadline: the data arrives, exact.
+  const neu = pathPair(a, b, 'new');
+  paths.push(neu.atA, neu.atB);
+  b.setPath('direct', neu.atB);
+  a.setPath('direct', neu.atA);
+  const all = await withTimeout(got, 10_000, 'the data at b');
+  assert.ok(all.subarray(1000).equals(data), 'the bytes, exact');
+});
+
+test('an outage that outlasts the silence deadline ends the session with its code, not before', async (t) => {
+  const keys = sessionKeys('session-outage-end test');
+  const opts = { log: nullLogger, deadAfterMs: 2500, silenceCode: 'resume_timeout' as const };
+  const a = new Session({ keys: keys.visitor, role: 'visitor', sid: 'end-a', ...opts });
+  const b = new Session({ keys: keys.server, role: 'server', sid: 'end-b', ...opts });
+  const old = pathPair(a, b, 'old');
+  t.after(() => {
+    for (const s of [a, b]) {
+      for (const st of s.mux.openStreams()) st.on('error', () => {});
+      s.close('test over');
+    }
+  });
+  a.setPath('direct', old.atA);
+  b.setPath('direct', old.atB);
+  const stream = a.mux.openStream();
+  stream.on('error', () => {});
+  a.kcp.setDeadLink(2);
+  for (const p of [old.atA, old.atB]) p.close();
+  a.setPath('direct', null);
+  b.setPath('direct', null);
+  const t0 = performance.now();
+  const closed = new Promise<[string, string | null]>((resolve) =>
+    a.once('close', (reason: string, code: string | null) => resolve([reason, code])),
+  );
+  stream.write(Buffer.alloc(5000, 3));
+  const [, code] = await withTimeout(closed, 8000, 'the session to end');
+  assert.equal(code, 'resume_timeout');
+  assert.ok(performance.now() - t0 >= 2000, 'not before the deadline');
 });

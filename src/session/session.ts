@@ -62,6 +62,15 @@ export const SESSION_KEEPALIVE_MS = 5_000;
  * data tries it again (stallDirect()).
  */
 export const DIRECT_STALL_RETRY_MS = 30_000;
+/**
+ * KCP's dead_link while the session has no path, or while nothing at all came
+ * from the peer for this long (two keepalive rounds plus slack: a live peer's
+ * heartbeats would have arrived), is an outage, not a refusal. The
+ * session then waits for its silence deadline (deadAfterMs, the resume
+ * timeout) instead of ending at the twentieth backed-off resend, which came
+ * after 60-80 s of outage, before the 120 s --resume-timeout.
+ */
+export const OUTAGE_SILENCE_MS = 2 * SESSION_KEEPALIVE_MS + 2_000;
 /** How often the send window is adjusted to the measured queueing delay. */
 const WINDOW_STEP_MS = 50;
 /**
@@ -618,6 +627,16 @@ export class Session extends EventEmitter {
   private onDeadLink(): void {
     const cur = this.paths.current;
     if (cur?.kind === 'direct' && this.stallDirect('the peer stopped acknowledging data on it')) return;
+    const silentMs = performance.now() - this.lastRecv;
+    if (!cur || cur.closed || silentMs >= OUTAGE_SILENCE_MS) {
+      // No path, or a silent peer: an outage, not a refusal. The silence deadline (checkAlive) ends the session.
+      this.opts.log.debug('dead_link_outage', 'KCP gave up during an outage; waiting for a path', {
+        sid: this.opts.sid,
+        silentMs: Math.round(silentMs),
+      });
+      this.kcp.clearDeadLink();
+      return;
+    }
     this.close('too many retransmissions: the peer stopped acknowledging on every path', 'no_path');
   }
 

@@ -94,7 +94,7 @@ test('a new path after a silence: the data in flight arrives within round trips,
   assert.ok(ms < 1000, `the data arrived ${Math.round(ms)} ms after the new path`);
 });
 
-test('an outage outlasting KCP dead_link: the session waits for its silence deadline, and resumes within it', async (t) => {
+test('an outage outlasting KCP dead_link: the session waits for its deadline, and resumes within it', async (t) => {
   const keys = sessionKeys('session-outage test');
   const events: string[] = [];
   const log = createLogger({ format: 'json', level: 'debug', sink: { write: (l) => void events.push(l) } });
@@ -126,7 +126,7 @@ test('an outage outlasting KCP dead_link: the session waits for its silence dead
     2000,
     'the first message acknowledged',
   );
-  // Every path gone (both ends), and KCP told to give up after 3 transmissions, which it reaches in well under a second.
+  // Every path gone (both ends); KCP gives up after 3 transmissions, which it reaches in well under a second.
   a.kcp.setDeadLink(3);
   for (const p of [old.atA, old.atB]) p.close();
   a.setPath('direct', null);

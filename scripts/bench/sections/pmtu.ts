@@ -4,20 +4,25 @@
  * as a black hole (no ICMP: the path MTU search must find it), interleaved
  * run by run in the same lab. The figure is the ratio 1280 / 1500 (goal
  * >= 0.8: segments shrink from 1443 to 1223 payload bytes, ~15% more
- * per-datagram work). A fresh visitor session per measurement, so each starts
- * its search from scratch; the first seconds (the search) are not measured.
+ * per-datagram work). A fresh visitor and server per measurement, so each
+ * starts its search from scratch and no session of an earlier one lingers;
+ * the first seconds (the search) are not measured.
  *
  * Each run also samples, inside the transfer, the CPU the tunnel's two
- * programs (visit + serve) use per Gbit/s and the UDP datagrams host b's
- * namespace moves: on the shared two-core machine the throughput ratio swings
- * with what else runs, while the CPU per Gbit/s ratio says what the small
- * datagrams cost (the throughput ratio of a CPU-bound tunnel with equal CPU).
+ * programs (visit + serve) use and what crossed host b's interfaces in the
+ * data direction (datagrams and bytes, /proc/net/dev): per datagram and per
+ * byte. On the shared two-core machine the throughput ratio swings with what
+ * else runs; these say what the small datagrams cost. The ratio of the CPU per
+ * byte (1500 over 1280) is the throughput ratio of a CPU-bound tunnel given
+ * the same CPU: about 1189 / 1409 (mux payload per datagram) when the cost
+ * is per datagram, 1 when it is per byte. docs/BENCHMARKS.md has the figures.
  */
 import type { ChildProcess } from 'node:child_process';
 import { stopProcess } from '../../netns-lab.js';
 import { eventsOf } from '../../proc.js';
 import type { Ctx, SectionResult } from '../context.js';
 import { measureCpu, type CpuBreakdown } from '../cpu-account.js';
+import { IPERF_PORT } from '../env.js';
 import { iperf } from '../iperf.js';
 import { jsonNum, median, ratio } from '../stats.js';
 import type { Lab } from '../../netns-lab.js';
@@ -66,6 +71,9 @@ export async function benchPmtu(ctx: Ctx): Promise<SectionResult> {
       const order = i % 2 === 0 ? ([1500, SMALL_MTU] as const) : ([SMALL_MTU, 1500] as const);
       for (const mtu of order) {
         await lab.setMtu('rb', mtu === 1500 ? 0 : mtu, 'blackhole');
+        // A fresh server too: the session of the previous visitor would outlive it
+        // (30 s of retransmissions and re-punching probes) and load the next phase only.
+        await env.startServe('iperf', `127.0.0.1:${IPERF_PORT}`);
         const visit = await env.startVisit('iperf');
         try {
           await env.waitDirect(visit);

@@ -282,6 +282,9 @@ test('PmtuDriver: each side finds the MTU of its own direction', async (t) => {
   assert.equal(pb.maxDatagram, MAX_UDP_DATAGRAM_LEN, 'b -> a: a 1500 link');
   assert.equal(a.segmentDatagram, 1252);
   assert.equal(b.segmentDatagram, 1472);
+  // Windows follow in bytes: more, smaller segments on the small side (window-control.ts).
+  assert.equal(a.kcp.snapshot().sndWnd <= 1208 && a.kcp.snapshot().rcvWnd, 1261);
+  assert.equal(b.kcp.snapshot().rcvWnd, 1261);
   assert.deepEqual(da.status(), { datagram: 1252, mtu: 1280, state: 'search-complete' });
   await echoOnce(
     { session: a, relay: null as unknown as MemPath, udp: null as unknown as MemPath },

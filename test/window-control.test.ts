@@ -1,6 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { WindowControl } from '../src/session/window-control.js';
+import {
+  MAX_WINDOW_BYTES,
+  MIN_WINDOW_BYTES,
+  UDP_WINDOW_BYTES,
+  WindowControl,
+  windowLimits,
+} from '../src/session/window-control.js';
 
 test('window grows while the RTT stays at its floor and the window is used', () => {
   const w = new WindowControl({ minWnd: 32, maxWnd: 1024, targetMs: 10 });
@@ -38,4 +44,21 @@ test('a path change forgets the old base RTT', () => {
   // 50 ms is the new floor, not 48 ms of queueing.
   w.step(50, w.window, (now += 50));
   assert.ok(w.window >= before);
+});
+
+test('window bounds hold the same bytes at every UDP segment size, and 8 MiB of relay records', () => {
+  const full = windowLimits(1443); // a 1472-byte datagram: a 1500-byte MTU over IPv4
+  assert.deepEqual(full, { min: 32, max: 1024, receive: 1261 });
+  for (const segment of [1443, 1423, 1223, 1171, 519]) {
+    const { min, max } = windowLimits(segment);
+    // A smaller path MTU gets more segments, so the bytes in flight stay within one segment of the full size's.
+    assert.ok(Math.abs(max * segment - UDP_WINDOW_BYTES) < segment, `max ${max} x ${segment}`);
+    assert.ok(Math.abs(min * segment - MIN_WINDOW_BYTES) < segment, `min ${min} x ${segment}`);
+  }
+  assert.equal(windowLimits(1223).max, 1208); // a 1280-byte MTU
+  // The receive window counts the peer's segments, whatever size they are cut for: the same everywhere on UDP.
+  for (const segment of [1443, 1223, 1171, 519]) assert.equal(windowLimits(segment).receive, 1261);
+  // Relay records (up to 64 KiB): bounded by MAX_WINDOW_BYTES, with a floor in segments.
+  assert.deepEqual(windowLimits(64 * 1024 - 29), { min: 8, max: 128, receive: 128 });
+  assert.equal(windowLimits(MAX_WINDOW_BYTES).max, 8);
 });

@@ -46,8 +46,6 @@ export const LEGACY_DATAGRAM = MAX_DATAGRAM_LEN;
 /** Smallest and largest `--max-datagram`: an IPv4 576-byte packet, and what every peer accepts from UDP. */
 export const MIN_MAX_DATAGRAM = MIN_DATAGRAM_IPV4;
 export const MAX_MAX_DATAGRAM = MAX_UDP_DATAGRAM_LEN;
-/** At most this many losses of one flush go to the search as separate events (it needs 5 in a row). */
-const MAX_LOSS_EVENTS = 16;
 /** A heartbeat ack is an empty sealed datagram: a small datagram that passes. */
 const HEARTBEAT_ACK_LEN = DATAGRAM_OVERHEAD;
 
@@ -118,7 +116,7 @@ export class PmtuDriver {
     session.on('direct', (path: Path | null) => this.onDirect(path));
     session.on('control', (type: DatagramType, payload: Uint8Array, from: Path) => this.onControl(type, payload, from));
     session.once('close', () => this.transition({ name: 'closed' }, 'session closed'));
-    session.kcp.onLost = (len, n) => this.onLost(len, n);
+    session.kcp.onLost = (len) => this.onLost(len);
     session.kcp.onAcked = (len) => {
       if (this.lossesPending) this.evidence(len + KCP_OVERHEAD + DATAGRAM_OVERHEAD);
     };
@@ -257,15 +255,20 @@ export class PmtuDriver {
     this.startSearch(path, 'the peer answers probes');
   }
 
-  /** KCP resent `n` segments at their timeout, the largest `len` bytes: evidence for a black hole if on our path. */
-  private onLost(len: number, n: number): void {
+  /**
+   * KCP resent segments at their timeout in one flush, the largest `len`
+   * bytes: one loss for the search, however many segments. Timeouts of one
+   * flush share one cause: a black hole loses the large segments round after
+   * round, but so does, once, a receiver that was descheduled for longer than
+   * the RTO (a busy machine) or one burst of congestion, and counted one by
+   * one those looked like BLACK_HOLE_LOSSES losses in a row the moment a
+   * heartbeat ack came back (a false verdict on a 1500 path under load).
+   */
+  private onLost(len: number): void {
     const s = this.state;
     if (s.name !== 'searching' || this.opts.session.path !== s.path) return;
-    const size = len + KCP_OVERHEAD + DATAGRAM_OVERHEAD;
-    const now = performance.now();
     this.lossesPending = true;
-    for (let i = 0; i < Math.min(n, MAX_LOSS_EVENTS) && this.state === s; i++)
-      this.apply(s.search.handle({ type: 'data-lost', size }, now));
+    this.apply(s.search.handle({ type: 'data-lost', size: len + KCP_OVERHEAD + DATAGRAM_OVERHEAD }, performance.now()));
   }
 
   /** A datagram of `size` bytes got through (a data ack, a heartbeat ack). */

@@ -21,7 +21,7 @@ import { beginLoan, endLoan } from '../util/loan.js';
 import { isDue, processTicker, tickFor } from '../util/ticker.js';
 import type { Path, PathKind, PathReceiver } from './path.js';
 import { activePath, choosePath, segmentSizeFor, type PathSet } from './path-choice.js';
-import { WindowControl } from './window-control.js';
+import { WindowControl, windowLimits } from './window-control.js';
 
 export interface SessionOptions {
   keys: SessionKeys;
@@ -97,15 +97,6 @@ export const RESEND_AFTER_SILENCE_MS = 1000;
 const KCP_INTERVAL_MS = 10;
 /** The longest a KCP flush timer sleeps while data is in flight, whatever check() says. */
 const MAX_FLUSH_DELAY_MS = 5_000;
-/** KCP windows in UDP-sized segments: ~1.4 MB in flight, enough for 100+ MB/s at LAN round-trip times. */
-const WND = 1024;
-/**
- * Bytes a KCP window (send or receive) may span. Binding only on the relay,
- * whose segments are 64 KiB (128 of them): 8 MiB covers 1 Gbit/s at 60 ms,
- * bounds what a move to UDP leaves behind on the relay (see output()), and
- * bounds what a peer can make us buffer out of order.
- */
-const MAX_WINDOW_BYTES = 8 * 1024 * 1024;
 /**
  * The mux may add frames while KCP holds fewer than the window plus this many
  * bytes' worth of segments. Queued segments wait for window space, so keeping
@@ -138,7 +129,7 @@ export class Session extends EventEmitter {
   readonly opener: DatagramOpener;
   /** What the path managers reported, and the active path (`current`): see path-choice.ts. */
   private readonly paths: PathSet = { relay: null, direct: null, current: null };
-  private readonly wndControl = new WindowControl({ maxWnd: WND });
+  private readonly wndControl = new WindowControl({ maxWnd: windowLimits(KCP_MTU).max });
   private sndWnd = this.wndControl.window;
   /** Segments the mux may queue beyond the window (set with the segment size). */
   private queueAfterWindow = 0;
@@ -262,12 +253,14 @@ export class Session extends EventEmitter {
     const mtu = maxDatagram - DATAGRAM_OVERHEAD;
     this.kcp.setMtu(mtu);
     this.mux.setMaxFramePayload(mtu - KCP_OVERHEAD - MUX_HEADER_LEN);
-    const maxWnd = Math.max(8, Math.min(WND, Math.floor(MAX_WINDOW_BYTES / mtu)));
-    this.wndControl.setLimits(Math.min(maxWnd, Math.max(8, Math.floor((32 * KCP_MTU) / mtu))), maxWnd);
+    // Windows hold the same bytes whatever the segment size (window-control.ts):
+    // a smaller path MTU must not mean less in flight.
+    const { min, max, receive } = windowLimits(mtu);
+    this.wndControl.setLimits(min, max);
     this.queueAfterWindow = Math.max(4, Math.ceil(QUEUE_AFTER_WINDOW_BYTES / mtu));
     this.sndWnd = this.wndControl.window;
-    // Receive window: 1024 segments over UDP, 128 (KCP's minimum) over the relay.
-    this.kcp.setWndSize(this.sndWnd, maxWnd);
+    // Receive window: 1261 segments over UDP (the peer cuts its own size), 128 (KCP's minimum) over the relay.
+    this.kcp.setWndSize(this.sndWnd, receive);
   }
 
   /**

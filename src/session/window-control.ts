@@ -10,6 +10,52 @@
  * RTT rises more than `targetMs` above that floor. Pure: the session feeds it
  * RTT samples and applies the window it returns.
  */
+import { DATAGRAM_OVERHEAD, MAX_UDP_DATAGRAM_LEN } from '../wire/datagram.js';
+
+// Window sizes. A window is bytes in flight; KCP counts it in segments, so
+// each bound is converted for the segment size in use (windowLimits()).
+/** A KCP segment filling the largest UDP datagram (a 1500-byte MTU over IPv4). */
+const FULL_UDP_SEGMENT = MAX_UDP_DATAGRAM_LEN - DATAGRAM_OVERHEAD;
+/**
+ * Most bytes a window spans over UDP: 1024 full-size segments (~1.4 MB,
+ * enough for 100+ MB/s at LAN round-trip times). A smaller path MTU gets
+ * more, smaller segments, not fewer bytes in flight.
+ */
+export const UDP_WINDOW_BYTES = 1024 * FULL_UDP_SEGMENT;
+/**
+ * Most bytes any window spans. Binding only on the relay, whose segments are
+ * 64 KiB (128 of them): 8 MiB covers 1 Gbit/s at 60 ms, bounds what a move
+ * to UDP leaves behind on the relay, and bounds what a peer can make us
+ * buffer out of order.
+ */
+export const MAX_WINDOW_BYTES = 8 * 1024 * 1024;
+/** Fewest bytes the delay-based control shrinks the send window to (32 UDP-sized segments). */
+export const MIN_WINDOW_BYTES = 32 * FULL_UDP_SEGMENT;
+/** Fewest segments in any window, however large they are. */
+export const MIN_WINDOW_SEGMENTS = 8;
+/**
+ * The smallest segments a working path MTU search settles on: RFC 8899's
+ * IPv4 base datagram (1200 bytes, punch/pmtu.ts). The receive window counts
+ * the peer's segments, cut for the peer's own direction, so it is sized for
+ * these: UDP_WINDOW_BYTES of them (~1.8 MB of full-size ones at most).
+ */
+const SMALL_UDP_SEGMENT = 1200 - DATAGRAM_OVERHEAD;
+
+/**
+ * Pure: the windows in segments of `segmentBytes` (KCP's MTU: a datagram's
+ * plaintext): the send window's bounds, and the receive window.
+ */
+export function windowLimits(segmentBytes: number): { min: number; max: number; receive: number } {
+  const segments = (bytes: number) => Math.max(MIN_WINDOW_SEGMENTS, Math.floor(bytes / segmentBytes));
+  const min = segments(MIN_WINDOW_BYTES);
+  // Relay records (up to 64 KiB): MAX_WINDOW_BYTES of them, both ways.
+  if (segmentBytes > FULL_UDP_SEGMENT) {
+    const max = segments(MAX_WINDOW_BYTES);
+    return { min: Math.min(min, max), max, receive: max };
+  }
+  return { min, max: segments(UDP_WINDOW_BYTES), receive: Math.floor(UDP_WINDOW_BYTES / SMALL_UDP_SEGMENT) };
+}
+
 export interface WindowControlOptions {
   minWnd?: number;
   maxWnd?: number;

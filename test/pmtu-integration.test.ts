@@ -175,10 +175,12 @@ test('dead link on the direct path with the relay open: stalled, not closed', as
   const { a, b, close } = pair({ relay: true, stallRetryMs: 60_000 });
   t.after(close);
   for (const s of [a, b]) s.session.kcp.setDeadLink(4);
-  // Only datagrams up to 1000 bytes pass the direct path: heartbeats and most
-  // ack datagrams would, full data segments (1452) do not.
+  // From a to b, only datagrams up to 1000 bytes pass the direct path:
+  // heartbeats would, full data segments (1452) do not. Not from b to a: b's
+  // acks, bundled up to a full segment under load, would vanish too, and
+  // nothing on b's side would notice (no PmtuDriver here; it is what shrinks
+  // b's datagrams in the tunnel).
   blackHole(a.udp, 1000);
-  blackHole(b.udp, 1000);
   assert.equal(a.session.path, a.udp);
   await echoOnce(a, b, 2 * 1024 * 1024, 30_000);
   assert.ok(!a.session.closed, `closed: ${a.session.closeReason}`);

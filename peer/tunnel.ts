@@ -201,7 +201,10 @@ export class TunnelHost {
   close(): void {
     this.netwatch.stop();
     for (const t of this.tunnels.values()) t.session.close('shutting down');
-    this.socket?.close();
+    // On the next turn: the sessions' Close datagrams leave after a lookup
+    // callback (process.nextTick), and a socket closed now would drop them.
+    const socket = this.socket;
+    if (socket) setImmediate(() => socket.close());
     this.socket = null;
     this.portmapClosed ??= this.portmapper?.close() ?? Promise.resolve();
   }

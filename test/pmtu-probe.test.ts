@@ -142,7 +142,7 @@ test('a type a peer does not know is dropped unread: no reply, no replay-window 
   const { a, b } = pair();
   const payload = encodePmtuProbe(1, 1300);
   const out = new Uint8Array(sealedLength(payload.length));
-  writeDatagramHeader(out, { type: 0xaa as DatagramType, receiver: a.remoteIndex, counter: 5n });
+  writeDatagramHeader(out, { type: 0xab as DatagramType, receiver: a.remoteIndex, counter: 5n });
   const nonce = new Uint8Array(12);
   nonce.set(out.subarray(5, 13), 4);
   out.set(sodium.crypto_aead_chacha20poly1305_ietf_encrypt(payload, out.subarray(0, 13), null, nonce, a.sendKey), 13);

@@ -160,6 +160,8 @@ export class Session extends EventEmitter {
   private kicked = false;
   private closedReason: string | null = null;
   private lastRecv = performance.now();
+  /** The peer sent Close: this side ends without answering with one. */
+  private peerClosed = false;
   /**
    * When data in flight last had news: a Data datagram from the peer, a
    * restart of its retransmissions, or a flush that found nothing in flight.
@@ -537,6 +539,10 @@ export class Session extends EventEmitter {
         if (d) this.emit('datagram', d.flow, d.payload, from);
         return true;
       }
+      case DatagramType.Close:
+        this.peerClosed = true;
+        this.close('the peer ended the session');
+        return true;
       case DatagramType.Heartbeat:
         // Answer on the path it came from: that is the path the peer is testing.
         this.sendSealed(DatagramType.HeartbeatAck, EMPTY, from);
@@ -556,6 +562,11 @@ export class Session extends EventEmitter {
   /** Ends the session; `code` says why when it is a failure (no_path: no path can carry it). */
   close(reason = 'closed', code: ErrorCode | null = null): void {
     if (this.closedReason !== null) return;
+    // Tell the peer (best effort, on every open path: the active one may be
+    // the one that just failed), unless it was the peer that ended it.
+    if (!this.peerClosed)
+      for (const p of new Set([this.paths.current, this.paths.direct, this.paths.relay]))
+        if (p) this.sendSealed(DatagramType.Close, EMPTY, p);
     this.closedReason = reason;
     this.closedCode = code;
     this.keepalive();

@@ -67,10 +67,18 @@ export const enum DatagramType {
    * (src/wire/user-datagram.ts). Peers older than this type drop it unread.
    */
   UserDatagram = 0xa9,
+  /**
+   * The sender ended the session on purpose (its process stops, or the
+   * session closed on its side): the receiver closes its side at once instead
+   * of waiting out --resume-timeout for a peer that will not come back.
+   * Empty payload; sealed like every datagram, so only the peer can send it.
+   * Peers older than this type drop it unread.
+   */
+  Close = 0xaa,
 }
 
 export function isDatagramType(b: number): b is DatagramType {
-  return b >= 0xa1 && b <= 0xa9;
+  return b >= 0xa1 && b <= 0xaa;
 }
 
 export interface DatagramHeader {

@@ -5,18 +5,80 @@ import { classifyMapping, otherAddressFor, type MappingProbe } from '../stun/nat
 import { classifyAllocation, type AllocationResult, type AllocationSample } from '../stun/allocation.js';
 import { isMappedCandidate, type Candidate, type NatInfo } from '../wire/control.js';
 import type { PeerSocket } from './peer-socket.js';
+import { ipFamily, sameV6Prefix, v6Class } from '../util/addr.js';
 
-/** Host candidates: this machine's own interface addresses, with the data socket's port (pure but for os). */
-export function hostCandidates(port: number, includeLoopback: boolean, ifaces = os.networkInterfaces()): Candidate[] {
-  const out: Candidate[] = [];
+/** At most this many host candidates per family: a host with many addresses leaves room for the rest (16 in all). */
+const MAX_HOST_CANDIDATES_V4 = 8;
+const MAX_HOST_CANDIDATES_V6 = 4;
+
+/**
+ * Host candidates: this machine's own interface addresses, with the data
+ * socket's port of that family (pure but for os). IPv4 first, as before, so a
+ * peer that predates IPv6 candidates finds its candidates where they were.
+ * IPv6 (when there is an IPv6 data socket, `port6`): global unicast and
+ * unique local addresses; link-local never (they need a zone, which means
+ * nothing on the other host). ULA goes on the wire, and the receiver probes
+ * it only when it shares the /64 (probeable()): on another site the same
+ * fd00::/8 address may be someone else.
+ */
+export function hostCandidates(
+  port: number,
+  includeLoopback: boolean,
+  ifaces = os.networkInterfaces(),
+  port6: number | null = null,
+): Candidate[] {
+  const v4: Candidate[] = [];
+  const v6: Candidate[] = [];
   for (const list of Object.values(ifaces)) {
     for (const a of list ?? []) {
-      if (a.family !== 'IPv4') continue; // IPv6 candidates: the types allow them; the punch path is IPv4-only for now
-      if (a.internal && !includeLoopback) continue;
-      out.push({ address: a.address, port, family: 'IPv4', kind: 'host' });
+      if (a.family === 'IPv4') {
+        if (a.internal && !includeLoopback) continue;
+        v4.push({ address: a.address, port, family: 'IPv4', kind: 'host' });
+      } else if (a.family === 'IPv6' && port6 !== null) {
+        const loop = a.internal && a.address === '::1';
+        const cls = v6Class(a.address);
+        if (loop ? !includeLoopback : cls !== 'global' && cls !== 'ula') continue;
+        if (v6.some((c) => c.address === a.address)) continue;
+        v6.push({ address: a.address, port: port6, family: 'IPv6', kind: 'host' });
+      }
     }
   }
-  return out.slice(0, 8);
+  // Global before ULA: the cap keeps the addresses that work from anywhere.
+  v6.sort((x, y) => Number(v6Class(x.address) !== 'global') - Number(v6Class(y.address) !== 'global'));
+  return [...v4.slice(0, MAX_HOST_CANDIDATES_V4), ...v6.slice(0, MAX_HOST_CANDIDATES_V6)];
+}
+
+/** What this side can send to: its data sockets' families, and its own IPv6 addresses (for ULA). */
+export interface LocalReach {
+  ipv4: boolean;
+  ipv6: boolean;
+  /** This host's IPv6 interface addresses. */
+  v6Addresses: readonly string[];
+}
+
+/** This host's reach, given which data sockets are open (pure but for os). */
+export function localReach(ipv4: boolean, ipv6: boolean, ifaces = os.networkInterfaces()): LocalReach {
+  const v6Addresses = Object.values(ifaces)
+    .flatMap((l) => l ?? [])
+    .filter((a) => a.family === 'IPv6')
+    .map((a) => a.address);
+  return { ipv4, ipv6, v6Addresses };
+}
+
+/**
+ * May this side probe the peer's candidate `c` (pure)? Its family needs a
+ * data socket here; an IPv6 candidate must be global unicast, or a unique
+ * local address in one of our own /64s (the same LAN), or loopback when we
+ * have it too (tests on one host). Link-local and anything else: never.
+ */
+export function probeable(c: Pick<Candidate, 'address' | 'family'>, reach: LocalReach): boolean {
+  const fam = ipFamily(c.address);
+  if (fam === 'IPv4') return reach.ipv4;
+  if (fam !== 'IPv6' || !reach.ipv6) return false;
+  const cls = v6Class(c.address);
+  if (cls === 'global') return true;
+  if (cls === 'ula') return reach.v6Addresses.some((a) => v6Class(a) === 'ula' && sameV6Prefix(a, c.address));
+  return c.address === '::1' && reach.v6Addresses.includes('::1');
 }
 
 export interface Gathered {

@@ -12,7 +12,8 @@ import { PeerSocket } from '../src/punch/peer-socket.js';
 import { planPunch } from '../src/punch/strategy.js';
 import { PunchMemoryStore, PunchPlanner } from '../src/punch/planner.js';
 import type { Candidate, MessageOf, Mode, NatInfo } from '../src/wire/control.js';
-import { unmapIPv4, type HostPort } from '../src/util/addr.js';
+import { firstPerFamily, unmapIPv4, type HostPort } from '../src/util/addr.js';
+import { lookup } from 'node:dns/promises';
 import type { Logger } from '../src/util/log.js';
 import type { ControlClient } from './control-client.js';
 import type { Sinkable } from '../src/session/bridge.js';
@@ -52,6 +53,15 @@ export interface PmtuSettings {
 }
 import { answerProbesOffDirect } from '../src/session/ping.js';
 import { startTrafficReports, trafficFields } from './traffic-report.js';
+
+/** Every address a rendezvous name resolves to (none for a name that does not resolve; a literal is itself). */
+async function resolveAll(host: string): Promise<string[]> {
+  try {
+    return (await lookup(host, { all: true })).map((r) => r.address);
+  } catch {
+    return [];
+  }
+}
 
 /** A `punch` that arrives before its session exists is kept this long for it. */
 const EARLY_PUNCH_KEEP_MS = 10_000;
@@ -158,6 +168,8 @@ export class TunnelHost {
       resumeTimeoutMs?: number;
       pmtu?: PmtuSettings;
       portmap?: boolean;
+      /** Open an IPv6 data socket too (default: yes; `--no-ipv6`). */
+      ipv6?: boolean;
     },
   ) {
     this.netwatch.on('change', (added: string[], removed: string[]) => this.localChange(added, removed));
@@ -166,7 +178,7 @@ export class TunnelHost {
   /** Opens the UDP socket unless punching is off, and starts asking the gateway for a mapping of it. */
   async open(): Promise<void> {
     if (this.opts.mode !== 'relay' && !this.socket) {
-      this.socket = await PeerSocket.open();
+      this.socket = await PeerSocket.open('0.0.0.0', 0, { ipv6: this.opts.ipv6 !== false });
       if (this.opts.portmap !== false) this.startPortmap(this.socket.port);
     }
     this.netwatch.start();
@@ -239,16 +251,19 @@ export class TunnelHost {
     }
   }
 
-  /** Candidates for a new session, from STUN on the data socket (empty with --mode relay). */
+  /** Candidates for a new session, from STUN on the data sockets (empty with --mode relay). */
   async gather(control: ControlClient): Promise<Gathered> {
     if (!this.socket || !control.welcome) return { candidates: [], nat: { mapping: 'unknown', filtering: 'unknown' } };
-    const host = control.remoteAddress !== undefined ? unmapIPv4(control.remoteAddress) : this.opts.server.host;
-    const loopback = host.startsWith('127.') || host === '::1';
-    const g = await gatherCandidates(
-      this.socket,
-      { address: host, port: control.welcome.udpPort },
-      { includeLoopback: loopback },
-    );
+    const connected = control.remoteAddress !== undefined ? unmapIPv4(control.remoteAddress) : this.opts.server.host;
+    // STUN per family: the address we are connected to for its family, the server name's
+    // other records for the other (a literal has one family only).
+    const targets = firstPerFamily([connected, ...(await resolveAll(control.opts.server.host))]);
+    const loopback = connected.startsWith('127.') || connected === '::1';
+    const udpPort = control.welcome.udpPort;
+    const g = await gatherCandidates(this.socket, targets.IPv4 ? { address: targets.IPv4, port: udpPort } : null, {
+      includeLoopback: loopback,
+      stun6: targets.IPv6 ? { address: targets.IPv6, port: udpPort } : null,
+    });
     // The port mapping, if the gateway granted one by now (it is never waited for).
     this.portmapSeen = this.portmapChanges;
     this.gathered = { ...g, candidates: withMappedCandidate(g.candidates, this.portmapper?.mapping ?? null) };

@@ -83,8 +83,29 @@ export function probeable(c: Pick<Candidate, 'address' | 'family'>, reach: Local
 
 export interface Gathered {
   candidates: Candidate[];
+  /** The IPv4 NAT (what goes on the wire as `nat`: punch plans are about IPv4). */
   nat: NatInfo;
   mapped?: { address: string; port: number };
+  /** What STUN over the IPv6 socket saw; absent without an IPv6 socket or an IPv6 STUN server. */
+  ipv6?: V6Gathered;
+}
+
+/**
+ * IPv6 as STUN on the IPv6 data socket sees it. `nat` 'none': the mapped
+ * address is one of our own with the socket's port (the usual case: a global
+ * address behind a stateful firewall); 'translated': NAT66 or NPTv6 on the way.
+ */
+export interface V6Gathered {
+  mapped: { address: string; port: number } | null;
+  nat: 'none' | 'translated' | 'unknown';
+}
+
+/** Is `mapped` one of our own addresses with our port, i.e. no translation (pure)? */
+export function untranslated(
+  mapped: { address: string; port: number },
+  own: readonly Pick<Candidate, 'address' | 'port'>[],
+): boolean {
+  return own.some((c) => c.address === mapped.address && c.port === mapped.port);
 }
 
 /**
@@ -96,16 +117,67 @@ export interface Gathered {
  * endpoint-independent mapping from a port-dependent (symmetric) one.
  * `opts.altPort` (the welcome's `altUdpPort`) is used when the server names
  * no OTHER-ADDRESS.
+ *
+ * IPv6 (issue 19), in parallel, when the socket has an IPv6 half: host
+ * candidates of global (and ULA) addresses on its port, and with `opts.stun6`
+ * (the rendezvous's IPv6 address) one Binding that tells whether anything
+ * translates; a translated address becomes an IPv6 srflx candidate. `stun`
+ * null (no IPv4 rendezvous address, e.g. an IPv6-only host) skips IPv4 STUN.
  */
 export async function gatherCandidates(
   ps: PeerSocket,
   stun: { address: string; port: number } | null,
-  opts: { includeLoopback: boolean; timeoutMs?: number; altPort?: number },
+  opts: {
+    includeLoopback: boolean;
+    timeoutMs?: number;
+    altPort?: number;
+    stun6?: { address: string; port: number } | null;
+  },
 ): Promise<Gathered> {
-  const candidates = hostCandidates(ps.port, opts.includeLoopback);
+  const all = hostCandidates(ps.port, opts.includeLoopback, undefined, ps.port6);
+  const host4 = all.filter((c) => c.family === 'IPv4');
+  const host6 = all.filter((c) => c.family === 'IPv6');
+  const timeoutMs = opts.timeoutMs ?? 1500;
+  const [v4, ipv6] = await Promise.all([
+    gatherV4(ps, stun, host4, timeoutMs, opts.altPort),
+    ps.socket6 && opts.stun6 ? gatherV6(ps.socket6, opts.stun6, host6, timeoutMs) : undefined,
+  ]);
+  const srflx6: Candidate[] =
+    ipv6?.mapped && ipv6.nat === 'translated'
+      ? [{ address: ipv6.mapped.address, port: ipv6.mapped.port, family: 'IPv6', kind: 'srflx' }]
+      : [];
+  return {
+    ...v4,
+    candidates: [...v4.candidates, ...host6, ...srflx6].slice(0, 16),
+    ...(ipv6 ? { ipv6 } : {}),
+  };
+}
+
+async function gatherV6(
+  socket: PeerSocket['socket'],
+  stun6: { address: string; port: number },
+  host6: readonly Candidate[],
+  timeoutMs: number,
+): Promise<V6Gathered> {
+  try {
+    const r = await stunBinding(socket, stun6, { timeoutMs, rtoMs: 250 });
+    const mapped = { address: r.mapped.address, port: r.mapped.port };
+    return { mapped, nat: untranslated(mapped, host6) ? 'none' : 'translated' };
+  } catch {
+    return { mapped: null, nat: 'unknown' };
+  }
+}
+
+/** The IPv4 half of gatherCandidates: exactly what the single-family gatherer did. */
+async function gatherV4(
+  ps: PeerSocket,
+  stun: { address: string; port: number } | null,
+  candidates: Candidate[],
+  timeoutMs: number,
+  altPort: number | undefined,
+): Promise<Omit<Gathered, 'ipv6'>> {
   const nat: NatInfo = { mapping: 'unknown', filtering: 'unknown' };
   if (!stun) return { candidates, nat };
-  const timeoutMs = opts.timeoutMs ?? 1500;
   try {
     const first = await stunBinding(ps.socket, stun, { timeoutMs, rtoMs: 250 });
     const mapped = { address: first.mapped.address, port: first.mapped.port };
@@ -115,8 +187,8 @@ export async function gatherCandidates(
     const server = { ...stun, family: first.source.family };
     const other = first.otherAddress
       ? otherAddressFor(server, first.otherAddress)
-      : opts.altPort && opts.altPort !== stun.port
-        ? { ...server, port: opts.altPort }
+      : altPort && altPort !== stun.port
+        ? { ...server, port: altPort }
         : null;
     if (other) {
       // Every destination of the server's grid, one after the other from the data socket: the

@@ -15,11 +15,26 @@ import { predictNextPort, PREDICT_ROUND_MS, type PredictPlan, type PredictRole }
  *    (predict.ts; issue 21).
  */
 export type PunchPlan =
-  | { kind: 'plain' }
+  /** `ipv6Only`: the IPv4 plan is 'none', and the round probes the IPv6 candidates alone (withIPv6). */
+  | { kind: 'plain'; ipv6Only?: boolean }
   | { kind: 'open-sockets' }
   | { kind: 'spray-ports' }
   | PredictPlan
   | { kind: 'none'; cause: string; reason: string };
+
+/**
+ * The plan a round runs once IPv6 is counted in (pure). IPv6 has no NAT to
+ * traverse, only stateful firewalls, which simultaneous probes open from
+ * both sides: the IPv6 candidates are probed plainly in every round, beside
+ * whatever the IPv4 plan does. When the IPv4 plan is 'none' (both NATs
+ * symmetric, or every plan failed) but there is an IPv6 pair to try
+ * (`ipv6Pair`: we have an IPv6 socket and the peer an IPv6 candidate we may
+ * probe), the round still runs, over IPv6 alone. Both peers compute the same
+ * IPv4 plan, so both take part.
+ */
+export function withIPv6(plan: PunchPlan, ipv6Pair: boolean): PunchPlan {
+  return plan.kind === 'none' && ipv6Pair ? { kind: 'plain', ipv6Only: true } : plan;
+}
 
 export function isHard(nat: NatInfo | undefined): boolean {
   return nat?.mapping === 'address-dependent' || nat?.mapping === 'address-and-port-dependent';

@@ -102,3 +102,14 @@ export function sameV6Prefix(a: string, b: string, bits = 64): boolean {
     return false;
   }
 }
+
+/** The first address of each family in `addresses` (pure; mapped IPv4 counts as IPv4, non-literals are skipped). */
+export function firstPerFamily(addresses: readonly string[]): { IPv4?: string; IPv6?: string } {
+  const out: { IPv4?: string; IPv6?: string } = {};
+  for (const raw of addresses) {
+    const a = unmapIPv4(raw);
+    const f = ipFamily(a);
+    if (f && out[f] === undefined) out[f] = a;
+  }
+  return out;
+}

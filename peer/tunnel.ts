@@ -6,7 +6,13 @@ import type { Path } from '../src/session/path.js';
 import type { SessionKeys } from '../src/crypto/index.js';
 import { DirectPathManager } from '../src/punch/direct.js';
 import { PmtuDriver, type PmtuStatus } from '../src/punch/pmtu-driver.js';
-import { gatherCandidates, mappedCandidate, withMappedCandidate, type Gathered } from '../src/punch/candidates.js';
+import {
+  gatherCandidates,
+  mappedCandidate,
+  withMappedCandidate,
+  type Gathered,
+  type V6Gathered,
+} from '../src/punch/candidates.js';
 import { PortMapper, type Mapping } from '../src/portmap/mapper.js';
 import { PeerSocket } from '../src/punch/peer-socket.js';
 import { planPunch } from '../src/punch/strategy.js';
@@ -92,6 +98,8 @@ export interface TunnelInfo {
   /** The direct path's MTU in use (null without a direct path). */
   pmtu: PmtuStatus | null;
   localNat: NatInfo | null;
+  /** IPv6 as STUN on the IPv6 data socket saw it (null: no IPv6 socket, or no IPv6 rendezvous address). */
+  localIPv6: V6Gathered | null;
   peerNat: NatInfo | null;
   /** Times this session took a lost path back (relay leg re-attached, control connection re-announced). */
   resumes: number;
@@ -630,6 +638,7 @@ export class TunnelHost {
       punchSuccesses: t.direct?.successes ?? 0,
       pmtu: t.pmtu?.status() ?? null,
       localNat: this.gathered?.nat ?? null,
+      localIPv6: this.gathered?.ipv6 ?? null,
       peerNat: t.peerNat ?? null,
       resumes: t.resumes ?? 0,
       mapped: describeMapped(this.gathered?.candidates),

@@ -57,6 +57,8 @@ export interface TunnelOptions {
    * addresses, RFC 5780). ONE_ADDRESS / README_RDV: one address, as README says.
    */
   rdvArgs?: string[];
+  /** The peers' --server (default RDV): e.g. a name that a hosts file (lab.setHosts) resolves. */
+  server?: string;
 }
 
 /** The rendezvous on one address with only --listen and --udp (its default second STUN port, 7001, answers). */
@@ -82,7 +84,8 @@ export class TunnelLab {
 
   private get commonArgs(): string[] {
     // --no-admin: the namespaces share /tmp, so two peers would fight over the default admin socket.
-    return ['--server', `${RDV.host}:${RDV.port}`, '--secret', SECRET, '--no-admin', ...this.logArgs];
+    const server = this.opts.server ?? `${RDV.host}:${RDV.port}`;
+    return ['--server', server, '--secret', SECRET, '--no-admin', ...this.logArgs];
   }
 
   /** Starts the rendezvous, echo service, serve and (unless noVisit) visit; resolves when all are ready. */

@@ -7,9 +7,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type os from 'node:os';
-import { formatHostPort, ipFamily, parseHostPort, sameV6Prefix, v6Class } from '../src/util/addr.js';
-import { hostCandidates, probeable, type LocalReach } from '../src/punch/candidates.js';
-import { betterPath } from '../src/punch/strategy.js';
+import { firstPerFamily, formatHostPort, ipFamily, parseHostPort, sameV6Prefix, v6Class } from '../src/util/addr.js';
+import { hostCandidates, probeable, untranslated, type LocalReach } from '../src/punch/candidates.js';
+import { betterPath, withIPv6 } from '../src/punch/strategy.js';
+import { describeIPv6 } from '../src/stun/nat.js';
 import { PeerConfig, RendezvousConfig } from '../src/config/schema.js';
 
 test('HOST:PORT accepts bracketed IPv6 literals and writes IPv6 endpoints in brackets', () => {
@@ -118,4 +119,35 @@ test('path preference: a clearly lower RTT wins either way; IPv6 wins a tie, IPv
   assert.ok(betterPath(v4(20), v6(200)), 'a much faster IPv4 path wins');
   assert.ok(betterPath({ address: '10.0.1.11', rttMs: 5 }, v6(5)), 'a LAN address still beats a public one');
   assert.ok(!betterPath(v4(20), v4(20)), 'same family, tie: stay');
+});
+
+test('withIPv6: no IPv4 plan but an IPv6 pair runs a plain round over IPv6 alone; any other plan is kept', () => {
+  const none = { kind: 'none', cause: 'both symmetric', reason: 'both symmetric; relay' } as const;
+  assert.deepEqual(withIPv6(none, true), { kind: 'plain', ipv6Only: true });
+  assert.deepEqual(withIPv6(none, false), none, 'no IPv6 pair: stay on the relay, as before');
+  assert.deepEqual(withIPv6({ kind: 'open-sockets' }, true), { kind: 'open-sockets' });
+  assert.deepEqual(withIPv6({ kind: 'plain' }, true), { kind: 'plain' });
+});
+
+test('STUN per family: the first address of each family; untranslated IPv6 is "no NAT"', () => {
+  assert.deepEqual(firstPerFamily(['2001:db8::10', '203.0.113.10', '2001:db8::11']), {
+    IPv6: '2001:db8::10',
+    IPv4: '203.0.113.10',
+  });
+  assert.deepEqual(firstPerFamily(['::ffff:203.0.113.10']), { IPv4: '203.0.113.10' });
+  assert.deepEqual(firstPerFamily(['rdv.example']), {});
+  const own = [{ address: '2001:db8:a::10', port: 4001 }];
+  assert.ok(untranslated({ address: '2001:db8:a::10', port: 4001 }, own));
+  assert.ok(!untranslated({ address: '2001:db8:ffff::1', port: 4001 }, own), 'NPTv6 / NAT66');
+  assert.ok(!untranslated({ address: '2001:db8:a::10', port: 5000 }, own), 'port rewritten');
+});
+
+test("describeIPv6: 'no NAT, firewall: stateful' is an answer", () => {
+  assert.deepEqual(describeIPv6({ isPublic: true, filtering: 'address-and-port-dependent' }), {
+    nat: 'none',
+    firewall: 'stateful',
+    summary: 'no NAT, firewall: stateful',
+  });
+  assert.equal(describeIPv6({ isPublic: true, filtering: 'endpoint-independent' }).summary, 'no NAT, firewall: open');
+  assert.equal(describeIPv6({ isPublic: false, filtering: 'unknown' }).summary, 'NAT66, firewall: unknown');
 });

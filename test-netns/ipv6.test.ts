@@ -158,3 +158,30 @@ test('the rendezvous reached over IPv6 only: register, visit, relay, STUN', asyn
   assert.equal(nat.server.family, 'IPv6', 'no IPv4 to test: the report is the IPv6 one');
   assert.equal(nat.ipv6?.summary, 'no NAT, firewall: stateful', JSON.stringify(nat));
 });
+
+test('Happy Eyeballs: IPv6 TCP to the rendezvous silently dropped, the visitor connects over IPv4 at once', async (t) => {
+  // Site A's firewall drops the visitor's TCP to the rendezvous's IPv6 address, without a reset:
+  // a family that is "up" but leads nowhere. rdv.lab lists the IPv6 address first.
+  const dropV6Tcp = (lab: Lab) =>
+    lab.nft(
+      'ra',
+      `table inet labhe {
+  chain v6tcp {
+    type filter hook forward priority -10; policy accept;
+    ip6 daddr ${lab.addr6('rdv')} tcp dport ${RDV.port} drop
+  }
+}`,
+    );
+  const tl = await tunnelLab(t, { a: 'cone', b: 'cone', ipv6: {} }, 'v6he', {
+    before: dropV6Tcp,
+    tunnel: { noVisit: true },
+  });
+  if (!tl) return;
+  const started = Date.now();
+  await tl.startVisit();
+  const ms = Date.now() - started;
+  // Without Happy Eyeballs the first (IPv6) attempt would wait for the 10 s connect timeout.
+  assert.ok(ms < 8000, `the visitor took ${ms} ms to open its tunnel`);
+  t.diagnostic(`visitor ready in ${ms} ms with IPv6 TCP to the rendezvous dropped`);
+  await exact(tl, MB);
+});

@@ -159,7 +159,7 @@ test('the rendezvous reached over IPv6 only: register, visit, relay, STUN', asyn
   assert.equal(nat.ipv6?.summary, 'no NAT, firewall: stateful', JSON.stringify(nat));
 });
 
-test('Happy Eyeballs: IPv6 TCP to the rendezvous silently dropped, the visitor connects over IPv4 at once', async (t) => {
+test('Happy Eyeballs: IPv6 TCP to the rendezvous silently dropped, the visitor connects over IPv4', async (t) => {
   // Site A's firewall drops the visitor's TCP to the rendezvous's IPv6 address, without a reset:
   // a family that is "up" but leads nowhere. rdv.lab lists the IPv6 address first.
   const dropV6Tcp = (lab: Lab) =>

@@ -6,6 +6,14 @@ import { classifyAllocation, type AllocationResult, type AllocationSample } from
 import { isMappedCandidate, type Candidate, type NatInfo } from '../wire/control.js';
 import type { PeerSocket } from './peer-socket.js';
 import { ipFamily, sameV6Prefix, v6Class } from '../util/addr.js';
+import { sleep } from '../util/backoff.js';
+
+/**
+ * Once the IPv4 part of a gather is done, the IPv6 STUN answer is waited for
+ * this much longer at most; later, the gather goes without it (nat 'unknown').
+ */
+export const V6_STUN_GRACE_MS = 250;
+const V6_LATE: V6Gathered = { mapped: null, nat: 'unknown' };
 
 /** At most this many host candidates per family: a host with many addresses leaves room for the rest (16 in all). */
 const MAX_HOST_CANDIDATES_V4 = 8;
@@ -138,10 +146,11 @@ export async function gatherCandidates(
   const host4 = all.filter((c) => c.family === 'IPv4');
   const host6 = all.filter((c) => c.family === 'IPv6');
   const timeoutMs = opts.timeoutMs ?? 1500;
-  const [v4, ipv6] = await Promise.all([
-    gatherV4(ps, stun, host4, timeoutMs, opts.altPort),
-    ps.socket6 && opts.stun6 ? gatherV6(ps.socket6, opts.stun6, host6, timeoutMs) : undefined,
-  ]);
+  const six = ps.socket6 && opts.stun6 ? gatherV6(ps.socket6, opts.stun6, host6, timeoutMs) : undefined;
+  const v4 = await gatherV4(ps, stun, host4, timeoutMs, opts.altPort);
+  // IPv6 STUN only tells whether something translates (the host candidates go out regardless):
+  // a network that drops IPv6 UDP must not hold the session back once IPv4 is done.
+  const ipv6 = six && stun ? await Promise.race([six, sleep(V6_STUN_GRACE_MS).then(() => V6_LATE)]) : await six;
   const srflx6: Candidate[] =
     ipv6?.mapped && ipv6.nat === 'translated'
       ? [{ address: ipv6.mapped.address, port: ipv6.mapped.port, family: 'IPv6', kind: 'srflx' }]

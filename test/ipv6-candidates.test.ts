@@ -28,6 +28,8 @@ test('config files take bracketed IPv6 literals wherever HOST:PORT goes', () => 
   assert.ok(PeerConfig.safeParse({ server: '[2001:db8::10]:7000,203.0.113.10:7000' }).success);
   assert.ok(RendezvousConfig.safeParse({ listen: '[::]:7000', udp: '[::]:7000' }).success);
   assert.equal(PeerConfig.safeParse({ server: '[2001:db8::zz]:7000' }).success, false);
+  assert.ok(RendezvousConfig.safeParse({ udp: '203.0.113.10:7000,[2001:db8::10]:7000' }).success);
+  assert.equal(RendezvousConfig.safeParse({ udp: '203.0.113.10:7000,203.0.113.11:7000' }).success, false);
 });
 
 test('IPv6 address classes and families', () => {

@@ -1,4 +1,5 @@
 import crypto from 'node:crypto';
+import { formatHostPort } from '../src/util/addr.js';
 import net from 'node:net';
 import { ControlClient, FatalError, ServerList, withFailover, type PeerOptions } from './control-client.js';
 import { bridgeUserReads } from '../src/session/bridge.js';
@@ -127,12 +128,11 @@ export class ServePeer {
     }
     log.info(
       'ready',
-      `serving "${this.opts.name}" -> ${this.opts.local.host}:${this.opts.local.port} ` +
-        `via ${server.host}:${server.port}`,
+      `serving "${this.opts.name}" -> ${formatHostPort(this.opts.local)} ` + `via ${formatHostPort(server)}`,
       {
         name: this.opts.name,
-        local: `${this.opts.local.host}:${this.opts.local.port}`,
-        server: `${server.host}:${server.port}`,
+        local: formatHostPort(this.opts.local),
+        server: formatHostPort(server),
         reconnect: this.registeredOnce,
       },
     );
@@ -143,7 +143,7 @@ export class ServePeer {
       this.registered = false;
       this.servers.lost(server);
       if (this.stopped) return;
-      log.warn('disconnected', 'lost the rendezvous; reconnecting', { server: `${server.host}:${server.port}` });
+      log.warn('disconnected', 'lost the rendezvous; reconnecting', { server: formatHostPort(server) });
       void this.reconnectLoop();
     });
   }
@@ -272,7 +272,7 @@ export class ServePeer {
       if (connected) return;
       log.warn(
         'service_unreachable',
-        `cannot connect to the local service ${this.opts.local.host}:${this.opts.local.port}: ${e.code ?? e.message}`,
+        `cannot connect to the local service ${formatHostPort(this.opts.local)}: ${e.code ?? e.message}`,
       );
       stream.reset(MuxResetReason.Refused);
     });

@@ -18,7 +18,7 @@ import { PeerSocket } from '../src/punch/peer-socket.js';
 import { planPunch } from '../src/punch/strategy.js';
 import { PunchMemoryStore, PunchPlanner } from '../src/punch/planner.js';
 import type { Candidate, MessageOf, Mode, NatInfo } from '../src/wire/control.js';
-import { firstPerFamily, unmapIPv4, type HostPort } from '../src/util/addr.js';
+import { firstPerFamily, unmapIPv4, type HostPort, formatHostPort } from '../src/util/addr.js';
 import { lookup } from 'node:dns/promises';
 import type { Logger } from '../src/util/log.js';
 import type { ControlClient } from './control-client.js';
@@ -656,5 +656,5 @@ export type { Candidate };
 
 function describeMapped(cands: readonly Candidate[] | undefined): string | null {
   const c = cands && mappedCandidate(cands);
-  return c ? `${c.address}:${c.port} via ${c.portmap ?? 'mapping'}` : null;
+  return c ? `${formatHostPort(c)} via ${c.portmap ?? 'mapping'}` : null;
 }

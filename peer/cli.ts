@@ -104,6 +104,10 @@ function tunnelOptions(cmd: Command): Command {
     .option('--no-admin', 'do not open an admin socket')
     .option('--no-portmap', 'do not ask the gateway for a port mapping (PCP, NAT-PMP, UPnP IGD) of the data socket')
     .option(
+      '--no-ipv6',
+      'no IPv6 data socket: direct paths over IPv4 only (the rendezvous may still be reached over IPv6)',
+    )
+    .option(
       '--metrics <host:port>',
       'serve Prometheus metrics at http://HOST:PORT/metrics (and status JSON at /status)',
     )
@@ -245,6 +249,7 @@ function commonFor(
     token: layered<string>(cmd, 'token', { entry: entry.token, top: file?.token }),
     mode: layered<Mode>(cmd, 'mode', { entry: entry.mode, top: file?.mode }) ?? 'auto',
     portmap: layered<boolean>(cmd, 'portmap', { top: file?.portmap }) !== false,
+    ipv6: layered<boolean>(cmd, 'ipv6', { top: file?.ipv6 }) !== false,
     identity,
     resumeTimeoutMs: resumeS * 1000,
     pmtu: pmtuSettings(cmd, log, file),

@@ -33,6 +33,8 @@ export interface PeerOptions {
   pmtu?: { maxDatagram?: number; raiseIntervalMs?: number };
   /** Ask the gateway for a port mapping of the data socket (default true; `--no-portmap`). */
   portmap?: boolean;
+  /** Open an IPv6 data socket and announce IPv6 candidates (default true; `--no-ipv6`). */
+  ipv6?: boolean;
 }
 
 export interface ControlClientOptions {

@@ -62,6 +62,7 @@ export class ServePeer {
       resumeTimeoutMs: opts.resumeTimeoutMs,
       pmtu: opts.pmtu,
       portmap: opts.portmap,
+      ipv6: opts.ipv6,
     });
     this.servers = new ServerList(opts.servers?.length ? opts.servers : [opts.server]);
   }

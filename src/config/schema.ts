@@ -94,6 +94,7 @@ export const PeerConfig = z.strictObject({
   'pmtu-raise-interval': z.number().min(1).max(3600).optional(),
   // false: never ask the gateway for a port mapping (PCP, NAT-PMP, UPnP IGD); docs/PORTMAP.md.
   portmap: z.boolean().optional(),
+  ipv6: z.boolean().optional(),
   serve: z.array(ServeEntry).default([]),
   visit: z.array(VisitEntry).default([]),
 });

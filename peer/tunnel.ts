@@ -270,6 +270,8 @@ export class TunnelHost {
     const udpPort = control.welcome.udpPort;
     const g = await gatherCandidates(this.socket, targets.IPv4 ? { address: targets.IPv4, port: udpPort } : null, {
       includeLoopback: loopback,
+      // ::1 only when the rendezvous is there: a test on 127.0.0.1 stays on IPv4 loopback, as it always was.
+      includeLoopback6: connected === '::1',
       stun6: targets.IPv6 ? { address: targets.IPv6, port: udpPort } : null,
     });
     // The port mapping, if the gateway granted one by now (it is never waited for).

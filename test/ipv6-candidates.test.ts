@@ -82,6 +82,11 @@ test('host candidates: IPv4 first; IPv6 global then ULA, never link-local, with 
     hostCandidates(4000, true, IFACES, 4001).map((x) => x.address),
     ['127.0.0.1', '10.0.1.10', '2001:db8:a::10', '::1', 'fd00:1:2:3::10'],
   );
+  // A rendezvous on 127.0.0.1: IPv4 loopback only, as before IPv6 candidates existed.
+  assert.deepEqual(
+    hostCandidates(4000, true, IFACES, 4001, false).map((x) => x.address),
+    ['127.0.0.1', '10.0.1.10', '2001:db8:a::10', 'fd00:1:2:3::10'],
+  );
   // At most four IPv6 host candidates (privacy addresses pile up), global ones kept first.
   const many = {
     eth0: [

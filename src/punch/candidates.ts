@@ -25,7 +25,8 @@ const MAX_HOST_CANDIDATES_V6 = 4;
  * peer that predates IPv6 candidates finds its candidates where they were.
  * IPv6 (when there is an IPv6 data socket, `port6`): global unicast and
  * unique local addresses; link-local never (they need a zone, which means
- * nothing on the other host). ULA goes on the wire, and the receiver probes
+ * nothing on the other host); ::1 only with `includeLoopback6` (a rendezvous
+ * reached over ::1: peers on one host). ULA goes on the wire, and the receiver probes
  * it only when it shares the /64 (probeable()): on another site the same
  * fd00::/8 address may be someone else.
  */
@@ -34,6 +35,7 @@ export function hostCandidates(
   includeLoopback: boolean,
   ifaces = os.networkInterfaces(),
   port6: number | null = null,
+  includeLoopback6 = includeLoopback,
 ): Candidate[] {
   const v4: Candidate[] = [];
   const v6: Candidate[] = [];
@@ -45,7 +47,7 @@ export function hostCandidates(
       } else if (a.family === 'IPv6' && port6 !== null) {
         const loop = a.internal && a.address === '::1';
         const cls = v6Class(a.address);
-        if (loop ? !includeLoopback : cls !== 'global' && cls !== 'ula') continue;
+        if (loop ? !includeLoopback6 : cls !== 'global' && cls !== 'ula') continue;
         if (v6.some((c) => c.address === a.address)) continue;
         v6.push({ address: a.address, port: port6, family: 'IPv6', kind: 'host' });
       }
@@ -137,12 +139,14 @@ export async function gatherCandidates(
   stun: { address: string; port: number } | null,
   opts: {
     includeLoopback: boolean;
+    /** ::1 as a candidate (default: includeLoopback). */
+    includeLoopback6?: boolean;
     timeoutMs?: number;
     altPort?: number;
     stun6?: { address: string; port: number } | null;
   },
 ): Promise<Gathered> {
-  const all = hostCandidates(ps.port, opts.includeLoopback, undefined, ps.port6);
+  const all = hostCandidates(ps.port, opts.includeLoopback, undefined, ps.port6, opts.includeLoopback6);
   const host4 = all.filter((c) => c.family === 'IPv4');
   const host6 = all.filter((c) => c.family === 'IPv6');
   const timeoutMs = opts.timeoutMs ?? 1500;

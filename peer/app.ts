@@ -66,7 +66,16 @@ export interface TunnelStatus {
   streams: number;
   uptimeS: number;
   startedAt: string;
-  nat: { local: NatView | null; peer: NatView | null };
+  /**
+   * `local` and `peer`: IPv4 (what punch plans are made of). `ipv6`: ours, per
+   * family (issue 19): 'none' is no NAT (a global address, usually behind a
+   * stateful firewall), 'translated' NAT66; null without IPv6.
+   */
+  nat: {
+    local: NatView | null;
+    peer: NatView | null;
+    ipv6: { nat: 'none' | 'translated' | 'unknown'; address: string | null } | null;
+  };
   punch: { attempts: number; successes: number };
   rejectedDatagrams: number;
   /** Times the session took a lost path back (relay leg, control connection). */
@@ -266,7 +275,13 @@ export class PeerApp {
       streams: t.streams,
       uptimeS: round1((now - t.startedAt) / 1000),
       startedAt: new Date(t.startedAt).toISOString(),
-      nat: { local: natView(t.localNat), peer: natView(t.peerNat) },
+      nat: {
+        local: natView(t.localNat),
+        peer: natView(t.peerNat),
+        ipv6: t.localIPv6
+          ? { nat: t.localIPv6.nat, address: t.localIPv6.mapped ? formatHostPort(t.localIPv6.mapped) : null }
+          : null,
+      },
       punch: { attempts: t.punchAttempts, successes: t.punchSuccesses },
       rejectedDatagrams: t.rejectedDatagrams,
       resumes: t.resumes,

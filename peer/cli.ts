@@ -4,12 +4,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { addLogOptions, die, ExitSignal, loggerFrom, onShutdown } from '../src/util/cli-common.js';
-import { parseHostPort, type HostPort } from '../src/util/addr.js';
+import { firstPerFamily, formatHostPort, parseHostPort, type HostPort } from '../src/util/addr.js';
 import { codeOf } from '../src/util/errors.js';
 import { NAME_RE, type Mode, type Proto } from '../src/wire/control.js';
 import { UDP_FLOW_IDLE_MS } from '../src/udp/flow-table.js';
 import type { Logger } from '../src/util/log.js';
-import { detectNat } from '../src/stun/nat.js';
+import { describeIPv6, detectNat, type NatReport } from '../src/stun/nat.js';
+import { lookup as dnsLookup } from 'node:dns/promises';
 import { describePortmap, portmapReport } from '../src/portmap/report.js';
 import { ConfigError, fromCommandLine, layered, loadConfigFile, PeerConfig } from '../src/config/index.js';
 import {
@@ -105,6 +106,10 @@ function tunnelOptions(cmd: Command): Command {
     )
     .option('--no-admin', 'do not open an admin socket')
     .option('--no-portmap', 'do not ask the gateway for a port mapping (PCP, NAT-PMP, UPnP IGD) of the data socket')
+    .option(
+      '--no-ipv6',
+      'no IPv6 data socket: direct paths over IPv4 only (the rendezvous may still be reached over IPv6)',
+    )
     .option(
       '--metrics <host:port>',
       'serve Prometheus metrics at http://HOST:PORT/metrics (and status JSON at /status)',
@@ -267,6 +272,7 @@ function commonFor(
     token: layered<string>(cmd, 'token', { entry: entry.token, top: file?.token }),
     mode: layered<Mode>(cmd, 'mode', { entry: entry.mode, top: file?.mode }) ?? 'auto',
     portmap: layered<boolean>(cmd, 'portmap', { top: file?.portmap }) !== false,
+    ipv6: layered<boolean>(cmd, 'ipv6', { top: file?.ipv6 }) !== false,
     identity,
     resumeTimeoutMs: resumeS * 1000,
     udpIdleMs: udpIdleS * 1000,
@@ -723,21 +729,40 @@ addLogOptions(program.command('nat'))
     // A server list (a,b) is for failover; any one of them classifies the NAT.
     const server = parseOrDie(log, o.server.split(',')[0].trim(), '--server', '127.0.0.1');
     try {
-      const [stun, portmap] = await Promise.all([
-        detectNat({ address: server.host, port: server.port }),
+      // Each family on its own: a name's first A record and first AAAA record (a literal: its family).
+      const fams = firstPerFamily(await resolveAll(server.host));
+      const detect = (address: string | undefined) =>
+        address ? detectNat({ address, port: server.port }).then(ok, fail) : Promise.resolve(null);
+      const [v4, v6, portmap] = await Promise.all([
+        detect(fams.IPv4),
+        detect(fams.IPv6),
         o.portmap ? portmapReport(log) : null,
       ]);
-      const report = { ...stun, ...(portmap ? { portmap } : {}) };
+      if (!fams.IPv4 && !fams.IPv6) throw new Error(`cannot resolve ${server.host}`);
+      // The top level stays the IPv4 report (its fields are unchanged); a host with IPv6 only gets that one.
+      const main = v4?.ok ? v4.report : v6?.ok ? v6.report : null;
+      if (!main) throw v4 && !v4.ok ? v4.error : v6 && !v6.ok ? v6.error : new Error('no answer');
+      const ipv6 = !v6
+        ? null
+        : v6.ok
+          ? { ...v6.report, ...describeIPv6(v6.report) }
+          : { error: (v6.error as Error).message };
+      const report = { ...main, ipv6, ...(portmap ? { portmap } : {}) };
       if (o.json) {
         process.stdout.write(JSON.stringify(report) + '\n');
       } else {
-        const ep = (e: { address: string; port: number }) => `${e.address}:${e.port}`;
+        const ep = (e: { address: string; port: number }) => formatHostPort(e);
         const punching =
           report.isPublic || report.mapping === 'endpoint-independent'
             ? 'easy'
             : report.mapping === 'unknown'
               ? 'unknown'
               : 'hard (birthday punching against easy NATs; relay against another hard one)';
+        const six = !ipv6
+          ? 'no IPv6 address for the server'
+          : 'error' in ipv6
+            ? `no answer (${ipv6.error})`
+            : `${ipv6.summary}; public address ${ep(ipv6.publicAddress)}`;
         const lines = [
           `public address:      ${ep(report.publicAddress)}`,
           `local address:       ${ep(report.localAddress)}`,
@@ -749,13 +774,27 @@ addLogOptions(program.command('nat'))
           `hole punching:       ${punching}`,
           ...(portmap ? [`port mapping:        ${describePortmap(portmap)}`] : []),
           ...report.notes.map((n) => `note: ${n}`),
+          `IPv6:                ${six}`,
         ];
         process.stdout.write(lines.join('\n') + '\n');
       }
     } catch (e) {
-      die(log, `NAT test against ${server.host}:${server.port} failed: ${(e as Error).message}`, codeOf(e));
+      die(log, `NAT test against ${formatHostPort(server)} failed: ${(e as Error).message}`, codeOf(e));
     }
   });
+
+type Detected = { ok: true; report: NatReport } | { ok: false; error: unknown };
+const ok = (report: NatReport): Detected => ({ ok: true, report });
+const fail = (error: unknown): Detected => ({ ok: false, error });
+
+/** Every address `host` resolves to (a literal: itself; none when it does not resolve). */
+async function resolveAll(host: string): Promise<string[]> {
+  try {
+    return (await dnsLookup(host, { all: true })).map((r) => r.address);
+  } catch {
+    return [];
+  }
+}
 
 program.parseAsync(process.argv).catch((e) => {
   if (!(e instanceof ExitSignal)) die(null, e as Error);

@@ -1,10 +1,11 @@
 import { EventEmitter } from 'node:events';
+import { happyEyeballs } from '../src/util/connect.js';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { FramedSocket } from '../src/transport/framed-socket.js';
 import { PROTOCOL_VERSION } from '../src/wire/frame.js';
 import type { ControlMessage, MessageOf, Mode } from '../src/wire/control.js';
-import type { HostPort } from '../src/util/addr.js';
+import { formatHostPort, type HostPort } from '../src/util/addr.js';
 import type { Logger } from '../src/util/log.js';
 import { isDue, processTicker } from '../src/util/ticker.js';
 import { CodedError, codeOf, type ErrorCode } from '../src/util/errors.js';
@@ -32,6 +33,8 @@ export interface PeerOptions {
   pmtu?: { maxDatagram?: number; raiseIntervalMs?: number };
   /** Ask the gateway for a port mapping of the data socket (default true; `--no-portmap`). */
   portmap?: boolean;
+  /** Open an IPv6 data socket and announce IPv6 candidates (default true; `--no-ipv6`). */
+  ipv6?: boolean;
 }
 
 export interface ControlClientOptions {
@@ -62,10 +65,10 @@ export class ControlClient extends EventEmitter {
 
   connect(): Promise<MessageOf<'welcome'>> {
     const { host, port } = this.opts.server;
-    const where = `${host}:${port}`;
+    const where = formatHostPort({ host, port });
     return new Promise((resolve, reject) => {
       const started = Date.now();
-      const socket = net.connect({ host, port });
+      const socket = net.connect(happyEyeballs({ host, port }));
       const connectTimeoutMs = this.opts.connectTimeoutMs ?? 10_000;
       const fs = new FramedSocket(socket, { idleTimeoutMs: connectTimeoutMs });
       this.fs = fs;

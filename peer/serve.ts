@@ -1,4 +1,5 @@
 import crypto from 'node:crypto';
+import { formatHostPort } from '../src/util/addr.js';
 import net from 'node:net';
 import { ControlClient, FatalError, ServerList, withFailover, type PeerOptions } from './control-client.js';
 import { bridgeUserReads } from '../src/session/bridge.js';
@@ -69,6 +70,7 @@ export class ServePeer {
       resumeTimeoutMs: opts.resumeTimeoutMs,
       pmtu: opts.pmtu,
       portmap: opts.portmap,
+      ipv6: opts.ipv6,
     });
     this.servers = new ServerList(opts.servers?.length ? opts.servers : [opts.server]);
   }
@@ -149,13 +151,12 @@ export class ServePeer {
     log.info(
       'ready',
       `serving "${this.opts.name}" -> ${this.proto === 'udp' ? 'udp ' : ''}` +
-        `${this.opts.local.host}:${this.opts.local.port} ` +
-        `via ${server.host}:${server.port}`,
+        `${formatHostPort(this.opts.local)} via ${formatHostPort(server)}`,
       {
         name: this.opts.name,
-        local: `${this.opts.local.host}:${this.opts.local.port}`,
+        local: formatHostPort(this.opts.local),
         proto: this.proto,
-        server: `${server.host}:${server.port}`,
+        server: formatHostPort(server),
         reconnect: this.registeredOnce,
       },
     );
@@ -167,7 +168,7 @@ export class ServePeer {
       this.registered = false;
       this.servers.lost(server, this.host.holdsSessions);
       if (this.stopped) return;
-      log.warn('disconnected', 'lost the rendezvous; reconnecting', { server: `${server.host}:${server.port}` });
+      log.warn('disconnected', 'lost the rendezvous; reconnecting', { server: formatHostPort(server) });
       void this.reconnectLoop();
     });
   }
@@ -322,7 +323,7 @@ export class ServePeer {
       if (connected) return;
       log.warn(
         'service_unreachable',
-        `cannot connect to the local service ${this.opts.local.host}:${this.opts.local.port}: ${e.code ?? e.message}`,
+        `cannot connect to the local service ${formatHostPort(this.opts.local)}: ${e.code ?? e.message}`,
       );
       stream.reset(MuxResetReason.Refused);
     });

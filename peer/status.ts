@@ -42,6 +42,7 @@ export function formatStatus(s: PeerStatus): string {
     'STREAMS',
     'UPTIME',
     'NAT (local/peer)',
+    'IPv6 (local)',
     'RESUMES',
   ];
   const rows = s.tunnels.map((t) => [
@@ -56,6 +57,7 @@ export function formatStatus(s: PeerStatus): string {
     String(t.streams),
     duration(t.uptimeS),
     `${natName(t.nat.local)}/${natName(t.nat.peer)}`,
+    v6Name(t.nat.ipv6),
     String(t.resumes ?? 0),
   ]);
   out.push('', ...table([head, ...rows]));
@@ -65,6 +67,12 @@ export function formatStatus(s: PeerStatus): string {
 
 function natName(n: TunnelStatus['nat']['local']): string {
   return n ? n.type : '?';
+}
+
+/** Our IPv6 in a word: no NAT (the usual: a global address behind a stateful firewall), NAT66, or none. */
+function v6Name(n: TunnelStatus['nat']['ipv6'] | undefined): string {
+  if (!n) return '-';
+  return n.nat === 'none' ? 'no NAT' : n.nat === 'translated' ? 'NAT66' : '?';
 }
 
 function table(rows: string[][]): string[] {

@@ -6,13 +6,20 @@ import type { Path } from '../src/session/path.js';
 import type { SessionKeys } from '../src/crypto/index.js';
 import { DirectPathManager } from '../src/punch/direct.js';
 import { PmtuDriver, type PmtuStatus } from '../src/punch/pmtu-driver.js';
-import { gatherCandidates, mappedCandidate, withMappedCandidate, type Gathered } from '../src/punch/candidates.js';
+import {
+  gatherCandidates,
+  mappedCandidate,
+  withMappedCandidate,
+  type Gathered,
+  type V6Gathered,
+} from '../src/punch/candidates.js';
 import { PortMapper, type Mapping } from '../src/portmap/mapper.js';
 import { PeerSocket } from '../src/punch/peer-socket.js';
 import { planPunch } from '../src/punch/strategy.js';
 import { PunchMemoryStore, PunchPlanner } from '../src/punch/planner.js';
 import type { Candidate, MessageOf, Mode, NatInfo } from '../src/wire/control.js';
-import { unmapIPv4, type HostPort } from '../src/util/addr.js';
+import { firstPerFamily, unmapIPv4, type HostPort, formatHostPort } from '../src/util/addr.js';
+import { lookup } from 'node:dns/promises';
 import type { Logger } from '../src/util/log.js';
 import type { ControlClient } from './control-client.js';
 import type { Sinkable } from '../src/session/bridge.js';
@@ -53,6 +60,15 @@ export interface PmtuSettings {
 import { answerProbesOffDirect } from '../src/session/ping.js';
 import { startTrafficReports, trafficFields } from './traffic-report.js';
 
+/** Every address a rendezvous name resolves to (none for a name that does not resolve; a literal is itself). */
+async function resolveAll(host: string): Promise<string[]> {
+  try {
+    return (await lookup(host, { all: true })).map((r) => r.address);
+  } catch {
+    return [];
+  }
+}
+
 /** A `punch` that arrives before its session exists is kept this long for it. */
 const EARLY_PUNCH_KEEP_MS = 10_000;
 
@@ -82,6 +98,8 @@ export interface TunnelInfo {
   /** The direct path's MTU in use (null without a direct path). */
   pmtu: PmtuStatus | null;
   localNat: NatInfo | null;
+  /** IPv6 as STUN on the IPv6 data socket saw it (null: no IPv6 socket, or no IPv6 rendezvous address). */
+  localIPv6: V6Gathered | null;
   peerNat: NatInfo | null;
   /** Times this session took a lost path back (relay leg re-attached, control connection re-announced). */
   resumes: number;
@@ -158,6 +176,8 @@ export class TunnelHost {
       resumeTimeoutMs?: number;
       pmtu?: PmtuSettings;
       portmap?: boolean;
+      /** Open an IPv6 data socket too (default: yes; `--no-ipv6`). */
+      ipv6?: boolean;
     },
   ) {
     this.netwatch.on('change', (added: string[], removed: string[]) => this.localChange(added, removed));
@@ -166,7 +186,7 @@ export class TunnelHost {
   /** Opens the UDP socket unless punching is off, and starts asking the gateway for a mapping of it. */
   async open(): Promise<void> {
     if (this.opts.mode !== 'relay' && !this.socket) {
-      this.socket = await PeerSocket.open();
+      this.socket = await PeerSocket.open('0.0.0.0', 0, { ipv6: this.opts.ipv6 !== false });
       if (this.opts.portmap !== false) this.startPortmap(this.socket.port);
     }
     this.netwatch.start();
@@ -242,16 +262,21 @@ export class TunnelHost {
     }
   }
 
-  /** Candidates for a new session, from STUN on the data socket (empty with --mode relay). */
+  /** Candidates for a new session, from STUN on the data sockets (empty with --mode relay). */
   async gather(control: ControlClient): Promise<Gathered> {
     if (!this.socket || !control.welcome) return { candidates: [], nat: { mapping: 'unknown', filtering: 'unknown' } };
-    const host = control.remoteAddress !== undefined ? unmapIPv4(control.remoteAddress) : this.opts.server.host;
-    const loopback = host.startsWith('127.') || host === '::1';
-    const g = await gatherCandidates(
-      this.socket,
-      { address: host, port: control.welcome.udpPort },
-      { includeLoopback: loopback },
-    );
+    const connected = control.remoteAddress !== undefined ? unmapIPv4(control.remoteAddress) : this.opts.server.host;
+    // STUN per family: the address we are connected to for its family, the server name's
+    // other records for the other (a literal has one family only).
+    const targets = firstPerFamily([connected, ...(await resolveAll(control.opts.server.host))]);
+    const loopback = connected.startsWith('127.') || connected === '::1';
+    const udpPort = control.welcome.udpPort;
+    const g = await gatherCandidates(this.socket, targets.IPv4 ? { address: targets.IPv4, port: udpPort } : null, {
+      includeLoopback: loopback,
+      // ::1 only when the rendezvous is there: a test on 127.0.0.1 stays on IPv4 loopback, as it always was.
+      includeLoopback6: connected === '::1',
+      stun6: targets.IPv6 ? { address: targets.IPv6, port: udpPort } : null,
+    });
     // The port mapping, if the gateway granted one by now (it is never waited for).
     this.portmapSeen = this.portmapChanges;
     this.gathered = { ...g, candidates: withMappedCandidate(g.candidates, this.portmapper?.mapping ?? null) };
@@ -637,6 +662,7 @@ export class TunnelHost {
       punchSuccesses: t.direct?.successes ?? 0,
       pmtu: t.pmtu?.status() ?? null,
       localNat: this.gathered?.nat ?? null,
+      localIPv6: this.gathered?.ipv6 ?? null,
       peerNat: t.peerNat ?? null,
       resumes: t.resumes ?? 0,
       mapped: describeMapped(this.gathered?.candidates),
@@ -654,5 +680,5 @@ export type { Candidate };
 
 function describeMapped(cands: readonly Candidate[] | undefined): string | null {
   const c = cands && mappedCandidate(cands);
-  return c ? `${c.address}:${c.port} via ${c.portmap ?? 'mapping'}` : null;
+  return c ? `${formatHostPort(c)} via ${c.portmap ?? 'mapping'}` : null;
 }

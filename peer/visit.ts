@@ -1,4 +1,5 @@
 import crypto from 'node:crypto';
+import { formatHostPort } from '../src/util/addr.js';
 import net from 'node:net';
 import { ControlClient, FatalError, ServerList, withFailover, type PeerOptions } from './control-client.js';
 import type { Session } from '../src/session/session.js';
@@ -68,6 +69,7 @@ export class VisitPeer {
       resumeTimeoutMs: opts.resumeTimeoutMs,
       pmtu: opts.pmtu,
       portmap: opts.portmap,
+      ipv6: opts.ipv6,
     });
     this.servers = new ServerList(opts.servers?.length ? opts.servers : [opts.server]);
   }
@@ -108,7 +110,7 @@ export class VisitPeer {
     const server = net.createServer({ allowHalfOpen: true }, (sock) => void this.onLocalConnection(sock));
     this.server = server;
     await new Promise<void>((resolve, reject) => {
-      server.once('error', (e: NodeJS.ErrnoException) => reject(listenError(e, `${bind.host}:${bind.port}`)));
+      server.once('error', (e: NodeJS.ErrnoException) => reject(listenError(e, formatHostPort(bind))));
       server.listen({ host: bind.host, port: bind.port }, () => resolve());
     });
     server.on('error', (e) => this.opts.log.error('error', `listener failed: ${e.message}`, { code: 'listen_failed' }));

@@ -2,7 +2,7 @@
 import net from 'node:net';
 import { Command, Option } from 'commander';
 import { addLogOptions, die, ExitSignal, loggerFrom, onShutdown } from '../src/util/cli-common.js';
-import { parseHostPort } from '../src/util/addr.js';
+import { parseHostPort, formatHostPort } from '../src/util/addr.js';
 import { FramedSocket } from '../src/transport/framed-socket.js';
 import { relayKeyFrom } from '../src/wire/ticket.js';
 import type { ControlMessage } from '../src/wire/control.js';
@@ -91,10 +91,10 @@ program.action((_o: unknown, cmd: Command) => {
   void cryptoReady().then(() =>
     server.listen({ host: listen.host, port: listen.port }, () => {
       const a = server.address() as net.AddressInfo;
-      log.info('ready', `relay listening on ${a.address}:${a.port}`, {
+      log.info('ready', `relay listening on ${formatHostPort(a)}`, {
         address: a.address,
         port: a.port,
-        listen: `${a.address}:${a.port}`,
+        listen: formatHostPort(a),
       });
     }),
   );

@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 import { Command, Option } from 'commander';
 import { addLogOptions, die, ExitSignal, loggerFrom, onShutdown } from '../src/util/cli-common.js';
-import { parseHostPort } from '../src/util/addr.js';
+import { formatHostPort, parseHostPort, type HostPort } from '../src/util/addr.js';
+import { familyOf } from '../src/stun/address.js';
+import type { StunResponderStats } from '../src/stun/server.js';
 import { RendezvousServer } from './server.js';
 import { checkRegistryUrl, defaultNodeId, NODE_ID_RE, RedisCluster } from './cluster/index.js';
 import { ConfigError, layered, loadConfigFile, RendezvousConfig } from '../src/config/index.js';
@@ -9,7 +11,6 @@ import { createRendezvousMetrics, natLabel } from './metrics.js';
 import { TrafficHistory } from './traffic.js';
 import { dashboardPages } from './dashboard/index.js';
 import { startObserveServer } from '../src/metrics/http.js';
-import { formatHostPort } from '../src/util/addr.js';
 import { CodedError, listenError } from '../src/util/errors.js';
 import type { Logger } from '../src/util/log.js';
 import { versionLine } from '../src/util/version.js';
@@ -34,10 +35,15 @@ Open TCP and UDP on the --listen port, and UDP on the second STUN port (--listen
 or --alt-port; or the --alt-udp address) in your firewall.`,
   )
   .option('--listen <host:port>', 'TCP control channel and embedded relay', '0.0.0.0:7000')
-  .option('--udp <host:port>', 'UDP for STUN and punch coordination (default: the --listen address and port)')
+  .option(
+    '--udp <host:port>',
+    'UDP for STUN and punch coordination (default: the --listen address and port); ' +
+      'one address per family: 203.0.113.10:7000,[2001:db8::10]:7000',
+  )
   .option(
     '--alt-udp <host:port>',
-    'a second UDP address (another IP of this host) so peers can classify their NAT (RFC 5780)',
+    'a second UDP address (another IP of this host) so peers can classify their NAT (RFC 5780); ' +
+      'one per family, matching --udp',
   )
   .option(
     '--alt-port <port|off>',
@@ -122,11 +128,20 @@ program.action(async (_o: unknown, cmd: Command) => {
     quiet: pick('quiet', 'quiet'),
   });
   if (configError) return die(log, configError);
-  let listen, udp, altUdp, relay, metrics, status;
+  let listen, udp, altUdp, udpOther, relay, metrics, status;
   try {
     listen = parseHostPort(o.listen, '0.0.0.0', '--listen');
-    udp = o.udp ? parseHostPort(o.udp, listen.host, '--udp') : undefined;
-    altUdp = o.altUdp ? parseHostPort(o.altUdp, listen.host, '--alt-udp') : undefined;
+    // One address per family: `--udp 203.0.113.10:7000,[2001:db8::10]:7000`, `--alt-udp` likewise.
+    const udps = o.udp ? perFamily(o.udp, listen.host, '--udp') : [];
+    const alts = o.altUdp ? perFamily(o.altUdp, listen.host, '--alt-udp') : [];
+    udp = udps[0];
+    const main = familyOf(udp?.host ?? listen.host);
+    const altOf = (fam: string | null) => alts.find((a) => familyOf(a.host) === fam);
+    altUdp = alts.length === 1 && udps.length < 2 ? alts[0] : altOf(main);
+    if (udps[1]) udpOther = { udp: udps[1], altUdp: altOf(familyOf(udps[1].host)) };
+    const used = [altUdp, udpOther?.altUdp].filter(Boolean).length;
+    if (used < alts.length)
+      throw new Error('--alt-udp names an address of a family that --udp does not (give --udp one address per family)');
     relay = o.relay ? parseHostPort(o.relay, '127.0.0.1', '--relay') : undefined;
     metrics = o.metrics ? parseHostPort(o.metrics, '127.0.0.1', '--metrics') : undefined;
     status = o.status ? parseHostPort(o.status, '127.0.0.1', '--status') : undefined;
@@ -158,6 +173,7 @@ program.action(async (_o: unknown, cmd: Command) => {
     port: listen.port,
     udp,
     altUdp,
+    udpOther,
     altPort,
     token: o.token,
     log,
@@ -172,17 +188,17 @@ program.action(async (_o: unknown, cmd: Command) => {
   });
   try {
     const addr = await server.listen();
-    const stun = server.stun!.endpoints.map((e) => `${e.address}:${e.port}`);
+    const stun = server.stuns.flatMap((s) => s.endpoints.map((e) => formatHostPort(e)));
     log.info(
       'ready',
-      `rendezvous listening on ${addr.address}:${addr.port}, STUN on udp ` +
+      `rendezvous listening on ${formatHostPort(addr)}, STUN on udp ` +
         `${stun.join(', ')}${relay ? '' : ' (relay embedded)'}`,
       {
         address: addr.address,
         port: addr.port,
-        listen: `${addr.address}:${addr.port}`,
+        listen: formatHostPort(addr),
         udp: stun,
-        relay: relay ? `${relay.host}:${relay.port}` : 'embedded',
+        relay: relay ? formatHostPort(relay) : 'embedded',
         ...(cluster ? { node: cluster.nodeId, registry: cluster.registryUp ? 'up' : 'down' } : {}),
       },
     );
@@ -246,6 +262,15 @@ function startFailure(e: unknown, listen: string): CodedError {
  * --alt-port / `alt-port`: undefined (default: UDP port + 1), false (0 or "off": none) or a port;
  * a string is the error message.
  */
+/** `HOST:PORT[,HOST:PORT]`: at most one address per family (pure but for the error). */
+function perFamily(value: string, defaultHost: string, what: string): HostPort[] {
+  const list = value.split(',').map((v) => parseHostPort(v, defaultHost, what));
+  const fams = list.map((h) => familyOf(h.host) ?? 'name');
+  if (list.length > 2 || new Set(fams).size !== fams.length || (fams.includes('name') && list.length > 1))
+    throw new Error(`invalid ${what} "${value}": one address, or one IPv4 and one IPv6 address`);
+  return list;
+}
+
 function parseAltPort(raw: string | number | undefined, udpPort: number): number | false | undefined | string {
   if (raw === undefined) return undefined;
   const text = String(raw).trim().toLowerCase();
@@ -333,7 +358,7 @@ async function rendezvousStatus(
   cluster: RedisCluster | undefined,
 ) {
   const snap = server.snapshot();
-  const stun = server.stun?.responder.stats;
+  const stun = sumStats(server.stuns.map((s) => s.responder.stats));
   const now = Date.now();
   const seconds = (ms: number) => Math.round(ms / 100) / 10;
   return {
@@ -376,3 +401,11 @@ async function rendezvousStatus(
 program.parseAsync(process.argv).catch((e) => {
   if (!(e instanceof ExitSignal)) die(null, e as Error);
 });
+
+/** STUN counters of every family's server, summed (null: no STUN). */
+function sumStats(all: StunResponderStats[]): StunResponderStats | null {
+  if (!all.length) return null;
+  const out: StunResponderStats = { requests: 0, successes: 0, errors: 0, ignored: 0 };
+  for (const st of all) for (const k of Object.keys(out) as (keyof StunResponderStats)[]) out[k] += st[k];
+  return out;
+}

@@ -91,9 +91,10 @@ export function createRendezvousMetrics(server: RendezvousServer): Registry {
     registers: [registry],
     collect() {
       this.reset();
-      const st = server.stun?.responder.stats;
-      this.inc({ reason: 'ignored' }, st?.ignored ?? 0);
-      this.inc({ reason: 'error_response' }, st?.errors ?? 0);
+      const all = server.stuns.map((s) => s.responder.stats);
+      const st = { ignored: all.reduce((n, x) => n + x.ignored, 0), errors: all.reduce((n, x) => n + x.errors, 0) };
+      this.inc({ reason: 'ignored' }, st.ignored);
+      this.inc({ reason: 'error_response' }, st.errors);
     },
   });
   total(

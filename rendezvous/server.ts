@@ -14,6 +14,8 @@ import { checkResumeToken, parseAnchor } from '../src/crypto/resume.js';
 import { cryptoReady } from '../src/crypto/sodium.js';
 import { Registry } from './registry.js';
 import { StunServer } from '../src/stun/server.js';
+import { familyOf } from '../src/stun/address.js';
+import { formatHostPort, unmapIPv4 } from '../src/util/addr.js';
 import { punchDelays } from './punch-timing.js';
 import type { Cluster, ClusterHost, PeerLink } from './cluster/types.js';
 
@@ -22,6 +24,12 @@ export interface RendezvousOptions {
   port: number;
   /** UDP address for STUN (defaults to host and the TCP port). */
   udp?: { host: string; port: number };
+  /**
+   * STUN on an address of the other family too (`--udp A,B` with one IPv4 and
+   * one IPv6 address), with its own second address (`--alt-udp` of that
+   * family); `altPort` applies to both.
+   */
+  udpOther?: { udp: { host: string; port: number }; altUdp?: { host: string; port: number } };
   /** Second UDP address for RFC 5780 NAT behaviour tests (OTHER-ADDRESS, CHANGE-REQUEST). */
   altUdp?: { host: string; port: number };
   /**
@@ -170,6 +178,8 @@ export class RendezvousServer {
   private readonly relayKey: Uint8Array;
   private server: net.Server | null = null;
   stun: StunServer | null = null;
+  /** STUN on the other address family, with --udp naming one address per family (null: none). */
+  stunOther: StunServer | null = null;
   private conns = new Set<Conn>();
   private perIp = new Map<string, number>();
   private sessions = new Map<string, Brokered>();
@@ -212,42 +222,76 @@ export class RendezvousServer {
     });
     const addr = server.address() as net.AddressInfo;
     const udp = this.opts.udp ?? { host: this.opts.host, port: addr.port };
-    const { alternate, defaulted } = alternateFor(udp, this.opts.altUdp, this.opts.altPort);
+    try {
+      this.stun = await this.startStun(udp, this.opts.altUdp);
+      const other = this.opts.udpOther;
+      if (other) this.stunOther = await this.startStun(other.udp, other.altUdp);
+    } catch (e) {
+      server.close();
+      await this.stun?.close();
+      await this.closeOtherStun();
+      throw e;
+    }
+    await this.opts.cluster?.start(this.clusterHost(), { host: addr.address, port: addr.port });
+    return addr;
+  }
+
+  /**
+   * STUN on `udp` with its second port or address. A default second port that
+   * is taken is left out (logged); anything else that fails throws, worded
+   * for the operator.
+   */
+  private async startStun(
+    udp: { host: string; port: number },
+    altUdp: { host: string; port: number } | undefined,
+  ): Promise<StunServer> {
+    const { alternate, defaulted } = alternateFor(udp, altUdp, this.opts.altPort);
     const stunOn = (alt: typeof alternate) =>
       new StunServer({
         primary: { address: udp.host, port: udp.port },
         alternate: alt,
         onError: (e) => this.opts.log.warn('udp_error', e.message),
       });
-    this.stun = stunOn(alternate);
+    let stun = stunOn(alternate);
     try {
       try {
-        await this.stun.listen();
+        await stun.listen();
       } catch (e) {
         if (!defaulted || (e as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw e;
         // The default second port is taken: one port still works (peers cannot classify their NAT).
         this.opts.log.warn(
           'alt_port_unavailable',
-          `UDP ${udp.host}:${alternate!.port} (the default second STUN port) is in use; running without it: ` +
-            'peers cannot tell a symmetric NAT from a cone. Free it or pick one with --alt-port',
+          `UDP ${formatHostPort({ host: udp.host, port: alternate!.port })} (the default second STUN port) is in ` +
+            'use; running without it: peers cannot tell a symmetric NAT from a cone. ' +
+            'Free it or pick one with --alt-port',
           { port: alternate!.port },
         );
-        this.stun = stunOn(undefined);
-        await this.stun.listen();
+        stun = stunOn(undefined);
+        await stun.listen();
       }
     } catch (e) {
-      server.close();
       const err = e as NodeJS.ErrnoException;
       throw Object.assign(
         new Error(
-          `cannot listen on UDP ${udp.host}:${udp.port}: ` +
+          `cannot listen on UDP ${formatHostPort(udp)}: ` +
             (err.code === 'EADDRINUSE' ? 'the port is already in use' : err.message),
         ),
         { code: err.code },
       );
     }
-    await this.opts.cluster?.start(this.clusterHost(), { host: addr.address, port: addr.port });
-    return addr;
+    return stun;
+  }
+
+  /** The STUN server of `ip`'s family: the other family's when it has its own (--udp per family), else the main one. */
+  stunFor(ip: string): StunServer | null {
+    const o = this.stunOther;
+    if (o && familyOf(unmapIPv4(o.address().address)) === familyOf(unmapIPv4(ip))) return o;
+    return this.stun;
+  }
+
+  /** Every STUN server (the main one, and the other family's), for logs and counters. */
+  get stuns(): StunServer[] {
+    return [this.stun, this.stunOther].filter((x): x is StunServer => x !== null);
   }
 
   get udpPort(): number {
@@ -256,9 +300,12 @@ export class RendezvousServer {
 
   /** The second STUN port on the primary UDP address, if there is one (welcome.altUdpPort). */
   get altUdpPort(): number | undefined {
-    const eps = this.stun?.endpoints ?? [];
-    const p = eps[0];
-    return eps.find((e) => e.address === p?.address && e.port !== p.port)?.port;
+    return altPortOf(this.stun);
+  }
+
+  /** Close-down of the other family's STUN, beside the main one's. */
+  private async closeOtherStun(): Promise<void> {
+    await this.stunOther?.close();
   }
 
   async close(): Promise<void> {
@@ -266,6 +313,7 @@ export class RendezvousServer {
     this.relay?.close();
     if (this.memTimer) clearInterval(this.memTimer);
     await this.stun?.close();
+    await this.closeOtherStun();
     for (const c of this.conns) c.fs.destroy();
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
   }
@@ -353,8 +401,9 @@ export class RendezvousServer {
           port: fs.socket.remotePort ?? 0,
           family: conn.ip.includes(':') ? 'IPv6' : 'IPv4',
         },
-        udpPort: this.udpPort,
-        ...(this.altUdpPort !== undefined ? { altUdpPort: this.altUdpPort } : {}),
+        // The STUN of the family this connection came in on (a peer uses the same port for its other family).
+        udpPort: this.stunFor(conn.ip)?.address().port ?? 0,
+        ...(altPortOf(this.stunFor(conn.ip)) !== undefined ? { altUdpPort: altPortOf(this.stunFor(conn.ip)) } : {}),
         relay: this.opts.relay ? { host: this.opts.relay.host, port: this.opts.relay.port } : null,
         features: ['path_report', 'resume', 'nat_report'],
       });
@@ -812,6 +861,13 @@ export class RendezvousServer {
  * = any free port when the UDP port itself is 0); none with altPort false or
  * when port + 1 would pass 65535. `defaulted` says the port was not asked for.
  */
+/** The second STUN port on a server's primary address, if it has one. */
+function altPortOf(stun: StunServer | null): number | undefined {
+  const eps = stun?.endpoints ?? [];
+  const p = eps[0];
+  return eps.find((e) => e.address === p?.address && e.port !== p.port)?.port;
+}
+
 export function alternateFor(
   udp: { host: string; port: number },
   altUdp: { host: string; port: number } | undefined,

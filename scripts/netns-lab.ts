@@ -90,7 +90,19 @@ export interface Topology {
   cgnat?: { a?: RouterType | RouterSpec; b?: RouterType | RouterSpec };
   /** both LANs use 10.0.1.0/24, as two home networks often do (host candidates collide) */
   overlappingLans?: boolean;
+  /**
+   * Routed IPv6 (issue 19): the internet gets 2001:db8::/64, each site's LAN
+   * 2001:db8:a::/64 or 2001:db8:b::/64 behind its router, which forwards
+   * IPv6 through the same stateful firewall as IPv4 (new inbound flows
+   * dropped) and translates nothing (no NAT66). Per node: `dual` (default),
+   * `v4` (no IPv6: the lab as before) or `v6` (no IPv4 address at all).
+   * Not with cgnat (a carrier's IPv6 would be routed, not a second NAT).
+   */
+  ipv6?: { a?: Stack; b?: Stack; rdv?: Stack };
 }
+
+/** The address families of a node in a lab with IPv6. */
+export type Stack = 'dual' | 'v4' | 'v6';
 
 /** Fixed addresses: documentation ranges for the internet, private ones inside sites. */
 export const ADDR = {
@@ -101,6 +113,24 @@ export const ADDR = {
   rdv: '203.0.113.10',
   rdv2: '203.0.113.11',
   attacker: '203.0.113.66',
+} as const;
+
+/** IPv6 addresses (2001:db8::/32, documentation space), used when the topology has `ipv6`. */
+export const ADDR6 = {
+  internet: '2001:db8::/64',
+  edgeA: '2001:db8::1',
+  edgeB: '2001:db8::2',
+  publicA2: '2001:db8::3',
+  /**
+   * One IPv6 address only: a socket bound to [::] answers from the kernel's
+   * preferred source address, not the one a datagram was sent to, and with two
+   * addresses on one prefix that is the wrong one, which the peers' stateful
+   * firewalls drop (docs/TROUBLESHOOTING.md).
+   */
+  rdv: '2001:db8::10',
+  attacker: '2001:db8::66',
+  /** A site's LAN prefix (/64): its router is ::1, its hosts ::10, ::11. */
+  lan: (site: 'a' | 'b') => `2001:db8:${site}::`,
 } as const;
 
 type Role = 'internet' | 'router' | 'host';
@@ -121,6 +151,10 @@ export interface NodePlan {
   lanCidr?: string;
   /** for routers: initial link options */
   link?: LinkOptions;
+  /** IPv6 addresses with prefix length (none: IPv6 off in this node); a router's WAN first, then LAN */
+  addrs6?: string[];
+  /** IPv6 default gateway, for hosts behind a router */
+  gateway6?: string;
 }
 
 export interface LabPlan {
@@ -146,11 +180,31 @@ function checkType(t: string): RouterType {
  * "router" the host itself holds that address; behind a NAT the router does.
  */
 export function planTopology(prefix: string, topology: Topology): LabPlan {
+  const v6 = topology.ipv6;
+  if (v6 && topology.cgnat) throw new Error('ipv6 is not supported with cgnat');
+  const stack = (who: 'a' | 'b' | 'rdv'): Stack => (v6 ? (v6[who] ?? 'dual') : 'v4');
+  /** IPv4 addresses unless the node is IPv6-only; IPv6 ones unless it is IPv4-only. */
+  const fam = (st: Stack, four: string[], six: string[]) => ({
+    addrs: st === 'v6' ? [] : four,
+    ...(st !== 'v4' ? { addrs6: six } : {}),
+  });
   const nodes: NodePlan[] = [
     { name: 'inet', role: 'internet', addrs: [] },
-    { name: 'rdv', role: 'host', type: 'public', addrs: [`${ADDR.rdv}/24`, `${ADDR.rdv2}/24`] },
+    {
+      name: 'rdv',
+      role: 'host',
+      type: 'public',
+      ...fam(stack('rdv'), [`${ADDR.rdv}/24`, `${ADDR.rdv2}/24`], [`${ADDR6.rdv}/64`]),
+    },
   ];
-  if (topology.attacker) nodes.push({ name: 'attacker', role: 'host', type: 'public', addrs: [`${ADDR.attacker}/24`] });
+  if (topology.attacker)
+    nodes.push({
+      name: 'attacker',
+      role: 'host',
+      type: 'public',
+      addrs: [`${ADDR.attacker}/24`],
+      ...(v6 ? { addrs6: [`${ADDR6.attacker}/64`] } : {}),
+    });
 
   for (const site of ['a', 'b'] as const) {
     const r = spec(topology[site]);
@@ -163,8 +217,22 @@ export function planTopology(prefix: string, topology: Topology): LabPlan {
     if (r.type === 'public') {
       if (carrier) throw new Error(`site ${site}: a public host cannot sit behind a carrier NAT`);
       // No router: the host is on the internet. a2 (sameLan) gets its own public address.
-      nodes.push({ name: site, role: 'host', type: 'public', addrs: [`${edge}/24`], link: linkOf(r) });
-      if (hosts.length > 1) nodes.push({ name: 'a2', role: 'host', type: 'public', addrs: [`${ADDR.publicA2}/24`] });
+      const edge6 = site === 'a' ? ADDR6.edgeA : ADDR6.edgeB;
+      const st = stack(site);
+      nodes.push({
+        name: site,
+        role: 'host',
+        type: 'public',
+        ...fam(st, [`${edge}/24`], [`${edge6}/64`]),
+        link: linkOf(r),
+      });
+      if (hosts.length > 1)
+        nodes.push({
+          name: 'a2',
+          role: 'host',
+          type: 'public',
+          ...fam(st, [`${ADDR.publicA2}/24`], [`${ADDR6.publicA2}/64`]),
+        });
       continue;
     }
     if (carrier?.type === 'public') throw new Error(`site ${site}: carrier NAT type must be a NAT type`);
@@ -191,11 +259,14 @@ export function planTopology(prefix: string, topology: Topology): LabPlan {
       routerGw = `100.64.${cnet}.1`;
       upstream = cname;
     }
+    const st = stack(site);
+    const lan6 = ADDR6.lan(site);
     nodes.push({
       name: router,
       role: 'router',
       type: r.type,
       addrs: [routerWan, `10.0.${net}.1/24`],
+      ...(st !== 'v4' ? { addrs6: [`${site === 'a' ? ADDR6.edgeA : ADDR6.edgeB}/64`, `${lan6}1/64`] } : {}),
       gateway: routerGw,
       upstream,
       lanHosts: hosts,
@@ -206,8 +277,9 @@ export function planTopology(prefix: string, topology: Topology): LabPlan {
       nodes.push({
         name: h,
         role: 'host',
-        addrs: [`10.0.${net}.${10 + i}/24`],
-        gateway: `10.0.${net}.1`,
+        ...fam(st, [`10.0.${net}.${10 + i}/24`], [`${lan6}${(0x10 + i).toString(16)}/64`]),
+        ...(st !== 'v6' ? { gateway: `10.0.${net}.1` } : {}),
+        ...(st !== 'v4' ? { gateway6: `${lan6}1` } : {}),
         upstream: router,
       });
     });
@@ -294,6 +366,7 @@ table inet labfw {
     ct state established,related accept
     iifname "lo" accept
     iifname "${lan}" accept
+    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } accept
   }
   chain forward {
     type filter hook forward priority filter; policy drop;
@@ -367,6 +440,22 @@ table inet labblock {
 `;
 }
 
+/** Drop IPv6 UDP on the WAN in both directions (an ISP or firewall that blocks it), IPv4 untouched. */
+export function blockUdp6Ruleset(iface: string): string {
+  return `
+table inet labblock6 {
+  chain ingress {
+    type filter hook prerouting priority -390; policy accept;
+    iifname "${iface}" meta nfproto ipv6 meta l4proto udp drop
+  }
+  chain egress {
+    type filter hook postrouting priority 390; policy accept;
+    oifname "${iface}" meta nfproto ipv6 meta l4proto udp drop
+  }
+}
+`;
+}
+
 /**
  * TCP MSS clamping, as real routers do, in its own table so setMtu can
  * replace it. `rt mtu` clamps to the route's MTU (what an 'icmp' link
@@ -434,6 +523,8 @@ interface LabState {
 }
 
 const STATE_DIR = '/run/netns-lab';
+/** Per-namespace files `ip netns exec` bind-mounts over /etc (setHosts). */
+const NETNS_ETC = '/etc/netns';
 
 export class Lab {
   readonly prefix: string;
@@ -501,6 +592,9 @@ export class Lab {
     // Kill first: a namespace with live processes lingers after `ip netns del`.
     for (const ns of names) await killNamespacePids(ns);
     for (const ns of names) await run('ip', ['netns', 'del', ns], { timeoutMs: 10_000 });
+    // Hosts files of setHosts (only this lab's: the directory is named after the namespace).
+    const etc = (await readdir(NETNS_ETC).catch(() => [] as string[])).filter((n) => n.startsWith(prefix + '-'));
+    for (const d of etc) await rm(join(NETNS_ETC, d), { recursive: true, force: true });
     await rm(join(STATE_DIR, `${prefix}.json`), { force: true });
     // Per-lab files of the lab's daemons (miniupnpd config and pid: lab-miniupnpd.ts).
     const own = (await readdir(STATE_DIR).catch(() => [] as string[])).filter((f) => f.startsWith(`${prefix}-`));
@@ -561,6 +655,33 @@ export class Lab {
   /** All IPv4 addresses of a node (rdv has two; routers: WAN then LAN). */
   addrs(node: string): string[] {
     return this.node(node).addrs.map((c) => c.split('/')[0]);
+  }
+
+  /** IPv6 addresses of a node (none without IPv6): a router's WAN then LAN. */
+  addrs6(node: string): string[] {
+    return (this.node(node).addrs6 ?? []).map((c) => c.split('/')[0]);
+  }
+
+  /** Primary IPv6 address of a node. */
+  addr6(node: string): string {
+    const a = this.addrs6(node)[0];
+    if (!a) throw new Error(`node "${node}" has no IPv6 address`);
+    return a;
+  }
+
+  /**
+   * Name resolution inside one node: `ip netns exec` (which every command of
+   * the lab goes through) bind-mounts /etc/netns/<namespace>/hosts over
+   * /etc/hosts in a private mount namespace, so the lines given here are what
+   * getaddrinfo reads there, and the machine's own /etc/hosts is untouched
+   * for every other process. Removed with the lab.
+   */
+  async setHosts(node: string, entries: { name: string; addresses: string[] }[]): Promise<void> {
+    const dir = join(NETNS_ETC, this.ns(node));
+    await mkdir(dir, { recursive: true });
+    const lines = ['127.0.0.1 localhost', '::1 localhost ip6-localhost'];
+    for (const e of entries) for (const a of e.addresses) lines.push(`${a} ${e.name}`);
+    await writeFile(join(dir, 'hosts'), lines.join('\n') + '\n');
   }
 
   /** The public (internet) address through which a host's traffic leaves its site. */
@@ -727,6 +848,15 @@ export class Lab {
     await nsExec(ns, ['nft', 'delete', 'table', 'inet', 'labblock']);
     if (blocked)
       await nsExec(ns, ['nft', '-f', '-'], { input: blockUdpRuleset(uplink(this.prefix, e).inner), check: true });
+  }
+
+  /** Drop (or stop dropping) IPv6 UDP on a router's WAN link; IPv4 and IPv6 TCP pass. */
+  async blockUdp6(router: string, blocked: boolean): Promise<void> {
+    const e = this.edge(router);
+    const ns = this.ns(e.name);
+    await nsExec(ns, ['nft', 'delete', 'table', 'inet', 'labblock6']);
+    if (blocked)
+      await nsExec(ns, ['nft', '-f', '-'], { input: blockUdp6Ruleset(uplink(this.prefix, e).inner), check: true });
   }
 
   /**
@@ -957,7 +1087,7 @@ export class Lab {
     const ns = this.ns(router);
     await nsExec(ns, ['nft', 'delete', 'table', 'inet', 'labfw']);
     await nsExec(ns, ['nft', 'delete', 'table', 'ip', 'labnat']);
-    const lanHost = r.lanHosts && r.lanHosts.length > 0 ? this.addr(r.lanHosts[0]) : undefined;
+    const lanHost = r.lanHosts && r.lanHosts.length > 0 ? this.addrs(r.lanHosts[0])[0] : undefined;
     await this.nft(router, routerRuleset(this.prefix, r.type!, lanHost));
   }
 
@@ -988,14 +1118,21 @@ export class Lab {
     for (const n of this.plan.nodes) {
       const ns = this.ns(n.name);
       await ip(['netns', 'add', ns]);
-      // IPv4 only: link-local IPv6 addresses would only add noise to host candidates.
+      // Without IPv6 in the topology (or in this node), IPv4 only: link-local IPv6 addresses
+      // would only add noise to host candidates. With it: no DAD delay, no autoconfiguration.
+      const six = n.addrs6 !== undefined && n.addrs6.length > 0;
       await nsExec(ns, [
         'sysctl',
         '-q',
         '-w',
-        'net.ipv6.conf.all.disable_ipv6=1',
-        'net.ipv6.conf.default.disable_ipv6=1',
+        `net.ipv6.conf.all.disable_ipv6=${six ? 0 : 1}`,
+        `net.ipv6.conf.default.disable_ipv6=${six ? 0 : 1}`,
+        ...(six
+          ? ['net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0', 'net.ipv6.conf.all.accept_ra=0']
+          : []),
+        ...(six ? ['net.ipv6.conf.default.accept_ra=0'] : []),
       ]);
+      if (six && n.role === 'router') await sysctl(ns, 'net.ipv6.conf.all.forwarding', 1);
       await ip(['-n', ns, 'link', 'set', 'lo', 'up']);
     }
     // The internet: one bridge, no addresses, no routing; it only switches frames.
@@ -1042,14 +1179,30 @@ export class Lab {
       if (n.role === 'router') {
         await ip(['-n', ns, 'addr', 'add', n.addrs[0], 'dev', up.inner]);
         await ip(['-n', ns, 'addr', 'add', n.addrs[1], 'dev', IF.lan(p)]);
+        if (n.addrs6) {
+          await ip(['-n', ns, '-6', 'addr', 'add', n.addrs6[0], 'dev', up.inner, 'nodad']);
+          await ip(['-n', ns, '-6', 'addr', 'add', n.addrs6[1], 'dev', IF.lan(p), 'nodad']);
+        }
       } else {
         for (const a of n.addrs) await ip(['-n', ns, 'addr', 'add', a, 'dev', up.inner]);
+        for (const a of n.addrs6 ?? []) await ip(['-n', ns, '-6', 'addr', 'add', a, 'dev', up.inner, 'nodad']);
       }
       if (n.gateway) await ip(['-n', ns, 'route', 'add', 'default', 'via', n.gateway]);
+      if (n.gateway6) await ip(['-n', ns, '-6', 'route', 'add', 'default', 'via', n.gateway6]);
+    }
+    // IPv6 is routed, not translated: every node on the internet reaches a site's LAN through its router.
+    for (const r of this.plan.nodes) {
+      if (r.role !== 'router' || !r.addrs6 || r.upstream !== 'inet') continue;
+      const lan = r.addrs6[1].replace(/1\/64$/, '/64');
+      const via = r.addrs6[0].split('/')[0];
+      for (const n of this.plan.nodes) {
+        if (n === r || n.role === 'internet' || !n.addrs6?.length || (n.upstream ?? 'inet') !== 'inet') continue;
+        await ip(['-n', this.ns(n.name), '-6', 'route', 'add', lan, 'via', via]);
+      }
     }
     for (const n of this.plan.nodes) {
       if (n.role !== 'router') continue;
-      const lanHost = n.lanHosts && n.lanHosts.length > 0 ? this.addr(n.lanHosts[0]) : undefined;
+      const lanHost = n.lanHosts && n.lanHosts.length > 0 ? this.addrs(n.lanHosts[0])[0] : undefined;
       await this.nft(n.name, routerRuleset(p, n.type!, lanHost, n.addrs[0].split('/')[0]));
       await this.nft(n.name, mssClampRuleset('forward'));
     }
@@ -1127,7 +1280,7 @@ async function readState(prefix: string): Promise<LabState | null> {
 /**
  * Pure: parse "cone-symmetric" (site A type, site B type) plus flags into a
  * topology. Flags: --same-lan, --attacker, --overlapping-lans,
- * --cgnat a=TYPE, --loss ra=PCT, --rate ra=MBIT, --udp-timeout ra=SECONDS,
+ * --cgnat a=TYPE, --ipv6 [a|b|rdv=dual|v4|v6], --loss ra=PCT, --rate ra=MBIT, --udp-timeout ra=SECONDS,
  * --mtu ra=MTU (black hole), --mtu-icmp ra=MTU (with ICMP frag-needed).
  */
 export function parseTopologyArgs(spec0: string, flags: string[]): Topology {
@@ -1156,7 +1309,16 @@ export function parseTopologyArgs(spec0: string, flags: string[]): Topology {
       const proto = m[2] === 'natpmp' ? 'nat-pmp' : (m[2] as 'pcp' | 'upnp' | undefined);
       (topo[site(m[1])] as RouterSpec).miniupnpd = proto ? { protocols: [proto] } : true;
     } else if (f === '--attacker') topo.attacker = true;
-    else if (f === '--overlapping-lans') topo.overlappingLans = true;
+    else if (f === '--ipv6') {
+      // --ipv6 (every node dual-stack) or --ipv6 a=v6 (one node's stack; repeatable)
+      topo.ipv6 ??= {};
+      const v = flags[i + 1];
+      const m = v?.match(/^(a|b|rdv)=(dual|v4|v6)$/);
+      if (m) {
+        i++;
+        topo.ipv6 = { ...topo.ipv6, [m[1]]: m[2] as Stack };
+      }
+    } else if (f === '--overlapping-lans') topo.overlappingLans = true;
     else if (f === '--cgnat') {
       const [k, v] = kv();
       topo.cgnat = { ...topo.cgnat, [site(k)]: checkType(v) };
@@ -1184,6 +1346,7 @@ const USAGE = `usage: netns-lab <command> [--prefix P]
   up TOPOLOGY [flags]   build a lab (tears down an existing one with the same prefix)
                         TOPOLOGY = A-B with types public|fullcone|cone|symmetric|sequential, e.g. cone-sequential
                         flags: --same-lan --attacker --overlapping-lans --cgnat a=cone
+                               --ipv6 (routed 2001:db8::/32, stateful firewalls; a=v6|v4|dual, rdv=...)
                                --loss ra=10 --rate rb=50 --udp-timeout ra=5
                                --mtu ra=1280 (black hole) --mtu-icmp rb=1492 (ICMP frag-needed)
                                --miniupnpd ra (UPnP IGD + NAT-PMP + PCP; ra=pcp|natpmp|upnp: one alone)

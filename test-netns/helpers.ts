@@ -61,6 +61,8 @@ export interface TunnelOptions {
   rdvArgs?: string[];
   /** A UDP service: the echo is lab-udp's UDP echo, and serve and visit run with `--proto udp`. */
   udp?: boolean;
+  /** The peers' --server (default RDV): e.g. a name that a hosts file (lab.setHosts) resolves. */
+  server?: string;
 }
 
 /** The rendezvous on one address with only --listen and --udp (its default second STUN port, 7001, answers). */
@@ -86,7 +88,8 @@ export class TunnelLab {
 
   private get commonArgs(): string[] {
     // --no-admin: the namespaces share /tmp, so two peers would fight over the default admin socket.
-    return ['--server', `${RDV.host}:${RDV.port}`, '--secret', SECRET, '--no-admin', ...this.logArgs];
+    const server = this.opts.server ?? `${RDV.host}:${RDV.port}`;
+    return ['--server', server, '--secret', SECRET, '--no-admin', ...this.logArgs];
   }
 
   /** Starts the rendezvous, echo service, serve and (unless noVisit) visit; resolves when all are ready. */

@@ -156,7 +156,8 @@ mode = "auto"
       assert.equal(tun.remote, rdv.addr, 'remote is the relay (embedded in the rendezvous)');
     } else {
       assert.ok(tun.path === 'relay' || tun.path === 'direct', `beta path ${tun.path}`);
-      assert.match(tun.remote ?? '', /^127\.0\.0\.1:\d+$/);
+      // IPv4 loopback, or on a dual-stack host one of its IPv6 addresses (an RTT tie goes to IPv6).
+      assert.match(tun.remote ?? '', /^(127\.0\.0\.1|\[[0-9a-f:]+\]):\d+$/);
     }
     assert.equal(typeof tun.rttMs, 'number');
     assert.ok(tun.rttMs !== null && tun.rttMs > 0 && tun.rttMs < 1000, `rtt ${tun.rttMs}`);

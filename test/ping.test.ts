@@ -6,6 +6,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { Procs, SECRET, waitExit, waitForEvent, outputOf } from './helpers/tunnel.js';
 
+/** A direct path's remote on one host: IPv4 loopback, or one of the host's IPv6 addresses in brackets. */
+const DIRECT_REMOTE = /^(127\.0\.0\.1|\[[0-9a-f:]+\]):\d+$/;
+
 interface Line {
   seq: number;
   ok: boolean;
@@ -96,7 +99,9 @@ test(
       assert.equal(l.ok, true);
       assert.equal(l.via, 'admin');
       assert.equal(l.path, 'direct');
-      assert.match(l.remote!, /^127\.0\.0\.1:\d+$/);
+      // The peers' own address: IPv4 loopback, or on a dual-stack host an IPv6 address of theirs
+      // (an RTT tie goes to IPv6), written in brackets.
+      assert.match(l.remote!, DIRECT_REMOTE);
       assert.notEqual(l.remote, rdv.addr);
       assert.ok(typeof l.rttMs === 'number' && l.rttMs > 0, String(l.rttMs));
     }
@@ -118,7 +123,7 @@ test(
     assert.equal(await waitExit(ud, 20_000), 0, outputOf(ud).stderr);
     const udOut = outputOf(ud).stdout.trim().split('\n');
     assert.equal(udOut.length, 1, udOut.join('\n'));
-    assert.match(udOut[0], /^pong from echo via direct 127\.0\.0\.1:\d+ in [\d.]+ ms$/);
+    assert.match(udOut[0], /^pong from echo via direct (127\.0\.0\.1|\[[0-9a-f:]+\]):\d+ in [\d.]+ ms$/);
     const ur = p.spawnCli('peer', ['ping', 'echo', '--until-direct', '-c', '2', '--admin', relaySock], env);
     assert.equal(await waitExit(ur, 20_000), 1);
     assert.equal(outputOf(ur).stdout.trim().split('\n').length, 2);

@@ -41,7 +41,7 @@ test('--mode auto on loopback: relay first, then direct, with a stream open acro
   // Start a transfer at once: it begins on whatever path is up first and must survive the move.
   const transfer = echoTransfer(visit.port, 8 * 1024 * 1024, 60_000);
   const direct = await waitForEvent(visit.child, (o) => o.event === 'path' && o.path === 'direct', 15_000);
-  assert.match(String(direct.remote), /^127\.0\.0\.1:\d+$/);
+  assert.match(String(direct.remote), /^(127\.0\.0\.1|\[[0-9a-f:]+\]):\d+$/); // or one of the host's IPv6 addresses
   await waitForEvent(serve, (o) => o.event === 'path' && o.path === 'direct', 15_000);
   const r = await transfer;
   assert.equal(r.gotBytes, 8 * 1024 * 1024);

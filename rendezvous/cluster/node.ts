@@ -124,7 +124,7 @@ export class RedisCluster implements Cluster {
       log.warn(
         'cluster',
         `listening on all addresses: other nodes will reach this node's relay at ` +
-          `${adv.host}:${adv.port}, which only works on one host; pass --advertise HOST:PORT`,
+          `${formatHostPort(adv)}, which only works on one host; pass --advertise HOST:PORT`,
       );
     }
     this.advertise = formatHostPort(adv);

@@ -1,4 +1,5 @@
 import net from 'node:net';
+import { formatHostPort } from '../../src/util/addr.js';
 import type { FramedSocket } from '../../src/transport/framed-socket.js';
 import { encodeControl } from '../../src/wire/control.js';
 import type { HostPort } from '../../src/util/addr.js';
@@ -31,7 +32,7 @@ export function forwardRelayLeg(
     onEnd(reason);
   };
   const timer = setTimeout(
-    () => end(`no connection to ${to.host}:${to.port} within ${connectTimeoutMs} ms`),
+    () => end(`no connection to ${formatHostPort(to)} within ${connectTimeoutMs} ms`),
     connectTimeoutMs,
   );
   timer.unref();
@@ -46,7 +47,7 @@ export function forwardRelayLeg(
     visitor.resume();
   });
   upstream.on('error', (e: NodeJS.ErrnoException) =>
-    end(`relay of the owning node ${to.host}:${to.port}: ${e.code ?? e.message}`),
+    end(`relay of the owning node ${formatHostPort(to)}: ${e.code ?? e.message}`),
   );
   visitor.on('error', () => end('visitor connection error'));
   upstream.on('close', () => end('owning node closed the relay leg'));

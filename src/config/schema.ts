@@ -31,6 +31,18 @@ const hostPortList = z.string().refine(
   },
   { message: 'expected HOST:PORT, or several comma-separated (a:7000,b:7000)' },
 );
+/** `udp` and `alt-udp` of the rendezvous: one address, or one per family (`203.0.113.10:7000,[2001:db8::10]:7000`). */
+const hostPortPerFamily = z.string().refine(
+  (v) => {
+    try {
+      const parts = v.split(',').map((p) => parseHostPort(p).host);
+      return parts.length <= 2 && (parts.length < 2 || parts.filter((h) => h.includes(':')).length === 1);
+    } catch {
+      return false;
+    }
+  },
+  { message: 'expected HOST:PORT, or one IPv4 and one IPv6 HOST:PORT comma-separated' },
+);
 const name = z.string().regex(NAME_RE, 'must be 1-63 of A-Z a-z 0-9 . _ - starting with a letter or digit');
 const nonEmpty = z.string().min(1, 'must not be empty');
 const mode = z.enum(['auto', 'direct', 'relay']);
@@ -90,6 +102,7 @@ export const PeerConfig = z.strictObject({
   'pmtu-raise-interval': z.number().min(1).max(3600).optional(),
   // false: never ask the gateway for a port mapping (PCP, NAT-PMP, UPnP IGD); docs/PORTMAP.md.
   portmap: z.boolean().optional(),
+  ipv6: z.boolean().optional(),
   serve: z.array(ServeEntry).default([]),
   visit: z.array(VisitEntry).default([]),
 });
@@ -97,8 +110,8 @@ export type PeerConfig = z.infer<typeof PeerConfig>;
 
 export const RendezvousConfig = z.strictObject({
   listen: hostPort.optional(),
-  udp: hostPort.optional(),
-  'alt-udp': hostPort.optional(),
+  udp: hostPortPerFamily.optional(),
+  'alt-udp': hostPortPerFamily.optional(),
   // A second STUN port on the UDP address (default: that port + 1); 0 or "off": none.
   'alt-port': z.union([z.number().int().min(0).max(65535), z.literal('off')]).optional(),
   token: nonEmpty.optional(),

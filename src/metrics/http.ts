@@ -1,4 +1,5 @@
 import crypto from 'node:crypto';
+import { formatHostPort } from '../util/addr.js';
 import { listenError } from '../util/errors.js';
 import http from 'node:http';
 import type { Registry } from 'prom-client';
@@ -110,9 +111,7 @@ export async function startObserveServer(
   const server = http.createServer((req, res) => void handle(opts, loopback, req, res));
   server.keepAliveTimeout = KEEP_ALIVE_MS;
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (e: NodeJS.ErrnoException) =>
-      reject(listenError(e, `${opts.listen.host}:${opts.listen.port}`)),
-    );
+    server.once('error', (e: NodeJS.ErrnoException) => reject(listenError(e, formatHostPort(opts.listen))));
     server.listen({ host: opts.listen.host, port: opts.listen.port }, () => resolve());
   });
   const a = server.address() as { address: string; port: number };

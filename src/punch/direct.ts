@@ -10,7 +10,9 @@ import type { Logger } from '../util/log.js';
 import { isDue, processTicker, tickFor } from '../util/ticker.js';
 import { Backoff } from '../util/backoff.js';
 import type { PeerSocket } from './peer-socket.js';
-import { betterPath, type PunchPlan } from './strategy.js';
+import { betterPath, withIPv6, type PunchPlan } from './strategy.js';
+import { localReach, probeable, type LocalReach } from './candidates.js';
+import { formatHostPort, ipFamily } from '../util/addr.js';
 import type { PunchPlanner } from './planner.js';
 import { newPredictRun, predictTick, type PredictPlan, type PredictRun } from './predict.js';
 
@@ -103,7 +105,7 @@ export class DirectPath implements Path {
     readonly address: string,
     readonly port: number,
   ) {
-    this.remote = `${address}:${port}`;
+    this.remote = formatHostPort({ address, port });
   }
   send(datagram: Uint8Array): void {
     if (this.closed) return;
@@ -146,6 +148,8 @@ export interface DirectOptions {
    * Without it, every retry repeats the plan of the round that failed.
    */
   planner?: PunchPlanner;
+  /** What this side may probe (default: from the socket's families and the interfaces; tests give their own). */
+  reach?: () => LocalReach;
 }
 
 const MAX_CANDIDATES = 16;
@@ -360,15 +364,29 @@ export class DirectPathManager implements PathSource {
    * `fallback` without a planner.
    */
   planFor(candidates: Candidate[], fallback: PunchPlan): PunchPlan {
-    for (const c of candidates) this.addCandidate(c);
-    return this.opts.planner?.decide(this.candidates).plan ?? fallback;
+    const reach = this.reach();
+    for (const c of candidates) this.addCandidate(c, reach);
+    return this.withIPv6(this.opts.planner?.decide(this.candidates).plan ?? fallback);
+  }
+
+  /** What this side can probe: its sockets' families and its own IPv6 addresses (os, asked per call). */
+  private reach(): LocalReach {
+    return this.opts.reach?.() ?? localReach(true, this.opts.socket.socket6 !== null);
+  }
+
+  /** `plan`, or a plain IPv6 round in place of 'none' when there is an IPv6 pair (strategy.ts withIPv6). */
+  private withIPv6(plan: PunchPlan): PunchPlan {
+    const pair = this.opts.socket.socket6 !== null && this.candidates.some((c) => ipFamily(c.address) === 'IPv6');
+    return withIPv6(plan, pair);
   }
 
   /** Starts (or restarts) punching toward `candidates` after `delayMs`. */
   punch(candidates: Candidate[], plan: PunchPlan, delayMs = 0): void {
     const s = this.state;
     if (s.name === 'closed') return;
-    for (const c of candidates) this.addCandidate(c);
+    const reach = this.reach();
+    for (const c of candidates) this.addCandidate(c, reach);
+    plan = this.withIPv6(plan);
     this.plan = plan;
     if (plan.kind === 'none') {
       this.opts.log.info('punch_skipped', plan.reason, { sid: this.opts.session.sid });
@@ -386,7 +404,7 @@ export class DirectPathManager implements PathSource {
    */
   private roundFor(plan: PunchPlan, delayMs: number): Round {
     const cur = this.round;
-    if (cur && cur.plan.kind === plan.kind) {
+    if (cur && cur.plan.kind === plan.kind && planIpv6Only(cur.plan) === planIpv6Only(plan)) {
       cur.until = Math.max(cur.until, performance.now() + delayMs + this.attemptMs(plan));
       return cur;
     }
@@ -404,7 +422,7 @@ export class DirectPathManager implements PathSource {
       {
         sid: this.opts.session.sid,
         plan: plan.kind,
-        candidates: this.candidates.map((c) => `${c.address}:${c.port}`),
+        candidates: this.candidates.map((c) => formatHostPort(c)),
       },
     );
     return round;
@@ -449,7 +467,8 @@ export class DirectPathManager implements PathSource {
     return this.opts.attemptMs ?? (plan.kind === 'plain' ? PUNCH_BUDGET_PLAIN_MS : PUNCH_BUDGET_HARD_MS);
   }
 
-  private addCandidate(c: Candidate): void {
+  private addCandidate(c: Candidate, reach: LocalReach): void {
+    if (!probeable(c, reach)) return;
     if (this.candidates.some((x) => x.address === c.address && x.port === c.port)) return;
     if (this.candidates.length >= MAX_CANDIDATES) return;
     this.candidates.push(c);
@@ -552,7 +571,10 @@ export class DirectPathManager implements PathSource {
     if (now > p.until) return this.roundOver(p);
     const elapsed = now - p.started;
     if (p.plan.kind === 'predict') return this.predictLoop(p, p.plan);
-    for (const c of this.candidates) this.sendProbe(this.pathFor(socket.socket, c.address, c.port));
+    const v6only = planIpv6Only(p.plan);
+    for (const c of this.candidates)
+      if (!v6only || ipFamily(c.address) === 'IPv6')
+        this.sendProbe(this.pathFor(socket.socketFor(c.address), c.address, c.port));
     if (p.plan.kind === 'open-sockets') {
       await this.birthdayOpen();
       if (this.round !== p) return; // stopped (or restarted) while sockets opened
@@ -576,7 +598,8 @@ export class DirectPathManager implements PathSource {
     const { run, act } = predictTick(plan, prev, now);
     this.predictRun = { round: p, run };
     for (const c of this.candidates)
-      if (act.candidates || c.kind === 'prflx') this.sendProbe(this.pathFor(main, c.address, c.port));
+      if (act.candidates || c.kind === 'prflx')
+        this.sendProbe(this.pathFor(this.opts.socket.socketFor(c.address), c.address, c.port));
     for (const port of act.ports) this.sendProbe(this.pathFor(main, plan.address, port));
     if (act.fan) {
       while (this.birthday.length < act.fan.sockets && this.round === p) {
@@ -616,13 +639,13 @@ export class DirectPathManager implements PathSource {
         break;
       }
     }
-    const targets = this.candidates.filter((c) => c.kind !== 'host');
+    const targets = this.candidates.filter(isPublicV4);
     for (const s of this.birthday) for (const c of targets) this.sendProbe(this.pathFor(s, c.address, c.port));
   }
 
   /** Easy side facing a symmetric NAT: probe random ports on its public address. */
   private spray(): void {
-    const targets = this.candidates.filter((c) => c.kind !== 'host');
+    const targets = this.candidates.filter(isPublicV4);
     if (!targets.length) return;
     const perTick = Math.max(1, Math.round(((this.opts.sprayRate ?? SPRAY_RATE) * PROBE_FAST_MS) / 1000));
     for (let i = 0; i < perTick; i++) {
@@ -641,7 +664,8 @@ export class DirectPathManager implements PathSource {
       // Triggered check: the peer reached us from an address we did not know (peer-reflexive).
       if (!this.path && !this.candidates.some((c) => c.address === from.address && c.port === from.port)) {
         this.opts.planner?.peerSeenAs(this.candidates, from, this.round?.plan.kind === 'spray-ports');
-        this.addCandidate({ address: from.address, port: from.port, family: 'IPv4', kind: 'prflx' });
+        const family = ipFamily(from.address) ?? 'IPv4';
+        this.addCandidate({ address: from.address, port: from.port, family, kind: 'prflx' }, this.reach());
         this.sendProbe(from);
       }
       return;
@@ -863,7 +887,7 @@ export class DirectPathManager implements PathSource {
       const s = this.state;
       if (s.name !== 'retry-wait' || s.retry !== timer) return;
       this.opts.requestRepunch?.();
-      const plan = this.opts.planner?.decide(this.candidates).plan ?? lastPlan;
+      const plan = this.withIPv6(this.opts.planner?.decide(this.candidates).plan ?? lastPlan);
       this.plan = plan;
       if (plan.kind === 'none') {
         this.opts.log.info('punch_skipped', plan.reason, { sid: this.opts.session.sid });
@@ -905,6 +929,20 @@ export class DirectPathManager implements PathSource {
 }
 
 const EMPTY = new Uint8Array(0);
+
+/** Does a round of `plan` probe IPv6 candidates alone? */
+function planIpv6Only(plan: PunchPlan): boolean {
+  return plan.kind === 'plain' && plan.ipv6Only === true;
+}
+
+/**
+ * A target of birthday sockets and port spraying: a public IPv4 candidate.
+ * Those tricks outguess an IPv4 NAT's mapping; the extra sockets are IPv4,
+ * and an IPv6 address has no NAT (its candidates are probed plainly).
+ */
+function isPublicV4(c: Candidate): boolean {
+  return c.kind !== 'host' && ipFamily(c.address) === 'IPv4';
+}
 
 /** A cheap per-socket tag for path keys (getsockname on every datagram showed up in profiles). */
 const socketIds = new WeakMap<dgram.Socket, number>();

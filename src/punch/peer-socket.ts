@@ -14,35 +14,62 @@ export type DatagramHandler = (
 ) => void;
 
 /**
- * The peer's UDP endpoint (Tailscale would call it magicsock): one socket that
- * carries every session's direct path and the STUN requests that discover its
- * public mapping, plus any extra sockets a birthday punch opens. Datagrams are
- * routed by the receiver index in their header; anything that is not STUN and
- * not for a live session is dropped without a reply.
+ * The peer's UDP endpoint (Tailscale would call it magicsock): one socket per
+ * address family that carries every session's direct paths of that family and
+ * the STUN requests that discover its public mapping, plus any extra sockets a
+ * birthday punch opens (IPv4 only: IPv6 has no NAT to outguess). Datagrams
+ * are routed by the receiver index in their header; anything that is not STUN
+ * and not for a live session is dropped without a reply.
+ *
+ * Why two sockets rather than one dual-stack socket (docs/ARCHITECTURE.md
+ * "Data sockets"): the IPv4 socket stays exactly what it was, so IPv4
+ * behaviour cannot change; each family's STUN mapping is learned on the
+ * socket that carries that family; a host without IPv6 (or an OS whose
+ * sockets are IPV6_V6ONLY by default, or cannot be dual-stack at all) just
+ * has no `socket6`; and an IPv4 peer is never seen as '::ffff:a.b.c.d'.
  */
 export class PeerSocket {
   private handlers = new Map<number, DatagramHandler>();
   private extra = new Set<dgram.Socket>();
   dropped = 0;
 
-  private constructor(readonly socket: dgram.Socket) {
+  private constructor(
+    readonly socket: dgram.Socket,
+    /** The IPv6 data socket (IPV6_V6ONLY), or null: no IPv6 here, or not asked for. */
+    readonly socket6: dgram.Socket | null = null,
+  ) {
     this.attach(socket);
     growBuffers(socket);
+    if (socket6) {
+      this.attach(socket6);
+      growBuffers(socket6);
+    }
   }
 
-  static open(host = '0.0.0.0', port = 0): Promise<PeerSocket> {
-    return new Promise((resolve, reject) => {
-      const s = dgram.createSocket({ type: host.includes(':') ? 'udp6' : 'udp4' });
-      s.once('error', reject);
-      s.bind({ address: host, port }, () => {
-        s.off('error', reject);
-        resolve(new PeerSocket(s));
-      });
-    });
+  /**
+   * Opens the data socket on `host`:`port` (IPv4 unless `host` is an IPv6
+   * literal) and, with `ipv6` and an IPv4 main socket, an IPv6 one on [::]
+   * (any port); a failure of the IPv6 socket (a kernel without IPv6) leaves it out.
+   */
+  static async open(host = '0.0.0.0', port = 0, opts: { ipv6?: boolean } = {}): Promise<PeerSocket> {
+    const v6main = host.includes(':');
+    const main = await bindUdp(v6main ? 'udp6' : 'udp4', host, port);
+    const six = opts.ipv6 && !v6main ? await bindUdp('udp6', '::', 0).catch(() => null) : null;
+    return new PeerSocket(main, six);
   }
 
   get port(): number {
     return this.socket.address().port;
+  }
+
+  /** The IPv6 socket's port (null without one). */
+  get port6(): number | null {
+    return this.socket6 ? this.socket6.address().port : null;
+  }
+
+  /** The socket that sends to `address`: the IPv6 one for an IPv6 literal when there is one, else the main one. */
+  socketFor(address: string): dgram.Socket {
+    return this.socket6 && address.includes(':') && !address.startsWith('::ffff:') ? this.socket6 : this.socket;
   }
 
   register(index: number, handler: DatagramHandler): void {
@@ -75,6 +102,7 @@ export class PeerSocket {
     for (const s of this.extra) s.close();
     this.extra.clear();
     this.socket.close();
+    this.socket6?.close();
   }
 
   private attach(s: dgram.Socket): void {
@@ -91,6 +119,20 @@ export class PeerSocket {
       handler(msg, h, rinfo, s);
     });
   }
+}
+
+function bindUdp(type: 'udp4' | 'udp6', address: string, port: number): Promise<dgram.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = dgram.createSocket({ type, ipv6Only: type === 'udp6' && address === '::' });
+    s.once('error', (e) => {
+      s.close();
+      reject(e);
+    });
+    s.bind({ address, port }, () => {
+      s.off('error', reject);
+      resolve(s);
+    });
+  });
 }
 
 /**

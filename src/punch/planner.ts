@@ -122,5 +122,5 @@ export class PunchPlanner {
 }
 
 function publicIp(cands: readonly Candidate[]): string | undefined {
-  return cands.find((c) => c.kind === 'srflx')?.address;
+  return cands.find((c) => c.kind === 'srflx' && c.family !== 'IPv6')?.address;
 }

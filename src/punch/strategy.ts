@@ -1,5 +1,6 @@
 import type { Candidate, NatInfo } from '../wire/control.js';
 import { Backoff } from '../util/backoff.js';
+import { ipFamily } from '../util/addr.js';
 import { predictNextPort, PREDICT_ROUND_MS, type PredictPlan, type PredictRole } from './predict.js';
 
 /**
@@ -14,11 +15,26 @@ import { predictNextPort, PREDICT_ROUND_MS, type PredictPlan, type PredictRole }
  *    (predict.ts; issue 21).
  */
 export type PunchPlan =
-  | { kind: 'plain' }
+  /** `ipv6Only`: the IPv4 plan is 'none', and the round probes the IPv6 candidates alone (withIPv6). */
+  | { kind: 'plain'; ipv6Only?: boolean }
   | { kind: 'open-sockets' }
   | { kind: 'spray-ports' }
   | PredictPlan
   | { kind: 'none'; cause: string; reason: string };
+
+/**
+ * The plan a round runs once IPv6 is counted in (pure). IPv6 has no NAT to
+ * traverse, only stateful firewalls, which simultaneous probes open from
+ * both sides: the IPv6 candidates are probed plainly in every round, beside
+ * whatever the IPv4 plan does. When the IPv4 plan is 'none' (both NATs
+ * symmetric, or every plan failed) but there is an IPv6 pair to try
+ * (`ipv6Pair`: we have an IPv6 socket and the peer an IPv6 candidate we may
+ * probe), the round still runs, over IPv6 alone. Both peers compute the same
+ * IPv4 plan, so both take part.
+ */
+export function withIPv6(plan: PunchPlan, ipv6Pair: boolean): PunchPlan {
+  return plan.kind === 'none' && ipv6Pair ? { kind: 'plain', ipv6Only: true } : plan;
+}
 
 export function isHard(nat: NatInfo | undefined): boolean {
   return nat?.mapping === 'address-dependent' || nat?.mapping === 'address-and-port-dependent';
@@ -445,13 +461,22 @@ function normaliseV4(ip: string): string {
  * Path preference: a LAN address beats a public one; then a clearly lower
  * round-trip time. Small differences are noise (probe RTTs measured while a
  * birthday punch floods the event loop vary by tens of ms), and every switch
- * costs a path move on both peers, so they do not count.
+ * costs a path move on both peers, so they do not count: within the noise
+ * it is a tie, and IPv6 wins a tie (no NAT on the way whose mapping can
+ * expire or rebind; issue 19). Never the other way: an IPv4 path does not
+ * replace an IPv6 one of the same RTT, so the choice cannot flap.
  */
 export function betterPath(a: { address: string; rttMs: number }, b: { address: string; rttMs: number }): boolean {
   const la = isPrivateAddress(a.address);
   const lb = isPrivateAddress(b.address);
   if (la !== lb) return la;
-  return a.rttMs < b.rttMs * 0.7 && b.rttMs - a.rttMs > 25;
+  if (clearlyFaster(a.rttMs, b.rttMs)) return true;
+  if (clearlyFaster(b.rttMs, a.rttMs)) return false;
+  return ipFamily(a.address) === 'IPv6' && ipFamily(b.address) === 'IPv4';
+}
+
+function clearlyFaster(x: number, y: number): boolean {
+  return x < y * 0.7 && y - x > 25;
 }
 
 export function isPrivateAddress(ip: string): boolean {

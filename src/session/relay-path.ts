@@ -4,6 +4,7 @@ import { FramedSocket } from '../transport/framed-socket.js';
 import type { Path, PathReceiver, PathSource } from './path.js';
 import type { ControlMessage } from '../wire/control.js';
 import { MAX_RELAY_DATAGRAM_LEN } from '../wire/datagram.js';
+import { formatHostPort } from '../util/addr.js';
 
 /**
  * How much we let pile up in the relay socket before dropping like a full UDP
@@ -84,7 +85,7 @@ export class RelayPath extends EventEmitter implements Path, PathSource {
     first: ControlMessage | (() => ControlMessage | null),
     timeoutMs: number,
   ): Promise<RelayPath> {
-    const path = new RelayPath(`${host}:${port}`);
+    const path = new RelayPath(formatHostPort({ host, port }));
     return new Promise((resolve, reject) => {
       const fs = FramedSocket.connect(
         { host, port },
@@ -100,7 +101,7 @@ export class RelayPath extends EventEmitter implements Path, PathSource {
         reject(Object.assign(new Error(msg), { code }));
       };
       socket.once('error', (e: NodeJS.ErrnoException) =>
-        fail(`cannot reach the relay at ${host}:${port}: ${e.code ?? e.message}`),
+        fail(`cannot reach the relay at ${formatHostPort({ host, port })}: ${e.code ?? e.message}`),
       );
       socket.once('connect', () => {
         const msg = typeof first === 'function' ? first() : first;
@@ -132,7 +133,7 @@ export class RelayPath extends EventEmitter implements Path, PathSource {
         socket.resetAndDestroy();
       });
       fs.on('close', () => {
-        fail(`the relay at ${host}:${port} closed the connection before the session was paired`);
+        fail(`the relay at ${formatHostPort({ host, port })} closed the connection before the session was paired`);
         path.shutdown('relay connection closed');
       });
     });

@@ -12,7 +12,7 @@
 import { CodedError } from '../util/errors.js';
 import type dgram from 'node:dgram';
 import { performance } from 'node:perf_hooks';
-import { toEndpoint, type Endpoint } from './address.js';
+import { endpointToString, toEndpoint, type Endpoint } from './address.js';
 import {
   decodeStun,
   encodeStun,
@@ -91,7 +91,7 @@ export function stunBinding(
   if (opts.changeIp || opts.changePort)
     req.changeRequest = { changeIp: !!opts.changeIp, changePort: !!opts.changePort };
   const packet = encodeStun(req);
-  const target = `${server.address}:${server.port}`;
+  const target = endpointToString(server);
 
   return new Promise<StunBindingResult>((resolve, reject) => {
     const started = performance.now();

@@ -8,7 +8,16 @@ import dgram from 'node:dgram';
 import { networkInterfaces } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { lookup } from 'node:dns/promises';
-import { familyOf, isWildcard, sameAddress, sameEndpoint, toEndpoint, type Endpoint, type Family } from './address.js';
+import {
+  endpointToString,
+  familyOf,
+  isWildcard,
+  sameAddress,
+  sameEndpoint,
+  toEndpoint,
+  type Endpoint,
+  type Family,
+} from './address.js';
 import { stunBinding, StunError, type StunBindingResult } from './client.js';
 import { classifyAllocation, type Allocation, type AllocationSample } from './allocation.js';
 import { decodeStun, encodeStun, isStunPacket, newTransactionId, StunClass, StunMethod } from './message.js';
@@ -135,6 +144,31 @@ export function natTypeFrom(mapping: MappingBehavior, filtering: FilteringBehavi
 }
 
 /**
+ * IPv6 in the words of issue 19 (pure): most IPv6 hosts have a global
+ * address and no NAT, behind a stateful firewall that admits replies only.
+ * `nat` 'none' when the mapped address is our own (isPublic), else
+ * 'translated' (NAT66 or NPTv6). `firewall` from the filtering test:
+ * 'stateful' when a reply from another server port was dropped (address- or
+ * address-and-port-dependent filtering), 'open' when unsolicited packets get
+ * in (endpoint-independent), else 'unknown' (the server could not change its
+ * address: a reply from another port that arrived proves nothing of other hosts).
+ */
+export function describeIPv6(r: Pick<NatReport, 'isPublic' | 'filtering'>): {
+  nat: 'none' | 'translated';
+  firewall: 'stateful' | 'open' | 'unknown';
+  summary: string;
+} {
+  const nat = r.isPublic ? 'none' : 'translated';
+  const firewall =
+    r.filtering === 'address-dependent' || r.filtering === 'address-and-port-dependent'
+      ? 'stateful'
+      : r.filtering === 'endpoint-independent'
+        ? 'open'
+        : 'unknown';
+  return { nat, firewall, summary: `${nat === 'none' ? 'no NAT' : 'NAT66'}, firewall: ${firewall}` };
+}
+
+/**
  * True when the mapping is known to depend on the destination, so the address
  * learned from STUN is not the one a peer will see: the punch strategy must
  * use the birthday approach (or the relay when both sides are hard).
@@ -257,7 +291,7 @@ export async function detectNat(
       if (altIp && altPort) targets.push({ ...serverEp, port: other.port });
       for (const t of targets) {
         const r = await tryBinding(a, t, { ...common, timeoutMs });
-        if (r === null) notes.push(`no answer from ${t.address}:${t.port} for the mapping test`);
+        if (r === null) notes.push(`no answer from ${endpointToString(t)} for the mapping test`);
         probes.push({ server: t, mapped: r?.mapped ?? null });
         samples.push({ server: t, mappedPort: r?.mapped.port ?? null, at: performance.now() });
       }
@@ -381,8 +415,8 @@ async function changeTest(
     });
     if (!sameEndpoint(r.source, expectFrom)) {
       notes.push(
-        `filtering test (${what}): response came from ${r.source.address}:${r.source.port}, ` +
-          `expected ${expectFrom.address}:${expectFrom.port}; ignored`,
+        `filtering test (${what}): response came from ${endpointToString(r.source)}, ` +
+          `expected ${endpointToString(expectFrom)}; ignored`,
       );
       return undefined;
     }

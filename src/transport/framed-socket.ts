@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { happyEyeballs } from '../util/connect.js';
 import net from 'node:net';
 import {
   FRAME_HEADER_LEN,
@@ -48,7 +49,7 @@ export class FramedSocket extends EventEmitter {
   static connect(to: { host: string; port: number }, opts: FramedSocketOptions = {}): FramedSocket {
     let self: FramedSocket | null = null;
     const socket = net.connect({
-      ...to,
+      ...happyEyeballs(to),
       // Frames are parsed before the next read: the process's shared read buffer will do.
       onread: userReadOptions((chunk) => {
         self?.onData(chunk);

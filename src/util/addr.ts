@@ -52,3 +52,64 @@ export function formatHostPort(h: { host?: string; address?: string; port: numbe
   const host = h.host ?? h.address ?? '';
   return host.includes(':') ? `[${host}]:${h.port}` : `${host}:${h.port}`;
 }
+
+export type IpFamily = 'IPv4' | 'IPv6';
+
+/** The family of an IP literal ('::ffff:a.b.c.d' counts as IPv4, as it is on the wire), or null. */
+export function ipFamily(address: string): IpFamily | null {
+  const a = unmapIPv4(address);
+  if (net.isIPv4(a)) return 'IPv4';
+  if (net.isIPv6(a.replace(/%.*$/, ''))) return 'IPv6';
+  return null;
+}
+
+/**
+ * IPv6 address classes that matter to candidates (RFC 4291, RFC 4193).
+ * `global`: 2000::/3, routed on the internet (the lab's 2001:db8::/32 too:
+ * documentation space is filtered by real routers, not by us). `ula`:
+ * fc00::/7, unique local, reachable only within its site. `link-local`:
+ * fe80::/10, useless without a zone. `other`: loopback, multicast, mapped.
+ */
+export type V6Class = 'global' | 'ula' | 'link-local' | 'other';
+
+const V6_CLASSES: [V6Class, net.BlockList][] = (
+  [
+    ['global', '2000::', 3],
+    ['ula', 'fc00::', 7],
+    ['link-local', 'fe80::', 10],
+  ] as const
+).map(([cls, prefix, len]) => {
+  const b = new net.BlockList();
+  b.addSubnet(prefix, len, 'ipv6');
+  return [cls, b];
+});
+
+export function v6Class(address: string): V6Class {
+  const a = address.replace(/%.*$/, '');
+  if (!net.isIPv6(a) || ipFamily(a) !== 'IPv6') return 'other';
+  for (const [cls, b] of V6_CLASSES) if (b.check(a, 'ipv6')) return cls;
+  return 'other';
+}
+
+/** Are two IPv6 addresses in the same /`bits` (default 64: one LAN segment)? False for anything else. */
+export function sameV6Prefix(a: string, b: string, bits = 64): boolean {
+  if (ipFamily(a) !== 'IPv6' || ipFamily(b) !== 'IPv6') return false;
+  const list = new net.BlockList();
+  try {
+    list.addSubnet(a.replace(/%.*$/, ''), bits, 'ipv6');
+    return list.check(b.replace(/%.*$/, ''), 'ipv6');
+  } catch {
+    return false;
+  }
+}
+
+/** The first address of each family in `addresses` (pure; mapped IPv4 counts as IPv4, non-literals are skipped). */
+export function firstPerFamily(addresses: readonly string[]): { IPv4?: string; IPv6?: string } {
+  const out: { IPv4?: string; IPv6?: string } = {};
+  for (const raw of addresses) {
+    const a = unmapIPv4(raw);
+    const f = ipFamily(a);
+    if (f && out[f] === undefined) out[f] = a;
+  }
+  return out;
+}

@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import type { MuxStream } from '../src/mux/index.js';
-import { Session } from '../src/session/session.js';
+import { Session, type SessionOptions } from '../src/session/session.js';
 import { cryptoReady } from '../src/crypto/index.js';
 import { MAX_DATAGRAM_LEN } from '../src/wire/datagram.js';
 import { createLogger, nullLogger } from '../src/util/log.js';
@@ -40,10 +40,16 @@ function pathPair(a: Session, b: Session, name: string, loseFirst = 0): { atA: M
   return { atA, atB };
 }
 
-test('a new path after a silence: the data in flight arrives within round trips, not at the backoff', async (t) => {
-  const keys = sessionKeys('session-restart test');
-  const a = new Session({ keys: keys.visitor, role: 'visitor', log: nullLogger, sid: 'restart-a' });
-  const b = new Session({ keys: keys.server, role: 'server', log: nullLogger, sid: 'restart-b' });
+/**
+ * Two sessions on one direct path pair, a stream from a to b whose first
+ * 1000 bytes are through and acknowledged (an RTT sample, as on a path that
+ * worked). `got`: everything b reads on that stream.
+ */
+async function connectedPair(t: { after: (f: () => void) => void }, name: string, opts: Partial<SessionOptions> = {}) {
+  const keys = sessionKeys(`session-${name} test`);
+  const common = { log: nullLogger, ...opts };
+  const a = new Session({ keys: keys.visitor, role: 'visitor', sid: `${name}-a`, ...common });
+  const b = new Session({ keys: keys.server, role: 'server', sid: `${name}-b`, ...common });
   const old = pathPair(a, b, 'old');
   const paths = [old.atA, old.atB];
   t.after(() => {
@@ -62,7 +68,6 @@ test('a new path after a silence: the data in flight arrives within round trips,
   });
   const stream = a.mux.openStream();
   stream.write(Buffer.alloc(1000, 1));
-  // One message through first: an RTT sample, as on a path that worked.
   await withTimeout(
     (async () => {
       while (a.kcp.inFlight > 0 || a.kcp.waitSnd() > 0) await sleep(5);
@@ -70,6 +75,11 @@ test('a new path after a silence: the data in flight arrives within round trips,
     2000,
     'the first message acknowledged',
   );
+  return { a, b, old, paths, got, stream };
+}
+
+test('a new path after a silence: the data in flight arrives within round trips, not at the backoff', async (t) => {
+  const { a, b, old, paths, got, stream } = await connectedPair(t, 'restart');
 
   // The path dies under a write: nothing from a reaches b any more.
   old.atA.close();
@@ -95,37 +105,13 @@ test('a new path after a silence: the data in flight arrives within round trips,
 });
 
 test('an outage outlasting KCP dead_link: the session waits for its deadline, and resumes within it', async (t) => {
-  const keys = sessionKeys('session-outage test');
   const events: string[] = [];
   const log = createLogger({ format: 'json', level: 'debug', sink: { write: (l) => void events.push(l) } });
-  const opts = { log, deadAfterMs: 6000, silenceCode: 'resume_timeout' as const };
-  const a = new Session({ keys: keys.visitor, role: 'visitor', sid: 'outage-a', ...opts });
-  const b = new Session({ keys: keys.server, role: 'server', sid: 'outage-b', ...opts });
-  const old = pathPair(a, b, 'old');
-  const paths = [old.atA, old.atB];
-  t.after(() => {
-    for (const s of [a, b]) {
-      for (const st of s.mux.openStreams()) st.on('error', () => {});
-      s.close('test over');
-    }
-    for (const p of paths) p.close();
+  const { a, b, old, paths, got, stream } = await connectedPair(t, 'outage', {
+    log,
+    deadAfterMs: 6000,
+    silenceCode: 'resume_timeout',
   });
-  a.setPath('direct', old.atA);
-  b.setPath('direct', old.atB);
-  const got = new Promise<Buffer>((resolve, reject) => {
-    b.mux.once('stream', (s: MuxStream) => {
-      readAll(s).then(resolve, reject);
-    });
-  });
-  const stream = a.mux.openStream();
-  stream.write(Buffer.alloc(1000, 1));
-  await withTimeout(
-    (async () => {
-      while (a.kcp.inFlight > 0 || a.kcp.waitSnd() > 0) await sleep(5);
-    })(),
-    2000,
-    'the first message acknowledged',
-  );
   // Every path gone (both ends); KCP gives up after 3 transmissions, which it reaches in well under a second.
   a.kcp.setDeadLink(3);
   for (const p of [old.atA, old.atB]) p.close();

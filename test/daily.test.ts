@@ -217,7 +217,7 @@ mode = "auto"
   assert.deepEqual(rstatus.sessions.map((s) => s.name).sort(), ['alpha', 'beta']);
   for (const s of rstatus.sessions) {
     assert.equal(s.path, s.name === 'alpha' ? 'relay' : tunnelPath(status, 'beta'));
-    assert.match(s.visitor.address, /^127\.0\.0\.1:\d+$/);
+    assert.match(s.visitor.address, /^(127\.0\.0\.1|\[[0-9a-f:]+\]):\d+$/);
     assert.ok(s.uptimeS >= 0);
   }
   assert.equal(

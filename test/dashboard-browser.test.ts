@@ -127,10 +127,11 @@ test(
     await page.waitForSelector(`#sessions tr[data-sid="${sid}"][data-path="direct"]`, { timeout: 20_000 });
     // Both sessions side by side: the first still relayed.
     assert.equal(await page.locator('#sessions tr[data-path="relay"]').count(), 1);
-    // The direct session's endpoint is the UDP address its visitor reached, not the control connection.
+    // The direct session's endpoint is the UDP address its visitor reached, not the control connection:
+    // loopback, or on a dual-stack host the host's own IPv6 address (it shares the /64 and wins the tie).
     const endpoints = await page.locator(`#sessions tr[data-sid="${sid}"] td.addr`).allTextContents();
     assert.ok(
-      endpoints.some((e) => /^127\.0\.0\.1:\d+$/.test(e)),
+      endpoints.some((e) => /^(127\.0\.0\.1|\[[0-9a-f:]+\]):\d+$/.test(e)),
       endpoints.join(' '),
     );
     // The direct series is drawn above its baseline once the visitor reports its traffic.

@@ -141,7 +141,8 @@ test('UDP service on the direct path (cone x cone): echo, 50 ports, expiry, size
       () => udpSockets(tl, 'b', servePid),
       (n) => n <= baseSockets,
     );
-    assert.equal(socks, baseSockets, 'the flow sockets are closed');
+    // At most the count before the flows (a port-mapping or STUN socket of the serve may have closed since).
+    assert.ok(socks <= baseSockets, `the flow sockets are closed: ${socks} UDP sockets, ${baseSockets} before`);
   });
 
   await t.test('oversized datagrams are dropped and counted', async () => {

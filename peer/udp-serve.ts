@@ -5,6 +5,7 @@ import { FlowTable, sweepIntervalFor, type Flow } from '../src/udp/flow-table.js
 import type { UdpCounters, UdpDropReason } from '../src/udp/stats.js';
 import type { HostPort } from '../src/util/addr.js';
 import type { Logger } from '../src/util/log.js';
+import { sendDatagram } from '../src/transport/batched-udp.js';
 import { udpSocketFor } from './udp-socket.js';
 
 /** Datagrams a new flow's socket keeps while it connects (bound: the rest are dropped as send_failed). */
@@ -69,7 +70,7 @@ export class UdpServeFlows {
       else this.drop('send_failed');
       return;
     }
-    fs.socket.send(payload, this.onSent);
+    sendDatagram(fs.socket, payload, 0, '', this.onSendFailed);
   }
 
   /** A new flow: its socket, connected to the service; datagrams wait in `pending` meanwhile. */
@@ -86,7 +87,7 @@ export class UdpServeFlows {
     socket.connect(local.port, local.host, () => {
       const queued = fs.pending ?? [];
       fs.pending = null;
-      for (const p of queued) socket.send(p, this.onSent);
+      for (const p of queued) sendDatagram(socket, p, 0, '', this.onSendFailed);
     });
     log.debug('udp_flow_open', `session ${this.session.sid}: UDP flow ${id} opened`, {
       sid: this.session.sid,
@@ -110,12 +111,12 @@ export class UdpServeFlows {
    * the next send on a connected socket (ECONNREFUSED), and Node reports a
    * failed send only to its callback; a read that hears of one is an 'error' event.
    */
-  private readonly onSent = (e: Error | null): void => {
-    if (e) this.sendError(e);
+  private readonly onSendFailed = (code: string): void => {
+    this.drop(code === 'ECONNREFUSED' ? 'unreachable' : 'send_failed');
   };
 
   private sendError(e: NodeJS.ErrnoException): void {
-    this.drop(e.code === 'ECONNREFUSED' ? 'unreachable' : 'send_failed');
+    this.onSendFailed(e.code ?? 'EIO');
   }
 
   private sweep(): void {

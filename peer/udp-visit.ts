@@ -7,6 +7,7 @@ import type { UdpCounters, UdpDropReason } from '../src/udp/stats.js';
 import { listenError } from '../src/util/errors.js';
 import type { HostPort } from '../src/util/addr.js';
 import type { Logger } from '../src/util/log.js';
+import { sendDatagram } from '../src/transport/batched-udp.js';
 import { udpSocketFor } from './udp-socket.js';
 
 /** A client of the visit side: where its flow's replies go. */
@@ -117,8 +118,8 @@ export class UdpVisitor {
     this.opts.stats.bytesSent += msg.length;
   }
 
-  private readonly onSent = (e: Error | null): void => {
-    if (e) this.drop('send_failed');
+  private readonly onSendFailed = (): void => {
+    this.drop('send_failed');
   };
 
   private fromTunnel(id: number, payload: Uint8Array): void {
@@ -129,7 +130,7 @@ export class UdpVisitor {
     this.opts.stats.datagramsReceived++;
     this.opts.stats.bytesReceived += payload.length;
     // The callback is what hears of a failed send (Node drops the error without one).
-    socket.send(payload, flow.value.port, flow.value.address, this.onSent);
+    sendDatagram(socket, payload, flow.value.port, flow.value.address, this.onSendFailed);
   }
 
   private sweep(): void {

@@ -245,7 +245,12 @@ test('flows: oversized datagrams are dropped and counted; a service that is down
   try {
     c.send(Buffer.alloc(maxUserPayload(1452) + 1), t.port, '127.0.0.1');
     c.send(Buffer.alloc(maxUserPayload(1452)), t.port, '127.0.0.1');
-    for (let i = 0; i < 5; i++) c.send(Buffer.from(`ping ${i}`), t.port, '127.0.0.1');
+    // Apart, so that each reaches the service's host after the last one's ICMP error
+    // came back (sent in one turn, they leave in one batch and draw one error).
+    for (let i = 0; i < 5; i++) {
+      c.send(Buffer.from(`ping ${i}`), t.port, '127.0.0.1');
+      await sleep(30);
+    }
     for (let i = 0; i < 100 && t.serveStats.drops.unreachable < 2; i++) await sleep(20);
     assert.equal(t.visitStats.drops.too_large, 1);
     assert.equal(t.visitStats.datagramsSent, 6);

@@ -13,6 +13,7 @@ import type { PeerSocket } from './peer-socket.js';
 import { betterPath, withIPv6, type PunchPlan } from './strategy.js';
 import { localReach, probeable, type LocalReach } from './candidates.js';
 import { formatHostPort, ipFamily } from '../util/addr.js';
+import { sendDatagram } from '../transport/batched-udp.js';
 import type { PunchPlanner } from './planner.js';
 import { newPredictRun, predictTick, type PredictPlan, type PredictRun } from './predict.js';
 
@@ -109,11 +110,9 @@ export class DirectPath implements Path {
   }
   send(datagram: Uint8Array): void {
     if (this.closed) return;
-    try {
-      this.socket.send(datagram, this.port, this.address);
-    } catch {
-      /* socket closed under us: the path manager notices through missing acks */
-    }
+    // Batched with the rest of this turn's datagrams (one KCP flush: one system call).
+    // A failed send (socket closed under us) shows as missing acks to the path manager.
+    sendDatagram(this.socket, datagram, this.port, this.address);
   }
   close(): void {
     this.closed = true;

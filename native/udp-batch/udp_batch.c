@@ -1,0 +1,179 @@
+// Batched UDP sends for the tunnel's direct path and UDP services.
+//
+// Node's dgram sends one datagram per system call, and in a tunnel that call
+// (plus the kernel's per-packet work behind it) is most of the CPU per
+// datagram (docs/BENCHMARKS.md "Batched UDP sends"). This addon sends many
+// datagrams to one destination in one sendmmsg(2), and runs of equal-sized
+// datagrams as one UDP GSO super-packet (UDP_SEGMENT, Linux 4.18+), which
+// crosses the stack once and is cut into datagrams at the last moment.
+//
+// It writes to the fd of a socket libuv owns. That is safe because UDP sends
+// are atomic per datagram and the fd is non-blocking; the JS side only calls
+// here when libuv has no sends of its own queued (so order is kept) and hands
+// the rest to node:dgram on any error.
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <node_api.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+
+// At most this many datagrams per call (the JS side chunks to it).
+#define MAX_BUFS 1024
+// Messages per sendmmsg(2): each is one datagram or one GSO super-packet.
+#define MAX_MSGS 64
+// The kernel's limit on segments in one GSO super-packet (UDP_MAX_SEGMENTS).
+#define GSO_MAX_SEGS 64
+// A super-packet is one IP packet before segmentation: under 64 KiB.
+#define GSO_MAX_BYTES 65000
+
+#define THROW_IF(cond, msg)                      \
+  do {                                           \
+    if (cond) {                                  \
+      napi_throw_type_error(env, NULL, msg);     \
+      return NULL;                               \
+    }                                            \
+  } while (0)
+
+static int parse_address(const char *host, uint32_t port, struct sockaddr_storage *ss, socklen_t *len) {
+  memset(ss, 0, sizeof(*ss));
+  if (host[0] == '\0') {  // a connected socket: the kernel knows the peer
+    *len = 0;
+    return 0;
+  }
+  if (strchr(host, ':') != NULL) {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1) return -1;
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons((uint16_t)port);
+    *len = sizeof(*a);
+  } else {
+    struct sockaddr_in *a = (struct sockaddr_in *)ss;
+    if (inet_pton(AF_INET, host, &a->sin_addr) != 1) return -1;
+    a->sin_family = AF_INET;
+    a->sin_port = htons((uint16_t)port);
+    *len = sizeof(*a);
+  }
+  return 0;
+}
+
+static napi_value make_int(napi_env env, int32_t v) {
+  napi_value out;
+  napi_create_int32(env, v, &out);
+  return out;
+}
+
+// send(fd, host, port, datagrams, gso) (host '': the connected peer) -> datagrams sent (a prefix of the
+// array), or -errno when not even the first went out. With gso, each run of
+// equal-sized datagrams (the last of a run may be shorter) goes as one
+// super-packet.
+static napi_value Send(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  THROW_IF(argc < 5, "send(fd, host, port, datagrams, gso)");
+
+  int32_t fd;
+  uint32_t port;
+  bool gso;
+  char host[64];
+  size_t host_len;
+  THROW_IF(napi_get_value_int32(env, argv[0], &fd) != napi_ok, "fd must be a number");
+  THROW_IF(napi_get_value_string_utf8(env, argv[1], host, sizeof(host), &host_len) != napi_ok, "host must be a string");
+  THROW_IF(napi_get_value_uint32(env, argv[2], &port) != napi_ok || port > 65535, "port must be 0-65535");
+  THROW_IF(napi_get_value_bool(env, argv[4], &gso) != napi_ok, "gso must be a boolean");
+
+  uint32_t count;
+  bool is_array;
+  THROW_IF(napi_is_array(env, argv[3], &is_array) != napi_ok || !is_array, "datagrams must be an array");
+  napi_get_array_length(env, argv[3], &count);
+  if (count > MAX_BUFS) count = MAX_BUFS;
+
+  struct sockaddr_storage ss;
+  socklen_t ss_len;
+  if (parse_address(host, port, &ss, &ss_len) != 0) return make_int(env, -EINVAL);
+
+  static struct iovec iov[MAX_BUFS];
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value el;
+    napi_typedarray_type type;
+    size_t length, offset;
+    void *data;
+    napi_value ab;
+    napi_get_element(env, argv[3], i, &el);
+    THROW_IF(napi_get_typedarray_info(env, el, &type, &length, &data, &ab, &offset) != napi_ok || type != napi_uint8_array,
+             "datagrams must be Uint8Arrays");
+    iov[i].iov_base = data;
+    iov[i].iov_len = length;
+  }
+
+  static struct mmsghdr msgs[MAX_MSGS];
+  static char control[MAX_MSGS][CMSG_SPACE(sizeof(uint16_t))];
+  uint32_t segs_of[MAX_MSGS];
+  uint32_t i = 0;
+  int32_t sent = 0;
+  while (i < count) {
+    int n = 0;
+    while (i < count && n < MAX_MSGS) {
+      struct msghdr *m = &msgs[n].msg_hdr;
+      memset(&msgs[n], 0, sizeof(msgs[n]));
+      m->msg_name = ss_len > 0 ? &ss : NULL;
+      m->msg_namelen = ss_len;
+      m->msg_iov = &iov[i];
+      size_t seg = iov[i].iov_len, bytes = seg;
+      uint32_t segs = 1;
+      i++;
+      while (gso && i < count && segs < GSO_MAX_SEGS) {
+        size_t len = iov[i].iov_len;
+        if (len > seg || bytes + len > GSO_MAX_BYTES) break;
+        segs++;
+        bytes += len;
+        i++;
+        if (len < seg) break;  // only the last segment may be shorter
+      }
+      m->msg_iovlen = segs;
+      if (segs > 1) {
+        m->msg_control = control[n];
+        m->msg_controllen = sizeof(control[n]);
+        struct cmsghdr *c = CMSG_FIRSTHDR(m);
+        c->cmsg_level = SOL_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t size = (uint16_t)seg;
+        memcpy(CMSG_DATA(c), &size, sizeof(size));
+      }
+      segs_of[n++] = segs;
+    }
+    int r;
+    do {
+      r = sendmmsg(fd, msgs, (unsigned)n, MSG_DONTWAIT);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) return make_int(env, sent > 0 ? sent : -errno);
+    for (int k = 0; k < r; k++) sent += (int32_t)segs_of[k];
+    if (r < n) break;  // the next message failed: the caller sends it alone and sees why
+  }
+  return make_int(env, sent);
+}
+
+static napi_value Init(napi_env env, napi_value exports) {
+  napi_value fn;
+  napi_create_function(env, "send", NAPI_AUTO_LENGTH, Send, NULL, &fn);
+  napi_set_named_property(env, exports, "send", fn);
+  napi_value max;
+  napi_create_uint32(env, MAX_BUFS, &max);
+  napi_set_named_property(env, exports, "maxDatagrams", max);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

@@ -3,7 +3,8 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'eslint.config.js'] },
+  // native/: the optional addons' C and their one-line CommonJS loaders (not TypeScript).
+  { ignores: ['dist/', 'node_modules/', 'eslint.config.js', 'native/'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -213,7 +213,7 @@ function socketFdStillOpen(b: SocketBatch): boolean {
 function socketHandle(socket: dgram.Socket): { fd?: unknown } | null {
   const state = stateOf(socket);
   const handle = state && (state as { handle?: unknown }).handle;
-  return handle && typeof handle === 'object' ? (handle) : null;
+  return handle && typeof handle === 'object' ? handle : null;
 }
 
 let stateSymbol: symbol | null | undefined;

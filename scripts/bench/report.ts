@@ -27,6 +27,8 @@ export const GOAL_KEYS = [
   'loss10_ratio',
   'idle100_cpu_pct',
   'rendezvous_10k_rss_mb',
+  'direct_vs_dgram_ceiling',
+  'relay_server_cpu_vs_sshd',
 ] as const;
 export type GoalKey = (typeof GOAL_KEYS)[number];
 
@@ -49,6 +51,24 @@ const maxOf = (...xs: unknown[]) => {
   const v = xs.map(num).filter((x): x is number => x !== null);
   return v.length ? Math.max(...v) : null;
 };
+const medianOf = (xs: unknown[]): number | null => {
+  const v = xs
+    .map(num)
+    .filter((x): x is number => x !== null)
+    .sort((a, b) => a - b);
+  return v.length ? v[v.length >> 1] : null;
+};
+const ratioOf = (a: number | null, b: number | null) => (a === null || b === null || b === 0 ? null : a / b);
+
+/**
+ * CPU per Gbit/s of one process role while the relay section moved data in
+ * one direction with one contender (`ours`, `ssh_r`): the median over runs.
+ */
+export function cpuPerGbps(relay: unknown, contender: string, dir: string, role: string): number | null {
+  const runs = at(relay, 'cpu', contender, dir, 'runs');
+  return Array.isArray(runs) ? medianOf(runs.map((run) => at(run, 'per_gbps', 'by_role', role))) : null;
+}
+
 const f = (x: unknown, d = 0, unit = '') => (num(x) === null ? 'n/a' : `${(x as number).toFixed(d)}${unit}`);
 
 /** Pure: the goal rows from the sections of a results object. */
@@ -61,6 +81,14 @@ export function goalRows(r: Json): GoalRow[] {
     i = r.idle,
     z = r.rendezvous;
   const floor = at(rl, 'floor_mbps');
+  const ceiling = num(at(d, 'node_dgram_ceiling_mbps', 'received'));
+  // The operator's cost: the rendezvous relaying against sshd serving ssh -R, per Gbit/s, worse direction.
+  const serverCpu = (dir: string) => ({
+    ours: cpuPerGbps(rl, 'ours', dir, 'rendezvous'),
+    sshd: cpuPerGbps(rl, 'ssh_r', dir, 'sshd'),
+  });
+  const cpuUp = serverCpu('up'),
+    cpuDown = serverCpu('down');
   const row = (
     key: GoalKey,
     figure: string,
@@ -144,6 +172,24 @@ export function goalRows(r: Json): GoalRow[] {
       `${f(at(z, 'introductions_per_s'))} introductions/s`,
       '< 300 MB',
       (v) => v < 300,
+    ),
+    row(
+      'direct_vs_dgram_ceiling',
+      'direct path vs bare Node dgram (worse dir.)',
+      ratioOf(minOf(at(d, 'ours_mbps', 'up'), at(d, 'ours_mbps', 'down')), ceiling),
+      `${f(at(d, 'ours_mbps', 'up'))} / ${f(at(d, 'ours_mbps', 'down'))} Mbit/s`,
+      `node dgram ${f(ceiling)} Mbit/s`,
+      '>= 0.8x',
+      (v) => v >= 0.8,
+    ),
+    row(
+      'relay_server_cpu_vs_sshd',
+      'rendezvous CPU relaying, per Gbit/s',
+      maxOf(ratioOf(cpuUp.ours, cpuUp.sshd), ratioOf(cpuDown.ours, cpuDown.sshd)),
+      `up ${f(cpuUp.ours, 3)} / down ${f(cpuDown.ours, 3)} cores`,
+      `sshd (ssh -R) ${f(cpuUp.sshd, 3)} / ${f(cpuDown.sshd, 3)} cores`,
+      '<= 1.0x',
+      (v) => v <= 1,
     ),
   ];
 }

@@ -74,25 +74,25 @@ static napi_value make_int(napi_env env, int32_t v) {
   return out;
 }
 
-// send(fd, host, port, datagrams, gso) (host '': the connected peer) -> datagrams sent (a prefix of the
-// array), or -errno when not even the first went out. With gso, each run of
-// equal-sized datagrams (the last of a run may be shorter) goes as one
-// super-packet.
+// send(fd, host, port, datagrams, gsoMax) (host '': the connected peer) ->
+// datagrams sent (a prefix of the array), or -errno when not even the first
+// went out. Each run of equal-sized datagrams of at most gsoMax bytes (the
+// last of a run may be shorter) goes as one super-packet; gsoMax 0: none.
 static napi_value Send(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  THROW_IF(argc < 5, "send(fd, host, port, datagrams, gso)");
+  THROW_IF(argc < 5, "send(fd, host, port, datagrams, gsoMax)");
 
   int32_t fd;
   uint32_t port;
-  bool gso;
+  uint32_t gso_max;
   char host[64];
   size_t host_len;
   THROW_IF(napi_get_value_int32(env, argv[0], &fd) != napi_ok, "fd must be a number");
   THROW_IF(napi_get_value_string_utf8(env, argv[1], host, sizeof(host), &host_len) != napi_ok, "host must be a string");
   THROW_IF(napi_get_value_uint32(env, argv[2], &port) != napi_ok || port > 65535, "port must be 0-65535");
-  THROW_IF(napi_get_value_bool(env, argv[4], &gso) != napi_ok, "gso must be a boolean");
+  THROW_IF(napi_get_value_uint32(env, argv[4], &gso_max) != napi_ok, "gsoMax must be a number");
 
   uint32_t count;
   bool is_array;
@@ -134,7 +134,7 @@ static napi_value Send(napi_env env, napi_callback_info info) {
       size_t seg = iov[i].iov_len, bytes = seg;
       uint32_t segs = 1;
       i++;
-      while (gso && i < count && segs < GSO_MAX_SEGS) {
+      while (seg <= gso_max && i < count && segs < GSO_MAX_SEGS) {
         size_t len = iov[i].iov_len;
         if (len > seg || bytes + len > GSO_MAX_BYTES) break;
         segs++;

@@ -22,12 +22,17 @@
  */
 import type dgram from 'node:dgram';
 import os from 'node:os';
+import { performance } from 'node:perf_hooks';
 import { keepLoan } from '../util/loan.js';
 import { optionalAddon } from '../util/optional-addon.js';
 
 interface UdpBatchAddon {
-  /** Datagrams sent (a prefix), or -errno when the first failed. host '' sends on a connected socket. */
-  send(fd: number, host: string, port: number, datagrams: Uint8Array[], gso: boolean): number;
+  /**
+   * Datagrams sent (a prefix), or -errno when the first failed. host '' sends
+   * on a connected socket; runs of datagrams up to gsoMax bytes go as GSO
+   * super-packets (0: none).
+   */
+  send(fd: number, host: string, port: number, datagrams: Uint8Array[], gsoMax: number): number;
   readonly maxDatagrams: number;
 }
 
@@ -41,10 +46,15 @@ const loadAddon = optionalAddon<UdpBatchAddon>(
 );
 
 const { EAGAIN, EIO, EWOULDBLOCK } = os.constants.errno;
+
+/** gsoMax when nothing limits it: any datagram size. */
+const GSO_ANY_SIZE = 65535;
+/** How long a size the route refused in a super-packet stays out of GSO (path MTUs learned from ICMP expire in 10 min). */
+export const GSO_RETRY_MS = 30_000;
 const errnoNames = new Map<number, string>(Object.entries(os.constants.errno).map(([name, n]) => [n, name]));
 
 /** What went out, for the benchmarks and `peer status`: datagrams and the system calls that carried them. */
-export const udpBatchStats = { datagrams: 0, calls: 0, fallbacks: 0 };
+export const udpBatchStats = { datagrams: 0, calls: 0, fallbacks: 0, gsoRefused: 0 };
 
 interface Pending {
   data: Uint8Array;
@@ -56,8 +66,14 @@ interface Pending {
 
 class SocketBatch {
   queue: Pending[] = [];
-  /** Off for good once the kernel refuses GSO on this socket (EIO: the device cannot checksum). */
-  gso = true;
+  /**
+   * Largest datagram sent in GSO super-packets: 0 for good once the device
+   * cannot checksum them (EIO); below a size the route refused (EMSGSIZE:
+   * the kernel fragments plain datagrams above the path MTU it learned from
+   * ICMP, but refuses GSO segments) until GSO_RETRY_MS later.
+   */
+  gsoMax = GSO_ANY_SIZE;
+  gsoRetryAt = 0;
   constructor(
     readonly socket: dgram.Socket,
     readonly fd: number,
@@ -149,31 +165,45 @@ function sendRun(b: SocketBatch, queue: Pending[], from: number, to: number): nu
   if (!addon) return to;
   const { address, port } = queue[from];
   let i = from;
+  if (b.gsoMax > 0 && b.gsoMax < GSO_ANY_SIZE && performance.now() >= b.gsoRetryAt) b.gsoMax = GSO_ANY_SIZE;
+  // GSO is tried first; a refused super-packet is sent again without it
+  // before any datagram in it is called failed.
+  let gso = b.gsoMax;
   while (i < to) {
     const datagrams: Uint8Array[] = [];
     for (let k = i; k < to; k++) datagrams.push(queue[k].data);
-    const n = addon.send(b.fd, address, port, datagrams, b.gso);
+    const n = addon.send(b.fd, address, port, datagrams, gso);
     udpBatchStats.calls++;
     if (n > 0) {
       udpBatchStats.datagrams += n;
       i += n;
+      gso = b.gsoMax;
       continue;
     }
     const errno = -n;
-    if (errno === EIO && b.gso) {
-      b.gso = false; // this device cannot offload the checksum: plain sendmmsg from now on
-      continue;
-    }
     if (errno === EAGAIN || errno === EWOULDBLOCK) {
       // Send buffer full: dgram queues the rest in libuv and sends them when it drains.
       for (let k = i; k < to; k++)
         dgramSend(b.socket, queue[k].data, queue[k].port, queue[k].address, queue[k].onError);
       return to;
     }
-    // This datagram failed (too large, ICMP error pending on a connected
-    // socket, no route): reported as dgram reports it, then the rest go on.
+    const size = queue[i].data.length;
+    if (gso >= size && i + 1 < to) {
+      // The first message was (probably) a super-packet, and the kernel refused it.
+      udpBatchStats.gsoRefused++;
+      if (errno === EIO) b.gsoMax = 0;
+      else {
+        b.gsoMax = Math.min(b.gsoMax, size - 1);
+        b.gsoRetryAt = performance.now() + GSO_RETRY_MS;
+      }
+      gso = 0;
+      continue;
+    }
+    // This datagram failed on its own (too large, ICMP error pending on a
+    // connected socket, no route): reported as dgram reports it, then the rest go on.
     queue[i].onError?.(errnoNames.get(errno) ?? `errno ${errno}`);
     i++;
+    gso = b.gsoMax;
   }
   return to;
 }

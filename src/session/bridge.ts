@@ -102,9 +102,12 @@ export interface Sinkable extends Readable {
 
 /**
  * Payloads this large are written at once. Smaller ones are corked until the
- * end of the tick and leave in one writev: the mux delivers a burst of ~1.4 KB
- * frames per KCP flush, and one syscall per frame would cost more than
- * everything else on the receive path.
+ * end of this turn of the event loop (setImmediate: after every datagram
+ * libuv read in this poll phase, up to 32 per socket, before the loop can
+ * block) and leave in one writev. On the direct path each datagram arrives
+ * in its own callback and carries one ~1.4 KB frame: uncorked at the end of
+ * each tick, that was one write system call per datagram, the largest share
+ * of a receiving peer's CPU (docs/BENCHMARKS.md "Batched UDP sends").
  */
 const CORK_BELOW = 16 * 1024;
 
@@ -133,10 +136,10 @@ export function sinkInto(remote: Sinkable, dst: Writable): void {
         if (!corked) {
           corked = true;
           dst.cork();
-          process.nextTick(uncork);
+          setImmediate(uncork);
         }
         ok = dst.write(chunk);
-        keepLoan(); // waits in the corked socket until the end of the tick
+        keepLoan(); // waits in the corked socket until the end of the turn
       } else {
         uncork(); // earlier small chunks first, and this one must not wait in the cork
         ok = dst.write(chunk);

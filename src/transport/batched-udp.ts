@@ -49,7 +49,10 @@ const { EAGAIN, EIO, EWOULDBLOCK } = os.constants.errno;
 
 /** gsoMax when nothing limits it: any datagram size. */
 const GSO_ANY_SIZE = 65535;
-/** How long a size the route refused in a super-packet stays out of GSO (path MTUs learned from ICMP expire in 10 min). */
+/**
+ * How long a size the route refused in a super-packet stays out of GSO
+ * (path MTUs learned from ICMP expire after 10 min).
+ */
 export const GSO_RETRY_MS = 30_000;
 const errnoNames = new Map<number, string>(Object.entries(os.constants.errno).map(([name, n]) => [n, name]));
 

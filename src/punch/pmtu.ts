@@ -459,7 +459,9 @@ export class PmtuSearch {
     if (this._state !== 'searching' && this._state !== 'search-complete') return;
     if (this.plpmtu <= this.base || this.bigLosses < this.blackHoleLosses) return;
     if (this.smallAckAt < this.firstBigLossAt) return; // nothing passes at all: a dead path, not ours to judge
-    this.failedAt = Math.min(this.failedAt, this.smallestLost);
+    // The lost size is not ruled out (RFC 8899: a black hole restarts the search
+    // from base): a burst of congestion loss looks the same from here, and its
+    // own probes, sent alone, tell the two apart in MAX_PROBES timeouts.
     this.hint = null;
     this.enterBase(out, 'black-hole', now);
   }

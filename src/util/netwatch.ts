@@ -2,7 +2,7 @@
  * Notices a change of this host's addresses (a new DHCP lease, another Wi-Fi
  * network, an interface gone): polls os.networkInterfaces(), which is a cheap
  * local call, and compares one string. Emits 'change' (added, removed).
- * One watcher per process is enough; it runs only while someone listens.
+ * Every watcher in a process shares one poll, which runs only while one is started.
  */
 import { EventEmitter } from 'node:events';
 import os from 'node:os';
@@ -18,26 +18,65 @@ export function localAddresses(): string[] {
   return out.sort();
 }
 
-export class NetWatch extends EventEmitter {
+/**
+ * One poll per process, whatever the number of watchers: a process may run
+ * many tunnels (one `peer` with many entries, or the bench's 100 visitors),
+ * and a poll each was 100 os.networkInterfaces() calls a second, most of an
+ * idle process's CPU.
+ */
+class AddressPoller {
   private timer: NodeJS.Timeout | null = null;
-  private last: string[] = [];
-  /** Settled by the next change that adds an address, then replaced: see addressAdded. */
-  private added = latch();
+  private readonly watchers = new Set<NetWatch>();
 
-  constructor(private readonly intervalMs = NETWATCH_INTERVAL_MS) {
-    super();
-  }
+  constructor(private readonly intervalMs: number) {}
 
-  start(): void {
+  add(w: NetWatch): void {
+    this.watchers.add(w);
     if (this.timer) return;
-    this.last = localAddresses();
-    this.timer = setInterval(() => this.check(), this.intervalMs);
+    this.timer = setInterval(() => this.poll(), this.intervalMs);
     this.timer.unref();
   }
 
-  stop(): void {
-    if (this.timer) clearInterval(this.timer);
+  remove(w: NetWatch): void {
+    this.watchers.delete(w);
+    if (this.watchers.size > 0 || !this.timer) return;
+    clearInterval(this.timer);
     this.timer = null;
+  }
+
+  poll(): void {
+    const now = localAddresses();
+    for (const w of this.watchers) w.compare(now);
+  }
+}
+
+const pollers = new Map<number, AddressPoller>();
+
+export class NetWatch extends EventEmitter {
+  private started = false;
+  private last: string[] = [];
+  /** Settled by the next change that adds an address, then replaced: see addressAdded. */
+  private added = latch();
+  private readonly poller: AddressPoller;
+
+  constructor(intervalMs = NETWATCH_INTERVAL_MS) {
+    super();
+    let p = pollers.get(intervalMs);
+    if (!p) pollers.set(intervalMs, (p = new AddressPoller(intervalMs)));
+    this.poller = p;
+  }
+
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    this.last = localAddresses();
+    this.poller.add(this);
+  }
+
+  stop(): void {
+    if (!this.started) return;
+    this.started = false;
+    this.poller.remove(this);
   }
 
   /**
@@ -48,9 +87,13 @@ export class NetWatch extends EventEmitter {
     return this.added.promise;
   }
 
-  /** Compares now (also called by the interval). */
+  /** Compares now (the shared poll does this every interval). */
   check(): void {
-    const now = localAddresses();
+    this.compare(localAddresses());
+  }
+
+  /** Compares `now` (sorted addresses) with the last addresses seen, and emits what changed. */
+  compare(now: string[]): void {
     if (now.join(',') === this.last.join(',')) return;
     const added = now.filter((a) => !this.last.includes(a));
     const removed = this.last.filter((a) => !now.includes(a));

@@ -1171,6 +1171,10 @@ export class Lab {
       ]);
       await ip(['-n', upNs, 'link', 'set', up.port, 'master', bridge, 'up']);
       await ip(['-n', this.ns(n.name), 'link', 'set', up.inner, 'up']);
+      // Nothing crosses the internet as a GSO super-packet: veths would carry one
+      // whole to the far host, where a real uplink (a NIC, an ISP) carries datagrams.
+      // One segment at most makes the kernel cut it where it leaves for the internet.
+      if (up.upstreamNs === 'inet') await ip(['-n', this.ns(n.name), 'link', 'set', up.inner, 'gso_max_segs', '1']);
     }
     for (const n of this.plan.nodes) {
       if (n.role === 'internet') continue;

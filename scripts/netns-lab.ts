@@ -343,6 +343,8 @@ export async function missingPrerequisites(): Promise<string | null> {
   if (nft.code !== 0) return 'nft is missing (apt-get install nftables)';
   const ct = await run('conntrack', ['--version'], { timeoutMs: 5000 });
   if (ct.code !== 0) return 'conntrack is missing (apt-get install conntrack)';
+  const et = await run('ethtool', ['--version'], { timeoutMs: 5000 });
+  if (et.code !== 0) return 'ethtool is missing (apt-get install ethtool)';
   return null;
 }
 
@@ -1171,10 +1173,12 @@ export class Lab {
       ]);
       await ip(['-n', upNs, 'link', 'set', up.port, 'master', bridge, 'up']);
       await ip(['-n', this.ns(n.name), 'link', 'set', up.inner, 'up']);
-      // Nothing crosses the internet as a GSO super-packet: veths would carry one
-      // whole to the far host, where a real uplink (a NIC, an ISP) carries datagrams.
-      // One segment at most makes the kernel cut it where it leaves for the internet.
-      if (up.upstreamNs === 'inet') await ip(['-n', this.ns(n.name), 'link', 'set', up.inner, 'gso_max_segs', '1']);
+      // No UDP GSO super-packet crosses the internet: veths would carry one whole
+      // to the far host, where a real uplink carries datagrams. Without UDP
+      // segmentation offload on the interface, the kernel cuts it where it leaves
+      // for the internet. TCP keeps its offloads (the relay path is unchanged).
+      if (up.upstreamNs === 'inet')
+        await nsExec(this.ns(n.name), ['ethtool', '-K', up.inner, 'tx-udp-segmentation', 'off'], { check: true });
     }
     for (const n of this.plan.nodes) {
       if (n.role === 'internet') continue;

@@ -5,6 +5,7 @@
  */
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { median } from './stats.js';
 
 /** A parsed JSON object, of no known shape: fields are read through `at`. */
 type Json = Record<string, unknown>;
@@ -51,13 +52,6 @@ const maxOf = (...xs: unknown[]) => {
   const v = xs.map(num).filter((x): x is number => x !== null);
   return v.length ? Math.max(...v) : null;
 };
-const medianOf = (xs: unknown[]): number | null => {
-  const v = xs
-    .map(num)
-    .filter((x): x is number => x !== null)
-    .sort((a, b) => a - b);
-  return v.length ? v[v.length >> 1] : null;
-};
 const ratioOf = (a: number | null, b: number | null) => (a === null || b === null || b === 0 ? null : a / b);
 
 /**
@@ -66,7 +60,9 @@ const ratioOf = (a: number | null, b: number | null) => (a === null || b === nul
  */
 export function cpuPerGbps(relay: unknown, contender: string, dir: string, role: string): number | null {
   const runs = at(relay, 'cpu', contender, dir, 'runs');
-  return Array.isArray(runs) ? medianOf(runs.map((run) => at(run, 'per_gbps', 'by_role', role))) : null;
+  if (!Array.isArray(runs)) return null;
+  const values = runs.map((run) => num(at(run, 'per_gbps', 'by_role', role))).filter((x): x is number => x !== null);
+  return num(median(values)); // NaN (no runs) -> null
 }
 
 const f = (x: unknown, d = 0, unit = '') => (num(x) === null ? 'n/a' : `${(x as number).toFixed(d)}${unit}`);

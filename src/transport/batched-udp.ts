@@ -56,7 +56,10 @@ const GSO_ANY_SIZE = 65535;
 export const GSO_RETRY_MS = 30_000;
 const errnoNames = new Map<number, string>(Object.entries(os.constants.errno).map(([name, n]) => [n, name]));
 
-/** What went out, for the benchmarks and `peer status`: datagrams and the system calls that carried them. */
+/**
+ * What went out since start (read by test/batched-udp.test.ts): datagrams
+ * batched, the calls that carried them, sends left to dgram.
+ */
 export const udpBatchStats = { datagrams: 0, calls: 0, fallbacks: 0, gsoRefused: 0 };
 
 interface Pending {
@@ -149,7 +152,7 @@ function flushBatch(b: SocketBatch): void {
   if (!socketFdStillOpen(b)) return; // closed meanwhile: dgram would drop them too
   // dgram sends still waiting in libuv go first: send after them, through dgram.
   if (b.socket.getSendQueueCount() > 0) {
-    for (const p of queue) dgramSend(b.socket, p.data, p.port, p.address, p.onError);
+    toDgram(b.socket, queue, 0, queue.length);
     return;
   }
   let i = 0;
@@ -186,8 +189,7 @@ function sendRun(b: SocketBatch, queue: Pending[], from: number, to: number): nu
     const errno = -n;
     if (errno === EAGAIN || errno === EWOULDBLOCK) {
       // Send buffer full: dgram queues the rest in libuv and sends them when it drains.
-      for (let k = i; k < to; k++)
-        dgramSend(b.socket, queue[k].data, queue[k].port, queue[k].address, queue[k].onError);
+      toDgram(b.socket, queue, i, to);
       return to;
     }
     const size = queue[i].data.length;
@@ -209,6 +211,11 @@ function sendRun(b: SocketBatch, queue: Pending[], from: number, to: number): nu
     gso = b.gsoMax;
   }
   return to;
+}
+
+/** queue[from, to) through node:dgram, which queues in libuv what the kernel cannot take now. */
+function toDgram(socket: dgram.Socket, queue: Pending[], from: number, to: number): void {
+  for (let k = from; k < to; k++) dgramSend(socket, queue[k].data, queue[k].port, queue[k].address, queue[k].onError);
 }
 
 function dgramSend(

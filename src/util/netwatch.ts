@@ -87,12 +87,7 @@ export class NetWatch extends EventEmitter {
     return this.added.promise;
   }
 
-  /** Compares now (the shared poll does this every interval). */
-  check(): void {
-    this.compare(localAddresses());
-  }
-
-  /** Compares `now` (sorted addresses) with the last addresses seen, and emits what changed. */
+  /** Compares `now` (sorted addresses, read once per poll for every watcher) with the last seen; emits what changed. */
   compare(now: string[]): void {
     if (now.join(',') === this.last.join(',')) return;
     const added = now.filter((a) => !this.last.includes(a));

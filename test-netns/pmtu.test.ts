@@ -9,7 +9,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { waitForEvent } from './lab.js';
+import { distPath, eventsOf, execJson, startLab, waitForEvent } from './lab.js';
 import { startTunnelLab, uniquePrefix, type LogEvent, type TunnelLab } from './helpers.js';
 
 const MB = 1024 * 1024;
@@ -90,10 +90,15 @@ test('path MTU 1280 black hole on the server side', async (t) => {
 
   await t.test('the MTU drops from 1500 to 1280 mid-transfer: no byte lost, no reset, direct in the end', async () => {
     assert.equal(sizeOf(lastPmtu(tl, 'serve')) > FITS_1280, true, 'starts above 1280');
-    const { child, result } = tl.startTransfer(50 * MB, { timeoutMs: 240_000 });
+    // Paced (64 KiB every 4 ms, at most ~16 MB/s) so the transfer lasts seconds: unpaced,
+    // batched sends finished 50 MB before the link changed and nothing crossed the drop.
+    const { child, result } = tl.startTransfer(50 * MB, { timeoutMs: 240_000, delayMs: 4 });
     // Wait for the transfer to be under way, then shrink the link under it.
     await waitForEvent(child, 'progress', 30_000).catch(() => undefined);
     await tl.lab.setMtu('rb', 1280, 'blackhole');
+    const atDrop = eventsOf(child, 'progress').at(-1);
+    assert.equal(eventsOf(child, 'result').length, 0, 'the transfer ended before the MTU dropped: not mid-transfer');
+    assert.ok(Number(atDrop?.gotBytes ?? 0) < 40 * MB, `the drop came late: ${JSON.stringify(atDrop)}`);
     const r = await result;
     assert.ok(r.ok, `transfer failed: ${JSON.stringify(r)}\n${tl.dump()}`);
     assert.equal(r.got, r.sent, 'sha256 differs');
@@ -126,3 +131,73 @@ test('path MTU 1492 (PPPoE) with ICMP on the server side: direct, exact', async 
     assert.ok(sizeOf(e) >= 1200, `${who}: ${sizeOf(e)}`);
   }
 });
+
+// Regression (CI, 2026-12-07): under the kernel's default DF policy a GSO
+// super-packet's segments leave WITHOUT DF (DF is decided by the
+// super-packet's length), so the lab's 1280 link fragmented them where the
+// search's own probes were dropped: the visitor's data crossed the "black
+// hole" as fragments and it never shrank. The tunnel's sockets now force DF
+// (forceDontFragment, IP_PMTUDISC_PROBE). This sends batched runs of 1200-
+// and 1400-byte datagrams through the project's sender across a 1280 black
+// hole: only the 1200-byte ones may arrive, whole.
+test('batched (GSO) datagrams carry DF: a 1280 black hole drops the 1400-byte ones, not fragments them', async (t) => {
+  const lab = await startLab(t, { a: 'cone', b: 'public' }, uniquePrefix('gsodf'));
+  if (!lab) return;
+  await lab.setMtu('rb', 1280, 'blackhole');
+  const port = 45_123;
+  const sink = lab.spawn('b', [process.execPath, '-e', SINK, String(port)]);
+  await waitForEvent(sink, 'ready', 10_000);
+  const send = (df: boolean) =>
+    execJson<{ batched: boolean; df: boolean }>(lab, 'a', [
+      process.execPath,
+      '--input-type=module',
+      '-e',
+      GSO_SENDER,
+      distPath('src/transport/batched-udp.js'),
+      lab.addr('b'),
+      String(port),
+      df ? 'df' : 'default',
+    ]);
+  const sent = await send(true);
+  if (!sent.batched) {
+    t.skip('the udp-batch addon is not built here: datagrams go one by one, which carry DF by default');
+    return;
+  }
+  assert.equal(sent.df, true, 'DF could not be forced on the socket');
+  const got = (await waitForEvent(sink, 'sizes', 10_000)) as unknown as { sizes: Record<string, number> };
+  const sizes = JSON.stringify(got.sizes);
+  assert.deepEqual(got.sizes, { '1200': 10 }, `only the 1200-byte datagrams fit the link: ${sizes}`);
+});
+
+/** Counts datagrams by size on port argv[1] until 1.5 s pass without one; prints {"event":"sizes"}. */
+const SINK = `
+const s = require('node:dgram').createSocket('udp4');
+const sizes = {};
+let idle;
+const done = () => {
+  console.log(JSON.stringify({ event: 'sizes', sizes }));
+  process.exit(0);
+};
+s.on('message', (m) => {
+  sizes[m.length] = (sizes[m.length] || 0) + 1;
+  clearTimeout(idle);
+  idle = setTimeout(done, 1500);
+});
+s.bind(Number(process.argv[1]), () => {
+  console.error(JSON.stringify({ event: 'ready' }));
+  idle = setTimeout(done, 5000);
+});`;
+
+/** argv: batched-udp.js path, host, port, df|default. Ten 1200-byte then ten 1400-byte datagrams in one turn. */
+const GSO_SENDER = `
+import dgram from 'node:dgram';
+const [mod, host, port, mode] = process.argv.slice(1);
+const { sendDatagram, forceDontFragment, udpBatchingAvailable } = await import(mod);
+const s = dgram.createSocket('udp4');
+await new Promise((r) => s.bind(0, r));
+const df = mode === 'df' ? forceDontFragment(s) : false;
+for (const size of [1200, 1400])
+  for (let i = 0; i < 10; i++) sendDatagram(s, new Uint8Array(size).fill(7), Number(port), host);
+await new Promise((r) => setTimeout(r, 300));
+console.log(JSON.stringify({ batched: udpBatchingAvailable(), df }));
+s.close();`;

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
-import { sendDatagram, udpBatchingAvailable, udpBatchStats } from '../src/transport/batched-udp.js';
+import { forceDontFragment, sendDatagram, udpBatchingAvailable, udpBatchStats } from '../src/transport/batched-udp.js';
 import { sleep } from '../src/util/backoff.js';
 
 // Real sockets on loopback. Without the addon (no compiler at install) the
@@ -138,5 +138,31 @@ test('an unbound socket (no fd yet) goes through node:dgram, and its datagrams a
   } finally {
     rx.close();
     tx.close();
+  }
+});
+
+const DF_CASE = 'forceDontFragment: DF on bound IPv4 and IPv6 sockets, which still send; false unbound';
+test(DF_CASE, { skip: NO_ADDON }, async () => {
+  // The kernel's side is proved in test-netns/pmtu.test.ts (a black hole drops the big
+  // datagrams of a GSO run instead of passing them as fragments); here: the call itself.
+  const rx = await socket();
+  const tx = await socket();
+  const unbound = dgram.createSocket('udp4');
+  const six = dgram.createSocket({ type: 'udp6', ipv6Only: true });
+  const got: Buffer[] = [];
+  rx.on('message', (m) => got.push(m));
+  try {
+    assert.equal(forceDontFragment(tx), true);
+    assert.equal(forceDontFragment(unbound), false);
+    const bound6 = await new Promise<boolean>((resolve) => {
+      six.once('error', () => resolve(false));
+      six.bind(0, '::1', () => resolve(true));
+    });
+    if (bound6) assert.equal(forceDontFragment(six), true);
+    for (let i = 0; i < 20; i++) sendDatagram(tx, datagram(i, 1400), rx.address().port, '127.0.0.1');
+    await receiveUntil(got, 20);
+    assert.equal(got.length, 20);
+  } finally {
+    for (const s of [rx, tx, unbound, six]) s.close();
   }
 });

@@ -166,10 +166,46 @@ static napi_value Send(napi_env env, napi_callback_info info) {
   return make_int(env, sent);
 }
 
+// dontFragment(fd) -> 0, or -errno. Every datagram the socket sends leaves
+// with DF set (IPv6: is never fragmented by this host), at its own size,
+// whatever path MTU the kernel learned from ICMP: IP_PMTUDISC_PROBE.
+//
+// Why: the tunnel finds its path MTU itself (RFC 8899), which needs DF on
+// every datagram. The kernel's default (IP_PMTUDISC_WANT) decides DF per IP
+// packet, by its length: a GSO super-packet is longer than any MTU, so its
+// segments left WITHOUT DF, and a router in front of a smaller link cut them
+// into fragments instead of dropping them. Data then crossed a black hole in
+// fragments (where fragments pass at all) while the search, sending single
+// datagrams, saw another path. WANT also fragments single datagrams above an
+// ICMP-learned MTU locally, so a probe of a size the path does not carry
+// came back answered.
+static napi_value DontFragment(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t fd;
+  THROW_IF(argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok, "dontFragment(fd)");
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+  if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) return make_int(env, -errno);
+  int v4 = IP_PMTUDISC_PROBE;
+  if (ss.ss_family == AF_INET6) {
+    int v6 = IPV6_PMTUDISC_PROBE;
+    if (setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &v6, sizeof(v6)) != 0) return make_int(env, -errno);
+    // A dual-stack socket's IPv4 traffic follows the IPv4 option; an IPV6_V6ONLY one has none.
+    (void)setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &v4, sizeof(v4));
+    return make_int(env, 0);
+  }
+  if (setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &v4, sizeof(v4)) != 0) return make_int(env, -errno);
+  return make_int(env, 0);
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_value fn;
   napi_create_function(env, "send", NAPI_AUTO_LENGTH, Send, NULL, &fn);
   napi_set_named_property(env, exports, "send", fn);
+  napi_create_function(env, "dontFragment", NAPI_AUTO_LENGTH, DontFragment, NULL, &fn);
+  napi_set_named_property(env, exports, "dontFragment", fn);
   napi_value max;
   napi_create_uint32(env, MAX_BUFS, &max);
   napi_set_named_property(env, exports, "maxDatagrams", max);

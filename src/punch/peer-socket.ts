@@ -1,6 +1,7 @@
 import dgram from 'node:dgram';
 import { isStunPacket } from '../stun/message.js';
 import { peekDatagramHeader, type DatagramHeader } from '../wire/datagram.js';
+import { forceDontFragment } from '../transport/batched-udp.js';
 
 /**
  * Receives datagrams addressed to one session (by its local
@@ -106,6 +107,8 @@ export class PeerSocket {
   }
 
   private attach(s: dgram.Socket): void {
+    // The path MTU search owns datagram sizes: DF on every one, batched or not.
+    forceDontFragment(s);
     // ICMP errors (port unreachable while punching) surface as socket errors; they are expected.
     s.on('error', () => {});
     s.on('message', (msg, rinfo) => {

@@ -33,6 +33,8 @@ interface UdpBatchAddon {
    * super-packets (0: none).
    */
   send(fd: number, host: string, port: number, datagrams: Uint8Array[], gsoMax: number): number;
+  /** Sets DF on every datagram of the socket, ignoring ICMP-learned MTUs (IP_PMTUDISC_PROBE): 0 or -errno. */
+  dontFragment?(fd: number): number;
   readonly maxDatagrams: number;
 }
 
@@ -74,7 +76,7 @@ class SocketBatch {
   queue: Pending[] = [];
   /**
    * Largest datagram sent in GSO super-packets: 0 for good once the device
-   * cannot checksum them (EIO); below a size the route refused (EMSGSIZE:
+   * cannot checksum them (EIO) or DF could not be forced (forceDontFragment); below a size the route refused (EMSGSIZE:
    * the kernel fragments plain datagrams above the path MTU it learned from
    * ICMP, but refuses GSO segments) until GSO_RETRY_MS later.
    */
@@ -93,6 +95,27 @@ let scheduled = false;
 /** True when sends are batched (the addon loaded and is not turned off). */
 export function udpBatchingAvailable(): boolean {
   return loadAddon() !== null;
+}
+
+/**
+ * Makes every datagram `socket` sends leave with DF set, at its own size,
+ * whatever path MTU the kernel learned from ICMP (IP_PMTUDISC_PROBE), for a
+ * socket whose datagram sizes a path MTU search owns (the direct path).
+ *
+ * Why: under the kernel's default, DF is decided per IP packet by its
+ * length, so GSO super-packets went out without DF and routers fragmented
+ * their segments where the search's own probes were dropped (see the
+ * addon). Where DF cannot be set (an addon without it), GSO is turned off
+ * for the socket: single datagrams get DF under the default. Without the
+ * addon, sends are single datagrams anyway. True when DF is set.
+ */
+export function forceDontFragment(socket: dgram.Socket): boolean {
+  const batch = batchFor(socket);
+  if (!batch) return false;
+  const r = loadAddon()?.dontFragment?.(batch.fd) ?? -1;
+  if (r === 0) return true;
+  batch.gsoMax = 0;
+  return false;
 }
 
 /**

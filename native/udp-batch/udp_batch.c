@@ -21,6 +21,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <uv.h>
 
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
@@ -200,12 +203,225 @@ static napi_value DontFragment(napi_env env, napi_callback_info info) {
   return make_int(env, 0);
 }
 
+
+// ---------------------------------------------------------------------------
+// Batched receives.
+//
+// libuv reads a UDP socket one recvmsg(2) per datagram and Node makes one
+// 'message' event of each: on the tunnel's direct path that is most of the
+// receiving peer's CPU per datagram. Here a poll of our own on a dup of the
+// socket's fd reads up to RECV_BATCH datagrams per recvmmsg(2) and hands them
+// to JavaScript in one call. The caller stops libuv's reading first
+// (recvStop on Node's handle), so every datagram is read once, by us; sends
+// still go through the original fd. The dup keeps the socket open until
+// recvStop() here, which the caller runs when the socket closes.
+
+// Datagrams per recvmmsg(2) and per call into JavaScript.
+#define RECV_BATCH 64
+// recvmmsg calls per readable event, so a flood cannot starve the event loop.
+#define RECV_ROUNDS 8
+
+typedef struct {
+  uv_poll_t poll;
+  int fd;
+  size_t max_size;
+  napi_env env;
+  napi_ref callback;
+  napi_async_context context;
+  unsigned char *bufs;
+  struct mmsghdr msgs[RECV_BATCH];
+  struct iovec iov[RECV_BATCH];
+  struct sockaddr_storage from[RECV_BATCH];
+  int stopped;
+  // Datagrams dropped for being larger than max_size (truncated).
+  uint32_t truncated;
+} Receiver;
+
+static void receiver_closed(uv_handle_t *h) {
+  Receiver *r = (Receiver *)h->data;
+  close(r->fd);
+  free(r->bufs);
+  free(r);
+}
+
+// The address of `ss` as Node formats it, reusing the previous string when the
+// same peer sent the previous datagram (the common case).
+static napi_value address_of(napi_env env, const struct sockaddr_storage *ss, const struct sockaddr_storage *prev,
+                             napi_value prev_str, uint32_t *port) {
+  char text[INET6_ADDRSTRLEN];
+  if (ss->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+    *port = ntohs(a->sin6_port);
+    if (prev && prev_str && prev->ss_family == AF_INET6 &&
+        memcmp(&((const struct sockaddr_in6 *)prev)->sin6_addr, &a->sin6_addr, sizeof(a->sin6_addr)) == 0)
+      return prev_str;
+    inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof(text));
+  } else {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+    *port = ntohs(a->sin_port);
+    if (prev && prev_str && prev->ss_family == AF_INET &&
+        ((const struct sockaddr_in *)prev)->sin_addr.s_addr == a->sin_addr.s_addr)
+      return prev_str;
+    inet_ntop(AF_INET, &a->sin_addr, text, sizeof(text));
+  }
+  napi_value out;
+  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &out);
+  return out;
+}
+
+// Hands n received datagrams to the callback as one flat array:
+// [Buffer, address, port, Buffer, address, port, ...].
+static void deliver(Receiver *r, int n) {
+  napi_env env = r->env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value batch;
+  napi_create_array_with_length(env, (size_t)n * 3, &batch);
+  uint32_t k = 0;
+  napi_value prev_str = NULL;
+  const struct sockaddr_storage *prev = NULL;
+  for (int i = 0; i < n; i++) {
+    if (r->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+      r->truncated++;
+      continue;
+    }
+    napi_value buf, port_v;
+    uint32_t port = 0;
+    void *copy;
+    napi_create_buffer_copy(env, r->msgs[i].msg_len, r->iov[i].iov_base, &copy, &buf);
+    napi_value addr = address_of(env, &r->from[i], prev, prev_str, &port);
+    prev = &r->from[i];
+    prev_str = addr;
+    napi_create_uint32(env, port, &port_v);
+    napi_set_element(env, batch, k++, buf);
+    napi_set_element(env, batch, k++, addr);
+    napi_set_element(env, batch, k++, port_v);
+  }
+  if (k > 0) {
+    napi_value cb, global, result;
+    napi_get_reference_value(env, r->callback, &cb);
+    napi_get_global(env, &global);
+    napi_value len;
+    napi_create_uint32(env, k, &len);
+    napi_value argv[2] = {batch, len};
+    napi_make_callback(env, r->context, global, cb, 2, argv, &result);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static void on_readable(uv_poll_t *h, int status, int events) {
+  Receiver *r = (Receiver *)h->data;
+  if (r->stopped) return;
+  if (status < 0) return;  // a transient poll error: the next event tries again
+  (void)events;
+  for (int round = 0; round < RECV_ROUNDS && !r->stopped; round++) {
+    for (int i = 0; i < RECV_BATCH; i++) {
+      r->iov[i].iov_base = r->bufs + (size_t)i * r->max_size;
+      r->iov[i].iov_len = r->max_size;
+      memset(&r->msgs[i].msg_hdr, 0, sizeof(r->msgs[i].msg_hdr));
+      r->msgs[i].msg_hdr.msg_name = &r->from[i];
+      r->msgs[i].msg_hdr.msg_namelen = sizeof(r->from[i]);
+      r->msgs[i].msg_hdr.msg_iov = &r->iov[i];
+      r->msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    int n;
+    do {
+      n = recvmmsg(r->fd, r->msgs, RECV_BATCH, MSG_DONTWAIT, NULL);
+    } while (n < 0 && errno == EINTR);
+    // EAGAIN: drained. Any other error (an ICMP error queued on the socket)
+    // is consumed by this call; the next readable event reads on.
+    if (n <= 0) return;
+    deliver(r, n);
+    if (n < RECV_BATCH) return;
+  }
+}
+
+// recvStart(fd, maxSize, callback(batch, length)) -> a handle for recvStop,
+// or -errno. Datagrams above maxSize bytes are dropped (counted).
+static napi_value RecvStart(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t fd;
+  uint32_t max_size;
+  napi_valuetype t;
+  THROW_IF(argc < 3 || napi_get_value_int32(env, argv[0], &fd) != napi_ok, "recvStart(fd, maxSize, callback)");
+  THROW_IF(napi_get_value_uint32(env, argv[1], &max_size) != napi_ok || max_size < 1 || max_size > 65536,
+           "maxSize must be 1-65536");
+  THROW_IF(napi_typeof(env, argv[2], &t) != napi_ok || t != napi_function, "callback must be a function");
+  uv_loop_t *loop;
+  THROW_IF(napi_get_uv_event_loop(env, &loop) != napi_ok, "no event loop");
+
+  int dfd = dup(fd);
+  if (dfd < 0) return make_int(env, -errno);
+  Receiver *r = calloc(1, sizeof(Receiver));
+  unsigned char *bufs = r ? malloc((size_t)RECV_BATCH * max_size) : NULL;
+  if (!r || !bufs) {
+    free(r);
+    close(dfd);
+    return make_int(env, -ENOMEM);
+  }
+  r->fd = dfd;
+  r->max_size = max_size;
+  r->env = env;
+  r->bufs = bufs;
+  napi_create_reference(env, argv[2], 1, &r->callback);
+  napi_value name;
+  napi_create_string_utf8(env, "udp-batch:recv", NAPI_AUTO_LENGTH, &name);
+  napi_async_init(env, NULL, name, &r->context);
+  int e = uv_poll_init(loop, &r->poll, dfd);
+  if (e == 0) {
+    r->poll.data = r;
+    e = uv_poll_start(&r->poll, UV_READABLE, on_readable);
+    if (e != 0) {
+      napi_delete_reference(env, r->callback);
+      napi_async_destroy(env, r->context);
+      uv_close((uv_handle_t *)&r->poll, receiver_closed);
+      return make_int(env, e);
+    }
+  } else {
+    napi_delete_reference(env, r->callback);
+    napi_async_destroy(env, r->context);
+    close(dfd);
+    free(bufs);
+    free(r);
+    return make_int(env, e);
+  }
+  napi_value ext;
+  napi_create_external(env, r, NULL, NULL, &ext);
+  return ext;
+}
+
+// recvStop(handle) -> datagrams dropped as too large. Stops reading and
+// closes the dup (the socket closes once Node has closed its fd too).
+// A second call does nothing.
+static napi_value RecvStop(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  void *p = NULL;
+  THROW_IF(argc < 1 || napi_get_value_external(env, argv[0], &p) != napi_ok || !p, "recvStop(handle)");
+  Receiver *r = (Receiver *)p;
+  if (r->stopped) return make_int(env, (int32_t)r->truncated);
+  r->stopped = 1;
+  uint32_t truncated = r->truncated;
+  uv_poll_stop(&r->poll);
+  napi_delete_reference(env, r->callback);
+  napi_async_destroy(env, r->context);
+  uv_close((uv_handle_t *)&r->poll, receiver_closed);
+  return make_int(env, (int32_t)truncated);
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_value fn;
   napi_create_function(env, "send", NAPI_AUTO_LENGTH, Send, NULL, &fn);
   napi_set_named_property(env, exports, "send", fn);
   napi_create_function(env, "dontFragment", NAPI_AUTO_LENGTH, DontFragment, NULL, &fn);
   napi_set_named_property(env, exports, "dontFragment", fn);
+  napi_create_function(env, "recvStart", NAPI_AUTO_LENGTH, RecvStart, NULL, &fn);
+  napi_set_named_property(env, exports, "recvStart", fn);
+  napi_create_function(env, "recvStop", NAPI_AUTO_LENGTH, RecvStop, NULL, &fn);
+  napi_set_named_property(env, exports, "recvStop", fn);
   napi_value max;
   napi_create_uint32(env, MAX_BUFS, &max);
   napi_set_named_property(env, exports, "maxDatagrams", max);

@@ -1,6 +1,7 @@
 import dgram from 'node:dgram';
 import { isStunPacket } from '../stun/message.js';
 import { peekDatagramHeader, type DatagramHeader } from '../wire/datagram.js';
+import { receiveBatched } from '../transport/batched-receive.js';
 import { forceDontFragment } from '../transport/batched-udp.js';
 
 /**
@@ -39,10 +40,10 @@ export class PeerSocket {
     /** The IPv6 data socket (IPV6_V6ONLY), or null: no IPv6 here, or not asked for. */
     readonly socket6: dgram.Socket | null = null,
   ) {
-    this.attach(socket);
+    this.attach(socket, true);
     growBuffers(socket);
     if (socket6) {
-      this.attach(socket6);
+      this.attach(socket6, true);
       growBuffers(socket6);
     }
   }
@@ -106,21 +107,37 @@ export class PeerSocket {
     this.socket6?.close();
   }
 
-  private attach(s: dgram.Socket): void {
+  /**
+   * Listens on `s`. The data sockets (`batched`) are read in batches where
+   * the udp-batch addon is built (transport/batched-receive.ts); datagrams no
+   * session takes (STUN answers, anything unknown) are then emitted as
+   * 'message', so the socket's other listeners (the STUN client) hear them
+   * as before.
+   */
+  private attach(s: dgram.Socket, batched = false): void {
     // The path MTU search owns datagram sizes: DF on every one, batched or not.
     forceDontFragment(s);
     // ICMP errors (port unreachable while punching) surface as socket errors; they are expected.
     s.on('error', () => {});
-    s.on('message', (msg, rinfo) => {
-      if (isStunPacket(msg)) return; // the STUN client listening on this socket takes it
-      const h = peekDatagramHeader(msg);
-      const handler = h && this.handlers.get(h.receiver);
-      if (!handler) {
-        this.dropped++;
-        return;
-      }
-      handler(msg, h, rinfo, s);
-    });
+    const rx =
+      batched &&
+      receiveBatched(s, (msg, rinfo) => {
+        if (!this.deliver(msg, rinfo, s)) s.emit('message', msg, rinfo);
+      });
+    if (!rx) s.on('message', (msg, rinfo) => this.deliver(msg, rinfo, s));
+  }
+
+  /** Hands a session datagram to its session; false for anything else (counted unless STUN). */
+  private deliver(msg: Buffer, rinfo: dgram.RemoteInfo, s: dgram.Socket): boolean {
+    if (isStunPacket(msg)) return false; // the STUN client listening on this socket takes it
+    const h = peekDatagramHeader(msg);
+    const handler = h && this.handlers.get(h.receiver);
+    if (!handler) {
+      this.dropped++;
+      return false;
+    }
+    handler(msg, h, rinfo, s);
+    return true;
   }
 }
 

@@ -24,28 +24,10 @@ import type dgram from 'node:dgram';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { keepLoan } from '../util/loan.js';
-import { optionalAddon } from '../util/optional-addon.js';
-
-interface UdpBatchAddon {
-  /**
-   * Datagrams sent (a prefix), or -errno when the first failed. host '' sends
-   * on a connected socket; runs of datagrams up to gsoMax bytes go as GSO
-   * super-packets (0: none).
-   */
-  send(fd: number, host: string, port: number, datagrams: Uint8Array[], gsoMax: number): number;
-  /** Sets DF on every datagram of the socket, ignoring ICMP-learned MTUs (IP_PMTUDISC_PROBE): 0 or -errno. */
-  dontFragment?(fd: number): number;
-  readonly maxDatagrams: number;
-}
+import { loadAddon, socketFd } from './udp-addon.js';
 
 /** Why a send failed, as node:dgram would name it (e.g. 'ECONNREFUSED'). */
 export type SendErrorHandler = (code: string) => void;
-
-const loadAddon = optionalAddon<UdpBatchAddon>(
-  'holepunch-udp-batch',
-  'PEER_UDP_BATCH',
-  (m) => typeof m.send === 'function' && typeof m.maxDatagrams === 'number',
-);
 
 const { EAGAIN, EIO, EWOULDBLOCK } = os.constants.errno;
 
@@ -172,7 +154,7 @@ function flushBatch(b: SocketBatch): void {
   const queue = b.queue;
   if (queue.length === 0) return;
   b.queue = [];
-  if (!socketFdStillOpen(b)) return; // closed meanwhile: dgram would drop them too
+  if (socketFd(b.socket) !== b.fd) return; // closed meanwhile: dgram would drop them too
   // dgram sends still waiting in libuv go first: send after them, through dgram.
   if (b.socket.getSendQueueCount() > 0) {
     toDgram(b.socket, queue, 0, queue.length);
@@ -256,34 +238,4 @@ function dgramSend(
   } catch {
     onError?.('ERR_SOCKET_DGRAM_NOT_RUNNING'); // closed under us
   }
-}
-
-/**
- * The file descriptor under a dgram socket, or -1. Node keeps the handle in a
- * symbol-keyed state object (`socket._handle` reads the same but is
- * deprecated and prints a warning); on an unknown layout batching is off.
- */
-function socketFd(socket: dgram.Socket): number {
-  const handle = socketHandle(socket);
-  const fd = handle?.fd;
-  return typeof fd === 'number' && fd >= 0 ? fd : -1;
-}
-
-function socketFdStillOpen(b: SocketBatch): boolean {
-  return socketHandle(b.socket)?.fd === b.fd;
-}
-
-function socketHandle(socket: dgram.Socket): { fd?: unknown } | null {
-  const state = stateOf(socket);
-  const handle = state && (state as { handle?: unknown }).handle;
-  return handle && typeof handle === 'object' ? handle : null;
-}
-
-let stateSymbol: symbol | null | undefined;
-function stateOf(socket: dgram.Socket): object | null {
-  if (stateSymbol === undefined)
-    stateSymbol = Object.getOwnPropertySymbols(socket).find((s) => s.description === 'state symbol') ?? null;
-  if (!stateSymbol) return null;
-  const state = (socket as unknown as Record<symbol, unknown>)[stateSymbol];
-  return state && typeof state === 'object' ? state : null;
 }

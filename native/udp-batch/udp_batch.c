@@ -304,7 +304,17 @@ static void deliver(Receiver *r, int n) {
     napi_value len;
     napi_create_uint32(env, k, &len);
     napi_value argv[2] = {batch, len};
-    napi_make_callback(env, r->context, global, cb, 2, argv, &result);
+    if (napi_make_callback(env, r->context, global, cb, 2, argv, &result) != napi_ok) {
+      // A listener threw: report it as a throwing 'message' listener would be
+      // (process 'uncaughtException'), not leave it pending in our frame.
+      bool pending = false;
+      napi_is_exception_pending(env, &pending);
+      if (pending) {
+        napi_value error;
+        napi_get_and_clear_last_exception(env, &error);
+        napi_fatal_exception(env, error);
+      }
+    }
   }
   napi_close_handle_scope(env, scope);
 }

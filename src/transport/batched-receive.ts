@@ -53,12 +53,21 @@ export function receiveBatched(
     for (let i = 0; i + 2 < length; i += 3) {
       const msg = batch[i] as Buffer;
       const address = batch[i + 1] as string;
-      onDatagram(msg, {
+      const rinfo: dgram.RemoteInfo = {
         address,
         family: address.includes(':') ? 'IPv6' : 'IPv4',
         port: batch[i + 2] as number,
         size: msg.length,
-      });
+      };
+      try {
+        onDatagram(msg, rinfo);
+      } catch (e) {
+        // As with 'message' events, one throwing listener call is an uncaught
+        // exception and the other datagrams of the batch are still delivered.
+        process.nextTick(() => {
+          throw e;
+        });
+      }
     }
   });
   if (typeof started === 'number') return null; // dup or poll refused: dgram reads as before

@@ -147,18 +147,15 @@ test('batched (GSO) datagrams carry DF: a 1280 black hole drops the 1400-byte on
   const port = 45_123;
   const sink = lab.spawn('b', [process.execPath, '-e', SINK, String(port)]);
   await waitForEvent(sink, 'ready', 10_000);
-  const send = (df: boolean) =>
-    execJson<{ batched: boolean; df: boolean }>(lab, 'a', [
-      process.execPath,
-      '--input-type=module',
-      '-e',
-      GSO_SENDER,
-      distPath('src/transport/batched-udp.js'),
-      lab.addr('b'),
-      String(port),
-      df ? 'df' : 'default',
-    ]);
-  const sent = await send(true);
+  const sent = await execJson<{ batched: boolean; df: boolean }>(lab, 'a', [
+    process.execPath,
+    '--input-type=module',
+    '-e',
+    GSO_SENDER,
+    distPath('src/transport/batched-udp.js'),
+    lab.addr('b'),
+    String(port),
+  ]);
   if (!sent.batched) {
     t.skip('the udp-batch addon is not built here: datagrams go one by one, which carry DF by default');
     return;
@@ -188,14 +185,14 @@ s.bind(Number(process.argv[1]), () => {
   idle = setTimeout(done, 5000);
 });`;
 
-/** argv: batched-udp.js path, host, port, df|default. Ten 1200-byte then ten 1400-byte datagrams in one turn. */
+/** argv: batched-udp.js path, host, port. DF forced, then ten 1200-byte and ten 1400-byte datagrams in one turn. */
 const GSO_SENDER = `
 import dgram from 'node:dgram';
-const [mod, host, port, mode] = process.argv.slice(1);
+const [mod, host, port] = process.argv.slice(1);
 const { sendDatagram, forceDontFragment, udpBatchingAvailable } = await import(mod);
 const s = dgram.createSocket('udp4');
 await new Promise((r) => s.bind(0, r));
-const df = mode === 'df' ? forceDontFragment(s) : false;
+const df = forceDontFragment(s);
 for (const size of [1200, 1400])
   for (let i = 0; i < 10; i++) sendDatagram(s, new Uint8Array(size).fill(7), Number(port), host);
 await new Promise((r) => setTimeout(r, 300));

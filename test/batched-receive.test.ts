@@ -18,6 +18,17 @@ function bound(type: 'udp4' | 'udp6' = 'udp4', port = 0): Promise<dgram.Socket> 
   });
 }
 
+/** Closes what is still open (a test that failed midway must not keep the process alive). */
+function closeAll(...sockets: dgram.Socket[]): void {
+  for (const s of sockets) {
+    try {
+      s.close();
+    } catch {
+      // closed already
+    }
+  }
+}
+
 async function until(cond: () => boolean, ms = 3000): Promise<void> {
   for (let i = 0; i < ms / 10 && !cond(); i++) await sleep(10);
 }
@@ -63,9 +74,10 @@ test(
 test(
   'batched receive: a datagram above the slot size is dropped and counted, the next one arrives',
   { skip: NO_ADDON },
-  async () => {
+  async (t) => {
     const rx = await bound();
     const tx = await bound();
+    t.after(() => closeAll(rx, tx));
     const got: Buffer[] = [];
     const r = receiveBatched(rx, (msg) => got.push(msg), 512);
     assert.ok(r);
@@ -77,8 +89,7 @@ test(
       got.map((b) => [b.length, b[0]]),
       [[512, 2]],
     );
-    rx.close();
-    tx.close();
+    closeAll(rx, tx);
     await sleep(10);
     assert.equal(r.truncated, 1);
   },
@@ -88,19 +99,18 @@ test('batched receive: IPv6 senders are reported as Node does', { skip: NO_ADDON
   const rx = await bound('udp6').catch(() => null);
   if (!rx) return t.skip('no IPv6 loopback here');
   const tx = await bound('udp6');
+  t.after(() => closeAll(rx, tx));
   const got: dgram.RemoteInfo[] = [];
   receiveBatched(rx, (_m, rinfo) => got.push(rinfo));
   tx.send(Buffer.from('hello'), rx.address().port, '::1');
   await until(() => got.length >= 1);
   assert.deepEqual(got, [{ address: '::1', family: 'IPv6', port: tx.address().port, size: 5 }]);
-  rx.close();
-  tx.close();
 });
 
 test(
   'batched receive: closing the socket releases its port (the dup is closed) and stops delivery',
   { skip: NO_ADDON },
-  async () => {
+  async (t) => {
     const rx = await bound();
     const port = rx.address().port;
     const got: Buffer[] = [];
@@ -110,11 +120,10 @@ test(
     // Bound again at once: nothing holds the old socket open.
     const again = await bound('udp4', port);
     const tx = await bound();
+    t.after(() => closeAll(again, tx));
     tx.send(Buffer.from('x'), port, '127.0.0.1');
     await sleep(50);
     assert.equal(got.length, 0, 'the closed receiver delivered');
-    again.close();
-    tx.close();
   },
 );
 

@@ -216,13 +216,12 @@ static napi_value DontFragment(napi_env env, napi_callback_info info) {
 // still go through the original fd. The dup keeps the socket open until
 // recvStop() here, which the caller runs when the socket closes.
 
-// Datagrams per recvmmsg(2) and per call into JavaScript.
+// Datagrams per recvmmsg(2), per wake-up and per call into JavaScript. One
+// call per wake-up: the poll is level-triggered, so the loop comes straight
+// back while datagrams wait, and in between its timers and other sockets
+// run. 8 calls (512 datagrams, ~5 ms of work per wake-up) added ~4 ms to the
+// echo RTT under bulk load (docs/BENCHMARKS.md).
 #define RECV_BATCH 64
-// recvmmsg calls per readable event. One: the poll is level-triggered, so
-// the loop comes straight back while datagrams wait, and in between its
-// timers and other sockets run. 8 (512 datagrams, ~5 ms of work per wake-up)
-// added ~4 ms to the echo RTT under bulk load (docs/BENCHMARKS.md).
-#define RECV_ROUNDS 1
 
 typedef struct {
   uv_poll_t poll;
@@ -324,29 +323,20 @@ static void deliver(Receiver *r, int n) {
 
 static void on_readable(uv_poll_t *h, int status, int events) {
   Receiver *r = (Receiver *)h->data;
-  if (r->stopped) return;
-  if (status < 0) return;  // a transient poll error: the next event tries again
   (void)events;
-  for (int round = 0; round < RECV_ROUNDS && !r->stopped; round++) {
-    for (int i = 0; i < RECV_BATCH; i++) {
-      r->iov[i].iov_base = r->bufs + (size_t)i * r->max_size;
-      r->iov[i].iov_len = r->max_size;
-      memset(&r->msgs[i].msg_hdr, 0, sizeof(r->msgs[i].msg_hdr));
-      r->msgs[i].msg_hdr.msg_name = &r->from[i];
-      r->msgs[i].msg_hdr.msg_namelen = sizeof(r->from[i]);
-      r->msgs[i].msg_hdr.msg_iov = &r->iov[i];
-      r->msgs[i].msg_hdr.msg_iovlen = 1;
-    }
-    int n;
-    do {
-      n = recvmmsg(r->fd, r->msgs, RECV_BATCH, MSG_DONTWAIT, NULL);
-    } while (n < 0 && errno == EINTR);
-    // EAGAIN: drained. Any other error (an ICMP error queued on the socket)
-    // is consumed by this call; the next readable event reads on.
-    if (n <= 0) return;
-    deliver(r, n);
-    if (n < RECV_BATCH) return;
+  if (r->stopped || status < 0) return;  // a poll error is transient: the next event tries again
+  // The buffers and names are set once (RecvStart); the kernel changes only these.
+  for (int i = 0; i < RECV_BATCH; i++) {
+    r->msgs[i].msg_hdr.msg_namelen = sizeof(r->from[i]);
+    r->msgs[i].msg_hdr.msg_flags = 0;
   }
+  int n;
+  do {
+    n = recvmmsg(r->fd, r->msgs, RECV_BATCH, MSG_DONTWAIT, NULL);
+  } while (n < 0 && errno == EINTR);
+  // EAGAIN: drained. Any other error (an ICMP error queued on the socket)
+  // is consumed by this call; the next readable event reads on.
+  if (n > 0) deliver(r, n);
 }
 
 // recvStart(fd, maxSize, callback(batch, length)) -> a handle for recvStop,
@@ -378,6 +368,13 @@ static napi_value RecvStart(napi_env env, napi_callback_info info) {
   r->max_size = max_size;
   r->env = env;
   r->bufs = bufs;
+  for (int i = 0; i < RECV_BATCH; i++) {
+    r->iov[i].iov_base = bufs + (size_t)i * max_size;
+    r->iov[i].iov_len = max_size;
+    r->msgs[i].msg_hdr.msg_name = &r->from[i];
+    r->msgs[i].msg_hdr.msg_iov = &r->iov[i];
+    r->msgs[i].msg_hdr.msg_iovlen = 1;
+  }
   napi_create_reference(env, argv[2], 1, &r->callback);
   napi_value name;
   napi_create_string_utf8(env, "udp-batch:recv", NAPI_AUTO_LENGTH, &name);

@@ -58,9 +58,10 @@ class SocketBatch {
   queue: Pending[] = [];
   /**
    * Largest datagram sent in GSO super-packets: 0 for good once the device
-   * cannot checksum them (EIO) or DF could not be forced (forceDontFragment); below a size the route refused (EMSGSIZE:
-   * the kernel fragments plain datagrams above the path MTU it learned from
-   * ICMP, but refuses GSO segments) until GSO_RETRY_MS later.
+   * cannot checksum them (EIO) or DF could not be forced (forceDontFragment);
+   * below a size the route refused (EMSGSIZE: the kernel fragments plain
+   * datagrams above the path MTU it learned from ICMP, but refuses GSO
+   * segments) until GSO_RETRY_MS later.
    */
   gsoMax = GSO_ANY_SIZE;
   gsoRetryAt = 0;

@@ -3,6 +3,13 @@ import type { FramedSocket } from '../src/transport/framed-socket.js';
 import { splice, TokenBucket } from '../src/transport/splice.js';
 import { watchPeerFin } from '../src/transport/peer-fin.js';
 import { OwnReadBuffer, switchToUserReads, type ChunkHandler } from '../src/transport/user-reads.js';
+import {
+  forwardInKernel,
+  kernelSpliceAvailable,
+  type CursorState,
+  type KernelForwarding,
+  type SpliceEnd,
+} from '../src/transport/kernel-splice.js';
 import type { Logger } from '../src/util/log.js';
 import { FRAME_HEADER_LEN, FrameKind, PROTOCOL_VERSION } from '../src/wire/frame.js';
 import type { MessageOf } from '../src/wire/control.js';
@@ -36,6 +43,12 @@ export interface RelayOptions {
   maxSessions?: number;
   /** Per-session rate limit in bytes/s, each direction (0 or unset: unlimited). */
   rateBytesPerSec?: number;
+  /**
+   * Forward resumable sessions in the kernel (splice) when the addon is
+   * there (default true; RELAY_KERNEL_SPLICE=0 also turns it off). With a
+   * rate limit, sessions always forward in JavaScript.
+   */
+  kernelSplice?: boolean;
 }
 
 interface Pending {
@@ -63,11 +76,35 @@ export class Relay {
   private paired = new Set<{ a: net.Socket; b: net.Socket }>();
   /** Paired sessions that can take a leg back, by session id. */
   private resumable = new Map<string, ResumablePair>();
-  bytesForwarded = 0;
+  /** Bytes forwarded in JavaScript, and by kernel forwardings that have stopped. */
+  private forwarded = 0;
+  /** Whether paired sessions forward in the kernel when they can (kernel-splice.ts). */
+  readonly kernelSplice: boolean;
   /** Legs taken back with relay_resume. */
   resumes = 0;
 
-  constructor(readonly opts: RelayOptions) {}
+  constructor(readonly opts: RelayOptions) {
+    this.kernelSplice = opts.kernelSplice !== false && !opts.rateBytesPerSec && kernelSpliceAvailable();
+  }
+
+  /** Bytes forwarded, both directions, all sessions (live kernel forwardings included). */
+  get bytesForwarded(): number {
+    let n = this.forwarded;
+    for (const p of this.resumable.values()) n += p.kernelBytes();
+    return n;
+  }
+
+  /** Counts bytes forwarded outside a live kernel forwarding. */
+  countForwarded(n: number): void {
+    this.forwarded += n;
+  }
+
+  /** Paired sessions whose bytes the kernel forwards right now. */
+  get kernelSessionCount(): number {
+    let n = 0;
+    for (const p of this.resumable.values()) if (p.inKernel) n++;
+    return n;
+  }
 
   get pendingCount(): number {
     return this.pending.size;
@@ -174,7 +211,7 @@ export class Relay {
     b.send({ type: 'relay_ready' });
     const [sa, sb] = splice(a.socket, b.socket, a.detach(), b.detach(), {
       onBytes: (n) => {
-        this.bytesForwarded += n;
+        this.forwarded += n;
       },
       rateBytesPerSec: this.opts.rateBytesPerSec ?? 0,
       // 2 x 64 KiB of read buffers per pair: bounded to 32 MB, the rest use pipe().
@@ -235,6 +272,18 @@ export class FrameCursor {
 
   get atBoundary(): boolean {
     return this.hdrLen === 0 && this.remaining === 0;
+  }
+
+  /** Where the stream is, for a kernel forwarding to go on from. */
+  state(): CursorState {
+    return { header: Buffer.from(this.hdr.subarray(0, this.hdrLen)), remaining: this.remaining };
+  }
+
+  /** Goes on from where a kernel forwarding stopped. */
+  restore(s: CursorState): void {
+    s.header.copy(this.hdr);
+    this.hdrLen = s.header.length;
+    this.remaining = s.remaining;
   }
 
   /**
@@ -320,6 +369,13 @@ class ResumablePair {
   private timer: NodeJS.Timeout | null = null;
   private done = false;
   private readonly bufs: Record<TicketRole, OwnReadBuffer | null>;
+  /**
+   * The kernel forwarding between the two legs, while there is one, and its
+   * legs in the order given (index 0 is what the addon calls side 0).
+   */
+  private kernel: { fwd: KernelForwarding; legs: [Leg, Leg] } | null = null;
+  /** The kernel stopped for these legs (an end of stream or an error); only a new leg tries again. */
+  private kernelOff = false;
 
   constructor(
     private readonly relay: Relay,
@@ -338,6 +394,15 @@ class ResumablePair {
     return !this.legs.visitor || !this.legs.server;
   }
 
+  get inKernel(): boolean {
+    return this.kernel !== null;
+  }
+
+  /** Bytes the live kernel forwarding has written (0 without one). */
+  kernelBytes(): number {
+    return this.kernel ? this.kernel.fwd.bytes[0] + this.kernel.fwd.bytes[1] : 0;
+  }
+
   sideGone(role: TicketRole): void {
     this.held[role] = null;
     if (!this.legs[role]) this.end(`the ${role} side is gone`);
@@ -350,6 +415,7 @@ class ResumablePair {
     const check = checkResumeToken(held, token, this.sid, role, 'relay');
     if (!check.ok) return check.reason;
     this.held[role] = check.next;
+    this.leaveKernel();
     const old = this.legs[role];
     if (old) this.retire(old);
     this.attach(role, fs);
@@ -402,10 +468,13 @@ class ResumablePair {
     // The other side may have been waiting for this one: its stash goes first, then it reads again.
     const other = this.legs[otherRole(role)];
     if (other && !other.dead) this.release(other, sock);
+    this.kernelOff = false;
+    this.enterKernel();
   }
 
   end(reason: string): void {
     if (this.done) return;
+    this.leaveKernel();
     this.done = true;
     if (this.timer) clearTimeout(this.timer);
     for (const r of ROLES) {
@@ -422,7 +491,7 @@ class ResumablePair {
   /** A leg's chunk: to the other side, or (while it is away) up to a frame boundary into the stash. */
   private forward(leg: Leg, chunk: Buffer): boolean {
     if (leg.dead || this.done) return false;
-    this.relay.bytesForwarded += chunk.length;
+    this.relay.countForwarded(chunk.length);
     const other = this.legs[otherRole(leg.role)];
     const out = other && !other.dead ? other.socket : null;
     let data: Buffer = chunk;
@@ -484,6 +553,61 @@ class ResumablePair {
       return;
     }
     leg.socket.resume();
+    this.enterKernel();
+  }
+
+  /**
+   * Hands forwarding to the kernel (kernel-splice.ts) when both legs are
+   * here and the JavaScript path holds nothing of its own: no stash, no
+   * frame being discarded, no rate limit, nothing queued to write. Where it
+   * cannot start, the JavaScript path simply goes on.
+   */
+  private enterKernel(): void {
+    if (this.kernel || this.kernelOff || this.done || !this.relay.kernelSplice) return;
+    const v = this.legs.visitor;
+    const s = this.legs.server;
+    if (!v || !s || v.dead || s.dead || v.stash || s.stash || v.discarding || s.discarding) return;
+    if (v.bucket || s.bucket || v.timer || s.timer) return;
+    const legs: [Leg, Leg] = [v, s];
+    const fwd = forwardInKernel(v.socket, s.socket, [v.cursor.state(), s.cursor.state()], (e) => this.onKernelEnd(e));
+    if (fwd) this.kernel = { fwd, legs };
+  }
+
+  /** The kernel forwarding met an end of stream or an error: the JavaScript path takes it from there. */
+  private onKernelEnd(e: SpliceEnd): void {
+    const k = this.kernel;
+    if (!k) return;
+    this.leaveKernel();
+    this.kernelOff = true;
+    // The socket's own reading sees an end of stream again; an error is gone
+    // once read, so it is given to the socket as Node would have.
+    const leg = k.legs[e.side];
+    if (e.error && !leg.dead) leg.socket.destroy(e.error);
+  }
+
+  /**
+   * Stops the kernel forwarding, if any: each leg's cursor goes on from
+   * where the kernel's was, the bytes it read and had not written yet go to
+   * the other leg, and both legs read in JavaScript again.
+   */
+  private leaveKernel(): void {
+    const k = this.kernel;
+    if (!k) return;
+    this.kernel = null;
+    this.relay.countForwarded(k.fwd.bytes[0] + k.fwd.bytes[1]);
+    const states = k.fwd.stop();
+    if (!states) return;
+    for (const i of [0, 1] as const) {
+      const leg = k.legs[i];
+      const other = k.legs[1 - i];
+      leg.cursor.restore(states[i].cursor);
+      const pending = states[i].pending;
+      if (pending.length && !other.dead && !other.socket.destroyed) {
+        this.relay.countForwarded(pending.length);
+        other.socket.write(pending);
+      }
+    }
+    for (const leg of k.legs) if (!leg.dead && !leg.socket.destroyed) leg.socket.resume();
   }
 
   /** `leg`'s side can send again (to `out`): its stash first. */
@@ -512,6 +636,7 @@ class ResumablePair {
 
   private legClosed(leg: Leg): void {
     if (leg.dead || this.done) return;
+    this.leaveKernel();
     const { log } = this.relay.opts;
     // A FIN is a session that ended on purpose; a side that cannot resume ends it too.
     if (leg.ended || !this.held[leg.role]) return this.end(`the ${leg.role} side closed`);

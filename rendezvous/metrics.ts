@@ -84,6 +84,11 @@ export function createRendezvousMetrics(server: RendezvousServer): Registry {
     'Paired sessions on the embedded relay',
     () => server.relay?.sessionCount ?? 0,
   );
+  gauge(
+    'holepunch_rendezvous_relay_kernel_sessions',
+    'Paired sessions whose bytes the kernel forwards right now (splice; the rest forward in JavaScript)',
+    () => server.relay?.kernelSessionCount ?? 0,
+  );
   new Counter({
     name: 'holepunch_rendezvous_rejected_datagrams_total',
     help: 'UDP datagrams on the STUN port that were not a valid Binding request (dropped or answered with an error)',

@@ -68,6 +68,7 @@ typedef struct {
   int stopped;       // stop() ran
   int open_polls;    // polls not yet closed (the struct is freed at 0)
   uint64_t progress; // bytes moved into or out of a pipe, ever
+  int events[2];     // what each poll waits for now (-1: not started)
 } Pair;
 
 #define THROW_IF(cond, msg)                  \
@@ -216,6 +217,9 @@ static void update_polls(Pair *p) {
     int ev = 0;
     if (p->dir[i].want == WANT_READ) ev |= UV_READABLE;
     if (p->dir[1 - i].want == WANT_WRITE) ev |= UV_WRITABLE;
+    // Restarting a poll costs an epoll_ctl; most wake-ups change nothing.
+    if (ev == p->events[i]) continue;
+    p->events[i] = ev;
     uv_poll_start(&p->poll[i], ev, on_event);
   }
 }
@@ -236,6 +240,7 @@ static void on_event(uv_poll_t *h, int status, int events) {
       if (getsockopt(p->fd[i], SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err == 0) err = EIO;
       return report(p, i, err);
     }
+    p->events[i] = -1;  // libuv stopped this poll: start it again
     update_polls(p);
     return;
   }
@@ -359,6 +364,7 @@ static napi_value Start(napi_env env, napi_callback_info info) {
   napi_create_string_utf8(env, "tcp-splice", NAPI_AUTO_LENGTH, &name);
   napi_async_init(env, NULL, name, &p->context);
   p->polling = 1;
+  p->events[0] = p->events[1] = -1;
   p->dir[0].want = p->dir[1].want = WANT_READ;
   update_polls(p);
   napi_value ext;

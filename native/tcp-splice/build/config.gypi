@@ -433,6 +433,7 @@
     "omit_lockfile_registry_resolved": "true",
     "init_module": "/root/.npm-init.js",
     "globalconfig": "/usr/etc/npmrc",
+    "foreground_scripts": "true",
     "update_notifier": "",
     "fund": "",
     "node_gyp": "/usr/lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js",

@@ -376,6 +376,8 @@ class ResumablePair {
   private kernel: { fwd: KernelForwarding; legs: [Leg, Leg] } | null = null;
   /** The kernel stopped for these legs (an end of stream or an error); only a new leg tries again. */
   private kernelOff = false;
+  /** An enterKernel() is scheduled for the end of this turn. */
+  private kernelRetry = false;
 
   constructor(
     private readonly relay: Relay,
@@ -533,6 +535,15 @@ class ResumablePair {
       if (!leg.timer) leg.timer = setTimeout(() => this.onBucket(leg), wait).unref();
       go = false;
     }
+    // Forwarding in JavaScript while the kernel could: try again once this
+    // turn's reads are done (not from inside a read callback).
+    if (go && !this.kernelRetry && !this.kernelOff && this.relay.kernelSplice) {
+      this.kernelRetry = true;
+      setImmediate(() => {
+        this.kernelRetry = false;
+        this.enterKernel();
+      });
+    }
     return go;
   }
 
@@ -543,7 +554,9 @@ class ResumablePair {
 
   /** Resumes reading `leg` once its destination drained and the rate limit allows. */
   private tryResume(leg: Leg): void {
-    if (leg.dead || this.done) return;
+    // A 'drain' (or timer) from before the kernel took over: Node must not
+    // read a socket the kernel is forwarding, or bytes would go twice.
+    if (leg.dead || this.done || this.kernel) return;
     const other = this.legs[otherRole(leg.role)];
     if (!other || other.dead) return; // resumed when the other side comes back
     if (other.socket.writableNeedDrain) return;

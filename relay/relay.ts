@@ -353,6 +353,8 @@ interface Leg {
   ended: boolean;
   bucket: TokenBucket | null;
   timer: NodeJS.Timeout | null;
+  /** Reads into our own buffer (switchToUserReads): pause() stops its reading at once, which the kernel path needs. */
+  userReads: boolean;
 }
 
 /**
@@ -441,12 +443,14 @@ class ResumablePair {
       ended: false,
       bucket: this.relay.opts.rateBytesPerSec ? new TokenBucket(this.relay.opts.rateBytesPerSec) : null,
       timer: null,
+      userReads: false,
     };
     const handler: ChunkHandler = (chunk) => this.forward(leg, chunk);
     const own = this.bufs[role];
     const moved = own ? switchToUserReads(fs.socket, handler, own) : null;
     if (moved) {
       leg.socket = moved.socket;
+      leg.userReads = true;
     } else {
       fs.socket.on('data', (chunk: Buffer) => {
         if (!this.forward(leg, chunk)) fs.socket.pause();
@@ -580,7 +584,7 @@ class ResumablePair {
     const v = this.legs.visitor;
     const s = this.legs.server;
     if (!v || !s || v.dead || s.dead || v.stash || s.stash || v.discarding || s.discarding) return;
-    if (v.bucket || s.bucket || v.timer || s.timer) return;
+    if (v.bucket || s.bucket || v.timer || s.timer || !v.userReads || !s.userReads) return;
     const legs: [Leg, Leg] = [v, s];
     const fwd = forwardInKernel(v.socket, s.socket, [v.cursor.state(), s.cursor.state()], (e) => this.onKernelEnd(e));
     if (fwd) this.kernel = { fwd, legs };

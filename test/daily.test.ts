@@ -13,6 +13,7 @@ import net from 'node:net';
 import crypto from 'node:crypto';
 import { Procs, echoTransfer, connectOutcome, waitForEvent, waitExit, outputOf, SECRET } from './helpers/tunnel.js';
 import { eventsOf, lineCount } from '../scripts/proc.js';
+import { kernelSpliceAvailable } from '../src/transport/kernel-splice.js';
 import { sleep } from '../src/util/backoff.js';
 import type { PeerStatus } from '../peer/app.js';
 
@@ -209,6 +210,10 @@ mode = "auto"
   const relayed = sample(rm, 'holepunch_rendezvous_relay_bytes_total') ?? 0;
   assert.ok(relayed >= 2 * 300_000, `relay forwarded ${relayed} bytes, at least alpha's echo both ways`);
   assert.ok(relayed < 4 * (300_000 + 200_000), `relay bytes ${relayed} not wildly above what was sent`);
+  // alpha's session (--mode relay) is still paired: its bytes go through the kernel where the addon is built.
+  const inKernel = sample(rm, 'holepunch_rendezvous_relay_kernel_sessions') ?? -1;
+  if (kernelSpliceAvailable()) assert.ok(inKernel >= 1, `relay sessions forwarded in the kernel: ${inKernel}`);
+  else assert.equal(inKernel, 0);
   assert.notEqual(sample(rm, 'holepunch_rendezvous_limits_hit_total'), undefined);
   assert.notEqual(sample(rm, 'holepunch_rendezvous_rejected_datagrams_total', { reason: 'ignored' }), undefined);
   const rs = await httpGet(`http://${rdvMetrics}/status`);

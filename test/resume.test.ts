@@ -178,6 +178,20 @@ const MODES = [
 ];
 
 const dg = (s: string) => encodeFrame(FrameKind.Datagram, Buffer.from(s));
+
+/** Both sides of a new resumable session bound at the relay and told relay_ready, with their resume chains. */
+async function joinedPair(port: number, key: Uint8Array) {
+  const { visitor: vk, server: sk } = sessionKeys('relay');
+  const sid = newSessionId();
+  const vChain = new ResumeChain(vk, sid, 'visitor', 'relay');
+  const sChain = new ResumeChain(sk, sid, 'server', 'relay');
+  const bind = (role: 'visitor' | 'server', chain: ResumeChain) =>
+    client(port, { type: 'relay_bind', ticket: issueTicket(key, sid, role), resume: chain.anchorText });
+  const v = await bind('visitor', vChain);
+  const s = await bind('server', sChain);
+  await until('relay_ready', () => v.msgs.length > 0 && s.msgs.length > 0);
+  return { sid, v, s, vChain };
+}
 const lastError = (c: Client) => c.msgs.filter((m) => m.type === 'error').at(-1) as { code: string } | undefined;
 
 for (const mode of MODES)
@@ -186,21 +200,7 @@ for (const mode of MODES)
     { skip: mode.skip },
     async (t) => {
       const { relay, key, port } = await relayServer(t, { kernelSplice: mode.kernel });
-      const { visitor: vk, server: sk } = sessionKeys('relay');
-      const sid = newSessionId();
-      const vChain = new ResumeChain(vk, sid, 'visitor', 'relay');
-      const sChain = new ResumeChain(sk, sid, 'server', 'relay');
-      const v = await client(port, {
-        type: 'relay_bind',
-        ticket: issueTicket(key, sid, 'visitor'),
-        resume: vChain.anchorText,
-      });
-      const s = await client(port, {
-        type: 'relay_bind',
-        ticket: issueTicket(key, sid, 'server'),
-        resume: sChain.anchorText,
-      });
-      await until('relay_ready', () => v.msgs.length > 0 && s.msgs.length > 0);
+      const { sid, v, s, vChain } = await joinedPair(port, key);
       assert.equal(relay.kernelSessionCount, mode.kernel ? 1 : 0, 'forwarding where the mode says');
       v.sock.write(dg('v1'));
       s.sock.write(dg('s1'));
@@ -294,15 +294,7 @@ for (const mode of MODES)
       // reports an end of stream instead of ECONNRESET, so the socket emits 'end' as for a FIN and the
       // relay ended the session. Here the bytes and the RST reach the relay's socket before it reads.
       const { relay, key, port } = await relayServer(t, { kernelSplice: mode.kernel });
-      const { visitor: vk, server: sk } = sessionKeys('relay');
-      const sid = newSessionId();
-      const vChain = new ResumeChain(vk, sid, 'visitor', 'relay');
-      const sChain = new ResumeChain(sk, sid, 'server', 'relay');
-      const bind = (role: 'visitor' | 'server', chain: ResumeChain) =>
-        client(port, { type: 'relay_bind', ticket: issueTicket(key, sid, role), resume: chain.anchorText });
-      const v = await bind('visitor', vChain);
-      const s = await bind('server', sChain);
-      await until('relay_ready', () => v.msgs.length > 0 && s.msgs.length > 0);
+      const { sid, v, s, vChain } = await joinedPair(port, key);
       assert.equal(relay.kernelSessionCount, mode.kernel ? 1 : 0, 'forwarding where the mode says');
 
       // One synchronous block: on loopback both the bytes and the RST are in the relay's socket on return.
@@ -335,19 +327,7 @@ for (const mode of MODES)
 for (const mode of MODES)
   test(`relay: a half-open session ends after the resume timeout (${mode.name})`, { skip: mode.skip }, async (t) => {
     const { relay, key, port } = await relayServer(t, { resumeTimeoutMs: 300, kernelSplice: mode.kernel });
-    const { visitor: vk, server: sk } = sessionKeys('relay');
-    const sid = newSessionId();
-    const v = await client(port, {
-      type: 'relay_bind',
-      ticket: issueTicket(key, sid, 'visitor'),
-      resume: new ResumeChain(vk, sid, 'visitor', 'relay').anchorText,
-    });
-    const s = await client(port, {
-      type: 'relay_bind',
-      ticket: issueTicket(key, sid, 'server'),
-      resume: new ResumeChain(sk, sid, 'server', 'relay').anchorText,
-    });
-    await until('relay_ready', () => v.msgs.length > 0 && s.msgs.length > 0);
+    const { v, s } = await joinedPair(port, key);
     const closed = new Promise<void>((r) => s.sock.once('close', () => r()));
     v.sock.resetAndDestroy();
     await until('half-open', () => relay.halfOpenCount === 1);
@@ -365,20 +345,7 @@ for (const mode of MODES)
       // a read's capacity), in both directions at the same time: the kernel path
       // reads each header and splices each body, and must cut nothing.
       const { relay, key, port } = await relayServer(t, { kernelSplice: mode.kernel });
-      const { visitor: vk, server: sk } = sessionKeys('relay');
-      const sid = newSessionId();
-      const vChain = new ResumeChain(vk, sid, 'visitor', 'relay');
-      const v = await client(port, {
-        type: 'relay_bind',
-        ticket: issueTicket(key, sid, 'visitor'),
-        resume: vChain.anchorText,
-      });
-      const s = await client(port, {
-        type: 'relay_bind',
-        ticket: issueTicket(key, sid, 'server'),
-        resume: new ResumeChain(sk, sid, 'server', 'relay').anchorText,
-      });
-      await until('relay_ready', () => v.msgs.length > 0 && s.msgs.length > 0);
+      const { sid, v, s, vChain } = await joinedPair(port, key);
       const forwardedBefore = relay.bytesForwarded;
       const make = (n: number) =>
         Array.from({ length: n }, (_, i) => crypto.randomBytes(i % 7 === 0 ? 0 : crypto.randomInt(1, 70_000)));

@@ -234,19 +234,27 @@ static void on_event(uv_poll_t *h, int status, int events) {
     // socket may still hold bytes that came before its error (a RST behind
     // data): read and write what can be, and the error shows in its turn.
     uint64_t before = p->progress;
-    if (pump(p, i, &side, &err) < 0 || pump(p, 1 - i, &side, &err) < 0) return report(p, side, err);
+    if (pump(p, i, &side, &err) < 0 || pump(p, 1 - i, &side, &err) < 0) {
+      report(p, side, err);
+      return;
+    }
     if (p->progress == before) {
       socklen_t len = sizeof(err);
       if (getsockopt(p->fd[i], SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err == 0) err = EIO;
-      return report(p, i, err);
+      report(p, i, err);
+      return;
     }
     p->events[i] = -1;  // libuv stopped this poll: start it again
     update_polls(p);
     return;
   }
   // Readable: this fd's direction reads. Writable: the other direction writes here.
-  if ((events & UV_READABLE) && pump(p, i, &side, &err) < 0) return report(p, side, err);
-  if ((events & UV_WRITABLE) && pump(p, 1 - i, &side, &err) < 0) return report(p, side, err);
+  // report() runs JavaScript, which stops this pair: nothing of it is touched after.
+  if (((events & UV_READABLE) && pump(p, i, &side, &err) < 0) ||
+      ((events & UV_WRITABLE) && pump(p, 1 - i, &side, &err) < 0)) {
+    report(p, side, err);
+    return;
+  }
   update_polls(p);
 }
 

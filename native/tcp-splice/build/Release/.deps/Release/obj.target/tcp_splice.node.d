@@ -1,1 +1,0 @@
-cmd_Release/obj.target/tcp_splice.node := g++ -o Release/obj.target/tcp_splice.node -shared -pthread -rdynamic -m64  -Wl,-soname=tcp_splice.node -Wl,--start-group Release/obj.target/tcp_splice/tcp_splice.o -Wl,--end-group 

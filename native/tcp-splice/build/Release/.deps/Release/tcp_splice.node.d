@@ -1,1 +1,0 @@
-cmd_Release/tcp_splice.node := ln -f "Release/obj.target/tcp_splice.node" "Release/tcp_splice.node" 2>/dev/null || (rm -rf "Release/tcp_splice.node" && cp -af "Release/obj.target/tcp_splice.node" "Release/tcp_splice.node")

@@ -541,7 +541,7 @@ class ResumablePair {
     }
     // Forwarding in JavaScript while the kernel could: try again once this
     // turn's reads are done (not from inside a read callback).
-    if (go && !this.kernelRetry && !this.kernelOff && this.relay.kernelSplice) {
+    if (go && leg.userReads && !this.kernelRetry && !this.kernelOff && this.relay.kernelSplice) {
       this.kernelRetry = true;
       setImmediate(() => {
         this.kernelRetry = false;
@@ -576,15 +576,16 @@ class ResumablePair {
   /**
    * Hands forwarding to the kernel (kernel-splice.ts) when both legs are
    * here and the JavaScript path holds nothing of its own: no stash, no
-   * frame being discarded, no rate limit, nothing queued to write. Where it
-   * cannot start, the JavaScript path simply goes on.
+   * frame being discarded, nothing queued to write (a rate-limited relay
+   * never forwards in the kernel: Relay.kernelSplice). Where it cannot
+   * start, the JavaScript path simply goes on.
    */
   private enterKernel(): void {
     if (this.kernel || this.kernelOff || this.done || !this.relay.kernelSplice) return;
     const v = this.legs.visitor;
     const s = this.legs.server;
     if (!v || !s || v.dead || s.dead || v.stash || s.stash || v.discarding || s.discarding) return;
-    if (v.bucket || s.bucket || v.timer || s.timer || !v.userReads || !s.userReads) return;
+    if (!v.userReads || !s.userReads) return;
     const legs: [Leg, Leg] = [v, s];
     const fwd = forwardInKernel(v.socket, s.socket, [v.cursor.state(), s.cursor.state()], (e) => this.onKernelEnd(e));
     if (fwd) this.kernel = { fwd, legs };

@@ -389,3 +389,10 @@ for (const mode of MODES)
       for (const c of [v, s, v2]) c.sock.destroy();
     },
   );
+
+test('relay: a rate-limited relay never forwards in the kernel (the limit is applied in JavaScript)', () => {
+  const key = crypto.randomBytes(32);
+  assert.equal(new Relay({ key, log, rateBytesPerSec: 1_000_000 }).kernelSplice, false);
+  assert.equal(new Relay({ key, log, kernelSplice: false }).kernelSplice, false);
+  assert.equal(new Relay({ key, log }).kernelSplice, kernelSpliceAvailable());
+});

@@ -19,7 +19,7 @@
  * kernelSpliceAvailable() is false and the relay forwards in JavaScript.
  */
 import type net from 'node:net';
-import os from 'node:os';
+import { getSystemErrorName } from 'node:util';
 import { optionalAddon } from '../util/optional-addon.js';
 
 interface TcpSpliceAddon {
@@ -113,7 +113,6 @@ export function forwardInKernel(
     return null;
   }
   const bytes = new Float64Array(2);
-  let handle: object | null = null;
   const started = addon.start(
     fa,
     fb,
@@ -130,7 +129,7 @@ export function forwardInKernel(
     b.resume();
     return null;
   }
-  handle = started;
+  let handle: object | null = started;
   return {
     bytes,
     stop() {
@@ -148,7 +147,7 @@ export function forwardInKernel(
 
 /** An error as Node's sockets report it: code (ECONNRESET, ...), errno and syscall. */
 function errnoError(errno: number): NodeJS.ErrnoException {
-  const code = Object.entries(os.constants.errno).find(([, v]) => v === errno)?.[0] ?? 'EIO';
+  const code = getSystemErrorName(-errno);
   const err: NodeJS.ErrnoException = new Error(`relay forwarding failed: ${code}`);
   err.code = code;
   err.errno = -errno;

@@ -312,6 +312,8 @@ export class ServePeer {
       host: this.opts.local.host,
       port: this.opts.local.port,
       allowHalfOpen: true,
+      // No Nagle, as on the visitor's listener (visit.ts).
+      noDelay: true,
       onread: userReadOptions(target.onChunk),
     });
     let connected = false;

@@ -107,7 +107,13 @@ export class VisitPeer {
       if (this.session && !this.session.closed) udp.attach(this.session);
       return { address: addr.address, family: addr.family, port: addr.port };
     }
-    const server = net.createServer({ allowHalfOpen: true }, (sock) => void this.onLocalConnection(sock));
+    // No Nagle on the local leg, as Go (frp, Tailscale) does: small writes are
+    // already gathered per event-loop turn (session/bridge.ts), and Nagle would
+    // hold an interactive reply behind the application's delayed ACK.
+    const server = net.createServer(
+      { allowHalfOpen: true, noDelay: true },
+      (sock) => void this.onLocalConnection(sock),
+    );
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', (e: NodeJS.ErrnoException) => reject(listenError(e, formatHostPort(bind))));

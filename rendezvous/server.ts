@@ -324,7 +324,7 @@ export class RendezvousServer {
 
   private onConnection(socket: net.Socket): void {
     const { log } = this.opts;
-    const ip = normaliseIp(socket.remoteAddress ?? '');
+    const ip = unmapIPv4(socket.remoteAddress ?? '');
     const fs = new FramedSocket(socket, { idleTimeoutMs: this.opts.handshakeTimeoutMs ?? 10_000 });
     const perIp = this.perIp.get(ip) ?? 0;
     if (perIp >= (this.opts.maxConnsPerIp ?? 256))
@@ -879,10 +879,6 @@ export function alternateFor(
   const port = udp.port === 0 ? 0 : udp.port + 1;
   if (port > 65535) return { defaulted: true };
   return { alternate: { address: udp.host, port }, defaulted: true };
-}
-
-function normaliseIp(ip: string): string {
-  return ip.startsWith('::ffff:') ? ip.slice(7) : ip;
 }
 
 function tokenMatches(expected: string, given: string | undefined): boolean {

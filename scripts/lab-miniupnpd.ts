@@ -12,8 +12,22 @@
 
 import type { ChildProcess } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { outputOf, stopProcess } from './proc.js';
-import type { Lab } from './netns-lab.js';
+import { outputOf, stopProcess, type ExecOptions, type ExecResult } from './proc.js';
+
+/**
+ * What this file needs of a lab: netns-lab.ts's `Lab`, which starts
+ * miniupnpd on its routers, fits it. Declared here so that the two files do
+ * not import each other.
+ */
+export interface RouterLab {
+  readonly prefix: string;
+  readonly plan: {
+    nodes: Array<{ name: string; role: string; upstream?: string; addrs: string[]; lanCidr?: string }>;
+  };
+  exec(node: string, cmd: string[], opts?: ExecOptions): Promise<ExecResult>;
+  spawn(node: string, cmd: string[]): ChildProcess;
+  nft(node: string, script: string): Promise<void>;
+}
 
 /** The WAN address of a router running miniupnpd, per site. */
 export const UPNP_WAN = { a: '100.128.0.1', b: '100.128.0.2' } as const;
@@ -49,9 +63,9 @@ interface Running {
   opts: MiniupnpdOptions;
 }
 
-const running = new WeakMap<Lab, Map<string, Running>>();
+const running = new WeakMap<RouterLab, Map<string, Running>>();
 
-function ifs(lab: Lab) {
+function ifs(lab: RouterLab) {
   return { wan: `${lab.prefix}-wan`, lan: `${lab.prefix}-lan`, eth: `${lab.prefix}-eth0` };
 }
 
@@ -59,7 +73,7 @@ function ifs(lab: Lab) {
  * nft for a miniupnpd router: its chains in the router's filter table (jumped to from forward)
  * and a NAT table of its own.
  */
-export function miniupnpdRuleset(lab: Lab, opts: MiniupnpdOptions): string {
+export function miniupnpdRuleset(lab: RouterLab, opts: MiniupnpdOptions): string {
   const protos = new Set(opts.protocols ?? ['pcp', 'nat-pmp', 'upnp']);
   // UDP 5351 carries both: byte 0 of the payload is the version (0 NAT-PMP, 2 PCP).
   const only =
@@ -96,7 +110,7 @@ ${only}  }
 `;
 }
 
-export function miniupnpdConfig(lab: Lab, router: string, opts: MiniupnpdOptions): string {
+export function miniupnpdConfig(lab: RouterLab, router: string, opts: MiniupnpdOptions): string {
   const { wan, lan } = ifs(lab);
   const protos = new Set(opts.protocols ?? ['pcp', 'nat-pmp', 'upnp']);
   const lanCidr = lab.plan.nodes.find((n) => n.name === router)?.lanCidr ?? '10.0.0.0/8';
@@ -127,7 +141,7 @@ export function miniupnpdConfig(lab: Lab, router: string, opts: MiniupnpdOptions
  * Give `router` (ra or rb) a non-reserved WAN address (UPNP_WAN) reachable
  * from the whole lab internet. Idempotent. Call once after the lab is up.
  */
-export async function readdressForMiniupnpd(lab: Lab, router: string): Promise<string> {
+export async function readdressForMiniupnpd(lab: RouterLab, router: string): Promise<string> {
   const site = router.slice(1) as 'a' | 'b';
   const addr = UPNP_WAN[site];
   if (!addr || !/^r[ab]$/.test(router)) throw new Error(`miniupnpd runs on ra or rb, not "${router}"`);
@@ -157,7 +171,7 @@ export async function readdressForMiniupnpd(lab: Lab, router: string): Promise<s
 }
 
 /** Undo readdressForMiniupnpd: the router gets its TEST-NET edge address back (203.0.113.1 / .2). */
-export async function restoreReservedWan(lab: Lab, router: string): Promise<void> {
+export async function restoreReservedWan(lab: RouterLab, router: string): Promise<void> {
   const node = lab.plan.nodes.find((n) => n.name === router);
   const edge = router === 'ra' ? '203.0.113.1/24' : router === 'rb' ? '203.0.113.2/24' : null;
   if (!node || !edge) throw new Error(`no router "${router}"`);
@@ -170,7 +184,11 @@ export async function restoreReservedWan(lab: Lab, router: string): Promise<void
 }
 
 /** Start miniupnpd on `router` (readdressing it first); resolves once it listens. */
-export async function startMiniupnpd(lab: Lab, router: string, opts: MiniupnpdOptions = {}): Promise<ChildProcess> {
+export async function startMiniupnpd(
+  lab: RouterLab,
+  router: string,
+  opts: MiniupnpdOptions = {},
+): Promise<ChildProcess> {
   if (opts.reservedWan) await restoreReservedWan(lab, router);
   else await readdressForMiniupnpd(lab, router);
   let byLab = running.get(lab);
@@ -206,7 +224,7 @@ export async function startMiniupnpd(lab: Lab, router: string, opts: MiniupnpdOp
 }
 
 /** Stop miniupnpd on `router`; its rules go with it (flushed, as a crashed or restarted router loses them). */
-export async function stopMiniupnpd(lab: Lab, router: string): Promise<void> {
+export async function stopMiniupnpd(lab: RouterLab, router: string): Promise<void> {
   const r = running.get(lab)?.get(router);
   if (r) await stopProcess(r.child, 2000);
   running.get(lab)?.delete(router);
@@ -216,20 +234,20 @@ export async function stopMiniupnpd(lab: Lab, router: string): Promise<void> {
 }
 
 /** Restart miniupnpd (same options unless given): every mapping is lost, as when a home router reboots its daemon. */
-export async function restartMiniupnpd(lab: Lab, router: string, opts?: MiniupnpdOptions): Promise<ChildProcess> {
+export async function restartMiniupnpd(lab: RouterLab, router: string, opts?: MiniupnpdOptions): Promise<ChildProcess> {
   const prev = running.get(lab)?.get(router)?.opts ?? {};
   await stopMiniupnpd(lab, router);
   return startMiniupnpd(lab, router, opts ?? prev);
 }
 
 /** The router's port-forwarding rules (miniupnpd's DNAT chain) as text: one `dnat` line per mapping. */
-export async function miniupnpdRules(lab: Lab, router: string): Promise<string> {
+export async function miniupnpdRules(lab: RouterLab, router: string): Promise<string> {
   const r = await lab.exec(router, ['nft', 'list', 'chain', 'inet', 'labupnp', 'prerouting_miniupnpd']);
   return r.stdout;
 }
 
 /** miniupnpd's output so far (its log, with -d). */
-export function miniupnpdLog(lab: Lab, router: string): string {
+export function miniupnpdLog(lab: RouterLab, router: string): string {
   const r = running.get(lab)?.get(router);
   if (!r) return '';
   const o = outputOf(r.child);

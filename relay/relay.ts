@@ -11,7 +11,8 @@ import {
   type SpliceEnd,
 } from '../src/transport/kernel-splice.js';
 import type { Logger } from '../src/util/log.js';
-import { FRAME_HEADER_LEN, FrameKind, PROTOCOL_VERSION } from '../src/wire/frame.js';
+import { FRAME_HEADER_LEN, FrameKind, MAX_CONTROL_FRAME, PROTOCOL_VERSION } from '../src/wire/frame.js';
+import { MAX_RELAY_DATAGRAM_LEN } from '../src/wire/datagram.js';
 import type { MessageOf } from '../src/wire/control.js';
 import { checkResumeToken, parseAnchor } from '../src/crypto/resume.js';
 import { verifyTicket, type TicketRole } from '../src/wire/ticket.js';
@@ -29,6 +30,13 @@ export const RELAY_RESUME_TIMEOUT_MS = 130_000;
 const OWN_BUFFER_PAIRS = 256;
 /** Bytes a leg with no one to send to may hold (one read's worth, then it is paused). */
 const MAX_STASH_BYTES = 1024 * 1024;
+/**
+ * The longest frame body a joined leg may announce: a relay record (control
+ * frames are shorter). The peers refuse longer frames, so a header over it
+ * comes from a broken or hostile peer, and the relay ends the session rather
+ * than follow, or complete with padding, a frame of up to 4 GiB.
+ */
+export const MAX_RELAYED_FRAME_BODY = Math.max(MAX_RELAY_DATAGRAM_LEN, MAX_CONTROL_FRAME);
 
 export interface RelayOptions {
   key: Uint8Array;
@@ -269,6 +277,13 @@ export class FrameCursor {
   private readonly hdr = Buffer.alloc(FRAME_HEADER_LEN);
   private hdrLen = 0;
   private remaining = 0;
+  /**
+   * The body length of a header over `maxBody`, once one was read: the
+   * cursor stops at it (walk() goes no further) and the stream is broken.
+   */
+  oversize: number | null = null;
+
+  constructor(private readonly maxBody = MAX_RELAYED_FRAME_BODY) {}
 
   get atBoundary(): boolean {
     return this.hdrLen === 0 && this.remaining === 0;
@@ -279,8 +294,12 @@ export class FrameCursor {
     return { header: Buffer.from(this.hdr.subarray(0, this.hdrLen)), remaining: this.remaining };
   }
 
-  /** Goes on from where a kernel forwarding stopped. */
+  /** Goes on from where a kernel forwarding stopped (which stops at an oversize header too). */
   restore(s: CursorState): void {
+    if (s.remaining > this.maxBody) {
+      this.oversize = s.remaining;
+      return;
+    }
     s.header.copy(this.hdr);
     this.hdrLen = s.header.length;
     this.remaining = s.remaining;
@@ -289,11 +308,12 @@ export class FrameCursor {
   /**
    * Walks `chunk` from `from`. With `stopAtBoundary`, stops at the first
    * frame boundary at or after `from` and returns its offset; otherwise walks
-   * it all. Returns chunk.length when no boundary was reached.
+   * it all. Returns chunk.length when no boundary was reached. Stops, too,
+   * after a header that announces more than the limit (see `oversize`).
    */
   walk(chunk: Uint8Array, from = 0, stopAtBoundary = false): number {
     let i = from;
-    while (i < chunk.length) {
+    while (i < chunk.length && this.oversize === null) {
       if (stopAtBoundary && this.atBoundary) return i;
       if (this.remaining > 0) {
         const n = Math.min(this.remaining, chunk.length - i);
@@ -303,8 +323,10 @@ export class FrameCursor {
       }
       this.hdr[this.hdrLen++] = chunk[i++];
       if (this.hdrLen === FRAME_HEADER_LEN) {
-        this.remaining = this.hdr.readUInt32BE(0);
+        const length = this.hdr.readUInt32BE(0);
         this.hdrLen = 0;
+        if (length > this.maxBody) this.oversize = length;
+        else this.remaining = length;
       }
     }
     return i;
@@ -505,6 +527,7 @@ class ResumablePair {
       // The frame in progress began on a leg that is gone: nobody will ever read its start.
       if (!leg.cursor.atBoundary) {
         const off = leg.cursor.walk(data, 0, true);
+        if (leg.cursor.oversize !== null) return this.badFrame(leg);
         if (!leg.cursor.atBoundary) {
           leg.discarding = true;
           return true;
@@ -515,6 +538,8 @@ class ResumablePair {
     }
     if (!data.length) return true;
     leg.cursor.walk(data);
+    // Nothing of a chunk that holds a broken header is forwarded.
+    if (leg.cursor.oversize !== null) return this.badFrame(leg);
     if (!out) {
       // Wait for the other side, paused: TCP backpressure holds the sender.
       const kept = leg.stash ? Buffer.concat([leg.stash, data]) : Buffer.from(data);
@@ -549,6 +574,19 @@ class ResumablePair {
       });
     }
     return go;
+  }
+
+  /** `leg` announced a frame longer than any peer sends: the session ends (a peer would refuse the frame anyway). */
+  private badFrame(leg: Leg): false {
+    const length = leg.cursor.oversize;
+    this.relay.opts.log.warn(
+      'relay_bad_frame',
+      `relay session ${this.sid}: the ${leg.role} side announced a frame of ${length} bytes ` +
+        `(the most is ${MAX_RELAYED_FRAME_BODY}); ending the session`,
+      { sid: this.sid, role: leg.role, length, max: MAX_RELAYED_FRAME_BODY, code: 'frame_too_large' },
+    );
+    this.end(`the ${leg.role} side sent an oversize frame`);
+    return false;
   }
 
   private onBucket(leg: Leg): void {
@@ -587,7 +625,13 @@ class ResumablePair {
     if (!v || !s || v.dead || s.dead || v.stash || s.stash || v.discarding || s.discarding) return;
     if (!v.userReads || !s.userReads) return;
     const legs: [Leg, Leg] = [v, s];
-    const fwd = forwardInKernel(v.socket, s.socket, [v.cursor.state(), s.cursor.state()], (e) => this.onKernelEnd(e));
+    const fwd = forwardInKernel(
+      v.socket,
+      s.socket,
+      [v.cursor.state(), s.cursor.state()],
+      MAX_RELAYED_FRAME_BODY,
+      (e) => this.onKernelEnd(e),
+    );
     if (fwd) this.kernel = { fwd, legs };
   }
 
@@ -597,6 +641,9 @@ class ResumablePair {
     if (!k) return;
     this.leaveKernel();
     this.kernelOff = true;
+    // EMSGSIZE: the kernel stopped at an oversize header (leaveKernel restored it into the cursor).
+    const bad = k.legs.find((l) => l.cursor.oversize !== null);
+    if (bad) return void this.badFrame(bad);
     // The socket's own reading sees an end of stream again; an error is gone
     // once read, so it is given to the socket as Node would have.
     const leg = k.legs[e.side];
@@ -620,7 +667,8 @@ class ResumablePair {
       const other = k.legs[1 - i];
       leg.cursor.restore(states[i].cursor);
       const pending = states[i].pending;
-      if (pending.length && !other.dead && !other.socket.destroyed) {
+      // After an oversize header the pending bytes end with it: none go.
+      if (pending.length && leg.cursor.oversize === null && !other.dead && !other.socket.destroyed) {
         this.relay.countForwarded(pending.length);
         other.socket.write(pending);
       }

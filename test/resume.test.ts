@@ -10,7 +10,7 @@ import net from 'node:net';
 import crypto from 'node:crypto';
 import { cryptoReady } from '../src/crypto/index.js';
 import { CHAIN_LEN, MAX_SKIP, ResumeChain, checkResumeToken, parseAnchor } from '../src/crypto/resume.js';
-import { Relay, FrameCursor } from '../relay/relay.js';
+import { Relay, FrameCursor, MAX_RELAYED_FRAME_BODY } from '../relay/relay.js';
 import { FramedSocket } from '../src/transport/framed-socket.js';
 import { FrameDecoder, FrameKind, encodeFrame } from '../src/wire/frame.js';
 import { encodeControl, parseControl, type ControlMessage } from '../src/wire/control.js';
@@ -142,7 +142,7 @@ async function until(what: string, cond: () => boolean, ms = 5000): Promise<void
 
 async function relayServer(
   t: { after(fn: () => void): void },
-  opts: { resumeTimeoutMs?: number; kernelSplice?: boolean } = {},
+  opts: { resumeTimeoutMs?: number; kernelSplice?: boolean; log?: typeof log } = {},
 ) {
   const key = crypto.randomBytes(32);
   const relay = new Relay({ key, log, ...opts });
@@ -341,14 +341,16 @@ for (const mode of MODES)
     `relay: bulk frames both ways at once arrive whole and in order (${mode.name})`,
     { skip: mode.skip },
     async (t) => {
-      // Frames of every size from empty to 70 000 bytes (above the pipe's and
-      // a read's capacity), in both directions at the same time: the kernel path
-      // reads each header and splices each body, and must cut nothing.
+      // Frames of every size from empty to the largest a leg may send (above
+      // a read's capacity), in both directions at the same time: the kernel
+      // path reads each header and splices each body, and must cut nothing.
       const { relay, key, port } = await relayServer(t, { kernelSplice: mode.kernel });
       const { sid, v, s, vChain } = await joinedPair(port, key);
       const forwardedBefore = relay.bytesForwarded;
       const make = (n: number) =>
-        Array.from({ length: n }, (_, i) => crypto.randomBytes(i % 7 === 0 ? 0 : crypto.randomInt(1, 70_000)));
+        Array.from({ length: n }, (_, i) =>
+          crypto.randomBytes(i % 7 === 0 ? 0 : i % 11 === 0 ? MAX_RELAYED_FRAME_BODY : crypto.randomInt(1, 65_536)),
+        );
       const fromV = make(150);
       const fromS = make(150);
       let wire = 0;
@@ -389,6 +391,75 @@ for (const mode of MODES)
       for (const c of [v, s, v2]) c.sock.destroy();
     },
   );
+
+for (const mode of MODES)
+  test(
+    `relay: a frame header over the limit ends the session; nothing of it is forwarded or padded (${mode.name})`,
+    { skip: mode.skip },
+    async (t) => {
+      // Before the limit, a leg that announced a 4 GiB frame and then died
+      // made the relay allocate the frame's padding for the other side.
+      const lines: string[] = [];
+      const { relay, key, port } = await relayServer(t, {
+        kernelSplice: mode.kernel,
+        log: createLogger({ format: 'json', sink: { write: (l: string) => void lines.push(l) } }),
+      });
+      for (const [length, cut] of [
+        [0xffff_ffff, 'rst'],
+        [MAX_RELAYED_FRAME_BODY + 1, 'fin'],
+        [0xffff_ffff, 'none'],
+      ] as const) {
+        const { v, s } = await joinedPair(port, key);
+        assert.equal(relay.kernelSessionCount, mode.kernel ? 1 : 0);
+        v.sock.write(dg('before'));
+        await until('the frame before', () => s.datagrams.length === 1);
+        const closed = new Promise<void>((r) => s.sock.once('close', () => r()));
+        // No Nagle: the header must reach the relay before the RST below, not wait behind an ACK.
+        v.sock.setNoDelay(true);
+        const header = Buffer.alloc(6);
+        header.writeUInt32BE(length, 0);
+        header[4] = 1;
+        header[5] = FrameKind.Datagram;
+        // The header alone first: the kernel path reads it before any body byte.
+        v.sock.write(header);
+        await sleep(20);
+        v.sock.write(Buffer.alloc(1000, 7));
+        if (cut === 'rst') v.sock.resetAndDestroy();
+        else if (cut === 'fin') v.sock.end();
+        await closed;
+        await until('session gone', () => relay.sessionCount === 0);
+        assert.equal(relay.halfOpenCount, 0, 'not held for a resume');
+        assert.equal(s.datagrams.length, 1, 'nothing after the frame before');
+        assert.equal(s.error, null, 'the server never saw a broken frame');
+        const events = lines.map((l) => JSON.parse(l) as { event: string; length?: number; code?: string });
+        const bad = events.filter((e) => e.event === 'relay_bad_frame').at(-1);
+        assert.equal(bad?.length, length);
+        assert.equal(bad?.code, 'frame_too_large');
+        v.sock.destroy();
+        s.sock.destroy();
+      }
+      // The relay still serves.
+      const { v, s } = await joinedPair(port, key);
+      v.sock.write(dg('still here'));
+      await until('a new session forwards', () => s.datagrams.length === 1);
+      v.sock.destroy();
+      s.sock.destroy();
+    },
+  );
+
+test('frame cursor: a header over the limit stops the walk and marks the stream', () => {
+  const c = new FrameCursor(100);
+  const frames = Buffer.concat([
+    encodeFrame(FrameKind.Datagram, Buffer.alloc(100)),
+    encodeFrame(FrameKind.Datagram, Buffer.alloc(101)),
+  ]);
+  assert.equal(c.walk(frames), 106 + 6, 'stops right after the oversize header');
+  assert.equal(c.oversize, 101);
+  assert.equal(c.walk(frames, 112), 112, 'and goes no further');
+  const r = new FrameCursor(100);
+  r.restore({ header: Buffer.alloc(0), remaining: 5000 });
+  assert.equal(r.oversize, 5000, 'a kernel state past the limit is refused too');
+});
 
 test('relay: a rate-limited relay never forwards in the kernel (the limit is applied in JavaScript)', () => {
   const key = crypto.randomBytes(32);

@@ -49,6 +49,7 @@ typedef struct {
   size_t chunk;      // bytes per splice from the socket: the pipe's capacity
   size_t in_pipe;    // read from the source, not yet written to the destination
   int frames;        // follow frame headers
+  uint64_t max_body; // a header announcing more is refused (EMSGSIZE); 0: no limit
   uint8_t hdr[FRAME_HEADER_LEN];
   int hdr_len;       // header bytes of the current frame seen so far
   uint64_t remaining;  // body bytes of the current frame still to come
@@ -116,6 +117,12 @@ static ssize_t fill(Pair *p, int i) {
     if (d->hdr_len < FRAME_HEADER_LEN) return moved;
     d->remaining = ((uint64_t)d->hdr[0] << 24) | ((uint64_t)d->hdr[1] << 16) | ((uint64_t)d->hdr[2] << 8) | d->hdr[3];
     d->hdr_len = 0;
+    if (d->max_body && d->remaining > d->max_body) {
+      // Not followed: the caller ends the session. stop() reports the length
+      // as the body bytes left, and the header stays in the pipe, unsent.
+      errno = EMSGSIZE;
+      return FILL_ERROR;
+    }
     if (d->remaining == 0) return moved;
   }
   size_t want = d->chunk;
@@ -298,12 +305,14 @@ static int read_cursor(napi_env env, napi_value hdr_v, napi_value rem_v, Dir *d)
   return 0;
 }
 
-// start(fdA, fdB, frames, hdrA, remA, hdrB, remB, counters, callback(side, errno))
+// start(fdA, fdB, frames, hdrA, remA, hdrB, remB, counters, callback(side, errno)[, maxBody])
 //   -> a handle for stop(), or -errno.
 // counters: a Float64Array(2), bytes written A->B and B->A, updated in place.
+// maxBody: a frame header that announces a longer body stops the forwarding
+// with EMSGSIZE (0 or absent: no limit).
 static napi_value Start(napi_env env, napi_callback_info info) {
-  size_t argc = 9;
-  napi_value argv[9];
+  size_t argc = 10;
+  napi_value argv[10];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   THROW_IF(argc < 9, "start(fdA, fdB, frames, hdrA, remA, hdrB, remB, counters, callback)");
   int32_t fda, fdb;
@@ -319,6 +328,10 @@ static napi_value Start(napi_env env, napi_callback_info info) {
            "counters must be a Float64Array(2)");
   napi_valuetype t;
   THROW_IF(napi_typeof(env, argv[8], &t) != napi_ok || t != napi_function, "callback must be a function");
+  double max_body = 0;
+  THROW_IF(argc >= 10 && (napi_get_value_double(env, argv[9], &max_body) != napi_ok || max_body < 0 ||
+                          max_body > 4294967295.0),
+           "maxBody must be a byte count");
   uv_loop_t *loop;
   THROW_IF(napi_get_uv_event_loop(env, &loop) != napi_ok, "no event loop");
 
@@ -328,6 +341,7 @@ static napi_value Start(napi_env env, napi_callback_info info) {
   for (int i = 0; i < 2; i++) {
     p->dir[i].pipe_r = p->dir[i].pipe_w = -1;
     p->dir[i].frames = frames;
+    p->dir[i].max_body = (uint64_t)max_body;
   }
   if (read_cursor(env, argv[3], argv[4], &p->dir[0]) != 0 || read_cursor(env, argv[5], argv[6], &p->dir[1]) != 0) {
     free(p);

@@ -33,6 +33,7 @@ interface TcpSpliceAddon {
     remB: number,
     counters: Float64Array,
     onEnd: (side: number, errno: number) => void,
+    maxBody: number,
   ): object | number;
   stop(handle: object): [Buffer, Buffer, number, Buffer, Buffer, number] | undefined;
 }
@@ -91,12 +92,16 @@ function fdOf(sock: net.Socket): number {
  * paused here (Node reads them no more) and nothing may be written to them
  * until stop(). `onEnd` runs once if either socket reaches its end of stream
  * or fails; forwarding has then stopped, and the caller calls stop().
+ * A frame header that announces a body over `maxFrameBody` stops it too,
+ * with the error EMSGSIZE: the header is not forwarded, and that
+ * direction's cursor comes back with the announced length as `remaining`.
  * Returns null (sockets untouched) when kernel forwarding cannot start.
  */
 export function forwardInKernel(
   a: net.Socket,
   b: net.Socket,
   cursors: [CursorState, CursorState],
+  maxFrameBody: number,
   onEnd: (end: SpliceEnd) => void,
 ): KernelForwarding | null {
   const addon = loadAddon();
@@ -123,6 +128,7 @@ export function forwardInKernel(
     cursors[1].remaining,
     bytes,
     (side, errno) => onEnd({ side: side === 0 ? 0 : 1, error: errno === 0 ? null : errnoError(errno) }),
+    maxFrameBody,
   );
   if (typeof started === 'number') {
     a.resume();

@@ -9,6 +9,7 @@
  */
 import dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
+import net from 'node:net';
 import type { Logger } from '../util/log.js';
 import { defaultRoute, localAddressFor, type DefaultRoute } from './gateway.js';
 import {
@@ -40,6 +41,8 @@ export const MAP_TIMEOUT_MS = 1000;
 export const REQUEST_RTO_MS = 250;
 /** Deleting the mapping on exit: at most this long per protocol, so a dead router never holds up a shutdown. */
 export const DELETE_TIMEOUT_MS = 500;
+/** On exit, an operation still talking to the router is waited for at most this long before the delete. */
+export const CLOSE_WAIT_MS = 2_000;
 /** The lease we ask for (seconds); routers may grant less (miniupnpd: min_lifetime..max_lifetime). */
 export const REQUESTED_LIFETIME_S = 7200;
 /** Renew when this fraction of the granted lifetime has passed (RFC 6887 section 11.2.1: about half). */
@@ -52,9 +55,10 @@ export const CHECK_INTERVAL_MS = 60_000;
 export const OFFERS_CACHE_MS = 10 * 60_000;
 /** Announcements (PCP ANNOUNCE / NAT-PMP address change) closer than this to the last re-creation are ignored. */
 export const ANNOUNCE_MIN_GAP_MS = 1000;
-/** PCP and NAT-PMP servers multicast their announcements here (RFC 6887 8.5, RFC 6886 3.2.1). */
+/** PCP and NAT-PMP servers multicast their announcements here (RFC 6887 8.5, RFC 6886 3.2.1), from their own port. */
 const ANNOUNCE_GROUP = '224.0.0.1';
 const ANNOUNCE_PORT = 5350;
+const SERVER_PORT = 5351;
 /** Description of UPnP mappings, so an operator can tell ours in the router's list. */
 const UPNP_DESCRIPTION = 'holepunch';
 /** UPnP AddPortMapping retries on another external port when the one we asked for is taken. */
@@ -135,6 +139,8 @@ export class PortMapper extends EventEmitter {
   private closed = false;
   private busy: Promise<void> | null = null;
   private lastCreate = 0;
+  /** A re-creation for a router announcement waits in the queue (serialise). */
+  private resetQueued = false;
   private first: Promise<Mapping | null> | null = null;
 
   constructor(readonly opts: PortMapperOptions) {
@@ -162,7 +168,15 @@ export class PortMapper extends EventEmitter {
     if (this.renewTimer) clearTimeout(this.renewTimer);
     this.announce?.close();
     this.announce = null;
-    await this.busy?.catch(() => {});
+    // Every step is bounded by its own timeout; this bounds a queue of them.
+    let wait: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.busy?.catch(() => {}),
+      new Promise<void>((r) => {
+        wait = setTimeout(r, CLOSE_WAIT_MS);
+      }),
+    ]);
+    clearTimeout(wait);
     const lease = this.lease;
     this.lease = null;
     if (lease) await this.remove(lease);
@@ -235,7 +249,10 @@ export class PortMapper extends EventEmitter {
         return null;
       }
       const ext = await soapCall(svc, 'GetExternalIPAddress', [], ['NewExternalIPAddress'], left()).catch(() => null);
-      return { svc, externalIp: ext?.ok ? (ext.fields.NewExternalIPAddress ?? null) : null };
+      // Only an IPv4 address is an external address; anything else is the router's garbage.
+      const ip = ext?.ok ? (ext.fields.NewExternalIPAddress ?? '').trim() : '';
+      if (ip && !net.isIPv4(ip)) debug(`UPnP external address dropped: not an IPv4 address (${ip.slice(0, 64)})`);
+      return { svc, externalIp: net.isIPv4(ip) ? ip : null };
     } catch (e) {
       debug(`UPnP description: ${(e as Error).message}`);
       return null;
@@ -319,7 +336,9 @@ export class PortMapper extends EventEmitter {
     if (this.renewTimer) clearTimeout(this.renewTimer);
     const m = this.lease?.mapping;
     if (!m || m.lifetimeS === 0) return;
-    const ms = Math.max(1000, m.lifetimeS * 1000 * RENEW_FRACTION);
+    // A grant longer than we asked for is renewed on our own schedule (and a
+    // huge one would overflow setTimeout, which then fires at once).
+    const ms = Math.max(1000, Math.min(m.lifetimeS, REQUESTED_LIFETIME_S) * 1000 * RENEW_FRACTION);
     this.renewTimer = setTimeout(() => void this.serialise(() => this.renew()), ms);
     this.renewTimer.unref();
   }
@@ -416,7 +435,9 @@ export class PortMapper extends EventEmitter {
     });
     s.on('message', (msg, rinfo) => {
       const lease = this.lease;
-      if (!lease || rinfo.address !== lease.mapping.gateway) return;
+      if (!lease || rinfo.address !== lease.mapping.gateway || rinfo.port !== SERVER_PORT) return;
+      // One re-creation queued at a time: a flood of announcements must not queue one per datagram.
+      if (this.resetQueued) return;
       const pcp = msg[0] === 2 ? parsePcpResponse(msg) : null;
       const pmp = msg[0] === 0 ? parseNatPmpResponse(msg) : null;
       const v = pcp ?? pmp;
@@ -426,7 +447,11 @@ export class PortMapper extends EventEmitter {
       }
       if (Date.now() - this.lastCreate < ANNOUNCE_MIN_GAP_MS) return;
       this.log.info('portmap_reset', `the gateway announced a restart (epoch ${v.epoch}); re-creating our mapping`, {});
-      void this.serialise(() => this.establish('re-created after the router announced a restart', true));
+      this.resetQueued = true;
+      void this.serialise(() => {
+        this.resetQueued = false;
+        return this.establish('re-created after the router announced a restart', true);
+      });
     });
     s.bind(ANNOUNCE_PORT, () => {
       try {

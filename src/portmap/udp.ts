@@ -54,7 +54,10 @@ export function udpExchange<T>(
     const send = () => {
       if (!done) s.send(payload, (e) => e && finish({ value: null, why: e.message }));
     };
-    s.connect(port, gateway, () => {
+    // A connect that fails (no route after a network change, a broadcast
+    // gateway) comes to this callback, not to 'error'; send() would throw.
+    s.connect(port, gateway, (e?: Error) => {
+      if (e) return finish({ value: null, why: (e as NodeJS.ErrnoException).code ?? e.message });
       send();
       resend = setInterval(send, opts.rtoMs);
     });

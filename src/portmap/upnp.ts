@@ -200,12 +200,17 @@ export function urlOnHost(url: string, host: string): boolean {
   }
 }
 
-/** One HTTP exchange, body bounded by UPNP_MAX_BODY_BYTES, no redirects. Rejects on errors and timeout. */
+/**
+ * One HTTP exchange, body bounded by UPNP_MAX_BODY_BYTES, no redirects.
+ * Rejects on errors, and when the whole exchange takes longer than
+ * `timeoutMs`: the socket's own timeout only measures silence, and a router
+ * that drips a byte (or a 1xx reply) now and then would hold it forever.
+ */
 export function httpRequest(
   url: string,
   opts: { method: 'GET' | 'POST'; headers?: Record<string, string>; body?: string; timeoutMs: number },
 ): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
+  return new Promise<{ status: number; body: string }>((resolve, reject) => {
     const req = http.request(url, { method: opts.method, headers: opts.headers, timeout: opts.timeoutMs }, (res) => {
       const chunks: Buffer[] = [];
       let size = 0;
@@ -223,6 +228,8 @@ export function httpRequest(
     req.on('timeout', () => req.destroy(new Error('timed out')));
     req.on('error', reject);
     req.end(opts.body);
+    const deadline = setTimeout(() => req.destroy(new Error('timed out')), opts.timeoutMs);
+    req.once('close', () => clearTimeout(deadline));
   });
 }
 

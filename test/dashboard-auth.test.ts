@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { checkAccess, isLoopbackAddress, TOKEN_COOKIE } from '../src/metrics/http.js';
+import net from 'node:net';
+import { checkAccess, isLoopbackAddress, startObserveServer, TOKEN_COOKIE } from '../src/metrics/http.js';
 
 test('loopback is 127.0.0.0/8, ::1 and mapped 127.x; anything else is not', () => {
   for (const a of ['127.0.0.1', '127.0.0.2', '127.255.0.9', '::1', '::ffff:127.0.0.1', 'localhost'])
@@ -45,4 +46,23 @@ test('the access rule: token on every path when set; without one, the dashboard 
     checkAccess(req('/status', { cookie: `${TOKEN_COOKIE}=${token}` }), { token, loopback: false, isPage: false }).ok,
     false,
   );
+});
+
+test('a request target that is no URL (`//`) gets an answer, and the server keeps serving', async () => {
+  // Before, `new URL('//')` threw outside any catch and the rejection ended the process.
+  const srv = await startObserveServer({ listen: { host: '127.0.0.1', port: 0 }, token: 't0ken', status: () => ({}) });
+  try {
+    const raw = (target: string) =>
+      new Promise<string>((resolve, reject) => {
+        const s = net.connect(srv.port, '127.0.0.1', () => s.end(`GET ${target} HTTP/1.1\r\nHost: x\r\n\r\n`));
+        let got = '';
+        s.on('data', (d: Buffer) => (got += d.toString()));
+        s.on('close', () => resolve(got));
+        s.on('error', reject);
+      });
+    for (const target of ['//', '///', '//[']) assert.match(await raw(target), /^HTTP\/1\.1 401 /, target);
+    assert.match(await raw('/status?token=t0ken'), /^HTTP\/1\.1 303 /, 'still serving');
+  } finally {
+    await srv.close();
+  }
 });

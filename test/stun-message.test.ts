@@ -352,3 +352,14 @@ test(
     assert.ok(accepted > 0, 'the fuzzer should also produce some valid messages');
   },
 );
+
+test('a Binding request from source port 0 gets no reply', () => {
+  // dgram's send() throws on port 0: one forged datagram ended the rendezvous.
+  const responder = new StunResponder({ primary: { address: '127.0.0.1', port: 3478 } });
+  const req = encodeStun({ cls: StunClass.Request, method: StunMethod.Binding, transactionId: Buffer.alloc(12, 7) });
+  assert.ok(
+    responder.handle(req, { address: '192.0.2.1', port: 4000, family: 'IPv4' }, 0),
+    'answered from a real port',
+  );
+  assert.equal(responder.handle(req, { address: '192.0.2.1', port: 0, family: 'IPv4' }, 0), null);
+});

@@ -79,7 +79,8 @@ export function checkAccess(
     .map((c) => c.trim().split('='))
     .filter(([k]) => k === TOKEN_COOKIE);
   if (cookies.some(([, v]) => v !== undefined && sameSecret(v, cookieValue(token)))) return { ok: true };
-  const url = new URL(req.url ?? '/', 'http://x');
+  const url = parseRequestUrl(req.url);
+  if (!url) return { ok: false, why: 'malformed request URL' };
   const given = url.searchParams.get('token');
   if (given !== null && sameSecret(given, token)) {
     url.searchParams.delete('token');
@@ -108,7 +109,13 @@ export async function startObserveServer(
   opts: ObserveServerOptions,
 ): Promise<{ server: http.Server; address: string; port: number; loopback: boolean; close(): Promise<void> }> {
   let loopback = isLoopbackAddress(opts.listen.host);
-  const server = http.createServer((req, res) => void handle(opts, loopback, req, res));
+  const server = http.createServer((req, res) => {
+    void handle(opts, loopback, req, res).catch(() => {
+      // Never a reason to bring the process down: the client gets a 500.
+      if (!res.headersSent) reply(res, 500, 'text/plain', 'internal error\n');
+      else res.destroy();
+    });
+  });
   server.keepAliveTimeout = KEEP_ALIVE_MS;
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) => reject(listenError(e, formatHostPort(opts.listen))));
@@ -128,6 +135,15 @@ export async function startObserveServer(
         server.close(() => r());
       }),
   };
+}
+
+/** A request's target against a dummy base; null when it is no URL (e.g. `//`, a host-relative form). */
+function parseRequestUrl(target: string | undefined): URL | null {
+  try {
+    return new URL(target ?? '/', 'http://x');
+  } catch {
+    return null;
+  }
 }
 
 async function handle(

@@ -113,8 +113,9 @@ export class StunResponder {
       return null;
     }
     // RESPONSE-PORT only picks another port on the same source IP, which a
-    // spoofer could pick anyway; port 0 cannot be a destination.
-    if (req.responsePort === 0) {
+    // spoofer could pick anyway; port 0 cannot be a destination, from a
+    // forged source port 0 or from RESPONSE-PORT (dgram's send() throws on it).
+    if (req.responsePort === 0 || rinfo.port === 0) {
       this.stats.ignored++;
       return null;
     }
@@ -304,8 +305,13 @@ export class StunServer {
       }
       const r = this._responder?.handle(msg, rinfo, index);
       if (!r || this.closed) return;
-      // Send errors (e.g. ENETUNREACH for a spoofed source) are not the client's problem nor ours.
-      this._sockets[r.via]?.send(r.reply, r.to.port, r.to.address, () => {});
+      // Send errors (e.g. ENETUNREACH for a spoofed source) are not the client's problem nor ours,
+      // and a destination dgram refuses outright (it throws) must not end the process.
+      try {
+        this._sockets[r.via]?.send(r.reply, r.to.port, r.to.address, () => {});
+      } catch {
+        /* dropped, like a send that failed later */
+      }
     });
   }
 

@@ -6,7 +6,7 @@ import { parseHostPort, formatHostPort } from '../src/util/addr.js';
 import { FramedSocket } from '../src/transport/framed-socket.js';
 import { relayKeyFrom } from '../src/wire/ticket.js';
 import type { ControlMessage } from '../src/wire/control.js';
-import { Relay } from './relay.js';
+import { RELAY_BIND_TIMEOUT_MS, Relay } from './relay.js';
 import { cryptoReady } from '../src/crypto/sodium.js';
 import { ConfigError, layered, loadConfigFile, RelayConfig } from '../src/config/index.js';
 import { versionLine } from '../src/util/version.js';
@@ -67,8 +67,14 @@ program.action((_o: unknown, cmd: Command) => {
   }
   const relay = new Relay({ key: relayKeyFrom(o.key), log });
   const server = net.createServer((socket) => {
-    const fs = new FramedSocket(socket, { idleTimeoutMs: 10_000 });
+    const fs = new FramedSocket(socket, { idleTimeoutMs: RELAY_BIND_TIMEOUT_MS });
+    const deadline = setTimeout(
+      () => fs.fail('timeout', `no relay_bind within ${RELAY_BIND_TIMEOUT_MS / 1000} s`),
+      RELAY_BIND_TIMEOUT_MS,
+    ).unref();
+    socket.once('close', () => clearTimeout(deadline));
     fs.once('message', (m: ControlMessage) => {
+      clearTimeout(deadline);
       if (m.type === 'relay_resume') return relay.resume(fs, m);
       if (m.type !== 'relay_bind') return fs.fail('bad_message', 'expected relay_bind first');
       relay.adopt(fs, m.ticket, m.resume);

@@ -21,6 +21,12 @@ import { verifyTicket, type TicketRole } from '../src/wire/ticket.js';
 /** How long the first side of a session waits for the second. */
 export const PAIR_TIMEOUT_MS = 15_000;
 /**
+ * A standalone relay's connection must say relay_bind or relay_resume this
+ * soon after it is accepted: a deadline, not a silence, so a frame dripped a
+ * byte at a time cannot hold it.
+ */
+export const RELAY_BIND_TIMEOUT_MS = 10_000;
+/**
  * How long a paired session whose leg died (not a clean close) waits for that
  * side to come back with `relay_resume`, keeping the other leg open. Above
  * the peers' default --resume-timeout, so the relay is never what gives up first.

@@ -97,6 +97,20 @@ interface Conn {
   since?: Map<string, number>;
   /** What each name carries, when the serve peer said (absent: tcp). */
   protos?: Map<string, Proto>;
+  /** Handed to the relay (relay_bind, relay_resume): its control messages are no longer ours to read. */
+  relayed?: boolean;
+  /** When our ping left (its `t`), until its pong comes back. */
+  pingAt?: number;
+  /** Ends the connection if no hello (or relay message) arrives in time; cleared by either. */
+  helloTimer?: NodeJS.Timeout;
+}
+
+/** A name leaves a connection: its per-name records go with it (they must not outgrow the names). */
+function dropName(conn: Conn, name: string): void {
+  const key = name.toLowerCase();
+  conn.names.delete(key);
+  conn.since?.delete(key);
+  conn.protos?.delete(key);
 }
 
 /**
@@ -336,6 +350,13 @@ export class RendezvousServer {
     this.perIp.set(ip, perIp + 1);
     const conn: Conn = { fs, ip, nonce: crypto.randomBytes(24), hello: false, names: new Set(), rttMs: null };
     this.conns.add(conn);
+    // The socket's timeout only measures silence: a frame dripped a byte at a
+    // time would hold the connection for hours without a hello.
+    const handshakeMs = this.opts.handshakeTimeoutMs ?? 10_000;
+    conn.helloTimer = setTimeout(
+      () => fs.fail('timeout', `no hello within ${Math.round(handshakeMs / 1000)} s`),
+      handshakeMs,
+    ).unref();
     fs.on('protocolError', (code: ErrorCode, message: string) =>
       log.warn('protocol_error', message, { remote: fs.remote, code }),
     );
@@ -350,6 +371,7 @@ export class RendezvousServer {
     // Runs once per connection: a connection handed to the relay is released
     // then, and its socket's later 'close' must not count it out a second time.
     if (!this.conns.delete(conn)) return;
+    clearTimeout(conn.helloTimer);
     const n = (this.perIp.get(conn.ip) ?? 1) - 1;
     if (n <= 0) this.perIp.delete(conn.ip);
     else this.perIp.set(conn.ip, n);
@@ -369,14 +391,19 @@ export class RendezvousServer {
 
   private onMessage(conn: Conn, m: ControlMessage): void {
     const { fs } = conn;
+    // A relay leg says nothing more to the rendezvous: a hello or register
+    // there would hold names on a connection the rendezvous no longer counts.
+    if (conn.relayed) return;
     if (!conn.hello) {
       if (m.type === 'relay_bind' && this.relay) {
+        conn.relayed = true;
         this.onClose(conn); // now the relay's to account for
         // In a cluster, a visitor's leg for a session another node brokers is piped to that node's relay.
         if (this.opts.cluster?.takeRelayLeg(fs, m.ticket)) return;
         return this.relay.adopt(fs, m.ticket, m.resume);
       }
       if (m.type === 'relay_resume' && this.relay) {
+        conn.relayed = true;
         this.onClose(conn);
         return this.relay.resume(fs, m);
       }
@@ -391,6 +418,7 @@ export class RendezvousServer {
         return fs.fail('bad_token', 'missing or wrong --token for this rendezvous');
       }
       conn.hello = true;
+      clearTimeout(conn.helloTimer);
       fs.socket.setTimeout(this.opts.idleTimeoutMs ?? 90_000);
       fs.send({
         type: 'welcome',
@@ -408,7 +436,8 @@ export class RendezvousServer {
         features: ['path_report', 'resume', 'nat_report'],
       });
       // Measure the round trip now, so a punch can be timed to leave both peers together.
-      fs.send({ type: 'ping', t: performance.now() });
+      conn.pingAt = performance.now();
+      fs.send({ type: 'ping', t: conn.pingAt });
       return;
     }
     switch (m.type) {
@@ -435,7 +464,9 @@ export class RendezvousServer {
       case 'session_resume':
         return this.onSessionResume(conn, m);
       case 'pong':
-        if (m.t <= performance.now()) conn.rttMs = performance.now() - m.t;
+        // Only the answer to our own ping counts: its `t` is the time we sent.
+        if (conn.pingAt !== undefined && m.t === conn.pingAt) conn.rttMs = performance.now() - m.t;
+        conn.pingAt = undefined;
         return;
       default:
         return fs.fail('bad_message', `unexpected message "${m.type}"`);
@@ -511,7 +542,7 @@ export class RendezvousServer {
       return false;
     }
     if (r.replaced) {
-      r.replaced.conn.names.delete(m.name.toLowerCase());
+      dropName(r.replaced.conn, m.name);
       log.info('registered', `"${m.name}" moved to a new connection of the same key`, { name: m.name });
     }
     conn.names.add(m.name.toLowerCase());
@@ -814,7 +845,7 @@ export class RendezvousServer {
       nameLost: (name, conflict) => {
         const reg = this.registry.lookup(name);
         if (!reg || !this.registry.release(name, reg.conn)) return;
-        reg.conn.names.delete(name.toLowerCase());
+        dropName(reg.conn, name);
         this.opts.log.info(
           'unregistered',
           `"${name}" ` +

@@ -15,6 +15,19 @@ export type ClaimResult<C> = { ok: true; replaced?: Registration<C> } | { ok: fa
 
 export class Registry<C> {
   private byName = new Map<string, Registration<C>>();
+  /** The names each connection holds (lowercased): a connection's close costs its own names, not the registry's. */
+  private byConn = new Map<C, Set<string>>();
+
+  private index(conn: C, k: string, add: boolean): void {
+    let set = this.byConn.get(conn);
+    if (add) {
+      if (!set) this.byConn.set(conn, (set = new Set()));
+      set.add(k);
+    } else if (set) {
+      set.delete(k);
+      if (set.size === 0) this.byConn.delete(conn);
+    }
+  }
 
   get size(): number {
     return this.byName.size;
@@ -28,7 +41,9 @@ export class Registry<C> {
     const k = name.toLowerCase();
     const cur = this.byName.get(k);
     if (cur && cur.key !== key) return { ok: false, holderSince: cur.since };
+    if (cur) this.index(cur.conn, k, false);
     this.byName.set(k, { name, key, conn, since: now });
+    this.index(conn, k, true);
     return cur && cur.conn !== conn ? { ok: true, replaced: cur } : { ok: true };
   }
 
@@ -37,18 +52,20 @@ export class Registry<C> {
     const k = name.toLowerCase();
     if (this.byName.get(k)?.conn !== conn) return false;
     this.byName.delete(k);
+    this.index(conn, k, false);
     return true;
   }
 
   /** Drops every name held by `conn`; returns the names released. */
   releaseConn(conn: C): string[] {
     const out: string[] = [];
-    for (const [k, r] of this.byName) {
-      if (r.conn === conn) {
-        this.byName.delete(k);
-        out.push(r.name);
-      }
+    for (const k of this.byConn.get(conn) ?? []) {
+      const r = this.byName.get(k);
+      if (r?.conn !== conn) continue;
+      this.byName.delete(k);
+      out.push(r.name);
     }
+    this.byConn.delete(conn);
     return out;
   }
 

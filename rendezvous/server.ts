@@ -197,6 +197,8 @@ export class RendezvousServer {
   private conns = new Set<Conn>();
   private perIp = new Map<string, number>();
   private sessions = new Map<string, Brokered>();
+  /** The sessions each side takes part in (indexSession). */
+  private readonly sessionsOf = new Map<PeerLink, Set<Brokered>>();
   stats = { connects: 0, rejected: 0, limitsHit: 0 };
   /**
    * Emits 'punch' (visitorNat, serverNat) when a punch is ordered and 'punch_success' (same) on a session's first
@@ -379,7 +381,7 @@ export class RendezvousServer {
     for (const name of this.registry.releaseConn(conn)) {
       this.opts.log.info('unregistered', `"${name}" went away`, { name });
     }
-    for (const s of this.sessions.values()) {
+    for (const s of [...(this.sessionsOf.get(conn) ?? [])]) {
       if (s.visitor === conn || s.server === conn) {
         const role = s.visitor === conn ? 'visitor' : 'server';
         // A FIN is a peer that closed on purpose or died: no resume for that side, here or on the relay.
@@ -587,7 +589,7 @@ export class RendezvousServer {
     }
     const perConn = this.opts.maxSessionsPerConn ?? 256;
     let mine = 0;
-    for (const x of this.sessions.values()) if (x.visitor === conn) mine++;
+    for (const x of this.sessionsOf.get(conn) ?? []) if (x.visitor === conn) mine++;
     if (mine >= perConn) {
       return this.limit(conn.fs, `one connection may open at most ${perConn} sessions`, {
         reqId: m.reqId,
@@ -613,6 +615,7 @@ export class RendezvousServer {
       path: 'pending',
     };
     this.sessions.set(sid, s);
+    this.indexSession(s, true);
     this.stats.connects++;
     reg.conn.fs.send({
       type: 'incoming',
@@ -728,6 +731,7 @@ export class RendezvousServer {
       return;
     }
     s.held![m.role] = check.next;
+    this.indexSession(s, false);
     if (m.role === 'visitor') {
       s.visitor = conn;
       s.visitorCandidates = m.candidates;
@@ -737,6 +741,7 @@ export class RendezvousServer {
       s.serverCandidates = m.candidates;
       if (m.nat) s.serverNat = m.nat;
     }
+    this.indexSession(s, true);
     const st = s.state;
     if (st.name === 'awaiting-resume') {
       const away = new Set(st.away);
@@ -840,7 +845,8 @@ export class RendezvousServer {
       visitorMessage: (visitor, m) =>
         m.type === 'candidates' ? this.onCandidates(visitor, m) : this.onPathReport(visitor, m),
       visitorGone: (visitor) => {
-        for (const s of this.sessions.values()) if (s.visitor === visitor) this.endSession(s.sid, 'the visitor left');
+        for (const s of [...(this.sessionsOf.get(visitor) ?? [])])
+          if (s.visitor === visitor) this.endSession(s.sid, 'the visitor left');
       },
       nameLost: (name, conflict) => {
         const reg = this.registry.lookup(name);
@@ -857,6 +863,24 @@ export class RendezvousServer {
         if (conflict) reg.conn.fs.fail('name_taken', `the name "${name}" is now served by someone else`);
       },
     };
+  }
+
+  /**
+   * Keeps `sessionsOf` in step with a session's two sides: a connection's
+   * close, and its per-connection limit, cost its own sessions, not a scan
+   * of every session (one client holding thousands made each connect slow).
+   */
+  private indexSession(s: Brokered, add: boolean): void {
+    for (const c of [s.visitor, s.server] as PeerLink[]) {
+      let set = this.sessionsOf.get(c);
+      if (add) {
+        if (!set) this.sessionsOf.set(c, (set = new Set()));
+        set.add(s);
+      } else if (set) {
+        set.delete(s);
+        if (set.size === 0) this.sessionsOf.delete(c);
+      }
+    }
   }
 
   private endSession(sid: string, why: string): void {
@@ -876,7 +900,10 @@ export class RendezvousServer {
       !('timer' in next && next.timer === prev.timer)
     )
       clearTimeout(prev.timer);
-    if (next.name === 'ended') this.sessions.delete(s.sid);
+    if (next.name === 'ended') {
+      this.sessions.delete(s.sid);
+      this.indexSession(s, false);
+    }
     this.opts.log.debug('session_state', `session ${s.sid}: ${prev.name} -> ${next.name} (${why})`, {
       sid: s.sid,
       from: prev.name,

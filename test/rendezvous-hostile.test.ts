@@ -9,6 +9,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { RendezvousServer } from '../rendezvous/server.js';
+import { Registry } from '../rendezvous/registry.js';
 import { MAX_RTT_MS, punchDelays } from '../rendezvous/punch-timing.js';
 import { FrameDecoder, PROTOCOL_VERSION } from '../src/wire/frame.js';
 import { encodeControl, parseControl, type ControlMessage } from '../src/wire/control.js';
@@ -87,4 +88,20 @@ test('punch delays stay within what the punch message carries, whatever round tr
     for (const x of [d.visitor, d.server]) assert.ok(Number.isInteger(x) && x >= 0 && x <= 10_000, `${v}/${s}: ${x}`);
   }
   assert.deepEqual(punchDelays(40, 10), { visitor: 20, server: 35 }, 'ordinary round trips as before');
+});
+
+test("registry: a connection's names are found without a scan, and stay right across take-overs and releases", () => {
+  const r = new Registry<string>();
+  assert.ok(r.claim('Alpha', 'k1', 'c1').ok);
+  assert.ok(r.claim('beta', 'k1', 'c1').ok);
+  assert.ok(r.claim('gamma', 'k2', 'c3').ok);
+  const moved = r.claim('BETA', 'k1', 'c2'); // the same key from a new connection
+  assert.ok(moved.ok && moved.replaced?.conn === 'c1');
+  assert.equal(r.claim('alpha', 'k9', 'c4').ok, false, 'another key is refused');
+  assert.deepEqual(r.releaseConn('c1'), ['Alpha']);
+  assert.ok(r.release('gamma', 'c3'));
+  assert.deepEqual(r.releaseConn('c3'), []);
+  assert.deepEqual(r.releaseConn('c2'), ['BETA']);
+  assert.equal(r.size, 0);
+  assert.deepEqual(r.releaseConn('c2'), [], 'twice is nothing');
 });

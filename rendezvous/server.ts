@@ -197,7 +197,7 @@ export class RendezvousServer {
   private conns = new Set<Conn>();
   private perIp = new Map<string, number>();
   private sessions = new Map<string, Brokered>();
-  /** The sessions each side takes part in (indexSession). */
+  /** The sessions each side takes part in (index, unindex). */
   private readonly sessionsOf = new Map<PeerLink, Set<Brokered>>();
   stats = { connects: 0, rejected: 0, limitsHit: 0 };
   /**
@@ -381,7 +381,9 @@ export class RendezvousServer {
     for (const name of this.registry.releaseConn(conn)) {
       this.opts.log.info('unregistered', `"${name}" went away`, { name });
     }
-    for (const s of [...(this.sessionsOf.get(conn) ?? [])]) {
+    const mine = this.sessionsOf.get(conn);
+    this.sessionsOf.delete(conn);
+    for (const s of mine ?? []) {
       if (s.visitor === conn || s.server === conn) {
         const role = s.visitor === conn ? 'visitor' : 'server';
         // A FIN is a peer that closed on purpose or died: no resume for that side, here or on the relay.
@@ -615,7 +617,8 @@ export class RendezvousServer {
       path: 'pending',
     };
     this.sessions.set(sid, s);
-    this.indexSession(s, true);
+    this.index(s.visitor, s);
+    this.index(s.server, s);
     this.stats.connects++;
     reg.conn.fs.send({
       type: 'incoming',
@@ -731,7 +734,8 @@ export class RendezvousServer {
       return;
     }
     s.held![m.role] = check.next;
-    this.indexSession(s, false);
+    this.unindex(s[m.role], s);
+    this.index(conn, s);
     if (m.role === 'visitor') {
       s.visitor = conn;
       s.visitorCandidates = m.candidates;
@@ -741,7 +745,6 @@ export class RendezvousServer {
       s.serverCandidates = m.candidates;
       if (m.nat) s.serverNat = m.nat;
     }
-    this.indexSession(s, true);
     const st = s.state;
     if (st.name === 'awaiting-resume') {
       const away = new Set(st.away);
@@ -845,8 +848,9 @@ export class RendezvousServer {
       visitorMessage: (visitor, m) =>
         m.type === 'candidates' ? this.onCandidates(visitor, m) : this.onPathReport(visitor, m),
       visitorGone: (visitor) => {
-        for (const s of [...(this.sessionsOf.get(visitor) ?? [])])
-          if (s.visitor === visitor) this.endSession(s.sid, 'the visitor left');
+        const mine = this.sessionsOf.get(visitor);
+        this.sessionsOf.delete(visitor);
+        for (const s of mine ?? []) if (s.visitor === visitor) this.endSession(s.sid, 'the visitor left');
       },
       nameLost: (name, conflict) => {
         const reg = this.registry.lookup(name);
@@ -866,21 +870,24 @@ export class RendezvousServer {
   }
 
   /**
-   * Keeps `sessionsOf` in step with a session's two sides: a connection's
-   * close, and its per-connection limit, cost its own sessions, not a scan
-   * of every session (one client holding thousands made each connect slow).
+   * `sessionsOf` follows each session's two sides: a connection's close and
+   * its per-connection limit then cost its own sessions, not a scan of every
+   * session (one client holding thousands made each connect slow).
    */
-  private indexSession(s: Brokered, add: boolean): void {
-    for (const c of [s.visitor, s.server] as PeerLink[]) {
-      let set = this.sessionsOf.get(c);
-      if (add) {
-        if (!set) this.sessionsOf.set(c, (set = new Set()));
-        set.add(s);
-      } else if (set) {
-        set.delete(s);
-        if (set.size === 0) this.sessionsOf.delete(c);
-      }
-    }
+  private index(c: PeerLink, s: Brokered): void {
+    let set = this.sessionsOf.get(c);
+    if (!set) this.sessionsOf.set(c, (set = new Set()));
+    set.add(s);
+  }
+
+  private unindex(c: PeerLink, s: Brokered): void {
+    const set = this.sessionsOf.get(c);
+    if (!set) return;
+    set.delete(s);
+    // A live connection keeps its set, empty or not, until it closes
+    // (onClose): dropping and re-making it per session was garbage enough to
+    // show in the rendezvous's peak memory under load.
+    if (set.size === 0 && !this.conns.has(c as Conn)) this.sessionsOf.delete(c);
   }
 
   private endSession(sid: string, why: string): void {
@@ -902,7 +909,8 @@ export class RendezvousServer {
       clearTimeout(prev.timer);
     if (next.name === 'ended') {
       this.sessions.delete(s.sid);
-      this.indexSession(s, false);
+      this.unindex(s.visitor, s);
+      this.unindex(s.server, s);
     }
     this.opts.log.debug('session_state', `session ${s.sid}: ${prev.name} -> ${next.name} (${why})`, {
       sid: s.sid,

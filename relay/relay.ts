@@ -631,12 +631,8 @@ class ResumablePair {
     if (!v || !s || v.dead || s.dead || v.stash || s.stash || v.discarding || s.discarding) return;
     if (!v.userReads || !s.userReads) return;
     const legs: [Leg, Leg] = [v, s];
-    const fwd = forwardInKernel(
-      v.socket,
-      s.socket,
-      [v.cursor.state(), s.cursor.state()],
-      MAX_RELAYED_FRAME_BODY,
-      (e) => this.onKernelEnd(e),
+    const fwd = forwardInKernel(v.socket, s.socket, [v.cursor.state(), s.cursor.state()], MAX_RELAYED_FRAME_BODY, (e) =>
+      this.onKernelEnd(e),
     );
     if (fwd) this.kernel = { fwd, legs };
   }

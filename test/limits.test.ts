@@ -56,3 +56,32 @@ test('limit flags reject bad values by name', async (t) => {
   assert.equal(await waitExit(bad, 10_000), 1);
   assert.match(outputOf(bad).stderr, /invalid --max-sessions "lots"/);
 });
+
+test('standalone relay: a frame dripped a byte at a time is closed at the bind deadline, not held', async (t) => {
+  const p = new Procs();
+  t.after(() => p.cleanup());
+  const relay = p.spawnCli('relay', ['--listen', '127.0.0.1:0', '--key', 'drip-key', '--log-format', 'json']);
+  const rr = await waitForEvent(relay, 'ready', 10_000);
+  const s = net.connect({ port: Number(rr.port), host: '127.0.0.1' });
+  t.after(() => s.destroy());
+  s.on('error', () => {});
+  let closed = false;
+  const codes: string[] = [];
+  const dec = new FrameDecoder();
+  s.on('data', (d: Buffer) => {
+    for (const f of dec.push(d).frames) {
+      const r = parseControl(f.body);
+      if (r.ok && r.msg.type === 'error') codes.push(r.msg.code);
+    }
+  });
+  s.on('close', () => (closed = true));
+  await new Promise<void>((r) => s.once('connect', () => r()));
+  s.write(Buffer.from([0, 0, 0x3e, 0x80, 1, 1])); // a 16 000-byte control frame, never finished
+  // A byte every 2 s keeps an idle timer (10 s) from ever firing; the deadline is 10 s from the accept.
+  for (let i = 0; i < 10 && !closed; i++) {
+    s.write('x');
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+  assert.ok(closed, 'closed within 20 s');
+  assert.deepEqual(codes, ['timeout']);
+});

@@ -67,14 +67,11 @@ program.action((_o: unknown, cmd: Command) => {
   }
   const relay = new Relay({ key: relayKeyFrom(o.key), log });
   const server = net.createServer((socket) => {
-    const fs = new FramedSocket(socket, { idleTimeoutMs: RELAY_BIND_TIMEOUT_MS });
-    const deadline = setTimeout(
-      () => fs.fail('timeout', `no relay_bind within ${RELAY_BIND_TIMEOUT_MS / 1000} s`),
-      RELAY_BIND_TIMEOUT_MS,
-    ).unref();
-    socket.once('close', () => clearTimeout(deadline));
+    const fs = new FramedSocket(socket, {
+      idleTimeoutMs: RELAY_BIND_TIMEOUT_MS,
+      firstMessageTimeoutMs: RELAY_BIND_TIMEOUT_MS,
+    });
     fs.once('message', (m: ControlMessage) => {
-      clearTimeout(deadline);
       if (m.type === 'relay_resume') return relay.resume(fs, m);
       if (m.type !== 'relay_bind') return fs.fail('bad_message', 'expected relay_bind first');
       relay.adopt(fs, m.ticket, m.resume);

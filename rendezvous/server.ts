@@ -101,8 +101,6 @@ interface Conn {
   relayed?: boolean;
   /** When our ping left (its `t`), until its pong comes back. */
   pingAt?: number;
-  /** Ends the connection if no hello (or relay message) arrives in time; cleared by either. */
-  helloTimer?: NodeJS.Timeout;
 }
 
 /** A name leaves a connection: its per-name records go with it (they must not outgrow the names). */
@@ -341,7 +339,9 @@ export class RendezvousServer {
   private onConnection(socket: net.Socket): void {
     const { log } = this.opts;
     const ip = unmapIPv4(socket.remoteAddress ?? '');
-    const fs = new FramedSocket(socket, { idleTimeoutMs: this.opts.handshakeTimeoutMs ?? 10_000 });
+    // The hello (or a relay message) is due by a deadline, not just before a silence.
+    const handshakeMs = this.opts.handshakeTimeoutMs ?? 10_000;
+    const fs = new FramedSocket(socket, { idleTimeoutMs: handshakeMs, firstMessageTimeoutMs: handshakeMs });
     const perIp = this.perIp.get(ip) ?? 0;
     if (perIp >= (this.opts.maxConnsPerIp ?? 256))
       return this.limit(fs, `too many connections from your address (limit ${this.opts.maxConnsPerIp ?? 256})`, {
@@ -352,13 +352,6 @@ export class RendezvousServer {
     this.perIp.set(ip, perIp + 1);
     const conn: Conn = { fs, ip, nonce: crypto.randomBytes(24), hello: false, names: new Set(), rttMs: null };
     this.conns.add(conn);
-    // The socket's timeout only measures silence: a frame dripped a byte at a
-    // time would hold the connection for hours without a hello.
-    const handshakeMs = this.opts.handshakeTimeoutMs ?? 10_000;
-    conn.helloTimer = setTimeout(
-      () => fs.fail('timeout', `no hello within ${Math.round(handshakeMs / 1000)} s`),
-      handshakeMs,
-    ).unref();
     fs.on('protocolError', (code: ErrorCode, message: string) =>
       log.warn('protocol_error', message, { remote: fs.remote, code }),
     );
@@ -373,7 +366,6 @@ export class RendezvousServer {
     // Runs once per connection: a connection handed to the relay is released
     // then, and its socket's later 'close' must not count it out a second time.
     if (!this.conns.delete(conn)) return;
-    clearTimeout(conn.helloTimer);
     const n = (this.perIp.get(conn.ip) ?? 1) - 1;
     if (n <= 0) this.perIp.delete(conn.ip);
     else this.perIp.set(conn.ip, n);
@@ -381,9 +373,7 @@ export class RendezvousServer {
     for (const name of this.registry.releaseConn(conn)) {
       this.opts.log.info('unregistered', `"${name}" went away`, { name });
     }
-    const mine = this.sessionsOf.get(conn);
-    this.sessionsOf.delete(conn);
-    for (const s of mine ?? []) {
+    for (const s of this.takeSessionsOf(conn)) {
       if (s.visitor === conn || s.server === conn) {
         const role = s.visitor === conn ? 'visitor' : 'server';
         // A FIN is a peer that closed on purpose or died: no resume for that side, here or on the relay.
@@ -422,7 +412,6 @@ export class RendezvousServer {
         return fs.fail('bad_token', 'missing or wrong --token for this rendezvous');
       }
       conn.hello = true;
-      clearTimeout(conn.helloTimer);
       fs.socket.setTimeout(this.opts.idleTimeoutMs ?? 90_000);
       fs.send({
         type: 'welcome',
@@ -848,9 +837,8 @@ export class RendezvousServer {
       visitorMessage: (visitor, m) =>
         m.type === 'candidates' ? this.onCandidates(visitor, m) : this.onPathReport(visitor, m),
       visitorGone: (visitor) => {
-        const mine = this.sessionsOf.get(visitor);
-        this.sessionsOf.delete(visitor);
-        for (const s of mine ?? []) if (s.visitor === visitor) this.endSession(s.sid, 'the visitor left');
+        for (const s of this.takeSessionsOf(visitor))
+          if (s.visitor === visitor) this.endSession(s.sid, 'the visitor left');
       },
       nameLost: (name, conflict) => {
         const reg = this.registry.lookup(name);
@@ -878,6 +866,13 @@ export class RendezvousServer {
     let set = this.sessionsOf.get(c);
     if (!set) this.sessionsOf.set(c, (set = new Set()));
     set.add(s);
+  }
+
+  /** The sessions `c` takes part in, its index entry dropped: `c` is gone. */
+  private takeSessionsOf(c: PeerLink): Iterable<Brokered> {
+    const set = this.sessionsOf.get(c);
+    this.sessionsOf.delete(c);
+    return set ?? [];
   }
 
   private unindex(c: PeerLink, s: Brokered): void {

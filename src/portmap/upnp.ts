@@ -211,7 +211,7 @@ export function httpRequest(
   opts: { method: 'GET' | 'POST'; headers?: Record<string, string>; body?: string; timeoutMs: number },
 ): Promise<{ status: number; body: string }> {
   return new Promise<{ status: number; body: string }>((resolve, reject) => {
-    const req = http.request(url, { method: opts.method, headers: opts.headers, timeout: opts.timeoutMs }, (res) => {
+    const req = http.request(url, { method: opts.method, headers: opts.headers }, (res) => {
       const chunks: Buffer[] = [];
       let size = 0;
       res.on('data', (c: Buffer) => {
@@ -225,7 +225,6 @@ export function httpRequest(
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
       res.on('error', reject);
     });
-    req.on('timeout', () => req.destroy(new Error('timed out')));
     req.on('error', reject);
     req.end(opts.body);
     const deadline = setTimeout(() => req.destroy(new Error('timed out')), opts.timeoutMs);

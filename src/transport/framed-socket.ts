@@ -18,6 +18,12 @@ import { ControlMessage, ErrorCode, encodeControl, parseControl } from '../wire/
 export interface FramedSocketOptions {
   /** Close the connection when nothing arrives for this long (slowloris / half-open guard). */
   idleTimeoutMs?: number;
+  /**
+   * Close the connection unless a first control message arrives this soon
+   * after it was opened: a deadline, where the idle timeout is a silence, so
+   * a frame dripped a byte at a time cannot hold the connection.
+   */
+  firstMessageTimeoutMs?: number;
   maxControlFrame?: number;
   maxDatagramFrame?: number;
 }
@@ -38,6 +44,8 @@ export class FramedSocket extends EventEmitter {
   readonly decoder: FrameDecoder | TransientFrameDecoder;
   private closed = false;
   private corked = false;
+  /** Runs until the first control message (firstMessageTimeoutMs). */
+  private firstMessageTimer: NodeJS.Timeout | null = null;
   /** Send buffer for sendDatagramFilled(), while no pending write holds it. */
   private sendScratch: Buffer | null = null;
 
@@ -76,6 +84,13 @@ export class FramedSocket extends EventEmitter {
         this.fail('timeout', `no traffic for ${Math.round(opts.idleTimeoutMs! / 1000)} s`),
       );
     }
+    if (opts.firstMessageTimeoutMs) {
+      const ms = opts.firstMessageTimeoutMs;
+      this.firstMessageTimer = setTimeout(
+        () => this.fail('timeout', `no message within ${Math.round(ms / 1000)} s of connecting`),
+        ms,
+      ).unref();
+    }
     // Frames (and 'datagram' bodies) from a transient read alias the shared
     // buffer: every listener consumes them synchronously (see connect()).
     if (!transientReads) socket.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -84,6 +99,7 @@ export class FramedSocket extends EventEmitter {
     });
     socket.on('close', (hadError) => {
       this.closed = true;
+      this.clearFirstMessageTimer();
       this.emit('close', hadError);
     });
   }
@@ -176,6 +192,11 @@ export class FramedSocket extends EventEmitter {
     return this.decoder.drainRemainder();
   }
 
+  private clearFirstMessageTimer(): void {
+    if (this.firstMessageTimer) clearTimeout(this.firstMessageTimer);
+    this.firstMessageTimer = null;
+  }
+
   private onData(chunk: Buffer | Uint8Array): void {
     if (this.closed) return;
     const { frames, error } =
@@ -188,6 +209,7 @@ export class FramedSocket extends EventEmitter {
       }
       const r = parseControl(f.body);
       if (!r.ok) return this.fail('bad_message', r.error);
+      this.clearFirstMessageTimer();
       this.emit('message', r.msg);
     }
     if (error)

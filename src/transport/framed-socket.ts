@@ -13,6 +13,7 @@ import {
   MAX_DATAGRAM_FRAME,
 } from '../wire/frame.js';
 import { userReadOptions } from './user-reads.js';
+import { BlockPool } from '../util/block-pool.js';
 import { ControlMessage, ErrorCode, encodeControl, parseControl } from '../wire/control.js';
 
 export interface FramedSocketOptions {
@@ -29,7 +30,17 @@ export interface FramedSocketOptions {
 }
 
 /** A relay record and its frame header fit (MAX_RELAY_DATAGRAM_LEN + 6). */
-const MIN_SEND_SCRATCH = 64 * 1024 + 64;
+const SEND_RECORD_BLOCK = 64 * 1024 + 64;
+
+/**
+ * Buffers of relay records that sendDatagramFilled() wrote, back once the
+ * socket's write queue no longer holds them; shared by every socket of the
+ * process. 128 free ones (8 MiB) cover most of a full write queue draining at once.
+ * Why a pool: a window of records in flight on a busy relay leg sits in the
+ * write queue, and a fresh 64 KiB buffer per record there was garbage
+ * collection and page faults on the sender (docs/BENCHMARKS.md).
+ */
+export const sendRecordPool = new BlockPool(SEND_RECORD_BLOCK, 128);
 
 /**
  * A TCP socket speaking our framing. Emits:
@@ -46,8 +57,10 @@ export class FramedSocket extends EventEmitter {
   private corked = false;
   /** Runs until the first control message (firstMessageTimeoutMs). */
   private firstMessageTimer: NodeJS.Timeout | null = null;
-  /** Send buffer for sendDatagramFilled(), while no pending write holds it. */
-  private sendScratch: Buffer | null = null;
+  /** Record buffers handed to write(), oldest first, until the write queue lets go of them. */
+  private readonly sentRecords: Buffer[] = [];
+  /** Their lengths, summed. */
+  private sentRecordBytes = 0;
 
   /**
    * Connects a socket that reads into a shared, reusable buffer instead of a
@@ -132,28 +145,47 @@ export class FramedSocket extends EventEmitter {
 
   /**
    * One datagram frame of `length` body bytes that `fill` writes in place, in
-   * a send buffer this socket reuses whenever the kernel took the previous
-   * write whole (the usual case): a 64 KiB relay record costs no allocation.
-   * A write the kernel only took part of keeps its buffer until it completes,
-   * and the next record gets a new one. `fill` runs before anything is
-   * written, so if it throws, nothing was sent.
+   * a pooled buffer: a 64 KiB relay record costs no allocation, whether the
+   * kernel takes it at once (the buffer is back before this returns) or it
+   * waits in the write queue (back once the queue has passed it). `fill`
+   * runs before anything is written, so if it throws, nothing was sent.
    */
   sendDatagramFilled(length: number, fill: (body: Uint8Array) => void): boolean {
     if (this.isClosed) return false;
     const total = FRAME_HEADER_LEN + length;
-    let buf = this.sendScratch;
-    this.sendScratch = null;
-    if (!buf || buf.length < total) buf = Buffer.allocUnsafeSlow(Math.max(total, MIN_SEND_SCRATCH));
+    this.reclaimSentRecords();
+    const buf = total <= SEND_RECORD_BLOCK ? sendRecordPool.take(total) : Buffer.allocUnsafe(total);
     writeFrameHeader(buf, FrameKind.Datagram, length);
-    fill(buf.subarray(FRAME_HEADER_LEN, total));
+    try {
+      fill(buf.subarray(FRAME_HEADER_LEN, total));
+    } catch (e) {
+      sendRecordPool.give(buf);
+      throw e;
+    }
     // Small datagrams corked earlier in this tick go first (order), and a
     // corked write would sit in JS holding the buffer.
     this.uncork();
-    const ok = this.socket.write(buf.subarray(0, total));
-    // Nothing left in the writable queue: the write went to the kernel
-    // synchronously and no one references `buf` any more.
-    if (this.socket.writableLength === 0) this.sendScratch = buf;
+    const ok = this.socket.write(buf);
+    this.sentRecords.push(buf);
+    this.sentRecordBytes += total;
+    this.reclaimSentRecords();
     return ok;
+  }
+
+  /**
+   * Gives back the record buffers the socket has finished writing. The write
+   * queue drains in order and writableLength is what it still holds, so a
+   * record followed by at least that many bytes of later records is out.
+   * (Writes that are not records only make this wait longer, never less.)
+   */
+  private reclaimSentRecords(): void {
+    const queued = this.socket.writableLength;
+    const sent = this.sentRecords;
+    while (sent.length > 0 && this.sentRecordBytes - sent[0].length >= queued) {
+      const b = sent.shift()!;
+      this.sentRecordBytes -= b.length;
+      sendRecordPool.give(b);
+    }
   }
 
   private uncork(): void {

@@ -428,3 +428,69 @@ test('mux: DATA after FIN resets the stream; a writer blocked on backpressure is
   const e = await withTimeout(cbErr, 5000, 'write callback released');
   assert.ok(e, 'the unsent write reports an error');
 });
+
+/**
+ * Sends `total` bytes on a fresh stream while, if `busy`, a second stream
+ * carries a byte every few turns; the reader takes `readFirst` bytes, then
+ * stops. Returns what the sender has out beyond what was read.
+ */
+async function outstandingAfterPause(
+  t: { after: (fn: () => void) => void },
+  busy: boolean,
+  window: number,
+  sharedWindow: number,
+): Promise<number> {
+  const p = pair(t, { b: { initialWindow: window, sharedWindow } });
+  const accepted: MuxStream[] = [];
+  p.b.on('stream', (s: MuxStream) => {
+    s.on('error', () => {});
+    accepted.push(s);
+  });
+  const chatty = p.a.openStream();
+  chatty.on('error', () => {});
+  // Open in both cases (a SYN carries no DATA); only a busy one says anything.
+  if (busy) chatty.write(Buffer.from('hello'));
+  await p.settle();
+  await until(() => accepted.length === 1, 'chatty stream accepted');
+  accepted[0].resume();
+  let chatting = busy;
+  const chat = async () => {
+    while (chatting) {
+      chatty.write(Buffer.from('.'));
+      for (let i = 0; i < 5; i++) await tick();
+    }
+  };
+  const chatter = chat();
+  const bulk = p.a.openStream();
+  const data = randomData(4 * window);
+  const writer = writeAll(bulk, data, 16 * 1024, false);
+  writer.catch(() => {});
+  await until(() => accepted.length === 2, 'bulk stream accepted');
+  const bs = accepted[1];
+  let received = 0;
+  const readFirst = 2 * window;
+  bs.on('data', (c: Buffer) => {
+    received += c.length;
+    if (received >= readFirst && received - c.length < readFirst) bs.pause();
+  });
+  await until(() => bs.isPaused(), 'reader paused');
+  await p.settle();
+  const sent = p.a.bytesSent;
+  chatting = false;
+  await chatter;
+  return sent - received;
+}
+
+test('mux: a stream alone may fill its window; while another stream is busy it gets the shared one', async (t) => {
+  const window = 1024 * 1024;
+  const shared = 256 * 1024;
+  const alone = await outstandingAfterPause(t, false, window, shared);
+  const withCompany = await outstandingAfterPause(t, true, window, shared);
+  // bytesSent also counts the chatty stream's bytes (a few hundred at most).
+  assert.ok(alone > shared + 64 * 1024, `alone: ${alone} bytes out, no more than the shared window`);
+  assert.ok(alone <= window + 4096, `alone: ${alone} bytes out, more than the window`);
+  assert.ok(
+    withCompany <= shared + 4096,
+    `with a busy neighbour: ${withCompany} bytes out, more than the shared window`,
+  );
+});

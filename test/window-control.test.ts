@@ -3,6 +3,8 @@ import assert from 'node:assert/strict';
 import {
   MAX_WINDOW_BYTES,
   MIN_WINDOW_BYTES,
+  RELAY_QUEUE_TARGET_MS,
+  UDP_QUEUE_TARGET_MS,
   UDP_WINDOW_BYTES,
   WindowControl,
   windowLimits,
@@ -46,9 +48,9 @@ test('a path change forgets the old base RTT', () => {
   assert.ok(w.window >= before);
 });
 
-test('window bounds hold the same bytes at every UDP segment size, and 8 MiB of relay records', () => {
+test('window bounds hold the same bytes at every UDP segment size, and 16 MiB of relay records', () => {
   const full = windowLimits(1443); // a 1472-byte datagram: a 1500-byte MTU over IPv4
-  assert.deepEqual(full, { min: 32, max: 1024, receive: 1261 });
+  assert.deepEqual(full, { min: 32, max: 1024, receive: 1261, targetMs: UDP_QUEUE_TARGET_MS });
   for (const segment of [1443, 1423, 1223, 1171, 519]) {
     const { min, max } = windowLimits(segment);
     // A smaller path MTU gets more segments, so the bytes in flight stay within one segment of the full size's.
@@ -59,6 +61,34 @@ test('window bounds hold the same bytes at every UDP segment size, and 8 MiB of 
   // The receive window counts the peer's segments, whatever size they are cut for: the same everywhere on UDP.
   for (const segment of [1443, 1223, 1171, 519]) assert.equal(windowLimits(segment).receive, 1261);
   // Relay records (up to 64 KiB): bounded by MAX_WINDOW_BYTES, with a floor in segments.
-  assert.deepEqual(windowLimits(64 * 1024 - 29), { min: 8, max: 128, receive: 128 });
+  assert.deepEqual(windowLimits(64 * 1024 - 29), { min: 8, max: 256, receive: 256, targetMs: RELAY_QUEUE_TARGET_MS });
   assert.equal(windowLimits(MAX_WINDOW_BYTES).max, 8);
+});
+
+test("the relay's queue target lets a window ride out scheduling delay that would shrink a UDP path's", () => {
+  const relay = windowLimits(64 * 1024 - 29);
+  const udp = windowLimits(1443);
+  assert.ok(relay.targetMs > udp.targetMs);
+  const run = (limits: typeof relay) => {
+    const w = new WindowControl({ minWnd: limits.min, maxWnd: limits.max, targetMs: limits.targetMs });
+    let now = 0;
+    for (let i = 0; i < 20; i++) w.step(2, w.window, (now += 50)); // idle RTT 2 ms
+    const before = w.window;
+    // Under load the round trip sits 12 ms above it (hand-offs waiting for a CPU).
+    for (let i = 0; i < 20; i++) w.step(14, w.window, (now += 50));
+    return { before, after: w.window };
+  };
+  const r = run(relay);
+  assert.ok(r.after >= r.before, `relay window shrank from ${r.before} to ${r.after}`);
+  const u = run(udp);
+  assert.ok(u.after < u.before, `UDP window stayed at ${u.after}`);
+});
+
+test('setLimits moves the queue target with the bounds', () => {
+  const w = new WindowControl({ minWnd: 32, maxWnd: 1024 });
+  assert.equal(w.targetMs, UDP_QUEUE_TARGET_MS);
+  const relay = windowLimits(64 * 1024 - 29);
+  w.setLimits(relay.min, relay.max, relay.targetMs);
+  assert.equal(w.targetMs, RELAY_QUEUE_TARGET_MS);
+  assert.ok(w.window <= relay.max);
 });

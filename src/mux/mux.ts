@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { EventEmitter } from 'node:events';
 import {
   MUX_HEADER_LEN,
@@ -27,6 +28,11 @@ const MAX_WINDOW = 0x7fffffff;
 const MAX_STREAM_ID = 0xffffffff;
 /** Replies we volunteer (RST to stray frames, PONG) are dropped beyond this backlog. */
 const MAX_REPLY_BACKLOG = 4096;
+/**
+ * A stream that carried DATA (either way) this recently counts as busy: while
+ * another stream is busy, a stream's receive window is `sharedWindow`.
+ */
+export const BUSY_STREAM_MS = 1000;
 
 export interface MuxOptions {
   /** 'client' (the visitor) opens odd stream ids, 'server' even ones. */
@@ -39,6 +45,14 @@ export interface MuxOptions {
   maxFramePayload?: number;
   /** Per-stream receive window in bytes; default 256 KiB, at least MUX_BASE_WINDOW. */
   initialWindow?: number;
+  /**
+   * The receive window a stream grants while another stream of this mux is
+   * busy (BUSY_STREAM_MS); default initialWindow. One ordered transport
+   * carries every stream, so what one stream has in flight is what another's
+   * next message waits behind: a stream alone may fill a large window, one
+   * with company gets this smaller share.
+   */
+  sharedWindow?: number;
   /** Open streams (both directions) beyond which new ones are refused; default 1024. */
   maxStreams?: number;
   /** Per-stream unsent bytes above which write callbacks wait; default 64 KiB. */
@@ -79,6 +93,13 @@ export class Mux extends EventEmitter {
   private readonly canSend: () => boolean;
   private maxFramePayload: number;
   private readonly window: number;
+  private readonly sharedWindow: number;
+  /** The stream that carried DATA last, and when (performance.now()). */
+  private busyId = -1;
+  private busyAt = -Infinity;
+  /** The stream before it (another id), and when it last carried DATA. */
+  private otherBusyId = -1;
+  private otherBusyAt = -Infinity;
   private readonly maxStreams: number;
   private readonly sendHighWater: number;
   private readonly host: StreamHost;
@@ -102,6 +123,7 @@ export class Mux extends EventEmitter {
     this.canSend = opts.canSend;
     this.maxFramePayload = clampInt(opts.maxFramePayload ?? DEFAULT_FRAME_PAYLOAD, 1, 0xffff);
     this.window = clampInt(opts.initialWindow ?? DEFAULT_WINDOW, MUX_BASE_WINDOW, MAX_WINDOW);
+    this.sharedWindow = clampInt(opts.sharedWindow ?? this.window, MUX_BASE_WINDOW, this.window);
     this.maxStreams = clampInt(opts.maxStreams ?? DEFAULT_MAX_STREAMS, 0, 0x7fffffff);
     this.sendHighWater = clampInt(opts.sendHighWater ?? DEFAULT_SEND_HIGH_WATER, 1, MAX_WINDOW);
     this.nextLocalId = this.role === 'client' ? 1 : 2;
@@ -114,6 +136,8 @@ export class Mux extends EventEmitter {
       allocFrame: opts.allocFrame ?? ((size) => Buffer.allocUnsafe(size)),
       sendControl: (frame) => this.queueControl(frame),
       markReady: (s) => this.markReady(s),
+      carriedData: (s, now) => this.carriedData(s.id, now),
+      windowFor: (s) => this.windowFor(s.id),
       forget: (s) => {
         if (this.streams.get(s.id) === s) this.streams.delete(s.id);
       },
@@ -126,6 +150,24 @@ export class Mux extends EventEmitter {
    */
   setMaxFramePayload(n: number): void {
     this.maxFramePayload = clampInt(n, 1, 0xffff);
+  }
+
+  /** Notes that stream `id` carried DATA at `now`: the two most recent distinct streams are enough for windowFor(). */
+  private carriedData(id: number, now: number): void {
+    if (id !== this.busyId) {
+      this.otherBusyId = this.busyId;
+      this.otherBusyAt = this.busyAt;
+      this.busyId = id;
+    }
+    this.busyAt = now;
+  }
+
+  /** The receive window stream `id` grants now: the shared one while another stream is busy. */
+  private windowFor(id: number): number {
+    if (this.sharedWindow === this.window) return this.window;
+    // The most recent stream other than `id` is the busy one, or the one before it.
+    const otherAt = this.busyId !== id ? this.busyAt : this.otherBusyAt;
+    return performance.now() - otherAt < BUSY_STREAM_MS ? this.sharedWindow : this.window;
   }
 
   /** Streams currently open on the wire, both directions. */

@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { Duplex } from 'node:stream';
 import { MUX_HEADER_LEN, MuxCmd, MuxResetReason, allocMuxData, encodeMuxControl } from '../wire/mux-frame.js';
 import { sharedBlockPool } from '../util/block-pool.js';
@@ -17,6 +18,10 @@ export interface StreamHost {
   sendControl(frame: Buffer): void;
   /** The stream has something to send (data with credit, or its FIN). */
   markReady(stream: MuxStream): void;
+  /** The stream sent or received DATA at `now` (performance.now()). */
+  carriedData(stream: MuxStream, now: number): void;
+  /** The receive window the stream grants now (at most its recvWindow; see MuxOptions.sharedWindow). */
+  windowFor(stream: MuxStream): number;
   /** The stream is finished on the wire (both FINs, or an RST either way): drop its id. */
   forget(stream: MuxStream): void;
 }
@@ -169,9 +174,12 @@ export class MuxStream extends Duplex {
   /** Credit back to the peer once a quarter window has been consumed. */
   private grantCredit(): void {
     if (this.gone || this.remoteFin || this.sinkBlocked) return;
-    // The peer may have at most one window in flight or unread here.
-    const grant = this.recvWindow - this.recvCredit - this.readableLength;
-    if (grant >= this.recvWindow >>> 2) {
+    // The peer may have at most one window in flight or unread here; the
+    // window is smaller while another stream is busy (MuxOptions.sharedWindow),
+    // and credit already granted stays valid when it shrinks.
+    const window = Math.min(this.recvWindow, this.host.windowFor(this));
+    const grant = window - this.recvCredit - this.readableLength;
+    if (grant >= window >>> 2) {
       this.recvCredit += grant;
       this.host.sendControl(encodeMuxControl(MuxCmd.WindowUpdate, this.id, grant));
     }
@@ -211,6 +219,7 @@ export class MuxStream extends Duplex {
       const frame = allocMuxData(this.id, n, this.host.allocFrame);
       this.sendQueue.copyOut(frame, MUX_HEADER_LEN, n);
       this.sendCredit -= n;
+      this.host.carriedData(this, performance.now());
       if (this.heldWriteCb && this.sendQueue.length < this.sendHighWater) {
         // Deferred so user code never runs inside the mux's send loop.
         process.nextTick(this.heldWriteCb);
@@ -243,6 +252,7 @@ export class MuxStream extends Duplex {
     }
     this.recvCredit -= payload.length;
     if (payload.length === 0) return;
+    this.host.carriedData(this, performance.now());
     const sink = this.sink;
     if (sink) {
       if (sink.write(payload)) this.grantCredit();

@@ -11,7 +11,7 @@ import { formatHostPort } from '../util/addr.js';
  * queue would. Above the session's largest relay window (see session.ts), so
  * only a stalled relay connection drops.
  */
-const MAX_QUEUED_BYTES = 16 * 1024 * 1024;
+const MAX_QUEUED_BYTES = 32 * 1024 * 1024;
 
 /**
  * Datagrams kept while no receiver is set yet. The peer's first datagram can

@@ -103,7 +103,8 @@ const MAX_FLUSH_DELAY_MS = 5_000;
  * the queue short is what lets an interactive stream's frame go next.
  */
 const QUEUE_AFTER_WINDOW_BYTES = 16 * KCP_MTU;
-const STREAM_WINDOW = 4 * 1024 * 1024;
+const STREAM_WINDOW = 16 * 1024 * 1024;
+const SHARED_STREAM_WINDOW = 4 * 1024 * 1024;
 /** Largest plaintext of a datagram that arrives over UDP: up to it, received datagrams are opened into plain memory. */
 const MAX_UDP_PAYLOAD = MAX_UDP_DATAGRAM_LEN - DATAGRAM_OVERHEAD;
 
@@ -195,9 +196,13 @@ export class Session extends EventEmitter {
       },
       canSend: () => this.closedReason === null && this.kcp.waitSnd() < this.sndWnd + this.queueAfterWindow,
       // Per-stream receive window: it bounds one stream's throughput to window/RTT,
-      // so it must cover a fast path's bandwidth-delay product (4 MiB / 20 ms = 200 MB/s).
-      // Memory is only committed while a consumer is not reading.
+      // so it must cover a fast path's bandwidth-delay product under load (the
+      // relay's is 10-30 ms: 16 MiB / 30 ms = 550 MB/s). Memory is only
+      // committed while a consumer is not reading.
       initialWindow: STREAM_WINDOW,
+      // While another stream is busy, what this one has in flight is what the
+      // other's next message waits behind: a quarter of it, 4 MiB.
+      sharedWindow: SHARED_STREAM_WINDOW,
     });
     this.fitSegmentsTo(MAX_DATAGRAM_LEN);
     this.mux.on('error', (e: Error) => opts.log.warn('mux_error', e.message, { sid: opts.sid }));
@@ -257,11 +262,11 @@ export class Session extends EventEmitter {
     this.mux.setMaxFramePayload(mtu - KCP_OVERHEAD - MUX_HEADER_LEN);
     // Windows hold the same bytes whatever the segment size (window-control.ts):
     // a smaller path MTU must not mean less in flight.
-    const { min, max, receive } = windowLimits(mtu);
-    this.wndControl.setLimits(min, max);
+    const { min, max, receive, targetMs } = windowLimits(mtu);
+    this.wndControl.setLimits(min, max, targetMs);
     this.queueAfterWindow = Math.max(4, Math.ceil(QUEUE_AFTER_WINDOW_BYTES / mtu));
     this.sndWnd = this.wndControl.window;
-    // Receive window: 1261 segments over UDP (the peer cuts its own size), 128 (KCP's minimum) over the relay.
+    // Receive window: 1261 segments over UDP (the peer cuts its own size), 256 over the relay.
     this.kcp.setWndSize(this.sndWnd, receive);
   }
 

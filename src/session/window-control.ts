@@ -24,11 +24,12 @@ const FULL_UDP_SEGMENT = MAX_UDP_DATAGRAM_LEN - DATAGRAM_OVERHEAD;
 export const UDP_WINDOW_BYTES = 1024 * FULL_UDP_SEGMENT;
 /**
  * Most bytes any window spans. Binding only on the relay, whose segments are
- * 64 KiB (128 of them): 8 MiB covers 1 Gbit/s at 60 ms, bounds what a move
+ * 64 KiB (256 of them): 16 MiB covers 2 Gbit/s at 60 ms, bounds what a move
  * to UDP leaves behind on the relay, and bounds what a peer can make us
- * buffer out of order.
+ * buffer out of order. (8 MiB, with the relay's queue target, left the relay
+ * window-bound and a fifth of the CPU idle: docs/BENCHMARKS.md.)
  */
-export const MAX_WINDOW_BYTES = 8 * 1024 * 1024;
+export const MAX_WINDOW_BYTES = 16 * 1024 * 1024;
 /** Fewest bytes the delay-based control shrinks the send window to (32 UDP-sized segments). */
 export const MIN_WINDOW_BYTES = 32 * FULL_UDP_SEGMENT;
 /** Fewest segments in any window, however large they are. */
@@ -42,18 +43,49 @@ export const MIN_WINDOW_SEGMENTS = 8;
 const SMALL_UDP_SEGMENT = 1200 - DATAGRAM_OVERHEAD;
 
 /**
- * Pure: the windows in segments of `segmentBytes` (KCP's MTU: a datagram's
- * plaintext): the send window's bounds, and the receive window.
+ * Queueing delay accepted above a UDP path's base RTT: the delay an
+ * interactive stream pays behind bulk data of the same session.
  */
-export function windowLimits(segmentBytes: number): { min: number; max: number; receive: number } {
+export const UDP_QUEUE_TARGET_MS = 5;
+/**
+ * The same on the relay. Its round trip crosses two TCP connections and five
+ * processes (the peers, the relay, the applications), and under load each
+ * hand-off can wait a few milliseconds for a CPU: 5 ms above the idle RTT is
+ * reached by scheduling alone, so the window shrank until the relay path
+ * idled. 20 ms lets it fill, at up to 15 ms more for an interactive stream
+ * sharing the session with bulk data on the relay (docs/BENCHMARKS.md).
+ */
+export const RELAY_QUEUE_TARGET_MS = 20;
+
+export interface WindowLimits {
+  /** Send window bounds, in segments. */
+  min: number;
+  max: number;
+  /** Receive window, in segments. */
+  receive: number;
+  /** Queueing delay the send window control aims for (WindowControl's targetMs). */
+  targetMs: number;
+}
+
+/**
+ * Pure: the windows in segments of `segmentBytes` (KCP's MTU: a datagram's
+ * plaintext): the send window's bounds, the receive window, and the queueing
+ * target. Segments larger than a UDP datagram's are the relay's.
+ */
+export function windowLimits(segmentBytes: number): WindowLimits {
   const segments = (bytes: number) => Math.max(MIN_WINDOW_SEGMENTS, Math.floor(bytes / segmentBytes));
   const min = segments(MIN_WINDOW_BYTES);
   // Relay records (up to 64 KiB): MAX_WINDOW_BYTES of them, both ways.
   if (segmentBytes > FULL_UDP_SEGMENT) {
     const max = segments(MAX_WINDOW_BYTES);
-    return { min: Math.min(min, max), max, receive: max };
+    return { min: Math.min(min, max), max, receive: max, targetMs: RELAY_QUEUE_TARGET_MS };
   }
-  return { min, max: segments(UDP_WINDOW_BYTES), receive: Math.floor(UDP_WINDOW_BYTES / SMALL_UDP_SEGMENT) };
+  return {
+    min,
+    max: segments(UDP_WINDOW_BYTES),
+    receive: Math.floor(UDP_WINDOW_BYTES / SMALL_UDP_SEGMENT),
+    targetMs: UDP_QUEUE_TARGET_MS,
+  };
 }
 
 export interface WindowControlOptions {
@@ -68,7 +100,7 @@ export interface WindowControlOptions {
 export class WindowControl {
   minWnd: number;
   maxWnd: number;
-  readonly targetMs: number;
+  targetMs: number;
   private readonly baseWindowMs: number;
   private wnd: number;
   private baseRtt = Infinity;
@@ -77,7 +109,7 @@ export class WindowControl {
   constructor(opts: WindowControlOptions = {}) {
     this.minWnd = opts.minWnd ?? 32;
     this.maxWnd = opts.maxWnd ?? 1024;
-    this.targetMs = opts.targetMs ?? 5;
+    this.targetMs = opts.targetMs ?? UDP_QUEUE_TARGET_MS;
     this.baseWindowMs = opts.baseWindowMs ?? 10_000;
     this.wnd = Math.min(this.maxWnd, 256);
   }
@@ -87,7 +119,8 @@ export class WindowControl {
   }
 
   /** New bounds (a path with another segment size); the window is clamped into them. */
-  setLimits(minWnd: number, maxWnd: number): void {
+  setLimits(minWnd: number, maxWnd: number, targetMs = this.targetMs): void {
+    this.targetMs = targetMs;
     this.minWnd = minWnd;
     this.maxWnd = Math.max(minWnd, maxWnd);
     this.wnd = Math.min(this.maxWnd, Math.max(this.minWnd, this.wnd));

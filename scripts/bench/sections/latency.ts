@@ -1,7 +1,8 @@
 /**
- * Interactive latency: echo round trips of 32-byte messages through the tunnel
- * (direct path), idle and while a bulk stream of the same session saturates it
- * upwards (visitor -> server) or downwards (server -> visitor).
+ * Interactive latency: echo round trips of 32-byte messages through the tunnel,
+ * idle and while a bulk stream of the same session saturates it upwards
+ * (visitor -> server) or downwards (server -> visitor); on the direct path
+ * (the goal's figure) and then on the relay (`relay`).
  */
 import { stopProcess } from '../../netns-lab.js';
 import type { Ctx, SectionResult } from '../context.js';
@@ -10,16 +11,27 @@ import { jsonNum, median, percentile } from '../stats.js';
 
 type Load = 'none' | 'up' | 'down';
 
+/** Round trips idle and under load through one visitor, run by run. */
+type Runs = Record<Load, { p50: number[]; p99: number[]; mbps: number[] }>;
+
 export async function benchLatency(ctx: Ctx): Promise<SectionResult> {
+  const direct = await measure(ctx, 'direct');
+  // The same through the relay (issue 24): its windows are sized for the
+  // relay's queues, and this is what an interactive stream pays for that.
+  const relay = await measure(ctx, 'relay');
+  return { ...summarise(direct), relay: summarise(relay) };
+}
+
+async function measure(ctx: Ctx, path: 'direct' | 'relay'): Promise<Runs> {
   const { env, args, say } = ctx;
-  const visit = await env.startVisit('svc');
-  const per: Record<Load, { p50: number[]; p99: number[]; mbps: number[] }> = {
+  const visit = await env.startVisit('svc', path === 'relay' ? { mode: 'relay' } : {});
+  const per: Runs = {
     none: { p50: [], p99: [], mbps: [] },
     up: { p50: [], p99: [], mbps: [] },
     down: { p50: [], p99: [], mbps: [] },
   };
   try {
-    await env.waitDirect(visit);
+    if (path === 'direct') await env.waitDirect(visit);
     for (let i = 0; i < args.runs; i++) {
       for (const load of ['none', 'up', 'down'] as Load[]) {
         const samples = load === 'none' ? 300 : 150;
@@ -46,7 +58,7 @@ export async function benchLatency(ctx: Ctx): Promise<SectionResult> {
         per[load].p99.push(percentile(s, 99));
         per[load].mbps.push(mbps);
         say(
-          `  run ${i + 1} load ${load.padEnd(4)}: ` +
+          `  run ${i + 1} ${path.padEnd(6)} load ${load.padEnd(4)}: ` +
             `rtt p50 ${percentile(s, 50).toFixed(2)} ms, p99 ${percentile(s, 99).toFixed(2)} ms` +
             `${load === 'none' ? '' : `, bulk ${mbps.toFixed(0)} Mbit/s`} (path ${env.pathOf(visit)})`,
         );
@@ -55,6 +67,11 @@ export async function benchLatency(ctx: Ctx): Promise<SectionResult> {
   } finally {
     await stopProcess(visit.child, 3000);
   }
+  return per;
+}
+
+/** Pure: medians of the runs, and the extra round-trip time under load. */
+function summarise(per: Runs): SectionResult {
   const fig = (l: Load) => ({
     p50_ms: jsonNum(median(per[l].p50), 3),
     p99_ms: jsonNum(median(per[l].p99), 3),

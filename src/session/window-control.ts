@@ -52,8 +52,10 @@ export const UDP_QUEUE_TARGET_MS = 5;
  * processes (the peers, the relay, the applications), and under load each
  * hand-off can wait a few milliseconds for a CPU: 5 ms above the idle RTT is
  * reached by scheduling alone, so the window shrank until the relay path
- * idled. 20 ms lets it fill, at up to 15 ms more for an interactive stream
- * sharing the session with bulk data on the relay (docs/BENCHMARKS.md).
+ * idled. 20 ms lets it fill. The cost falls on a relay whose network is the
+ * bottleneck: there an interactive stream beside bulk data of the same
+ * session waits longer than with 5 ms, for no throughput (docs/BENCHMARKS.md,
+ * "The relay's windows").
  */
 export const RELAY_QUEUE_TARGET_MS = 20;
 

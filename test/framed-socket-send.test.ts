@@ -18,11 +18,26 @@ function fillRecord(i: number, body: Uint8Array): void {
   for (let k = 0; k < body.length; k++) body[k] = (i * 31 + k) & 0xff;
 }
 
+/** A loopback server handling each connection with `onConn`, and a FramedSocket connected to it. */
+async function framedClient(
+  t: { after: (fn: () => void) => void },
+  onConn: (sock: net.Socket) => void,
+): Promise<FramedSocket> {
+  const server = net.createServer(onConn);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => server.close());
+  const fs = FramedSocket.connect({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port });
+  t.after(() => fs.socket.destroy());
+  await once(fs.socket, 'connect');
+  return fs;
+}
+
 test('records stay intact while their pooled buffers are reused behind a deep write queue', async (t) => {
   const N = 400;
   let checked = 0;
   let bad = -1;
-  const server = net.createServer((sock) => {
+  const fs = await framedClient(t, (sock) => {
     let pending = Buffer.alloc(0);
     sock.on('data', (d: Buffer) => {
       pending = Buffer.concat([pending, d]);
@@ -37,12 +52,6 @@ test('records stay intact while their pooled buffers are reused behind a deep wr
       setTimeout(() => sock.resume(), 1);
     });
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.after(() => server.close());
-  const fs = FramedSocket.connect({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port });
-  t.after(() => fs.socket.destroy());
-  await once(fs.socket, 'connect');
 
   const reusedBefore = sendRecordPool.reused;
   let sent = 0;
@@ -73,13 +82,7 @@ test('records stay intact while their pooled buffers are reused behind a deep wr
 
 test('a fill that throws sends nothing, and the stream of records goes on', async (t) => {
   const chunks: Buffer[] = [];
-  const server = net.createServer((sock) => sock.on('data', (d: Buffer) => chunks.push(d)));
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.after(() => server.close());
-  const fs = FramedSocket.connect({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port });
-  t.after(() => fs.socket.destroy());
-  await once(fs.socket, 'connect');
+  const fs = await framedClient(t, (sock) => sock.on('data', (d: Buffer) => chunks.push(d)));
 
   assert.throws(
     () =>

@@ -97,8 +97,7 @@ export class Mux extends EventEmitter {
   /** The stream that carried DATA last, and when (performance.now()). */
   private busyId = -1;
   private busyAt = -Infinity;
-  /** The stream before it (another id), and when it last carried DATA. */
-  private otherBusyId = -1;
+  /** When the stream before it (always another id) last carried DATA. */
   private otherBusyAt = -Infinity;
   private readonly maxStreams: number;
   private readonly sendHighWater: number;
@@ -136,7 +135,7 @@ export class Mux extends EventEmitter {
       allocFrame: opts.allocFrame ?? ((size) => Buffer.allocUnsafe(size)),
       sendControl: (frame) => this.queueControl(frame),
       markReady: (s) => this.markReady(s),
-      carriedData: (s, now) => this.carriedData(s.id, now),
+      carriedData: (s) => this.carriedData(s.id),
       windowFor: (s) => this.windowFor(s.id),
       forget: (s) => {
         if (this.streams.get(s.id) === s) this.streams.delete(s.id);
@@ -152,14 +151,15 @@ export class Mux extends EventEmitter {
     this.maxFramePayload = clampInt(n, 1, 0xffff);
   }
 
-  /** Notes that stream `id` carried DATA at `now`: the two most recent distinct streams are enough for windowFor(). */
-  private carriedData(id: number, now: number): void {
+  /** Notes that stream `id` carried DATA now: the two most recent distinct streams are enough for windowFor(). */
+  private carriedData(id: number): void {
+    // Without a shared window nothing reads this: no clock read per frame.
+    if (this.sharedWindow === this.window) return;
     if (id !== this.busyId) {
-      this.otherBusyId = this.busyId;
       this.otherBusyAt = this.busyAt;
       this.busyId = id;
     }
-    this.busyAt = now;
+    this.busyAt = performance.now();
   }
 
   /** The receive window stream `id` grants now: the shared one while another stream is busy. */

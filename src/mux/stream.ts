@@ -1,4 +1,3 @@
-import { performance } from 'node:perf_hooks';
 import { Duplex } from 'node:stream';
 import { MUX_HEADER_LEN, MuxCmd, MuxResetReason, allocMuxData, encodeMuxControl } from '../wire/mux-frame.js';
 import { sharedBlockPool } from '../util/block-pool.js';
@@ -18,8 +17,8 @@ export interface StreamHost {
   sendControl(frame: Buffer): void;
   /** The stream has something to send (data with credit, or its FIN). */
   markReady(stream: MuxStream): void;
-  /** The stream sent or received DATA at `now` (performance.now()). */
-  carriedData(stream: MuxStream, now: number): void;
+  /** The stream sent or received DATA just now. */
+  carriedData(stream: MuxStream): void;
   /** The receive window the stream grants now (at most its recvWindow; see MuxOptions.sharedWindow). */
   windowFor(stream: MuxStream): number;
   /** The stream is finished on the wire (both FINs, or an RST either way): drop its id. */
@@ -219,7 +218,7 @@ export class MuxStream extends Duplex {
       const frame = allocMuxData(this.id, n, this.host.allocFrame);
       this.sendQueue.copyOut(frame, MUX_HEADER_LEN, n);
       this.sendCredit -= n;
-      this.host.carriedData(this, performance.now());
+      this.host.carriedData(this);
       if (this.heldWriteCb && this.sendQueue.length < this.sendHighWater) {
         // Deferred so user code never runs inside the mux's send loop.
         process.nextTick(this.heldWriteCb);
@@ -252,7 +251,7 @@ export class MuxStream extends Duplex {
     }
     this.recvCredit -= payload.length;
     if (payload.length === 0) return;
-    this.host.carriedData(this, performance.now());
+    this.host.carriedData(this);
     const sink = this.sink;
     if (sink) {
       if (sink.write(payload)) this.grantCredit();
